@@ -1,0 +1,55 @@
+/**
+ * The generic device interface (VIRTIO 1.3 §2, §3): what a device type (virtio-net) gives the transport,
+ * and what the transport gives back once the driver sets DRIVER_OK. The transport knows nothing about
+ * networking; the device knows nothing about PCI.
+ */
+import type { GuestMemory } from '../lib/guest-memory.js';
+import type { Virtqueue } from './virtqueue.js';
+
+/** Services the transport lends a running device. */
+export interface VirtioDeviceContext {
+  readonly memory: GuestMemory;
+  /** Negotiated features (all words). */
+  readonly features: bigint;
+  /** The queue at `index` if the driver enabled it, else null. */
+  queue(index: number): Virtqueue | null;
+  /** Signal a used-buffer notification for queue `index` (MSI-X vector or INTx + ISR bit 0). */
+  notifyQueue(index: number): void;
+  /** The device config changed: bump config_generation and signal a config interrupt (ISR bit 1). */
+  configChanged(): void;
+  /** A guest error the device cannot recover from: set DEVICE_NEEDS_RESET and signal a config interrupt. */
+  needsReset(reason: string): void;
+}
+
+/** A virtio device type as the transport sees it. */
+export interface VirtioDevice {
+  /** Virtio device ID (1 = network). */
+  readonly deviceId: number;
+  /** Features the device offers (device-type and transport-independent bits it supports). */
+  deviceFeatures(): bigint;
+  /**
+   * The device's dependency rules for FEATURES_OK (§2.2.1, §5.1.3.1): returns null if the set is
+   * acceptable, else why not. Bits not offered are rejected by the transport before this is asked.
+   */
+  validateFeatures(features: bigint): string | null;
+  /** Number of virtqueues for the given (possibly not yet negotiated) driver features. */
+  numQueues(features: bigint): number;
+  /** Maximum size of queue `index` (what `queue_size` reads after reset). */
+  maxQueueSize(index: number): number;
+  /** Length of the device-specific config for these features; bytes past it read as 0xff in QEMU. */
+  configLength(features: bigint): number;
+  readConfig(offset: number, size: number): number;
+  writeConfig(offset: number, size: number, value: number): void;
+  /** DRIVER_OK: the negotiated features and enabled queues are final. */
+  activate(context: VirtioDeviceContext): void;
+  /** The driver kicked queue `index` (notification data, if negotiated, already decoded). */
+  queueNotify(index: number): void;
+  /** Queue `index` was reset by the driver (VIRTIO_F_RING_RESET) or re-enabled after a reset. */
+  queueReset?(index: number): void;
+  queueEnabled?(index: number): void;
+  /** Device reset (status 0, FLR, or VF removal): return to the post-construction state. */
+  reset(): void;
+  /** Device-specific state for snapshots. */
+  snapshot?(): unknown;
+  restore?(state: unknown): void;
+}
