@@ -1,0 +1,153 @@
+/**
+ * The few libc calls the tap backend needs, bound through koffi.
+ *
+ * Loaded once, lazily: importing this module (or anything above it) on a machine without koffi's native
+ * binary, or without glibc, works; only the first `libc()` call fails, with a BackendError that says why.
+ * Linux x86-64 / aarch64 only (ioctl numbers and struct layouts below are those of the generic ABI).
+ */
+import { createRequire } from 'node:module';
+import { BackendError } from './errors.js';
+
+/** The bound functions. Pointer arguments take a Buffer/TypedArray (transient) or a koffi pointer. */
+export interface Libc {
+  open(path: string, flags: number, mode: number): number;
+  close(fd: number): number;
+  read(fd: number, buf: Uint8Array | unknown, count: number): number;
+  write(fd: number, buf: Uint8Array | unknown, count: number): number;
+  readv(fd: number, iov: Uint8Array | unknown, iovcnt: number): number;
+  writev(fd: number, iov: Uint8Array | unknown, iovcnt: number): number;
+  /** ioctl whose third argument is a pointer (struct ifreq, int *). */
+  ioctlPtr(fd: number, request: number, arg: Uint8Array | unknown): number;
+  /** ioctl whose third argument is an integer value (TUNSETOFFLOAD, TUNSETPERSIST). */
+  ioctlVal(fd: number, request: number, arg: number): number;
+  poll(fds: Uint8Array | unknown, nfds: number, timeout: number): number;
+  /** `poll` on a koffi worker thread; `fds` must be stable memory (koffi.alloc), not a JS buffer. */
+  pollAsync(fds: unknown, nfds: number, timeout: number, done: (err: unknown, res: number) => void): void;
+  eventfd(initval: number, flags: number): number;
+  fcntl(fd: number, cmd: number, arg: number): number;
+  socket(domain: number, type: number, protocol: number): number;
+  /** errno of the last call on this thread. */
+  errno(): number;
+  strerror(errnum: number): string;
+  /** Stable native memory (for asynchronous calls) and an ArrayBuffer view over it. */
+  alloc(size: number): { ptr: unknown; bytes: Uint8Array };
+}
+
+/** open(2) flags and misc constants (Linux generic). */
+export const O_RDWR = 0o2;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_CLOEXEC = 0o2000000;
+export const POLLIN = 0x001;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+export const POLLNVAL = 0x020;
+export const AF_INET = 2;
+export const SOCK_DGRAM = 2;
+
+/** errno values (Linux generic). */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  EINTR: 4,
+  EIO: 5,
+  ENXIO: 6,
+  EBADF: 9,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  EMSGSIZE: 90,
+  EOPNOTSUPP: 95,
+  ENOBUFS: 105,
+  EBADFD: 77,
+  ENOTTY: 25,
+} as const;
+
+const errnoNames: Record<number, string> = Object.fromEntries(Object.entries(Errno).map(([k, v]) => [v, k]));
+
+/** Symbolic name of an errno value ("EPERM"), or "E<n>". */
+export function errnoName(errnum: number): string {
+  return errnoNames[errnum] ?? `E${errnum}`;
+}
+
+let cached: Libc | undefined;
+let loadError: BackendError | undefined;
+
+/** The bound libc; throws BackendError when koffi or libc cannot be loaded (the reason is kept). */
+export function libc(): Libc {
+  if (cached) return cached;
+  if (loadError) throw loadError;
+  try {
+    cached = bind();
+    return cached;
+  } catch (err) {
+    loadError = new BackendError(
+      `cannot load libc through koffi (needed by TapBackend): ${(err as Error).message}. ` +
+        'Install koffi with its prebuilt binary for this platform (Linux with glibc).',
+    );
+    throw loadError;
+  }
+}
+
+/** True when `libc()` loads; never throws. */
+export function libcAvailable(): boolean {
+  try {
+    libc();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function bind(): Libc {
+  if (process.platform !== 'linux') throw new Error(`platform ${process.platform} is not Linux`);
+  // createRequire so that a missing native binary only fails here, at first use.
+  const require = createRequire(import.meta.url);
+  // biome-ignore lint/suspicious/noExplicitAny: koffi's types are loose by design.
+  const koffi = require('koffi') as any;
+  const lib = koffi.load('libc.so.6');
+  const open = lib.func('int open(const char *path, int flags, int mode)');
+  const close = lib.func('int close(int fd)');
+  const read = lib.func('long read(int fd, void *buf, unsigned long count)');
+  const write = lib.func('long write(int fd, void *buf, unsigned long count)');
+  const readv = lib.func('long readv(int fd, void *iov, int iovcnt)');
+  const writev = lib.func('long writev(int fd, void *iov, int iovcnt)');
+  // ioctl is variadic; on x86-64/aarch64 integer and pointer arguments pass identically, so two
+  // fixed prototypes are exact and avoid koffi's slower variadic path.
+  const ioctlPtr = lib.func('ioctl', 'int', ['int', 'unsigned long', 'void *']);
+  const ioctlVal = lib.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']);
+  const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
+  const eventfd = lib.func('int eventfd(unsigned int initval, int flags)');
+  const fcntl = lib.func('fcntl', 'int', ['int', 'int', 'int']);
+  const socket = lib.func('int socket(int domain, int type, int protocol)');
+  const strerror = lib.func('const char *strerror(int errnum)');
+  return {
+    open,
+    close,
+    read,
+    write,
+    readv,
+    writev,
+    ioctlPtr,
+    ioctlVal,
+    poll,
+    pollAsync: (fds, nfds, timeout, done) => poll.async(fds, nfds, timeout, done),
+    eventfd,
+    fcntl,
+    socket,
+    errno: () => koffi.errno(),
+    strerror,
+    alloc(size) {
+      const ptr = koffi.alloc('uint8_t', size);
+      return { ptr, bytes: new Uint8Array(koffi.view(ptr, size)) };
+    },
+  };
+}

@@ -1,0 +1,695 @@
+/**
+ * A kernel tap as a NetBackend, driven through koffi (as QEMU's `-netdev tap` drives it: net/tap-linux.c).
+ *
+ * One tap fd per queue pair (IFF_MULTI_QUEUE when more than one). Frames cross the fd with a
+ * `struct virtio_net_hdr` in front when IFF_VNET_HDR is on (VIRTIO 1.3 §5.1.6; Linux tun_vnet.h), which
+ * this module converts to/from the caller's `NetOffload` record.
+ *
+ * Receive (tap -> guest): every open backend in the process shares one poller: a single `poll(2)` on a
+ * koffi worker thread over all readable-wanted tap fds plus an eventfd used to re-arm it. When it
+ * returns, the main thread drains each ready fd with non-blocking `read(2)` (koffi, synchronous) into a
+ * reused buffer, up to a budget, then re-arms. No busy-waiting, one worker thread whatever the number of
+ * taps, and the per-frame cost is one FFI read (the async hop is paid per batch, not per frame).
+ * `pause(qp)` removes the fd from the poll set (the kernel queues, then drops, as for a slow QEMU).
+ *
+ * Transmit (guest -> tap): the header is built into a preallocated buffer and the frame copied behind
+ * it, then one `write(2)`: a tap takes exactly one frame per write, and copying ≤64 KiB is cheaper than
+ * resolving a guest-memory address for a writev iovec on every frame. Nothing is allocated per frame.
+ */
+import { execFileSync } from 'node:child_process';
+import { BackendError, OptionsError } from './errors.js';
+import {
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  Errno,
+  errnoName,
+  F_GETFL,
+  F_SETFL,
+  type Libc,
+  libc,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDWR,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+} from './libc.js';
+import type {
+  BackendCapabilities,
+  BackendOffloads,
+  BackendSink,
+  NetBackend,
+  NetOffload,
+  TransmitResult,
+} from './net-backend.js';
+import { emptyOffload } from './net-backend.js';
+
+/** linux/if_tun.h ioctls (x86-64/aarch64 encodings of _IOW/_IOR('T', n, int)). */
+export const TUNSETIFF = 0x400454ca;
+export const TUNSETPERSIST = 0x400454cb;
+export const TUNGETFEATURES = 0x800454cf;
+export const TUNSETOFFLOAD = 0x400454d0;
+export const TUNGETIFF = 0x800454d2;
+export const TUNGETVNETHDRSZ = 0x800454d7;
+export const TUNSETVNETHDRSZ = 0x400454d8;
+export const TUNSETQUEUE = 0x400454d9;
+export const TUNSETCARRIER = 0x400454e2;
+
+/** linux/if_tun.h ifr_flags. */
+export const IFF_TAP = 0x0002;
+export const IFF_MULTI_QUEUE = 0x0100;
+export const IFF_ATTACH_QUEUE = 0x0200;
+export const IFF_DETACH_QUEUE = 0x0400;
+export const IFF_NO_PI = 0x1000;
+export const IFF_VNET_HDR = 0x4000;
+
+/** linux/if_tun.h TUNSETOFFLOAD bits. */
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_TSO_ECN = 0x08;
+export const TUN_F_UFO = 0x10;
+export const TUN_F_USO4 = 0x20;
+export const TUN_F_USO6 = 0x40;
+
+/** sizeof(struct virtio_net_hdr): the part of any header size the kernel reads and writes. */
+const VNET_HDR_BASE = 10;
+/** Largest frame a tap hands out or takes: 64 KiB GSO super-frame plus link headers. */
+const MAX_FRAME = 65_536 + 256;
+/** Frames read per ready fd before yielding back to the event loop. */
+const RX_BUDGET = 256;
+const IFNAMSIZ = 16;
+const IFREQ_SIZE = 40;
+
+/** Options of `TapBackend.open`. */
+export interface TapOpenOptions {
+  /** Interface name (≤15 bytes); a kernel-chosen `tapN` when absent. May contain `%d`. */
+  name?: string;
+  /** Queue pairs, one fd each (IFF_MULTI_QUEUE when > 1). Default 1. */
+  queues?: number;
+  /** Open with IFF_VNET_HDR (offload metadata). Default true. */
+  vnetHeader?: boolean;
+  /** Move the tap into this existing network namespace (`ip link set … netns`); the fds keep working. */
+  netns?: string;
+}
+
+/** Options of `TapBackend.adopt`. */
+export interface TapAdoptOptions {
+  /** Take over fds as they are; the header mode is read back with TUNGETIFF. */
+  vnetHeader?: boolean;
+}
+
+/** Counters of one TapBackend (monotonic). */
+export interface TapStats {
+  rxFrames: number;
+  rxBytes: number;
+  /** read(2) failures other than EAGAIN/EINTR, and frames shorter than the vnet header. */
+  rxErrors: number;
+  /** poll wake-ups that found this backend's fds ready (frames per wake-up = rxFrames / rxWakeups). */
+  rxWakeups: number;
+  txFrames: number;
+  txBytes: number;
+  /** Every transmit that returned 'dropped' (the sum of the txDropped* below). */
+  txDropped: number;
+  /** EAGAIN / ENOBUFS / ENOMEM from the kernel. */
+  txDroppedBusy: number;
+  /** EINVAL (the kernel refused the header), frame larger than a tap takes, bad queue pair. */
+  txDroppedInvalid: number;
+  /** Backend closed, tap gone, queue pair detached. */
+  txDroppedDown: number;
+  /** ioctls that failed on guest-driven calls (setOffloads, setQueuePairEnabled). */
+  ioctlErrors: number;
+}
+
+interface PollEntry {
+  fd: number;
+  enabled: boolean;
+  ready(revents: number): void;
+}
+
+/**
+ * The process-wide poller: one outstanding koffi async `poll` over the enabled fds plus a wake eventfd.
+ * Changes to the set write the eventfd so the in-flight poll returns and is re-armed with the new set.
+ */
+class SharedPoller {
+  private readonly entries = new Set<PollEntry>();
+  private readonly c: Libc;
+  private readonly wakeFd: number;
+  private readonly wakeBuf = new Uint8Array(8);
+  private mem: { ptr: unknown; bytes: Uint8Array } | undefined;
+  private view: DataView | undefined;
+  private capacity = 0;
+  /** Entries in the in-flight poll array, by index (slot 0 is the eventfd). */
+  private armed: PollEntry[] = [];
+  private inFlight = false;
+  private failures = 0;
+
+  constructor(c: Libc) {
+    this.c = c;
+    this.wakeFd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (this.wakeFd < 0) throw errnoError('eventfd', c.errno());
+    new DataView(this.wakeBuf.buffer).setBigUint64(0, 1n, true);
+  }
+
+  add(entry: PollEntry): void {
+    this.entries.add(entry);
+    this.changed();
+  }
+
+  remove(entry: PollEntry): void {
+    if (this.entries.delete(entry)) this.changed();
+  }
+
+  /** Call after flipping an entry's `enabled`. */
+  changed(): void {
+    if (this.inFlight) this.c.write(this.wakeFd, this.wakeBuf, 8);
+    else this.arm();
+  }
+
+  private arm(): void {
+    const list = this.armed;
+    list.length = 0;
+    for (const e of this.entries) if (e.enabled) list.push(e);
+    if (list.length === 0) return; // nothing wanted: no pending work keeps the process alive
+    const n = list.length + 1;
+    if (n > this.capacity) {
+      this.capacity = Math.max(n, this.capacity * 2, 8);
+      this.mem = this.c.alloc(this.capacity * 8);
+      this.view = new DataView(this.mem.bytes.buffer, this.mem.bytes.byteOffset, this.capacity * 8);
+    }
+    const v = this.view as DataView;
+    v.setInt32(0, this.wakeFd, true);
+    v.setInt16(4, POLLIN, true);
+    v.setInt16(6, 0, true);
+    for (let i = 0; i < list.length; i++) {
+      v.setInt32((i + 1) * 8, (list[i] as PollEntry).fd, true);
+      v.setInt16((i + 1) * 8 + 4, POLLIN, true);
+      v.setInt16((i + 1) * 8 + 6, 0, true);
+    }
+    this.inFlight = true;
+    this.c.pollAsync(this.mem?.ptr, n, -1, this.onPolled);
+  }
+
+  private readonly onPolled = (err: unknown, res: number): void => {
+    this.inFlight = false;
+    const v = this.view as DataView;
+    if (err || res < 0) {
+      // EINTR or worse: re-arm, backing off if it keeps failing so an error cannot spin the CPU.
+      this.failures++;
+      if (this.failures > 3) {
+        setTimeout(() => this.arm(), Math.min(1000, 10 * this.failures)).unref?.();
+        return;
+      }
+      this.arm();
+      return;
+    }
+    this.failures = 0;
+    if (v.getInt16(6, true) !== 0) this.c.read(this.wakeFd, this.wakeBuf, 8);
+    const list = this.armed.slice(); // entries may remove themselves while we deliver
+    for (let i = 0; i < list.length; i++) {
+      const revents = v.getInt16((i + 1) * 8 + 6, true);
+      const e = list[i] as PollEntry;
+      if (revents !== 0 && e.enabled && this.entries.has(e)) e.ready(revents);
+    }
+    if (!this.inFlight) this.arm();
+  };
+}
+
+let poller: SharedPoller | undefined;
+function sharedPoller(c: Libc): SharedPoller {
+  poller ??= new SharedPoller(c);
+  return poller;
+}
+
+/** A BackendError for a failed call, with the errno's usual meaning for taps spelled out. */
+function errnoError(what: string, errnum: number, context = ''): BackendError {
+  const name = errnoName(errnum);
+  let hint = '';
+  if (errnum === Errno.EPERM || errnum === Errno.EACCES)
+    hint = ': needs CAP_NET_ADMIN (run as root or grant the capability), or the tap belongs to another user';
+  else if (errnum === Errno.EBUSY)
+    hint =
+      ': the interface name is in use (by a non-tap or with other flags) or the queue is already attached';
+  else if (errnum === Errno.ENOENT || errnum === Errno.ENODEV || errnum === Errno.ENXIO)
+    hint = ': no /dev/net/tun (load the tun module, or give the container the device)';
+  else if (errnum === Errno.EINVAL) hint = ': the kernel rejected the request (flags or value not supported)';
+  let msg = `${what}${context} failed with ${name}${hint}`;
+  try {
+    msg += ` (${libc().strerror(errnum)})`;
+  } catch {
+    // strerror is cosmetic
+  }
+  return new BackendError(msg, errnum, name);
+}
+
+/** Per queue pair state. */
+interface Queue {
+  fd: number;
+  qp: number;
+  paused: boolean;
+  attached: boolean;
+  entry: PollEntry;
+}
+
+/** A tap device as a NetBackend. Create with `TapBackend.open` or `TapBackend.adopt`. */
+export class TapBackend implements NetBackend {
+  readonly capabilities: BackendCapabilities;
+  /** The interface name the kernel gave the tap. */
+  readonly name: string;
+  /** TUNGETFEATURES: the IFF_* flags this kernel's tun driver supports. */
+  readonly features: number;
+  /** Whether the fds carry a vnet header (IFF_VNET_HDR). */
+  readonly vnetHeader: boolean;
+
+  private readonly c: Libc;
+  private readonly queues: Queue[];
+  private readonly multiQueue: boolean;
+  private sink: BackendSink | null = null;
+  private closed = false;
+  private gone = false;
+  private hdrSize: number;
+  /** rx buffer: [vnet header][frame]; views over it are cached per length so receive allocates nothing. */
+  private readonly rxBuf = new Uint8Array(VNET_HDR_BASE + 10 + MAX_FRAME);
+  private readonly rxView = new DataView(this.rxBuf.buffer);
+  private rxFrameViews: Uint8Array[] = [];
+  private readonly rxOffload: NetOffload = emptyOffload();
+  private readonly txBuf = new Uint8Array(VNET_HDR_BASE + 10 + MAX_FRAME);
+  private readonly txView = new DataView(this.txBuf.buffer);
+  private readonly s: TapStats = {
+    rxFrames: 0,
+    rxBytes: 0,
+    rxErrors: 0,
+    rxWakeups: 0,
+    txFrames: 0,
+    txBytes: 0,
+    txDropped: 0,
+    txDroppedBusy: 0,
+    txDroppedInvalid: 0,
+    txDroppedDown: 0,
+    ioctlErrors: 0,
+  };
+  /** Last error of a guest-driven ioctl (setOffloads, setQueuePairEnabled), for diagnostics. */
+  lastError: BackendError | null = null;
+
+  private constructor(c: Libc, fds: number[], name: string, flags: number, features: number) {
+    this.c = c;
+    this.name = name;
+    this.features = features;
+    this.vnetHeader = (flags & IFF_VNET_HDR) !== 0;
+    this.multiQueue = (flags & IFF_MULTI_QUEUE) !== 0;
+    this.hdrSize = this.vnetHeader ? VNET_HDR_BASE : 0;
+    if (this.vnetHeader) {
+      const sz = new Int32Array(1);
+      if (c.ioctlPtr(fds[0] as number, TUNGETVNETHDRSZ, sz) === 0) this.hdrSize = sz[0] as number;
+    }
+    this.queues = fds.map((fd, qp) => {
+      const q: Queue = {
+        fd,
+        qp,
+        paused: false,
+        attached: true,
+        entry: { fd, enabled: false, ready: (revents) => this.onReadable(q, revents) },
+      };
+      return q;
+    });
+    const offloads = this.vnetHeader ? probeOffloads(c, fds[0] as number) : noOffloads();
+    this.capabilities = { vnetHeader: this.vnetHeader, offloads, queuePairs: fds.length };
+  }
+
+  /**
+   * Creates (or attaches to) a tap: opens /dev/net/tun once per queue pair and TUNSETIFF with
+   * IFF_TAP | IFF_NO_PI [| IFF_VNET_HDR] [| IFF_MULTI_QUEUE]. Offloads start off (the kernel hands over
+   * plain, checksummed frames) until the device calls `setOffloads`.
+   */
+  static open(options: TapOpenOptions = {}): TapBackend {
+    const queues = options.queues ?? 1;
+    if (!Number.isInteger(queues) || queues < 1 || queues > 256)
+      throw new OptionsError(`TapBackend.open: queues must be an integer in 1..256, got ${queues}`);
+    const name = options.name ?? '';
+    if (Buffer.byteLength(name) >= IFNAMSIZ || /[\s/:]/.test(name))
+      throw new OptionsError(
+        `TapBackend.open: name must be < 16 bytes without spaces, '/' or ':', got '${name}'`,
+      );
+    const c = libc();
+    const vnet = options.vnetHeader ?? true;
+    let flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
+    if (queues > 1) flags |= IFF_MULTI_QUEUE;
+    const fds: number[] = [];
+    const ifr = new Uint8Array(IFREQ_SIZE);
+    const ifrView = new DataView(ifr.buffer);
+    let features = 0;
+    let actual = name;
+    try {
+      for (let i = 0; i < queues; i++) {
+        const fd = c.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC, 0);
+        if (fd < 0) throw errnoError('open(/dev/net/tun)', c.errno());
+        fds.push(fd);
+        if (i === 0) {
+          const f = new Uint32Array(1);
+          if (c.ioctlPtr(fd, TUNGETFEATURES, f) === 0) features = f[0] as number;
+          if (queues > 1 && features !== 0 && !(features & IFF_MULTI_QUEUE))
+            throw new BackendError('TapBackend.open: this kernel has no multiqueue tap (IFF_MULTI_QUEUE)');
+          if (vnet && features !== 0 && !(features & IFF_VNET_HDR))
+            throw new BackendError('TapBackend.open: this kernel has no IFF_VNET_HDR; use vnetHeader: false');
+        }
+        ifr.fill(0);
+        Buffer.from(ifr.buffer).write(actual, 0, IFNAMSIZ - 1);
+        ifrView.setUint16(IFNAMSIZ, flags, true);
+        if (c.ioctlPtr(fd, TUNSETIFF, ifr) < 0)
+          throw errnoError('TUNSETIFF', c.errno(), ` on '${actual || 'tap%d'}'`);
+        const end = ifr.indexOf(0);
+        actual = Buffer.from(ifr.subarray(0, end < 0 || end > IFNAMSIZ ? IFNAMSIZ : end)).toString();
+      }
+      if (options.netns) {
+        try {
+          execFileSync('ip', ['link', 'set', 'dev', actual, 'netns', options.netns], { stdio: 'pipe' });
+        } catch (err) {
+          throw new BackendError(
+            `TapBackend.open: cannot move '${actual}' into netns '${options.netns}': ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`,
+          );
+        }
+      }
+      return new TapBackend(c, fds, actual, flags, features);
+    } catch (err) {
+      for (const fd of fds) c.close(fd);
+      throw err;
+    }
+  }
+
+  /**
+   * Takes ownership of tap fds the VMM opened (one per queue pair, same tap): sets O_NONBLOCK and reads
+   * the interface name and flags back with TUNGETIFF. `close()` closes them.
+   */
+  static adopt(fds: number[], options: TapAdoptOptions = {}): TapBackend {
+    if (fds.length < 1 || fds.some((fd) => !Number.isInteger(fd) || fd < 0))
+      throw new OptionsError('TapBackend.adopt: fds must be a non-empty array of open file descriptors');
+    const c = libc();
+    const ifr = new Uint8Array(IFREQ_SIZE);
+    let name = '';
+    let flags = 0;
+    for (const fd of fds) {
+      ifr.fill(0);
+      if (c.ioctlPtr(fd, TUNGETIFF, ifr) < 0)
+        throw errnoError('TUNGETIFF', c.errno(), ` on fd ${fd} (is it a tap fd?)`);
+      const end = ifr.indexOf(0);
+      const n = Buffer.from(ifr.subarray(0, end < 0 || end > IFNAMSIZ ? IFNAMSIZ : end)).toString();
+      const f = new DataView(ifr.buffer).getUint16(IFNAMSIZ, true);
+      if (name && n !== name)
+        throw new OptionsError(`TapBackend.adopt: fds belong to different taps ('${name}', '${n}')`);
+      name = n;
+      flags = f;
+      if (!(f & IFF_TAP) || !(f & IFF_NO_PI))
+        throw new OptionsError(`TapBackend.adopt: fd ${fd} must be a tap opened with IFF_TAP | IFF_NO_PI`);
+      const fl = c.fcntl(fd, F_GETFL, 0);
+      if (fl < 0 || c.fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        throw errnoError('fcntl(O_NONBLOCK)', c.errno());
+    }
+    if (options.vnetHeader !== undefined && options.vnetHeader !== ((flags & IFF_VNET_HDR) !== 0))
+      throw new OptionsError(
+        `TapBackend.adopt: vnetHeader ${options.vnetHeader} does not match the tap (IFF_VNET_HDR is ${flags & IFF_VNET_HDR ? 'on' : 'off'})`,
+      );
+    if (fds.length > 1 && !(flags & IFF_MULTI_QUEUE))
+      throw new OptionsError('TapBackend.adopt: several fds need a tap opened with IFF_MULTI_QUEUE');
+    const f = new Uint32Array(1);
+    const features = c.ioctlPtr(fds[0] as number, TUNGETFEATURES, f) === 0 ? (f[0] as number) : 0;
+    return new TapBackend(c, [...fds], name, flags, features);
+  }
+
+  /** The header size on the fds now (TUNGETVNETHDRSZ as last set; 0 without IFF_VNET_HDR). */
+  get vnetHeaderSize(): number {
+    return this.hdrSize;
+  }
+
+  /** The fds, one per queue pair (-1 once closed). */
+  get fds(): readonly number[] {
+    return this.queues.map((q) => q.fd);
+  }
+
+  attach(sink: BackendSink): void {
+    if (this.sink) throw new BackendError('TapBackend.attach: already attached');
+    this.sink = sink;
+    if (this.closed || this.gone) return;
+    const p = sharedPoller(this.c);
+    for (const q of this.queues) {
+      q.entry.enabled = !q.paused && q.attached;
+      p.add(q.entry);
+    }
+  }
+
+  transmit(frame: Uint8Array, queuePair: number, offload: NetOffload | null): TransmitResult {
+    const q = this.queues[queuePair];
+    if (q === undefined) return this.drop('invalid');
+    if (this.closed || this.gone || !q.attached) return this.drop('down');
+    const hs = this.hdrSize;
+    const len = frame.length;
+    if (len + hs > this.txBuf.length) return this.drop('invalid');
+    const b = this.txBuf;
+    if (hs > 0) {
+      const v = this.txView;
+      if (offload === null) {
+        for (let i = 0; i < hs; i++) b[i] = 0;
+      } else {
+        v.setUint8(0, offload.flags);
+        v.setUint8(1, offload.gsoType);
+        v.setUint16(2, offload.hdrLen, true);
+        v.setUint16(4, offload.gsoSize, true);
+        v.setUint16(6, offload.csumStart, true);
+        v.setUint16(8, offload.csumOffset, true);
+        for (let i = VNET_HDR_BASE; i < hs; i++) b[i] = 0; // num_buffers/hash: ignored by the kernel on tx
+      }
+    }
+    b.set(frame, hs);
+    const n = this.c.write(q.fd, b, len + hs);
+    if (n === len + hs) {
+      this.s.txFrames++;
+      this.s.txBytes += len;
+      return 'sent';
+    }
+    if (n >= 0) return this.drop('busy'); // a tap never writes short; treat it as a lost frame
+    const e = this.c.errno();
+    if (e === Errno.EAGAIN || e === Errno.ENOBUFS || e === Errno.ENOMEM || e === Errno.EINTR)
+      return this.drop('busy');
+    if (e === Errno.EINVAL || e === Errno.EMSGSIZE || e === Errno.EFAULT) return this.drop('invalid');
+    if (isGoneErrno(e)) this.vanished();
+    return this.drop('down');
+  }
+
+  pause(queuePair: number): void {
+    const q = this.queues[queuePair];
+    if (!q || q.paused) return;
+    q.paused = true;
+    this.updatePoll(q);
+  }
+
+  resume(queuePair: number): void {
+    const q = this.queues[queuePair];
+    if (!q || !q.paused) return;
+    q.paused = false;
+    this.updatePoll(q);
+  }
+
+  /**
+   * TUNSETOFFLOAD from the guest's choice: the kernel then hands over frames with those offloads left
+   * undone (partial checksum, GSO super-frames) and segments/checksums everything else itself. Requests
+   * beyond `capabilities.offloads` are ignored; TSO/UFO/USO need csum, ECN needs TSO, and the kernel only
+   * takes USO4 and USO6 together (tun.c set_offload), so a lone USO4 or USO6 stays off.
+   */
+  setOffloads(offloads: BackendOffloads): void {
+    if (!this.vnetHeader || this.closed || this.gone) return;
+    const bits = offloadBits(offloads, this.capabilities.offloads);
+    if (this.c.ioctlVal(this.queues[0]?.fd as number, TUNSETOFFLOAD, bits) < 0)
+      this.ioctlFailed('TUNSETOFFLOAD');
+  }
+
+  /** The negotiated header size: TUNSETVNETHDRSZ on every fd (the tap is one device: any fd sets it). */
+  setVnetHeaderSize(size: number): void {
+    if (!this.vnetHeader) throw new BackendError('TapBackend.setVnetHeaderSize: the tap has no IFF_VNET_HDR');
+    if (size !== 10 && size !== 12 && size !== 20)
+      throw new OptionsError(`TapBackend.setVnetHeaderSize: size must be 10, 12 or 20, got ${size}`);
+    if (this.closed || this.gone) return;
+    const sz = new Int32Array([size]);
+    if (this.c.ioctlPtr(this.queues[0]?.fd as number, TUNSETVNETHDRSZ, sz) < 0)
+      throw errnoError('TUNSETVNETHDRSZ', this.c.errno());
+    this.hdrSize = size;
+    this.rxFrameViews = [];
+  }
+
+  /**
+   * TUNSETQUEUE IFF_ATTACH_QUEUE / IFF_DETACH_QUEUE on a multiqueue tap (QEMU: tap_fd_enable/disable).
+   * A detached queue is neither polled nor written. A single-queue tap only records the state.
+   */
+  setQueuePairEnabled(queuePair: number, enabled: boolean): void {
+    const q = this.queues[queuePair];
+    if (!q || q.attached === enabled || this.closed || this.gone) return;
+    if (this.multiQueue) {
+      const ifr = new Uint8Array(IFREQ_SIZE);
+      new DataView(ifr.buffer).setUint16(IFNAMSIZ, enabled ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE, true);
+      if (this.c.ioctlPtr(q.fd, TUNSETQUEUE, ifr) < 0) {
+        this.ioctlFailed('TUNSETQUEUE');
+        return;
+      }
+    }
+    q.attached = enabled;
+    this.updatePoll(q);
+  }
+
+  /** TUNSETCARRIER: the kernel side of the link (what `ip link` shows as NO-CARRIER / LOWER_UP). */
+  setCarrier(up: boolean): void {
+    if (this.closed || this.gone) throw new BackendError('TapBackend.setCarrier: the tap is closed or gone');
+    const v = new Int32Array([up ? 1 : 0]);
+    if (this.c.ioctlPtr(this.queues[0]?.fd as number, TUNSETCARRIER, v) < 0)
+      throw errnoError('TUNSETCARRIER', this.c.errno());
+  }
+
+  /** A snapshot of the counters. */
+  stats(): TapStats {
+    return { ...this.s };
+  }
+
+  /** True once `close()` ran or the tap vanished. */
+  get isClosed(): boolean {
+    return this.closed || this.gone;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.release();
+  }
+
+  private release(): void {
+    for (const q of this.queues) {
+      q.entry.enabled = false;
+      poller?.remove(q.entry);
+    }
+    // Close after the poller let go (the in-flight poll holds its own file reference; a reused fd number
+    // would only produce a spurious EAGAIN read, which is harmless).
+    for (const q of this.queues) {
+      if (q.fd >= 0) this.c.close(q.fd);
+      q.fd = -1;
+    }
+  }
+
+  private updatePoll(q: Queue): void {
+    const want = !q.paused && q.attached && this.sink !== null && !this.closed && !this.gone;
+    if (q.entry.enabled === want) return;
+    q.entry.enabled = want;
+    if (this.sink) poller?.changed();
+  }
+
+  private onReadable(q: Queue, revents: number): void {
+    this.s.rxWakeups++;
+    const sink = this.sink;
+    if (!sink) return;
+    const c = this.c;
+    const buf = this.rxBuf;
+    for (let i = 0; i < RX_BUDGET; i++) {
+      if (q.paused || !q.attached || this.closed || this.gone) return;
+      const n = c.read(q.fd, buf, buf.length);
+      if (n < 0) {
+        const e = c.errno();
+        if (e === Errno.EAGAIN || e === Errno.EINTR) break;
+        if (isGoneErrno(e)) {
+          this.vanished();
+          return;
+        }
+        this.s.rxErrors++;
+        break;
+      }
+      const hs = this.hdrSize;
+      if (n < hs || n === 0) {
+        this.s.rxErrors++;
+        continue;
+      }
+      const len = n - hs;
+      let frame = this.rxFrameViews[len];
+      if (frame === undefined) {
+        frame = buf.subarray(hs, n);
+        this.rxFrameViews[len] = frame;
+      }
+      let off: NetOffload | null = null;
+      if (hs > 0) {
+        off = this.rxOffload;
+        const v = this.rxView;
+        off.flags = v.getUint8(0);
+        off.gsoType = v.getUint8(1);
+        off.hdrLen = v.getUint16(2, true);
+        off.gsoSize = v.getUint16(4, true);
+        off.csumStart = v.getUint16(6, true);
+        off.csumOffset = v.getUint16(8, true);
+      }
+      this.s.rxFrames++;
+      this.s.rxBytes += len;
+      sink.receive(frame, q.qp, off);
+    }
+    if (revents & (POLLERR | POLLHUP | POLLNVAL) && !this.closed && !this.gone) {
+      // tun reports POLLERR once its device is gone; confirm with a read before declaring it.
+      const n = c.read(q.fd, buf, buf.length);
+      if (n < 0 && isGoneErrno(c.errno())) this.vanished();
+    }
+  }
+
+  /** The tap was deleted under us: stop everything, tell the device the link is down, keep counting drops. */
+  private vanished(): void {
+    if (this.gone || this.closed) return;
+    this.gone = true;
+    this.release();
+    this.sink?.linkChanged?.(false);
+  }
+
+  private drop(kind: 'busy' | 'invalid' | 'down'): TransmitResult {
+    this.s.txDropped++;
+    if (kind === 'busy') this.s.txDroppedBusy++;
+    else if (kind === 'invalid') this.s.txDroppedInvalid++;
+    else this.s.txDroppedDown++;
+    return 'dropped';
+  }
+
+  private ioctlFailed(what: string): void {
+    const e = this.c.errno();
+    this.s.ioctlErrors++;
+    this.lastError = errnoError(what, e, ` on '${this.name}'`);
+    if (isGoneErrno(e)) this.vanished();
+  }
+}
+
+function isGoneErrno(e: number): boolean {
+  return (
+    e === Errno.EBADFD || e === Errno.ENODEV || e === Errno.EIO || e === Errno.ENXIO || e === Errno.EBADF
+  );
+}
+
+function noOffloads(): BackendOffloads {
+  return { csum: false, tso4: false, tso6: false, ecn: false, ufo: false, uso4: false, uso6: false };
+}
+
+/** TUN_F_* bits for `want`, limited to `can` and to the combinations the kernel takes. */
+export function offloadBits(want: BackendOffloads, can: BackendOffloads): number {
+  if (!(want.csum && can.csum)) return 0;
+  let bits = TUN_F_CSUM;
+  if (want.tso4 && can.tso4) bits |= TUN_F_TSO4;
+  if (want.tso6 && can.tso6) bits |= TUN_F_TSO6;
+  if (want.ecn && can.ecn && bits & (TUN_F_TSO4 | TUN_F_TSO6)) bits |= TUN_F_TSO_ECN;
+  if (want.ufo && can.ufo) bits |= TUN_F_UFO;
+  if (want.uso4 && want.uso6 && can.uso4 && can.uso6) bits |= TUN_F_USO4 | TUN_F_USO6;
+  return bits;
+}
+
+/** Which TUNSETOFFLOAD combinations this kernel accepts; leaves the tap with offloads off. */
+function probeOffloads(c: Libc, fd: number): BackendOffloads {
+  const ok = (bits: number) => c.ioctlVal(fd, TUNSETOFFLOAD, bits) === 0;
+  const csum = ok(TUN_F_CSUM);
+  const o: BackendOffloads = {
+    csum,
+    tso4: csum && ok(TUN_F_CSUM | TUN_F_TSO4),
+    tso6: csum && ok(TUN_F_CSUM | TUN_F_TSO6),
+    ecn: csum && ok(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN),
+    ufo: csum && ok(TUN_F_CSUM | TUN_F_UFO),
+    uso4: false,
+    uso6: false,
+  };
+  o.uso4 = o.uso6 = csum && ok(TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6);
+  c.ioctlVal(fd, TUNSETOFFLOAD, 0);
+  return o;
+}
