@@ -44,8 +44,8 @@ export class ToeplitzKey {
       for (let j = 0; j < 8; j++) windows[j] = j === 0 ? hi : (hi << j) | (next >>> (8 - j));
       const base = pos * 256;
       const t = this.table;
-      // Fill by doubling: value v | mask (mask = 0x80 >> j) = value v XOR window j.
-      for (let j = 0; j < 8; j++) {
+      // Fill by doubling from the low bit up: entry v | mask (mask = 0x80 >> j, v < mask) = entry v ^ window j.
+      for (let j = 7; j >= 0; j--) {
         const mask = 0x80 >>> j;
         const w = windows[j]!;
         for (let v = 0; v < mask; v++) t[base + (v | mask)] = t[base + v]! ^ w;
