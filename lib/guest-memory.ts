@@ -259,7 +259,7 @@ export class GuestMemory {
   /** Validates a region's own address range (no translation). */
   private checkRange(address: number | bigint, length: number): number {
     const a = this.toNumber(address, length);
-    if (a + length > MAX_ADDRESS + 1) {
+    if (a > MAX_ADDRESS + 1 - length) {
       throw new GuestMemoryError(
         `guest memory range ${describe(address, length)} ends above 2^53`,
         address,

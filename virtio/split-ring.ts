@@ -212,7 +212,7 @@ export class SplitRing implements Virtqueue {
     }
   }
 
-  unpop(chain: DescriptorChain): void {
+  unpop(_chain: DescriptorChain): void {
     this.lastAvail = (this.lastAvail - 1) & 0xffff;
   }
 
