@@ -223,6 +223,58 @@ print('got', len(got), hashlib.sha256(got).hexdigest(), flush=True)
       );
     });
 
+    it('hands TSO super-frames (GSO TCPv4, partial checksum) to the guest once tso4 is enabled', async () => {
+      const { ns, tap, sink } = fixture();
+      tap.setOffloads({
+        csum: true,
+        tso4: true,
+        tso6: false,
+        ecn: false,
+        ufo: false,
+        uso4: false,
+        uso6: false,
+      });
+      expect(tap.stats().ioctlErrors).toBe(0);
+      const child = ns.spawn('python3', [
+        '-c',
+        `
+import socket, time
+c = socket.create_connection(('${GUEST_IP}', 6001), timeout=20)
+c.sendall(bytes((i * 3) & 0xff for i in range(20000)))
+time.sleep(5)
+`,
+      ]);
+      lines(child);
+      const syn = await sink.waitFor(
+        (f) => parseIpv4(f.frame)?.proto === 6 && f.frame[14 + 20 + 13] === TCP_SYN,
+        10_000,
+        'SYN',
+      );
+      const sv = new DataView(syn.frame.buffer, syn.frame.byteOffset);
+      const kport = sv.getUint16(14 + 20);
+      const kseq = sv.getUint32(14 + 20 + 4);
+      tap.transmit(
+        tcpFrame(GUEST_IP, KERNEL_IP, 6001, kport, 5000, kseq + 1, TCP_SYN | TCP_ACK, new Uint8Array(0)),
+        0,
+        null,
+      );
+      const gso = await sink.waitFor((f) => f.offload?.gsoType === 1, 10_000, 'a GSO TCPv4 frame');
+      const off = gso.offload as NonNullable<typeof gso.offload>;
+      const p = parseIpv4(gso.frame);
+      expect(p?.proto).toBe(6);
+      expect(off.flags & 1).toBe(1); // NEEDS_CSUM
+      expect(off.csumStart).toBe(34);
+      expect(off.csumOffset).toBe(16);
+      expect(off.hdrLen).toBeGreaterThanOrEqual(54);
+      expect(off.gsoSize).toBe(536); // no MSS option in our SYN-ACK: the RFC 1122 default
+      expect(gso.frame.length - 54).toBeGreaterThan(off.gsoSize);
+      // Every received payload byte is the sender's pattern at its sequence offset.
+      const seq = new DataView(gso.frame.buffer, gso.frame.byteOffset).getUint32(14 + 20 + 4);
+      const data = gso.frame.subarray(54);
+      const start = seq - (kseq + 1);
+      expect(data.every((b, i) => b === (((start + i) * 3) & 0xff))).toBe(true);
+    });
+
     it('splits received flows across the two queue pairs of a multiqueue tap, and follows detach/attach', async () => {
       const { ns, tap, sink } = fixture({ queues: 2 });
       expect(tap.capabilities.queuePairs).toBe(2);
