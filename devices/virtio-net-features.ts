@@ -3,6 +3,7 @@
  * offered = f(options, backend capabilities), gated the way QEMU's `virtio_net_get_features` gates them.
  */
 import type { BackendCapabilities } from '../lib/net-backend.js';
+import { featureBit as bit, hasFeature as has, VIRTIO_F_VERSION_1 } from '../virtio/features.js';
 import type { VirtioNetPciConfig } from './virtio-net-options.js';
 
 /** Feature bit numbers (§5.1.3). */
@@ -41,18 +42,7 @@ export const NetF = {
   SPEED_DUPLEX: 63,
 } as const;
 
-/** Transport bits the net device cares about (§6). */
-export const VIRTIO_F_VERSION_1 = 32;
-
-/** `1n << bit`. */
-export function bit(n: number): bigint {
-  return 1n << BigInt(n);
-}
-
-/** Whether `features` has bit `n`. */
-export function has(features: bigint, n: number): boolean {
-  return ((features >> BigInt(n)) & 1n) === 1n;
-}
+export { bit, has, VIRTIO_F_VERSION_1 };
 
 /** Guest offload bits (also the CTRL_GUEST_OFFLOADS_SET bitmask layout, §5.1.6.5.6.1). */
 export const GUEST_OFFLOAD_BITS = [
