@@ -1,0 +1,195 @@
+/**
+ * Guest memory handed over by DMA_MAP: each mapping's file descriptor is mmap'd (MAP_SHARED) and exposed as
+ * Uint8Array views (koffi.view, no copy) that are added to the device's guest memory; DMA_UNMAP and
+ * disconnect remove them.
+ *
+ * Stale views: a Uint8Array over an mmap cannot be detached from JS, so a view that survives an unmap (a
+ * cached ring view in the device) would fault on the next access if the memory were simply munmap'd.
+ * Instead, unmapping replaces the range in place (MAP_FIXED) with private anonymous memory: the guest's file
+ * is released at once, a stale view reads zeros and writes to scratch, and the address range cannot be
+ * reused by a later mapping. The placeholder is munmap'd when the garbage collector has dropped every view.
+ *
+ * Read-only mappings (no WRITE flag) are mapped MAP_PRIVATE read/write: the device sees the guest's bytes,
+ * and a stray device write lands in a private copy instead of faulting or reaching the guest.
+ */
+import { fstatSync } from 'node:fs';
+import { DmaMapFlag, Errno } from './protocol.js';
+import * as sys from './sys.js';
+
+/** The part of GuestMemory (lib/guest-memory.ts) the server needs. */
+export interface DmaMemory {
+  addRegion(region: { address: number | bigint; bytes: Uint8Array }): void;
+  removeRegion(address: number | bigint): boolean;
+}
+
+/** One DMA_MAP as the device sees it. */
+export interface DmaRegionInfo {
+  address: bigint;
+  size: bigint;
+  flags: number;
+  /** False for a mapping that came without a descriptor (the device cannot reach it). */
+  mapped: boolean;
+}
+
+interface Mapping extends DmaRegionInfo {
+  ptr: sys.NativePointer | null;
+  /** Guest-memory regions this mapping was split into (addresses as given to addRegion). */
+  chunks: { address: number | bigint; bytes: Uint8Array }[];
+}
+
+/** A DMA request failed; `errno` is the reply's error. */
+export class DmaError extends Error {
+  override name = 'DmaError';
+  constructor(
+    message: string,
+    readonly errno: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Largest view handed to GuestMemory; bigger mappings are split (a TypedArray cannot span 4 GiB). */
+export const MAX_CHUNK = 1 << 30;
+const PAGE = 4096n;
+const U64_END = 1n << 64n;
+
+const placeholders = new FinalizationRegistry<{ ptr: sys.NativePointer; len: number }>((p) => sys.munmap(p.ptr, p.len));
+
+function toAddress(a: bigint): number | bigint {
+  return a <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(a) : a;
+}
+
+export class DmaMappings {
+  readonly #maps: Mapping[] = []; // sorted by address
+  readonly #memory: DmaMemory;
+  readonly #maxMappings: number;
+
+  constructor(memory: DmaMemory, maxMappings: number) {
+    this.#memory = memory;
+    this.#maxMappings = maxMappings;
+  }
+
+  get count(): number {
+    return this.#maps.length;
+  }
+
+  list(): DmaRegionInfo[] {
+    return this.#maps.map(({ address, size, flags, mapped }) => ({ address, size, flags, mapped }));
+  }
+
+  /**
+   * DMA_MAP: validates, maps `fd` (when given) and adds the region to guest memory. Takes ownership of `fd`
+   * (closed whatever the outcome: the mapping keeps the file alive).
+   */
+  map(address: bigint, size: bigint, offset: bigint, flags: number, fd: number | null): void {
+    try {
+      if ((flags & ~(DmaMapFlag.READ | DmaMapFlag.WRITE)) !== 0) throw new DmaError('unknown DMA_MAP flags', Errno.EINVAL);
+      if (size === 0n || address % PAGE !== 0n || size % PAGE !== 0n || offset % PAGE !== 0n) {
+        throw new DmaError('DMA_MAP address, size and offset must be non-zero multiples of 4 KiB', Errno.EINVAL);
+      }
+      if (address + size > U64_END) throw new DmaError('DMA_MAP range wraps the address space', Errno.EINVAL);
+      if (this.#maps.length >= this.#maxMappings) throw new DmaError('too many DMA mappings', Errno.ENOSPC);
+      if (this.#maps.some((m) => address < m.address + m.size && m.address < address + size)) {
+        throw new DmaError('DMA_MAP overlaps an existing mapping', Errno.EEXIST);
+      }
+      const m: Mapping = { address, size, flags, mapped: fd !== null, ptr: null, chunks: [] };
+      if (fd !== null) this.#mmap(m, fd, offset);
+      const at = this.#maps.findIndex((x) => x.address > address);
+      this.#maps.splice(at < 0 ? this.#maps.length : at, 0, m);
+    } finally {
+      if (fd !== null) sys.close(fd);
+    }
+  }
+
+  #mmap(m: Mapping, fd: number, offset: bigint): void {
+    // A mapping past the end of the file would SIGBUS on access: refuse it up front.
+    let st: ReturnType<typeof fstatSync>;
+    try {
+      st = fstatSync(fd, { bigint: true });
+    } catch {
+      throw new DmaError('DMA_MAP descriptor cannot be examined', Errno.EBADF);
+    }
+    if (!st.isFile()) throw new DmaError('DMA_MAP descriptor is not a regular file or memfd', Errno.EINVAL);
+    if (offset + m.size > st.size) throw new DmaError('DMA_MAP range exceeds the file', Errno.EINVAL);
+    if (m.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new DmaError('DMA_MAP too large', Errno.ENOMEM);
+    const len = Number(m.size);
+    const writable = (m.flags & DmaMapFlag.WRITE) !== 0;
+    let ptr: sys.NativePointer;
+    try {
+      ptr = sys.mmap(null, len, sys.PROT_READ | sys.PROT_WRITE, writable ? sys.MAP_SHARED : sys.MAP_PRIVATE, fd, offset);
+    } catch (e) {
+      throw new DmaError(`DMA_MAP mmap failed (errno ${(e as sys.SysError).errno})`, (e as sys.SysError).errno || Errno.EFAULT);
+    }
+    m.ptr = ptr;
+    const buffer = sys.viewOf(ptr, len);
+    const added: { address: number | bigint; bytes: Uint8Array }[] = [];
+    try {
+      for (let off = 0; off < len; off += MAX_CHUNK) {
+        const chunk = { address: toAddress(m.address + BigInt(off)), bytes: new Uint8Array(buffer, off, Math.min(MAX_CHUNK, len - off)) };
+        this.#memory.addRegion(chunk);
+        added.push(chunk);
+      }
+    } catch (e) {
+      for (const c of added) this.#memory.removeRegion(c.address);
+      this.#retire(ptr, len, buffer);
+      m.ptr = null;
+      throw new DmaError(`guest memory refused the region: ${(e as Error).message}`, Errno.EINVAL);
+    }
+    m.chunks = added;
+  }
+
+  /** Replaces a mapping with scratch memory freed once no view of `buffer` is left (see the file comment). */
+  #retire(ptr: sys.NativePointer, len: number, buffer: ArrayBuffer): void {
+    try {
+      sys.mmap(ptr, len, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS | sys.MAP_FIXED | sys.MAP_NORESERVE, -1, 0n);
+      placeholders.register(buffer, { ptr, len });
+    } catch {
+      // Could not swap in scratch memory: keep the mapping alive for good rather than risk a fault.
+    }
+  }
+
+  #unmapOne(m: Mapping): void {
+    for (const c of m.chunks) this.#memory.removeRegion(c.address);
+    if (m.ptr !== null) {
+      const len = Number(m.size);
+      const buffer = m.chunks.length > 0 ? (m.chunks[0] as { bytes: Uint8Array }).bytes.buffer : sys.viewOf(m.ptr, len);
+      this.#retire(m.ptr, len, buffer as ArrayBuffer);
+    }
+    m.chunks = [];
+    m.ptr = null;
+  }
+
+  /**
+   * DMA_UNMAP of [address, address+size): removes every mapping inside it; a mapping that straddles either
+   * end is an error and nothing is removed (as Linux's type1 IOMMU). Returns the bytes unmapped.
+   */
+  unmap(address: bigint, size: bigint): bigint {
+    const end = address + size;
+    if (size === 0n || end > U64_END) throw new DmaError('DMA_UNMAP range is empty or wraps', Errno.EINVAL);
+    const inside: Mapping[] = [];
+    for (const m of this.#maps) {
+      const mEnd = m.address + m.size;
+      if (mEnd <= address || m.address >= end) continue;
+      if (m.address < address || mEnd > end) throw new DmaError('DMA_UNMAP splits a mapping', Errno.EINVAL);
+      inside.push(m);
+    }
+    let total = 0n;
+    for (const m of inside) {
+      this.#unmapOne(m);
+      this.#maps.splice(this.#maps.indexOf(m), 1);
+      total += m.size;
+    }
+    return total;
+  }
+
+  /** Removes every mapping (DMA_UNMAP ALL, disconnect). Returns the bytes unmapped. */
+  unmapAll(): bigint {
+    let total = 0n;
+    for (const m of this.#maps) {
+      this.#unmapOne(m);
+      total += m.size;
+    }
+    this.#maps.length = 0;
+    return total;
+  }
+}
