@@ -31,7 +31,8 @@ export class ConfigSpace {
    * Never throws.
    */
   read(offset: number, size: 1 | 2 | 4): number {
-    if (!validAccess(offset, size) || offset >= this.size) return allOnes(size === 1 || size === 2 ? size : 4);
+    if (!validAccess(offset, size) || offset >= this.size)
+      return allOnes(size === 1 || size === 2 ? size : 4);
     const n = Math.min(size, this.size - offset);
     let v = 0;
     for (let i = n - 1; i >= 0; i--) v = v * 256 + (this.bytes[offset + i] as number);

@@ -78,15 +78,21 @@ export class Msix {
     private readonly sink: InterruptSink,
   ) {
     const n = opts.vectors;
-    if (!Number.isInteger(n) || n < 1 || n > 2048) throw new OptionsError(`MSI-X vectors must be 1..2048, got ${n}`);
-    if (opts.tableOffset & 7 || opts.pbaOffset & 7) throw new OptionsError('MSI-X table and PBA offsets must be 8-byte aligned');
+    if (!Number.isInteger(n) || n < 1 || n > 2048)
+      throw new OptionsError(`MSI-X vectors must be 1..2048, got ${n}`);
+    if (opts.tableOffset & 7 || opts.pbaOffset & 7)
+      throw new OptionsError('MSI-X table and PBA offsets must be 8-byte aligned');
     const tEnd = opts.tableOffset + n * PCI_MSIX_ENTRY_SIZE;
     const pEnd = opts.pbaOffset + pbaSize(n);
-    if (opts.tableOffset < pEnd && opts.pbaOffset < tEnd) throw new OptionsError('MSI-X table and PBA overlap');
+    if (opts.tableOffset < pEnd && opts.pbaOffset < tEnd)
+      throw new OptionsError('MSI-X table and PBA overlap');
     const size = opts.barSize ?? Math.max(0x1000, pow2ceil(Math.max(tEnd, pEnd)));
-    if (!isPow2(size) || size < Math.max(tEnd, pEnd)) throw new OptionsError(`MSI-X BAR size ${size} too small or not a power of two`);
+    if (!isPow2(size) || size < Math.max(tEnd, pEnd))
+      throw new OptionsError(`MSI-X BAR size ${size} too small or not a power of two`);
     this.opts = opts;
     this.vectors = n;
+    // One sink per function: INTx goes where MSI-X messages go unless the VMM set one already.
+    if (!fn.sink) fn.sink = sink;
     this.barSize = size;
     this.table = new Uint8Array(n * PCI_MSIX_ENTRY_SIZE);
     this.tableView = new DataView(this.table.buffer);
@@ -139,7 +145,10 @@ export class Msix {
   /** True when the vector's Mask bit or the Function Mask is set (or the vector does not exist). */
   isMasked(vector: number): boolean {
     if (!this.validVector(vector)) return true;
-    return this.functionMask || (this.tableView.getUint32(vector * 16 + ENTRY_CTRL, true) & ENTRY_CTRL_MASKBIT) !== 0;
+    return (
+      this.functionMask ||
+      (this.tableView.getUint32(vector * 16 + ENTRY_CTRL, true) & ENTRY_CTRL_MASKBIT) !== 0
+    );
   }
 
   /** Pending bit of a vector (PBA). */
@@ -154,7 +163,10 @@ export class Msix {
     const b = vector * 16;
     const lo = this.tableView.getUint32(b + ENTRY_ADDR_LO, true);
     const hi = this.tableView.getUint32(b + ENTRY_ADDR_HI, true);
-    return { address: (BigInt(hi) << 32n) | BigInt(lo), data: this.tableView.getUint32(b + ENTRY_DATA, true) };
+    return {
+      address: (BigInt(hi) << 32n) | BigInt(lo),
+      data: this.tableView.getUint32(b + ENTRY_DATA, true),
+    };
   }
 
   /**
@@ -185,7 +197,8 @@ export class Msix {
   private resetState(): void {
     this.table.fill(0);
     this.pba.fill(0);
-    for (let v = 0; v < this.vectors; v++) this.tableView.setUint32(v * 16 + ENTRY_CTRL, ENTRY_CTRL_MASKBIT, true);
+    for (let v = 0; v < this.vectors; v++)
+      this.tableView.setUint32(v * 16 + ENTRY_CTRL, ENTRY_CTRL_MASKBIT, true);
   }
 
   private validVector(v: number): boolean {
@@ -200,7 +213,9 @@ export class Msix {
 
   private send(v: number): void {
     const b = v * 16;
-    const address = (BigInt(this.tableView.getUint32(b + ENTRY_ADDR_HI, true)) << 32n) | BigInt(this.tableView.getUint32(b + ENTRY_ADDR_LO, true));
+    const address =
+      (BigInt(this.tableView.getUint32(b + ENTRY_ADDR_HI, true)) << 32n) |
+      BigInt(this.tableView.getUint32(b + ENTRY_ADDR_LO, true));
     this.sink.msi?.(address, this.tableView.getUint32(b + ENTRY_DATA, true));
   }
 
@@ -252,7 +267,10 @@ function readLe(buf: Uint8Array, off: number, size: number): number | bigint {
 }
 
 function writeLe(buf: Uint8Array, off: number, size: number, value: number | bigint): void {
-  let v = typeof value === 'bigint' ? BigInt.asUintN(64, value) : BigInt.asUintN(64, BigInt(Math.trunc(Number.isFinite(value) ? value : 0)));
+  let v =
+    typeof value === 'bigint'
+      ? BigInt.asUintN(64, value)
+      : BigInt.asUintN(64, BigInt(Math.trunc(Number.isFinite(value) ? value : 0)));
   for (let i = 0; i < size; i++) {
     buf[off + i] = Number(v & 0xffn);
     v >>= 8n;

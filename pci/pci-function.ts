@@ -105,7 +105,14 @@ export class PciFunction {
   /** INTx sink; may be set after construction. */
   sink: InterruptSink | undefined;
 
-  private readonly bars: (Bar | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
+  private readonly bars: (Bar | undefined)[] = [
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+  ];
   private readonly used: Uint8Array;
   private readonly resetListeners: (() => void)[] = [];
   private readonly mappingListeners: ((m: BarMapping) => void)[] = [];
@@ -139,7 +146,13 @@ export class PciFunction {
     cs.setWritable(
       PCI_COMMAND,
       2,
-      vf ? PCI_COMMAND_MASTER : PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE,
+      vf
+        ? PCI_COMMAND_MASTER
+        : PCI_COMMAND_IO |
+            PCI_COMMAND_MEMORY |
+            PCI_COMMAND_MASTER |
+            PCI_COMMAND_SERR |
+            PCI_COMMAND_INTX_DISABLE,
     );
     cs.setWritable(PCI_CACHE_LINE_SIZE, 1, 0xff);
     cs.setWritable(PCI_INTERRUPT_LINE, 1, 0xff);
@@ -153,7 +166,8 @@ export class PciFunction {
     }
     const rom = options.romSize ?? 0;
     if (rom) {
-      if (!isPow2(rom) || rom < 2048) throw new OptionsError(`romSize must be a power of two >= 2048, got ${rom}`);
+      if (!isPow2(rom) || rom < 2048)
+        throw new OptionsError(`romSize must be a power of two >= 2048, got ${rom}`);
       cs.setWritable(PCI_ROM_ADDRESS, 4, (~(rom - 1) | 1) >>> 0);
     }
   }
@@ -211,13 +225,19 @@ export class PciFunction {
    */
   defineBar(index: number, def: BarDefinition): void {
     const is64 = def.type === 'mem64';
-    if (!Number.isInteger(index) || index < 0 || index > (is64 ? 4 : 5)) throw new OptionsError(`BAR index ${index} out of range`);
-    if (this.bars[index] || (is64 && this.bars[index + 1])) throw new OptionsError(`BAR ${index} already defined`);
-    if (index > 0 && this.bars[index - 1]?.type === 'mem64') throw new OptionsError(`BAR ${index} is the upper half of BAR ${index - 1}`);
+    if (!Number.isInteger(index) || index < 0 || index > (is64 ? 4 : 5))
+      throw new OptionsError(`BAR index ${index} out of range`);
+    if (this.bars[index] || (is64 && this.bars[index + 1]))
+      throw new OptionsError(`BAR ${index} already defined`);
+    if (index > 0 && this.bars[index - 1]?.type === 'mem64')
+      throw new OptionsError(`BAR ${index} is the upper half of BAR ${index - 1}`);
     const min = def.type === 'io' ? 4 : 16;
-    if (!isPow2(def.size) || def.size < min) throw new OptionsError(`BAR ${index} size must be a power of two >= ${min}, got ${def.size}`);
-    if (def.type !== 'mem64' && def.size > 0x80000000) throw new OptionsError(`32-bit BAR ${index} larger than 2 GiB`);
-    if (def.type === 'io' && def.prefetchable) throw new OptionsError(`I/O BAR ${index} cannot be prefetchable`);
+    if (!isPow2(def.size) || def.size < min)
+      throw new OptionsError(`BAR ${index} size must be a power of two >= ${min}, got ${def.size}`);
+    if (def.type !== 'mem64' && def.size > 0x80000000)
+      throw new OptionsError(`32-bit BAR ${index} larger than 2 GiB`);
+    if (def.type === 'io' && def.prefetchable)
+      throw new OptionsError(`I/O BAR ${index} cannot be prefetchable`);
     const bar: Bar = { ...def, index, mappedAddress: 0n, mappedEnabled: false };
     this.bars[index] = bar;
     const off = PCI_BASE_ADDRESS_0 + 4 * index;
@@ -251,7 +271,8 @@ export class PciFunction {
   /** MMIO/PIO read at `offset` in BAR `bar`; all-ones when absent, out of range or not decoding. */
   barRead(bar: number, offset: number, size: 1 | 2 | 4 | 8): number | bigint {
     const b = this.bars[bar];
-    if (!b || !this.barAccessOk(b, offset, size)) return size === 8 ? 0xffffffffffffffffn : allOnes(size);
+    if (!b || !this.barAccessOk(b, offset, size))
+      return size === 8 ? 0xffffffffffffffffn : allOnes(size === 1 || size === 2 ? size : 4);
     return b.handler.read(offset, size);
   }
 
@@ -329,8 +350,10 @@ export class PciFunction {
     const len = (length + 3) & ~3;
     let off = offset ?? this.findSpace(len, HEADER_SIZE, 0x100);
     if (off < 0) throw new OptionsError(`no room for capability 0x${id.toString(16)} (${length} bytes)`);
-    if (off < HEADER_SIZE || off + length > 0x100 || off & 3) throw new OptionsError(`capability offset 0x${off.toString(16)} invalid`);
-    if (this.used.subarray(off, off + len).some((u) => u !== 0)) throw new OptionsError(`capability at 0x${off.toString(16)} overlaps another`);
+    if (off < HEADER_SIZE || off + length > 0x100 || off & 3)
+      throw new OptionsError(`capability offset 0x${off.toString(16)} invalid`);
+    if (this.used.subarray(off, off + len).some((u) => u !== 0))
+      throw new OptionsError(`capability at 0x${off.toString(16)} overlaps another`);
     off = off | 0;
     const cs = this.config;
     cs.setU8(off, id);
@@ -354,7 +377,8 @@ export class PciFunction {
     if (offset !== undefined) off = offset;
     else if (this.lastExtCap === 0) off = EXT_START;
     else off = this.findSpace(len, EXT_START, 4096);
-    if (off < EXT_START || off + length > 4096 || off & 3) throw new OptionsError(`extended capability offset 0x${off.toString(16)} invalid`);
+    if (off < EXT_START || off + length > 4096 || off & 3)
+      throw new OptionsError(`extended capability offset 0x${off.toString(16)} invalid`);
     const first = this.lastExtCap === 0;
     if (first && off !== EXT_START) throw new OptionsError('the first extended capability must be at 0x100');
     if (!first && this.used.subarray(off, off + len).some((u) => u !== 0)) {

@@ -59,5 +59,15 @@ export class PciRouter {
 }
 
 function validBdf(bus: number, dev: number, fn: number): boolean {
-  return Number.isInteger(bus) && Number.isInteger(dev) && Number.isInteger(fn) && bus >= 0 && bus < 256 && dev >= 0 && dev < 32 && fn >= 0 && fn < 8;
+  return (
+    Number.isInteger(bus) &&
+    Number.isInteger(dev) &&
+    Number.isInteger(fn) &&
+    bus >= 0 &&
+    bus < 256 &&
+    dev >= 0 &&
+    dev < 32 &&
+    fn >= 0 &&
+    fn < 8
+  );
 }

@@ -30,7 +30,11 @@ export const PCI_EXP_DEVCAP2_EFF_EETLPP = 0x00300000;
 export const PCI_EXP_DEVCTL2_EETLPPB = 0x8000;
 
 export type PcieDeviceType = 'endpoint' | 'legacy-endpoint' | 'rc-integrated-endpoint';
-const TYPE_CODE: Record<PcieDeviceType, number> = { endpoint: 0x0, 'legacy-endpoint': 0x1, 'rc-integrated-endpoint': 0x9 };
+const TYPE_CODE: Record<PcieDeviceType, number> = {
+  endpoint: 0x0,
+  'legacy-endpoint': 0x1,
+  'rc-integrated-endpoint': 0x9,
+};
 
 export interface PcieCapabilityOptions {
   /** Capability offset; QEMU's virtio-pci uses 0x40 (first fit). */
@@ -71,7 +75,10 @@ export class PcieCapability {
     }
     // QEMU virtio_pci reset: pcie_cap_deverr_reset + pcie_cap_lnkctl_reset (measured via FLR on 7.2).
     fn.onReset(() => {
-      cs.setU16(off + PCI_EXP_DEVCTL, cs.getU16(off + PCI_EXP_DEVCTL) & ~(PCI_EXP_DEVCTL_ERR_ENABLES | PCI_EXP_DEVCTL_BCR_FLR));
+      cs.setU16(
+        off + PCI_EXP_DEVCTL,
+        cs.getU16(off + PCI_EXP_DEVCTL) & ~(PCI_EXP_DEVCTL_ERR_ENABLES | PCI_EXP_DEVCTL_BCR_FLR),
+      );
       cs.setU16(off + PCI_EXP_LNKCTL, cs.getU16(off + PCI_EXP_LNKCTL) & ~(PCI_EXP_LNKCTL_WRITABLE | 0x3));
     });
   }

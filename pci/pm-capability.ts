@@ -22,7 +22,9 @@ export class PmCapability {
     this.offset = off;
     fn.config.setU16(off + PCI_PM_PMC, opts.pmc ?? 0x0003);
     fn.config.setWritable(off + PCI_PM_CTRL, 2, PCI_PM_CTRL_STATE_MASK);
-    fn.onReset(() => fn.config.setU16(off + PCI_PM_CTRL, fn.config.getU16(off + PCI_PM_CTRL) & ~PCI_PM_CTRL_STATE_MASK));
+    fn.onReset(() =>
+      fn.config.setU16(off + PCI_PM_CTRL, fn.config.getU16(off + PCI_PM_CTRL) & ~PCI_PM_CTRL_STATE_MASK),
+    );
   }
 
   /** Current power state, 0 = D0 .. 3 = D3hot. */

@@ -105,11 +105,16 @@ export function probeBytes(fn: PciFunction, size: number, skip: readonly number[
 }
 
 /** Byte-level diff for readable assertion failures: [offset, ours, theirs] for each differing byte. */
-export function diff(a: Uint8Array, b: Uint8Array, ignore: (o: number) => boolean = () => false): [string, string, string][] {
+export function diff(
+  a: Uint8Array,
+  b: Uint8Array,
+  ignore: (o: number) => boolean = () => false,
+): [string, string, string][] {
   const out: [string, string, string][] = [];
   for (let i = 0; i < Math.max(a.length, b.length); i++) {
     if (ignore(i)) continue;
-    if (a[i] !== b[i]) out.push([`0x${i.toString(16)}`, (a[i] ?? -1).toString(16), (b[i] ?? -1).toString(16)]);
+    if (a[i] !== b[i])
+      out.push([`0x${i.toString(16)}`, (a[i] ?? -1).toString(16), (b[i] ?? -1).toString(16)]);
   }
   return out;
 }

@@ -25,7 +25,13 @@ interface NvmeRef {
   bus1_functions_after_enable: string[];
   num_vfs_write_3_while_enabled_readback: number;
   bus1_functions_after_numvfs_write_while_enabled: string[];
-  vfs: { routing_id: string; bdf: string; header_hex: string; vf_bar0_after_write_ones: string; vf_command_after_write_ffff: string }[];
+  vfs: {
+    routing_id: string;
+    bdf: string;
+    header_hex: string;
+    vf_bar0_after_write_ones: string;
+    vf_command_after_write_ffff: string;
+  }[];
   vf_bar0_size_per_vf: number;
   after_vf_disable: Regs;
   bus1_functions_after_disable: string[];
@@ -33,17 +39,37 @@ interface NvmeRef {
 const REF = fixtureJson<NvmeRef>('nvme-sriov.json');
 
 const SRIOV_REGS: [string, number, number][] = [
-  ['header', 0x00, 4], ['sriov_cap', 0x04, 4], ['sriov_ctrl', 0x08, 2], ['sriov_status', 0x0a, 2],
-  ['initial_vfs', 0x0c, 2], ['total_vfs', 0x0e, 2], ['num_vfs', 0x10, 2], ['func_dep_link', 0x12, 1],
-  ['rsvd13', 0x13, 1], ['first_vf_offset', 0x14, 2], ['vf_stride', 0x16, 2], ['rsvd18', 0x18, 2],
-  ['vf_device_id', 0x1a, 2], ['supported_page_sizes', 0x1c, 4], ['system_page_size', 0x20, 4],
-  ['vf_bar0', 0x24, 4], ['vf_bar1', 0x28, 4], ['vf_bar2', 0x2c, 4], ['vf_bar3', 0x30, 4],
-  ['vf_bar4', 0x34, 4], ['vf_bar5', 0x38, 4], ['vf_migration_state_array', 0x3c, 4],
+  ['header', 0x00, 4],
+  ['sriov_cap', 0x04, 4],
+  ['sriov_ctrl', 0x08, 2],
+  ['sriov_status', 0x0a, 2],
+  ['initial_vfs', 0x0c, 2],
+  ['total_vfs', 0x0e, 2],
+  ['num_vfs', 0x10, 2],
+  ['func_dep_link', 0x12, 1],
+  ['rsvd13', 0x13, 1],
+  ['first_vf_offset', 0x14, 2],
+  ['vf_stride', 0x16, 2],
+  ['rsvd18', 0x18, 2],
+  ['vf_device_id', 0x1a, 2],
+  ['supported_page_sizes', 0x1c, 4],
+  ['system_page_size', 0x20, 4],
+  ['vf_bar0', 0x24, 4],
+  ['vf_bar1', 0x28, 4],
+  ['vf_bar2', 0x2c, 4],
+  ['vf_bar3', 0x30, 4],
+  ['vf_bar4', 0x34, 4],
+  ['vf_bar5', 0x38, 4],
+  ['vf_migration_state_array', 0x3c, 4],
 ];
 
 function regs(fn: PciFunction, base: number): Regs {
   const out: Regs = {};
-  for (const [n, o, s] of SRIOV_REGS) out[n] = `0x${fn.configRead(base + o, s as 1 | 2 | 4).toString(16).padStart(2 * s, '0')}`;
+  for (const [n, o, s] of SRIOV_REGS)
+    out[n] = `0x${fn
+      .configRead(base + o, s as 1 | 2 | 4)
+      .toString(16)
+      .padStart(2 * s, '0')}`;
   return out;
 }
 
@@ -82,13 +108,24 @@ function buildPf() {
   const vfMappings: BarMapping[][] = [];
   const sriov = new SriovCapability(
     pf,
-    { offset: 0x120, totalVfs: 4, vfDeviceId: 0x0010, firstVfOffset: 1, vfStride: 1, vfBars: [{ index: 0, size: 0x4000, type: 'mem64' }] },
+    {
+      offset: 0x120,
+      totalVfs: 4,
+      vfDeviceId: 0x0010,
+      firstVfOffset: 1,
+      vfStride: 1,
+      vfBars: [{ index: 0, size: 0x4000, type: 'mem64' }],
+    },
     {
       createVf(index, routingId) {
         created.push(routingId);
         // QEMU 7.2's nvme VF keeps Interrupt Pin 1 (the PCIe spec says 0; the creator decides).
         const vf = new PciFunction({ ...BASE, vf: true, routingId });
-        vf.defineBar(0, { size: 0x4000, type: 'mem64', handler: { read: () => 0x1000 + index, write: () => {} } });
+        vf.defineBar(0, {
+          size: 0x4000,
+          type: 'mem64',
+          handler: { read: () => 0x1000 + index, write: () => {} },
+        });
         nvmeSkeleton(vf, 1);
         vfMappings[index] = [];
         vf.onBarMappingChange((m) => vfMappings[index]?.push(m));
@@ -156,7 +193,9 @@ describe('SR-IOV capability vs QEMU 7.2 pcie_sriov (nvme PF)', () => {
     }
     expect(sizing).toEqual(REF.vf_bar_sizing_readback);
     const bars = assignBars(pf, 0xc0000000, 0xc1000000);
-    expect(bars.map((b) => [b.bar, b.size, b.addr, b.sizing_readback])).toEqual(REF.pf_bars.map((b) => [b.bar, b.size, b.addr, b.sizing_readback]));
+    expect(bars.map((b) => [b.bar, b.size, b.addr, b.sizing_readback])).toEqual(
+      REF.pf_bars.map((b) => [b.bar, b.size, b.addr, b.sizing_readback]),
+    );
 
     // NumVFs > TotalVFs: stored unclamped; VF Enable then sets but creates no VFs
     pf.configWrite(S + 0x10, 2, pf.configRead(S + 0x0e, 2) + 1);
@@ -200,7 +239,13 @@ describe('SR-IOV capability vs QEMU 7.2 pcie_sriov (nvme PF)', () => {
       vf.configWrite(4, 2, 0);
       expect(vf.barAddress(0)).toBe(0xc0800000n + BigInt(i * REF.vf_bar0_size_per_vf));
       expect(vf.barRead(0, 0, 4)).toBe(0x1000 + i);
-      expect(vfMappings[i]?.at(-1)).toEqual({ bar: 0, address: 0xc0800000n + BigInt(i * 0x4000), size: 0x4000, type: 'mem64', enabled: true });
+      expect(vfMappings[i]?.at(-1)).toEqual({
+        bar: 0,
+        address: 0xc0800000n + BigInt(i * 0x4000),
+        size: 0x4000,
+        type: 'mem64',
+        enabled: true,
+      });
     });
     // VF MSE gates VF decode (spec; QEMU 7.2 uses the VF Command register instead)
     pf.configWrite(S + 0x08, 2, 0x0001);
@@ -237,10 +282,14 @@ describe('SR-IOV capability vs QEMU 7.2 pcie_sriov (nvme PF)', () => {
         vfDeviceId: 0x1041,
         firstVfOffset: 1,
         vfStride: 1,
-        routing: (n, ari) => (ari ? { firstVfOffset: 1, vfStride: 1 } : { firstVfOffset: n > 7 ? 8 : 1, vfStride: 1 }),
+        routing: (n, ari) =>
+          ari ? { firstVfOffset: 1, vfStride: 1 } : { firstVfOffset: n > 7 ? 8 : 1, vfStride: 1 },
         vfBars: [{ index: 4, size: 0x4000, type: 'mem64', prefetchable: true }],
       },
-      { createVf: (_i, rid) => new PciFunction({ ...BASE, vf: true, express: true, routingId: rid }), destroyVf: () => {} },
+      {
+        createVf: (_i, rid) => new PciFunction({ ...BASE, vf: true, express: true, routingId: rid }),
+        destroyVf: () => {},
+      },
     );
     expect(sriov.offset).toBe(0x100);
     const S = sriov.offset;
@@ -249,7 +298,9 @@ describe('SR-IOV capability vs QEMU 7.2 pcie_sriov (nvme PF)', () => {
     pf.configWrite(S + 0x08, 2, 0x10);
     expect(pf.configRead(S + 0x14, 2)).toBe(1);
     pf.configWrite(S + 0x08, 2, 0x11);
-    expect(sriov.vfs.map((v) => v.routingId)).toEqual([0x201, 0x202, 0x203, 0x204, 0x205, 0x206, 0x207, 0x208]);
+    expect(sriov.vfs.map((v) => v.routingId)).toEqual([
+      0x201, 0x202, 0x203, 0x204, 0x205, 0x206, 0x207, 0x208,
+    ]);
     // VF BAR4 is 64-bit prefetchable: sizing answers
     pf.configWrite(S + 0x34, 4, 0xffffffff);
     expect(pf.configRead(S + 0x34, 4)).toBe(0xffffc00c);

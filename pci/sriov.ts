@@ -77,13 +77,16 @@ export class SriovCapability {
     if (pf.config.size !== 4096) throw new OptionsError('SR-IOV needs a PCI Express function');
     if (pf.isVf) throw new OptionsError('a VF cannot be an SR-IOV PF');
     const total = opts.totalVfs;
-    if (!Number.isInteger(total) || total < 0 || total > 0xffff) throw new OptionsError(`totalVfs out of range: ${total}`);
+    if (!Number.isInteger(total) || total < 0 || total > 0xffff)
+      throw new OptionsError(`totalVfs out of range: ${total}`);
     const last = pf.routingId + opts.firstVfOffset + Math.max(total - 1, 0) * opts.vfStride;
     if (total > 0 && last > 0xffff) throw new OptionsError('VF routing IDs overflow 16 bits');
     for (const b of opts.vfBars) {
       const is64 = b.type === 'mem64';
-      if (!Number.isInteger(b.index) || b.index < 0 || b.index > (is64 ? 4 : 5)) throw new OptionsError(`VF BAR index ${b.index} out of range`);
-      if (!isPow2(b.size) || b.size < 16) throw new OptionsError(`VF BAR ${b.index} size must be a power of two >= 16`);
+      if (!Number.isInteger(b.index) || b.index < 0 || b.index > (is64 ? 4 : 5))
+        throw new OptionsError(`VF BAR index ${b.index} out of range`);
+      if (!isPow2(b.size) || b.size < 16)
+        throw new OptionsError(`VF BAR ${b.index} size must be a power of two >= 16`);
     }
     this.opts = { ...opts, vfBars: opts.vfBars.map((b) => ({ ...b })) };
     const off = pf.addExtendedCapability(PCI_EXT_CAP_ID_SRIOV, 1, PCI_SRIOV_SIZEOF, opts.offset);
@@ -99,7 +102,8 @@ export class SriovCapability {
     for (const b of this.opts.vfBars) {
       const r = off + PCI_SRIOV_BAR + 4 * b.index;
       cs.setWritable(r, 4, barLowMask(b));
-      if (b.type === 'mem64') cs.setWritable(r + 4, 4, Number(BigInt.asUintN(32, ~(BigInt(b.size) - 1n) >> 32n)));
+      if (b.type === 'mem64')
+        cs.setWritable(r + 4, 4, Number(BigInt.asUintN(32, ~(BigInt(b.size) - 1n) >> 32n)));
     }
     this.resetRegisters();
     pf.onConfigWrite(off, PCI_SRIOV_SIZEOF, (o, size) => this.configWritten(o, size));

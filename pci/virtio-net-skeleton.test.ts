@@ -4,7 +4,15 @@ import { Msix } from './msix.js';
 import { type BarMapping, PciFunction } from './pci-function.js';
 import { PcieCapability } from './pcie-capability.js';
 import { PmCapability } from './pm-capability.js';
-import { assignBars, diff, dump, fixtureBin, fixtureJson, hex, probeBytes } from './qemu-oracle.test-support.js';
+import {
+  assignBars,
+  diff,
+  dump,
+  fixtureBin,
+  fixtureJson,
+  hex,
+  probeBytes,
+} from './qemu-oracle.test-support.js';
 
 interface Skeleton {
   fn: PciFunction;
@@ -60,7 +68,11 @@ function build(opts: { pcie: boolean; vectors: number; rom?: boolean }): Skeleto
   fn.defineBar(4, { size: 0x4000, type: 'mem64', prefetchable: true, handler: bar4 });
   const msis: [bigint, number][] = [];
   const layout = Msix.exclusiveBarLayout(opts.vectors);
-  const msix = new Msix(fn, { vectors: opts.vectors, bar: 1, ...layout }, { msi: (a, d) => msis.push([a, d]) });
+  const msix = new Msix(
+    fn,
+    { vectors: opts.vectors, bar: 1, ...layout },
+    { msi: (a, d) => msis.push([a, d]) },
+  );
   return { fn, msix, mappings, msis };
 }
 
@@ -88,7 +100,9 @@ describe('virtio-net-pci skeleton vs QEMU 7.2 (behind pcie-root-port)', () => {
     const { fn, mappings } = build({ pcie: true, vectors: 10 });
     const bars = assignBars(fn, 0xc0000000, 0xc1000000);
     const ref = fixtureJson<{ bars: Record<string, unknown>[] }>('virtio-net-pcie.json').bars;
-    expect(bars.map((b) => [b.bar, b.size, b.addr, b.sizing_readback])).toEqual(ref.map((b) => [b.bar, b.size, b.addr, b.sizing_readback]));
+    expect(bars.map((b) => [b.bar, b.size, b.addr, b.sizing_readback])).toEqual(
+      ref.map((b) => [b.bar, b.size, b.addr, b.sizing_readback]),
+    );
     expect(mappings.filter((m) => m.enabled)).toEqual([]);
     fn.configWrite(4, 2, 0x0006);
     expect(diff(dump(fn), fixtureBin('virtio-net-pcie.cfg-assigned.bin'))).toEqual([]);
@@ -106,7 +120,9 @@ describe('virtio-net-pci skeleton vs QEMU 7.2 (behind pcie-root-port)', () => {
   });
 
   it('per-byte write behaviour matches the QEMU probe (0x000..0x1ff)', () => {
-    const ref = fixtureJson<Record<string, string> & { skipped_probed_with_0x7f: number[] }>('virtio-net-pcie.wmask.json');
+    const ref = fixtureJson<Record<string, string> & { skipped_probed_with_0x7f: number[] }>(
+      'virtio-net-pcie.wmask.json',
+    );
     const { fn } = build({ pcie: true, vectors: 4, rom: true });
     expect(diff(dump(fn, 0x200), hex(ref.orig_hex as string))).toEqual([]);
     const { ones, zeros } = probeBytes(fn, 0x200, ref.skipped_probed_with_0x7f);
@@ -144,7 +160,9 @@ describe('virtio-net-pci skeleton vs QEMU 7.2 (behind pcie-root-port)', () => {
   });
 
   it('FLR (Initiate FLR in Device Control) resets what QEMU resets, and keeps the rest', () => {
-    const ref = fixtureJson<{ flr: { before: string; after: string; devctl_after: string } }>('virtio-net-pcie.wmask.json').flr;
+    const ref = fixtureJson<{ flr: { before: string; after: string; devctl_after: string } }>(
+      'virtio-net-pcie.wmask.json',
+    ).flr;
     const { fn, msix, mappings } = build({ pcie: true, vectors: 4, rom: true });
     let resets = 0;
     fn.onReset(() => resets++);
@@ -182,7 +200,9 @@ describe('virtio-net-pci skeleton vs QEMU 7.2 (root bus, conventional PCI)', () 
   });
 
   it('per-byte write behaviour matches the QEMU probe', () => {
-    const ref = fixtureJson<Record<string, string> & { skipped_probed_with_0x7f: number[] }>('virtio-net-rootbus.wmask.json');
+    const ref = fixtureJson<Record<string, string> & { skipped_probed_with_0x7f: number[] }>(
+      'virtio-net-rootbus.wmask.json',
+    );
     const { fn } = build({ pcie: false, vectors: 4, rom: true });
     const { ones, zeros } = probeBytes(fn, 0x100, ref.skipped_probed_with_0x7f);
     expect(diff(ones, hex(ref.after_ff_hex as string))).toEqual([]);
