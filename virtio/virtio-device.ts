@@ -34,8 +34,11 @@ export interface VirtioDevice {
   validateFeatures(features: bigint): string | null;
   /** Number of virtqueues for the given (possibly not yet negotiated) driver features. */
   numQueues(features: bigint): number;
-  /** Maximum size of queue `index` (what `queue_size` reads after reset). */
-  maxQueueSize(index: number): number;
+  /**
+   * Maximum size of queue `index` (what `queue_size` reads after reset). `features` are the driver
+   * features written so far when queue roles depend on them (virtio-net MQ moves the control queue).
+   */
+  maxQueueSize(index: number, features?: bigint): number;
   /** Length of the device-specific config for these features; bytes past it read as 0xff in QEMU. */
   configLength(features: bigint): number;
   readConfig(offset: number, size: number): number;
