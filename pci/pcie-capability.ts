@@ -62,8 +62,15 @@ export class PcieCapability {
     cs.setU32(off + PCI_EXP_LNKCAP, 0x411);
     cs.setU16(off + PCI_EXP_LNKSTA, 0x11);
     cs.setU32(off + PCI_EXP_DEVCAP2, PCI_EXP_DEVCAP2_EFF_EETLPP);
-    cs.setWritable(off + PCI_EXP_DEVCTL, 2, PCI_EXP_DEVCTL_ERR_ENABLES | (flr ? PCI_EXP_DEVCTL_BCR_FLR : 0));
-    cs.setWritable(off + PCI_EXP_LNKCTL, 2, PCI_EXP_LNKCTL_WRITABLE);
+    // On a VF the error-reporting enables and Link Control are RsvdP (PCIe SR-IOV; QEMU 7.2's nvme VF
+    // measured the same: fixtures/qemu-7.2/nvme-vf-probe.json).
+    const vf = fn.isVf;
+    cs.setWritable(
+      off + PCI_EXP_DEVCTL,
+      2,
+      (vf ? 0 : PCI_EXP_DEVCTL_ERR_ENABLES) | (flr ? PCI_EXP_DEVCTL_BCR_FLR : 0),
+    );
+    cs.setWritable(off + PCI_EXP_LNKCTL, 2, vf ? 0 : PCI_EXP_LNKCTL_WRITABLE);
     cs.setWritable(off + PCI_EXP_DEVCTL2, 2, PCI_EXP_DEVCTL2_EETLPPB);
     if (flr) {
       fn.onConfigWrite(off + PCI_EXP_DEVCTL, 2, () => {

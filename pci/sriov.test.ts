@@ -5,7 +5,15 @@ import { type BarMapping, PciFunction } from './pci-function.js';
 import { PcieCapability } from './pcie-capability.js';
 import { PciRouter } from './pci-router.js';
 import { PmCapability } from './pm-capability.js';
-import { assignBars, diff, dump, fixtureBin, fixtureJson, hex } from './qemu-oracle.test-support.js';
+import {
+  assignBars,
+  diff,
+  dump,
+  fixtureBin,
+  fixtureJson,
+  hex,
+  probeBytes,
+} from './qemu-oracle.test-support.js';
 import { SriovCapability } from './sriov.js';
 
 type Regs = Record<string, string>;
@@ -271,6 +279,27 @@ describe('SR-IOV capability vs QEMU 7.2 pcie_sriov (nvme PF)', () => {
     expect(destroyed).toEqual([0, 1]);
     expect(sriov.vfs).toHaveLength(0);
     expect(vfs[0]?.barAddress(0)).toBeNull();
+  });
+
+  it('VF per-byte write behaviour matches QEMU 7.2 except Command (PCIe VF rule: Bus Master only)', () => {
+    const ref = fixtureJson<Record<string, string> & { skipped_probed_with_0x7f: number[] }>(
+      'nvme-vf-probe.json',
+    );
+    const { pf, sriov } = buildPf();
+    const S = sriov.offset;
+    assignBars(pf, 0xc0000000, 0xc1000000);
+    pf.configWrite(4, 2, 0x0006);
+    pf.configWrite(S + 0x24, 4, 0xc0800000);
+    pf.configWrite(S + 0x10, 2, 2);
+    pf.configWrite(S + 0x08, 2, 0x0009);
+    const vf = sriov.vfs[0];
+    if (!vf) throw new Error('no VF');
+    expect(diff(dump(vf, 0x200), hex(ref.orig_hex as string))).toEqual([]);
+    const { ones, zeros } = probeBytes(vf, 0x200, ref.skipped_probed_with_0x7f);
+    const command = (o: number) => o === 4 || o === 5;
+    expect(diff(ones, hex(ref.after_ff_hex as string), command)).toEqual([]);
+    expect(diff(zeros, hex(ref.after_00_hex as string), command)).toEqual([]);
+    expect([ones[4], ones[5]]).toEqual([0x04, 0x00]);
   });
 
   it('First VF Offset / VF Stride follow NumVFs and ARI Capable Hierarchy when a routing rule is given', () => {
