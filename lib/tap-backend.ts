@@ -143,6 +143,7 @@ class SharedPoller {
   /** Entries in the in-flight poll array, by index (slot 0 is the eventfd). */
   private armed: PollEntry[] = [];
   private inFlight = false;
+  private dispatching = false;
   private failures = 0;
 
   constructor(c: Libc) {
@@ -163,11 +164,13 @@ class SharedPoller {
 
   /** Call after flipping an entry's `enabled`. */
   changed(): void {
+    if (this.dispatching) return; // re-armed with the new set once dispatch ends
     if (this.inFlight) this.c.write(this.wakeFd, this.wakeBuf, 8);
     else this.arm();
   }
 
   private arm(): void {
+    if (this.inFlight) return;
     const list = this.armed;
     list.length = 0;
     for (const e of this.entries) if (e.enabled) list.push(e);
@@ -206,13 +209,24 @@ class SharedPoller {
     }
     this.failures = 0;
     if (v.getInt16(6, true) !== 0) this.c.read(this.wakeFd, this.wakeBuf, 8);
-    const list = this.armed.slice(); // entries may remove themselves while we deliver
+    // Sinks may pause/resume/close from inside `ready`: `changed()` defers to the arm() below, so the
+    // poll array is not rewritten while it is being read. A throwing sink still leaves the poller armed.
+    this.dispatching = true;
+    let thrown: unknown;
+    const list = this.armed;
     for (let i = 0; i < list.length; i++) {
       const revents = v.getInt16((i + 1) * 8 + 6, true);
       const e = list[i] as PollEntry;
-      if (revents !== 0 && e.enabled && this.entries.has(e)) e.ready(revents);
+      if (revents === 0 || !e.enabled || !this.entries.has(e)) continue;
+      try {
+        e.ready(revents);
+      } catch (err) {
+        thrown ??= err;
+      }
     }
-    if (!this.inFlight) this.arm();
+    this.dispatching = false;
+    this.arm();
+    if (thrown !== undefined) throw thrown;
   };
 }
 
@@ -249,6 +263,7 @@ interface Queue {
   qp: number;
   paused: boolean;
   attached: boolean;
+  drainScheduled: boolean;
   entry: PollEntry;
 }
 
@@ -309,6 +324,7 @@ export class TapBackend implements NetBackend {
         qp,
         paused: false,
         attached: true,
+        drainScheduled: false,
         entry: { fd, enabled: false, ready: (revents) => this.onReadable(q, revents) },
       };
       return q;
@@ -484,9 +500,18 @@ export class TapBackend implements NetBackend {
 
   resume(queuePair: number): void {
     const q = this.queues[queuePair];
-    if (!q || !q.paused) return;
+    if (!q?.paused) return;
     q.paused = false;
     this.updatePoll(q);
+    // Frames queued while paused are readable now: drain on the next turn instead of waiting for the
+    // poller's re-arm round trip (deferred, since the device may call resume from inside receive).
+    if (!q.drainScheduled && this.sink) {
+      q.drainScheduled = true;
+      setImmediate(() => {
+        q.drainScheduled = false;
+        this.onReadable(q, 0, false);
+      });
+    }
   }
 
   /**
@@ -578,8 +603,8 @@ export class TapBackend implements NetBackend {
     if (this.sink) poller?.changed();
   }
 
-  private onReadable(q: Queue, revents: number): void {
-    this.s.rxWakeups++;
+  private onReadable(q: Queue, revents: number, fromPoll = true): void {
+    if (fromPoll) this.s.rxWakeups++;
     const sink = this.sink;
     if (!sink) return;
     const c = this.c;

@@ -333,6 +333,28 @@ time.sleep(5)
       expect(seqs).toEqual([1, 2, 3, 4, 5]);
     });
 
+    it('stops reading as soon as the sink pauses from inside receive (backpressure), in order after resume', async () => {
+      const { tap, sink } = fixture();
+      let budget = 3;
+      sink.onReceive = (r) => {
+        if (parseIpv4(r.frame)?.proto === 1 && --budget === 0) tap.pause(0);
+      };
+      tap.pause(0);
+      for (let seq = 1; seq <= 10; seq++)
+        tap.transmit(icmpEcho(GUEST_IP, KERNEL_IP, 11, seq, new Uint8Array(8)), 0, null);
+      await new Promise((r) => setTimeout(r, 200)); // the replies are now queued in the tap
+      const echoes = () =>
+        sink.frames.filter((f) => parseIpv4(f.frame)?.proto === 1).map((f) => f.frame[14 + 20 + 7]);
+      tap.resume(0);
+      await waitUntil(() => echoes().length === 3, 10_000, '3 replies');
+      await new Promise((r) => setTimeout(r, 100));
+      expect(echoes()).toEqual([1, 2, 3]);
+      budget = 100;
+      tap.resume(0);
+      await waitUntil(() => echoes().length === 10, 10_000, '10 replies');
+      expect(echoes()).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    });
+
     it('works with a 20-byte vnet header (hash report layout) and a plain tap without a header', async () => {
       const a = fixture();
       a.tap.setVnetHeaderSize(20);
