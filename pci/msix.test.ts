@@ -140,6 +140,22 @@ describe('MSI-X', () => {
     expect(msis).toEqual([]);
   });
 
+  it('snapshot/restore keeps the table, PBA and Message Control', () => {
+    const a = setup(4);
+    a.program(1, 0xfee00000n, 9);
+    a.fn.configWrite(a.ctl, 2, 0x8000);
+    a.msix.notify(1);
+    const state = JSON.parse(JSON.stringify({ fn: a.fn.snapshot(), msix: a.msix.snapshot() }));
+    const b = setup(4);
+    b.fn.restore(state.fn);
+    b.msix.restore(state.msix);
+    expect(b.msix.enabled).toBe(true);
+    expect(b.pba()).toBe(0b10n);
+    b.unmask(1);
+    expect(b.msis).toEqual([[0xfee00000n, 9]]);
+    expect(() => b.msix.restore({ table: '', pba: '' })).toThrow();
+  });
+
   it('a vector-only sink (VMM emulates the table) gets vector(n) directly', () => {
     const got: number[] = [];
     const { msix } = setup(4, { vector: (n) => got.push(n) });

@@ -60,6 +60,8 @@ export class Msix {
   private readonly tableView: DataView;
   private readonly pba: Uint8Array;
   private readonly opts: MsixOptions;
+  /** Function-level masking as of the last Message Control write, to spot unmask edges. */
+  private wasMasked = true;
 
   /**
    * QEMU's exclusive-BAR layout (msix_init_exclusive_bar): table at 0, PBA at half of a 4 KiB BAR, or
@@ -109,18 +111,14 @@ export class Msix {
     cs.setU32(off + PCI_MSIX_TABLE, (opts.tableOffset | opts.bar) >>> 0);
     cs.setU32(off + PCI_MSIX_PBA, (opts.pbaOffset | opts.bar) >>> 0);
     cs.setWritable(off + PCI_MSIX_FLAGS + 1, 1, (PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL) >> 8);
-    let wasMasked = this.functionMasked();
     fn.onConfigWrite(off + PCI_MSIX_FLAGS, 2, () => {
       const nowMasked = this.functionMasked();
       if (this.enabled) fn.setIntx(false); // MSI-X replaces INTx (QEMU msix_write_config).
-      if (wasMasked && !nowMasked) for (let v = 0; v < n; v++) this.deliverPending(v);
-      wasMasked = nowMasked;
+      if (this.wasMasked && !nowMasked) for (let v = 0; v < n; v++) this.deliverPending(v);
+      this.wasMasked = nowMasked;
     });
     this.resetState();
-    fn.onReset(() => {
-      this.reset();
-      wasMasked = this.functionMasked();
-    });
+    fn.onReset(() => this.reset());
   }
 
   private get flags(): number {
@@ -192,6 +190,7 @@ export class Msix {
     const cs = this.fn.config;
     cs.setU16(this.offset + PCI_MSIX_FLAGS, this.flags & ~(PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL));
     this.resetState();
+    this.wasMasked = true;
   }
 
   private resetState(): void {
@@ -199,6 +198,25 @@ export class Msix {
     this.pba.fill(0);
     for (let v = 0; v < this.vectors; v++)
       this.tableView.setUint32(v * 16 + ENTRY_CTRL, ENTRY_CTRL_MASKBIT, true);
+  }
+
+  /** JSON-serialisable table and PBA (Message Control lives in config space: PciFunction.snapshot). */
+  snapshot(): { table: string; pba: string } {
+    return {
+      table: Buffer.from(this.table).toString('base64'),
+      pba: Buffer.from(this.pba).toString('base64'),
+    };
+  }
+
+  restore(state: { table: string; pba: string }): void {
+    const t = typeof state?.table === 'string' ? Buffer.from(state.table, 'base64') : undefined;
+    const p = typeof state?.pba === 'string' ? Buffer.from(state.pba, 'base64') : undefined;
+    if (!t || !p || t.length !== this.table.length || p.length !== this.pba.length) {
+      throw new OptionsError('MSI-X snapshot does not match this function');
+    }
+    this.table.set(t);
+    this.pba.set(p);
+    this.wasMasked = this.functionMasked();
   }
 
   private validVector(v: number): boolean {

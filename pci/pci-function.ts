@@ -95,6 +95,13 @@ interface Bar extends BarDefinition {
   mappedEnabled: boolean;
 }
 
+/** Serialised PciFunction state (see snapshot()). */
+export interface PciFunctionState {
+  config: string;
+  intx: boolean;
+  routingId: number;
+}
+
 type ConfigWriteListener = (offset: number, size: 1 | 2 | 4, value: number) => void;
 
 export class PciFunction {
@@ -460,6 +467,32 @@ export class PciFunction {
     if (out === this.intxOut) return;
     this.intxOut = out;
     this.sink?.intx?.(out);
+  }
+
+  // ---------------------------------------------------------------- snapshot
+
+  /** JSON-serialisable state: config bytes and INTx level (masks and BAR handlers are structural). */
+  snapshot(): PciFunctionState {
+    return {
+      config: Buffer.from(this.config.bytes).toString('base64'),
+      intx: this.intxLevel,
+      routingId: this.routingId,
+    };
+  }
+
+  /**
+   * Restore a snapshot taken from a function built the same way; re-emits BAR mappings and the INTx
+   * level. Capability objects with state of their own (MSI-X table, SR-IOV VFs) restore separately.
+   */
+  restore(state: PciFunctionState): void {
+    const bytes = typeof state?.config === 'string' ? Buffer.from(state.config, 'base64') : undefined;
+    if (!bytes || bytes.length !== this.config.size)
+      throw new OptionsError('PCI function snapshot does not match this function');
+    this.config.bytes.set(bytes);
+    this.routingId = Number(state.routingId) & 0xffff;
+    this.intxLevel = state.intx === true;
+    this.updateMappings();
+    this.updateIntx();
   }
 
   // ---------------------------------------------------------------- reset

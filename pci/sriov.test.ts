@@ -337,6 +337,26 @@ describe('SR-IOV capability vs QEMU 7.2 pcie_sriov (nvme PF)', () => {
     expect(sriov.vfs[0]?.barAddress(4)).toBeNull();
   });
 
+  it('snapshot/restore of the PF brings the VFs back at the same addresses', () => {
+    const a = buildPf();
+    const S = a.sriov.offset;
+    a.pf.configWrite(S + 0x24, 4, 0xc0800000);
+    a.pf.configWrite(S + 0x10, 2, 3);
+    a.pf.configWrite(S + 0x08, 2, 0x0009);
+    const state = JSON.parse(JSON.stringify(a.pf.snapshot()));
+    const b = buildPf();
+    b.pf.restore(state);
+    b.sriov.syncAfterRestore();
+    expect(b.sriov.vfs.map((v) => [v.routingId, v.barAddress(0)])).toEqual([
+      [0x101, 0xc0800000n],
+      [0x102, 0xc0804000n],
+      [0x103, 0xc0808000n],
+    ]);
+    expect(b.router.lookupRid(0x103)).toBe(b.sriov.vfs[2]);
+    expect(dump(b.pf)).toEqual(dump(a.pf));
+    expect(() => b.pf.restore({ config: 'AAAA', intx: false, routingId: 0 })).toThrow();
+  });
+
   it('PF FLR removes the VFs and restores the capability registers', () => {
     const { pf, sriov, destroyed } = buildPf();
     const S = sriov.offset;

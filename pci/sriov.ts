@@ -225,6 +225,24 @@ export class SriovCapability {
     });
   }
 
+  /**
+   * After PciFunction.restore() of the PF: create the VFs its restored registers say exist (VF Enable
+   * set, 0 < NumVFs <= TotalVFs), or remove them; then restore each VF's own state.
+   */
+  syncAfterRestore(): void {
+    const want = (this.control & PCI_SRIOV_CTRL_VFE) !== 0 && this.numVfs > 0 && this.numVfs <= this.totalVfs;
+    if (this.created.length > 0) {
+      const gone = this.created.splice(0, this.created.length);
+      gone.forEach((vf, i) => {
+        vf.setVfDecode(false, []);
+        this.hooks.destroyVf(i, vf);
+      });
+    }
+    if (want) this.enableVfs();
+    else for (const l of this.changeListeners) l(this.created);
+    this.updateVfDecode();
+  }
+
   /** PF reset (FLR or bus reset): VFs gone, Control/NumVFs 0, System Page Size 4 KiB, VF BARs unassigned. */
   reset(): void {
     this.disableVfs();
