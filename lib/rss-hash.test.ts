@@ -62,6 +62,8 @@ const doc = JSON.parse(
 };
 const KEY = hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');
 const ALL = 0x1ff;
+/** Every type but the _EX ones (Linux's default set). */
+const NO_EX = 0x3f;
 const addr = (s: string) => (s.includes(':') ? ipv6Addr(s) : ipv4Addr(s));
 
 function frameFor(v: Vector, proto: 'tcp' | 'udp'): Uint8Array {
@@ -127,14 +129,24 @@ describe('rssHash', () => {
       const key = hex(v.key);
       const t = frameFor(v, 'tcp');
       const u = frameFor(v, 'udp');
-      expect(rssHash(t, ALL, key)).toEqual({
+      expect(rssHash(t, NO_EX, key)).toEqual({
         hash: Number(v.hash_with_ports),
         reportType: six ? VIRTIO_NET_HASH_REPORT_TCPv6 : VIRTIO_NET_HASH_REPORT_TCPv4,
       });
-      expect(rssHash(u, ALL, key)).toEqual({
+      expect(rssHash(u, NO_EX, key)).toEqual({
         hash: Number(v.hash_with_ports),
         reportType: six ? VIRTIO_NET_HASH_REPORT_UDPv6 : VIRTIO_NET_HASH_REPORT_UDPv4,
       });
+      if (six) {
+        expect(rssHash(t, ALL, key)).toEqual({
+          hash: Number(v.hash_with_ports),
+          reportType: VIRTIO_NET_HASH_REPORT_TCPv6_EX,
+        });
+        expect(rssHash(u, ALL, key)).toEqual({
+          hash: Number(v.hash_with_ports),
+          reportType: VIRTIO_NET_HASH_REPORT_UDPv6_EX,
+        });
+      }
       const ipOnly = six ? VIRTIO_NET_RSS_HASH_TYPE_IPv6 : VIRTIO_NET_RSS_HASH_TYPE_IPv4;
       const ipReport = six ? VIRTIO_NET_HASH_REPORT_IPv6 : VIRTIO_NET_HASH_REPORT_IPv4;
       expect(rssHash(t, ipOnly, key)).toEqual({
@@ -183,7 +195,7 @@ describe('rssHash', () => {
     expect(rssHash(eth(0x0806, new Uint8Array(28)), ALL, KEY)).toBeNull();
   });
 
-  it('IPv6 without extension headers: TCPv6, UDPv6, IPv6; _EX types do not apply', () => {
+  it('IPv6 without extension headers: TCPv6, UDPv6, IPv6; _EX types apply with the plain addresses', () => {
     expect(rssHash(tcp6, VIRTIO_NET_RSS_HASH_TYPE_TCPv6, KEY)).toEqual({
       hash: H6P,
       reportType: VIRTIO_NET_HASH_REPORT_TCPv6,
@@ -196,13 +208,21 @@ describe('rssHash', () => {
       hash: H6,
       reportType: VIRTIO_NET_HASH_REPORT_IPv6,
     });
-    const ex =
-      VIRTIO_NET_RSS_HASH_TYPE_TCP_EX | VIRTIO_NET_RSS_HASH_TYPE_UDP_EX | VIRTIO_NET_RSS_HASH_TYPE_IP_EX;
-    expect(rssHash(tcp6, ex, KEY)).toBeNull();
-    expect(rssHash(tcp6, ex | VIRTIO_NET_RSS_HASH_TYPE_TCPv6, KEY)).toEqual({
+    // QEMU 7.2 measured (docs/compatibility.md): TCP_EX wins over TCPv6 even without extension headers.
+    expect(rssHash(tcp6, VIRTIO_NET_RSS_HASH_TYPE_TCP_EX, KEY)).toEqual({
       hash: H6P,
-      reportType: VIRTIO_NET_HASH_REPORT_TCPv6,
+      reportType: VIRTIO_NET_HASH_REPORT_TCPv6_EX,
     });
+    expect(rssHash(tcp6, VIRTIO_NET_RSS_HASH_TYPE_TCP_EX | VIRTIO_NET_RSS_HASH_TYPE_TCPv6, KEY)).toEqual({
+      hash: H6P,
+      reportType: VIRTIO_NET_HASH_REPORT_TCPv6_EX,
+    });
+    expect(rssHash(udp6, ALL, KEY)).toEqual({ hash: H6P, reportType: VIRTIO_NET_HASH_REPORT_UDPv6_EX });
+    expect(rssHash(tcp6, VIRTIO_NET_RSS_HASH_TYPE_IP_EX, KEY)).toEqual({
+      hash: H6,
+      reportType: VIRTIO_NET_HASH_REPORT_IPv6_EX,
+    });
+    expect(rssHash(tcp6, VIRTIO_NET_RSS_HASH_TYPE_UDP_EX, KEY)).toBeNull();
   });
 
   describe('IPv6 with extension headers', () => {
@@ -239,11 +259,17 @@ describe('rssHash', () => {
       });
     });
 
-    it('IP_EX comes after TCP_EX/UDP_EX and before the non-extension rules', () => {
+    it('order: TCP_EX, TCPv6, (UDP alike), IP_EX, IPv6 (QEMU 7.2 measured)', () => {
       const ipEx = { hash: toeplitzHash(KEY, exAddrs), reportType: VIRTIO_NET_HASH_REPORT_IPv6_EX };
-      expect(rssHash(t, VIRTIO_NET_RSS_HASH_TYPE_IP_EX | VIRTIO_NET_RSS_HASH_TYPE_TCPv6, KEY)).toEqual(ipEx);
+      // TCPv6 beats IP_EX for a TCP packet with extension headers (QEMU: report 5, plain addresses).
+      expect(rssHash(t, VIRTIO_NET_RSS_HASH_TYPE_IP_EX | VIRTIO_NET_RSS_HASH_TYPE_TCPv6, KEY)).toEqual({
+        hash: toeplitzHash(KEY, concat(plainAddrs, ports)),
+        reportType: VIRTIO_NET_HASH_REPORT_TCPv6,
+      });
       expect(rssHash(t, VIRTIO_NET_RSS_HASH_TYPE_UDP_EX | VIRTIO_NET_RSS_HASH_TYPE_IP_EX, KEY)).toEqual(ipEx);
-      expect(rssHash(u, VIRTIO_NET_RSS_HASH_TYPE_IP_EX, KEY)).toEqual(ipEx);
+      expect(rssHash(u, VIRTIO_NET_RSS_HASH_TYPE_IP_EX | VIRTIO_NET_RSS_HASH_TYPE_IPv6, KEY)).toEqual(ipEx);
+      expect(rssHash(t, VIRTIO_NET_RSS_HASH_TYPE_IP_EX, KEY)).toEqual({ hash: 0xa4bdb66c, reportType: 7 }); // QEMU 7.2
+      expect(rssHash(t, ALL, KEY)).toEqual({ hash: 0xc85c4784, reportType: 8 }); // QEMU 7.2
     });
 
     it('falls back to TCPv6/UDPv6/IPv6 on the plain addresses when no _EX type applies', () => {
@@ -307,7 +333,7 @@ describe('rssHash', () => {
     ]);
     expect(rssHash(one, ALL, KEY)).toEqual({ hash: H4P, reportType: VIRTIO_NET_HASH_REPORT_TCPv4 });
     expect(rssHash(two, ALL, KEY)).toEqual({ hash: H4P, reportType: VIRTIO_NET_HASH_REPORT_TCPv4 });
-    expect(rssHash(two6, ALL, KEY)).toEqual({ hash: H6P, reportType: VIRTIO_NET_HASH_REPORT_TCPv6 });
+    expect(rssHash(two6, NO_EX, KEY)).toEqual({ hash: H6P, reportType: VIRTIO_NET_HASH_REPORT_TCPv6 });
   });
 
   it('classifies every truncation: no hash before the IP header ends, address hash before L4 ends', () => {
@@ -318,7 +344,7 @@ describe('rssHash', () => {
       [udp6, 54, 62, H6, H6P, VIRTIO_NET_HASH_REPORT_IPv6, VIRTIO_NET_HASH_REPORT_UDPv6],
     ] as const) {
       for (let n = 0; n <= full.length; n++) {
-        const r = rssHash(guarded(full.slice(0, n)), ALL, KEY);
+        const r = rssHash(guarded(full.slice(0, n)), NO_EX, KEY);
         if (n < ipEnd) expect(r).toBeNull();
         else if (n < l4End) expect(r).toEqual({ hash: ipH, reportType: ipRep });
         else expect(r).toEqual({ hash: l4H, reportType: l4Rep });

@@ -2,15 +2,17 @@
  * RSS hash selection (VIRTIO 1.3 §5.1.6.4.3 "Hash calculation for incoming packets"): which fields of a
  * frame are hashed for a set of enabled hash types, and which VIRTIO_NET_HASH_REPORT_* type results.
  *
- * Rules (spec text, first match wins):
+ * Rules (first match wins):
  * - IPv4: TCPv4 and a TCP header → addresses + ports; else UDPv4 and a UDP header → addresses + ports;
  *   else IPv4 → addresses; else no hash.
- * - IPv6 with extension headers: TCP_EX and TCP → _EX addresses + ports; else UDP_EX and UDP → same;
- *   else IP_EX → _EX addresses; else the rules for IPv6 without extension headers, on the plain addresses.
- * - IPv6 without extension headers: TCPv6 / UDPv6 / IPv6 as for IPv4.
+ * - IPv6: TCP header and TCP_EX → _EX addresses + ports (TCPv6_EX), else TCP and TCPv6 → addresses +
+ *   ports; the same for UDP with UDP_EX / UDPv6; else IP_EX → _EX addresses; else IPv6 → addresses.
+ *   This is QEMU 7.2's order (measured, see docs/compatibility.md) and NDIS's, from which the spec's
+ *   text comes; the spec words it per "with/without extension headers", which reads differently for
+ *   a few type combinations (documented there).
  * _EX addresses: Home Address option (Destination Options) else source; Routing Header type 2 address
  * else destination. Fragments carry no L4 header for hashing (MF or offset != 0), so they fall to the
- * address rules. Differences from QEMU 7.2 are listed in docs/compatibility.md.
+ * address rules. Truncated or malformed IP headers get no hash (QEMU 7.2 hashes stale bytes there).
  */
 
 import { L3_IPV4, L3_IPV6, L4_TCP, L4_UDP, ParsedPacket, parsePacket } from './packet-parser.js';
@@ -79,32 +81,28 @@ export function rssHashParsed(
       return false;
     }
   } else if (pkt.l3Kind === L3_IPV6) {
-    if (pkt.hasExtHeaders) {
-      if (pkt.l4Kind === L4_TCP && hashTypes & VIRTIO_NET_RSS_HASH_TYPE_TCP_EX) {
-        report = VIRTIO_NET_HASH_REPORT_TCPv6_EX;
-        ports = true;
-        ex = true;
-      } else if (pkt.l4Kind === L4_UDP && hashTypes & VIRTIO_NET_RSS_HASH_TYPE_UDP_EX) {
-        report = VIRTIO_NET_HASH_REPORT_UDPv6_EX;
-        ports = true;
-        ex = true;
-      } else if (hashTypes & VIRTIO_NET_RSS_HASH_TYPE_IP_EX) {
-        report = VIRTIO_NET_HASH_REPORT_IPv6_EX;
-        ex = true;
-      }
-    }
-    if (report === VIRTIO_NET_HASH_REPORT_NONE) {
-      if (pkt.l4Kind === L4_TCP && hashTypes & VIRTIO_NET_RSS_HASH_TYPE_TCPv6) {
-        report = VIRTIO_NET_HASH_REPORT_TCPv6;
-        ports = true;
-      } else if (pkt.l4Kind === L4_UDP && hashTypes & VIRTIO_NET_RSS_HASH_TYPE_UDPv6) {
-        report = VIRTIO_NET_HASH_REPORT_UDPv6;
-        ports = true;
-      } else if (hashTypes & VIRTIO_NET_RSS_HASH_TYPE_IPv6) {
-        report = VIRTIO_NET_HASH_REPORT_IPv6;
-      } else {
-        return false;
-      }
+    // QEMU's order (virtio_net_get_hash_type), NDIS's too: per L4 kind the _EX type first, then the plain.
+    if (
+      pkt.l4Kind === L4_TCP &&
+      hashTypes & (VIRTIO_NET_RSS_HASH_TYPE_TCP_EX | VIRTIO_NET_RSS_HASH_TYPE_TCPv6)
+    ) {
+      ex = (hashTypes & VIRTIO_NET_RSS_HASH_TYPE_TCP_EX) !== 0;
+      report = ex ? VIRTIO_NET_HASH_REPORT_TCPv6_EX : VIRTIO_NET_HASH_REPORT_TCPv6;
+      ports = true;
+    } else if (
+      pkt.l4Kind === L4_UDP &&
+      hashTypes & (VIRTIO_NET_RSS_HASH_TYPE_UDP_EX | VIRTIO_NET_RSS_HASH_TYPE_UDPv6)
+    ) {
+      ex = (hashTypes & VIRTIO_NET_RSS_HASH_TYPE_UDP_EX) !== 0;
+      report = ex ? VIRTIO_NET_HASH_REPORT_UDPv6_EX : VIRTIO_NET_HASH_REPORT_UDPv6;
+      ports = true;
+    } else if (hashTypes & VIRTIO_NET_RSS_HASH_TYPE_IP_EX) {
+      report = VIRTIO_NET_HASH_REPORT_IPv6_EX;
+      ex = true;
+    } else if (hashTypes & VIRTIO_NET_RSS_HASH_TYPE_IPv6) {
+      report = VIRTIO_NET_HASH_REPORT_IPv6;
+    } else {
+      return false;
     }
   } else {
     return false;
