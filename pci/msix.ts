@@ -59,6 +59,8 @@ export class Msix {
   private readonly table: Uint8Array;
   private readonly tableView: DataView;
   private readonly pba: Uint8Array;
+  /** Message address per vector as a bigint, refreshed on table writes: notify() allocates nothing. */
+  private readonly addrCache: bigint[];
   private readonly opts: MsixOptions;
   /** Function-level masking as of the last Message Control write, to spot unmask edges. */
   private wasMasked = true;
@@ -99,6 +101,7 @@ export class Msix {
     this.table = new Uint8Array(n * PCI_MSIX_ENTRY_SIZE);
     this.tableView = new DataView(this.table.buffer);
     this.pba = new Uint8Array(pbaSize(n));
+    this.addrCache = new Array<bigint>(n).fill(0n);
     fn.defineBar(opts.bar, {
       size,
       type: opts.barType ?? 'mem32',
@@ -196,6 +199,7 @@ export class Msix {
   private resetState(): void {
     this.table.fill(0);
     this.pba.fill(0);
+    this.addrCache.fill(0n);
     for (let v = 0; v < this.vectors; v++)
       this.tableView.setUint32(v * 16 + ENTRY_CTRL, ENTRY_CTRL_MASKBIT, true);
   }
@@ -216,6 +220,7 @@ export class Msix {
     }
     this.table.set(t);
     this.pba.set(p);
+    for (let v = 0; v < this.vectors; v++) this.refreshAddress(v);
     this.wasMasked = this.functionMasked();
   }
 
@@ -230,11 +235,14 @@ export class Msix {
   }
 
   private send(v: number): void {
+    this.sink.msi?.(this.addrCache[v] as bigint, this.tableView.getUint32(v * 16 + ENTRY_DATA, true));
+  }
+
+  private refreshAddress(v: number): void {
     const b = v * 16;
-    const address =
+    this.addrCache[v] =
       (BigInt(this.tableView.getUint32(b + ENTRY_ADDR_HI, true)) << 32n) |
       BigInt(this.tableView.getUint32(b + ENTRY_ADDR_LO, true));
-    this.sink.msi?.(address, this.tableView.getUint32(b + ENTRY_DATA, true));
   }
 
   /** Deliver a pending vector once it is deliverable (QEMU msix_handle_mask_update). */
@@ -263,6 +271,7 @@ export class Msix {
     const before: boolean[] = [];
     for (let v = first; v <= last; v++) before.push(this.isMasked(v));
     writeLe(this.table, rel, size, value);
+    for (let v = first; v <= last; v++) this.refreshAddress(v);
     for (let v = first; v <= last; v++) if (before[v - first] && !this.isMasked(v)) this.deliverPending(v);
   }
 }

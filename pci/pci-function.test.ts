@@ -191,6 +191,23 @@ describe('PciFunction header and BARs', () => {
     expect(fn.findExtendedCapability(0x0010)).toBe(0);
   });
 
+  it('config hooks: read hooks refresh bytes before a read, write hooks see the written value', () => {
+    const fn = new PciFunction(OPTS);
+    const cap = fn.addCapability(0x09, 20);
+    fn.config.setWritable(cap + 16, 4, 0xffffffff);
+    let n = 0;
+    const writes: [number, number, number][] = [];
+    fn.onConfigRead(cap + 16, 4, () => fn.config.setU32(cap + 16, 0x1000 + ++n));
+    fn.onConfigWrite(cap + 16, 4, (o, s, v) => writes.push([o - cap, s, v]));
+    expect(fn.configRead(cap + 16, 4)).toBe(0x1001);
+    expect(fn.configRead(cap + 18, 2)).toBe(0);
+    expect(fn.configRead(cap + 12, 4)).toBe(0); // outside the window: no hook
+    expect(n).toBe(2);
+    fn.configWrite(cap + 17, 1, 0xab);
+    fn.configWrite(cap + 12, 4, 1);
+    expect(writes).toEqual([[17, 1, 0xab]]);
+  });
+
   it('a VF header follows the PCIe VF rules', () => {
     const vf = new PciFunction({ ...OPTS, vf: true, interruptPin: 0 });
     vf.defineBar(0, { size: 0x4000, type: 'mem64', handler: handler(1) });

@@ -124,6 +124,11 @@ export class PciFunction {
   private readonly resetListeners: (() => void)[] = [];
   private readonly mappingListeners: ((m: BarMapping) => void)[] = [];
   private readonly writeHooks: { start: number; end: number; fn: ConfigWriteListener }[] = [];
+  private readonly readHooks: {
+    start: number;
+    end: number;
+    fn: (offset: number, size: 1 | 2 | 4) => void;
+  }[] = [];
   private intxLevel = false;
   private intxOut = false;
   private lastExtCap = 0;
@@ -196,9 +201,21 @@ export class PciFunction {
 
   // ---------------------------------------------------------------- config access
 
-  /** Guest config read; never throws (out of range reads all-ones). */
+  /** Guest config read; never throws (out of range reads all-ones). Read hooks run first. */
   configRead(offset: number, size: 1 | 2 | 4): number {
+    if (this.readHooks.length > 0 && Number.isInteger(offset) && offset >= 0 && offset < this.config.size) {
+      const end = offset + (size === 1 || size === 2 ? size : 4);
+      for (const h of this.readHooks) if (offset < h.end && end > h.start) h.fn(offset, size);
+    }
     return this.config.read(offset, size);
+  }
+
+  /**
+   * Run `fn` before any guest config read overlapping [start, start+length), so it can refresh the
+   * bytes (the virtio PCI_CFG capability's pci_cfg_data window reads through to a BAR).
+   */
+  onConfigRead(start: number, length: number, fn: (offset: number, size: 1 | 2 | 4) => void): void {
+    this.readHooks.push({ start, end: start + length, fn });
   }
 
   /** Guest config write through the masks; side effects (BAR remap, INTx, capability hooks) follow. Never throws. */

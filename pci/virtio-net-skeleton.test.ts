@@ -82,6 +82,7 @@ describe('virtio-net-pci skeleton vs QEMU 7.2 (behind pcie-root-port)', () => {
     expect(msix.offset).toBe(0xdc);
     expect(diff(dump(fn), fixtureBin('virtio-net-pcie.cfg-reset.bin'))).toEqual([]);
     expect(diff(dump(fn), fixtureBin('virtio-net-pcie-mq-rss.cfg-reset.bin'))).toEqual([]);
+    expect(diff(dump(fn), fixtureBin('virtio-net-pcie-dgram.cfg-reset.bin'))).toEqual([]);
   });
 
   it('capability chain order is the reverse of add order, as QEMU', () => {
