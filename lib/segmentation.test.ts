@@ -210,6 +210,29 @@ describe('SoftwareSegmenter: USO and UFO', () => {
     expect(Array.from(withL4ChecksumV4(reassembled))).toEqual(Array.from(reassembled));
   });
 
+  it('UFO keeps only options with the copied flag in later fragments (RFC 791)', () => {
+    const data = payloadOf(2000, 2);
+    const options = Uint8Array.of(0x94, 4, 0, 0, 0x07, 3, 4, 0); // Router Alert (copied), Record Route, EOL
+    const ip = ipv4({ src: '192.0.2.1', dst: '192.0.2.2', proto: 17, options, payload: udp(7, 9, data) });
+    const { rc, out } = run(eth(0x0800, ip), offload(VIRTIO_NET_HDR_GSO_UDP, 1000, 50, 42, 6));
+    expect(rc).toBe(SEGMENT_OK);
+    expect(out.length).toBe(3);
+    const payload: number[] = [];
+    out.forEach((s, i) => {
+      const ihl = (s[14]! & 15) * 4;
+      expect(ihl).toBe(i === 0 ? 28 : 24);
+      expect(Array.from(s.subarray(34, 14 + ihl))).toEqual(i === 0 ? Array.from(options) : [0x94, 4, 0, 0]);
+      expect(naiveChecksum(s.subarray(14, 14 + ihl))).toBe(0);
+      expect(be16(s, 16)).toBe(s.length - 14);
+      expect(be16(s, 20) & 0x1fff).toBe((i * 1000) / 8);
+      payload.push(...s.subarray(14 + ihl));
+    });
+    const whole = Uint8Array.from(payload);
+    expect(Array.from(whole.subarray(8))).toEqual(Array.from(data));
+    const reassembled = concat(ip.slice(0, 28), whole);
+    expect(Array.from(withL4ChecksumV4(reassembled))).toEqual(Array.from(reassembled));
+  });
+
   it('refuses UFO over IPv6 as unsupported', () => {
     const frame = eth(0x86dd, ipv6('fd00::1', 'fd00::2', 17, udp(1, 2, payloadOf(3000))));
     expect(run(frame, offload(VIRTIO_NET_HDR_GSO_UDP, 1000, 62, 54, 6))).toEqual({

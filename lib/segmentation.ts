@@ -90,6 +90,8 @@ export class SoftwareSegmenter {
   private scratch = new Uint8Array(2048);
   private view: Uint8Array = this.scratch.subarray(0, 0);
   private readonly pkt = new ParsedPacket();
+  /** IPv4 header for the second and later UFO fragments (only options with the copy bit kept). */
+  private readonly fragHeader = new Uint8Array(60);
   /** Segments emitted by the last `process` call. */
   segments = 0;
 
@@ -269,21 +271,58 @@ export class SoftwareSegmenter {
       sum = checksumAdd(frame, l4 + 8, ipPayload - 8, sum);
       udpCsum = checksumFinish(sum) || 0xffff;
     }
+    const laterIhl = this.buildLaterFragmentHeader(frame, l3, pkt.ipHeaderLength);
     for (let i = 0; i < count; i++) {
       const off = i * fragLen;
       const chunk = Math.min(fragLen, ipPayload - off);
-      copyBytes(frame, 0, buf, 0, l4);
-      copyBytes(frame, l4 + off, buf, l4, chunk);
+      const ihl = i === 0 ? pkt.ipHeaderLength : laterIhl;
+      copyBytes(frame, 0, buf, 0, l3);
+      if (i === 0) copyBytes(frame, l3, buf, l3, ihl);
+      else copyBytes(this.fragHeader, 0, buf, l3, ihl);
+      copyBytes(frame, l4 + off, buf, l3 + ihl, chunk);
       if (i === 0) {
         put16(buf, l4 + 4, ipPayload);
         put16(buf, l4 + 6, udpCsum);
       }
       const last = i === count - 1;
+      put16(buf, l3 + 2, ihl + chunk);
       put16(buf, l3 + 6, baseFlags | (last ? 0 : 0x2000) | (off >>> 3));
-      this.fixIp(buf, pkt, chunk, 0);
+      writeIpv4HeaderChecksum(buf, l3, ihl);
       this.segments++;
-      emit(this.viewOf(l4 + chunk));
+      emit(this.viewOf(l3 + ihl + chunk));
     }
     return SEGMENT_OK;
+  }
+
+  /**
+   * Builds in `fragHeader` the IPv4 header of non-first fragments: the fixed 20 bytes plus only the options
+   * whose copied flag (0x80) is set (RFC 791 §3.1 / §3.2), padded with End of Option List to a multiple of
+   * 4 bytes. Returns its length.
+   */
+  private buildLaterFragmentHeader(frame: Uint8Array, l3: number, ihl: number): number {
+    const h = this.fragHeader;
+    copyBytes(frame, l3, h, 0, 20);
+    let w = 20;
+    let q = l3 + 20;
+    const end = l3 + ihl;
+    while (q < end) {
+      const type = frame[q]!;
+      if (type === 0) break; // End of Option List
+      if (type === 1) {
+        q++; // NOP: copied flag 0
+        continue;
+      }
+      if (q + 1 >= end) break;
+      const len = frame[q + 1]!;
+      if (len < 2 || q + len > end) break; // malformed: keep what we have
+      if (type & 0x80) {
+        copyBytes(frame, q, h, w, len);
+        w += len;
+      }
+      q += len;
+    }
+    while (w & 3) h[w++] = 0;
+    h[0] = 0x40 | (w >>> 2);
+    return w;
   }
 }
