@@ -75,6 +75,7 @@ export interface TransportSnapshot {
   configGeneration: number;
   isr: number;
   activated: boolean;
+  broken: boolean;
   legacyDriver: boolean;
   queues: {
     size: number;
@@ -115,6 +116,7 @@ export class TransportCore {
   legacyDriver = false;
   /** Why the device last entered NEEDS_RESET (diagnostics for the VMM). */
   lastError: string | null = null;
+  private brokenFlag = false;
   readonly queues: QueueRegisters[];
   readonly offered: bigint;
   /** What device_feature shows: the legacy-only bits are masked out (QEMU legacy_features). */
@@ -178,8 +180,9 @@ export class TransportCore {
     return this.queueSelect < this.numQueues() ? (this.queues[this.queueSelect] ?? null) : null;
   }
 
+  /** The device hit a guest error and stopped using its queues until reset (QEMU vdev->broken). */
   get broken(): boolean {
-    return (this.status & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0;
+    return this.brokenFlag;
   }
 
   /** Map a guest-written vector: out of range reads back VIRTIO_MSI_NO_VECTOR (QEMU msix_vector_use). */
@@ -264,6 +267,7 @@ export class TransportCore {
   reset(): void {
     this.status = 0;
     this.activated = false;
+    this.brokenFlag = false;
     this.driverFeatures = 0n;
     this.deviceFeatureSelect = 0;
     this.driverFeatureSelect = 0;
@@ -285,8 +289,10 @@ export class TransportCore {
   needsReset(reason: string): void {
     this.lastError = reason;
     this.onGuestError?.(reason);
-    if (this.broken) return;
-    this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+    if (this.brokenFlag) return;
+    this.brokenFlag = true;
+    // Legacy has no NEEDS_RESET bit: QEMU's virtio_error sets it only for VERSION_1 drivers.
+    if (!this.legacyDriver) this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
     if (this.status & VIRTIO_CONFIG_S_DRIVER_OK) this.raiseConfigInterrupt();
   }
 
@@ -435,6 +441,7 @@ export class TransportCore {
       configGeneration: this.configGeneration,
       isr: this.isr,
       activated: this.activated,
+      broken: this.brokenFlag,
       legacyDriver: this.legacyDriver,
       queues: this.queues.map((q) => ({
         size: q.size,
@@ -467,6 +474,7 @@ export class TransportCore {
     this.configGeneration = s.configGeneration & 0xff;
     this.isr = s.isr & 0xff;
     this.status = s.status & 0xff;
+    this.brokenFlag = !!s.broken;
     const f = this.driverFeatures;
     for (let i = 0; i < this.queues.length && i < s.queues.length; i++) {
       const src = s.queues[i];
