@@ -367,6 +367,67 @@ describe('rssHash', () => {
     }
   });
 
+  it('equals a bit-serial hash over the expected tuple for random flows, types and keys', () => {
+    const arb = fc.record({
+      six: fc.boolean(),
+      proto: fc.constantFrom(6, 17, 1),
+      src: fc.uint8Array({ minLength: 16, maxLength: 16 }),
+      dst: fc.uint8Array({ minLength: 16, maxLength: 16 }),
+      sp: fc.nat(0xffff),
+      dp: fc.nat(0xffff),
+      types: fc.nat(0x1ff),
+      key: fc.uint8Array({ minLength: 40, maxLength: 40 }),
+      vlan: fc.nat(2),
+    });
+    fc.assert(
+      fc.property(arb, (a) => {
+        const fmt4 = (b: Uint8Array) => Array.from(b.subarray(0, 4)).join('.');
+        const fmt6 = (b: Uint8Array) =>
+          Array.from({ length: 8 }, (_, i) => ((b[2 * i]! << 8) | b[2 * i + 1]!).toString(16)).join(':');
+        const l4 = a.proto === 6 ? tcp(a.sp, a.dp) : a.proto === 17 ? udp(a.sp, a.dp) : new Uint8Array(8);
+        const tags: [number, number][] =
+          a.vlan === 0
+            ? []
+            : a.vlan === 1
+              ? [[0x8100, 1]]
+              : [
+                  [0x88a8, 2],
+                  [0x8100, 3],
+                ];
+        const f = a.six
+          ? eth(0x86dd, ipv6(fmt6(a.src), fmt6(a.dst), a.proto, l4), tags)
+          : eth(0x0800, ipv4({ src: fmt4(a.src), dst: fmt4(a.dst), proto: a.proto, payload: l4 }), tags);
+        const n = a.six ? 16 : 4;
+        const addrs = concat(a.src.subarray(0, n), a.dst.subarray(0, n));
+        const ports = concat(u16(a.sp), u16(a.dp));
+        // Independent statement of the selection (VIRTIO_NET_HASH_TYPE_X = 1 << (REPORT_X - 1)).
+        const want: [number, boolean][] = a.six
+          ? [
+              [a.proto === 6 ? 8 : 0, true],
+              [a.proto === 6 ? 5 : 0, true],
+              [a.proto === 17 ? 9 : 0, true],
+              [a.proto === 17 ? 6 : 0, true],
+              [7, false],
+              [4, false],
+            ]
+          : [
+              [a.proto === 6 ? 2 : 0, true],
+              [a.proto === 17 ? 3 : 0, true],
+              [1, false],
+            ];
+        const hit = want.find(([r]) => r !== 0 && a.types & (1 << (r - 1)));
+        const got = rssHash(f, a.types, a.key);
+        if (!hit) expect(got).toBeNull();
+        else
+          expect(got).toEqual({
+            hash: toeplitzBitSerial(a.key, hit[1] ? concat(addrs, ports) : addrs),
+            reportType: hit[0],
+          });
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
   it('never throws or reads past the frame for random bytes and mutated frames', () => {
     const frames = fc.oneof(
       fc.uint8Array({ maxLength: 160 }),
