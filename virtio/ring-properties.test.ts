@@ -22,7 +22,7 @@ const chainArb = fc.record({
   indirect: fc.boolean(),
 });
 type Op =
-  | { kind: 'add'; chain: fc.GeneratedValueType<typeof chainArb> }
+  | { kind: 'add'; chain: typeof chainArb extends fc.Arbitrary<infer T> ? T : never }
   | { kind: 'pop' }
   | { kind: 'complete'; pick: number; written: number; publish: boolean };
 const opArb: fc.Arbitrary<Op> = fc.oneof(
