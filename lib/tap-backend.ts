@@ -291,6 +291,8 @@ export class TapBackend implements NetBackend {
   private readonly rxOffload: NetOffload = emptyOffload();
   private readonly txBuf = new Uint8Array(VNET_HDR_BASE + 10 + MAX_FRAME);
   private readonly txView = new DataView(this.txBuf.buffer);
+  /** The first 10 header bytes in txBuf hold a previous frame's offload (not all zero). */
+  private txHdrDirty = false;
   private readonly s: TapStats = {
     rxFrames: 0,
     rxBytes: 0,
@@ -463,8 +465,14 @@ export class TapBackend implements NetBackend {
     const b = this.txBuf;
     if (hs > 0) {
       const v = this.txView;
+      // Bytes past the first 10 (num_buffers, hash) stay zero: the kernel skips them on tx.
       if (offload === null) {
-        for (let i = 0; i < hs; i++) b[i] = 0;
+        if (this.txHdrDirty) {
+          v.setUint32(0, 0);
+          v.setUint32(4, 0);
+          v.setUint16(8, 0);
+          this.txHdrDirty = false;
+        }
       } else {
         v.setUint8(0, offload.flags);
         v.setUint8(1, offload.gsoType);
@@ -472,7 +480,7 @@ export class TapBackend implements NetBackend {
         v.setUint16(4, offload.gsoSize, true);
         v.setUint16(6, offload.csumStart, true);
         v.setUint16(8, offload.csumOffset, true);
-        for (let i = VNET_HDR_BASE; i < hs; i++) b[i] = 0; // num_buffers/hash: ignored by the kernel on tx
+        this.txHdrDirty = true;
       }
     }
     b.set(frame, hs);
@@ -538,6 +546,8 @@ export class TapBackend implements NetBackend {
       throw errnoError('TUNSETVNETHDRSZ', this.c.errno());
     this.hdrSize = size;
     this.rxFrameViews = [];
+    this.txBuf.fill(0, 0, size); // frame bytes of the old layout may sit where the header tail now is
+    this.txHdrDirty = false;
   }
 
   /**

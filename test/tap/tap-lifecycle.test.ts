@@ -107,6 +107,22 @@ describe.skipIf(unavailable !== null)(
       expect(show()).not.toMatch(/NO-CARRIER/);
     });
 
+    it('opens straight into a namespace with the netns option; the fd keeps carrying traffic', async () => {
+      const { ns } = fixture({}, false);
+      const tap = TapBackend.open({ name: uniqueName('vn'), netns: ns.name });
+      extra.push(tap);
+      expect(ns.ip('-o', 'link', 'show', 'dev', tap.name)).toContain(tap.name);
+      expect(() => TapBackend.open({ name: uniqueName('vn'), netns: `${ns.name}-missing` })).toThrow(
+        /cannot move/,
+      );
+      ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${tap.name}.disable_ipv6=1`]);
+      ns.configure(tap.name, '10.80.0.1/24');
+      const sink = new (await import('./frames.js')).CollectingSink();
+      tap.attach(sink);
+      tap.transmit(arpRequest(mac(GUEST_MAC), ipv4('10.80.0.2'), ipv4('10.80.0.1')), 0, null);
+      await sink.waitFor((f) => f.frame[12] === 0x08 && f.frame[13] === 0x06 && f.frame[21] === 2);
+    });
+
     it('adopts an fd the VMM opened: reads name and header mode back, and carries traffic', async () => {
       const c = libc();
       const name = uniqueName('va');
