@@ -135,7 +135,8 @@ export class FakeDevice implements VirtioDevice {
       tx.push(this.txChain, 0);
       txDone = true;
       if (!rx.pop(this.rxChain)) continue; // no rx buffer: drop
-      if (this.rxChain.writableLength < data.length) throw new VirtqueueError('length-overflow', 'rx buffer too small');
+      if (this.rxChain.writableLength < data.length)
+        throw new VirtqueueError('length-overflow', 'rx buffer too small');
       let off = 0;
       for (let i = this.rxChain.readableCount; i < this.rxChain.segmentCount && off < data.length; i++) {
         const n = Math.min(this.rxChain.len[i] as number, data.length - off);

@@ -37,12 +37,20 @@ export function splitRead(h: PieceHandler, offset: number, size: 1 | 2 | 4 | 8):
 }
 
 /** Write `size` bytes (1, 2, 4 or 8) at `offset` through `h`, little-endian. */
-export function splitWrite(h: PieceHandler, offset: number, size: 1 | 2 | 4 | 8, value: number | bigint): void {
+export function splitWrite(
+  h: PieceHandler,
+  offset: number,
+  size: 1 | 2 | 4 | 8,
+  value: number | bigint,
+): void {
   if (size !== 8 && offset % size === 0 && typeof value === 'number') {
     h.writePiece(offset, size, toUnsigned(value, size)); // common case, no bigint
     return;
   }
-  let v = typeof value === 'bigint' ? BigInt.asUintN(64, value) : BigInt.asUintN(64, BigInt(Math.trunc(Number(value) || 0)));
+  let v =
+    typeof value === 'bigint'
+      ? BigInt.asUintN(64, value)
+      : BigInt.asUintN(64, BigInt(Math.trunc(Number(value) || 0)));
   let done = 0;
   while (done < size) {
     const n = pieceSize(offset + done, size - done);

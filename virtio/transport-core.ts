@@ -143,7 +143,8 @@ export class TransportCore {
       get features() {
         return core.driverFeatures;
       },
-      queue: (i) => (core.activated && i >= 0 && i < core.queues.length ? (core.queues[i]?.vq ?? null) : null),
+      queue: (i) =>
+        core.activated && i >= 0 && i < core.queues.length ? (core.queues[i]?.vq ?? null) : null,
       notifyQueue: (i) => core.notifyQueue(i),
       configChanged: () => core.configChanged(),
       needsReset: (reason) => core.needsReset(reason),
@@ -217,7 +218,8 @@ export class TransportCore {
     const f = this.driverFeatures;
     const extra = f & ~(this.legacyDriver ? this.offered : this.modernOffered);
     if (extra !== 0n) return `driver accepted features not offered: 0x${extra.toString(16)}`;
-    if (!this.legacyDriver && !hasFeature(f, VIRTIO_F_VERSION_1)) return 'modern driver did not accept VERSION_1';
+    if (!this.legacyDriver && !hasFeature(f, VIRTIO_F_VERSION_1))
+      return 'modern driver did not accept VERSION_1';
     try {
       return this.device.validateFeatures(f);
     } catch (e) {
@@ -463,7 +465,8 @@ export class TransportCore {
    * (that comes from the VMM, not the guest).
    */
   restore(s: TransportSnapshot): void {
-    if (!s || typeof s !== 'object' || !Array.isArray(s.queues)) throw new TypeError('transport snapshot: malformed');
+    if (!s || typeof s !== 'object' || !Array.isArray(s.queues))
+      throw new TypeError('transport snapshot: malformed');
     this.reset();
     this.deviceFeatureSelect = s.deviceFeatureSelect >>> 0;
     this.driverFeatureSelect = s.driverFeatureSelect >>> 0;

@@ -5,7 +5,15 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../lib/guest-memory.js';
-import { assignBars, diff, dump, fixtureBin, fixtureJson, hex, probeBytes } from '../pci/qemu-oracle.test-support.js';
+import {
+  assignBars,
+  diff,
+  dump,
+  fixtureBin,
+  fixtureJson,
+  hex,
+  probeBytes,
+} from '../pci/qemu-oracle.test-support.js';
 import { FakeDevice } from './fake-device.test-support.js';
 import { InterruptCollector, VirtioPciDriver } from './testing/pci-driver.js';
 import { VirtioPciTransport, type VirtioPciOptions } from './virtio-pci.js';
@@ -25,7 +33,14 @@ function netConfig(length: number): Uint8Array {
 function netLike(features: bigint, configLength = 8, opts: Partial<VirtioPciOptions> = {}) {
   const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(0x200000) }]);
   const irq = new InterruptCollector();
-  const device = new FakeDevice({ deviceId: 1, features, queues: 3, sizes: [256, 256, 64], extraQueueBit: -1, configBytes: netConfig(configLength) });
+  const device = new FakeDevice({
+    deviceId: 1,
+    features,
+    queues: 3,
+    sizes: [256, 256, 64],
+    extraQueueBit: -1,
+    configBytes: netConfig(configLength),
+  });
   const t = new VirtioPciTransport({ device, memory, interrupts: irq, ...opts });
   return { t, device, memory, irq };
 }
@@ -34,9 +49,11 @@ function netLike(features: bigint, configLength = 8, opts: Partial<VirtioPciOpti
 const TRANSPORT_BITS = (1n << 28n) | (1n << 29n) | (1n << 32n) | (1n << 40n);
 
 describe('config space vs QEMU 7.2 virtio-net-pci', () => {
-  const tap = fixtureJson<{ device_features: string; msix: { table_size: number }; bars: { bar: number; addr: number; sizing_readback: number }[] }>(
-    'virtio-net-pcie.json',
-  );
+  const tap = fixtureJson<{
+    device_features: string;
+    msix: { table_size: number };
+    bars: { bar: number; addr: number; sizing_readback: number }[];
+  }>('virtio-net-pcie.json');
   const tapFeatures = BigInt(tap.device_features) & ~TRANSPORT_BITS;
 
   it('behind a PCIe root port: 4 KiB at reset match byte for byte', () => {
@@ -55,7 +72,9 @@ describe('config space vs QEMU 7.2 virtio-net-pci', () => {
     const { t } = netLike(tapFeatures, 8, { msixVectors: 10 });
     const bars = assignBars(t.function, 0xc0000000, 0xc1000000);
     t.configWrite(4, 2, 0x0006);
-    expect(bars.map((b) => [b.bar, b.addr, b.sizing_readback >>> 0])).toEqual(tap.bars.map((b) => [b.bar, b.addr, b.sizing_readback]));
+    expect(bars.map((b) => [b.bar, b.addr, b.sizing_readback >>> 0])).toEqual(
+      tap.bars.map((b) => [b.bar, b.addr, b.sizing_readback]),
+    );
     expect(diff(dump(t), fixtureBin('virtio-net-pcie.cfg-assigned.bin'))).toEqual([]);
   });
 
@@ -80,9 +99,12 @@ describe('config space vs QEMU 7.2 virtio-net-pci', () => {
     ['virtio-net-rootbus', 'pci'],
   ] as const) {
     it(`${name}: every byte's write behaviour (wmask probe) matches`, () => {
-      const w = fixtureJson<{ skipped_probed_with_0x7f: number[]; orig_hex: string; after_ff_hex: string; after_00_hex: string }>(
-        `${name}.wmask.json`,
-      );
+      const w = fixtureJson<{
+        skipped_probed_with_0x7f: number[];
+        orig_hex: string;
+        after_ff_hex: string;
+        after_00_hex: string;
+      }>(`${name}.wmask.json`);
       // QEMU's virtio-net-pci carries a 256 KiB option ROM BAR (rom_bar_after_ones 0xfffc0001).
       const { t } = netLike(tapFeatures, 8, { bus, msixVectors: 4, romSize: 0x40000 });
       const size = hex(w.orig_hex).length;

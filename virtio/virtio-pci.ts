@@ -52,12 +52,28 @@ export const VIRTIO_PCI_CAP_ISR_CFG = 3;
 export const VIRTIO_PCI_CAP_DEVICE_CFG = 4;
 export const VIRTIO_PCI_CAP_PCI_CFG = 5;
 /** `struct virtio_pci_cap` fields (16 bytes; the notify cap adds notify_off_multiplier at 16). */
-export const VIRTIO_PCI_CAP = { vndr: 0, next: 1, len: 2, cfgType: 3, bar: 4, id: 5, offset: 8, length: 12, notifyMultiplier: 16 } as const;
+export const VIRTIO_PCI_CAP = {
+  vndr: 0,
+  next: 1,
+  len: 2,
+  cfgType: 3,
+  bar: 4,
+  id: 5,
+  offset: 8,
+  length: 12,
+  notifyMultiplier: 16,
+} as const;
 
 /** QEMU's modern memory BAR: index, size and the four 4 KiB regions in it. */
 export const MODERN_BAR = 4;
 export const MODERN_BAR_SIZE = 0x4000;
-export const MODERN_REGIONS = { common: 0x0000, isr: 0x1000, device: 0x2000, notify: 0x3000, size: 0x1000 } as const;
+export const MODERN_REGIONS = {
+  common: 0x0000,
+  isr: 0x1000,
+  device: 0x2000,
+  notify: 0x3000,
+  size: 0x1000,
+} as const;
 export const MSIX_BAR = 1;
 export const LEGACY_BAR = 0;
 
@@ -119,16 +135,22 @@ export class VirtioPciTransport {
     const device = options.device;
     const modern = options.modern ?? true;
     const legacy = options.legacy ?? false;
-    if (!modern && !legacy) throw new OptionsError('modern and legacy cannot both be off (disable-modern=on needs disable-legacy=off)');
+    if (!modern && !legacy)
+      throw new OptionsError(
+        'modern and legacy cannot both be off (disable-modern=on needs disable-legacy=off)',
+      );
     const bus = options.bus ?? 'pcie';
-    if (bus !== 'pcie' && bus !== 'pci') throw new OptionsError(`bus must be 'pcie' or 'pci', got ${String(bus)}`);
+    if (bus !== 'pcie' && bus !== 'pci')
+      throw new OptionsError(`bus must be 'pcie' or 'pci', got ${String(bus)}`);
     const id = device.deviceId;
     const transitionalId = VIRTIO_PCI_TRANSITIONAL_IDS[id];
-    if (legacy && transitionalId === undefined) throw new OptionsError(`virtio device type ${id} has no transitional PCI ID; legacy must be false`);
+    if (legacy && transitionalId === undefined)
+      throw new OptionsError(`virtio device type ${id} has no transitional PCI ID; legacy must be false`);
     this.device = device;
     this.modern = modern;
     this.legacy = legacy;
-    this.offeredFeatures = device.deviceFeatures() | transportFeatures(options.features ?? {}, modern, legacy);
+    this.offeredFeatures =
+      device.deviceFeatures() | transportFeatures(options.features ?? {}, modern, legacy);
 
     const fn = new VirtioPciFunction({
       vendorId: PCI_VENDOR_ID_REDHAT_QUMRANET,
@@ -152,7 +174,8 @@ export class VirtioPciTransport {
 
     const nq = Math.max(device.numQueues(0n), device.numQueues(this.offeredFeatures));
     const vectors = options.msixVectors ?? Math.min(2048, nq + 1);
-    if (!Number.isInteger(vectors) || vectors < 0 || vectors > 2048) throw new OptionsError(`msixVectors must be 0..2048, got ${vectors}`);
+    if (!Number.isInteger(vectors) || vectors < 0 || vectors > 2048)
+      throw new OptionsError(`msixVectors must be 0..2048, got ${vectors}`);
 
     let msix: Msix | null = null;
     this.core = new TransportCore(
@@ -227,7 +250,11 @@ export class VirtioPciTransport {
     }
 
     if (vectors > 0) {
-      msix = new Msix(fn, { vectors, bar: MSIX_BAR, ...Msix.exclusiveBarLayout(vectors) }, options.interrupts);
+      msix = new Msix(
+        fn,
+        { vectors, bar: MSIX_BAR, ...Msix.exclusiveBarLayout(vectors) },
+        options.interrupts,
+      );
     }
     this.msix = msix;
     // FLR (and any PCI reset) resets the virtio device too (QEMU virtio_pci_reset).
@@ -278,7 +305,8 @@ export class VirtioPciTransport {
 
   /** Restore a `snapshot()` taken from a transport with the same options. PCI config space is the function's. */
   restore(state: VirtioPciSnapshot): void {
-    if (!state || typeof state !== 'object' || !state.transport) throw new TypeError('virtio-pci snapshot: malformed');
+    if (!state || typeof state !== 'object' || !state.transport)
+      throw new TypeError('virtio-pci snapshot: malformed');
     this.core.restore(state.transport);
   }
 
@@ -300,7 +328,8 @@ export class VirtioPciTransport {
   private modernWrite(o: number, s: 1 | 2 | 4, v: number): void {
     const R = MODERN_REGIONS;
     if (o < R.isr) this.commonCfg.writePiece(o - R.common, s, v);
-    else if (o < R.device) return; // ISR is read-only
+    else if (o < R.device)
+      return; // ISR is read-only
     else if (o < R.notify) this.writeDeviceConfig(o - R.device, s, v);
     else this.core.kick(notifyQueueIndex(o - R.notify));
   }
@@ -341,10 +370,15 @@ export class VirtioPciTransport {
   private pciCfgAccess(write: boolean): void {
     const cs = this.function.config;
     const pc = this.caps.pciCfg;
-    const w = pciCfgWindow(cs.getU8(pc + PCI_CFG_CAP.bar), cs.getU32(pc + PCI_CFG_CAP.offset), cs.getU32(pc + PCI_CFG_CAP.length), {
-      bar: MODERN_BAR,
-      size: MODERN_BAR_SIZE,
-    });
+    const w = pciCfgWindow(
+      cs.getU8(pc + PCI_CFG_CAP.bar),
+      cs.getU32(pc + PCI_CFG_CAP.offset),
+      cs.getU32(pc + PCI_CFG_CAP.length),
+      {
+        bar: MODERN_BAR,
+        size: MODERN_BAR_SIZE,
+      },
+    );
     if (!w) return;
     const d = pc + PCI_CFG_CAP.data;
     if (write) {

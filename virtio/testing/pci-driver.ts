@@ -136,7 +136,14 @@ const C = {
   qreset: 0x3a,
 } as const;
 
-export const STATUS = { ACKNOWLEDGE: 1, DRIVER: 2, DRIVER_OK: 4, FEATURES_OK: 8, NEEDS_RESET: 0x40, FAILED: 0x80 } as const;
+export const STATUS = {
+  ACKNOWLEDGE: 1,
+  DRIVER: 2,
+  DRIVER_OK: 4,
+  FEATURES_OK: 8,
+  NEEDS_RESET: 0x40,
+  FAILED: 0x80,
+} as const;
 export const NO_VECTOR = 0xffff;
 
 export type DriverQueue = SplitDriverQueue | PackedDriverQueue;
@@ -162,7 +169,8 @@ export class VirtioPciDriver {
   readonly bars: AssignedBar[] = [];
   /** Offset of the MSI-X capability (0 if none) and its table geometry. */
   msixCap = 0;
-  msix: { vectors: number; tableBar: number; tableOffset: number; pbaBar: number; pbaOffset: number } | null = null;
+  msix: { vectors: number; tableBar: number; tableOffset: number; pbaBar: number; pbaOffset: number } | null =
+    null;
   /** Negotiated features after `negotiate()`. */
   features = 0n;
   readonly queues = new Map<number, DriverQueue>();
@@ -185,7 +193,14 @@ export class VirtioPciDriver {
   // ------------------------------------------------------------------ PCI discovery
 
   /** Vendor/device/revision/subsystem IDs, as the PCI core reads them. */
-  ids(): { vendorId: number; deviceId: number; revision: number; subsystemVendorId: number; subsystemId: number; classCode: number } {
+  ids(): {
+    vendorId: number;
+    deviceId: number;
+    revision: number;
+    subsystemVendorId: number;
+    subsystemId: number;
+    classCode: number;
+  } {
     const t = this.target;
     return {
       vendorId: t.configRead(0, 2),
@@ -223,7 +238,13 @@ export class VirtioPciDriver {
         const ctl = t.configRead(at + 2, 2);
         const table = t.configRead(at + 4, 4);
         const pba = t.configRead(at + 8, 4);
-        this.msix = { vectors: (ctl & 0x7ff) + 1, tableBar: table & 7, tableOffset: table & ~7, pbaBar: pba & 7, pbaOffset: pba & ~7 };
+        this.msix = {
+          vectors: (ctl & 0x7ff) + 1,
+          tableBar: table & 7,
+          tableOffset: table & ~7,
+          pbaBar: pba & 7,
+          pbaOffset: pba & ~7,
+        };
         continue;
       }
       if (id !== 0x09) continue;
@@ -243,7 +264,8 @@ export class VirtioPciDriver {
       else if (cap.cfgType === 3 && !this.isr) this.isr = cap;
       else if (cap.cfgType === 4 && !this.device) this.device = cap;
     }
-    if (!this.common || !this.notify || !this.isr) throw new Error('virtio-pci: missing common, notify or ISR capability');
+    if (!this.common || !this.notify || !this.isr)
+      throw new Error('virtio-pci: missing common, notify or ISR capability');
     return this;
   }
 
@@ -315,7 +337,8 @@ export class VirtioPciDriver {
 
   /** Clears MSI-X Enable (the device falls back to INTx + ISR). */
   disableMsix(): void {
-    if (this.msixCap) this.target.configWrite(this.msixCap + 2, 2, this.target.configRead(this.msixCap + 2, 2) & ~0x8000);
+    if (this.msixCap)
+      this.target.configWrite(this.msixCap + 2, 2, this.target.configRead(this.msixCap + 2, 2) & ~0x8000);
   }
 
   // ------------------------------------------------------------------ register access
@@ -398,7 +421,8 @@ export class VirtioPciDriver {
     const f = this.deviceFeatures() & wanted;
     this.writeDriverFeatures(f);
     this.setStatus(STATUS.FEATURES_OK);
-    if (!(this.status & STATUS.FEATURES_OK)) throw new Error(`virtio-pci: device refused features 0x${f.toString(16)}`);
+    if (!(this.status & STATUS.FEATURES_OK))
+      throw new Error(`virtio-pci: device refused features 0x${f.toString(16)}`);
     this.features = f;
     return f;
   }
@@ -432,13 +456,15 @@ export class VirtioPciDriver {
     this.writeCommon(C.qsize, 2, size);
     const vector = options.vector ?? (this.msix ? index + 1 : NO_VECTOR);
     this.writeCommon(C.qmsix, 2, vector);
-    if (this.readCommon(C.qmsix, 2) !== vector) throw new Error(`virtio-pci: queue ${index} refused MSI-X vector ${vector}`);
+    if (this.readCommon(C.qmsix, 2) !== vector)
+      throw new Error(`virtio-pci: queue ${index} refused MSI-X vector ${vector}`);
     const cfg = q.config;
     this.write64(C.qdesc, cfg.descAddr);
     this.write64(C.qdriver, cfg.driverAddr);
     this.write64(C.qdevice, cfg.deviceAddr);
     this.writeCommon(C.qenable, 2, 1);
-    if (this.readCommon(C.qenable, 2) !== 1) throw new Error(`virtio-pci: queue ${index} did not enable (status 0x${this.status.toString(16)})`);
+    if (this.readCommon(C.qenable, 2) !== 1)
+      throw new Error(`virtio-pci: queue ${index} did not enable (status 0x${this.status.toString(16)})`);
     this.queues.set(index, q);
     return q;
   }
@@ -510,7 +536,7 @@ export class VirtioPciDriver {
   /** Kicks queue `index` only if the queue's suppression state asks for it (virtqueue_kick_prepare). */
   kickIfNeeded(index: number): boolean {
     const q = this.queues.get(index);
-    if (!q || !q.needsKick()) return false;
+    if (!q?.needsKick()) return false;
     this.kick(index);
     return true;
   }
