@@ -264,6 +264,8 @@ interface Queue {
   paused: boolean;
   attached: boolean;
   drainScheduled: boolean;
+  /** Still readable after a full budget: drained from setImmediate, out of the poll set meanwhile. */
+  draining: boolean;
   entry: PollEntry;
 }
 
@@ -327,6 +329,7 @@ export class TapBackend implements NetBackend {
         paused: false,
         attached: true,
         drainScheduled: false,
+        draining: false,
         entry: { fd, enabled: false, ready: (revents) => this.onReadable(q, revents) },
       };
       return q;
@@ -513,13 +516,7 @@ export class TapBackend implements NetBackend {
     this.updatePoll(q);
     // Frames queued while paused are readable now: drain on the next turn instead of waiting for the
     // poller's re-arm round trip (deferred, since the device may call resume from inside receive).
-    if (!q.drainScheduled && this.sink) {
-      q.drainScheduled = true;
-      setImmediate(() => {
-        q.drainScheduled = false;
-        this.onReadable(q, 0, false);
-      });
-    }
+    this.scheduleDrain(q);
   }
 
   /**
@@ -607,27 +604,57 @@ export class TapBackend implements NetBackend {
   }
 
   private updatePoll(q: Queue): void {
-    const want = !q.paused && q.attached && this.sink !== null && !this.closed && !this.gone;
+    const want = !q.paused && q.attached && !q.draining && this.sink !== null && !this.closed && !this.gone;
     if (q.entry.enabled === want) return;
     q.entry.enabled = want;
     if (this.sink) poller?.changed();
   }
 
+  /** Drains `q` on the next turn of the event loop (coalesced). */
+  private scheduleDrain(q: Queue): void {
+    if (q.drainScheduled || !this.sink) return;
+    q.drainScheduled = true;
+    setImmediate(() => {
+      q.drainScheduled = false;
+      this.onReadable(q, 0, false);
+    });
+  }
+
+  /**
+   * Reads up to RX_BUDGET frames. A queue still readable after a full budget is drained again from
+   * setImmediate (other I/O gets its turn, but no poll round trip through the worker per batch) and
+   * only returns to the poll set once it reads EAGAIN.
+   */
   private onReadable(q: Queue, revents: number, fromPoll = true): void {
     if (fromPoll) this.s.rxWakeups++;
+    const full = this.readBatch(q, revents);
+    if (full) {
+      if (!q.draining) {
+        q.draining = true;
+        this.updatePoll(q);
+      }
+      this.scheduleDrain(q);
+    } else if (q.draining) {
+      q.draining = false;
+      this.updatePoll(q);
+    }
+  }
+
+  /** True when the budget ran out with the fd possibly still readable. */
+  private readBatch(q: Queue, revents: number): boolean {
     const sink = this.sink;
-    if (!sink) return;
+    if (!sink) return false;
     const c = this.c;
     const buf = this.rxBuf;
     for (let i = 0; i < RX_BUDGET; i++) {
-      if (q.paused || !q.attached || this.closed || this.gone) return;
+      if (q.paused || !q.attached || this.closed || this.gone) return false;
       const n = c.read(q.fd, buf, buf.length);
       if (n < 0) {
         const e = c.errno();
         if (e === Errno.EAGAIN || e === Errno.EINTR) break;
         if (isGoneErrno(e)) {
           this.vanished();
-          return;
+          return false;
         }
         this.s.rxErrors++;
         break;
@@ -657,12 +684,14 @@ export class TapBackend implements NetBackend {
       this.s.rxFrames++;
       this.s.rxBytes += len;
       sink.receive(frame, q.qp, off);
+      if (i === RX_BUDGET - 1) return true;
     }
     if (revents & (POLLERR | POLLHUP | POLLNVAL) && !this.closed && !this.gone) {
       // tun reports POLLERR once its device is gone; confirm with a read before declaring it.
       const n = c.read(q.fd, buf, buf.length);
       if (n < 0 && isGoneErrno(c.errno())) this.vanished();
     }
+    return false;
   }
 
   /** The tap was deleted under us: stop everything, tell the device the link is down, keep counting drops. */
