@@ -426,7 +426,11 @@ export class TransportCore {
     if (!this.activated || this.broken) return;
     const q = this.queues[i];
     if (!q?.enabled || !q.vq || i >= this.numQueues()) return;
-    this.guard(() => this.device.queueNotify(i));
+    try {
+      this.device.queueNotify(i); // hot path: no closure
+    } catch (e) {
+      this.needsReset(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+    }
   }
 
   // ------------------------------------------------------------------ snapshot
