@@ -11,7 +11,7 @@
  * recvmsg/sendmsg through koffi. A hostile or broken client gets error replies; it can never crash the
  * process, leak descriptors or mappings, or reach memory outside what it mapped.
  */
-import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readlinkSync, unlinkSync } from 'node:fs';
 import { type ChannelOptions, MessageChannel, type ReceivedMessage, type RejectedMessage } from '../lib/vfio-user/channel.js';
 import { DmaError, type DmaMemory, DmaMappings, type DmaRegionInfo } from '../lib/vfio-user/dma.js';
 import {
@@ -107,6 +107,15 @@ export interface VfioUserServerStats {
 }
 
 const CONFIG_SIZE = 4096;
+
+/** Whether `fd` is an eventfd (as Linux's vfio checks with eventfd_ctx_fdget). */
+function isEventfd(fd: number): boolean {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[eventfd]';
+  } catch {
+    return false;
+  }
+}
 const NUM_REGIONS = Region.COUNT;
 const NUM_IRQS = Irq.COUNT;
 
@@ -553,6 +562,7 @@ export class VfioUserServer {
       // Eventfds only for TRIGGER (the unmask-by-eventfd resampler is a KVM path QEMU falls back from).
       if (action !== IrqSetFlag.ACTION_TRIGGER) return fail('eventfds are only taken for ACTION_TRIGGER');
       if (fds.length !== 0 && fds.length !== count) return fail(`${fds.length} descriptors for ${count} vectors`);
+      if (!fds.every(isEventfd)) return fail('a descriptor is not an eventfd');
       // Replace, never append: each vector keeps at most one eventfd; no descriptors de-assigns.
       for (let i = 0; i < count; i++) {
         const old = st.fds[start + i];

@@ -245,11 +245,17 @@ export interface FdPoll {
 
 export function pollFd(fd: number, onEvent: (ev: { readable: boolean; writable: boolean; disconnect: boolean }) => void): FdPoll {
   let handle: koffi.node.PollHandle | null = null;
+  // koffi calls back with (status, events), not as its typings say; a negative status (a poll error) is
+  // passed on as readable so that the next recvmsg reports the socket's error.
+  const cb = ((status: number, ev: { readable: boolean; writable: boolean; disconnect: boolean }) => {
+    if (status < 0) onEvent({ readable: true, writable: false, disconnect: true });
+    else onEvent(ev);
+  }) as unknown as (ev: { readable: boolean; writable: boolean; disconnect: boolean }) => void;
   return {
     start(events) {
       const opts = { readable: !!events.readable, writable: !!events.writable, disconnect: true };
-      if (handle === null) handle = koffi.node.poll(fd, opts, onEvent);
-      else handle.start(opts, onEvent);
+      if (handle === null) handle = koffi.node.poll(fd, opts, cb);
+      else handle.start(opts, cb);
     },
     stop() {
       handle?.stop();
