@@ -1,7 +1,7 @@
-import * as B from '/work/main/lib/frame-builder.test-util.ts';
-import { ParsedPacket, parsePacket } from '/work/main/lib/packet-parser.ts';
-import { RssHashResult, rssHashParsed } from '/work/main/lib/rss-hash.ts';
-import { ToeplitzKey } from '/work/main/lib/toeplitz.ts';
+import * as B from '../../../lib/frame-builder.test-util.js';
+import { ParsedPacket, parsePacket } from '../../../lib/packet-parser.js';
+import { RssHashResult, rssHashParsed } from '../../../lib/rss-hash.js';
+import { ToeplitzKey } from '../../../lib/toeplitz.js';
 const KEY = B.hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');
 const f = B.eth(0x86dd, B.ipv6('2001:db8::1', '2001:db8::2', 60, B.concat(B.optionsHeader(43, B.homeAddressOption('2001:db8::aaaa')), B.routingType2(6, '2001:db8::bbbb'), B.tcp(1, 2))));
 const p = new ParsedPacket(), k = new ToeplitzKey(KEY), r = new RssHashResult();

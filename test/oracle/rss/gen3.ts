@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
-import * as B from '/work/main/lib/frame-builder.test-util.ts';
-import { toeplitzHash } from '/work/main/lib/toeplitz.ts';
+import * as B from '../../../lib/frame-builder.test-util.js';
+import { toeplitzHash } from '../../../lib/toeplitz.js';
 const KEY = B.hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');
 const h = (u: Uint8Array) => Buffer.from(u).toString('hex');
 const a = B.eth(0x0800, B.ipv4({ src: '10.9.9.9', dst: '1.2.3.4', proto: 6, payload: B.tcp(5, 6, new Uint8Array(20)) }));
