@@ -680,6 +680,26 @@ describe('legacy interface (transitional device)', () => {
   });
 });
 
+describe('SR-IOV virtual function', () => {
+  it('vf: true builds a VF function: IDs read 0xffff, virtio caps present, no INTx', () => {
+    const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(0x1000) }]);
+    const irq = new InterruptCollector();
+    const t = new VirtioPciTransport({
+      device: new FakeDevice({ deviceId: 1 }),
+      memory,
+      interrupts: irq,
+      vf: true,
+      routingId: 0x0108,
+    });
+    expect(t.function.isVf).toBe(true);
+    expect(t.configRead(0, 4)).toBe(0xffffffff);
+    expect(t.function.routingId).toBe(0x0108);
+    const drv = new VirtioPciDriver(t, memory, { interrupts: irq });
+    expect(() => drv.probe()).not.toThrow();
+    expect(drv.caps.map((c) => c.cfgType)).toEqual([5, 2, 4, 3, 1]);
+  });
+});
+
 describe('nothing the guest does throws', () => {
   const access = fc.record({
     kind: fc.constantFrom('cfgR', 'cfgW', 'barR', 'barW', 'common', 'notify'),

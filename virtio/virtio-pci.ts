@@ -96,6 +96,11 @@ export interface VirtioPciOptions {
   /** Expansion ROM BAR size (QEMU gives virtio-net a 256 KiB ROM); default none. */
   romSize?: number;
   routingId?: number;
+  /**
+   * Build the function as an SR-IOV VF (PciFunction `vf: true`: Vendor/Device read 0xffff, BARs placed
+   * by the PF's SR-IOV capability, no INTx). For SriovHooks.createVf: return `transport.function`.
+   */
+  vf?: boolean;
   /** Every guest error that put the device into DEVICE_NEEDS_RESET (for VMM logs). */
   onGuestError?: (reason: string) => void;
 }
@@ -164,6 +169,7 @@ export class VirtioPciTransport {
       express: bus === 'pcie',
       romSize: options.romSize ?? 0,
       routingId: options.routingId ?? 0,
+      vf: options.vf ?? false,
       sink: options.interrupts,
     });
     this.function = fn;
