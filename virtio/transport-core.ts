@@ -117,6 +117,8 @@ export class TransportCore {
   /** Why the device last entered NEEDS_RESET (diagnostics for the VMM). */
   lastError: string | null = null;
   private brokenFlag = false;
+  /** num_queues for the current driver features (kicks check it; devices may compute it with bigints). */
+  private numQueuesCache = 0;
   readonly queues: QueueRegisters[];
   readonly offered: bigint;
   /** What device_feature shows: the legacy-only bits are masked out (QEMU legacy_features). */
@@ -137,6 +139,7 @@ export class TransportCore {
     const n = Math.min(VIRTIO_QUEUE_MAX, Math.max(device.numQueues(0n), device.numQueues(offered)));
     this.queues = [];
     for (let i = 0; i < n; i++) this.queues.push(this.freshQueue(i, 0n));
+    this.numQueuesCache = Math.min(n, device.numQueues(0n));
     const core = this;
     this.context = {
       memory,
@@ -173,7 +176,7 @@ export class TransportCore {
 
   /** num_queues for the driver features written so far (QEMU's virtio-net changes it once MQ is written). */
   numQueues(): number {
-    return Math.min(this.queues.length, this.device.numQueues(this.driverFeatures));
+    return this.numQueuesCache;
   }
 
   /** The selected queue's registers, or null when queue_select names no queue (reads 0, writes ignored). */
@@ -200,6 +203,7 @@ export class TransportCore {
     // Kept as written, unoffered bits included (QEMU reads them back; §4.1.4.3 allows it): FEATURES_OK
     // then refuses the set (§2.2.1).
     this.driverFeatures = features;
+    this.numQueuesCache = Math.min(this.queues.length, this.device.numQueues(features));
     // Queue count and sizes can depend on features (virtio-net MQ); QEMU re-creates the queues.
     for (let i = 0; i < this.queues.length; i++) {
       const q = this.queues[i] as QueueRegisters;
@@ -278,6 +282,7 @@ export class TransportCore {
     this.isr = 0;
     this.legacyDriver = false;
     for (let i = 0; i < this.queues.length; i++) this.queues[i] = this.freshQueue(i, 0n);
+    this.numQueuesCache = Math.min(this.queues.length, this.device.numQueues(0n));
     try {
       this.device.reset();
     } catch (e) {
