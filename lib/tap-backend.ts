@@ -532,15 +532,26 @@ export class TapBackend implements NetBackend {
       this.ioctlFailed('TUNSETOFFLOAD');
   }
 
-  /** The negotiated header size: TUNSETVNETHDRSZ on every fd (the tap is one device: any fd sets it). */
+  /**
+   * The negotiated header size: TUNSETVNETHDRSZ (the tap is one device: any fd sets it for all queues).
+   * Only the first 10 bytes carry offload data either way (see docs/backends.md). Called by the device at
+   * feature negotiation, so it never throws: without IFF_VNET_HDR it does nothing (the header is then the
+   * device's alone), an unsupported size or a failed ioctl is recorded in `lastError`/`ioctlErrors`.
+   */
   setVnetHeaderSize(size: number): void {
-    if (!this.vnetHeader) throw new BackendError('TapBackend.setVnetHeaderSize: the tap has no IFF_VNET_HDR');
-    if (size !== 10 && size !== 12 && size !== 20)
-      throw new OptionsError(`TapBackend.setVnetHeaderSize: size must be 10, 12 or 20, got ${size}`);
-    if (this.closed || this.gone) return;
+    if (!this.vnetHeader || this.closed || this.gone) return;
+    if (size !== 10 && size !== 12 && size !== 20 && size !== 24) {
+      this.s.ioctlErrors++;
+      this.lastError = new BackendError(
+        `TapBackend.setVnetHeaderSize: size must be 10, 12, 20 or 24, got ${size}`,
+      );
+      return;
+    }
     const sz = new Int32Array([size]);
-    if (this.c.ioctlPtr(this.queues[0]?.fd as number, TUNSETVNETHDRSZ, sz) < 0)
-      throw errnoError('TUNSETVNETHDRSZ', this.c.errno());
+    if (this.c.ioctlPtr(this.queues[0]?.fd as number, TUNSETVNETHDRSZ, sz) < 0) {
+      this.ioctlFailed('TUNSETVNETHDRSZ');
+      return;
+    }
     this.hdrSize = size;
     this.rxFrameViews = [];
     this.txBuf.fill(0, 0, size); // frame bytes of the old layout may sit where the header tail now is

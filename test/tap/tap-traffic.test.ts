@@ -387,6 +387,12 @@ time.sleep(5)
 
       const b = fixture({ vnetHeader: false });
       expect(b.tap.capabilities.vnetHeader).toBe(false);
+    b.tap.setVnetHeaderSize(12); // the device calls it whatever the backend: a no-op without IFF_VNET_HDR
+    expect(b.tap.vnetHeaderSize).toBe(0);
+    a.tap.setVnetHeaderSize(13);
+    expect(a.tap.vnetHeaderSize).toBe(20);
+    expect(a.tap.stats().ioctlErrors).toBe(1);
+    expect(a.tap.lastError?.message).toMatch(/got 13/);
       expect(Object.values(b.tap.capabilities.offloads).every((v) => v === false)).toBe(true);
       b.tap.transmit(icmpEcho(GUEST_IP, KERNEL_IP, 3, 1, new Uint8Array(8)), 0, null);
       const rb = await b.sink.waitFor((f) => parseIpv4(f.frame)?.proto === 1);
