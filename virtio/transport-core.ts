@@ -300,7 +300,8 @@ export class TransportCore {
     this.brokenFlag = true;
     // Legacy has no NEEDS_RESET bit: QEMU's virtio_error sets it only for VERSION_1 drivers.
     if (!this.legacyDriver) this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
-    if (this.status & VIRTIO_CONFIG_S_DRIVER_OK) this.raiseConfigInterrupt();
+    // QEMU virtio_error → virtio_notify_config: a new generation and a config interrupt (measured on 7.2).
+    if (this.status & VIRTIO_CONFIG_S_DRIVER_OK) this.configChanged();
   }
 
   /** Run a device callback; whatever it throws is the guest's doing (ring errors) and becomes NEEDS_RESET. */

@@ -318,6 +318,72 @@ describe('common config register answers vs QEMU 7.2 (probe_transport.py, hubpor
   });
 });
 
+describe('status machine corner cases vs QEMU 7.2 (status_probe)', () => {
+  const sp = ownJson<{ status_probe: Record<string, unknown> }>('transport-behaviour.json').status_probe;
+  const hubFeatures =
+    BigInt(ownJson<Behaviour>('transport-behaviour.json').device_features as string) & ~TRANSPORT_BITS;
+
+  it('same answers where we follow QEMU, the documented ones where we do not', () => {
+    const n = netLike(hubFeatures, 10, { msixVectors: 4 });
+    const drv = new VirtioPciDriver(n.t, n.memory).probe();
+    drv.assignBars();
+    const r: Record<string, unknown> = {};
+    drv.negotiate();
+    drv.writeCommon(0x16, 2, 0);
+    drv.writeCommon(0x1a, 2, 2);
+    r.qvec_before_qreset = drv.readCommon(0x1a, 2);
+    drv.writeCommon(0x3a, 2, 1);
+    r.qreset_after = drv.readCommon(0x3a, 2);
+    r.qvec_after_qreset = drv.readCommon(0x1a, 2);
+    r.gen_before_driver_ok = drv.readCommon(0x15, 1);
+    drv.writeCommon(0x14, 1, 0xf);
+    r.status_driver_ok = drv.status;
+    r.gen_after_driver_ok = drv.readCommon(0x15, 1);
+    drv.writeCommon(0x16, 2, 1);
+    drv.writeCommon(0x1c, 2, 0);
+    r.status_after_error = drv.status;
+    r.gen_after_error = drv.readCommon(0x15, 1);
+    r.isr_after_error = drv.readIsr();
+    drv.writeCommon(0x14, 1, 0x0f);
+    r.status_after_clearing_needs_reset = drv.status;
+    drv.reset();
+    drv.writeCommon(0x14, 1, 1);
+    drv.writeCommon(0x14, 1, 3);
+    drv.writeCommon(0x14, 1, 7);
+    r.status_driver_ok_without_features_ok = drv.status;
+    drv.reset();
+    drv.writeCommon(0x14, 1, 3);
+    drv.writeCommon(0x16, 2, 0);
+    drv.writeCommon(0x20, 4, 0x100000);
+    drv.writeCommon(0x28, 4, 0x101000);
+    drv.writeCommon(0x30, 4, 0x102000);
+    drv.writeCommon(0x1c, 2, 1);
+    r.enable_before_features_ok = drv.readCommon(0x1c, 2);
+    r.status_enable_before_features_ok = drv.status;
+    drv.negotiate();
+    drv.setupQueue(0);
+    drv.writeCommon(0x16, 2, 0);
+    drv.writeCommon(0x18, 2, 16);
+    r.qsize_write_enabled_queue = drv.readCommon(0x18, 2);
+    drv.writeCommon(0x20, 4, 0x200000);
+    r.desc_write_enabled_queue = `0x${drv.readCommon(0x20, 4).toString(16)}`;
+    const differs = {
+      // NEEDS_RESET belongs to the device here; QEMU lets the driver clear it
+      status_after_clearing_needs_reset: 0x4f,
+      // DRIVER_OK without FEATURES_OK and queue_enable before FEATURES_OK: QEMU accepts, we answer NEEDS_RESET
+      status_driver_ok_without_features_ok: 0x43,
+      enable_before_features_ok: 0,
+      status_enable_before_features_ok: 0x43,
+      // an enabled queue's size and addresses are frozen here; QEMU stores (but does not use) new values
+      qsize_write_enabled_queue: 256,
+      desc_write_enabled_queue: `0x${drv.queues.get(0)?.config.descAddr.toString(16)}`,
+    };
+    const expected = { ...Object.fromEntries(Object.keys(r).map((k) => [k, sp[k]])), ...differs };
+    expect(r).toEqual(expected);
+    for (const k of Object.keys(differs)) expect(sp[k]).not.toEqual((differs as Record<string, unknown>)[k]);
+  });
+});
+
 describe('legacy interface vs QEMU 7.2 (disable-legacy=off, root bus, vectors=4)', () => {
   interface Legacy {
     host_features: string;
