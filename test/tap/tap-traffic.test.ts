@@ -221,7 +221,7 @@ print('got', len(got), hashlib.sha256(got).hexdigest(), flush=True)
       await sink.waitFor(
         (f) => {
           const p = parseIpv4(f.frame);
-          if (!p || p.proto !== 6) return false;
+          if (p?.proto !== 6) return false;
           return new DataView(p.l4.buffer, p.l4.byteOffset).getUint32(8) === iss + 1 + n;
         },
         10_000,
@@ -387,12 +387,12 @@ time.sleep(5)
 
       const b = fixture({ vnetHeader: false });
       expect(b.tap.capabilities.vnetHeader).toBe(false);
-    b.tap.setVnetHeaderSize(12); // the device calls it whatever the backend: a no-op without IFF_VNET_HDR
-    expect(b.tap.vnetHeaderSize).toBe(0);
-    a.tap.setVnetHeaderSize(13);
-    expect(a.tap.vnetHeaderSize).toBe(20);
-    expect(a.tap.stats().ioctlErrors).toBe(1);
-    expect(a.tap.lastError?.message).toMatch(/got 13/);
+      b.tap.setVnetHeaderSize(12); // the device calls it whatever the backend: a no-op without IFF_VNET_HDR
+      expect(b.tap.vnetHeaderSize).toBe(0);
+      a.tap.setVnetHeaderSize(13);
+      expect(a.tap.vnetHeaderSize).toBe(20);
+      expect(a.tap.stats().ioctlErrors).toBe(1);
+      expect(a.tap.lastError?.message).toMatch(/got 13/);
       expect(Object.values(b.tap.capabilities.offloads).every((v) => v === false)).toBe(true);
       b.tap.transmit(icmpEcho(GUEST_IP, KERNEL_IP, 3, 1, new Uint8Array(8)), 0, null);
       const rb = await b.sink.waitFor((f) => parseIpv4(f.frame)?.proto === 1);
