@@ -1,0 +1,157 @@
+#!/bin/sh
+# /init of the test guest (busybox). Runs the steps named on the kernel command line and prints one
+# machine-readable line per fact: `RESULT key=value` (values never contain spaces). Ends with
+# `RESULT done=1` and powers off. Parameters (kernel command line):
+#   vnt.match=VVVV:DDDD   the PCI function under test (vendor:device, hex without 0x)
+#   vnt.steps=a,b:arg,... steps, in order (see `step_*` below)
+#   vnt.ip=ADDR/LEN vnt.peer=ADDR vnt.port=N vnt.bytes=N    network parameters
+export PATH=/bin:/sbin:/usr/sbin:/usr/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
+dmesg -n 1
+R() { echo "RESULT $*"; }
+up() { cut -d' ' -f1 /proc/uptime; }
+arg() { sed -n "s/.*\bvnt\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+MATCH=$(arg match); STEPS=$(arg steps); IP=$(arg ip); PEER=$(arg peer); PORT=$(arg port); BYTES=$(arg bytes)
+[ -n "$PORT" ] || PORT=5001; [ -n "$BYTES" ] || BYTES=4194304
+IF=eth0
+R "init=1 uptime=$(up) cpus=$(grep -c ^processor /proc/cpuinfo)"
+
+D=
+find_dev() {
+  for d in /sys/bus/pci/devices/*; do
+    v=$(cat $d/vendor); p=$(cat $d/device)
+    [ "${v#0x}:${p#0x}" = "$MATCH" ] && { D=$d; return 0; }
+  done
+  return 1
+}
+# Reads a little-endian dword of config space at byte offset $1 (decimal or 0x).
+cfg_rd() { dd if=$D/config bs=4 skip=$(($1 / 4)) count=1 2>/dev/null | od -An -tu4 | tr -d ' '; }
+cfg_wr() {
+  v=$2
+  printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((v & 255)) $(((v >> 8) & 255)) $(((v >> 16) & 255)) $(((v >> 24) & 255)))" |
+    dd of=$D/config bs=4 seek=$(($1 / 4)) count=1 conv=notrunc 2>/dev/null
+}
+hex() { printf '0x%08x' "$1"; }
+
+# pci: the PCI scan sees the function; its ids, class and BAR resources.
+step_pci() {
+  n=0
+  for d in /sys/bus/pci/devices/*; do n=$((n + 1)); done
+  R "pci_functions=$n"
+  if ! find_dev; then R "pci_found=0"; return 1; fi
+  R "pci_found=1 pci_slot=$(basename $D) pci_vendor=$(cat $D/vendor) pci_device=$(cat $D/device) pci_class=$(cat $D/class)"
+  R "pci_config_size=$(wc -c < $D/config) pci_irq=$(cat $D/irq)"
+  i=0
+  while read -r s e f; do
+    [ "$s" != 0x0000000000000000 ] && R "pci_bar${i}_start=$s pci_bar${i}_size=$(printf 0x%x $((e - s + 1))) pci_bar${i}_flags=$f"
+    i=$((i + 1)); [ $i -ge 6 ] && break
+  done < $D/resource
+}
+
+# standin: the stand-in function's test registers in extended config space (see lib/vfio-user/stand-in-device.ts):
+# magic, a scratch round trip, and a guest-memory probe the server must find in its DMA_MAP mappings.
+step_standin() {
+  R "standin_magic=$(hex $(cfg_rd 0x108))"
+  cfg_wr 0x114 0x5a5aa5a5; R "standin_scratch=$(hex $(cfg_rd 0x114))"
+  U=$(cat /proc/sys/kernel/random/uuid)
+  echo "VNT-DMA-PROBE:$U" > /tmp/probe; sync
+  R "standin_probe=$U"
+  cfg_wr 0x10c 1; R "standin_probe_hits=$(cfg_rd 0x110)"
+  B0=$(sed -n 1p $D/resource | cut -d' ' -f1)
+  echo 1 > $D/enable 2>/dev/null
+  R "standin_bar0_magic=$(devmem $B0 32)"
+}
+
+# virtio: load the stock virtio stack and report what virtio_net made of the function.
+step_virtio() {
+  for m in failover net_failover virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net; do
+    [ -f /mods/$m.ko ] && { insmod /mods/$m.ko 2>/dev/null || R "insmod_failed=$m"; }
+  done
+  for i in $(seq 50); do [ -e /sys/class/net/$IF ] && break; sleep 0.1; done
+  R "virtio_driver=$(basename "$(readlink $D/driver)" 2>/dev/null)"
+  [ -e /sys/class/net/$IF ] || { R "netdev=none"; return 1; }
+  R "netdev=$IF mac=$(cat /sys/class/net/$IF/address) mtu=$(cat /sys/class/net/$IF/mtu)"
+  V=$(ls -d $D/virtio* 2>/dev/null | head -1)
+  [ -n "$V" ] && R "virtio_features=$(cat $V/features) virtio_status=$(cat $V/status 2>/dev/null)"
+}
+
+# up: address and link up; carrier and operstate.
+step_up() {
+  ip link set $IF up
+  [ -n "$IP" ] && ip addr add $IP dev $IF
+  for i in $(seq 30); do [ "$(cat /sys/class/net/$IF/carrier 2>/dev/null)" = 1 ] && break; sleep 0.1; done
+  R "carrier=$(cat /sys/class/net/$IF/carrier 2>/dev/null) operstate=$(cat /sys/class/net/$IF/operstate)"
+}
+
+# ping:N  N pings to the peer.
+step_ping() {
+  out=$(ping -c ${1:-3} -W 2 $PEER 2>&1); rc=$?
+  R "ping_rc=$rc ping_received=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')"
+}
+
+# tcptx: sends BYTES random bytes to PEER:PORT; the host compares the checksum.
+step_tcptx() {
+  dd if=/dev/urandom of=/tmp/tx bs=65536 count=$((BYTES / 65536)) 2>/dev/null
+  R "tcp_tx_bytes=$(wc -c < /tmp/tx) tcp_tx_sha256=$(sha256sum /tmp/tx | cut -d' ' -f1)"
+  nc -w 10 $PEER $PORT < /tmp/tx; R "tcp_tx_rc=$?"
+  rm -f /tmp/tx
+}
+
+# tcprx: listens on PORT, announces it, and checksums what the host sends until it closes.
+step_tcprx() {
+  nc -l -p $PORT > /tmp/rx &
+  p=$!; sleep 0.2
+  R "tcp_rx_listening=$PORT"
+  wait $p
+  R "tcp_rx_bytes=$(wc -c < /tmp/rx) tcp_rx_sha256=$(sha256sum /tmp/rx | cut -d' ' -f1)"
+  rm -f /tmp/rx
+}
+
+# ethtool: driver facts, channels, RSS key and table.
+step_ethtool() {
+  command -v ethtool >/dev/null || { R "ethtool=missing"; return 1; }
+  R "ethtool_driver=$(ethtool -i $IF | sed -n 's/^driver: //p')"
+  R "channels_max=$(ethtool -l $IF | sed -n '/maximums/,/Current/s/^Combined:[[:space:]]*//p' | head -1) channels=$(ethtool -l $IF | sed -n '/Current/,$s/^Combined:[[:space:]]*//p' | head -1)"
+  x=$(ethtool -x $IF 2>&1); R "rss_x_rc=$?"
+  R "rss_hkey=$(echo "$x" | sed -n '/RSS hash key/{n;p}' | tr -d ' :')"
+  R "rss_indir=$(echo "$x" | sed -n 's/^ *[0-9]*: *//p' | tr -s ' \n' ',' | sed 's/,$//')"
+}
+# channels:N  ethtool -L combined N
+step_channels() { ethtool -L $IF combined $1; R "ethtool_L_rc=$? channels=$(ethtool -l $IF | sed -n '/Current/,$s/^Combined:[[:space:]]*//p' | head -1)"; }
+# rssweight:W0.W1.W2...  ethtool -X weight
+step_rssweight() { ethtool -X $IF weight $(echo $1 | tr '.' ' '); R "ethtool_X_weight_rc=$?"; }
+# rsskey:HEX  ethtool -X hkey (hex without separators)
+step_rsskey() { ethtool -X $IF hkey $(echo $1 | sed 's/../&:/g; s/:$//'); R "ethtool_X_hkey_rc=$?"; }
+# irqs: per-vector interrupt counts of the device (summed over CPUs).
+step_irqs() {
+  grep -E 'virtio[0-9]+-' /proc/interrupts | while read -r n rest; do
+    name=$(echo "$rest" | awk '{print $NF}'); sum=0
+    for c in $(echo "$rest" | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) print $i; else exit}'); do sum=$((sum + c)); done
+    R "irq_${name}=$sum"
+  done
+}
+# stats: virtio_net's per-queue counters (ethtool -S), as stat_<name>=value.
+step_stats() { ethtool -S $IF 2>/dev/null | sed -n 's/^ *\([a-z0-9_]*\): \([0-9]*\)$/RESULT stat_\1=\2/p'; }
+# carrier: announces, then waits for the host to take the link down and up again.
+step_carrier() {
+  R "carrier_wait=down"
+  for i in $(seq 200); do [ "$(cat /sys/class/net/$IF/carrier)" = 0 ] && break; sleep 0.1; done
+  R "carrier_seen_down=$((1 - $(cat /sys/class/net/$IF/carrier)))"
+  R "carrier_wait=up"
+  for i in $(seq 200); do [ "$(cat /sys/class/net/$IF/carrier)" = 1 ] && break; sleep 0.1; done
+  R "carrier_seen_up=$(cat /sys/class/net/$IF/carrier)"
+}
+# sleep:S
+step_sleep() { sleep $1; }
+
+for s in $(echo "$STEPS" | tr ',' ' '); do
+  name=${s%%:*}; a=; [ "$name" != "$s" ] && a=${s#*:}
+  if type step_$name >/dev/null 2>&1; then
+    [ -n "$D" ] || [ "$name" = pci ] || find_dev
+    step_$name $a || R "step_failed=$name"
+  else
+    R "step_unknown=$name"
+  fi
+done
+R "done=1 uptime=$(up)"
+poweroff -f

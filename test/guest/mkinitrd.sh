@@ -1,0 +1,28 @@
+#!/bin/sh
+# Builds OUT/initrd.gz and OUT/vmlinuz for the test guest from the guest kit: busybox, the virtio modules,
+# ethtool (when the kit has it) and init.sh as /init. Takes about a second.
+# usage: mkinitrd.sh GUEST_KIT OUT
+set -e
+G=$1; O=$2; H=$(dirname "$(readlink -f "$0")")
+[ -x "$G/bb/bin/busybox" ] && [ -f "$G/vmlinuz" ] || { echo "no guest kit in $G (run test/guest/prepare.sh)" >&2; exit 1; }
+T=$O/initrd; rm -rf "$T"; mkdir -p "$T/bin" "$T/proc" "$T/sys" "$T/dev" "$T/tmp" "$T/mods" "$T/usr/sbin" "$T/lib64"
+cp "$G/bb/bin/busybox" "$T/bin/"
+for a in $("$G/bb/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$T/bin/$a"; done
+K=$(ls -d "$G"/kpkg/lib/modules/*/kernel)
+for m in net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/virtio/virtio drivers/virtio/virtio_ring \
+  drivers/virtio/virtio_pci drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci_modern_dev; do
+  [ -f "$K/$m.ko" ] && cp "$K/$m.ko" "$T/mods/"
+done
+E=$(find "$G/ethtool" -path '*bin/ethtool' -type f 2>/dev/null | head -1)
+if [ -n "$E" ]; then
+  cp "$E" "$T/usr/sbin/"
+  mkdir -p "$T/lib/x86_64-linux-gnu"
+  for l in libc.so.6 libmnl.so.0 libm.so.6; do
+    f=$(find "$G/ethtool" -name "$l*" | head -1); [ -n "$f" ] && cp -L "$f" "$T/lib/x86_64-linux-gnu/$l"
+  done
+  cp -L "$(find "$G/ethtool" -name 'ld-linux-x86-64.so.2' | head -1)" "$T/lib64/"
+fi
+cp "$H/init.sh" "$T/init"; chmod +x "$T/init"
+cp "$G/vmlinuz" "$O/vmlinuz"
+(cd "$T" && find . | "$G/bb/bin/busybox" cpio -o -H newc 2>/dev/null | gzip -1 > "$O/initrd.gz")
+rm -rf "$T"

@@ -1,0 +1,52 @@
+#!/bin/sh
+# Prepares what the guest test needs, in a cache that later runs reuse (idempotent; run as root):
+#   $VNT_GUEST_CACHE/qemu-root   Debian sid root with QEMU 11.x (-device vfio-user-pci), ~1.8 GB, ~2 min once
+#   $VNT_GUEST_CACHE/guest-kit   Debian 12 cloud kernel + modules, busybox-static, ethtool + its libraries
+# Default cache: /var/cache/virtio-net-ts. Everything comes from the host's own Debian mirror; the host's
+# installed packages are left alone (only debootstrap is installed if missing). A warm cache takes ~1 s.
+set -e
+C=${VNT_GUEST_CACHE:-/var/cache/virtio-net-ts}
+R=$C/qemu-root; K=$C/guest-kit
+mkdir -p "$C"
+[ "$(id -u)" = 0 ] || { echo "prepare.sh: needs root" >&2; exit 1; }
+
+mirror() {
+  m=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -1)
+  [ -n "$m" ] || m=$(awk '$1=="deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+  echo "$m"
+}
+UPDATED=
+apt_update() { [ -n "$UPDATED" ] || { apt-get update -qq; UPDATED=1; }; }
+
+# --- QEMU root (Debian sid: QEMU 11.x). A half-built root is resumed by debootstrap / apt.
+if [ ! -x "$R/usr/bin/qemu-system-x86_64" ]; then
+  if [ ! -f "$R/etc/debian_version" ] || [ ! -x "$R/usr/bin/apt-get" ]; then
+    command -v debootstrap >/dev/null || { apt_update; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+    debootstrap --variant=minbase sid "$R" "$(mirror)" >/dev/null
+  fi
+  # Private mount namespace: the mounts vanish with the command, whatever happens.
+  unshare --mount --propagation private sh -c "
+    mount -t proc proc '$R/proc' && mount --bind /dev '$R/dev' &&
+    chroot '$R' sh -c 'apt-get -o Acquire::Check-Valid-Until=false update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 >/dev/null && apt-get clean'"
+fi
+echo "qemu-root: $(chroot "$R" qemu-system-x86_64 --version | head -1)"
+
+# --- Guest kit: stock Debian 12 cloud kernel, busybox-static, ethtool (downloaded, not installed).
+if [ ! -f "$K/vmlinuz" ] || [ ! -x "$K/bb/bin/busybox" ]; then
+  apt_update
+  mkdir -p "$K"
+  (cd "$K" && rm -f ./*.deb &&
+    pkg=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -1) &&
+    apt-get download "$pkg" busybox-static >/dev/null 2>&1 &&
+    rm -rf kpkg bb && dpkg -x linux-image-*.deb kpkg && dpkg -x busybox-static*.deb bb &&
+    cp kpkg/boot/vmlinuz-* vmlinuz && rm -f ./*.deb)
+fi
+if [ -z "$(find "$K/ethtool" -path '*bin/ethtool' -type f 2>/dev/null)" ]; then
+  apt_update
+  rm -rf "$K/ethtool.tmp"; mkdir -p "$K/ethtool.tmp"
+  (cd "$K/ethtool.tmp" && apt-get download ethtool libmnl0 libc6 >/dev/null 2>&1 &&
+    for d in ./*.deb; do dpkg -x "$d" root; done && rm -f ./*.deb)
+  rm -rf "$K/ethtool"; mv "$K/ethtool.tmp/root" "$K/ethtool"; rm -rf "$K/ethtool.tmp"
+fi
+echo "guest-kit: kernel $(ls "$K/kpkg/lib/modules"), $(find "$K/ethtool" -path '*bin/ethtool' -type f | head -1)"
