@@ -164,7 +164,12 @@ describe.skipIf(unavailable !== null)(
       expect((err as BackendError).errno).toBe(16);
       expect((err as BackendError).code).toBe('EBUSY');
       expect((err as BackendError).message).toMatch(/TUNSETIFF.*in use/);
-      expect(() => TapBackend.open({ queues: 0 })).toThrow(OptionsError);
+      // No name: the kernel picks tapN (created down, never configured, closed at once).
+    const anon = TapBackend.open();
+    extra.push(anon);
+    expect(anon.name).toMatch(/^tap\d+$/);
+    anon.close();
+    expect(() => TapBackend.open({ queues: 0 })).toThrow(OptionsError);
       expect(() => TapBackend.open({ name: 'x'.repeat(16) })).toThrow(OptionsError);
     });
 
