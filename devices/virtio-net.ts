@@ -161,6 +161,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   readonly queueStats: QueueStats[];
   readonly deviceStats: NetDeviceStats = { rxDroppedNotReady: 0, ctrlCommands: 0, ctrlErrors: 0, guestErrors: 0 };
 
+  /** Transport bits the embedding object adds (VIRTIO_F_SR_IOV on an SR-IOV PF). */
+  extraFeatures = 0n;
   /** `struct virtio_net_config` status field. */
   status = 0;
   linkUp = true;
@@ -222,7 +224,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   // ---- VirtioDevice ------------------------------------------------------------------------------
 
   deviceFeatures(): bigint {
-    return this.offered;
+    return this.offered | this.extraFeatures;
   }
 
   validateFeatures(features: bigint): string | null {

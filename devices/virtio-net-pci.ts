@@ -1,0 +1,317 @@
+/**
+ * The embeddable `virtio-net-pci` device (API contract, ../shared/docs/api.md): one PCI function that
+ * behaves like QEMU's `virtio-net-pci` (modern virtio-pci transport, VIRTIO 1.3 §4.1; virtio-net, §5.1),
+ * optionally an SR-IOV physical function (PCIe SR-IOV extended capability) whose virtual functions are
+ * virtio-net functions of their own. A VMM wires it to its bus: config-space and BAR accessors in,
+ * MSI-X messages (or per-vector signals) / INTx and DMA through `GuestMemory` out.
+ */
+import { MemoryBackend } from '../lib/memory-backend.js';
+import type { NetBackend } from '../lib/net-backend.js';
+import type { InterruptSink } from '../pci/msix.js';
+import type { BarMapping, PciFunction } from '../pci/pci-function.js';
+import { SriovCapability } from '../pci/sriov.js';
+import { featureBit, VIRTIO_F_SR_IOV } from '../virtio/features.js';
+import {
+  MODERN_BAR,
+  MODERN_BAR_SIZE,
+  MSIX_BAR,
+  VirtioPciTransport,
+  type VirtioPciSnapshot,
+} from '../virtio/virtio-pci.js';
+import { type NetSnapshot, type QueueStats, VirtioNet } from './virtio-net.js';
+import {
+  parseVirtioNetPciOptions,
+  type VirtioNetInterrupts,
+  type VirtioNetPciConfig,
+  type VirtioNetPciOptions,
+} from './virtio-net-options.js';
+
+/** Size and kind of each of the six BARs (null where absent), for VMMs and the vfio-user server. */
+export interface BarInfo {
+  size: number;
+  type: 'mem32' | 'mem64' | 'io';
+  prefetchable: boolean;
+}
+
+/** JSON-serialisable state of a function and its VFs. */
+export interface VirtioNetPciSnapshot {
+  pci: unknown;
+  msix: unknown;
+  transport: VirtioPciSnapshot;
+  vfs: VirtioNetPciSnapshot[];
+}
+
+/** The embeddable device (API contract). */
+export interface VirtioNetPci {
+  /** PCI config space read, offsets 0..4095 (0..255 on `bus: 'pci'`). Never throws. */
+  configRead(offset: number, size: 1 | 2 | 4): number;
+  configWrite(offset: number, size: 1 | 2 | 4, value: number): void;
+  /** Access at `offset` inside BAR `bar` (the VMM decoded the address). Never throws for guest values. */
+  barRead(bar: number, offset: number, size: 1 | 2 | 4 | 8): number | bigint;
+  barWrite(bar: number, offset: number, size: 1 | 2 | 4 | 8, value: number | bigint): void;
+  /** Enabled virtual functions, in VF order (empty without SR-IOV or with VF Enable clear). */
+  readonly vfs: readonly VirtioNetPci[];
+  snapshot(): VirtioNetPciSnapshot;
+  restore(state: unknown): void;
+  stats(): Record<string, unknown>;
+
+  /** The six BARs this function decodes (a VF's come from its PF's VF BARs). */
+  readonly bars: readonly (BarInfo | null)[];
+  /** MSI-X table size (0 without MSI-X). */
+  readonly msixVectors: number;
+  /** The guest memory the device reads and writes (vfio-user adds and removes regions on it). */
+  readonly memory: VirtioNetPciConfig['memory'];
+  /** The PCI function model underneath (config space, BAR mappings, FLR). */
+  readonly function: PciFunction;
+  /** The virtio-net device model underneath (filters, RSS state, counters). */
+  readonly net: VirtioNet;
+  readonly transport: VirtioPciTransport;
+  /** Called whenever a BAR's guest address, size or decode enable changes. */
+  onBarMappingChange(listener: (mapping: BarMapping) => void): void;
+  /** Replaces where interrupts go (e.g. a vfio-user client's per-vector eventfds). */
+  setInterrupts(interrupts: VirtioNetInterrupts): void;
+  /** Link state as the guest sees it (VIRTIO_NET_S_LINK_UP, with a config interrupt). */
+  setLinkUp(up: boolean): void;
+  /** Ask the guest to announce itself (VIRTIO_NET_F_GUEST_ANNOUNCE), as QEMU does after migration. */
+  announce(): boolean;
+  /** A system reset of the function (and of its VFs). */
+  reset(): void;
+  /** Releases the backends (PF and VFs). */
+  close(): void;
+}
+
+/** VF layout: QEMU 11.1 puts composed VFs right after the PF (addr 0.1, 0.2, ...). */
+const VF_FIRST_OFFSET = 1;
+const VF_STRIDE = 1;
+
+/** Routes interrupts to whatever sink is current, so the sink can change after creation. */
+class InterruptRelay implements InterruptSink {
+  msi?: (address: bigint, data: number) => void;
+  vector?: (n: number) => void;
+  constructor(
+    private target: VirtioNetInterrupts,
+    private readonly vfIndex: number | null,
+  ) {
+    this.bind();
+  }
+  set(target: VirtioNetInterrupts): void {
+    this.target = target;
+    this.bind();
+  }
+  intx(asserted: boolean): void {
+    this.target.intx?.(asserted);
+  }
+  private bind(): void {
+    const t = this.target;
+    // With `vector` only, the VMM emulates the MSI-X table itself (QEMU's vfio-user client).
+    this.msi = t.msi ? (a, d) => t.msi!(a, d) : undefined;
+    this.vector = !t.msi && t.vector ? (n) => (t.vector as (n: number, vf?: number) => void)(n, this.vfIndex ?? undefined) : undefined;
+  }
+}
+
+class VirtioNetPciDevice implements VirtioNetPci {
+  readonly net: VirtioNet;
+  readonly transport: VirtioPciTransport;
+  readonly function: PciFunction;
+  readonly sriov: SriovCapability | null = null;
+  readonly bars: readonly (BarInfo | null)[];
+  readonly msixVectors: number;
+  readonly memory: VirtioNetPciConfig['memory'];
+  private readonly relay: InterruptRelay;
+  private readonly vfDevices: VirtioNetPciDevice[] = [];
+
+  constructor(
+    private readonly config: VirtioNetPciConfig,
+    backend: NetBackend,
+    options: { vfIndex: number | null; routingId: number },
+  ) {
+    const isVf = options.vfIndex !== null;
+    this.memory = config.memory;
+    this.net = new VirtioNet(config, backend);
+    this.relay = new InterruptRelay(config.interrupts, options.vfIndex);
+    // VIRTIO_F_SR_IOV (§6) is offered by the PF only, and only with an SR-IOV capability.
+    if (config.sriov && !isVf) this.net.extraFeatures = featureBit(VIRTIO_F_SR_IOV);
+    this.transport = new VirtioPciTransport({
+      device: this.net,
+      memory: config.memory,
+      interrupts: this.relay,
+      msixVectors: config.vectors,
+      bus: config.bus,
+      legacy: !config['disable-legacy'] && !isVf,
+      modern: !config['disable-modern'],
+      routingId: options.routingId,
+      vf: isVf,
+      features: {
+        eventIdx: config.event_idx,
+        indirectDesc: config.indirect_desc,
+        packed: config.packed,
+        queueReset: config.queue_reset,
+        notificationData: config.notification_data,
+        inOrder: config.in_order,
+        accessPlatform: config.iommu_platform,
+      },
+    });
+    this.function = this.transport.function;
+    this.msixVectors = config.vectors ?? 0;
+    const bars: (BarInfo | null)[] = [null, null, null, null, null, null];
+    for (let i = 0; i < 6; i++) {
+      const b = this.function.getBar(i);
+      if (b) bars[i] = { size: b.size, type: b.type, prefetchable: b.prefetchable ?? false };
+    }
+    this.bars = bars;
+
+    const sr = config.sriov;
+    if (sr && !isVf) {
+      this.sriov = new SriovCapability(
+        this.function,
+        {
+          totalVfs: sr.totalVfs,
+          vfDeviceId: sr.vfDeviceId ?? this.function.config.getU16(2),
+          firstVfOffset: VF_FIRST_OFFSET,
+          vfStride: VF_STRIDE,
+          vfBars: [
+            { index: MSIX_BAR, size: 0x1000, type: 'mem32' },
+            { index: MODERN_BAR, size: MODERN_BAR_SIZE, type: 'mem64', prefetchable: true },
+          ],
+        },
+        {
+          createVf: (index, routingId) => this.createVf(index, routingId),
+          destroyVf: (index) => this.destroyVf(index),
+        },
+      );
+    }
+  }
+
+  get vfs(): readonly VirtioNetPci[] {
+    return this.vfDevices;
+  }
+
+  configRead(offset: number, size: 1 | 2 | 4): number {
+    return this.transport.configRead(offset, size);
+  }
+  configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
+    this.transport.configWrite(offset, size, value);
+  }
+  barRead(bar: number, offset: number, size: 1 | 2 | 4 | 8): number | bigint {
+    return this.transport.barRead(bar, offset, size);
+  }
+  barWrite(bar: number, offset: number, size: 1 | 2 | 4 | 8, value: number | bigint): void {
+    this.transport.barWrite(bar, offset, size, value);
+  }
+
+  onBarMappingChange(listener: (mapping: BarMapping) => void): void {
+    this.function.onBarMappingChange(listener);
+  }
+
+  setInterrupts(interrupts: VirtioNetInterrupts): void {
+    this.relay.set(interrupts);
+    for (const vf of this.vfDevices) vf.setInterrupts(interrupts);
+  }
+
+  setLinkUp(up: boolean): void {
+    this.net.setLink(up);
+  }
+
+  announce(): boolean {
+    return this.net.announce();
+  }
+
+  reset(): void {
+    this.transport.reset();
+  }
+
+  close(): void {
+    for (const vf of this.vfDevices) vf.close();
+    this.net.backend.close();
+  }
+
+  snapshot(): VirtioNetPciSnapshot {
+    return {
+      pci: this.function.snapshot(),
+      msix: this.transport.msix?.snapshot() ?? null,
+      transport: this.transport.snapshot(),
+      vfs: this.vfDevices.map((vf) => vf.snapshot()),
+    };
+  }
+
+  restore(state: unknown): void {
+    const s = state as VirtioNetPciSnapshot;
+    if (!s || typeof s !== 'object' || !s.transport) throw new TypeError('virtio-net-pci snapshot: malformed');
+    this.function.restore(s.pci as never);
+    if (this.transport.msix && s.msix) this.transport.msix.restore(s.msix as never);
+    this.sriov?.syncAfterRestore();
+    this.transport.restore(s.transport);
+    s.vfs?.forEach((vs, i) => this.vfDevices[i]?.restore(vs));
+  }
+
+  stats(): Record<string, unknown> {
+    const n = this.net;
+    const queues = n.queueStats.map((q: QueueStats, pair: number) => ({ pair, ...q }));
+    return {
+      status: this.transport.status,
+      features: `0x${this.transport.driverFeatures.toString(16)}`,
+      linkUp: n.linkUp,
+      queuePairs: n.curQueuePairs,
+      ...n.deviceStats,
+      rxPackets: sum(queues, 'rxPackets'),
+      rxBytes: sum(queues, 'rxBytes'),
+      rxDropped: sum(queues, 'rxDropped') + n.deviceStats.rxDroppedNotReady,
+      txPackets: sum(queues, 'txPackets'),
+      txBytes: sum(queues, 'txBytes'),
+      txDropped: sum(queues, 'txDropped'),
+      queues,
+      lastError: this.transport.lastError,
+      vfs: this.vfDevices.map((vf) => vf.stats()),
+    };
+  }
+
+  /** JSON state of the net device alone (for tests). */
+  netSnapshot(): NetSnapshot {
+    return this.net.snapshot();
+  }
+
+  private createVf(index: number, routingId: number): PciFunction {
+    const sr = this.config.sriov!;
+    const backend = sr.vfBackend ? sr.vfBackend(index) : new MemoryBackend();
+    const mac = vfMac(this.config.mac, index);
+    const vfConfig: VirtioNetPciConfig = { ...this.config, mac, sriov: undefined, backend, queues: this.config.queues };
+    const vf = new VirtioNetPciDevice(vfConfig, backend, { vfIndex: index, routingId });
+    this.vfDevices[index] = vf;
+    return vf.function;
+  }
+
+  private destroyVf(index: number): void {
+    const vf = this.vfDevices[index];
+    if (!vf) return;
+    vf.transport.reset();
+    vf.net.backend.close();
+    this.vfDevices.splice(index, 1);
+  }
+}
+
+function sum(rows: Record<string, unknown>[], key: string): number {
+  let s = 0;
+  for (const r of rows) s += r[key] as number;
+  return s;
+}
+
+/** VF n's MAC: the PF's with the last byte advanced by n + 1 (a locally administered scheme). */
+export function vfMac(pfMac: string, index: number): string {
+  const b = pfMac.split(':').map((h) => Number.parseInt(h, 16));
+  let carry = index + 1;
+  for (let i = 5; i >= 3 && carry > 0; i--) {
+    const v = b[i]! + carry;
+    b[i] = v & 0xff;
+    carry = v >> 8;
+  }
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/**
+ * Creates a virtio-net PCI function (API contract `createVirtioNetPci`). Options use QEMU's
+ * virtio-net-pci property names and defaults; invalid options throw `OptionsError` naming the option.
+ */
+export function createVirtioNetPci(options: VirtioNetPciOptions): VirtioNetPci {
+  const config = parseVirtioNetPciOptions(options);
+  return new VirtioNetPciDevice(config, config.backend, { vfIndex: null, routingId: 0 });
+}
