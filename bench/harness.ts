@@ -3,7 +3,8 @@
  * reports ns/op, ops/s and what the garbage collector did meanwhile (a hot path that allocates nothing
  * shows no scavenges over millions of operations).
  */
-import { constants, PerformanceObserver, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
+import v8 from 'node:v8';
 
 export interface BenchOptions {
   /** Timed iterations (calls of `fn`). */
@@ -26,7 +27,10 @@ export interface BenchResult {
   majorGcs: number;
   otherGcs: number;
   gcMs: number;
-  /** heapUsed after minus before the timed run (bytes; noisy unless run with --expose-gc). */
+  /**
+   * heapUsed after minus before the timed run (bytes; a forced GC precedes the run with --expose-gc).
+   * With no GC during the run, this is everything the run allocated on the JS heap.
+   */
   heapDelta: number;
 }
 
@@ -39,7 +43,6 @@ interface GcCounters {
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
-/** Let the event loop deliver buffered PerformanceObserver entries. */
 function tick(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
@@ -55,17 +58,9 @@ export async function bench(name: string, fn: () => void, options: BenchOptions)
   }
   gc?.();
   await tick();
-  const counters: GcCounters = { minor: 0, major: 0, other: 0, ms: 0 };
-  const observer = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) {
-      const kind = (e as { detail?: { kind?: number } }).detail?.kind;
-      if (kind === constants.NODE_PERFORMANCE_GC_MINOR) counters.minor++;
-      else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) counters.major++;
-      else counters.other++;
-      counters.ms += e.duration;
-    }
-  });
-  observer.observe({ entryTypes: ['gc'] });
+  // v8.GCProfiler reports synchronously (PerformanceObserver 'gc' entries arrive late or not at all).
+  const profiler = new v8.GCProfiler();
+  profiler.start();
   const heapBefore = process.memoryUsage().heapUsed;
   // performance.now() returns a double: timing itself allocates nothing (hrtime.bigint() would).
   let ms = 0;
@@ -82,8 +77,14 @@ export async function bench(name: string, fn: () => void, options: BenchOptions)
     }
   }
   const heapDelta = process.memoryUsage().heapUsed - heapBefore;
-  await tick();
-  observer.disconnect();
+  const counters: GcCounters = { minor: 0, major: 0, other: 0, ms: 0 };
+  for (const e of profiler.stop()?.statistics ?? []) {
+    if (e.gcType === 'Scavenge' || e.gcType === 'MinorMarkSweep' || e.gcType === 'MinorMarkCompact')
+      counters.minor++;
+    else if (e.gcType === 'MarkSweepCompact') counters.major++;
+    else counters.other++;
+    counters.ms += e.cost / 1000;
+  }
   const ops = iterations * opsPer;
   const nsPerOp = (ms * 1e6) / ops;
   return {

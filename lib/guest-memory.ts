@@ -113,6 +113,14 @@ export class GuestMemory {
   /** Copies `dst.length` bytes at `address` into `dst`. */
   readInto(address: number | bigint, dst: Uint8Array): void {
     const length = dst.length;
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off + length <= r.size) {
+        dst.set(r.bytes.subarray(off, off + length));
+        return;
+      }
+    }
     const a = this.resolve(address, length, false);
     this.requireCovered(address, a, length);
     let done = 0;
@@ -128,6 +136,14 @@ export class GuestMemory {
   /** Writes `data` at `address`; the range may span adjacent regions. Nothing is written if it is invalid. */
   write(address: number | bigint, data: Uint8Array): void {
     const length = data.length;
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off + length <= r.size) {
+        r.bytes.set(data, off);
+        return;
+      }
+    }
     const a = this.resolve(address, length, true);
     this.requireCovered(address, a, length);
     let done = 0;

@@ -51,6 +51,39 @@ describe('gather/scatter over a DescriptorChain', () => {
     expect(gatherReadable(mem, c, big, 11)).toBe(0);
   });
 
+  it('copies large pieces (the Uint8Array.set path) across regions and segments', () => {
+    const c = chainOf(
+      [
+        [0x10c0, 0x80], // 0x40 bytes in each region
+        [0x1000, 0x40],
+      ],
+      2,
+    );
+    const all = readableBytes(mem, c);
+    expect([...all.subarray(0, 0x40)]).toEqual([...a.subarray(0xc0, 0x100)]);
+    expect([...all.subarray(0x40, 0x80)]).toEqual([...b.subarray(0, 0x40)]);
+    expect([...all.subarray(0x80)]).toEqual([...a.subarray(0, 0x40)]);
+    const dst = new Uint8Array(0x60);
+    expect(gatherReadable(mem, c, dst, 0x50)).toBe(0x60);
+    expect(dst).toEqual(all.subarray(0x50, 0xb0));
+
+    const w = new Uint8Array(0x200);
+    const m = new GuestMemory([{ address: 0, bytes: w }]);
+    const wc = chainOf(
+      [
+        [0x100, 0x50],
+        [0x000, 0x50],
+      ],
+      0,
+    );
+    const src = Uint8Array.from({ length: 0x90 }, (_, i) => i + 1);
+    expect(scatterWritable(m, wc, src, 0x8)).toBe(0x90 - 0);
+    expect([...w.subarray(0x108, 0x150)]).toEqual([...src.subarray(0, 0x48)]);
+    expect([...w.subarray(0, 0x48)]).toEqual([...src.subarray(0x48, 0x90)]);
+    expect(w[0x48]).toBe(0);
+    expect(w[0x107]).toBe(0);
+  });
+
   it('scatters into writable segments from an offset, stopping at their end', () => {
     const w = new Uint8Array(0x100);
     const m = new GuestMemory([{ address: 0, bytes: w }]);

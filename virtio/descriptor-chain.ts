@@ -3,9 +3,15 @@
  * the device-writable part into it, at a byte offset, across segments (and across guest memory regions).
  * Segment bounds were checked at pop time, but guest memory may have been unmapped since: a failing
  * access throws `GuestMemoryError`.
+ *
+ * Allocation: pieces up to SMALL_COPY bytes are copied byte by byte (no allocation); larger ones go
+ * through `Uint8Array.set`, which needs one short-lived view per piece (JS has no allocation-free copy
+ * between two ArrayBuffers).
  */
 import type { GuestMemory } from '../lib/guest-memory.js';
 import type { DescriptorChain } from './virtqueue.js';
+
+const SMALL_COPY = 32;
 
 /**
  * Copies device-readable bytes starting `offset` bytes into the chain into `dst`.
@@ -27,7 +33,12 @@ export function gatherReadable(
       continue;
     }
     const n = Math.min(len - skip, want - done);
-    memory.readInto(chain.addr[i]! + skip, n === want ? dst : dst.subarray(done, done + n));
+    const addr = chain.addr[i]! + skip;
+    if (n <= SMALL_COPY) {
+      for (let k = 0; k < n; k++) dst[done + k] = memory.readU8(addr + k);
+    } else {
+      memory.readInto(addr, n === want ? dst : dst.subarray(done, done + n));
+    }
     done += n;
     skip = 0;
   }
@@ -55,7 +66,12 @@ export function scatterWritable(
       continue;
     }
     const n = Math.min(len - skip, want - done);
-    memory.write(chain.addr[i]! + skip, n === want ? src : src.subarray(done, done + n));
+    const addr = chain.addr[i]! + skip;
+    if (n <= SMALL_COPY) {
+      for (let k = 0; k < n; k++) memory.writeU8(addr + k, src[done + k]!);
+    } else {
+      memory.write(addr, n === want ? src : src.subarray(done, done + n));
+    }
     done += n;
     skip = 0;
   }
