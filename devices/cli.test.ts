@@ -14,7 +14,14 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-const version = () => encodeVersionBody(0, 0, { maxMsgFds: 8, maxDataXferSize: 4096, pgsizes: 4096, maxDmaMaps: 16, writeMultiple: false });
+const version = () =>
+  encodeVersionBody(0, 0, {
+    maxMsgFds: 8,
+    maxDataXferSize: 4096,
+    pgsizes: 4096,
+    maxDmaMaps: 16,
+    writeMultiple: false,
+  });
 function readConfig(c: VfioUserClient, offset: number) {
   const b = new Uint8Array(16);
   const v = view(b);
@@ -29,16 +36,30 @@ describe('virtio-net-ts serve', () => {
     const sock = join(dir, 's.sock');
     const out: string[] = [];
     let got: Record<string, string> = {};
-    const run = await runCli(['serve', '--socket', sock, '--device', 'probe', '-o', 'vectors=2', '-o', 'mac=52:54:00:12:34:56', '--once'], {
-      out: (l) => out.push(l),
-      handleSignals: false,
-      factories: {
-        probe: ({ memory, options }) => {
-          got = options;
-          return new StandInDevice({ memory, msixVectors: Number(options.vectors) });
+    const run = await runCli(
+      [
+        'serve',
+        '--socket',
+        sock,
+        '--device',
+        'probe',
+        '-o',
+        'vectors=2',
+        '-o',
+        'mac=52:54:00:12:34:56',
+        '--once',
+      ],
+      {
+        out: (l) => out.push(l),
+        handleSignals: false,
+        factories: {
+          probe: ({ memory, options }) => {
+            got = options;
+            return new StandInDevice({ memory, msixVectors: Number(options.vectors) });
+          },
         },
       },
-    });
+    );
     expect(out).toEqual([`listening ${sock}`]);
     expect(got).toEqual({ vectors: '2', mac: '52:54:00:12:34:56' });
     const c = VfioUserClient.connect(sock);
@@ -52,16 +73,33 @@ describe('virtio-net-ts serve', () => {
   it('refuses bad command lines with the reason', async () => {
     await expect(runCli([])).rejects.toThrow(/usage/);
     await expect(runCli(['serve'])).rejects.toThrow(/--socket is required/);
-    await expect(runCli(['serve', '--socket', join(dir, 'x'), '--device', 'nope'])).rejects.toThrow(/unknown --device nope; available: stand-in/);
-    await expect(runCli(['serve', '--socket', join(dir, 'x'), '--device', 'stand-in', '-o', 'novalue'])).rejects.toThrow(/key=value/);
+    await expect(runCli(['serve', '--socket', join(dir, 'x'), '--device', 'nope'])).rejects.toThrow(
+      /unknown --device nope; available: stand-in/,
+    );
+    await expect(
+      runCli(['serve', '--socket', join(dir, 'x'), '--device', 'stand-in', '-o', 'novalue']),
+    ).rejects.toThrow(/key=value/);
     await expect(runCli(['serve', '--socket', join(dir, 'x'), '--bogus'])).rejects.toThrow();
   });
 
   it('runs as a program (stand-in device) and exits on SIGTERM', async () => {
     const sock = join(dir, 'p.sock');
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'cli.ts'), 'serve', '--socket', sock, '--device', 'stand-in'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(import.meta.dirname, 'cli.ts'),
+        'serve',
+        '--socket',
+        sock,
+        '--device',
+        'stand-in',
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const line = await new Promise<string>((resolve, reject) => {
       child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
       child.once('exit', (code) => reject(new Error(`exited ${code}`)));

@@ -44,7 +44,8 @@ const USAGE = `usage: virtio-net-ts serve --socket PATH [--tap NAME] [--device K
   --verbose       log connection events and rejected messages to stderr`;
 
 export const builtinFactories: Record<string, DeviceFactory> = {
-  'stand-in': ({ memory, options }) => new StandInDevice({ memory, msixVectors: options.vectors ? Number(options.vectors) : 4 }),
+  'stand-in': ({ memory, options }) =>
+    new StandInDevice({ memory, msixVectors: options.vectors ? Number(options.vectors) : 4 }),
 };
 
 /** A running `serve`: resolves `done` when the server has stopped. */
@@ -59,7 +60,10 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
   const out = deps.out ?? ((l: string) => process.stdout.write(`${l}\n`));
   const err = deps.err ?? ((l: string) => process.stderr.write(`${l}\n`));
   const [command, ...rest] = argv;
-  if (command !== 'serve') throw new Error(command === undefined || command === '--help' ? USAGE : `unknown command ${command}\n${USAGE}`);
+  if (command !== 'serve')
+    throw new Error(
+      command === undefined || command === '--help' ? USAGE : `unknown command ${command}\n${USAGE}`,
+    );
   const { values } = parseArgs({
     args: rest,
     options: {
@@ -85,7 +89,10 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
   if (!factory) throw new Error(`unknown --device ${kind}; available: ${Object.keys(factories).join(', ')}`);
   const memory = new GuestMemory();
   const device = await factory({ memory, tap: values.tap, options });
-  const server = new VfioUserServer(device, { socketPath: values.socket, log: values.verbose ? (l) => err(`vfio-user: ${l}`) : undefined });
+  const server = new VfioUserServer(device, {
+    socketPath: values.socket,
+    log: values.verbose ? (l) => err(`vfio-user: ${l}`) : undefined,
+  });
   await server.listen();
   out(`listening ${values.socket}`);
   let resolveDone: () => void = () => {};
@@ -122,7 +129,9 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
 
 function isMain(): boolean {
   try {
-    return process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href;
+    return (
+      process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href
+    );
   } catch {
     return false;
   }

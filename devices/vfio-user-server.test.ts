@@ -27,10 +27,19 @@ import * as sys from '../lib/vfio-user/sys.js';
 import { VfioUserServer } from './vfio-user-server.js';
 
 const fdCount = () => readdirSync('/proc/self/fd').length;
-const memfdMaps = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('memfd:vfu-test')).length;
+const memfdMaps = () =>
+  readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('memfd:vfu-test')).length;
 
 function versionBody(): Uint8Array {
-  return encodeVersionBody(0, 0, { maxMsgFds: 16, maxDataXferSize: 1 << 20, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: true });
+  return encodeVersionBody(0, 0, {
+    maxMsgFds: 16,
+    maxDataXferSize: 1 << 20,
+    pgsizes: 4096,
+    maxDmaMaps: 65535,
+    writeMultiple: true,
+  });
 }
 function rw(offset: number | bigint, region: number, count: number, data?: Uint8Array): Uint8Array {
   const b = new Uint8Array(REGION_RW.SIZE + (data?.length ?? 0));
@@ -58,7 +67,13 @@ function dmaUnmap(address: bigint, size: bigint, flags = 0): Uint8Array {
     v.setBigUint64(DMA_UNMAP.size, size, true);
   });
 }
-function irqSet(flags: number, index: number, start: number, count: number, extra: Uint8Array = new Uint8Array(0)): Uint8Array {
+function irqSet(
+  flags: number,
+  index: number,
+  start: number,
+  count: number,
+  extra: Uint8Array = new Uint8Array(0),
+): Uint8Array {
   const b = new Uint8Array(IRQ_SET.SIZE + extra.length);
   const v = view(b);
   v.setUint32(IRQ_SET.argsz, b.length, true);
@@ -91,7 +106,10 @@ async function connect(): Promise<VfioUserClient> {
 }
 
 async function roundTrip(): Promise<void> {
-  const r = await client.request(Command.DEVICE_GET_INFO, body(16, (v) => v.setUint32(0, 16, true)));
+  const r = await client.request(
+    Command.DEVICE_GET_INFO,
+    body(16, (v) => v.setUint32(0, 16, true)),
+  );
   expect(isError(r)).toBe(false);
 }
 
@@ -122,7 +140,15 @@ describe('handshake and discovery', () => {
     expect(v).toEqual({
       major: 0,
       minor: 0,
-      caps: { capabilities: { max_msg_fds: 8, max_data_xfer_size: 1048576, pgsizes: 4096, max_dma_maps: 65535, write_multiple: true } },
+      caps: {
+        capabilities: {
+          max_msg_fds: 8,
+          max_data_xfer_size: 1048576,
+          pgsizes: 4096,
+          max_dma_maps: 65535,
+          write_multiple: true,
+        },
+      },
     });
     expect(r.body[r.body.length - 1]).toBe(0);
   });
@@ -136,14 +162,23 @@ describe('handshake and discovery', () => {
       return VfioUserClient.connect(join(dir, 'vfu.sock'));
     })();
     client = c2;
-    const r = await client.request(Command.DEVICE_GET_INFO, body(16, (v) => v.setUint32(0, 16, true)));
+    const r = await client.request(
+      Command.DEVICE_GET_INFO,
+      body(16, (v) => v.setUint32(0, 16, true)),
+    );
     expect(r.header.error).toBe(Errno.EINVAL);
   });
 
   it('DEVICE_GET_INFO: RESET|PCI, 9 regions, 5 irq indexes', async () => {
-    const r = await client.request(Command.DEVICE_GET_INFO, body(16, (v) => v.setUint32(0, 16, true)));
+    const r = await client.request(
+      Command.DEVICE_GET_INFO,
+      body(16, (v) => v.setUint32(0, 16, true)),
+    );
     expect([u32(r.body, 0), u32(r.body, 4), u32(r.body, 8), u32(r.body, 12)]).toEqual([16, 3, 9, 5]);
-    const short = await client.request(Command.DEVICE_GET_INFO, body(16, (v) => v.setUint32(0, 8, true)));
+    const short = await client.request(
+      Command.DEVICE_GET_INFO,
+      body(16, (v) => v.setUint32(0, 8, true)),
+    );
     expect(short.header.error).toBe(Errno.EINVAL);
   });
 
@@ -171,7 +206,12 @@ describe('handshake and discovery', () => {
       const r = await info(index);
       expect(r.body.length).toBe(32);
       const v = view(r.body);
-      expect([v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true), v.getUint32(12, true)]).toEqual([32, flags, index, 0]);
+      expect([
+        v.getUint32(0, true),
+        v.getUint32(4, true),
+        v.getUint32(8, true),
+        v.getUint32(12, true),
+      ]).toEqual([32, flags, index, 0]);
       expect([v.getBigUint64(16, true), v.getBigUint64(24, true)]).toEqual([BigInt(size), 0n]);
     }
     expect((await info(9)).header.error).toBe(Errno.EINVAL);
@@ -196,7 +236,12 @@ describe('handshake and discovery', () => {
     ];
     for (const [index, flags, count] of expected) {
       const r = await info(index as number);
-      expect([u32(r.body, 0), u32(r.body, 4), u32(r.body, 8), u32(r.body, 12)]).toEqual([16, flags, index, count]);
+      expect([u32(r.body, 0), u32(r.body, 4), u32(r.body, 8), u32(r.body, 12)]).toEqual([
+        16,
+        flags,
+        index,
+        count,
+      ]);
     }
     expect((await info(5)).header.error).toBe(Errno.EINVAL);
   });
@@ -267,7 +312,9 @@ describe('region access', () => {
     const b = rw(0, 0, 8, new Uint8Array(4));
     expect((await client.request(Command.REGION_WRITE, b)).header.error).toBe(Errno.EINVAL);
     expect((await client.request(Command.REGION_WRITE, new Uint8Array(8))).header.error).toBe(Errno.EINVAL);
-    expect((await client.request(Command.REGION_READ, rw(0, 0, 4, new Uint8Array(4)))).header.error).toBe(Errno.EINVAL);
+    expect((await client.request(Command.REGION_READ, rw(0, 0, 4, new Uint8Array(4)))).header.error).toBe(
+      Errno.EINVAL,
+    );
   });
 
   it('applies REGION_WRITE_MULTI entries in order and validates the batch first', async () => {
@@ -348,7 +395,9 @@ describe('DMA', () => {
 
   it('maps read-only regions privately: device writes never reach the guest', async () => {
     const fd = memfd(64 * 1024, (b) => b.fill(0x11));
-    expect(isError(await client.request(Command.DMA_MAP, dmaMap(0x200000n, 65536n, 0n, 1), [fd]))).toBe(false);
+    expect(isError(await client.request(Command.DMA_MAP, dmaMap(0x200000n, 65536n, 0n, 1), [fd]))).toBe(
+      false,
+    );
     memory.write(0x200000, new Uint8Array([0x22]));
     const back = new Uint8Array(1);
     readSync(fd, back, 0, 1, 0);
@@ -373,16 +422,24 @@ describe('DMA', () => {
       expect(r.header.error).toBe(errno);
     }
     const pipeLike = sys.eventfd();
-    expect((await client.request(Command.DMA_MAP, dmaMap(0x1000n, 0x1000n), [pipeLike])).header.error).toBe(Errno.EINVAL);
+    expect((await client.request(Command.DMA_MAP, dmaMap(0x1000n, 0x1000n), [pipeLike])).header.error).toBe(
+      Errno.EINVAL,
+    );
     sys.close(pipeLike);
     expect(isError(await client.request(Command.DMA_MAP, dmaMap(0x10000n, 0x8000n), [fd]))).toBe(false);
     const overlap = await client.request(Command.DMA_MAP, dmaMap(0x14000n, 0x8000n), [fd]);
     expect(overlap.header.error).toBe(Errno.EEXIST);
     // A straddling unmap removes nothing.
-    expect((await client.request(Command.DMA_UNMAP, dmaUnmap(0x10000n, 0x4000n))).header.error).toBe(Errno.EINVAL);
+    expect((await client.request(Command.DMA_UNMAP, dmaUnmap(0x10000n, 0x4000n))).header.error).toBe(
+      Errno.EINVAL,
+    );
     expect(server.dmaRegions()).toHaveLength(1);
-    expect((await client.request(Command.DMA_UNMAP, dmaUnmap(0x10000n, 0x4000n, 1))).header.error).toBe(Errno.EINVAL);
-    expect((await client.request(Command.DMA_UNMAP, dmaUnmap(0x10000n, 0x8000n), [fd])).header.error).toBe(Errno.EINVAL);
+    expect((await client.request(Command.DMA_UNMAP, dmaUnmap(0x10000n, 0x4000n, 1))).header.error).toBe(
+      Errno.EINVAL,
+    );
+    expect((await client.request(Command.DMA_UNMAP, dmaUnmap(0x10000n, 0x8000n), [fd])).header.error).toBe(
+      Errno.EINVAL,
+    );
     sys.close(fd);
     expect(fdCount()).toBe(before - 1);
   });
@@ -419,7 +476,9 @@ describe('interrupts', () => {
   it('arms MSI-X vectors with eventfds, replacing (never appending) and de-assigning', async () => {
     const e0 = sys.eventfd();
     const e1 = sys.eventfd();
-    expect(isError(await client.request(Command.DEVICE_SET_IRQS, irqSet(EVT_TRIGGER, 2, 0, 2), [e0, e1]))).toBe(false);
+    expect(
+      isError(await client.request(Command.DEVICE_SET_IRQS, irqSet(EVT_TRIGGER, 2, 0, 2), [e0, e1])),
+    ).toBe(false);
     expect(server.armedVectors(2)).toEqual([0, 1]);
     device.sink?.vector(1);
     device.sink?.vector(1);
@@ -438,7 +497,10 @@ describe('interrupts', () => {
     device.sink?.vector(1);
     expect(server.stats().irqsDropped).toBe(1);
     // DATA_NONE|TRIGGER count 0 disables the index.
-    await client.request(Command.DEVICE_SET_IRQS, irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 2, 0, 0));
+    await client.request(
+      Command.DEVICE_SET_IRQS,
+      irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 2, 0, 0),
+    );
     expect(server.armedVectors(2)).toEqual([]);
     device.sink?.vector(0);
     expect(sys.eventfdRead(e0)).toBe(0n);
@@ -448,14 +510,26 @@ describe('interrupts', () => {
   it('holds a masked vector pending and delivers it on unmask; software triggers by DATA_NONE and DATA_BOOL', async () => {
     const e = [sys.eventfd(), sys.eventfd(), sys.eventfd()];
     await client.request(Command.DEVICE_SET_IRQS, irqSet(EVT_TRIGGER, 2, 0, 3), e);
-    await client.request(Command.DEVICE_SET_IRQS, irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_MASK, 2, 0, 1));
+    await client.request(
+      Command.DEVICE_SET_IRQS,
+      irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_MASK, 2, 0, 1),
+    );
     device.sink?.vector(0);
     expect(sys.eventfdRead(e[0]!)).toBe(0n);
-    await client.request(Command.DEVICE_SET_IRQS, irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, 2, 0, 1));
+    await client.request(
+      Command.DEVICE_SET_IRQS,
+      irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, 2, 0, 1),
+    );
     expect(sys.eventfdRead(e[0]!)).toBe(1n);
-    await client.request(Command.DEVICE_SET_IRQS, irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 2, 1, 1));
+    await client.request(
+      Command.DEVICE_SET_IRQS,
+      irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 2, 1, 1),
+    );
     expect(sys.eventfdRead(e[1]!)).toBe(1n);
-    await client.request(Command.DEVICE_SET_IRQS, irqSet(IrqSetFlag.DATA_BOOL | IrqSetFlag.ACTION_TRIGGER, 2, 0, 3, new Uint8Array([0, 0, 1])));
+    await client.request(
+      Command.DEVICE_SET_IRQS,
+      irqSet(IrqSetFlag.DATA_BOOL | IrqSetFlag.ACTION_TRIGGER, 2, 0, 3, new Uint8Array([0, 0, 1])),
+    );
     expect(e.map((fd) => sys.eventfdRead(fd))).toEqual([0n, 0n, 1n]);
     for (const fd of e) sys.close(fd);
   });
@@ -466,10 +540,16 @@ describe('interrupts', () => {
     device.sink?.intx?.(true);
     device.sink?.intx?.(true);
     expect(sys.eventfdRead(e)).toBe(1n);
-    await client.request(Command.DEVICE_SET_IRQS, irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, 0, 0, 1));
+    await client.request(
+      Command.DEVICE_SET_IRQS,
+      irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, 0, 0, 1),
+    );
     expect(sys.eventfdRead(e)).toBe(1n);
     device.sink?.intx?.(false);
-    await client.request(Command.DEVICE_SET_IRQS, irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, 0, 0, 1));
+    await client.request(
+      Command.DEVICE_SET_IRQS,
+      irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, 0, 0, 1),
+    );
     expect(sys.eventfdRead(e)).toBe(0n);
     sys.close(e);
   });
@@ -520,7 +600,14 @@ describe('hostile input', () => {
   });
 
   it('answers unknown and unsupported commands with ENOSYS', async () => {
-    for (const cmd of [Command.DEVICE_GET_REGION_IO_FDS, Command.DMA_READ, Command.DIRTY_PAGES, Command.DEVICE_FEATURE, 99, 0xffff]) {
+    for (const cmd of [
+      Command.DEVICE_GET_REGION_IO_FDS,
+      Command.DMA_READ,
+      Command.DIRTY_PAGES,
+      Command.DEVICE_FEATURE,
+      99,
+      0xffff,
+    ]) {
       expect((await client.request(cmd, new Uint8Array(8))).header.error).toBe(Errno.ENOSYS);
     }
   });
@@ -528,7 +615,11 @@ describe('hostile input', () => {
   it('closes descriptors sent where none belong, and refuses too many', async () => {
     const e = sys.eventfd();
     const before = fdCount();
-    const r = await client.request(Command.DEVICE_GET_INFO, body(16, (v) => v.setUint32(0, 16, true)), [e]);
+    const r = await client.request(
+      Command.DEVICE_GET_INFO,
+      body(16, (v) => v.setUint32(0, 16, true)),
+      [e],
+    );
     expect(r.header.error).toBe(Errno.EINVAL);
     const many = Array.from({ length: 12 }, () => e);
     const r2 = await client.request(Command.DEVICE_SET_IRQS, irqSet(EVT_TRIGGER, 2, 0, 4), many);
@@ -557,7 +648,9 @@ describe('hostile input', () => {
   });
 
   it('drops messages of reply type without answering', async () => {
-    client.sendRaw(encodeMessage({ id: 600, command: Command.DEVICE_GET_INFO, flags: MsgFlag.REPLY, error: 0 }));
+    client.sendRaw(
+      encodeMessage({ id: 600, command: Command.DEVICE_GET_INFO, flags: MsgFlag.REPLY, error: 0 }),
+    );
     await roundTrip();
     expect(client.unmatched).toEqual([]);
   });
@@ -573,7 +666,10 @@ describe('hostile input', () => {
         async (command, flags, payload, withFd) => {
           const type = flags & 0xf;
           if (command === Command.VERSION) return; // keeps the session
-          const msg = encodeMessage({ id: 700, command, flags: flags & ~0xf & ~MsgFlag.NO_REPLY, error: 0 }, payload);
+          const msg = encodeMessage(
+            { id: 700, command, flags: flags & ~0xf & ~MsgFlag.NO_REPLY, error: 0 },
+            payload,
+          );
           if (type === 0) {
             const r = await client.request(command, payload, withFd ? [fd] : []);
             expect(r.header.id).toBeGreaterThan(0);
@@ -586,8 +682,14 @@ describe('hostile input', () => {
       { numRuns: 300 },
     );
     await client.request(Command.DMA_UNMAP, dmaUnmap(0n, 0n, 2));
-    await client.request(Command.DEVICE_SET_IRQS, irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 2, 0, 0));
-    await client.request(Command.DEVICE_SET_IRQS, irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 0, 0, 0));
+    await client.request(
+      Command.DEVICE_SET_IRQS,
+      irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 2, 0, 0),
+    );
+    await client.request(
+      Command.DEVICE_SET_IRQS,
+      irqSet(IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 0, 0, 0),
+    );
     sys.close(fd);
     client.unmatched.length = 0;
   });

@@ -12,7 +12,12 @@
  * process, leak descriptors or mappings, or reach memory outside what it mapped.
  */
 import { existsSync, lstatSync, readlinkSync, unlinkSync } from 'node:fs';
-import { type ChannelOptions, MessageChannel, type ReceivedMessage, type RejectedMessage } from '../lib/vfio-user/channel.js';
+import {
+  type ChannelOptions,
+  MessageChannel,
+  type ReceivedMessage,
+  type RejectedMessage,
+} from '../lib/vfio-user/channel.js';
 import { DmaError, type DmaMemory, DmaMappings, type DmaRegionInfo } from '../lib/vfio-user/dma.js';
 import {
   Command,
@@ -150,7 +155,8 @@ export class VfioUserServer {
   };
 
   constructor(device: VfioUserDevice, options: VfioUserServerOptions) {
-    if (device.bars.length !== 6) throw new RangeError(`device.bars must have 6 entries, got ${device.bars.length}`);
+    if (device.bars.length !== 6)
+      throw new RangeError(`device.bars must have 6 entries, got ${device.bars.length}`);
     if (!Number.isInteger(device.msixVectors) || device.msixVectors < 0 || device.msixVectors > 2048) {
       throw new RangeError(`device.msixVectors must be 0..2048, got ${device.msixVectors}`);
     }
@@ -167,7 +173,11 @@ export class VfioUserServer {
     this.#dma = new DmaMappings(device.memory, this.#caps.maxDmaMaps);
     this.#irqs = Array.from({ length: NUM_IRQS }, (_, i) => {
       const n = this.#irqCount(i);
-      return { fds: new Array(n).fill(null), masked: new Array(n).fill(false), pending: new Array(n).fill(false) };
+      return {
+        fds: new Array(n).fill(null),
+        masked: new Array(n).fill(false),
+        pending: new Array(n).fill(false),
+      };
     });
     device.setInterruptSink({ vector: (n) => this.#signalMsix(n), intx: (a) => this.#setIntx(a) });
   }
@@ -294,7 +304,7 @@ export class VfioUserServer {
     this.#error(h, m.reason === 'short' ? Errno.EINVAL : Errno.E2BIG, `${m.reason} message (size ${h.size})`);
   }
 
-  #onMessage(m: ReceivedMessage): void {
+  #onMessage(m: ReceivedMessage) {
     const h = m.header;
     const name = commandName(h.command);
     this.#stats.requests[name] = (this.#stats.requests[name] ?? 0) + 1;
@@ -373,7 +383,7 @@ export class VfioUserServer {
 
   // ---------------------------------------------------------------- commands
 
-  #version(h: ReceivedMessage['header'], b: Uint8Array): void {
+  #version(h: ReceivedMessage['header'], b: Uint8Array) {
     const v = decodeVersionBody(b);
     if (v === null) return this.#error(h, Errno.EINVAL, 'malformed VERSION');
     if (v.major !== 0) return this.#error(h, Errno.ENOTSUP, `unsupported major version ${v.major}`);
@@ -381,7 +391,7 @@ export class VfioUserServer {
     this.#reply(h, encodeVersionBody(0, 0, this.#caps));
   }
 
-  #dmaMap(h: ReceivedMessage['header'], b: Uint8Array, fds: number[]): void {
+  #dmaMap(h: ReceivedMessage['header'], b: Uint8Array, fds: number[]) {
     if (b.length < DMA_MAP.SIZE || view(b).getUint32(DMA_MAP.argsz, true) < DMA_MAP.SIZE || fds.length > 1) {
       for (const fd of fds.splice(0)) sys.close(fd);
       return this.#error(h, Errno.EINVAL, 'malformed DMA_MAP');
@@ -403,7 +413,7 @@ export class VfioUserServer {
     this.#reply(h);
   }
 
-  #dmaUnmap(h: ReceivedMessage['header'], b: Uint8Array): void {
+  #dmaUnmap(h: ReceivedMessage['header'], b: Uint8Array) {
     if (b.length < DMA_UNMAP.SIZE || view(b).getUint32(DMA_UNMAP.argsz, true) < DMA_UNMAP.SIZE) {
       return this.#error(h, Errno.EINVAL, 'malformed DMA_UNMAP');
     }
@@ -414,7 +424,8 @@ export class VfioUserServer {
     let unmapped: bigint;
     try {
       if (flags === DmaUnmapFlag.ALL) {
-        if (address !== 0n || size !== 0n) return this.#error(h, Errno.EINVAL, 'DMA_UNMAP ALL needs address 0, size 0');
+        if (address !== 0n || size !== 0n)
+          return this.#error(h, Errno.EINVAL, 'DMA_UNMAP ALL needs address 0, size 0');
         unmapped = this.#dma.unmapAll();
       } else if (flags === 0) {
         unmapped = this.#dma.unmap(address, size);
@@ -436,7 +447,7 @@ export class VfioUserServer {
     );
   }
 
-  #deviceInfo(h: ReceivedMessage['header'], b: Uint8Array): void {
+  #deviceInfo(h: ReceivedMessage['header'], b: Uint8Array) {
     if (b.length < DEVICE_INFO.SIZE || view(b).getUint32(DEVICE_INFO.argsz, true) < DEVICE_INFO.SIZE) {
       return this.#error(h, Errno.EINVAL, 'malformed DEVICE_GET_INFO');
     }
@@ -458,8 +469,11 @@ export class VfioUserServer {
     return 0;
   }
 
-  #regionInfo(h: ReceivedMessage['header'], b: Uint8Array): void {
-    if (b.length < REGION_INFO.REQUEST_SIZE || view(b).getUint32(REGION_INFO.argsz, true) < REGION_INFO.SIZE) {
+  #regionInfo(h: ReceivedMessage['header'], b: Uint8Array) {
+    if (
+      b.length < REGION_INFO.REQUEST_SIZE ||
+      view(b).getUint32(REGION_INFO.argsz, true) < REGION_INFO.SIZE
+    ) {
       return this.#error(h, Errno.EINVAL, 'malformed DEVICE_GET_REGION_INFO');
     }
     const index = view(b).getUint32(REGION_INFO.index, true);
@@ -484,7 +498,7 @@ export class VfioUserServer {
     return 0;
   }
 
-  #irqInfo(h: ReceivedMessage['header'], b: Uint8Array): void {
+  #irqInfo(h: ReceivedMessage['header'], b: Uint8Array) {
     if (b.length < IRQ_INFO.SIZE || view(b).getUint32(IRQ_INFO.argsz, true) < IRQ_INFO.SIZE) {
       return this.#error(h, Errno.EINVAL, 'malformed DEVICE_GET_IRQ_INFO');
     }
@@ -519,12 +533,13 @@ export class VfioUserServer {
     }
   }
 
-  #setIrqs(h: ReceivedMessage['header'], b: Uint8Array, fds: number[]): void {
+  #setIrqs(h: ReceivedMessage['header'], b: Uint8Array, fds: number[]) {
     const fail = (why: string) => {
       for (const fd of fds.splice(0)) sys.close(fd);
       this.#error(h, Errno.EINVAL, why);
     };
-    if (b.length < IRQ_SET.SIZE || view(b).getUint32(IRQ_SET.argsz, true) < IRQ_SET.SIZE) return fail('malformed SET_IRQS');
+    if (b.length < IRQ_SET.SIZE || view(b).getUint32(IRQ_SET.argsz, true) < IRQ_SET.SIZE)
+      return fail('malformed SET_IRQS');
     const v = view(b);
     const flags = v.getUint32(IRQ_SET.flags, true);
     const index = v.getUint32(IRQ_SET.index, true);
@@ -532,11 +547,16 @@ export class VfioUserServer {
     const count = v.getUint32(IRQ_SET.count, true);
     const data = flags & IrqSetFlag.DATA_MASK;
     const action = flags & IrqSetFlag.ACTION_MASK_ALL;
-    if ((flags & ~(IrqSetFlag.DATA_MASK | IrqSetFlag.ACTION_MASK_ALL)) !== 0) return fail('unknown SET_IRQS flags');
+    if ((flags & ~(IrqSetFlag.DATA_MASK | IrqSetFlag.ACTION_MASK_ALL)) !== 0)
+      return fail('unknown SET_IRQS flags');
     if (![IrqSetFlag.DATA_NONE, IrqSetFlag.DATA_BOOL, IrqSetFlag.DATA_EVENTFD].includes(data as 1 | 2 | 4)) {
       return fail('SET_IRQS needs exactly one DATA_* flag');
     }
-    if (![IrqSetFlag.ACTION_MASK, IrqSetFlag.ACTION_UNMASK, IrqSetFlag.ACTION_TRIGGER].includes(action as 8 | 16 | 32)) {
+    if (
+      ![IrqSetFlag.ACTION_MASK, IrqSetFlag.ACTION_UNMASK, IrqSetFlag.ACTION_TRIGGER].includes(
+        action as 8 | 16 | 32,
+      )
+    ) {
       return fail('SET_IRQS needs exactly one ACTION_* flag');
     }
     const st = this.#irqs[index];
@@ -561,7 +581,8 @@ export class VfioUserServer {
     if (data === IrqSetFlag.DATA_EVENTFD) {
       // Eventfds only for TRIGGER (the unmask-by-eventfd resampler is a KVM path QEMU falls back from).
       if (action !== IrqSetFlag.ACTION_TRIGGER) return fail('eventfds are only taken for ACTION_TRIGGER');
-      if (fds.length !== 0 && fds.length !== count) return fail(`${fds.length} descriptors for ${count} vectors`);
+      if (fds.length !== 0 && fds.length !== count)
+        return fail(`${fds.length} descriptors for ${count} vectors`);
       if (!fds.every(isEventfd)) return fail('a descriptor is not an eventfd');
       // Replace, never append: each vector keeps at most one eventfd; no descriptors de-assigns.
       for (let i = 0; i < count; i++) {
@@ -640,7 +661,8 @@ export class VfioUserServer {
     if (size === 0) return `no region ${region}`;
     if (count === 0) return 'zero-length access';
     if (count > this.#caps.maxDataXferSize) return `access of ${count} bytes exceeds max_data_xfer_size`;
-    if (offset + BigInt(count) > BigInt(size)) return `access ${offset}+${count} past the end of region ${region} (${size})`;
+    if (offset + BigInt(count) > BigInt(size))
+      return `access ${offset}+${count} past the end of region ${region} (${size})`;
     return null;
   }
 
@@ -667,7 +689,10 @@ export class VfioUserServer {
       if (isConfig) value = this.#device.configRead(o, s as 1 | 2 | 4);
       else value = this.#device.barRead(region, o, s);
       // A number is taken modulo 2^64 (negative values as two's complement); NaN or Infinity reads as 0.
-      const big = BigInt.asUintN(64, typeof value === 'bigint' ? value : BigInt(Number.isFinite(value) ? Math.trunc(value) : 0));
+      const big = BigInt.asUintN(
+        64,
+        typeof value === 'bigint' ? value : BigInt(Number.isFinite(value) ? Math.trunc(value) : 0),
+      );
       if (s === 8) v.setBigUint64(at, big, true);
       else if (s === 4) v.setUint32(at, Number(big & 0xffffffffn), true);
       else if (s === 2) v.setUint16(at, Number(big & 0xffffn), true);
@@ -680,13 +705,20 @@ export class VfioUserServer {
     const isConfig = region === Region.CONFIG;
     for (const [o, s] of VfioUserServer.pieces(offset, data.length, isConfig ? 4 : 8)) {
       const at = o - offset;
-      const value = s === 8 ? v.getBigUint64(at, true) : s === 4 ? v.getUint32(at, true) : s === 2 ? v.getUint16(at, true) : v.getUint8(at);
+      const value =
+        s === 8
+          ? v.getBigUint64(at, true)
+          : s === 4
+            ? v.getUint32(at, true)
+            : s === 2
+              ? v.getUint16(at, true)
+              : v.getUint8(at);
       if (isConfig) this.#device.configWrite(o, s as 1 | 2 | 4, value as number);
       else this.#device.barWrite(region, o, s, value);
     }
   }
 
-  #regionRead(h: ReceivedMessage['header'], b: Uint8Array): void {
+  #regionRead(h: ReceivedMessage['header'], b: Uint8Array) {
     if (b.length !== REGION_RW.SIZE) return this.#error(h, Errno.EINVAL, 'malformed REGION_READ');
     const v = view(b);
     const offset = v.getBigUint64(REGION_RW.offset, true);
@@ -708,13 +740,14 @@ export class VfioUserServer {
     this.#reply(h, out);
   }
 
-  #regionWrite(h: ReceivedMessage['header'], b: Uint8Array): void {
+  #regionWrite(h: ReceivedMessage['header'], b: Uint8Array) {
     if (b.length < REGION_RW.SIZE) return this.#error(h, Errno.EINVAL, 'malformed REGION_WRITE');
     const v = view(b);
     const offset = v.getBigUint64(REGION_RW.offset, true);
     const region = v.getUint32(REGION_RW.region, true);
     const count = v.getUint32(REGION_RW.count, true);
-    if (b.length !== REGION_RW.SIZE + count) return this.#error(h, Errno.EINVAL, 'REGION_WRITE count does not match its data');
+    if (b.length !== REGION_RW.SIZE + count)
+      return this.#error(h, Errno.EINVAL, 'REGION_WRITE count does not match its data');
     const bad = this.#checkAccess(region, offset, count);
     if (bad !== null) return this.#error(h, Errno.EINVAL, bad);
     this.#stats.regionWrites[region] = (this.#stats.regionWrites[region] ?? 0) + 1;
@@ -725,11 +758,14 @@ export class VfioUserServer {
   }
 
   /** REGION_WRITE_MULTI: posted writes of at most 8 bytes each, batched by QEMU; applied in order. */
-  #writeMulti(h: ReceivedMessage['header'], b: Uint8Array): void {
+  #writeMulti(h: ReceivedMessage['header'], b: Uint8Array) {
     if (b.length < WRITE_MULTI.entries) return this.#error(h, Errno.EINVAL, 'malformed REGION_WRITE_MULTI');
     const v = view(b);
     const n = v.getBigUint64(WRITE_MULTI.count, true);
-    if (n > BigInt(WRITE_MULTI.maxEntries) || b.length < WRITE_MULTI.entries + Number(n) * WRITE_MULTI.entrySize) {
+    if (
+      n > BigInt(WRITE_MULTI.maxEntries) ||
+      b.length < WRITE_MULTI.entries + Number(n) * WRITE_MULTI.entrySize
+    ) {
       return this.#error(h, Errno.EINVAL, 'REGION_WRITE_MULTI count does not match its size');
     }
     const entries: { region: number; offset: bigint; data: Uint8Array }[] = [];
@@ -738,10 +774,15 @@ export class VfioUserServer {
       const offset = v.getBigUint64(at + WRITE_MULTI.entryOffset, true);
       const region = v.getUint32(at + WRITE_MULTI.entryRegion, true);
       const count = v.getUint32(at + WRITE_MULTI.entryCount, true);
-      if (count > WRITE_MULTI.maxData) return this.#error(h, Errno.EINVAL, `REGION_WRITE_MULTI entry ${i} count ${count}`);
+      if (count > WRITE_MULTI.maxData)
+        return this.#error(h, Errno.EINVAL, `REGION_WRITE_MULTI entry ${i} count ${count}`);
       const bad = this.#checkAccess(region, offset, count);
       if (bad !== null) return this.#error(h, Errno.EINVAL, `REGION_WRITE_MULTI entry ${i}: ${bad}`);
-      entries.push({ region, offset, data: b.subarray(at + WRITE_MULTI.entryData, at + WRITE_MULTI.entryData + count) });
+      entries.push({
+        region,
+        offset,
+        data: b.subarray(at + WRITE_MULTI.entryData, at + WRITE_MULTI.entryData + count),
+      });
     }
     for (const e of entries) {
       this.#stats.regionWrites[e.region] = (this.#stats.regionWrites[e.region] ?? 0) + 1;

@@ -166,7 +166,10 @@ export class MessageChannel {
     while (off + sys.CMSG.data <= ctrlLen) {
       const len = Number(cv.getBigUint64(off + sys.CMSG.len, true));
       if (len < sys.CMSG.data || off + len > ctrlLen) break;
-      if (cv.getInt32(off + sys.CMSG.level, true) === sys.SOL_SOCKET && cv.getInt32(off + sys.CMSG.type, true) === sys.SCM_RIGHTS) {
+      if (
+        cv.getInt32(off + sys.CMSG.level, true) === sys.SOL_SOCKET &&
+        cv.getInt32(off + sys.CMSG.type, true) === sys.SCM_RIGHTS
+      ) {
         for (let p = off + sys.CMSG.data; p + 4 <= off + len; p += 4) {
           const fd = cv.getInt32(p, true);
           if (this.#fds.length >= this.#opts.maxFds || this.#discard > 0) {
@@ -214,7 +217,12 @@ export class MessageChannel {
   }
 
   #deliver(header: MessageHeader): void {
-    const msg: ReceivedMessage = { header, body: this.#body ?? new Uint8Array(0), fds: this.#fds, fdOverflow: this.#fdOverflow };
+    const msg: ReceivedMessage = {
+      header,
+      body: this.#body ?? new Uint8Array(0),
+      fds: this.#fds,
+      fdOverflow: this.#fdOverflow,
+    };
     this.#body = null;
     this.#have = 0;
     this.#fds = [];
@@ -255,11 +263,12 @@ export class MessageChannel {
     if (fds.length > 0) {
       const cv = this.#ctrl.view;
       const space = sys.cmsgSpace(4 * fds.length);
-      if (space > this.#ctrl.size) throw new RangeError(`too many descriptors for one message (${fds.length})`);
+      if (space > this.#ctrl.size)
+        throw new RangeError(`too many descriptors for one message (${fds.length})`);
       cv.setBigUint64(sys.CMSG.len, BigInt(sys.CMSG.data + 4 * fds.length), true);
       cv.setInt32(sys.CMSG.level, sys.SOL_SOCKET, true);
       cv.setInt32(sys.CMSG.type, sys.SCM_RIGHTS, true);
-      fds.forEach((fd, i) => cv.setInt32(sys.CMSG.data + 4 * i, fd, true));
+      for (let i = 0; i < fds.length; i++) cv.setInt32(sys.CMSG.data + 4 * i, fds[i] as number, true);
       m.setBigUint64(sys.MSGHDR.control, this.#ctrl.address, true);
       m.setBigUint64(sys.MSGHDR.controllen, BigInt(space), true);
     } else {

@@ -54,7 +54,12 @@ export class VfioUserClient {
   }
 
   /** Sends a request and resolves with its reply (error replies resolve too: check header.flags/error). */
-  request(command: number, body: Uint8Array = new Uint8Array(0), fds: number[] = [], flags = 0): Promise<ClientReply> {
+  request(
+    command: number,
+    body: Uint8Array = new Uint8Array(0),
+    fds: number[] = [],
+    flags = 0,
+  ): Promise<ClientReply> {
     const id = this.#nextId++ & 0xffff;
     const p = new Promise<ClientReply>((resolve, reject) => this.#pending.set(id, { resolve, reject }));
     this.#ch.send(encodeMessage({ id, command, flags: MsgFlag.REQUEST | flags, error: 0 }, body), fds);

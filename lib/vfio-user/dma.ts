@@ -53,7 +53,9 @@ export const MAX_CHUNK = 1 << 30;
 const PAGE = 4096n;
 const U64_END = 1n << 64n;
 
-const placeholders = new FinalizationRegistry<{ ptr: sys.NativePointer; len: number }>((p) => sys.munmap(p.ptr, p.len));
+const placeholders = new FinalizationRegistry<{ ptr: sys.NativePointer; len: number }>((p) =>
+  sys.munmap(p.ptr, p.len),
+);
 
 function toAddress(a: bigint): number | bigint {
   return a <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(a) : a;
@@ -83,9 +85,13 @@ export class DmaMappings {
    */
   map(address: bigint, size: bigint, offset: bigint, flags: number, fd: number | null): void {
     try {
-      if ((flags & ~(DmaMapFlag.READ | DmaMapFlag.WRITE)) !== 0) throw new DmaError('unknown DMA_MAP flags', Errno.EINVAL);
+      if ((flags & ~(DmaMapFlag.READ | DmaMapFlag.WRITE)) !== 0)
+        throw new DmaError('unknown DMA_MAP flags', Errno.EINVAL);
       if (size === 0n || address % PAGE !== 0n || size % PAGE !== 0n || offset % PAGE !== 0n) {
-        throw new DmaError('DMA_MAP address, size and offset must be non-zero multiples of 4 KiB', Errno.EINVAL);
+        throw new DmaError(
+          'DMA_MAP address, size and offset must be non-zero multiples of 4 KiB',
+          Errno.EINVAL,
+        );
       }
       if (address + size > U64_END) throw new DmaError('DMA_MAP range wraps the address space', Errno.EINVAL);
       if (this.#maps.length >= this.#maxMappings) throw new DmaError('too many DMA mappings', Errno.ENOSPC);
@@ -116,16 +122,29 @@ export class DmaMappings {
     const writable = (m.flags & DmaMapFlag.WRITE) !== 0;
     let ptr: sys.NativePointer;
     try {
-      ptr = sys.mmap(null, len, sys.PROT_READ | sys.PROT_WRITE, writable ? sys.MAP_SHARED : sys.MAP_PRIVATE, fd, offset);
+      ptr = sys.mmap(
+        null,
+        len,
+        sys.PROT_READ | sys.PROT_WRITE,
+        writable ? sys.MAP_SHARED : sys.MAP_PRIVATE,
+        fd,
+        offset,
+      );
     } catch (e) {
-      throw new DmaError(`DMA_MAP mmap failed (errno ${(e as sys.SysError).errno})`, (e as sys.SysError).errno || Errno.EFAULT);
+      throw new DmaError(
+        `DMA_MAP mmap failed (errno ${(e as sys.SysError).errno})`,
+        (e as sys.SysError).errno || Errno.EFAULT,
+      );
     }
     m.ptr = ptr;
     const buffer = sys.viewOf(ptr, len);
     const added: { address: number | bigint; bytes: Uint8Array }[] = [];
     try {
       for (let off = 0; off < len; off += MAX_CHUNK) {
-        const chunk = { address: toAddress(m.address + BigInt(off)), bytes: new Uint8Array(buffer, off, Math.min(MAX_CHUNK, len - off)) };
+        const chunk = {
+          address: toAddress(m.address + BigInt(off)),
+          bytes: new Uint8Array(buffer, off, Math.min(MAX_CHUNK, len - off)),
+        };
         this.#memory.addRegion(chunk);
         added.push(chunk);
       }
@@ -141,7 +160,14 @@ export class DmaMappings {
   /** Replaces a mapping with scratch memory freed once no view of `buffer` is left (see the file comment). */
   #retire(ptr: sys.NativePointer, len: number, buffer: ArrayBuffer): void {
     try {
-      sys.mmap(ptr, len, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS | sys.MAP_FIXED | sys.MAP_NORESERVE, -1, 0n);
+      sys.mmap(
+        ptr,
+        len,
+        sys.PROT_READ | sys.PROT_WRITE,
+        sys.MAP_PRIVATE | sys.MAP_ANONYMOUS | sys.MAP_FIXED | sys.MAP_NORESERVE,
+        -1,
+        0n,
+      );
       placeholders.register(buffer, { ptr, len });
     } catch {
       // Could not swap in scratch memory: keep the mapping alive for good rather than risk a fault.
@@ -152,7 +178,8 @@ export class DmaMappings {
     for (const c of m.chunks) this.#memory.removeRegion(c.address);
     if (m.ptr !== null) {
       const len = Number(m.size);
-      const buffer = m.chunks.length > 0 ? (m.chunks[0] as { bytes: Uint8Array }).bytes.buffer : sys.viewOf(m.ptr, len);
+      const buffer =
+        m.chunks.length > 0 ? (m.chunks[0] as { bytes: Uint8Array }).bytes.buffer : sys.viewOf(m.ptr, len);
       this.#retire(m.ptr, len, buffer as ArrayBuffer);
     }
     m.chunks = [];

@@ -15,17 +15,27 @@ import {
 
 describe('vfio-user header codec', () => {
   it('lays the header out as u16 id, u16 command, u32 size, u32 flags, u32 error, little-endian', () => {
-    const m = encodeMessage({ id: 0x1234, command: Command.REGION_READ, flags: MsgFlag.NO_REPLY, error: 0 }, new Uint8Array([0xaa, 0xbb]));
+    const m = encodeMessage(
+      { id: 0x1234, command: Command.REGION_READ, flags: MsgFlag.NO_REPLY, error: 0 },
+      new Uint8Array([0xaa, 0xbb]),
+    );
     expect([...m]).toEqual([0x34, 0x12, 0x09, 0x00, 0x12, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0xaa, 0xbb]);
   });
 
   it('round-trips any header', () => {
     fc.assert(
-      fc.property(fc.nat(0xffff), fc.nat(0xffff), fc.nat(0xffffffff), fc.nat(0xffffffff), fc.nat(0xffffffff), (id, command, size, flags, error) => {
-        const b = new Uint8Array(16);
-        encodeHeader(b, { id, command, size, flags, error });
-        expect(decodeHeader(b)).toEqual({ id, command, size, flags, error });
-      }),
+      fc.property(
+        fc.nat(0xffff),
+        fc.nat(0xffff),
+        fc.nat(0xffffffff),
+        fc.nat(0xffffffff),
+        fc.nat(0xffffffff),
+        (id, command, size, flags, error) => {
+          const b = new Uint8Array(16);
+          encodeHeader(b, { id, command, size, flags, error });
+          expect(decodeHeader(b)).toEqual({ id, command, size, flags, error });
+        },
+      ),
     );
   });
 
@@ -34,7 +44,13 @@ describe('vfio-user header codec', () => {
     expect(r).toEqual({ id: 7, command: 2, size: 20, flags: MsgFlag.REPLY, error: 0 });
     const e = encodeErrorReply({ id: 9, command: 99 }, 38);
     expect(e.length).toBe(16);
-    expect(decodeHeader(e)).toEqual({ id: 9, command: 99, size: 16, flags: MsgFlag.REPLY | MsgFlag.ERROR, error: 38 });
+    expect(decodeHeader(e)).toEqual({
+      id: 9,
+      command: 99,
+      size: 16,
+      flags: MsgFlag.REPLY | MsgFlag.ERROR,
+      error: 38,
+    });
   });
 
   it('names commands', () => {
@@ -45,12 +61,24 @@ describe('vfio-user header codec', () => {
 
 describe('VERSION body', () => {
   it('encodes major, minor and NUL-terminated capabilities JSON', () => {
-    const b = encodeVersionBody(0, 0, { maxMsgFds: 8, maxDataXferSize: 1048576, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: true });
+    const b = encodeVersionBody(0, 0, {
+      maxMsgFds: 8,
+      maxDataXferSize: 1048576,
+      pgsizes: 4096,
+      maxDmaMaps: 65535,
+      writeMultiple: true,
+    });
     expect([...b.subarray(0, 4)]).toEqual([0, 0, 0, 0]);
     expect(b[b.length - 1]).toBe(0);
     const json = JSON.parse(new TextDecoder().decode(b.subarray(4, b.length - 1)));
     expect(json).toEqual({
-      capabilities: { max_msg_fds: 8, max_data_xfer_size: 1048576, pgsizes: 4096, max_dma_maps: 65535, write_multiple: true },
+      capabilities: {
+        max_msg_fds: 8,
+        max_data_xfer_size: 1048576,
+        pgsizes: 4096,
+        max_dma_maps: 65535,
+        write_multiple: true,
+      },
     });
     expect(decodeVersionBody(b)).toEqual({ major: 0, minor: 0, caps: json });
   });

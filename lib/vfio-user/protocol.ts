@@ -143,7 +143,10 @@ export function encodeHeader(out: Uint8Array, h: MessageHeader): void {
 }
 
 /** A whole message: header plus `body`. */
-export function encodeMessage(h: Omit<MessageHeader, 'size'>, body: Uint8Array = new Uint8Array(0)): Uint8Array {
+export function encodeMessage(
+  h: Omit<MessageHeader, 'size'>,
+  body: Uint8Array = new Uint8Array(0),
+): Uint8Array {
   const out = new Uint8Array(HEADER_SIZE + body.length);
   encodeHeader(out, { ...h, size: out.length });
   out.set(body, HEADER_SIZE);
@@ -157,7 +160,12 @@ export function encodeReply(req: { id: number; command: number }, body?: Uint8Ar
 
 /** An error reply (header only, ERROR flag, positive errno). */
 export function encodeErrorReply(req: { id: number; command: number }, errno: number): Uint8Array {
-  return encodeMessage({ id: req.id, command: req.command, flags: MsgFlag.REPLY | MsgFlag.ERROR, error: errno });
+  return encodeMessage({
+    id: req.id,
+    command: req.command,
+    flags: MsgFlag.REPLY | MsgFlag.ERROR,
+    error: errno,
+  });
 }
 
 /** Little-endian field access on a body. */

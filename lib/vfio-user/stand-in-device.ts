@@ -161,7 +161,13 @@ export class StandInDevice {
       const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       for (let i = buf.indexOf(needle); i >= 0 && out.length < 64; i = buf.indexOf(needle, i + 1)) {
         let end = i + needle.length;
-        while (end < buf.length && end < i + needle.length + 36 && (buf[end] as number) >= 0x21 && (buf[end] as number) < 0x7f) end++;
+        while (
+          end < buf.length &&
+          end < i + needle.length + 36 &&
+          (buf[end] as number) >= 0x21 &&
+          (buf[end] as number) < 0x7f
+        )
+          end++;
         out.push(buf.toString('latin1', i + needle.length, end));
       }
     }
@@ -174,7 +180,11 @@ export class StandInDevice {
     if (mem === undefined || bar === 1) return size === 8 ? 0n : 0;
     const dv = new DataView(mem.buffer);
     if (size === 8) return dv.getBigUint64(offset, true);
-    return size === 4 ? dv.getUint32(offset, true) : size === 2 ? dv.getUint16(offset, true) : dv.getUint8(offset);
+    return size === 4
+      ? dv.getUint32(offset, true)
+      : size === 2
+        ? dv.getUint16(offset, true)
+        : dv.getUint8(offset);
   }
 
   barWrite(bar: number, offset: number, size: 1 | 2 | 4 | 8, value: number | bigint): void {

@@ -57,7 +57,16 @@ export const EFD_NONBLOCK = 0o4000;
 export const MFD_CLOEXEC = 1;
 
 /** `struct msghdr` (LP64). */
-export const MSGHDR = { name: 0, namelen: 8, iov: 16, iovlen: 24, control: 32, controllen: 40, flags: 48, SIZE: 56 };
+export const MSGHDR = {
+  name: 0,
+  namelen: 8,
+  iov: 16,
+  iovlen: 24,
+  control: 32,
+  controllen: 40,
+  flags: 48,
+  SIZE: 56,
+};
 /** `struct iovec` (LP64). */
 export const IOVEC = { base: 0, len: 8, SIZE: 16 };
 /** `struct cmsghdr` (LP64): the data starts at CMSG_ALIGN(sizeof(cmsghdr)) = 16. */
@@ -216,7 +225,14 @@ export function memfdCreate(name: string, size: number): number {
 const MAP_FAILED = 0xffffffffffffffffn;
 
 /** mmap(2); throws SysError on failure. */
-export function mmap(addr: NativePointer | null, len: number, prot: number, flags: number, fd: number, offset: bigint): NativePointer {
+export function mmap(
+  addr: NativePointer | null,
+  len: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset: bigint,
+): NativePointer {
   const p = c.mmap(addr, len, prot, flags, fd, offset);
   if (p === null || koffi.address(p) === MAP_FAILED) throw new SysError('mmap', errno());
   return p;
@@ -243,7 +259,10 @@ export interface FdPoll {
   close(): void;
 }
 
-export function pollFd(fd: number, onEvent: (ev: { readable: boolean; writable: boolean; disconnect: boolean }) => void): FdPoll {
+export function pollFd(
+  fd: number,
+  onEvent: (ev: { readable: boolean; writable: boolean; disconnect: boolean }) => void,
+): FdPoll {
   let handle: koffi.node.PollHandle | null = null;
   // koffi calls back with (status, events), not as its typings say; a negative status (a poll error) is
   // passed on as readable so that the next recvmsg reports the socket's error.

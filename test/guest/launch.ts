@@ -31,15 +31,18 @@ export function guestPaths(cacheDir = DEFAULT_CACHE): GuestPaths {
 /** Why the guest harness cannot run here, or null when it can. */
 export function guestUnavailableReason(cacheDir = DEFAULT_CACHE): string | null {
   if (process.platform !== 'linux') return `needs Linux (this is ${process.platform})`;
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'needs root (chroot, mount namespace)';
+  if (typeof process.getuid === 'function' && process.getuid() !== 0)
+    return 'needs root (chroot, mount namespace)';
   try {
     accessSync('/dev/net/tun', constants.R_OK | constants.W_OK);
   } catch {
     return 'needs /dev/net/tun';
   }
   const p = guestPaths(cacheDir);
-  if (!existsSync(join(p.qemuRoot, 'usr/bin/qemu-system-x86_64'))) return `no QEMU root in ${p.qemuRoot} (run test/guest/prepare.sh)`;
-  if (!existsSync(join(p.guestKit, 'vmlinuz'))) return `no guest kit in ${p.guestKit} (run test/guest/prepare.sh)`;
+  if (!existsSync(join(p.qemuRoot, 'usr/bin/qemu-system-x86_64')))
+    return `no QEMU root in ${p.qemuRoot} (run test/guest/prepare.sh)`;
+  if (!existsSync(join(p.guestKit, 'vmlinuz')))
+    return `no guest kit in ${p.guestKit} (run test/guest/prepare.sh)`;
   for (const tool of ['unshare', 'setpriv', 'chroot']) {
     try {
       execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'pipe' });
@@ -159,9 +162,30 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
       ...(opts.qemuArgs ?? []),
     ];
     // $1 = root, $2 = run folder, then QEMU's argv.
-    const script = 'R=$1; RUN=$2; shift 2; mount -t proc proc "$R/proc" && mount --bind /dev "$R/dev" && mount --bind "$RUN" "$R/mnt" && exec chroot "$R" "$@"';
-    const argv = ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', qemuRoot, run, ...qemuArgv];
-    if (opts.logDir) writeFileSync(join(opts.logDir, 'cmd.txt'), `setpriv ${argv.map((a) => (/[\s{"$;]/.test(a) ? `'${a}'` : a)).join(' ')}\n`);
+    const script =
+      'R=$1; RUN=$2; shift 2; mount -t proc proc "$R/proc" && mount --bind /dev "$R/dev" && mount --bind "$RUN" "$R/mnt" && exec chroot "$R" "$@"';
+    const argv = [
+      '--pdeathsig',
+      'KILL',
+      '--',
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      'sh',
+      '-c',
+      script,
+      'sh',
+      qemuRoot,
+      run,
+      ...qemuArgv,
+    ];
+    if (opts.logDir)
+      writeFileSync(
+        join(opts.logDir, 'cmd.txt'),
+        `setpriv ${argv.map((a) => (/[\s{"$;]/.test(a) ? `'${a}'` : a)).join(' ')}\n`,
+      );
     const child = spawn('setpriv', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     qemu = child;
     const timeoutMs = opts.timeoutMs ?? 120_000;
@@ -204,7 +228,15 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
     clearTimeout(timer);
     qemu = null;
     if (buf) lines.push(buf.replace(/\r/g, ''));
-    return { results: Object.fromEntries(pairs), pairs, lines, exitCode, signal, timedOut, durationMs: Date.now() - t0 };
+    return {
+      results: Object.fromEntries(pairs),
+      pairs,
+      lines,
+      exitCode,
+      signal,
+      timedOut,
+      durationMs: Date.now() - t0,
+    };
   } finally {
     if (qemu && qemu.exitCode === null && qemu.signalCode === null) {
       const q = qemu;
