@@ -118,7 +118,8 @@ class VirtioNetPciDevice implements VirtioNetPci {
   readonly msixVectors: number;
   readonly memory: VirtioNetPciConfig['memory'];
   private readonly relay: InterruptRelay;
-  private readonly vfDevices: VirtioNetPciDevice[] = [];
+  /** Indexed by VF number - 1; holes only while VF Enable is being cleared. */
+  private readonly vfDevices: (VirtioNetPciDevice | undefined)[] = [];
 
   constructor(
     private readonly config: VirtioNetPciConfig,
@@ -183,7 +184,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
   }
 
   get vfs(): readonly VirtioNetPci[] {
-    return this.vfDevices;
+    return this.vfDevices.filter((vf): vf is VirtioNetPciDevice => vf !== undefined);
   }
 
   configRead(offset: number, size: 1 | 2 | 4): number {
@@ -205,7 +206,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
 
   setInterrupts(interrupts: VirtioNetInterrupts): void {
     this.relay.set(interrupts);
-    for (const vf of this.vfDevices) vf.setInterrupts(interrupts);
+    for (const vf of this.vfs) vf.setInterrupts(interrupts);
   }
 
   setLinkUp(up: boolean): void {
@@ -221,7 +222,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
   }
 
   close(): void {
-    for (const vf of this.vfDevices) vf.close();
+    for (const vf of this.vfs) vf.close();
     this.net.backend.close();
   }
 
@@ -230,7 +231,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
       pci: this.function.snapshot(),
       msix: this.transport.msix?.snapshot() ?? null,
       transport: this.transport.snapshot(),
-      vfs: this.vfDevices.map((vf) => vf.snapshot()),
+      vfs: this.vfs.map((vf) => vf.snapshot()),
     };
   }
 
@@ -261,7 +262,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
       txDropped: sum(queues, 'txDropped'),
       queues,
       lastError: this.transport.lastError,
-      vfs: this.vfDevices.map((vf) => vf.stats()),
+      vfs: this.vfs.map((vf) => vf.stats()),
     };
   }
 
@@ -285,7 +286,9 @@ class VirtioNetPciDevice implements VirtioNetPci {
     if (!vf) return;
     vf.transport.reset();
     vf.net.backend.close();
-    this.vfDevices.splice(index, 1);
+    // VFs go away together (VF Enable cleared), in any order: keep indices stable until the last one.
+    this.vfDevices[index] = undefined;
+    while (this.vfDevices.length > 0 && this.vfDevices[this.vfDevices.length - 1] === undefined) this.vfDevices.pop();
   }
 }
 
