@@ -66,7 +66,10 @@ export const AdminStatusQualifier = {
  */
 export const LEGACY_WR_DATA = { offset: 0, reserved: 1, data: 8 } as const;
 
-/** `struct virtio_pci_legacy_notify_info` (§2.12.1.1.5), 16 bytes; the result holds 4 of them. */
+/**
+ * `struct virtio_pci_legacy_notify_info` (§2.12.1.1 "Legacy Driver Notification"), 16 bytes; the result
+ * holds 4 of them.
+ */
 export const LEGACY_NOTIFY_INFO = {
   flags: 0, // u8: 0 end of list, 1 owner device, 2 member device
   bar: 1, // u8: 1..5 = BAR1..BAR5 (owner header / VF BARn of the owner's SR-IOV capability)
@@ -121,7 +124,7 @@ export interface LegacyMemberAccess {
   isDeviceConfigField?(offset: number, length: number): boolean;
 }
 
-/** One LEGACY_NOTIFY_INFO entry (§2.12.1.1.5). */
+/** One LEGACY_NOTIFY_INFO entry (§2.12.1.1 "Legacy Driver Notification"). */
 export interface LegacyNotifyEntry {
   /** 1 = an address in the owner's BARn, 2 = in the member's VF BARn. */
   flags: typeof LEGACY_NOTIFY_FLAG_OWNER | typeof LEGACY_NOTIFY_FLAG_MEMBER;
@@ -158,7 +161,7 @@ export interface DeviceGroup {
 export interface AdminCommandOutcome {
   status: number;
   qualifier: number;
-  /** Bytes of the device-writable part the command defines (header + result); the used length is min(this, buffer). */
+  /** Bytes of the device-writable part the command defines (header + result); used length = min(this, buffer). */
   length: number;
 }
 
@@ -166,7 +169,7 @@ export interface AdminCommandOutcome {
 export function supportedOpcodes(group: DeviceGroup): bigint {
   let bits = (1n << BigInt(AdminOpcode.LIST_QUERY)) | (1n << BigInt(AdminOpcode.LIST_USE));
   if (group.legacyMember) {
-    // §2.12.1.1.6: all of 2-5 or none of them; 6 only together with 2-5.
+    // §2.12.1.1 "Device Requirements: Legacy Interface": all of 2-5 or none; 6 only together with 2-5.
     bits |= 0b1111n << BigInt(AdminOpcode.LEGACY_COMMON_CFG_WRITE);
     if (group.legacyNotifyInfo) bits |= 1n << BigInt(AdminOpcode.LEGACY_NOTIFY_INFO);
   }
@@ -205,7 +208,9 @@ export class AdminCommandProcessor {
         throw new RangeError(`DeviceGroup type ${g.groupType} is not a u16`);
       if (this.groups.has(g.groupType)) throw new RangeError(`two device groups of type ${g.groupType}`);
       if (g.legacyNotifyInfo && !g.legacyMember)
-        throw new RangeError('legacyNotifyInfo needs legacyMember (spec §2.12.1.1.6)');
+        throw new RangeError(
+          'legacyNotifyInfo needs legacyMember (VIRTIO 1.3 §2.12.1.1 device requirements)',
+        );
       this.groups.set(g.groupType, g);
     }
     this.strictList = options.listCommandsNeedGroup ?? false;
@@ -301,7 +306,7 @@ export class AdminCommandProcessor {
       case AdminOpcode.LEGACY_COMMON_CFG_READ:
       case AdminOpcode.LEGACY_DEV_CFG_READ: {
         const offset = data.length > 0 ? data[LEGACY_WR_DATA.offset]! : 0;
-        // The read length is the length of the driver's result buffer (§2.12.1.1.2).
+        // The read length is the length of the driver's result buffer (§2.12.1.1 legacy read commands).
         const length = Math.max(0, writableLength - ADMIN_CMD_RESULT.size);
         const common = opcode === AdminOpcode.LEGACY_COMMON_CFG_READ;
         const base = this.checkLegacyRange(member, common, offset, length);
@@ -334,7 +339,7 @@ export class AdminCommandProcessor {
 
   /**
    * BAR0-relative start of a legacy access, or -1 when it is empty, outside the part, or spans more
-   * than one field (§2.12.1.1.6: the device MUST fail such commands).
+   * than one field (§2.12.1.1 "Device Requirements: Legacy Interface": the device MUST fail such commands).
    */
   private checkLegacyRange(
     member: LegacyMemberAccess,
@@ -391,7 +396,7 @@ function setU64(b: Uint8Array, o: number, v: bigint): void {
   for (let i = 0; i < 8; i++) b[o + i] = Number((v >> BigInt(8 * i)) & 0xffn);
 }
 
-/** Natural-alignment piece of at most 4 bytes at `offset` with `remaining` bytes left (as a CPU would split it). */
+/** Naturally aligned piece of at most 4 bytes at `offset` with `remaining` left (as a CPU splits it). */
 function pieceSize(offset: number, remaining: number): 1 | 2 | 4 {
   let n = remaining >= 4 ? 4 : remaining >= 2 ? 2 : 1;
   while (offset % n !== 0) n >>= 1;
