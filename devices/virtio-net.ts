@@ -172,6 +172,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   guestOffloads = 0n;
 
   private ctx: VirtioDeviceContext | null = null;
+  /** The `mac` option: reset returns to it after MAC_ADDR_SET (QEMU virtio_net_reset). */
+  private readonly configuredMac: Uint8Array;
   private features = 0n;
   private hdrSize = 12;
   private mergeable = false;
@@ -215,8 +217,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.backlogs = Array.from({ length: this.maxQueuePairs }, () => new Backlog(RX_BACKLOG));
     this.txPending = new Array<boolean>(this.maxQueuePairs).fill(false);
     this.control = new ControlQueue(this);
-    const mac = options.mac.split(':').map((h) => Number.parseInt(h, 16));
-    this.mac.set(mac);
+    this.configuredMac = Uint8Array.from(options.mac.split(':').map((h) => Number.parseInt(h, 16)));
+    this.mac.set(this.configuredMac);
     this.resetState();
     backend.attach(this);
   }
@@ -331,6 +333,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   setLink(up: boolean): void {
     if (this.linkUp === up) return;
     this.linkUp = up;
+    this.backend.setCarrier?.(up); // the host sees the virtual cable too (a tap: TUNSETCARRIER)
     this.status = up ? this.status | NetStatus.LINK_UP : this.status & ~NetStatus.LINK_UP;
     if (has(this.offered, NetF.STATUS)) this.ctx?.configChanged();
   }
@@ -432,6 +435,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.curQueuePairs = 1;
     this.guestOffloads = 0n;
     this.rxFilter.reset(false);
+    this.mac.set(this.configuredMac);
     this.rxFilter.mac.set(this.mac);
     this.rss.reset();
     this.flows.clear();

@@ -74,6 +74,12 @@ export interface NetBackend {
   setVnetHeaderSize?(size: number): void;
   /** Attach or detach a queue pair (VQ_PAIRS_SET; TUNSETQUEUE on a multiqueue tap). */
   setQueuePairEnabled?(queuePair: number, enabled: boolean): void;
+  /**
+   * The device's link state as the guest sees it (VMM `setLinkUp`, or a link change the backend reported):
+   * a tap mirrors it as the kernel-side carrier (TUNSETCARRIER), so the host sees NO-CARRIER while the
+   * virtual cable is out. Never throws.
+   */
+  setCarrier?(up: boolean): void;
   /** Releases every host resource. Idempotent. */
   close(): void;
 }
