@@ -76,6 +76,10 @@ export interface NetDriverOptions {
   rxBufferSize?: number;
   /** Rx buffers posted per queue at open (default: the queue size). */
   rxBuffers?: number;
+  /** Post each rx buffer as two descriptors, the header's bytes first (contiguous in memory). */
+  rxSplitHeader?: boolean;
+  /** Post rx buffers through indirect tables (VIRTIO_F_INDIRECT_DESC). */
+  rxIndirect?: boolean;
   /** Guest RAM the driver may use for rings and buffers. */
   allocator?: BumpAllocator;
   interrupts?: InterruptCollector;
@@ -194,7 +198,7 @@ export class VirtioNetDriver {
     const n = Math.min(count ?? q.numFree, q.numFree);
     for (let i = 0; i < n; i++) {
       const addr = this.pci.allocator.alloc(size, 64);
-      const id = q.add([], [{ addr, len: size }]);
+      const id = this.addRx(q, { addr, len: size });
       posted.set(id, { addr, len: size });
     }
     this.pci.kickIfNeeded(this.rxIndex(pair));
@@ -242,20 +246,35 @@ export class VirtioNetDriver {
       });
     }
     for (const b of recycle) {
-      const id = q.add([], [b]);
+      const id = this.addRx(q, b);
       posted.set(id, b);
     }
     if (recycle.length > 0) this.pci.kickIfNeeded(this.rxIndex(pair));
     return out;
   }
 
+  private addRx(q: DriverQueue, b: PostedRx): number {
+    const o = this.options;
+    const segs = o.rxSplitHeader
+      ? [
+          { addr: b.addr, len: this.hdrSize },
+          { addr: b.addr + this.hdrSize, len: b.len - this.hdrSize },
+        ]
+      : [{ addr: b.addr, len: b.len }];
+    return q.add([], segs, { indirect: o.rxIndirect ?? false });
+  }
+
   // ---------------------------------------------------------------- tx
 
   /**
    * Sends one frame on `pair` with an optional offload request: header and frame in one descriptor
-   * (Linux with VERSION_1 / ANY_LAYOUT), or in two with `split: true`. Reclaims finished tx buffers first.
+   * (Linux with VERSION_1 / ANY_LAYOUT), or in two with `split: true`; through an indirect table with
+   * `indirect: true`. Reclaims finished tx buffers first.
    */
-  send(frame: Uint8Array, options: { pair?: number; offload?: Partial<NetOffload>; split?: boolean } = {}): void {
+  send(
+    frame: Uint8Array,
+    options: { pair?: number; offload?: Partial<NetOffload>; split?: boolean; indirect?: boolean } = {},
+  ): void {
     const pair = options.pair ?? 0;
     const index = this.txIndex(pair);
     const q = this.queue(index);
@@ -282,8 +301,9 @@ export class VirtioNetDriver {
             { addr: addr + hdr, len: frame.length },
           ],
           [],
+          { indirect: options.indirect ?? false },
         )
-      : q.add([{ addr, len: total }], []);
+      : q.add([{ addr, len: total }], [], { indirect: options.indirect ?? false });
     if (slot !== undefined && total <= slots.slot) this.inflight(pair).set(id, slot);
     this.pci.kickIfNeeded(index);
   }
