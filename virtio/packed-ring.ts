@@ -76,6 +76,9 @@ export class PackedRing implements Virtqueue {
   private firstFlags = 0;
   private signalledUsed = 0;
   private signalledValid = false;
+  /** Ring slots staged / published since the last `needsNotification` (capped at 2 * size). */
+  private stagedSlots = 0;
+  private slotsSinceSignal = 0;
   private notificationsDisabled = false;
   /** Buffer ids popped and not yet used: a second pop of one is a guest error. */
   private readonly inFlight: Uint8Array;
@@ -251,7 +254,9 @@ export class PackedRing implements Virtqueue {
       } else {
         this.mem.writeU16(d + PACKED_DESC.flags, flags);
       }
-      let next = this.stagedUsed + Math.max(1, chain.descCount);
+      const slots = Math.max(1, chain.descCount);
+      this.stagedSlots += slots;
+      let next = this.stagedUsed + slots;
       if (next >= this.size) {
         next -= this.size;
         this.stagedWrap = !this.stagedWrap;
@@ -276,6 +281,8 @@ export class PackedRing implements Virtqueue {
     this.firstSlot = -1;
     this.nextUsed = this.stagedUsed;
     this.usedWrap = this.stagedWrap;
+    this.slotsSinceSignal = Math.min(this.slotsSinceSignal + this.stagedSlots, 2 * this.size);
+    this.stagedSlots = 0;
   }
 
   push(chain: DescriptorChain, written: number): void {
@@ -289,15 +296,18 @@ export class PackedRing implements Virtqueue {
       const old = this.signalledUsed;
       const valid = this.signalledValid;
       const next = packedPosition(this.nextUsed, this.usedWrap, this.size);
+      const passed = this.slotsSinceSignal;
       this.signalledUsed = next;
       this.signalledValid = true;
+      this.slotsSinceSignal = 0;
       if (flags === RING_EVENT_FLAGS_DISABLE) return false;
       if (flags !== RING_EVENT_FLAGS_DESC || !this.eventIdx) return true; // ENABLE, or reserved: be safe
       const offWrap = this.mem.readU16(this.driverEvent + PACKED_EVENT.offWrap);
       const off = offWrap & 0x7fff;
       if (off >= this.size) return true; // nonsense offset: notify rather than lose an interrupt
       const event = packedPosition(off, (offWrap & 0x8000) !== 0, this.size);
-      return !valid || packedNeedEvent(event, next, old, this.size);
+      // Positions repeat every 2 * size slots: having published that many, every event was passed.
+      return !valid || passed >= 2 * this.size || packedNeedEvent(event, next, old, this.size);
     } catch (e) {
       throw toVirtqueueError(this, e);
     }
@@ -354,6 +364,8 @@ export class PackedRing implements Virtqueue {
     this.stagedUsed = this.nextUsed;
     this.stagedWrap = this.usedWrap;
     this.firstSlot = -1;
+    this.stagedSlots = 0;
+    this.slotsSinceSignal = 0;
     this.notificationsDisabled = state.notificationsDisabled;
     this.inFlight.fill(0);
     if (state.signalledUsed !== undefined) {
