@@ -79,7 +79,7 @@ step_virtio() {
 step_up() {
   ip link set $IF up
   [ -n "$IP" ] && ip addr add $IP dev $IF
-  for i in $(seq 30); do [ "$(cat /sys/class/net/$IF/carrier 2>/dev/null)" = 1 ] && break; sleep 0.1; done
+  for i in $(seq 30); do [ "$(cat /sys/class/net/$IF/operstate 2>/dev/null)" = up ] && break; sleep 0.1; done
   R "carrier=$(cat /sys/class/net/$IF/carrier 2>/dev/null) operstate=$(cat /sys/class/net/$IF/operstate)"
 }
 

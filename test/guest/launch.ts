@@ -74,8 +74,10 @@ export interface GuestRunOptions {
   onResult?(key: string, value: string): void;
   /** Keep serial.log and cmd.txt here (the run folder itself is always removed). */
   logDir?: string;
-  /** Extra QEMU arguments. */
+  /** Extra QEMU arguments (e.g. a reference `-netdev tap,… -device virtio-net-pci,…`). */
   qemuArgs?: string[];
+  /** Run QEMU inside this network namespace (`ip netns exec`), so its tap devices live there. */
+  netns?: string;
 }
 
 export interface GuestRunResult {
@@ -186,7 +188,11 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
         join(opts.logDir, 'cmd.txt'),
         `setpriv ${argv.map((a) => (/[\s{"$;]/.test(a) ? `'${a}'` : a)).join(' ')}\n`,
       );
-    const child = spawn('setpriv', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // `ip netns exec` execs in place, so QEMU stays this process's child and --pdeathsig still applies.
+    const [cmd, args] = opts.netns
+      ? ['ip', ['netns', 'exec', opts.netns, 'setpriv', ...argv]]
+      : ['setpriv', argv];
+    const child = spawn(cmd, args as string[], { stdio: ['ignore', 'pipe', 'pipe'] });
     qemu = child;
     const timeoutMs = opts.timeoutMs ?? 120_000;
     let timedOut = false;

@@ -1,0 +1,53 @@
+// Host side of the guest's TCP steps, run inside the test's network namespace (`ip netns exec NS node tcp-peer.mjs …`).
+//   recv ADDR PORT         accept one connection, print `ready`, then `bytes=N sha256=HEX` when the peer closes
+//   send ADDR PORT BYTES   connect (retrying for 10 s), send BYTES random bytes, print `bytes=N sha256=HEX`
+// Exits by itself after 60 s whatever happens.
+import { createHash, randomBytes } from 'node:crypto';
+import { connect, createServer } from 'node:net';
+
+const [mode, addr, portText, bytesText] = process.argv.slice(2);
+const port = Number(portText);
+setTimeout(() => {
+  console.log('timeout');
+  process.exit(3);
+}, 60_000).unref();
+
+if (mode === 'recv') {
+  const server = createServer((sock) => {
+    const h = createHash('sha256');
+    let n = 0;
+    sock.on('data', (d) => {
+      n += d.length;
+      h.update(d);
+    });
+    sock.on('end', () => {
+      console.log(`bytes=${n} sha256=${h.digest('hex')}`);
+      server.close();
+      sock.destroy();
+    });
+    sock.on('error', (e) => {
+      console.log(`error=${e.code}`);
+      process.exit(1);
+    });
+  });
+  server.listen(port, addr, () => console.log('ready'));
+} else if (mode === 'send') {
+  const total = Number(bytesText);
+  const data = randomBytes(total);
+  const sha = createHash('sha256').update(data).digest('hex');
+  const t0 = Date.now();
+  const attempt = () => {
+    const sock = connect(port, addr, () => sock.end(data, () => console.log(`bytes=${total} sha256=${sha}`)));
+    sock.on('error', (e) => {
+      if (Date.now() - t0 < 10_000) setTimeout(attempt, 200);
+      else {
+        console.log(`error=${e.code}`);
+        process.exit(1);
+      }
+    });
+  };
+  attempt();
+} else {
+  console.error('usage: tcp-peer.mjs recv ADDR PORT | send ADDR PORT BYTES');
+  process.exit(2);
+}
