@@ -1,15 +1,16 @@
-// Test support: load the QEMU 7.2 fixtures and replay the oracle scripts' probe sequences on our model.
+// Test support: load the QEMU fixtures (7.2 by default) and replay the oracle scripts' probe sequences on our model.
 import { readFileSync } from 'node:fs';
 import type { PciFunction } from './pci-function.js';
 
 const DIR = new URL('../fixtures/qemu-7.2/', import.meta.url);
 
-export function fixtureBin(name: string): Uint8Array {
-  return new Uint8Array(readFileSync(new URL(name, DIR)));
+/** A fixture file; `version` picks fixtures/qemu-<version>/. */
+export function fixtureBin(name: string, version = '7.2'): Uint8Array {
+  return new Uint8Array(readFileSync(new URL(`../qemu-${version}/${name}`, DIR)));
 }
 
-export function fixtureJson<T = Record<string, unknown>>(name: string): T {
-  return JSON.parse(readFileSync(new URL(name, DIR), 'utf8')) as T;
+export function fixtureJson<T = Record<string, unknown>>(name: string, version = '7.2'): T {
+  return JSON.parse(readFileSync(new URL(`../qemu-${version}/${name}`, DIR), 'utf8')) as T;
 }
 
 export function hex(s: string): Uint8Array {

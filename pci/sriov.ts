@@ -4,7 +4,7 @@
  * digest §1.5/§1.6.
  */
 import { OptionsError } from '../lib/errors.js';
-import { type BarType, type PciFunction, barLowMask, barTypeBits, isPow2 } from './pci-function.js';
+import { type BarType, barLowMask, barTypeBits, isPow2, type PciFunction } from './pci-function.js';
 
 export const PCI_EXT_CAP_ID_SRIOV = 0x0010;
 export const PCI_SRIOV_SIZEOF = 0x40;
@@ -55,6 +55,13 @@ export interface SriovOptions {
   routing?: (numVfs: number, ariCapableHierarchy: boolean) => { firstVfOffset: number; vfStride: number };
   supportedPageSizes?: number;
   vfBars: VfBarOptions[];
+  /**
+   * Control/NumVFs rules. 'qemu-7.2' (default): NumVFs always writable, VF Enable with NumVFs > TotalVFs
+   * sets the bit but creates no VF, clearing VF Enable zeroes NumVFs. 'qemu-11.1' (current pcie_sriov,
+   * measured in fixtures/qemu-11.1): VF Enable cannot be set while NumVFs > TotalVFs, NumVFs is read-only
+   * while VF Enable is set, and clearing VF Enable keeps NumVFs.
+   */
+  rules?: 'qemu-7.2' | 'qemu-11.1';
 }
 
 export interface SriovHooks {
@@ -165,19 +172,40 @@ export class SriovCapability {
    * QEMU 7.2 pcie_sriov_config_write: a write covering the Control register creates NumVFs VFs when
    * VF Enable goes on (none if NumVFs > TotalVFs, though the bit stays set), and destroys them and zeroes
    * NumVFs when it goes off. NumVFs stays writable while enabled but does not change the VF set.
+   * With `rules: 'qemu-11.1'` the write masks keep the registers consistent instead (`updateMasks`).
    */
   private configWritten(o: number, size: number): void {
     const ctrl = this.offset + PCI_SRIOV_CTRL;
     if (o <= ctrl && o + size > ctrl) {
       const vfe = (this.control & PCI_SRIOV_CTRL_VFE) !== 0;
-      if (this.created.length > 0) {
+      if (this.enabled) {
         if (!vfe) this.disableVfs();
       } else if (vfe) {
         this.enableVfs();
       }
     }
+    this.updateMasks();
     this.updateRouting();
     this.updateVfDecode();
+  }
+
+  /** VF Enable took effect (11.1 rules: also with NumVFs = 0, which creates no VF). */
+  private get enabled(): boolean {
+    return this.opts.rules === 'qemu-11.1' ? this.enabledFlag : this.created.length > 0;
+  }
+  private enabledFlag = false;
+
+  /**
+   * QEMU 11.1 (pcie_sriov consume_config): NumVFs read-only while VF Enable is set; while it is clear,
+   * VF Enable is writable only if NumVFs <= TotalVFs. No-op under the 7.2 rules.
+   */
+  private updateMasks(): void {
+    if (this.opts.rules !== 'qemu-11.1') return;
+    const cs = this.pf.config;
+    const vfe = (this.control & PCI_SRIOV_CTRL_VFE) !== 0;
+    cs.setWritable(this.offset + PCI_SRIOV_NUM_VF, 2, vfe ? 0 : 0xffff);
+    const ok = vfe || this.numVfs <= this.totalVfs;
+    cs.setWritable(this.offset + PCI_SRIOV_CTRL, 2, PCI_SRIOV_CTRL_WRITABLE & ~(ok ? 0 : PCI_SRIOV_CTRL_VFE));
   }
 
   private updateRouting(): void {
@@ -191,6 +219,7 @@ export class SriovCapability {
 
   private enableVfs(): void {
     const n = this.numVfs;
+    if (this.opts.rules === 'qemu-11.1') this.enabledFlag = true;
     if (n === 0 || n > this.totalVfs) return;
     for (let i = 0; i < n; i++) {
       const vf = this.hooks.createVf(i, this.vfRoutingId(i));
@@ -203,7 +232,8 @@ export class SriovCapability {
 
   private disableVfs(): void {
     const gone = this.created.splice(0, this.created.length);
-    this.pf.config.setU16(this.offset + PCI_SRIOV_NUM_VF, 0);
+    this.enabledFlag = false;
+    if (this.opts.rules !== 'qemu-11.1') this.pf.config.setU16(this.offset + PCI_SRIOV_NUM_VF, 0);
     gone.forEach((vf, i) => {
       vf.setVfDecode(false, []);
       this.hooks.destroyVf(i, vf);
@@ -230,7 +260,9 @@ export class SriovCapability {
    * set, 0 < NumVFs <= TotalVFs), or remove them; then restore each VF's own state.
    */
   syncAfterRestore(): void {
-    const want = (this.control & PCI_SRIOV_CTRL_VFE) !== 0 && this.numVfs > 0 && this.numVfs <= this.totalVfs;
+    const vfe = (this.control & PCI_SRIOV_CTRL_VFE) !== 0;
+    const want = vfe && this.numVfs > 0 && this.numVfs <= this.totalVfs;
+    this.enabledFlag = this.opts.rules === 'qemu-11.1' && vfe;
     if (this.created.length > 0) {
       const gone = this.created.splice(0, this.created.length);
       gone.forEach((vf, i) => {
@@ -240,6 +272,7 @@ export class SriovCapability {
     }
     if (want) this.enableVfs();
     else for (const l of this.changeListeners) l(this.created);
+    this.updateMasks();
     this.updateVfDecode();
   }
 
@@ -257,6 +290,7 @@ export class SriovCapability {
     cs.setU32(off + PCI_SRIOV_SYS_PGSIZE, 1);
     for (let k = 0; k < 6; k++) cs.setU32(off + PCI_SRIOV_BAR + 4 * k, 0);
     for (const b of this.opts.vfBars) cs.setU32(off + PCI_SRIOV_BAR + 4 * b.index, barTypeBits(b));
+    this.updateMasks();
     this.updateRouting();
   }
 }
