@@ -434,3 +434,67 @@ describe.each([false, true])('EVENT_IDX used-buffer notifications (packed=%s)', 
     );
   });
 });
+
+/**
+ * Available-buffer notifications: a device that drains the queue, re-enables notifications and sleeps
+ * when `enableNotification()` says nothing arrived must always be woken by a kick the driver's
+ * `needsKick()` asks for: no chain may wait in a queue whose device sleeps.
+ */
+const kickOp = fc.oneof(
+  fc.record({ kind: fc.constant('add' as const), count: fc.integer({ min: 1, max: 4 }) }),
+  // `racing`: chains the driver adds while the device drains, just before it re-enables notifications.
+  fc.record({ kind: fc.constant('work' as const), racing: fc.integer({ min: 0, max: 3 }) }),
+  fc.constant({ kind: 'reclaim' as const }),
+);
+
+describe.each([false, true])('no lost kicks (packed=%s)', (packed) => {
+  it('a sleeping device never has chains available that no kick announced', () => {
+    fc.assert(
+      fc.property(
+        packed ? fc.integer({ min: 1, max: 12 }) : fc.constantFrom(1, 2, 4, 8, 16),
+        fc.boolean(),
+        fc.array(kickOp, { minLength: 10, maxLength: 150 }),
+        (size, eventIdx, ops) => {
+          const mem = new GuestMemory([{ address: 0x10000, bytes: new Uint8Array(0x20000) }]);
+          const alloc = new BumpAllocator(0x10000, 0x30000);
+          const drv = packed
+            ? PackedDriverQueue.allocate(mem, alloc, size, { eventIdx })
+            : SplitDriverQueue.allocate(mem, alloc, size, { eventIdx });
+          const dev = createVirtqueue(mem, drv.config, packed);
+          const c = new DescriptorChain();
+          let sleeping = true;
+          let kickPending = false; // a kick that arrived while the device was awake wakes it later
+          dev.enableNotification();
+          const driverAdds = (count: number): void => {
+            for (let i = 0; i < count && drv.numFree > 0; i++) drv.add([{ addr: 0x28000, len: 1 }], []);
+            if (drv.needsKick()) kickPending = true;
+          };
+          const work = (racing: number): void => {
+            dev.disableNotification();
+            for (let round = 0; round <= size + 4; round++) {
+              while (dev.pop(c)) dev.push(c, 0);
+              if (round === 0) driverAdds(racing);
+              if (!dev.enableNotification()) {
+                sleeping = true;
+                return;
+              }
+              dev.disableNotification();
+            }
+            throw new Error('enableNotification kept reporting chains that pop did not return');
+          };
+          for (const op of ops) {
+            if (op.kind === 'add') driverAdds(op.count);
+            else if (op.kind === 'reclaim') while (drv.getUsed() !== null);
+            if (sleeping && kickPending) {
+              sleeping = false;
+              kickPending = false;
+            }
+            if (op.kind === 'work' && !sleeping) work(op.racing);
+            if (sleeping && !kickPending) expect(dev.hasAvailable()).toBe(false);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
