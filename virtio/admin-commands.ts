@@ -286,7 +286,8 @@ export class AdminCommandProcessor {
 
     // Commands addressing a member.
     if (!group.exists()) return fail(out, AdminStatusQualifier.INVALID_GROUP);
-    const count = group.memberCount();
+    const n = group.memberCount();
+    const count = Number.isSafeInteger(n) && n > 0 ? n : 0;
     if (memberId < 1n || memberId > BigInt(count)) return fail(out, AdminStatusQualifier.INVALID_MEMBER);
     const id = Number(memberId);
     const member = group.legacyMember?.(id) ?? null;
