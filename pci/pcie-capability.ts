@@ -18,6 +18,8 @@ export const PCI_EXP_LNKSTA = 0x12;
 export const PCI_EXP_DEVCAP2 = 0x24;
 export const PCI_EXP_DEVCTL2 = 0x28;
 
+/** Extended Tag Field Supported: set by QEMU 11.1 (fixtures/qemu-11.1), not by 7.2. */
+export const PCI_EXP_DEVCAP_EXT_TAG = 1 << 5;
 export const PCI_EXP_DEVCAP_RBER = 1 << 15;
 export const PCI_EXP_DEVCAP_FLR = 1 << 28;
 /** Correctable/Non-fatal/Fatal/Unsupported-request reporting enables. */
@@ -42,6 +44,13 @@ export interface PcieCapabilityOptions {
   type?: PcieDeviceType;
   /** Function Level Reset capable (QEMU x-pcie-flr-init, default on). */
   flr?: boolean;
+  /** DevCap Extended Tag Field Supported (QEMU 11.1: on; 7.2: off, the default). */
+  extendedTag?: boolean;
+  /**
+   * On a VF, DevCtl error-reporting enables and Link Control are RsvdP (default true: PCIe SR-IOV, QEMU
+   * 7.2's nvme VF). false: writable as on the PF (QEMU 11.1's virtio-net VF, fixtures/qemu-11.1).
+   */
+  vfRsvdP?: boolean;
 }
 
 /**
@@ -58,13 +67,16 @@ export class PcieCapability {
     const cs = fn.config;
     const flr = opts.flr ?? true;
     cs.setU16(off + PCI_EXP_FLAGS, 2 | (TYPE_CODE[opts.type ?? 'endpoint'] << 4));
-    cs.setU32(off + PCI_EXP_DEVCAP, PCI_EXP_DEVCAP_RBER | (flr ? PCI_EXP_DEVCAP_FLR : 0));
+    cs.setU32(
+      off + PCI_EXP_DEVCAP,
+      PCI_EXP_DEVCAP_RBER | (flr ? PCI_EXP_DEVCAP_FLR : 0) | (opts.extendedTag ? PCI_EXP_DEVCAP_EXT_TAG : 0),
+    );
     cs.setU32(off + PCI_EXP_LNKCAP, 0x411);
     cs.setU16(off + PCI_EXP_LNKSTA, 0x11);
     cs.setU32(off + PCI_EXP_DEVCAP2, PCI_EXP_DEVCAP2_EFF_EETLPP);
     // On a VF the error-reporting enables and Link Control are RsvdP (PCIe SR-IOV; QEMU 7.2's nvme VF
     // measured the same: fixtures/qemu-7.2/nvme-vf-probe.json).
-    const vf = fn.isVf;
+    const vf = fn.isVf && (opts.vfRsvdP ?? true);
     cs.setWritable(
       off + PCI_EXP_DEVCTL,
       2,

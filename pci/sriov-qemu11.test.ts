@@ -4,7 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { PciFunction } from './pci-function.js';
 import { PcieCapability } from './pcie-capability.js';
-import { fixtureJson, hex } from './qemu-oracle.test-support.js';
+import { PmCapability } from './pm-capability.js';
+import { diff, fixtureBin, fixtureJson, hex, probeBytes } from './qemu-oracle.test-support.js';
 import { SriovCapability } from './sriov.js';
 
 type Regs = Record<string, string>;
@@ -23,6 +24,8 @@ interface Ref {
   after_vf_disable: Regs;
   bus1_after_disable: string[];
   pf_flr_with_vfs: { regs: Regs; bus1: string[] };
+  pf_wmask_0_100: { writable_mask_hex: string };
+  vfs: { wmask: { writable_mask_hex: string } }[];
 }
 const REF = fixtureJson<Ref>('virtio-net-sriov.json', '11.1');
 
@@ -213,5 +216,51 @@ describe('SriovCapability with QEMU 11.1 rules against fixtures/qemu-11.1', () =
     expect(b.pf.configRead(b.S + 0x10, 2)).toBe(2);
     b.pf.configWrite(b.S + 0x08, 2, 0);
     expect([b.sriov.vfs.length, b.pf.configRead(b.S + 0x10, 2)]).toEqual([0, 2]);
+  });
+});
+
+describe('PCIe and PM capabilities of QEMU 11.1 virtio-net PF and VF', () => {
+  // PCIe v2 at 0x40 (0x3c bytes) and PM at 0x7c (8 bytes), as QEMU lays them out: compare their bytes
+  // and per-byte write masks (byte 0x49 holds Initiate FLR: the probe wrote 0x7f there).
+  const CAPS: [number, number] = [0x40, 0x84];
+  function caps(fn: PciFunction, vfRsvdP: boolean) {
+    new PcieCapability(fn, { extendedTag: true, vfRsvdP });
+    new PmCapability(fn);
+    const bytes = Uint8Array.from({ length: CAPS[1] - CAPS[0] }, (_, i) => fn.configRead(CAPS[0] + i, 1));
+    const { ones, zeros } = probeBytes(fn, CAPS[1], [0x49]);
+    const mask = Uint8Array.from(ones, (v, i) => v ^ zeros[i]!).subarray(CAPS[0]);
+    return { bytes, mask };
+  }
+  const ref = (bin: Uint8Array, maskHex: string) => ({
+    bytes: bin.subarray(CAPS[0], CAPS[1]),
+    mask: hex(maskHex).subarray(CAPS[0], CAPS[1]),
+  });
+
+  it('PF: DevCap 0x10008020 (Extended Tag), same masks as 7.2', () => {
+    const ours = caps(new PciFunction({ ...HEADER, routingId: 0x0100 }), true);
+    const theirs = ref(
+      fixtureBin('virtio-net-sriov-pf.cfg-reset.bin', '11.1'),
+      REF.pf_wmask_0_100.writable_mask_hex,
+    );
+    expect(diff(ours.bytes, theirs.bytes)).toEqual([]);
+    expect(diff(ours.mask, theirs.mask)).toEqual([]);
+    expect(new DataView(theirs.bytes.buffer, theirs.bytes.byteOffset).getUint32(4, true)).toBe(0x10008020);
+  });
+
+  it('VF: error-reporting enables and Link Control writable (vfRsvdP: false)', () => {
+    const vf = () => new PciFunction({ ...HEADER, vf: true, routingId: 0x0101 });
+    const theirs = ref(
+      fixtureBin('virtio-net-sriov-vf0.cfg.bin', '11.1'),
+      REF.vfs[0]!.wmask.writable_mask_hex,
+    );
+    const ours = caps(vf(), false);
+    expect(diff(ours.bytes, theirs.bytes)).toEqual([]);
+    expect(diff(ours.mask, theirs.mask)).toEqual([]);
+    // the PCIe-spec VF (default) differs exactly in DevCtl error enables and Link Control
+    const spec = caps(vf(), true);
+    expect(diff(spec.mask, theirs.mask)).toEqual([
+      ['0x8', '0', 'f'],
+      ['0x10', '0', 'c0'],
+    ]);
   });
 });
