@@ -3,7 +3,7 @@
  * msix_init_exclusive_bar (hw/pci/msix.c). Spec: PCI Local Bus 3.0 §6.8.2; digest §1.4.
  */
 import { OptionsError } from '../lib/errors.js';
-import { type BarType, type PciFunction, isPow2 } from './pci-function.js';
+import { type BarType, isPow2, type PciFunction } from './pci-function.js';
 
 /** Where a function's interrupts go (provided by the embedding VMM). */
 export interface InterruptSink {

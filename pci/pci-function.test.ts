@@ -4,8 +4,8 @@ import { AriCapability } from './ari-capability.js';
 import { ConfigSpace } from './config-space.js';
 import { Msix } from './msix.js';
 import { type BarMapping, PciFunction, type PciFunctionOptions } from './pci-function.js';
-import { PcieCapability } from './pcie-capability.js';
 import { PciRouter } from './pci-router.js';
+import { PcieCapability } from './pcie-capability.js';
 import { PmCapability } from './pm-capability.js';
 import { SriovCapability } from './sriov.js';
 

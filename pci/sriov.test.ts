@@ -2,8 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { AriCapability } from './ari-capability.js';
 import { type BarMapping, PciFunction } from './pci-function.js';
-import { PcieCapability } from './pcie-capability.js';
 import { PciRouter } from './pci-router.js';
+import { PcieCapability } from './pcie-capability.js';
 import { PmCapability } from './pm-capability.js';
 import {
   assignBars,
