@@ -91,3 +91,102 @@ export const hexOf = (b: Uint8Array) => Buffer.from(b).toString('hex');
 export function offload(o: Partial<NetOffload> = {}): NetOffload {
   return { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0, ...o };
 }
+
+/** An 802.1Q-tagged raw frame with VLAN ID `vid`. */
+export function taggedFrame(vid: number, length = 64, dst = DEV_MAC, src = PEER_MAC): Uint8Array {
+  const f = rawFrame(length, dst, src, vid, 0x8100);
+  f[14] = (vid >> 8) & 0x0f;
+  f[15] = vid & 0xff;
+  f[16] = 0x88;
+  f[17] = 0xb5;
+  return f;
+}
+
+function sum16(b: Uint8Array, start: number, end: number, init = 0): number {
+  let s = init;
+  for (let i = start; i < end; i += 2) s += (b[i]! << 8) | (i + 1 < end ? b[i + 1]! : 0);
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+
+/** Internet checksum (RFC 1071) written independently of lib/checksum.ts. */
+export function inetChecksum(b: Uint8Array, start: number, end: number, init = 0): number {
+  return ~sum16(b, start, end, init) & 0xffff;
+}
+
+export interface Tcp4Spec {
+  dst?: string;
+  src?: string;
+  ipSrc?: number[];
+  ipDst?: number[];
+  sport?: number;
+  dport?: number;
+  seq?: number;
+  flags?: number;
+  id?: number;
+  payload: Uint8Array;
+  /** 'full' (valid checksums), 'partial' (TCP field = pseudo-header sum, as a guest with NEEDS_CSUM). */
+  csum?: 'full' | 'partial';
+}
+
+/** Ethernet + IPv4 (20 bytes, DF) + TCP (20 bytes) with checksums, built by hand for the tests. */
+export function tcp4Frame(s: Tcp4Spec): Uint8Array {
+  const p = s.payload;
+  const f = new Uint8Array(54 + p.length);
+  f.set(macBytes(s.dst ?? DEV_MAC), 0);
+  f.set(macBytes(s.src ?? PEER_MAC), 6);
+  f[12] = 0x08;
+  const ipSrc = s.ipSrc ?? [10, 0, 0, 1];
+  const ipDst = s.ipDst ?? [10, 0, 0, 2];
+  const ip = 14;
+  const ipLen = 40 + p.length;
+  f.set([0x45, 0, ipLen >> 8, ipLen & 0xff, (s.id ?? 0x1000) >> 8, (s.id ?? 0x1000) & 0xff, 0x40, 0, 64, 6], ip);
+  f.set(ipSrc, ip + 12);
+  f.set(ipDst, ip + 16);
+  const ipc = inetChecksum(f, ip, ip + 20);
+  f[ip + 10] = ipc >> 8;
+  f[ip + 11] = ipc & 0xff;
+  const t = 34;
+  const dv = new DataView(f.buffer);
+  dv.setUint16(t, s.sport ?? 40000);
+  dv.setUint16(t + 2, s.dport ?? 80);
+  dv.setUint32(t + 4, (s.seq ?? 1000) >>> 0);
+  dv.setUint32(t + 8, 7);
+  f[t + 12] = 0x50;
+  f[t + 13] = s.flags ?? 0x18;
+  dv.setUint16(t + 14, 0xffff);
+  f.set(p, t + 20);
+  const tcpLen = 20 + p.length;
+  let pseudo = sum16(Uint8Array.from([...ipSrc, ...ipDst]), 0, 8);
+  pseudo = sum16(Uint8Array.of(0, 6, tcpLen >> 8, tcpLen & 0xff), 0, 4, pseudo);
+  const c = s.csum === 'partial' ? pseudo : inetChecksum(f, t, t + tcpLen, pseudo);
+  dv.setUint16(t + 16, c);
+  return f;
+}
+
+/** The TSO segments Linux would produce for `s` at `mss` (ID +i, seq +i*mss, PSH/FIN last only). */
+export function tsoSegments(s: Tcp4Spec, mss: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  const n = Math.ceil(s.payload.length / mss);
+  for (let i = 0; i < n; i++) {
+    const last = i === n - 1;
+    const flags = last ? (s.flags ?? 0x18) : (s.flags ?? 0x18) & ~0x09;
+    out.push(
+      tcp4Frame({
+        ...s,
+        csum: 'full',
+        id: ((s.id ?? 0x1000) + i) & 0xffff,
+        seq: ((s.seq ?? 1000) + i * mss) >>> 0,
+        flags,
+        payload: s.payload.subarray(i * mss, (i + 1) * mss),
+      }),
+    );
+  }
+  return out;
+}
+
+export function pattern(n: number, seed = 1): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 17 + (i >> 8)) & 0xff;
+  return b;
+}

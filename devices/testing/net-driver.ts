@@ -195,7 +195,9 @@ export class VirtioNetDriver {
       posted = new Map();
       this.rx.set(pair, posted);
     }
-    const n = Math.min(count ?? q.numFree, q.numFree);
+    const per = this.options.rxSplitHeader && !this.options.rxIndirect ? 2 : 1;
+    const free = Math.floor(q.numFree / per);
+    const n = Math.min(count ?? free, free);
     for (let i = 0; i < n; i++) {
       const addr = this.pci.allocator.alloc(size, 64);
       const id = this.addRx(q, { addr, len: size });
