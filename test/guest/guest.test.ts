@@ -4,23 +4,18 @@
  * device plugs in through the same `VfioUserDevice` interface (see docs/vfio-user.md).
  * Runs as root with the cache from test/guest/prepare.sh; skips, saying why, only where those cannot be had.
  */
-import { readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { VfioUserServer } from '../../devices/vfio-user-server.js';
+import type { VfioUserServer } from '../../devices/vfio-user-server.js';
 import { GuestMemory } from '../../lib/guest-memory.js';
 import { STAND_IN_BAR_MAGIC, STAND_IN_MAGIC, StandInDevice } from '../../lib/vfio-user/stand-in-device.js';
-import { guestUnavailableReason, runGuest } from './launch.js';
+import { guestUnavailableReason, inProcessServer, runGuest } from './launch.js';
 
 const reason = guestUnavailableReason();
 if (reason && process.env.CI) throw new Error(`guest test cannot run in CI: ${reason}`);
 
 const fdCount = () => readdirSync('/proc/self/fd').length;
-const mounts = () =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.includes('virtio-net-ts')).length;
-const runDirs = () => readdirSync(tmpdir()).filter((n) => n.startsWith('vnt-guest-')).length;
+const mountsOf = (path: string) => readFileSync('/proc/self/mountinfo', 'utf8').includes(path);
 
 describe.skipIf(reason !== null)(
   `stock Linux guest over vfio-user${reason ? ` (skipped: ${reason})` : ''}`,
@@ -29,8 +24,6 @@ describe.skipIf(reason !== null)(
       timeout: 180_000,
     }, async () => {
       const fds0 = fdCount();
-      const mounts0 = mounts();
-      const dirs0 = runDirs();
       const memory = new GuestMemory();
       const device = new StandInDevice({ memory, msixVectors: 4 });
       let server: VfioUserServer | null = null;
@@ -38,11 +31,7 @@ describe.skipIf(reason !== null)(
       const log: string[] = [];
       const r = await runGuest({
         params: { match: '1b36:7e57', steps: 'pci,standin' },
-        startServer: async (socketPath) => {
-          server = new VfioUserServer(device, { socketPath, log: (l) => log.push(l) });
-          await server.listen();
-          return server;
-        },
+        startServer: inProcessServer(device, (s) => (server = s), { log: (l) => log.push(l) }),
         onResult: (k) => {
           if (k === 'standin_probe')
             dmaWhileRunning = server!.dmaRegions().reduce((s, m) => s + (m.mapped ? m.size : 0n), 0n);
@@ -80,8 +69,10 @@ describe.skipIf(reason !== null)(
       // Everything is gone afterwards: mappings, descriptors, mounts, the run folder.
       expect((server as unknown as VfioUserServer).dmaRegions()).toEqual([]);
       expect(fdCount()).toBe(fds0);
-      expect(mounts()).toBe(mounts0);
-      expect(runDirs()).toBe(dirs0);
+      expect(r.runDir).toMatch(/vnt-guest-/);
+      expect(existsSync(r.runDir)).toBe(false);
+      expect(mountsOf(r.runDir)).toBe(false);
+      expect(mountsOf('qemu-root')).toBe(false);
     });
   },
 );

@@ -14,6 +14,11 @@ import { accessSync, constants, existsSync, mkdtempSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  type VfioUserDevice,
+  VfioUserServer,
+  type VfioUserServerOptions,
+} from '../../devices/vfio-user-server.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -89,6 +94,8 @@ export interface GuestRunResult {
   signal: NodeJS.Signals | null;
   timedOut: boolean;
   durationMs: number;
+  /** The run folder (socket, kernel, initrd); already removed when runGuest resolves. */
+  runDir: string;
 }
 
 function parseResult(line: string): [string, string][] {
@@ -242,6 +249,7 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
       signal,
       timedOut,
       durationMs: Date.now() - t0,
+      runDir: run,
     };
   } finally {
     if (qemu && qemu.exitCode === null && qemu.signalCode === null) {
@@ -254,4 +262,21 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
     if (opts.logDir) writeFileSync(join(opts.logDir, 'serial.log'), `${lines.join('\n')}\n`);
     rmSync(run, { recursive: true, force: true });
   }
+}
+
+/**
+ * A `startServer` that serves `device` from this process; `onServer` receives the server (for its stats).
+ * The real test plugs in the same way: `startServer: inProcessServer(adapter, (s) => (server = s))`.
+ */
+export function inProcessServer(
+  device: VfioUserDevice,
+  onServer?: (server: VfioUserServer) => void,
+  options: Omit<VfioUserServerOptions, 'socketPath'> = {},
+): GuestRunOptions['startServer'] {
+  return async (socketPath) => {
+    const server = new VfioUserServer(device, { ...options, socketPath });
+    await server.listen();
+    onServer?.(server);
+    return server;
+  };
 }
