@@ -13,7 +13,6 @@ import { createVirtioNetPci, type VirtioNetPci } from './virtio-net-pci.js';
 import { DEV_MAC, hexOf, MEM_SIZE, makeBench, openBench, PEER_MAC, rawFrame } from './virtio-net.test-support.js';
 
 const bit = (b: number) => 1n << BigInt(b);
-const C_NUMQ = 0x12;
 const C_GEN = 0x15;
 const C_GF = 0x0c;
 const C_GFSELECT = 0x08;

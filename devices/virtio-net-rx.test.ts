@@ -146,7 +146,6 @@ describe('rx data path', () => {
 describe('receive filter (control queue RX class)', () => {
   const BCAST = 'ff:ff:ff:ff:ff:ff';
   const MCAST = '01:00:5e:00:00:01';
-  const MCAST2 = '33:33:00:00:00:01';
   const OTHER = '52:54:00:99:99:99';
   const kinds = { own: DEV_MAC, other: OTHER, bcast: BCAST, mcast: MCAST } as const;
 

@@ -1,0 +1,192 @@
+// Transmit path through the public object and the synthetic guest: rings and descriptor layouts, sizes,
+// offload metadata to a vnet-header backend, software checksum and segmentation without one, bursts,
+// malformed chains.
+import { describe, expect, it } from 'vitest';
+import { GsoType, NetHdrFlags } from './net-header.js';
+import { LINUX_6_1_FEATURES } from './testing/net-driver.js';
+import { MAX_FRAME, TX_BURST } from './virtio-net.js';
+import { NetF } from './virtio-net-features.js';
+import type { VirtioNetPci } from './virtio-net-pci.js';
+import {
+  DEV_MAC,
+  hexOf,
+  offload,
+  openBench,
+  PEER_MAC,
+  pattern,
+  rawFrame,
+  tcp4Frame,
+  tsoSegments,
+} from './virtio-net.test-support.js';
+
+const bit = (b: number) => 1n << BigInt(b);
+
+function stats(dev: VirtioNetPci) {
+  return dev.stats() as Record<string, number> & { queues: Record<string, number>[]; lastError: string | null };
+}
+
+const TSO_OFF = offload({ flags: NetHdrFlags.NEEDS_CSUM, gsoType: GsoType.TCPV4, hdrLen: 54, gsoSize: 1000, csumStart: 34, csumOffset: 16 });
+const CSUM_OFF = offload({ flags: NetHdrFlags.NEEDS_CSUM, csumStart: 34, csumOffset: 16 });
+
+describe('tx data path', () => {
+  for (const packed of [false, true]) {
+    for (const layout of [{}, { split: true }, { indirect: true }, { split: true, indirect: true }]) {
+      it(`${packed ? 'packed' : 'split'} ring, ${JSON.stringify(layout)}: bytes exact, no offload, used len 0`, () => {
+        const b = openBench({ packed });
+        const sizes = [14, 60, 1514, 4000, 65535, MAX_FRAME];
+        const q = b.driver.queue(1);
+        const used: number[] = [];
+        for (const n of sizes) {
+          b.driver.send(rawFrame(n, PEER_MAC, DEV_MAC, n), layout);
+          used.push(q.getUsed()?.len ?? -1);
+        }
+        expect(b.sent.map((x) => hexOf(x.frame))).toEqual(sizes.map((n) => hexOf(rawFrame(n, PEER_MAC, DEV_MAC, n))));
+        expect(b.sent.every((x) => x.offload === null && x.queuePair === 0)).toBe(true);
+        expect(used).toEqual(sizes.map(() => 0));
+        const s = stats(b.dev);
+        expect([s.txPackets, s.txBytes, s.txDropped]).toEqual([sizes.length, sizes.reduce((a, n) => a + n, 0), 0]);
+      });
+    }
+  }
+
+  it('a frame gathered from many small descriptors (header split across them too)', () => {
+    const b = openBench();
+    const f = rawFrame(3000, PEER_MAC, DEV_MAC, 9);
+    const all = new Uint8Array(12 + f.length);
+    all.set(f, 12);
+    const parts: Uint8Array[] = [];
+    for (let o = 0; o < all.length; o += 97) parts.push(all.slice(o, o + 97));
+    b.driver.queue(1).add(parts.slice(0, 30), []);
+    b.driver.queue(1).add([all], []);
+    b.driver.pci.kick(1);
+    expect(b.sent.map((x) => hexOf(x.frame))).toEqual([hexOf(all.subarray(12, 30 * 97)), hexOf(f)]);
+  });
+
+  it('frames shorter than 14 bytes or longer than the maximum are dropped, their chains completed', () => {
+    const b = openBench();
+    const q = b.driver.queue(1);
+    for (const f of [new Uint8Array(13), new Uint8Array(0), rawFrame(MAX_FRAME + 1, PEER_MAC, DEV_MAC)]) {
+      b.driver.send(f);
+      expect(q.getUsed()).not.toBeNull();
+    }
+    expect(b.sent).toHaveLength(0);
+    expect(stats(b.dev).txDropped).toBe(3);
+    expect(stats(b.dev).status & 0x40).toBe(0);
+  });
+
+  it('a chain shorter than the header is a broken driver: NEEDS_RESET, config interrupt, nothing thrown', () => {
+    const b = openBench();
+    b.irq.takeVectors();
+    b.driver.queue(1).add([new Uint8Array(11)], []);
+    expect(() => b.driver.pci.kick(1)).not.toThrow();
+    expect(b.driver.pci.status & 0x40).toBe(0x40);
+    expect(b.irq.takeVectors()).toContain(0);
+    expect(stats(b.dev).lastError).toMatch(/header/);
+    // Nothing more is processed until reset, and nothing throws.
+    expect(() => b.driver.send(rawFrame(60, PEER_MAC, DEV_MAC))).not.toThrow();
+    expect(b.sent).toHaveLength(0);
+  });
+
+  it('a tx chain with only device-writable buffers is a broken driver too', () => {
+    const b = openBench();
+    b.driver.queue(1).add([], [new Uint8Array(100)]);
+    b.driver.pci.kick(1);
+    expect(b.driver.pci.status & 0x40).toBe(0x40);
+  });
+
+  it(`more than ${TX_BURST} chains in one kick: the rest follow on the next turn of the event loop`, async () => {
+    const b = openBench({}, {}, {});
+    const q = b.driver.queue(1);
+    const n = TX_BURST + 40;
+    for (let i = 0; i < n; i++) {
+      const f = new Uint8Array(12 + 60);
+      f.set(rawFrame(60, PEER_MAC, DEV_MAC, i), 12);
+      q.add([f], []);
+      if (q.numFree === 0) break;
+    }
+    const posted = 256; // queue size
+    b.driver.pci.kick(1);
+    expect(b.sent).toHaveLength(Math.min(posted, TX_BURST));
+    // The guest posts more while the device yields.
+    let extra = 0;
+    for (let u = q.getUsed(); u; u = q.getUsed()) extra++;
+    for (let i = 0; i < 40; i++) {
+      const f = new Uint8Array(12 + 60);
+      f.set(rawFrame(60, PEER_MAC, DEV_MAC, 1000 + i), 12);
+      q.add([f], []);
+    }
+    expect(extra).toBe(TX_BURST);
+    await new Promise((r) => setImmediate(r));
+    expect(b.sent).toHaveLength(posted + 40);
+    expect(b.sent.at(-1)!.frame).toEqual(rawFrame(60, PEER_MAC, DEV_MAC, 1039));
+  });
+});
+
+describe('tx offloads', () => {
+  const spec = { payload: pattern(3500, 7), csum: 'partial' as const, dst: PEER_MAC, src: DEV_MAC, id: 0x3000, seq: 77, flags: 0x19 };
+
+  it('vnet-header backend: NEEDS_CSUM / GSO metadata arrive unchanged with the frame', () => {
+    const b = openBench();
+    expect(b.driver.has(NetF.HOST_TSO4) && b.driver.has(NetF.CSUM)).toBe(true);
+    const f = tcp4Frame(spec);
+    b.driver.send(f, { offload: TSO_OFF });
+    b.driver.send(f, { offload: { ...TSO_OFF, gsoType: GsoType.TCPV4 | GsoType.ECN } });
+    b.driver.send(f, { offload: CSUM_OFF, split: true });
+    expect(b.sent.map((x) => hexOf(x.frame))).toEqual([hexOf(f), hexOf(f), hexOf(f)]);
+    expect(b.sent.map((x) => x.offload)).toEqual([TSO_OFF, { ...TSO_OFF, gsoType: 0x81 }, CSUM_OFF]);
+    // DATA_VALID alone is not an offload request: the frame goes without metadata.
+    b.driver.send(f, { offload: { flags: NetHdrFlags.DATA_VALID } });
+    expect(b.sent.at(-1)!.offload).toBeNull();
+  });
+
+  it('no vnet header: checksum completed and TSO segmented in software, byte for byte', () => {
+    const b = openBench({}, { vnetHeader: false });
+    expect(b.driver.has(NetF.CSUM)).toBe(false);
+    b.driver.send(tcp4Frame(spec), { offload: TSO_OFF });
+    const want = tsoSegments(spec, 1000);
+    expect(want).toHaveLength(4);
+    // FIN (0x01) and PSH only on the last segment.
+    expect(want.map((w) => w[47])).toEqual([0x10, 0x10, 0x10, 0x19]);
+    expect(b.sent.map((x) => hexOf(x.frame))).toEqual(want.map(hexOf));
+    expect(b.sent.every((x) => x.offload === null)).toBe(true);
+    b.sent.length = 0;
+    const one = { ...spec, payload: pattern(801, 2) };
+    b.driver.send(tcp4Frame(one), { offload: CSUM_OFF });
+    expect(b.sent.map((x) => hexOf(x.frame))).toEqual([hexOf(tcp4Frame({ ...one, csum: 'full' }))]);
+    const s = stats(b.dev);
+    expect([s.txPackets, s.txDropped]).toEqual([5, 0]);
+  });
+
+  it('vnet-header backend but HOST_TSO4 not negotiated: the device segments (guest asked for what it may not)', () => {
+    const b = openBench({}, {}, { wanted: LINUX_6_1_FEATURES & ~(bit(NetF.HOST_TSO4) | bit(NetF.HOST_ECN)) });
+    b.driver.send(tcp4Frame(spec), { offload: TSO_OFF });
+    expect(b.sent.map((x) => hexOf(x.frame))).toEqual(tsoSegments(spec, 1000).map(hexOf));
+    // The checksum-only request is still passed through (CSUM negotiated).
+    b.driver.send(tcp4Frame(spec), { offload: CSUM_OFF });
+    expect(b.sent.at(-1)!.offload).toEqual(CSUM_OFF);
+  });
+
+  it('bad offload fields are counted drops, never exceptions', () => {
+    const b = openBench({}, { vnetHeader: false });
+    const f = tcp4Frame(spec);
+    b.driver.send(f, { offload: { ...CSUM_OFF, csumStart: 5000 } });
+    b.driver.send(f, { offload: { ...TSO_OFF, gsoSize: 0 } });
+    b.driver.send(f, { offload: { ...TSO_OFF, gsoType: GsoType.TCPV6 } });
+    b.driver.send(rawFrame(100, PEER_MAC, DEV_MAC), { offload: TSO_OFF });
+    b.driver.send(f, { offload: { ...TSO_OFF, gsoType: 0x42 } });
+    expect(b.sent).toHaveLength(0);
+    expect(stats(b.dev).txDropped).toBe(5);
+    expect(b.driver.pci.status & 0x40).toBe(0);
+  });
+
+  it('software segmentation stays exact after earlier larger frames (no stale scratch bytes)', () => {
+    const b = openBench({}, { vnetHeader: false });
+    const big = { ...spec, payload: pattern(9000, 1) };
+    b.driver.send(tcp4Frame(big), { offload: { ...TSO_OFF, gsoSize: 8000 } });
+    b.sent.length = 0;
+    const small = { ...spec, payload: pattern(101, 5) };
+    b.driver.send(tcp4Frame(small), { offload: CSUM_OFF });
+    b.driver.send(tcp4Frame(spec), { offload: TSO_OFF });
+    expect(b.sent.map((x) => hexOf(x.frame))).toEqual([hexOf(tcp4Frame({ ...small, csum: 'full' })), ...tsoSegments(spec, 1000).map(hexOf)]);
+  });
+});
