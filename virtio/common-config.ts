@@ -98,9 +98,11 @@ export class CommonConfig implements PieceHandler {
       case COMMON_CFG.queueReset:
         // Queue reset completes synchronously, so it never reads 1 (§4.1.4.3.2: 0 once done).
         return 0;
+      // §4.1.4.3: first admin queue index and count; 0/0 unless VIRTIO_F_ADMIN_VQ is offered (group owner).
       case COMMON_CFG.adminQueueIndex:
+        return c.adminQueueIndex;
       case COMMON_CFG.adminQueueNum:
-        return 0; // no admin virtqueues (VIRTIO_F_ADMIN_VQ not offered)
+        return c.adminQueueNum;
       default:
         void size;
         return 0;

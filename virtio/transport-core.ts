@@ -9,10 +9,14 @@
  * device callback that throws) become DEVICE_NEEDS_RESET, as QEMU's virtio_error() does.
  */
 import type { GuestMemory } from '../lib/guest-memory.js';
+import type { AdminCommandState } from './admin-commands.js';
+import type { AdminQueue, AdminQueueContext } from './admin-queue.js';
 import { createVirtqueue } from './create-virtqueue.js';
 import {
+  featureBit,
   hasFeature,
   LEGACY_ONLY_FEATURES,
+  VIRTIO_F_ADMIN_VQ,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_IN_ORDER,
   VIRTIO_F_RING_PACKED,
@@ -63,6 +67,17 @@ export interface TransportSignals {
   readonly msixVectors: number;
 }
 
+/** One queue's registers and ring indices in a snapshot. */
+export interface QueueSnapshot {
+  size: number;
+  vector: number;
+  enabled: boolean;
+  desc: [number, number];
+  driver: [number, number];
+  device: [number, number];
+  ring: VirtqueueState | null;
+}
+
 /** JSON-serialisable transport state (see `TransportCore.snapshot`). */
 export interface TransportSnapshot {
   status: number;
@@ -77,16 +92,20 @@ export interface TransportSnapshot {
   activated: boolean;
   broken: boolean;
   legacyDriver: boolean;
-  queues: {
-    size: number;
-    vector: number;
-    enabled: boolean;
-    desc: [number, number];
-    driver: [number, number];
-    device: [number, number];
-    ring: VirtqueueState | null;
-  }[];
+  queues: QueueSnapshot[];
+  /** Administration virtqueues (only when the transport has them): LIST_USE state and queue registers. */
+  admin?: { commands: AdminCommandState; queues: QueueSnapshot[] };
   device?: unknown;
+}
+
+/** Where the administration virtqueues sit and how large they may be (`TransportCore.setAdminQueues`). */
+export interface AdminQueueLayout {
+  /** First admin queue index: at or above every num_queues the device can report (§4.1.4.3.1). */
+  index: number;
+  /** Number of admin queues (admin_queue_num). */
+  count: number;
+  /** Maximum queue_size of each. */
+  maxSize: number;
 }
 
 function isPow2(n: number): boolean {
@@ -120,10 +139,15 @@ export class TransportCore {
   /** num_queues for the current driver features (kicks check it; devices may compute it with bigints). */
   private numQueuesCache = 0;
   readonly queues: QueueRegisters[];
-  readonly offered: bigint;
-  /** What device_feature shows: the legacy-only bits are masked out (QEMU legacy_features). */
-  readonly modernOffered: bigint;
+  private offeredBits: bigint;
+  private modernOfferedBits: bigint;
   private readonly context: VirtioDeviceContext;
+  /** Administration virtqueues (VIRTIO_F_ADMIN_VQ), when the function owns a device group. */
+  private admin: AdminQueue | null = null;
+  private adminLayout: AdminQueueLayout = { index: 0, count: 0, maxSize: 0 };
+  /** Registers of admin queue `adminLayout.index + k` at `k`. */
+  private adminRegs: QueueRegisters[] = [];
+  private readonly adminContext: AdminQueueContext;
 
   constructor(
     readonly device: VirtioDevice,
@@ -134,8 +158,8 @@ export class TransportCore {
     /** Called with every guest error turned into NEEDS_RESET (optional VMM logging). */
     private readonly onGuestError?: (reason: string) => void,
   ) {
-    this.offered = offered;
-    this.modernOffered = offered & ~LEGACY_ONLY_FEATURES;
+    this.offeredBits = offered;
+    this.modernOfferedBits = offered & ~LEGACY_ONLY_FEATURES;
     const n = Math.min(VIRTIO_QUEUE_MAX, Math.max(device.numQueues(0n), device.numQueues(offered)));
     this.queues = [];
     for (let i = 0; i < n; i++) this.queues.push(this.freshQueue(i, 0n));
@@ -152,6 +176,114 @@ export class TransportCore {
       configChanged: () => core.configChanged(),
       needsReset: (reason) => core.needsReset(reason),
     };
+    this.adminContext = {
+      memory,
+      queue: (i) => (core.activated ? (core.adminQueueRegisters(i)?.vq ?? null) : null),
+      notifyQueue: (i) => core.notifyAdminQueue(i),
+      needsReset: (reason) => core.needsReset(reason),
+    };
+  }
+
+  /** Every bit offered: device bits plus transport bits (features.ts `transportFeatures`). */
+  get offered(): bigint {
+    return this.offeredBits;
+  }
+  /** What device_feature shows: the legacy-only bits are masked out (QEMU legacy_features). */
+  get modernOffered(): bigint {
+    return this.modernOfferedBits;
+  }
+
+  // ------------------------------------------------------------------ administration virtqueues
+
+  /**
+   * Gives the transport administration virtqueues (VIRTIO 1.3 §2.13, §4.1.4.3): offers VIRTIO_F_ADMIN_VQ,
+   * reports `layout` in admin_queue_index/admin_queue_num, and serves the queues with `admin`. Call
+   * before the driver sees the device (the offered features change). Not for the device's own queues:
+   * the device never sees admin indices.
+   */
+  setAdminQueues(admin: AdminQueue, layout: AdminQueueLayout): void {
+    const { index, count, maxSize } = layout;
+    if (!Number.isInteger(index) || index < this.queues.length)
+      throw new RangeError(
+        `admin queue index ${index} is below the device's queue count ${this.queues.length}`,
+      );
+    if (!Number.isInteger(count) || count < 1 || index + count > VIRTIO_QUEUE_MAX)
+      throw new RangeError(`admin queues ${index}+${count} do not fit below ${VIRTIO_QUEUE_MAX}`);
+    if (!Number.isInteger(maxSize) || maxSize < 1 || maxSize > 0x8000)
+      throw new RangeError(`admin queue size ${maxSize} must be 1..32768`);
+    this.admin = admin;
+    this.adminLayout = { index, count, maxSize };
+    this.adminRegs = [];
+    for (let k = 0; k < count; k++) this.adminRegs.push(this.freshAdminQueue());
+    this.offeredBits |= featureBit(VIRTIO_F_ADMIN_VQ);
+    this.modernOfferedBits |= featureBit(VIRTIO_F_ADMIN_VQ);
+  }
+
+  /** admin_queue_index / admin_queue_num as the common config reports them (0/0 without admin queues). */
+  get adminQueueIndex(): number {
+    return this.admin ? this.adminLayout.index : 0;
+  }
+  get adminQueueNum(): number {
+    return this.admin ? this.adminLayout.count : 0;
+  }
+
+  /** Whether `i` is an admin queue index the driver can use now (it wrote VIRTIO_F_ADMIN_VQ). */
+  isAdminQueue(i: number): boolean {
+    const l = this.adminLayout;
+    return (
+      this.admin !== null &&
+      i >= l.index &&
+      i < l.index + l.count &&
+      hasFeature(this.driverFeatures, VIRTIO_F_ADMIN_VQ)
+    );
+  }
+
+  /** Admin queue `i`'s registers, or null when `i` is no usable admin queue. */
+  adminQueueRegisters(i: number): QueueRegisters | null {
+    return this.isAdminQueue(i) ? (this.adminRegs[i - this.adminLayout.index] ?? null) : null;
+  }
+
+  /** Registers of queue `i` as queue_select sees it: a device queue below num_queues, or an admin queue. */
+  queueRegisters(i: number): QueueRegisters | null {
+    if (i < this.numQueues()) return this.queues[i] ?? null;
+    return this.adminQueueRegisters(i);
+  }
+
+  private freshAdminQueue(): QueueRegisters {
+    const max = this.adminLayout.maxSize;
+    return {
+      size: max,
+      maxSize: max,
+      vector: VIRTIO_MSI_NO_VECTOR,
+      enabled: false,
+      descLo: 0,
+      descHi: 0,
+      driverLo: 0,
+      driverHi: 0,
+      deviceLo: 0,
+      deviceHi: 0,
+      vq: null,
+    };
+  }
+
+  /** The admin queue's used-buffer notification (same path as a device queue's). */
+  private notifyAdminQueue(i: number): void {
+    if (!this.activated || this.broken) return;
+    const q = this.adminQueueRegisters(i);
+    if (!q?.enabled) return;
+    this.isr |= VIRTIO_ISR_QUEUE;
+    this.signals.interrupt(q.vector);
+  }
+
+  /** Run every enabled admin queue (at DRIVER_OK: the driver may have queued commands before). */
+  private processAdminQueues(): void {
+    const admin = this.admin;
+    if (!admin) return;
+    for (let k = 0; k < this.adminRegs.length; k++) {
+      const i = this.adminLayout.index + k;
+      if (this.broken) return;
+      if (this.adminQueueRegisters(i)?.enabled) this.guard(() => void admin.process(this.adminContext, i));
+    }
   }
 
   private freshQueue(index: number, features: bigint): QueueRegisters {
@@ -181,7 +313,7 @@ export class TransportCore {
 
   /** The selected queue's registers, or null when queue_select names no queue (reads 0, writes ignored). */
   selected(): QueueRegisters | null {
-    return this.queueSelect < this.numQueues() ? (this.queues[this.queueSelect] ?? null) : null;
+    return this.queueRegisters(this.queueSelect);
   }
 
   /** The device hit a guest error and stopped using its queues until reset (QEMU vdev->broken). */
@@ -267,6 +399,7 @@ export class TransportCore {
     this.activated = true;
     // Legacy drivers enable queues (PFN) before DRIVER_OK with whatever features they wrote.
     this.guard(() => this.device.activate(this.context));
+    this.processAdminQueues();
   }
 
   /** Device reset (status 0, FLR, or a legacy PFN write of 0): every register back to its reset value. */
@@ -283,6 +416,9 @@ export class TransportCore {
     this.legacyDriver = false;
     for (let i = 0; i < this.queues.length; i++) this.queues[i] = this.freshQueue(i, 0n);
     this.numQueuesCache = Math.min(this.queues.length, this.device.numQueues(0n));
+    // §2.13 / docs/admin-queue.md: a device reset (status 0, FLR) also resets the admin command state.
+    for (let k = 0; k < this.adminRegs.length; k++) this.adminRegs[k] = this.freshAdminQueue();
+    this.admin?.reset();
     try {
       this.device.reset();
     } catch (e) {
@@ -379,7 +515,8 @@ export class TransportCore {
 
   /** Validate the selected queue's registers and create its ring. Errors become NEEDS_RESET. */
   enableQueue(i: number): boolean {
-    const q = this.queues[i];
+    const isAdmin = this.isAdminQueue(i);
+    const q = isAdmin ? this.adminQueueRegisters(i) : this.queues[i];
     if (!q) return false;
     const f = this.driverFeatures;
     const packed = hasFeature(f, VIRTIO_F_RING_PACKED);
@@ -414,12 +551,18 @@ export class TransportCore {
       return false;
     }
     q.enabled = true;
+    if (isAdmin) return true;
     if (this.activated && this.device.queueEnabled) this.guard(() => this.device.queueEnabled?.(i));
     return true;
   }
 
   /** queue_reset write of 1 (§4.1.4.3.2, VIRTIO_F_RING_RESET): synchronous, so it reads 0 right after. */
   resetQueue(i: number): void {
+    if (this.isAdminQueue(i)) {
+      // Only the ring: the LIST_USE state survives a queue reset (docs/admin-queue.md).
+      this.adminRegs[i - this.adminLayout.index] = this.freshAdminQueue();
+      return;
+    }
     const q = this.queues[i];
     if (!q) return;
     const wasEnabled = q.enabled;
@@ -431,12 +574,21 @@ export class TransportCore {
   kick(i: number): void {
     if (!this.activated || this.broken) return;
     const q = this.queues[i];
-    if (!q?.enabled || !q.vq || i >= this.numQueues()) return;
+    if (!q?.enabled || !q.vq || i >= this.numQueues()) {
+      if (this.admin !== null && this.adminQueueRegisters(i)?.enabled) this.kickAdmin(i);
+      return;
+    }
     try {
       this.device.queueNotify(i); // hot path: no closure
     } catch (e) {
       this.needsReset(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
     }
+  }
+
+  private kickAdmin(i: number): void {
+    const admin = this.admin as AdminQueue;
+    // Commands run synchronously, in queue order (§2.13).
+    this.guard(() => void admin.process(this.adminContext, i));
   }
 
   // ------------------------------------------------------------------ snapshot
@@ -455,15 +607,10 @@ export class TransportCore {
       activated: this.activated,
       broken: this.brokenFlag,
       legacyDriver: this.legacyDriver,
-      queues: this.queues.map((q) => ({
-        size: q.size,
-        vector: q.vector,
-        enabled: q.enabled,
-        desc: [q.descLo, q.descHi],
-        driver: [q.driverLo, q.driverHi],
-        device: [q.deviceLo, q.deviceHi],
-        ring: q.vq ? q.vq.state() : null,
-      })),
+      queues: this.queues.map(queueSnapshot),
+      ...(this.admin
+        ? { admin: { commands: this.admin.snapshot(), queues: this.adminRegs.map(queueSnapshot) } }
+        : {}),
       ...(this.device.snapshot ? { device: this.device.snapshot() } : {}),
     };
   }
@@ -488,33 +635,18 @@ export class TransportCore {
     this.isr = s.isr & 0xff;
     this.status = s.status & 0xff;
     this.brokenFlag = !!s.broken;
-    const f = this.driverFeatures;
     for (let i = 0; i < this.queues.length && i < s.queues.length; i++) {
       const src = s.queues[i];
-      const q = this.queues[i] as QueueRegisters;
-      if (!src) continue;
-      q.size = src.size;
-      q.vector = src.vector;
-      [q.descLo, q.descHi] = src.desc;
-      [q.driverLo, q.driverHi] = src.driver;
-      [q.deviceLo, q.deviceHi] = src.device;
-      if (src.enabled) {
-        q.enabled = true;
-        q.vq = createVirtqueue(
-          this.memory,
-          {
-            index: i,
-            size: q.size,
-            descAddr: address(q.descLo, q.descHi),
-            driverAddr: address(q.driverLo, q.driverHi),
-            deviceAddr: address(q.deviceLo, q.deviceHi),
-            eventIdx: hasFeature(f, VIRTIO_F_EVENT_IDX),
-            inOrder: hasFeature(f, VIRTIO_F_IN_ORDER),
-          },
-          hasFeature(f, VIRTIO_F_RING_PACKED),
-        );
-        if (src.ring) q.vq.restore(src.ring);
+      if (src) this.restoreQueue(this.queues[i] as QueueRegisters, i, src);
+    }
+    if (this.admin && s.admin) {
+      const a = s.admin;
+      if (!Array.isArray(a.queues)) throw new TypeError('transport snapshot: malformed admin queues');
+      for (let k = 0; k < this.adminRegs.length && k < a.queues.length; k++) {
+        const src = a.queues[k];
+        if (src) this.restoreQueue(this.adminRegs[k] as QueueRegisters, this.adminLayout.index + k, src);
       }
+      this.admin.restore(a.commands);
     }
     if (s.activated) {
       this.activated = true;
@@ -522,4 +654,41 @@ export class TransportCore {
     }
     if (s.device !== undefined) this.device.restore?.(s.device);
   }
+
+  private restoreQueue(q: QueueRegisters, index: number, src: QueueSnapshot): void {
+    const f = this.driverFeatures;
+    q.size = src.size;
+    q.vector = src.vector;
+    [q.descLo, q.descHi] = src.desc;
+    [q.driverLo, q.driverHi] = src.driver;
+    [q.deviceLo, q.deviceHi] = src.device;
+    if (!src.enabled) return;
+    q.enabled = true;
+    q.vq = createVirtqueue(
+      this.memory,
+      {
+        index,
+        size: q.size,
+        descAddr: address(q.descLo, q.descHi),
+        driverAddr: address(q.driverLo, q.driverHi),
+        deviceAddr: address(q.deviceLo, q.deviceHi),
+        eventIdx: hasFeature(f, VIRTIO_F_EVENT_IDX),
+        inOrder: hasFeature(f, VIRTIO_F_IN_ORDER),
+      },
+      hasFeature(f, VIRTIO_F_RING_PACKED),
+    );
+    if (src.ring) q.vq.restore(src.ring);
+  }
+}
+
+function queueSnapshot(q: QueueRegisters): QueueSnapshot {
+  return {
+    size: q.size,
+    vector: q.vector,
+    enabled: q.enabled,
+    desc: [q.descLo, q.descHi],
+    driver: [q.driverLo, q.driverHi],
+    device: [q.deviceLo, q.deviceHi],
+    ring: q.vq ? q.vq.state() : null,
+  };
 }

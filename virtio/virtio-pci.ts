@@ -10,6 +10,10 @@
  *
  * The transport creates its PciFunction itself (IDs follow from the device type and the legacy/modern
  * choice, as QEMU picks them), so callers cannot get the IDs wrong; it is `transport.function`.
+ *
+ * A device-group owner (an SR-IOV PF) gets administration virtqueues (VIRTIO 1.3 §2.12, §2.13) with
+ * `adminGroups` / `setAdminGroups`; its members (VFs, built with `legacyAccessForAdmin`) keep a legacy
+ * register block without an I/O BAR for the owner's legacy-access commands (docs/admin-queue.md).
  */
 import { OptionsError } from '../lib/errors.js';
 import type { GuestMemory } from '../lib/guest-memory.js';
@@ -17,9 +21,17 @@ import { type InterruptSink, Msix } from '../pci/msix.js';
 import { PciFunction } from '../pci/pci-function.js';
 import { PcieCapability } from '../pci/pcie-capability.js';
 import { PmCapability } from '../pci/pm-capability.js';
+import {
+  type AdminCommandOptions,
+  type DeviceGroup,
+  LEGACY_NOTIFY_FLAG_MEMBER,
+  type LegacyMemberAccess,
+  type LegacyNotifyEntry,
+} from './admin-commands.js';
+import { AdminQueue } from './admin-queue.js';
 import { CommonConfig } from './common-config.js';
 import { type TransportFeatureOptions, transportFeatures } from './features.js';
-import { LegacyInterface, legacyBarSize } from './legacy.js';
+import { LEGACY_CONFIG_OFF, LEGACY_CONFIG_OFF_MSIX, LegacyInterface, legacyBarSize } from './legacy.js';
 import { NOTIFY_OFF_MULTIPLIER, notifyQueueIndex } from './notify.js';
 import { PCI_CFG_CAP, pciCfgWindow } from './pci-cfg-access.js';
 import { ones, type PieceHandler, splitRead, splitWrite } from './region-access.js';
@@ -77,6 +89,17 @@ export const MODERN_REGIONS = {
 export const MSIX_BAR = 1;
 export const LEGACY_BAR = 0;
 
+/** Maximum queue_size of an administration virtqueue (default of `adminQueueSize`). */
+export const ADMIN_QUEUE_SIZE = 64;
+/**
+ * The legacy notification doorbell of a function built with `legacyAccessForAdmin` (§2.12.1.1 "Legacy
+ * Driver Notification"): a le16 write of a queue index here notifies that queue, as a write to legacy
+ * BAR0 offset 16 would. BAR4 offset 0x1800 lies in the ISR region, whose writes mean nothing otherwise
+ * (QEMU ignores them); the modern notify area cannot serve, since there the address picks the queue.
+ * LEGACY_NOTIFY_INFO reports it as {flags 2 (member), bar 4, offset 0x1800}.
+ */
+export const LEGACY_NOTIFY_DOORBELL = MODERN_REGIONS.isr + 0x800;
+
 export interface VirtioPciOptions {
   device: VirtioDevice;
   memory: GuestMemory;
@@ -103,6 +126,31 @@ export interface VirtioPciOptions {
   vf?: boolean;
   /** Every guest error that put the device into DEVICE_NEEDS_RESET (for VMM logs). */
   onGuestError?: (reason: string) => void;
+  /**
+   * Device groups this function owns (an SR-IOV PF: `[sriovDeviceGroup(sriov, ...)]`): offers
+   * VIRTIO_F_ADMIN_VQ and serves administration virtqueues (§2.13). Same as `setAdminGroups`.
+   */
+  adminGroups?: readonly DeviceGroup[];
+  /**
+   * Keep a legacy register block (§4.1.4.8 layout) without an I/O BAR, reachable only through the group
+   * owner's legacy-access commands (`legacyMemberAccess()`), plus the legacy notification doorbell in
+   * BAR4 at LEGACY_NOTIFY_DOORBELL (`legacyNotifyInfo()`). For SR-IOV VFs, which have no I/O BAR.
+   * The legacy-only feature bits (24, 27) then show in that block's host features, as on BAR0.
+   */
+  legacyAccessForAdmin?: boolean;
+  /**
+   * Whether a legacy device-config access `[offset, offset + length)` lies within one field of the
+   * device type's config (LEGACY_DEV_CFG_* INVALID_FIELD check). Absent: any range inside the config.
+   */
+  isLegacyConfigField?: (offset: number, length: number) => boolean;
+}
+
+/** Administration virtqueue geometry for `setAdminGroups`. */
+export interface AdminQueueOptions extends AdminCommandOptions {
+  /** Maximum queue_size of each admin queue (default ADMIN_QUEUE_SIZE = 64). */
+  size?: number;
+  /** admin_queue_num (default 1). */
+  count?: number;
 }
 
 /** What `snapshot()` returns: JSON data. */
@@ -125,8 +173,6 @@ export class VirtioPciTransport {
   /** MSI-X (BAR1), or null with `msixVectors: 0`. */
   readonly msix: Msix | null;
   readonly device: VirtioDevice;
-  /** Every feature bit offered (device bits + transport bits). */
-  readonly offeredFeatures: bigint;
   readonly modern: boolean;
   readonly legacy: boolean;
   /** Capability offsets (0 when absent). */
@@ -135,6 +181,11 @@ export class VirtioPciTransport {
   private readonly commonCfg: CommonConfig;
   private readonly modernRegion: PieceHandler;
   private readonly legacyRegion: LegacyInterface | null;
+  /** The administration virtqueues, once `setAdminGroups` ran. */
+  private adminQueue: AdminQueue | null = null;
+  private readonly legacyMember: LegacyMemberAccess | null = null;
+  private readonly notifyInfo: readonly LegacyNotifyEntry[] = [];
+  private readonly doorbell: boolean;
 
   constructor(options: VirtioPciOptions) {
     const device = options.device;
@@ -154,8 +205,15 @@ export class VirtioPciTransport {
     this.device = device;
     this.modern = modern;
     this.legacy = legacy;
-    this.offeredFeatures =
-      device.deviceFeatures() | transportFeatures(options.features ?? {}, modern, legacy);
+    const adminLegacy = options.legacyAccessForAdmin ?? false;
+    if (adminLegacy && (legacy || !modern || transitionalId === undefined))
+      throw new OptionsError(
+        'legacyAccessForAdmin needs a modern-only function of a device type with a legacy interface',
+      );
+    this.doorbell = adminLegacy;
+    // The legacy-only bits live in the legacy block alone (modernOffered masks them).
+    const offered =
+      device.deviceFeatures() | transportFeatures(options.features ?? {}, modern, legacy || adminLegacy);
 
     const fn = new VirtioPciFunction({
       vendorId: PCI_VENDOR_ID_REDHAT_QUMRANET,
@@ -178,7 +236,7 @@ export class VirtioPciTransport {
       new PmCapability(fn);
     }
 
-    const nq = Math.max(device.numQueues(0n), device.numQueues(this.offeredFeatures));
+    const nq = Math.max(device.numQueues(0n), device.numQueues(offered));
     const vectors = options.msixVectors ?? Math.min(2048, nq + 1);
     if (!Number.isInteger(vectors) || vectors < 0 || vectors > 2048)
       throw new OptionsError(`msixVectors must be 0..2048, got ${vectors}`);
@@ -187,7 +245,7 @@ export class VirtioPciTransport {
     this.core = new TransportCore(
       device,
       options.memory,
-      this.offeredFeatures,
+      offered,
       {
         msixVectors: vectors,
         interrupt: (v) => this.signal(v),
@@ -200,14 +258,34 @@ export class VirtioPciTransport {
       writePiece: (o, s, v) => this.modernWrite(o, s, v),
     };
 
-    if (legacy) {
-      this.legacyRegion = new LegacyInterface(this.core, {
+    const legacyBlock = (): LegacyInterface =>
+      new LegacyInterface(this.core, {
         msixEnabled: () => this.msix?.enabled ?? false,
         isrRead: () => this.readIsr(),
         kick: (q) => this.core.kick(q),
         readConfig: (o, s) => this.readDeviceConfig(o, s),
         writeConfig: (o, s, v) => this.writeDeviceConfig(o, s, v),
       });
+    if (adminLegacy) {
+      const block = legacyBlock();
+      const member: LegacyMemberAccess = {
+        registers: block,
+        deviceConfigOffset: () => (this.msix?.enabled ? LEGACY_CONFIG_OFF_MSIX : LEGACY_CONFIG_OFF),
+        deviceConfigLength: () => this.configLength(),
+      };
+      const field = options.isLegacyConfigField;
+      if (field) member.isDeviceConfigField = (o, l) => field(o, l);
+      this.legacyMember = member;
+      this.notifyInfo = Object.freeze([
+        Object.freeze({
+          flags: LEGACY_NOTIFY_FLAG_MEMBER,
+          bar: MODERN_BAR,
+          offset: BigInt(LEGACY_NOTIFY_DOORBELL),
+        } as LegacyNotifyEntry),
+      ]);
+    }
+    if (legacy) {
+      this.legacyRegion = legacyBlock();
       const region = this.legacyRegion;
       fn.defineBar(LEGACY_BAR, {
         size: legacyBarSize(this.configLength(), vectors > 0),
@@ -265,6 +343,56 @@ export class VirtioPciTransport {
     this.msix = msix;
     // FLR (and any PCI reset) resets the virtio device too (QEMU virtio_pci_reset).
     fn.onReset(() => this.core.reset());
+    if (options.adminGroups) this.setAdminGroups(options.adminGroups);
+  }
+
+  /** Every feature bit offered (device bits + transport bits; VIRTIO_F_ADMIN_VQ once admin groups are set). */
+  get offeredFeatures(): bigint {
+    return this.core.offered;
+  }
+
+  // ------------------------------------------------------------------ administration virtqueues
+
+  /**
+   * Makes this function the owner of `groups` (VIRTIO 1.3 §2.12): offers VIRTIO_F_ADMIN_VQ (bit 41) and
+   * serves `options.count` administration virtqueues (§2.13) at admin_queue_index = the largest
+   * num_queues the device can report (virtio-net: 2·max_pairs + 1), so MQ never moves them. Call once,
+   * before the driver sees the function. Throws OptionsError on a VF, without groups, or when called twice.
+   */
+  setAdminGroups(groups: readonly DeviceGroup[], options: AdminQueueOptions = {}): void {
+    if (this.function.isVf) throw new OptionsError('adminGroups: a VF owns no device group (§2.12.1)');
+    if (!this.modern)
+      throw new OptionsError('adminGroups: administration virtqueues need the modern interface');
+    if (this.adminQueue) throw new OptionsError('adminGroups: already set');
+    if (groups.length === 0) throw new OptionsError('adminGroups: no group given');
+    const size = options.size ?? ADMIN_QUEUE_SIZE;
+    const count = options.count ?? 1;
+    let aq: AdminQueue;
+    try {
+      aq = new AdminQueue(groups, options);
+      this.core.setAdminQueues(aq, { index: this.core.queues.length, count, maxSize: size });
+    } catch (e) {
+      throw new OptionsError(`adminGroups: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    this.adminQueue = aq;
+  }
+
+  /** The administration virtqueue processor (counters, LIST_USE state), or null without admin groups. */
+  get admin(): AdminQueue | null {
+    return this.adminQueue;
+  }
+
+  /**
+   * This function's legacy register block for its group owner's LEGACY_*_CFG_* commands (§2.12.1.1),
+   * or null unless built with `legacyAccessForAdmin`. The same object every call.
+   */
+  legacyMemberAccess(): LegacyMemberAccess | null {
+    return this.legacyMember;
+  }
+
+  /** LEGACY_NOTIFY_INFO entries of this function (its BAR4 doorbell), empty unless `legacyAccessForAdmin`. */
+  legacyNotifyInfo(): readonly LegacyNotifyEntry[] {
+    return this.notifyInfo;
   }
 
   // ------------------------------------------------------------------ accessors the VMM calls
@@ -326,6 +454,8 @@ export class VirtioPciTransport {
   private modernRead(o: number, s: 1 | 2 | 4): number {
     const R = MODERN_REGIONS;
     if (o < R.isr) return this.commonCfg.readPiece(o - R.common, s);
+    // The doorbell is write-only; reading it must not clear the ISR.
+    if (this.doorbell && o >= LEGACY_NOTIFY_DOORBELL && o < LEGACY_NOTIFY_DOORBELL + 2) return 0;
     if (o < R.device) return this.readIsr();
     if (o < R.notify) return this.readDeviceConfig(o - R.device, s);
     return 0; // notify area reads 0 (QEMU)
@@ -334,9 +464,11 @@ export class VirtioPciTransport {
   private modernWrite(o: number, s: 1 | 2 | 4, v: number): void {
     const R = MODERN_REGIONS;
     if (o < R.isr) this.commonCfg.writePiece(o - R.common, s, v);
-    else if (o < R.device)
-      return; // ISR is read-only
-    else if (o < R.notify) this.writeDeviceConfig(o - R.device, s, v);
+    else if (o < R.device) {
+      // ISR is read-only; a le16 (or wider) write at the doorbell is a legacy queue notification.
+      if (this.doorbell && o === LEGACY_NOTIFY_DOORBELL && s >= 2) this.core.kick(v & 0xffff);
+      return;
+    } else if (o < R.notify) this.writeDeviceConfig(o - R.device, s, v);
     else this.core.kick(notifyQueueIndex(o - R.notify));
   }
 
