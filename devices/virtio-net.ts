@@ -188,6 +188,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   private readonly rxChains: DescriptorChain[] = [new DescriptorChain(8)];
   private readonly txScratch = new Uint8Array(MAX_FRAME + 32);
   private readonly rxHeader = new Uint8Array(20);
+  private readonly txHeader = new Uint8Array(20);
+  /** Views of the first n bytes of rxHeader / txHeader, by n (a fresh subarray per frame would allocate). */
+  private readonly rxHeaderViews: Uint8Array[] = [];
+  private readonly txHeaderViews: Uint8Array[] = [];
   private readonly txOffload = emptyOffload();
   private readonly rxOffloadCopy = emptyOffload();
   private readonly pkt = new ParsedPacket();
@@ -580,17 +584,15 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     let headerBytes: Uint8Array;
     let headerOffset = 0;
     // Zero copy when the frame lies in one segment (after a separate header or after the header in it).
-    if (chain.readableCount === 1) {
-      const v = mem.tryView(chain.addr[0]!, total);
-      if (v) {
-        headerBytes = v;
-        frame = v.subarray(hdr);
-      } else headerBytes = this.txScratch;
-    } else if (chain.readableCount === 2 && chain.len[0] === hdr) {
-      frame = mem.tryView(chain.addr[1]!, frameLength);
-      headerBytes = this.rxHeader;
-      if (frame) mem.readInto(chain.addr[0]!, this.rxHeader.subarray(0, hdr));
-    } else headerBytes = this.txScratch;
+    // One view per frame (the frame itself); the header is copied byte-wise into a scratch (no view).
+    headerBytes = this.txHeader;
+    if (chain.readableCount === 1) frame = mem.tryView(chain.addr[0]! + hdr, frameLength);
+    else if (chain.readableCount === 2 && chain.len[0] === hdr) frame = mem.tryView(chain.addr[1]!, frameLength);
+    if (frame) {
+      let h = this.txHeaderViews[hdr];
+      if (h === undefined) h = this.txHeaderViews[hdr] = this.txHeader.subarray(0, hdr);
+      gatherReadable(mem, chain, h);
+    }
     if (!frame) {
       gatherReadable(mem, chain, this.txScratch.subarray(0, total));
       headerBytes = this.txScratch;
@@ -788,10 +790,16 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       const chain = this.rxChains[i]!;
       const cap = chain.writableLength;
       let written = 0;
-      if (i === 0) written = scatterWritable(mem, chain, this.rxHeader.subarray(0, hdr), 0);
+      if (i === 0) {
+        let h = this.rxHeaderViews[hdr];
+        if (h === undefined) h = this.rxHeaderViews[hdr] = this.rxHeader.subarray(0, hdr);
+        written = scatterWritable(mem, chain, h, 0);
+      }
       const fStart = offset + written - hdr;
       const n = Math.min(cap - written, total - (offset + written));
-      if (n > 0) written += scatterWritable(mem, chain, frame.subarray(fStart, fStart + n), written);
+      // The whole frame in one buffer (the common case) needs no view.
+      const part = fStart === 0 && n === frame.length ? frame : frame.subarray(fStart, fStart + n);
+      if (n > 0) written += scatterWritable(mem, chain, part, written);
       offset += written;
       q.addUsed(chain, written);
     }
