@@ -1,0 +1,293 @@
+/**
+ * The virtio-net device's per-frame JS cost, tx and rx, 64 B and 1514 B frames, with a null backend (it
+ * drops everything and counts). Driven as a guest drives it: the synthetic guest (VirtioNetDriver) brings
+ * the device up through the PCI transport; for tx it has a batch of chains posted and kicks once (a BAR
+ * write to the notify area); for rx it has buffers posted and frames arrive through the backend sink.
+ * Each result is compared with a baseline in the same process that only copies the same bytes.
+ * The guest re-posts each batch with a couple of ring stores outside the timed section (the ring layout
+ * the real driver wrote once is reused), so only the device runs while the clock runs.
+ *
+ * Run: `npm run bench` (all benches), or `node --expose-gc --import tsx bench/device.bench.ts`.
+ * DEVICE_BENCH_ONLY="tx 64" runs one scenario in this process (for --cpu-prof).
+ */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { GuestMemory } from '../lib/guest-memory.js';
+import type {
+  BackendCapabilities,
+  BackendSink,
+  NetBackend,
+  NetOffload,
+  TransmitResult,
+} from '../lib/net-backend.js';
+import { VirtioNetDriver } from '../devices/testing/net-driver.js';
+import { createVirtioNetPci } from '../devices/virtio-net-pci.js';
+import { InterruptCollector } from '../virtio/testing/pci-driver.js';
+import { type BenchResult, bench, gcExposed, report } from './harness.js';
+
+/** Chains per kick (tx) or frames per backend burst (rx); half the 256-entry ring. */
+const BATCH = 128;
+const LAPS = Number(process.env.DEVICE_BENCH_LAPS ?? 4000);
+const GOAL_NS = 300;
+
+/** A backend that drops every guest frame and counts it; the bench calls its sink for rx. */
+class NullBackend implements NetBackend {
+  readonly capabilities: BackendCapabilities = {
+    vnetHeader: true,
+    offloads: { csum: true, tso4: true, tso6: true, ecn: true, ufo: true, uso4: true, uso6: true },
+    queuePairs: 1,
+  };
+  sink: BackendSink | null = null;
+  packets = 0;
+  bytes = 0;
+  attach(sink: BackendSink): void {
+    this.sink = sink;
+  }
+  transmit(frame: Uint8Array, _queuePair: number, _offload: NetOffload | null): TransmitResult {
+    this.packets++;
+    this.bytes += frame.length;
+    return 'sent';
+  }
+  pause(): void {}
+  resume(): void {}
+  close(): void {}
+}
+
+interface Scenario {
+  name: string;
+  /** Device work for one batch (timed). */
+  device: () => void;
+  /** Copies the same bytes, nothing else (timed, the baseline). */
+  baseline: () => void;
+  /** Guest re-posts the batch (untimed). */
+  repost: () => void;
+  /** Checks the device did the work (after the runs). */
+  verify: () => string;
+}
+
+const AVAIL_IDX = 2;
+const AVAIL_RING = 4;
+const USED_IDX = 2;
+
+function setup(direction: 'tx' | 'rx', frameSize: number): Scenario {
+  const ramBytes = new Uint8Array(32 << 20);
+  const memory = new GuestMemory([{ address: 0, bytes: ramBytes }]);
+  const backend = new NullBackend();
+  let interrupts = 0;
+  const dev = createVirtioNetPci({
+    memory,
+    backend,
+    // The VMM's MSI path: count, nothing else.
+    interrupts: {
+      msi: () => {
+        interrupts++;
+      },
+    },
+  });
+  const drv = new VirtioNetDriver(dev, memory, { interrupts: new InterruptCollector(), rxBuffers: BATCH });
+  drv.open();
+  const hdr = drv.hdrSize;
+  const index = direction === 'tx' ? drv.txIndex(0) : drv.rxIndex(0);
+  const q = drv.queue(index);
+  const { driverAddr, deviceAddr, size } = q.config;
+  const notifyBar = (drv.pci as unknown as { notify: { bar: number } }).notify.bar;
+  const notifyOffset = drv.pci.notifyOffset(index);
+  const frame = Uint8Array.from({ length: frameSize }, (_, i) => (i * 13 + 7) & 0xff);
+  frame.set([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+
+  if (direction === 'tx') {
+    // First batch through the real driver: header + frame in one descriptor, as Linux sends.
+    for (let i = 0; i < BATCH; i++) drv.send(frame);
+    // The driver kicked per frame while posting; now it reclaims and we take over the ring.
+    drv.reclaimTx(0);
+  }
+  // Avail slots beyond the first batch repeat the same heads; re-posting is one avail idx store.
+  const heads: number[] = [];
+  let availIdx = memory.readU16(driverAddr + AVAIL_IDX);
+  for (let i = 0; i < BATCH; i++)
+    heads.push(memory.readU16(driverAddr + AVAIL_RING + 2 * ((availIdx - BATCH + i) & (size - 1))));
+  for (let s = 0; s < size; s++) memory.writeU16(driverAddr + AVAIL_RING + 2 * s, heads[s % BATCH]!);
+  const usedEvent = driverAddr + AVAIL_RING + 2 * size;
+  // Frame addresses (for the baseline): the descriptors the driver wrote.
+  const descAddr = q.config.descAddr;
+  const bufAddr = heads.map((h) => Number(memory.readU64(descAddr + 16 * h)));
+  const dv = new DataView(ramBytes.buffer);
+  const scratch = new Uint8Array(65_536);
+  const bufViews = bufAddr.map((a) => ramBytes.subarray(a, a + hdr + frameSize));
+  const hdrBytes = new Uint8Array(hdr);
+
+  let firstLap = direction === 'rx'; // rx: the driver's own posting is the first batch
+  const repost = () => {
+    if (direction === 'tx' || !firstLap) {
+      availIdx = (availIdx + BATCH) & 0xffff;
+      dv.setUint16(driverAddr + AVAIL_IDX, availIdx, true);
+    }
+    firstLap = false;
+    // NAPI done: the guest re-arms its interrupt at the current used index (event idx).
+    dv.setUint16(usedEvent, dv.getUint16(deviceAddr + USED_IDX, true), true);
+  };
+  const sink = backend.sink!;
+  const device =
+    direction === 'tx'
+      ? () => dev.barWrite(notifyBar, notifyOffset, 2, index)
+      : () => {
+          for (let i = 0; i < BATCH; i++) sink.receive(frame, 0, null);
+        };
+  const baseline =
+    direction === 'tx'
+      ? () => {
+          for (let i = 0; i < BATCH; i++) scratch.set(bufViews[i]!);
+        }
+      : () => {
+          for (let i = 0; i < BATCH; i++) {
+            const a = bufAddr[i]!;
+            ramBytes.set(hdrBytes, a);
+            ramBytes.set(frame, a + hdr);
+          }
+        };
+  const name = `${direction} ${frameSize} B`;
+  const statsBefore = () =>
+    dev.stats() as { txPackets: number; rxPackets: number; txDropped: number; rxDropped: number };
+  return {
+    name,
+    device,
+    baseline,
+    repost,
+    verify: () => {
+      const s = statsBefore();
+      return `${name}: device tx ${s.txPackets} (dropped ${s.txDropped}), rx ${s.rxPackets} (dropped ${s.rxDropped}), backend got ${backend.packets}, MSI ${interrupts}, status 0x${(dev.stats() as { status: number }).status.toString(16)}`;
+    },
+  };
+}
+
+interface Row {
+  device: BenchResult;
+  baseline: BenchResult;
+  alloc: { frames: number; heapDelta: number; minorGcs: number; majorGcs: number };
+  verify: string;
+}
+
+async function runScenario(direction: 'tx' | 'rx', size: number): Promise<Row> {
+  const s = setup(direction, size);
+  const device = await bench(`${s.name} device`, s.device, {
+    iterations: LAPS,
+    opsPerIteration: BATCH,
+    beforeEach: s.repost,
+  });
+  // The baseline posts nothing: re-posting without the device consuming would overrun the ring.
+  const baseline = await bench(`${s.name} baseline (copy only)`, s.baseline, {
+    iterations: LAPS,
+    opsPerIteration: BATCH,
+  });
+  report([baseline]);
+  report([device], baseline);
+  // Allocation check: a long untimed run of repost + device, heap and GCs over all of it.
+  const a = await bench(
+    `${s.name} allocation check`,
+    () => {
+      for (let i = 0; i < LAPS; i++) {
+        s.repost();
+        s.device();
+      }
+    },
+    { iterations: 1, warmup: 0 },
+  );
+  const alloc = { frames: LAPS * BATCH, heapDelta: a.heapDelta, minorGcs: a.minorGcs, majorGcs: a.majorGcs };
+  console.log(
+    `${s.name} allocation check: ${alloc.frames} frames, heap ${alloc.heapDelta >= 0 ? '+' : ''}${alloc.heapDelta} bytes, GCs minor/major ${alloc.minorGcs}/${alloc.majorGcs}`,
+  );
+  if (process.env.DEVICE_BENCH_ALLOC_PROFILE) await allocationProfile(s);
+  const verify = s.verify();
+  console.log(verify);
+  return { device, baseline, alloc, verify };
+}
+
+/** Where the device allocates: V8's sampling heap profiler over a run, garbage included. */
+async function allocationProfile(s: Scenario): Promise<void> {
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 256,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  for (let i = 0; i < LAPS; i++) {
+    s.repost();
+    s.device();
+  }
+  const { profile } = (await session.post('HeapProfiler.stopSampling')) as {
+    profile: { head: ProfileNode };
+  };
+  session.disconnect();
+  const sites = new Map<string, number>();
+  const walk = (n: ProfileNode, stack: string[]) => {
+    const cf = n.callFrame;
+    const here = [...stack, `${cf.functionName || '(anon)'} ${cf.url.split('/').pop()}:${cf.lineNumber + 1}`];
+    if (n.selfSize > 0) {
+      const key = here.slice(-3).reverse().join(' <- ');
+      sites.set(key, (sites.get(key) ?? 0) + n.selfSize);
+    }
+    for (const c of n.children) walk(c, here);
+  };
+  walk(profile.head, []);
+  console.log(`${s.name}: sampled allocation sites over ${LAPS * BATCH} frames`);
+  for (const [k, v] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${v} B  ${k}`);
+}
+
+interface ProfileNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: ProfileNode[];
+}
+
+const SCENARIOS: ['tx' | 'rx', number][] = [
+  ['tx', 64],
+  ['tx', 1514],
+  ['rx', 64],
+  ['rx', 1514],
+];
+const scenarioName = ([d, n]: ['tx' | 'rx', number]) => `${d} ${n}`;
+
+async function main(): Promise<void> {
+  const only = process.env.DEVICE_BENCH_ONLY;
+  if (only !== undefined) {
+    const sc = SCENARIOS.find((x) => scenarioName(x) === only);
+    if (sc === undefined) throw new Error(`DEVICE_BENCH_ONLY: unknown scenario ${only}`);
+    const row = await runScenario(sc[0], sc[1]);
+    console.log(`@@ROW ${JSON.stringify(row)}`);
+    return;
+  }
+  console.log(
+    `virtio-net device, null backend: batches of ${BATCH}, ${LAPS} batches per run, GC exposed: ${gcExposed}`,
+  );
+  const rows: Row[] = [];
+  for (const sc of SCENARIOS) {
+    // One process per scenario: call sites stay as monomorphic as in a VMM with one traffic mix.
+    const r = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
+      env: { ...process.env, DEVICE_BENCH_ONLY: scenarioName(sc) },
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(`${scenarioName(sc)} failed: ${r.stderr}`);
+    for (const line of r.stdout.split('\n')) {
+      if (line.startsWith('@@ROW ')) rows.push(JSON.parse(line.slice(6)) as Row);
+      else if (line !== '') console.log(line);
+    }
+  }
+  console.log(
+    '\n| path, frame | device Mpps | JS ns/frame | copy-only baseline Mpps | device/baseline | GCs minor/major (timed) | heap growth, GCs over allocation check |',
+  );
+  console.log('|---|---|---|---|---|---|---|');
+  for (const { device: d, baseline: b, alloc: a } of rows) {
+    console.log(
+      `| ${d.name.replace(' device', '')} | ${(d.opsPerSec / 1e6).toFixed(2)} | ${d.nsPerOp.toFixed(0)} | ${(b.opsPerSec / 1e6).toFixed(2)} | ${(d.opsPerSec / b.opsPerSec).toFixed(3)} | ${d.minorGcs}/${d.majorGcs} over ${d.ops.toLocaleString('en-US')} | ${a.heapDelta} B, ${a.minorGcs}/${a.majorGcs} over ${a.frames.toLocaleString('en-US')} frames |`,
+    );
+  }
+  const tx64 = rows.find((r) => r.device.name.startsWith('tx 64 '));
+  if (tx64)
+    console.log(
+      `\ngoal: < ${GOAL_NS} ns JS per 64 B frame: tx ${tx64.device.nsPerOp.toFixed(0)} ns ${tx64.device.nsPerOp < GOAL_NS ? 'met' : 'NOT met'}`,
+    );
+}
+
+await main();
