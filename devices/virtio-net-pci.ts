@@ -10,6 +10,7 @@ import type { NetBackend } from '../lib/net-backend.js';
 import type { InterruptSink } from '../pci/msix.js';
 import type { BarMapping, PciFunction } from '../pci/pci-function.js';
 import { SriovCapability } from '../pci/sriov.js';
+import { sriovDeviceGroup } from '../virtio/admin-queue.js';
 import { featureBit, VIRTIO_F_SR_IOV } from '../virtio/features.js';
 import {
   MODERN_BAR,
@@ -19,6 +20,7 @@ import {
   type VirtioPciSnapshot,
 } from '../virtio/virtio-pci.js';
 import { type NetSnapshot, type QueueStats, VirtioNet } from './virtio-net.js';
+import { NetConfig } from './virtio-net-config.js';
 import {
   parseVirtioNetPciOptions,
   type VirtioNetInterrupts,
@@ -142,6 +144,9 @@ class VirtioNetPciDevice implements VirtioNetPci {
       modern: !config['disable-modern'],
       routingId: options.routingId,
       vf: isVf,
+      // VFs have no I/O BAR; the PF's admin queue reaches their legacy registers (docs/admin-queue.md).
+      legacyAccessForAdmin: isVf && !config['disable-modern'],
+      isLegacyConfigField: isNetConfigField,
       features: {
         eventIdx: config.event_idx,
         indirectDesc: config.indirect_desc,
@@ -174,12 +179,23 @@ class VirtioNetPciDevice implements VirtioNetPci {
             { index: MSIX_BAR, size: 0x1000, type: 'mem32' },
             { index: MODERN_BAR, size: MODERN_BAR_SIZE, type: 'mem64', prefetchable: true },
           ],
+          rules: 'qemu-11.1',
         },
         {
           createVf: (index, routingId) => this.createVf(index, routingId),
           destroyVf: (index) => this.destroyVf(index),
         },
       );
+      // The PF owns the SR-IOV group (VIRTIO 1.3 §2.12): VIRTIO_F_ADMIN_VQ with the legacy-access commands.
+      if (!config['disable-modern']) {
+        const member = (vf: number) => this.vfDevices[vf - 1]?.transport ?? null;
+        this.transport.setAdminGroups([
+          sriovDeviceGroup(this.sriov, {
+            legacyMember: (vf) => member(vf)?.legacyMemberAccess() ?? null,
+            legacyNotifyInfo: (vf) => member(vf)?.legacyNotifyInfo() ?? [],
+          }),
+        ]);
+      }
     }
   }
 
@@ -290,6 +306,24 @@ class VirtioNetPciDevice implements VirtioNetPci {
     this.vfDevices[index] = undefined;
     while (this.vfDevices.length > 0 && this.vfDevices[this.vfDevices.length - 1] === undefined) this.vfDevices.pop();
   }
+}
+
+/** virtio-net config fields as [start, end) (§5.1.4), for the legacy device-config commands. */
+const NET_CONFIG_FIELDS: readonly (readonly [number, number])[] = [
+  [NetConfig.MAC, NetConfig.STATUS],
+  [NetConfig.STATUS, NetConfig.MAX_VIRTQUEUE_PAIRS],
+  [NetConfig.MAX_VIRTQUEUE_PAIRS, NetConfig.MTU],
+  [NetConfig.MTU, NetConfig.SPEED],
+  [NetConfig.SPEED, NetConfig.DUPLEX],
+  [NetConfig.DUPLEX, NetConfig.RSS_MAX_KEY_SIZE],
+  [NetConfig.RSS_MAX_KEY_SIZE, NetConfig.RSS_MAX_INDIRECTION_TABLE_LENGTH],
+  [NetConfig.RSS_MAX_INDIRECTION_TABLE_LENGTH, NetConfig.SUPPORTED_HASH_TYPES],
+  [NetConfig.SUPPORTED_HASH_TYPES, NetConfig.SIZE],
+];
+
+/** Whether a legacy config access stays inside one virtio-net config field. */
+function isNetConfigField(offset: number, length: number): boolean {
+  return NET_CONFIG_FIELDS.some(([a, b]) => offset >= a && offset + length <= b);
 }
 
 function sum(rows: Record<string, unknown>[], key: string): number {
