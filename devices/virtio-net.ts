@@ -532,16 +532,23 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     let done = 0;
     q.disableNotification();
     for (;;) {
-      while (done < TX_BURST && q.pop(chain)) {
-        this.transmitChain(chain, pair, stats);
-        q.addUsed(chain, 0); // QEMU reports 0 bytes written for tx
-        done++;
-      }
-      if (done > 0) {
-        q.publishUsed();
-        if (q.needsNotification()) {
-          stats.txInterrupts++;
-          ctx.notifyQueue(2 * pair + 1);
+      let batch = 0;
+      try {
+        while (done < TX_BURST && q.pop(chain)) {
+          this.transmitChain(chain, pair, stats);
+          q.addUsed(chain, 0); // QEMU reports 0 bytes written for tx
+          done++;
+          batch++;
+        }
+      } finally {
+        // Also when a broken chain throws: the chains before it were sent and counted, so the guest
+        // must see them completed (QEMU pushes each tx element before looking at the next).
+        if (batch > 0) {
+          q.publishUsed();
+          if (q.needsNotification()) {
+            stats.txInterrupts++;
+            ctx.notifyQueue(2 * pair + 1);
+          }
         }
       }
       if (done >= TX_BURST) {
