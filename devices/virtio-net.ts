@@ -669,7 +669,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
 
   private transmitOne(frame: Uint8Array, pair: number, offload: NetOffload | null): void {
     const stats = this.queueStats[pair]!;
-    if (this.backend.transmit(frame, pair % this.backend.capabilities.queuePairs, offload) === 'sent') {
+    // A driver may keep transmitting on pairs beyond the ones in use (Linux 6.1 sends a stale max_tx_vq
+    // in RSS_CONFIG after `ethtool -L`): send such frames through an attached backend queue, never drop.
+    const inUse = pair < this.curQueuePairs ? pair : pair % this.curQueuePairs;
+    if (this.backend.transmit(frame, inUse % this.backend.capabilities.queuePairs, offload) === 'sent') {
       stats.txPackets++;
       stats.txBytes += frame.length;
     } else stats.txDropped++;
