@@ -21,6 +21,8 @@ export interface GuestFrame {
   frame: Uint8Array;
   offload: NetOffload;
   pair: number;
+  /** Mergeable rx buffers the frame spanned. */
+  numBuffers: number;
 }
 
 export interface DeviceFixture {
@@ -83,7 +85,7 @@ export function deviceFixture(options: DeviceFixtureOptions = {}): DeviceFixture
       let n = 0;
       for (let p = 0; p < drv.maxPairs; p++) {
         for (const r of drv.receive(p)) {
-          frames.push({ frame: r.frame, offload: { ...r.offload }, pair: p });
+          frames.push({ frame: r.frame, offload: { ...r.offload }, pair: p, numBuffers: r.numBuffers });
           n++;
         }
       }
