@@ -292,6 +292,21 @@ describe('snapshot / restore', () => {
     expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(rawFrame(60, '02:00:00:00:00:01')), hexOf(tagged(42))]);
   });
 
+  it('restore tells the new backend the restored queue pairs and guest offloads', () => {
+    const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
+    expect(b.driver.setQueuePairs(3)).toBe(VIRTIO_NET_OK);
+    expect(b.driver.setGuestOffloads(1n << BigInt(NetF.GUEST_CSUM))).toBe(VIRTIO_NET_OK);
+    const snap = JSON.parse(JSON.stringify(b.dev.snapshot()));
+    const backend2 = new MemoryBackend({ queues: 4 });
+    const dev2 = createVirtioNetPci({ memory: b.memory, backend: backend2, interrupts: b.irq, mq: true, queues: 4 });
+    dev2.restore(snap);
+    expect(dev2.stats().queuePairs).toBe(3);
+    const enabled = new Map(backend2.queuePairEnabledCalls.map((c) => [c.queuePair, c.enabled]));
+    expect([...enabled.entries()].sort()).toEqual([[0, true], [1, true], [2, true], [3, false]]);
+    expect(backend2.offloadCalls.at(-1)).toEqual({ csum: true, tso4: false, tso6: false, ecn: false, ufo: false, uso4: false, uso6: false });
+    expect(backend2.vnetHeaderSizeCalls.at(-1)).toBe(12);
+  });
+
   it('restore rejects malformed state with a TypeError', () => {
     const b = openBench();
     expect(() => b.dev.restore(null)).toThrow(TypeError);

@@ -251,6 +251,31 @@ describe('RSS / hash report combinations', () => {
     expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([2, rssHash(f, T.ALL, KEY)!.hash >>> 0, 2]);
   });
 
+  it('hash report without RSS keeps automatic flow steering (MQ + HASH_CONFIG)', async () => {
+    const { ethernet, tcp4 } = await import('./testing/frames.js');
+    const b = openBench({ mq: true, hash: true, queues: PAIRS }, { queues: PAIRS });
+    b.driver.rxMode(0, true);
+    expect(b.driver.setHashConfig(T.ALL, KEY)).toBe(VIRTIO_NET_OK);
+    const out = ethernet('52:54:00:ab:cd:ef', '52:54:00:12:34:56', 0x0800, tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)));
+    const reply = ethernet('52:54:00:12:34:56', '52:54:00:ab:cd:ef', 0x0800, tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)));
+    b.driver.send(out, { pair: 2 });
+    const a = deliver(b, reply, 0);
+    expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([2, rssHash(reply, T.ALL, KEY)!.hash >>> 0, 2]);
+  });
+
+  it('steered frames wait in the backlog of their pair with their hash', () => {
+    const b = rssBench();
+    expect(b.driver.setRss({ hashTypes: T.ALL, table: [2], key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
+    // Take every rx buffer of pair 2 off the ring.
+    const frames = Array.from({ length: 300 }, (_, i) => v4udp('10.0.0.1', '10.0.0.2', 1000 + i, 53));
+    for (const f of frames) b.backend.inject(f, 0);
+    expect(b.backend.isPaused(0)).toBe(true);
+    const got: { frame: string; h: number; r: number }[] = [];
+    for (let i = 0; i < 4; i++) for (const r of b.driver.receive(2)) got.push({ frame: hexOf(r.frame), h: r.hashValue >>> 0, r: r.hashReport });
+    expect(got).toEqual(frames.map((f) => ({ frame: hexOf(f), h: rssHash(f, T.ALL, KEY)!.hash >>> 0, r: 3 })));
+    expect(b.backend.isPaused(0)).toBe(false);
+  });
+
   it('RSS disabled by a zero-length config: no hash, backend queue kept, queue pairs from max_tx_vq', () => {
     const b = rssBench();
     expect(b.driver.setRss({ hashTypes: T.ALL, table: [3], key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);

@@ -431,6 +431,11 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.guestOffloads = BigInt(s.guestOffloads);
     this.rxFilter.restore(s.rxFilter);
     this.rss.restore(s.rss);
+    // The transport re-activated us before this restore: tell the (new) backend the restored state.
+    if (this.ctx) {
+      this.applyGuestOffloads();
+      this.applyQueuePairs();
+    }
   }
 
   // ---- Internals ---------------------------------------------------------------------------------
@@ -513,6 +518,11 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       uso6: has(g, NetF.GUEST_USO6),
     };
     if (this.backend.capabilities.vnetHeader) this.backend.setOffloads?.(o);
+  }
+
+  /** Multiqueue with automatic receive steering (§5.1.6.5.5): MQ in use and RSS not redirecting. */
+  private autoSteering(): boolean {
+    return this.multiqueue && this.curQueuePairs > 1 && !(this.rss.enabled && this.rss.redirect);
   }
 
   private applyQueuePairs(): void {
@@ -613,7 +623,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       stats.txDropped++;
       return;
     }
-    if (this.multiqueue && !this.rss.enabled && this.curQueuePairs > 1) {
+    if (this.autoSteering()) {
       this.flows.recordTx(frame, parsePacket(frame, this.pkt), pair);
     }
     if (!wantsOffload) {
@@ -690,7 +700,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const needHash = this.rss.enabled;
     this.rxHash = 0;
     this.rxHashReport = VIRTIO_NET_HASH_REPORT_NONE;
-    const needFlow = !needHash && this.multiqueue && this.curQueuePairs > 1;
+    // Automatic steering unless RSS redirects (hash report alone, from HASH_CONFIG, does not).
+    const needFlow = this.autoSteering();
     if (needHash || needFlow) {
       parsePacket(frame, this.pkt);
       if (needHash) {
@@ -698,7 +709,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
         if (steered >= 0) pair = steered;
         this.rxHash = this.rss.result.hash;
         this.rxHashReport = this.rss.result.reportType;
-      } else {
+      }
+      if (needFlow) {
         const p = this.flows.lookupRx(frame, this.pkt);
         if (p >= 0 && p < this.curQueuePairs) pair = p;
       }
