@@ -84,6 +84,26 @@ describe('init like Linux 6.1', () => {
   });
 });
 
+describe('config fields from options', () => {
+  it('host_mtu, speed and duplex: MTU and SPEED_DUPLEX offered, values in config', () => {
+    const b = openBench({ host_mtu: 9000, speed: 25000, duplex: 'full' });
+    expect(b.driver.has(NetF.MTU) && b.driver.has(NetF.SPEED_DUPLEX)).toBe(true);
+    expect(b.driver.readConfig(NetConfig.MTU, 2)).toBe(9000);
+    expect(b.driver.readConfig(NetConfig.SPEED, 4)).toBe(25000);
+    expect(b.driver.readConfig(NetConfig.DUPLEX, 1)).toBe(1);
+    const c = openBench({ duplex: 'half' });
+    expect(c.driver.readConfig(NetConfig.SPEED, 4) >>> 0).toBe(0xffffffff);
+    expect(c.driver.readConfig(NetConfig.DUPLEX, 1)).toBe(0);
+  });
+
+  it('config writes by a modern driver are ignored (mac is read-only with VERSION_1)', () => {
+    const b = openBench();
+    for (let i = 0; i < 8; i++) b.driver.pci.writeDeviceConfig(i, 1, 0xaa);
+    expect(b.driver.mac()).toBe(DEV_MAC);
+    expect(b.driver.linkUp()).toBe(true);
+  });
+});
+
 describe('link state', () => {
   it('setLinkUp(false): config interrupt, status bit clear, tx and rx dropped; up again restores', () => {
     const b = openBench();

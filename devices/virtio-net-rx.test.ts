@@ -468,6 +468,23 @@ describe('no rx buffers: backlog, pause, resume', () => {
     expect(s.rxPackets + s.rxDropped).toBe(n);
   });
 
+  it('resetting the rx queue (RING_RESET) drops its backlog (counted); re-enabled, traffic resumes', () => {
+    const b = openBench({}, {}, { rxBuffers: 0 });
+    expect(b.driver.has(40)).toBe(true);
+    for (let i = 0; i < 5; i++) b.backend.inject(rawFrame(64, DEV_MAC, PEER_MAC, i));
+    expect(stats(b.dev).queues[0]!.rxBacklogged).toBe(1);
+    b.driver.pci.resetQueue(0);
+    expect(stats(b.dev).rxDropped).toBe(1);
+    b.driver.pci.setupQueue(0);
+    // Re-enabling resumed the backend; its 4 held frames met an empty queue again: 1 waits, 3 held.
+    expect(stats(b.dev).queues[0]!.rxBacklogged).toBe(2);
+    expect(b.backend.pending(0)).toBe(3);
+    b.driver.postRx(0, 16);
+    const got = b.driver.receive().map((r) => hexOf(r.frame));
+    expect(got).toEqual([1, 2, 3, 4].map((i) => hexOf(rawFrame(64, DEV_MAC, PEER_MAC, i))));
+    expect(b.backend.isPaused(0)).toBe(false);
+  });
+
   it('backlogged frames keep their offload metadata', () => {
     const b = openBench({}, {}, { rxBuffers: 0 });
     const off = offload({ flags: NetHdrFlags.NEEDS_CSUM, csumStart: 34, csumOffset: 16 });
