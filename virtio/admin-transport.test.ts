@@ -59,7 +59,9 @@ interface Setup {
   sriov: SriovCapability;
 }
 
-function setup(options: { memory?: GuestMemory; admin?: boolean; notify?: boolean } = {}): Setup {
+function setup(
+  options: { memory?: GuestMemory; admin?: boolean; notify?: boolean; packed?: boolean } = {},
+): Setup {
   const memory = options.memory ?? new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM_SIZE) }]);
   const irq = new InterruptCollector();
   const errors: string[] = [];
@@ -68,6 +70,7 @@ function setup(options: { memory?: GuestMemory; admin?: boolean; notify?: boolea
     memory,
     interrupts: irq,
     onGuestError: (e) => errors.push(e),
+    features: { packed: options.packed ?? false },
   });
   const vfs: (VirtioPciTransport | undefined)[] = [];
   const sriov = new SriovCapability(
@@ -338,6 +341,18 @@ describe('commands through the admin queue', () => {
     expect(r).toMatchObject({ status: OK, qualifier: 0, used: 16 });
     expect(u64(r.result)).toBe(0x7fn);
     expect(s.irq.takeVectors()).toEqual([3]);
+  });
+
+  it('a packed admin ring (RING_PACKED negotiated) answers the same way', () => {
+    const s = setup({ packed: true });
+    const aq = bringUp(s);
+    expect(s.drv.features & (1n << 34n)).toBe(1n << 34n);
+    const q = s.drv.queues.get(aq) as unknown as SplitDriverQueue; // PackedDriverQueue: same add/getUsed
+    q.add([request(LIST_QUERY, 0n)], [new Uint8Array(16)]);
+    s.drv.kick(aq);
+    const u = q.getUsed();
+    expect(u && decode(s.memory, u)).toMatchObject({ status: OK, used: 16 });
+    expect(u && u64(decode(s.memory, u).result)).toBe(0x7fn);
   });
 
   it('without legacyNotifyInfo the group offers opcodes 0-5 only', () => {
