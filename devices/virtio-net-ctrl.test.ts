@@ -5,21 +5,25 @@ import { describe, expect, it } from 'vitest';
 import { CtrlClass, CtrlMq, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { ethernet, tcp4, udp4 } from './testing/frames.js';
 import { LINUX_6_1_FEATURES } from './testing/net-driver.js';
+import { DEV_MAC, hexOf, makeBench, openBench, PEER_MAC, rawFrame } from './virtio-net.test-support.js';
 import { NetF } from './virtio-net-features.js';
 import type { VirtioNetPci } from './virtio-net-pci.js';
-import { DEV_MAC, hexOf, makeBench, openBench, PEER_MAC, rawFrame } from './virtio-net.test-support.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 const le16 = (n: number) => Uint8Array.of(n & 0xff, n >> 8);
 
 function stats(dev: VirtioNetPci) {
-  return dev.stats() as Record<string, number> & { queues: Record<string, number>[]; lastError: string | null };
+  return dev.stats() as Record<string, number> & {
+    queues: Record<string, number>[];
+    lastError: string | null;
+  };
 }
 
 describe('acks like QEMU 7.2', () => {
   it('unknown classes and commands are ERR', () => {
     const b = openBench({ mq: true, queues: 2 }, { queues: 2 });
-    for (const cls of [6, 7, 8, 9, 0x80, 0xff]) expect(b.driver.control(cls, 0, new Uint8Array(16)), `class ${cls}`).toBe(VIRTIO_NET_ERR);
+    for (const cls of [6, 7, 8, 9, 0x80, 0xff])
+      expect(b.driver.control(cls, 0, new Uint8Array(16)), `class ${cls}`).toBe(VIRTIO_NET_ERR);
     expect(b.driver.control(CtrlClass.MQ, 3, le16(1))).toBe(VIRTIO_NET_ERR);
     expect(b.driver.control(CtrlClass.GUEST_OFFLOADS, 1, new Uint8Array(8))).toBe(VIRTIO_NET_ERR);
     expect(b.driver.control(CtrlClass.MAC, 2, new Uint8Array(6))).toBe(VIRTIO_NET_ERR);
@@ -32,14 +36,22 @@ describe('acks like QEMU 7.2', () => {
     const b = openBench();
     expect(b.driver.has(NetF.MQ)).toBe(false);
     expect(b.driver.control(CtrlClass.MQ, CtrlMq.VQ_PAIRS_SET, le16(1))).toBe(VIRTIO_NET_ERR);
-    expect(b.driver.setRss({ hashTypes: 1, table: [0], key: new Uint8Array(40), maxTxVq: 1 })).toBe(VIRTIO_NET_ERR);
+    expect(b.driver.setRss({ hashTypes: 1, table: [0], key: new Uint8Array(40), maxTxVq: 1 })).toBe(
+      VIRTIO_NET_ERR,
+    );
     expect(b.driver.setHashConfig(1, new Uint8Array(40))).toBe(VIRTIO_NET_ERR);
     // MQ offered but not accepted by the driver.
-    const c = openBench({ mq: true, rss: true, hash: true, queues: 2 }, { queues: 2 }, {
-      wanted: LINUX_6_1_FEATURES & ~(bit(NetF.MQ) | bit(NetF.RSS) | bit(NetF.HASH_REPORT)),
-    });
+    const c = openBench(
+      { mq: true, rss: true, hash: true, queues: 2 },
+      { queues: 2 },
+      {
+        wanted: LINUX_6_1_FEATURES & ~(bit(NetF.MQ) | bit(NetF.RSS) | bit(NetF.HASH_REPORT)),
+      },
+    );
     expect(c.driver.control(CtrlClass.MQ, CtrlMq.VQ_PAIRS_SET, le16(1))).toBe(VIRTIO_NET_ERR);
-    expect(c.driver.setRss({ hashTypes: 1, table: [0], key: new Uint8Array(40), maxTxVq: 1 })).toBe(VIRTIO_NET_ERR);
+    expect(c.driver.setRss({ hashTypes: 1, table: [0], key: new Uint8Array(40), maxTxVq: 1 })).toBe(
+      VIRTIO_NET_ERR,
+    );
     expect(c.driver.setHashConfig(1, new Uint8Array(40))).toBe(VIRTIO_NET_ERR);
   });
 
@@ -54,8 +66,18 @@ describe('acks like QEMU 7.2', () => {
     expect(b.driver.control(CtrlClass.GUEST_OFFLOADS, 0, new Uint8Array(7))).toBe(VIRTIO_NET_ERR);
     expect(b.backend.offloadCalls).toHaveLength(calls);
     // RSC_EXT is stripped before the check (QEMU).
-    expect(b.driver.setGuestOffloads(bit(NetF.RSC_EXT) | bit(NetF.GUEST_CSUM) | bit(NetF.GUEST_TSO6))).toBe(VIRTIO_NET_OK);
-    expect(b.backend.offloadCalls.at(-1)).toEqual({ csum: true, tso4: false, tso6: true, ecn: false, ufo: false, uso4: false, uso6: false });
+    expect(b.driver.setGuestOffloads(bit(NetF.RSC_EXT) | bit(NetF.GUEST_CSUM) | bit(NetF.GUEST_TSO6))).toBe(
+      VIRTIO_NET_OK,
+    );
+    expect(b.backend.offloadCalls.at(-1)).toEqual({
+      csum: true,
+      tso4: false,
+      tso6: true,
+      ecn: false,
+      ufo: false,
+      uso4: false,
+      uso6: false,
+    });
     // Extra payload bytes are ignored (QEMU reads 8).
     expect(b.driver.control(CtrlClass.GUEST_OFFLOADS, 0, new Uint8Array(9))).toBe(VIRTIO_NET_OK);
     const c = openBench({}, { vnetHeader: false });
@@ -103,7 +125,15 @@ describe('multiqueue', () => {
   it('VQ_PAIRS_SET: 1..max OK, 0 / max+1 / 0x8001 / short ERR; backend queue pairs follow', () => {
     const b = openBench({ mq: true, queues: 4 }, { queues: 4 }, { pairs: 1 });
     expect(stats(b.dev).queuePairs).toBe(1);
-    for (const [n, want] of [[0, VIRTIO_NET_ERR], [5, VIRTIO_NET_ERR], [0x8001, VIRTIO_NET_ERR], [2, VIRTIO_NET_OK], [4, VIRTIO_NET_OK], [1, VIRTIO_NET_OK], [3, VIRTIO_NET_OK]] as const) {
+    for (const [n, want] of [
+      [0, VIRTIO_NET_ERR],
+      [5, VIRTIO_NET_ERR],
+      [0x8001, VIRTIO_NET_ERR],
+      [2, VIRTIO_NET_OK],
+      [4, VIRTIO_NET_OK],
+      [1, VIRTIO_NET_OK],
+      [3, VIRTIO_NET_OK],
+    ] as const) {
       expect(b.driver.setQueuePairs(n), `pairs ${n}`).toBe(want);
     }
     expect(stats(b.dev).queuePairs).toBe(3);
@@ -121,12 +151,22 @@ describe('multiqueue', () => {
     const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
     expect(b.driver.pairs).toBe(4);
     for (let p = 0; p < 4; p++) b.driver.send(rawFrame(60 + p, PEER_MAC, DEV_MAC, p), { pair: p });
-    expect(b.sent.map((x) => [x.queuePair, x.frame.length])).toEqual([[0, 60], [1, 61], [2, 62], [3, 63]]);
+    expect(b.sent.map((x) => [x.queuePair, x.frame.length])).toEqual([
+      [0, 60],
+      [1, 61],
+      [2, 62],
+      [3, 63],
+    ]);
     // Non-IP frames from backend queue q go to rx queue q.
     for (let q = 0; q < 4; q++) b.backend.inject(rawFrame(100 + q, DEV_MAC, PEER_MAC, q), q);
     for (let p = 0; p < 4; p++) expect(b.driver.receive(p).map((r) => r.frame.length)).toEqual([100 + p]);
     const s = stats(b.dev);
-    expect(s.queues.map((q) => [q.rxPackets, q.txPackets])).toEqual([[1, 1], [1, 1], [1, 1], [1, 1]]);
+    expect(s.queues.map((q) => [q.rxPackets, q.txPackets])).toEqual([
+      [1, 1],
+      [1, 1],
+      [1, 1],
+      [1, 1],
+    ]);
     // Fewer pairs in use: frames from backend queue 3 land on pair 3 % 2.
     expect(b.driver.setQueuePairs(2)).toBe(VIRTIO_NET_OK);
     b.backend.inject(rawFrame(77, DEV_MAC, PEER_MAC), 3);
@@ -135,10 +175,30 @@ describe('multiqueue', () => {
 
   it('automatic flow steering: a reply arrives on the pair the guest sent the flow on', () => {
     const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
-    const out = ethernet(PEER_MAC, DEV_MAC, 0x0800, tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)));
-    const reply = ethernet(DEV_MAC, PEER_MAC, 0x0800, tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)));
-    const udpOut = ethernet(PEER_MAC, DEV_MAC, 0x0800, udp4('10.0.0.2', '10.0.0.9', 5000, 53, new Uint8Array(20)));
-    const udpReply = ethernet(DEV_MAC, PEER_MAC, 0x0800, udp4('10.0.0.9', '10.0.0.2', 53, 5000, new Uint8Array(40)));
+    const out = ethernet(
+      PEER_MAC,
+      DEV_MAC,
+      0x0800,
+      tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
+    );
+    const reply = ethernet(
+      DEV_MAC,
+      PEER_MAC,
+      0x0800,
+      tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
+    );
+    const udpOut = ethernet(
+      PEER_MAC,
+      DEV_MAC,
+      0x0800,
+      udp4('10.0.0.2', '10.0.0.9', 5000, 53, new Uint8Array(20)),
+    );
+    const udpReply = ethernet(
+      DEV_MAC,
+      PEER_MAC,
+      0x0800,
+      udp4('10.0.0.9', '10.0.0.2', 53, 5000, new Uint8Array(40)),
+    );
     b.driver.send(out, { pair: 2 });
     b.driver.send(udpOut, { pair: 3 });
     b.backend.inject(reply, 0);
@@ -152,7 +212,12 @@ describe('multiqueue', () => {
     b.backend.inject(reply, 0);
     expect(b.driver.receive(1).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
     // An unknown flow stays on the backend queue it came from.
-    const other = ethernet(DEV_MAC, PEER_MAC, 0x0800, tcp4('10.0.0.9', '10.0.0.2', 443, 40002, 9, 0x12, new Uint8Array(0)));
+    const other = ethernet(
+      DEV_MAC,
+      PEER_MAC,
+      0x0800,
+      tcp4('10.0.0.9', '10.0.0.2', 443, 40002, 9, 0x12, new Uint8Array(0)),
+    );
     b.backend.inject(other, 3);
     expect(b.driver.receive(3).map((r) => hexOf(r.frame))).toEqual([hexOf(other)]);
     // VQ_PAIRS_SET forgets the flows.
@@ -162,7 +227,11 @@ describe('multiqueue', () => {
   });
 
   it('without MQ negotiated there is one pair and the control queue is queue 2', () => {
-    const b = makeBench({ mq: true, queues: 4 }, { queues: 4 }, { wanted: LINUX_6_1_FEATURES & ~bit(NetF.MQ) });
+    const b = makeBench(
+      { mq: true, queues: 4 },
+      { queues: 4 },
+      { wanted: LINUX_6_1_FEATURES & ~bit(NetF.MQ) },
+    );
     b.driver.open();
     expect(b.driver.pci.numQueues()).toBe(3);
     expect(b.driver.ctrlIndex).toBe(2);

@@ -9,9 +9,17 @@ import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector, VirtioPciDriver } from '../virtio/testing/pci-driver.js';
 import { SplitDriverQueue } from '../virtio/testing/split-driver.js';
 import { GsoType, NetHdrFlags, readNetHeader } from './net-header.js';
+import {
+  DEV_MAC,
+  hexOf,
+  offload,
+  PEER_MAC,
+  pattern,
+  rawFrame,
+  tcp4Frame,
+} from './virtio-net.test-support.js';
 import { NetF } from './virtio-net-features.js';
 import { createVirtioNetPci } from './virtio-net-pci.js';
-import { DEV_MAC, hexOf, offload, PEER_MAC, pattern, rawFrame, tcp4Frame } from './virtio-net.test-support.js';
 
 const bit = (b: number) => 1 << b;
 
@@ -42,7 +50,16 @@ function legacyBench(wanted: number) {
     const size = r(LEGACY.queueNum, 2);
     const base = alloc.alloc(0x10000, 4096);
     const lay = legacyRingLayout(base, size);
-    queues.push(new SplitDriverQueue(memory, { size, descAddr: lay.desc, availAddr: lay.avail, usedAddr: lay.used, allocator: alloc, index }));
+    queues.push(
+      new SplitDriverQueue(memory, {
+        size,
+        descAddr: lay.desc,
+        availAddr: lay.avail,
+        usedAddr: lay.used,
+        allocator: alloc,
+        index,
+      }),
+    );
     w(LEGACY.queuePfn, 4, base / 4096);
   }
   w(LEGACY.status, 1, 7);
@@ -75,13 +92,24 @@ function legacyBench(wanted: number) {
 }
 
 describe('legacy interface: 10-byte header', () => {
-  const WANT = bit(NetF.CSUM) | bit(NetF.GUEST_CSUM) | bit(NetF.MAC) | bit(NetF.STATUS) | bit(NetF.HOST_TSO4) | bit(NetF.GUEST_TSO4);
+  const WANT =
+    bit(NetF.CSUM) |
+    bit(NetF.GUEST_CSUM) |
+    bit(NetF.MAC) |
+    bit(NetF.STATUS) |
+    bit(NetF.HOST_TSO4) |
+    bit(NetF.GUEST_TSO4);
 
   it('negotiates without VERSION_1 and MRG_RXBUF; MAC and status at offset 20', () => {
     const b = legacyBench(WANT);
     expect(b.features).toBe(WANT);
     expect(b.hdr).toBe(10);
-    const mac = Array.from({ length: 6 }, (_, i) => b.r(b.configOff + i, 1).toString(16).padStart(2, '0')).join(':');
+    const mac = Array.from({ length: 6 }, (_, i) =>
+      b
+        .r(b.configOff + i, 1)
+        .toString(16)
+        .padStart(2, '0'),
+    ).join(':');
     expect(mac).toBe(DEV_MAC);
     expect(b.r(b.configOff + 6, 2)).toBe(1);
     expect(b.backend.vnetHeaderSizeCalls.at(-1)).toBe(10);
@@ -92,7 +120,14 @@ describe('legacy interface: 10-byte header', () => {
     b.postRx(8, 65562);
     const f = rawFrame(1000, DEV_MAC, PEER_MAC, 4);
     b.backend.inject(f);
-    const off = offload({ flags: NetHdrFlags.NEEDS_CSUM, gsoType: GsoType.TCPV4, hdrLen: 54, gsoSize: 1400, csumStart: 34, csumOffset: 16 });
+    const off = offload({
+      flags: NetHdrFlags.NEEDS_CSUM,
+      gsoType: GsoType.TCPV4,
+      hdrLen: 54,
+      gsoSize: 1400,
+      csumStart: 34,
+      csumOffset: 16,
+    });
     const t = tcp4Frame({ payload: pattern(3000), csum: 'partial' });
     b.backend.inject(t, 0, off);
     const got = b.receive();
@@ -109,13 +144,19 @@ describe('legacy interface: 10-byte header', () => {
     h[8] = 16;
     b.send(t, h);
     expect(b.sent.map((s) => hexOf(s.frame))).toEqual([hexOf(out), hexOf(out), hexOf(t)]);
-    expect(b.sent.map((s) => s.offload)).toEqual([null, null, offload({ flags: 1, csumStart: 34, csumOffset: 16 })]);
+    expect(b.sent.map((s) => s.offload)).toEqual([
+      null,
+      null,
+      offload({ flags: 1, csumStart: 34, csumOffset: 16 }),
+    ]);
   });
 
   it('a legacy driver without CTRL_MAC_ADDR may write the MAC into config space', () => {
     const b = legacyBench(WANT);
     const mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
-    mac.forEach((x, i) => b.w(b.configOff + i, 1, x));
+    mac.forEach((x, i) => {
+      b.w(b.configOff + i, 1, x);
+    });
     const read = Array.from({ length: 6 }, (_, i) => b.r(b.configOff + i, 1));
     expect(read).toEqual(mac);
   });

@@ -23,7 +23,11 @@ const NO_USO = { guest_uso4: false, guest_uso6: false, host_uso: false };
 
 const variants = [
   { name: 'virtio-net-pcie', options: { vectors: 10, ...NO_USO }, queues: 1 },
-  { name: 'virtio-net-pcie-mq-rss', options: { mq: true, rss: true, hash: true, queues: 4, vectors: 10, ...NO_USO }, queues: 4 },
+  {
+    name: 'virtio-net-pcie-mq-rss',
+    options: { mq: true, rss: true, hash: true, queues: 4, vectors: 10, ...NO_USO },
+    queues: 4,
+  },
 ] as const;
 
 function device(options: Record<string, unknown>, queues: number) {
@@ -47,7 +51,9 @@ describe('virtio-net-pci config space vs QEMU 7.2', () => {
       const { dev } = device(v.options, v.queues);
       const bars = assignBars(dev.function, 0xc0000000, 0xc1000000);
       dev.configWrite(4, 2, 0x0006);
-      expect(bars.map((b) => [b.bar, b.addr, b.sizing_readback >>> 0])).toEqual(fx.bars.map((b) => [b.bar, b.addr, b.sizing_readback >>> 0]));
+      expect(bars.map((b) => [b.bar, b.addr, b.sizing_readback >>> 0])).toEqual(
+        fx.bars.map((b) => [b.bar, b.addr, b.sizing_readback >>> 0]),
+      );
       expect(diff(dump(dev), fixtureBin(`${v.name}.cfg-assigned.bin`))).toEqual([]);
     });
 
@@ -62,7 +68,9 @@ describe('virtio-net-pci config space vs QEMU 7.2', () => {
       const { dev, memory } = device(v.options, v.queues);
       const drv = new VirtioPciDriver(dev, memory).probe();
       drv.assignBars();
-      const raw = Array.from({ length: 32 }, (_, i) => drv.readDeviceConfig(i, 1).toString(16).padStart(2, '0')).join('');
+      const raw = Array.from({ length: 32 }, (_, i) =>
+        drv.readDeviceConfig(i, 1).toString(16).padStart(2, '0'),
+      ).join('');
       expect(raw).toBe(fx.net_config.raw);
       const c = fx.common_at_reset;
       expect({
@@ -76,7 +84,13 @@ describe('virtio-net-pci config space vs QEMU 7.2', () => {
       }).toEqual(c);
       for (const q of [...fx.queues, { ...fx.queue_select_out_of_range, msix_vector: 0xffff, enable: 0 }]) {
         drv.writeCommon(0x16, 2, q.queue);
-        expect({ queue: q.queue, size: drv.readCommon(0x18, 2), msix_vector: drv.readCommon(0x1a, 2), enable: drv.readCommon(0x1c, 2), notify_off: drv.readCommon(0x1e, 2) }).toEqual({
+        expect({
+          queue: q.queue,
+          size: drv.readCommon(0x18, 2),
+          msix_vector: drv.readCommon(0x1a, 2),
+          enable: drv.readCommon(0x1c, 2),
+          notify_off: drv.readCommon(0x1e, 2),
+        }).toEqual({
           queue: q.queue,
           size: q.size,
           msix_vector: q.msix_vector,

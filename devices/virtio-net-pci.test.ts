@@ -7,10 +7,18 @@ import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector, STATUS } from '../virtio/testing/pci-driver.js';
 import { CtrlClass, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from './testing/net-driver.js';
+import {
+  DEV_MAC,
+  hexOf,
+  MEM_SIZE,
+  makeBench,
+  openBench,
+  PEER_MAC,
+  rawFrame,
+} from './virtio-net.test-support.js';
 import { NetConfig, NetStatus } from './virtio-net-config.js';
 import { NetF } from './virtio-net-features.js';
 import { createVirtioNetPci, type VirtioNetPci } from './virtio-net-pci.js';
-import { DEV_MAC, hexOf, MEM_SIZE, makeBench, openBench, PEER_MAC, rawFrame } from './virtio-net.test-support.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 const C_GEN = 0x15;
@@ -33,10 +41,32 @@ describe('init like Linux 6.1', () => {
     const f = b.driver.open();
     expect(f).toBe(offered & LINUX_6_1_FEATURES);
     // Default options on a vnet-header backend: QEMU 7.2's set (+ USO, which Linux 6.1 does not take).
-    for (const n of [NetF.CSUM, NetF.GUEST_CSUM, NetF.CTRL_GUEST_OFFLOADS, NetF.MAC, NetF.GUEST_TSO4, NetF.HOST_TSO4,
-      NetF.MRG_RXBUF, NetF.STATUS, NetF.CTRL_VQ, NetF.CTRL_RX, NetF.CTRL_VLAN, NetF.GUEST_ANNOUNCE, NetF.CTRL_MAC_ADDR, 32])
+    for (const n of [
+      NetF.CSUM,
+      NetF.GUEST_CSUM,
+      NetF.CTRL_GUEST_OFFLOADS,
+      NetF.MAC,
+      NetF.GUEST_TSO4,
+      NetF.HOST_TSO4,
+      NetF.MRG_RXBUF,
+      NetF.STATUS,
+      NetF.CTRL_VQ,
+      NetF.CTRL_RX,
+      NetF.CTRL_VLAN,
+      NetF.GUEST_ANNOUNCE,
+      NetF.CTRL_MAC_ADDR,
+      32,
+    ])
       expect(f & bit(n), `bit ${n}`).toBe(bit(n));
-    for (const n of [NetF.MQ, NetF.RSS, NetF.HASH_REPORT, NetF.GUEST_USO4, NetF.HOST_USO, NetF.MTU, NetF.SPEED_DUPLEX])
+    for (const n of [
+      NetF.MQ,
+      NetF.RSS,
+      NetF.HASH_REPORT,
+      NetF.GUEST_USO4,
+      NetF.HOST_USO,
+      NetF.MTU,
+      NetF.SPEED_DUPLEX,
+    ])
       expect(f & bit(n), `bit ${n}`).toBe(0n);
     // The driver feature words read back as written.
     pci.writeCommon(C_GFSELECT, 4, 0);
@@ -71,13 +101,26 @@ describe('init like Linux 6.1', () => {
     expect(b.driver.readConfig(NetConfig.MAX_VIRTQUEUE_PAIRS, 2)).toBe(4);
     // Linux then enables every pair with VQ_PAIRS_SET.
     expect(stats(b.dev).queuePairs).toBe(4);
-    expect(b.backend.queuePairEnabledCalls.slice(-4)).toEqual([0, 1, 2, 3].map((q) => ({ queuePair: q, enabled: true })));
+    expect(b.backend.queuePairEnabledCalls.slice(-4)).toEqual(
+      [0, 1, 2, 3].map((q) => ({ queuePair: q, enabled: true })),
+    );
   });
 
   it('without a vnet header no checksum / GSO / hash bits are offered', () => {
     const b = openBench({ hash: true, rss: true, mq: true, queues: 2 }, { vnetHeader: false, queues: 2 });
-    for (const n of [NetF.CSUM, NetF.GUEST_CSUM, NetF.GUEST_TSO4, NetF.GUEST_TSO6, NetF.GUEST_ECN, NetF.GUEST_UFO,
-      NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.HOST_ECN, NetF.HOST_UFO, NetF.HASH_REPORT])
+    for (const n of [
+      NetF.CSUM,
+      NetF.GUEST_CSUM,
+      NetF.GUEST_TSO4,
+      NetF.GUEST_TSO6,
+      NetF.GUEST_ECN,
+      NetF.GUEST_UFO,
+      NetF.HOST_TSO4,
+      NetF.HOST_TSO6,
+      NetF.HOST_ECN,
+      NetF.HOST_UFO,
+      NetF.HASH_REPORT,
+    ])
       expect(b.driver.features & bit(n), `bit ${n}`).toBe(0n);
     expect(b.driver.has(NetF.RSS)).toBe(true);
     expect(b.driver.hdrSize).toBe(12);
@@ -228,7 +271,10 @@ describe('reset mid-traffic', () => {
     expect(stats(b.dev).status).toBe(0);
     expect(() => b.backend.inject(rawFrame(80))).not.toThrow();
     expect(stats(b.dev).rxDroppedNotReady).toBe(1);
-    const d2 = new VirtioNetDriver(b.dev, b.memory, { allocator: new BumpAllocator(0x4000000, MEM_SIZE - 0x1000), interrupts: b.irq });
+    const d2 = new VirtioNetDriver(b.dev, b.memory, {
+      allocator: new BumpAllocator(0x4000000, MEM_SIZE - 0x1000),
+      interrupts: b.irq,
+    });
     d2.open();
     b.backend.inject(rawFrame(80, DEV_MAC, PEER_MAC, 3));
     expect(d2.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(rawFrame(80, DEV_MAC, PEER_MAC, 3))]);
@@ -260,7 +306,8 @@ describe('snapshot / restore', () => {
       configRead: (o: number, s: 1 | 2 | 4) => t.cur.configRead(o, s),
       configWrite: (o: number, s: 1 | 2 | 4, v: number) => t.cur.configWrite(o, s, v),
       barRead: (bar: number, o: number, s: 1 | 2 | 4 | 8) => t.cur.barRead(bar, o, s),
-      barWrite: (bar: number, o: number, s: 1 | 2 | 4 | 8, v: number | bigint) => t.cur.barWrite(bar, o, s, v),
+      barWrite: (bar: number, o: number, s: 1 | 2 | 4 | 8, v: number | bigint) =>
+        t.cur.barWrite(bar, o, s, v),
     };
     return t;
   }
@@ -271,7 +318,10 @@ describe('snapshot / restore', () => {
     const backend1 = new MemoryBackend();
     const dev1 = createVirtioNetPci({ memory, backend: backend1, interrupts: irq });
     const target = swappable(dev1);
-    const driver = new VirtioNetDriver(target, memory, { allocator: new BumpAllocator(0x100000, MEM_SIZE - 0x1000), interrupts: irq });
+    const driver = new VirtioNetDriver(target, memory, {
+      allocator: new BumpAllocator(0x100000, MEM_SIZE - 0x1000),
+      interrupts: irq,
+    });
     driver.open();
     expect(driver.setMacTable(['02:00:00:00:00:01'], [])).toBe(VIRTIO_NET_OK);
     expect(driver.vlan(true, 42)).toBe(VIRTIO_NET_OK);
@@ -295,7 +345,9 @@ describe('snapshot / restore', () => {
     // 256 rx buffers: the rest wait in the backlog until the guest takes frames.
     const got: string[] = [];
     for (let round = 0; round < 4; round++) got.push(...driver.receive().map((r) => hexOf(r.frame)));
-    expect(got).toEqual(Array.from({ length: 294 }, (_, k) => hexOf(rawFrame(200, DEV_MAC, PEER_MAC, k + 6))));
+    expect(got).toEqual(
+      Array.from({ length: 294 }, (_, k) => hexOf(rawFrame(200, DEV_MAC, PEER_MAC, k + 6))),
+    );
     for (let i = 0; i < 300; i++) driver.send(rawFrame(70, PEER_MAC, DEV_MAC, i));
     expect(sent2).toHaveLength(300);
     // The restored filter: table MAC passes, unknown unicast does not, VLAN 42 passes, 43 does not.
@@ -309,7 +361,10 @@ describe('snapshot / restore', () => {
     };
     backend2.inject(tagged(42));
     backend2.inject(tagged(43));
-    expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(rawFrame(60, '02:00:00:00:00:01')), hexOf(tagged(42))]);
+    expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([
+      hexOf(rawFrame(60, '02:00:00:00:00:01')),
+      hexOf(tagged(42)),
+    ]);
   });
 
   it('restore tells the new backend the restored queue pairs and guest offloads', () => {
@@ -318,12 +373,31 @@ describe('snapshot / restore', () => {
     expect(b.driver.setGuestOffloads(1n << BigInt(NetF.GUEST_CSUM))).toBe(VIRTIO_NET_OK);
     const snap = JSON.parse(JSON.stringify(b.dev.snapshot()));
     const backend2 = new MemoryBackend({ queues: 4 });
-    const dev2 = createVirtioNetPci({ memory: b.memory, backend: backend2, interrupts: b.irq, mq: true, queues: 4 });
+    const dev2 = createVirtioNetPci({
+      memory: b.memory,
+      backend: backend2,
+      interrupts: b.irq,
+      mq: true,
+      queues: 4,
+    });
     dev2.restore(snap);
     expect(dev2.stats().queuePairs).toBe(3);
     const enabled = new Map(backend2.queuePairEnabledCalls.map((c) => [c.queuePair, c.enabled]));
-    expect([...enabled.entries()].sort()).toEqual([[0, true], [1, true], [2, true], [3, false]]);
-    expect(backend2.offloadCalls.at(-1)).toEqual({ csum: true, tso4: false, tso6: false, ecn: false, ufo: false, uso4: false, uso6: false });
+    expect([...enabled.entries()].sort()).toEqual([
+      [0, true],
+      [1, true],
+      [2, true],
+      [3, false],
+    ]);
+    expect(backend2.offloadCalls.at(-1)).toEqual({
+      csum: true,
+      tso4: false,
+      tso6: false,
+      ecn: false,
+      ufo: false,
+      uso4: false,
+      uso6: false,
+    });
     expect(backend2.vnetHeaderSizeCalls.at(-1)).toBe(12);
   });
 

@@ -17,20 +17,39 @@ import {
   udp,
 } from '../lib/frame-builder.test-util.js';
 import { rssHash } from '../lib/rss-hash.js';
+import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { CtrlClass, CtrlMq, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { VirtioNetDriver } from './testing/net-driver.js';
+import { type Bench, hexOf, MEM_SIZE, openBench, rawFrame } from './virtio-net.test-support.js';
 import { NetConfig } from './virtio-net-config.js';
 import { NetF } from './virtio-net-features.js';
 import type { VirtioNetPci } from './virtio-net-pci.js';
-import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
-import { type Bench, hexOf, MEM_SIZE, openBench, rawFrame } from './virtio-net.test-support.js';
 
 const vectors = JSON.parse(readFileSync('/work/shared/docs/rss-vectors.json', 'utf8')) as {
   key: string;
-  vectors: { key: string; src_ip: string; dst_ip: string; src_port: number; dst_port: number; hash_ipv4_or_ipv6_only: string; hash_with_ports: string }[];
+  vectors: {
+    key: string;
+    src_ip: string;
+    dst_ip: string;
+    src_port: number;
+    dst_port: number;
+    hash_ipv4_or_ipv6_only: string;
+    hash_with_ports: string;
+  }[];
 };
 const KEY = Uint8Array.from(Buffer.from(vectors.key, 'hex'));
-const T = { IPv4: 1, TCPv4: 2, UDPv4: 4, IPv6: 8, TCPv6: 16, UDPv6: 32, IP_EX: 64, TCP_EX: 128, UDP_EX: 256, ALL: 0x1ff } as const;
+const T = {
+  IPv4: 1,
+  TCPv4: 2,
+  UDPv4: 4,
+  IPv6: 8,
+  TCPv6: 16,
+  UDPv6: 32,
+  IP_EX: 64,
+  TCP_EX: 128,
+  UDP_EX: 256,
+  ALL: 0x1ff,
+} as const;
 const PAIRS = 4;
 
 function stats(dev: VirtioNetPci) {
@@ -39,7 +58,11 @@ function stats(dev: VirtioNetPci) {
 
 /** An RSS bench: mq + rss + hash, 4 pairs, promiscuous (test frames use arbitrary MACs). */
 function rssBench(options: Record<string, unknown> = {}, wanted?: bigint): Bench {
-  const b = openBench({ mq: true, rss: true, hash: true, queues: PAIRS, ...options }, { queues: PAIRS }, wanted ? { wanted } : {});
+  const b = openBench(
+    { mq: true, rss: true, hash: true, queues: PAIRS, ...options },
+    { queues: PAIRS },
+    wanted ? { wanted } : {},
+  );
   expect(b.driver.rxMode(0, true)).toBe(VIRTIO_NET_OK);
   return b;
 }
@@ -55,7 +78,8 @@ interface Arrival {
 function deliver(b: Bench, frame: Uint8Array, q = 0): Arrival {
   b.backend.inject(frame, q);
   const got: Arrival[] = [];
-  for (let p = 0; p < b.driver.maxPairs; p++) for (const r of b.driver.receive(p)) got.push({ pair: p, ...r });
+  for (let p = 0; p < b.driver.maxPairs; p++)
+    for (const r of b.driver.receive(p)) got.push({ pair: p, ...r });
   expect(got, 'exactly one arrival').toHaveLength(1);
   expect(hexOf(got[0]!.frame)).toBe(hexOf(frame));
   return got[0]!;
@@ -72,10 +96,14 @@ function expected(frame: Uint8Array, types: number, key: Uint8Array, tbl: number
   return { pair: tbl[h.hash & (tbl.length - 1)]!, hashValue: h.hash, hashReport: h.reportType };
 }
 
-const v4tcp = (src: string, dst: string, sp: number, dp: number) => eth(0x0800, ipv4({ src, dst, proto: 6, payload: tcp(sp, dp) }));
-const v4udp = (src: string, dst: string, sp: number, dp: number) => eth(0x0800, ipv4({ src, dst, proto: 17, payload: udp(sp, dp) }));
-const v6tcp = (src: string, dst: string, sp: number, dp: number) => eth(0x86dd, ipv6(src, dst, 6, tcp(sp, dp)));
-const v6udp = (src: string, dst: string, sp: number, dp: number) => eth(0x86dd, ipv6(src, dst, 17, udp(sp, dp)));
+const v4tcp = (src: string, dst: string, sp: number, dp: number) =>
+  eth(0x0800, ipv4({ src, dst, proto: 6, payload: tcp(sp, dp) }));
+const v4udp = (src: string, dst: string, sp: number, dp: number) =>
+  eth(0x0800, ipv4({ src, dst, proto: 17, payload: udp(sp, dp) }));
+const v6tcp = (src: string, dst: string, sp: number, dp: number) =>
+  eth(0x86dd, ipv6(src, dst, 6, tcp(sp, dp)));
+const v6udp = (src: string, dst: string, sp: number, dp: number) =>
+  eth(0x86dd, ipv6(src, dst, 17, udp(sp, dp)));
 
 describe('config space and negotiation', () => {
   it('RSS limits in the device config; control queue at 2N', () => {
@@ -115,7 +143,11 @@ describe('rss-vectors.json through the device, with hash report', () => {
       for (const [types, frame, hash, report] of cases) {
         expect(b.driver.setRss({ hashTypes: types, table: tbl, key, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
         const a = deliver(b, frame);
-        expect({ h: a.hashValue >>> 0, r: a.hashReport, p: a.pair }, `${v.src_ip} types ${types}`).toEqual({ h: hash >>> 0, r: report, p: tbl[hash & 127] });
+        expect({ h: a.hashValue >>> 0, r: a.hashReport, p: a.pair }, `${v.src_ip} types ${types}`).toEqual({
+          h: hash >>> 0,
+          r: report,
+          p: tbl[hash & 127],
+        });
         n++;
       }
     }
@@ -127,7 +159,9 @@ describe('steering by the indirection table', () => {
   it('many flows: each lands on table[hash & mask], reported hash = rssHash, distribution as predicted', () => {
     const b = rssBench();
     const tbl = table(128, (i) => [0, 1, 2, 3, 3, 2][i % 6]!);
-    expect(b.driver.setRss({ hashTypes: T.ALL, table: tbl, unclassified: 1, key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
+    expect(b.driver.setRss({ hashTypes: T.ALL, table: tbl, unclassified: 1, key: KEY, maxTxVq: PAIRS })).toBe(
+      VIRTIO_NET_OK,
+    );
     const counts = [0, 0, 0, 0];
     const want = [0, 0, 0, 0];
     fc.assert(
@@ -141,10 +175,18 @@ describe('steering by the indirection table', () => {
           const s = `10.${a}.${c}.1`;
           const d = `192.168.${c}.${a}`;
           const s6 = `2001:db8::${a.toString(16)}:${c.toString(16)}`;
-          const frame = [v4tcp(s, d, sp, dp), v4udp(s, d, sp, dp), v6tcp(s6, '2001:db8::1', sp, dp), v6udp(s6, '2001:db8::2', sp, dp)][kind]!;
+          const frame = [
+            v4tcp(s, d, sp, dp),
+            v4udp(s, d, sp, dp),
+            v6tcp(s6, '2001:db8::1', sp, dp),
+            v6udp(s6, '2001:db8::2', sp, dp),
+          ][kind]!;
           const e = expected(frame, T.ALL, KEY, tbl, 1);
           const got = deliver(b, frame, q);
-          expect({ pair: got.pair, hashValue: got.hashValue >>> 0, hashReport: got.hashReport }).toEqual({ ...e, hashValue: e.hashValue >>> 0 });
+          expect({ pair: got.pair, hashValue: got.hashValue >>> 0, hashReport: got.hashReport }).toEqual({
+            ...e,
+            hashValue: e.hashValue >>> 0,
+          });
           counts[got.pair]!++;
           want[e.pair]!++;
         },
@@ -165,34 +207,76 @@ describe('steering by the indirection table', () => {
       eth(0x0800, ipv4({ src: '1.2.3.4', dst: '5.6.7.8', proto: 6, payload: tcp(1, 2), fragField: 0x2000 })),
       eth(0x0800, ipv4({ src: '1.2.3.4', dst: '5.6.7.8', proto: 17, payload: udp(1, 2), fragField: 0x0010 })),
       eth(0x0800, ipv4({ src: '9.9.9.9', dst: '8.8.8.8', proto: 6, payload: tcp(5, 6) }), [[0x8100, 5]]),
-      eth(0x0800, ipv4({ src: '9.9.9.9', dst: '8.8.8.8', proto: 17, payload: udp(5, 6) }), [[0x88a8, 7], [0x8100, 5]]),
+      eth(0x0800, ipv4({ src: '9.9.9.9', dst: '8.8.8.8', proto: 17, payload: udp(5, 6) }), [
+        [0x88a8, 7],
+        [0x8100, 5],
+      ]),
       eth(0x0800, ipv4({ src: '7.7.7.7', dst: '6.6.6.6', proto: 47, payload: new Uint8Array(20) })),
       v6tcp('2001:db8::1', '2001:db8::2', 80, 8080),
       v6udp('fe80::1', 'ff02::1', 546, 547),
       eth(0x86dd, ipv6('2001:db8::1', '2001:db8::2', 0, concatBytes(optionsHeader(6), tcp(1, 2)))),
-      eth(0x86dd, ipv6('2001:db8::1', '2001:db8::2', 60, concatBytes(optionsHeader(43, homeAddressOption('2001:db8::aa')), routingType2(6, '2001:db8::bb'), tcp(3, 4)))),
-      eth(0x86dd, ipv6('2001:db8::1', '2001:db8::2', 44, concatBytes(fragmentHeader(17, 0, true), udp(3, 4)))),
-      eth(0x86dd, ipv6('2001:db8::1', '2001:db8::2', 44, concatBytes(fragmentHeader(17, 10, false), udp(3, 4)))),
+      eth(
+        0x86dd,
+        ipv6(
+          '2001:db8::1',
+          '2001:db8::2',
+          60,
+          concatBytes(
+            optionsHeader(43, homeAddressOption('2001:db8::aa')),
+            routingType2(6, '2001:db8::bb'),
+            tcp(3, 4),
+          ),
+        ),
+      ),
+      eth(
+        0x86dd,
+        ipv6('2001:db8::1', '2001:db8::2', 44, concatBytes(fragmentHeader(17, 0, true), udp(3, 4))),
+      ),
+      eth(
+        0x86dd,
+        ipv6('2001:db8::1', '2001:db8::2', 44, concatBytes(fragmentHeader(17, 10, false), udp(3, 4))),
+      ),
       v4tcp('1.2.3.4', '5.6.7.8', 1000, 2000).subarray(0, 40),
       v4tcp('1.2.3.4', '5.6.7.8', 1000, 2000).subarray(0, 30),
       v6tcp('2001:db8::1', '2001:db8::2', 80, 8080).subarray(0, 60),
       rawFrame(60, '01:02:03:04:05:06', '52:54:00:00:00:01', 0, 0x0806),
     ];
-    const typeSets = [T.ALL, T.IPv4 | T.IPv6, T.TCPv4 | T.TCPv6, T.UDPv4 | T.UDPv6, T.IP_EX, T.TCP_EX | T.IPv6, T.UDP_EX, T.TCPv4, 0];
+    const typeSets = [
+      T.ALL,
+      T.IPv4 | T.IPv6,
+      T.TCPv4 | T.TCPv6,
+      T.UDPv4 | T.UDPv6,
+      T.IP_EX,
+      T.TCP_EX | T.IPv6,
+      T.UDP_EX,
+      T.TCPv4,
+      0,
+    ];
     for (const types of typeSets) {
-      expect(b.driver.setRss({ hashTypes: types, table: tbl, unclassified: 3, key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
+      expect(
+        b.driver.setRss({ hashTypes: types, table: tbl, unclassified: 3, key: KEY, maxTxVq: PAIRS }),
+      ).toBe(VIRTIO_NET_OK);
       frames.forEach((f, i) => {
         const e = expected(f, types, KEY, tbl, 3);
         const got = deliver(b, f, i % PAIRS);
-        expect({ pair: got.pair, hashValue: got.hashValue >>> 0, hashReport: got.hashReport }, `types ${types} frame ${i}`).toEqual({ ...e, hashValue: e.hashValue >>> 0 });
+        expect(
+          { pair: got.pair, hashValue: got.hashValue >>> 0, hashReport: got.hashReport },
+          `types ${types} frame ${i}`,
+        ).toEqual({ ...e, hashValue: e.hashValue >>> 0 });
       });
     }
   });
 
   it('unclassified queue: non-IP frames and IP frames with no enabled type', () => {
     const b = rssBench();
-    expect(b.driver.setRss({ hashTypes: T.TCPv4, table: [0, 1], unclassified: 2, key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
-    for (const [f, q] of [[rawFrame(60), 0], [v6tcp('::1', '::2', 1, 2), 1], [v4udp('1.1.1.1', '2.2.2.2', 1, 2), 3]] as const) {
+    expect(
+      b.driver.setRss({ hashTypes: T.TCPv4, table: [0, 1], unclassified: 2, key: KEY, maxTxVq: PAIRS }),
+    ).toBe(VIRTIO_NET_OK);
+    for (const [f, q] of [
+      [rawFrame(60), 0],
+      [v6tcp('::1', '::2', 1, 2), 1],
+      [v4udp('1.1.1.1', '2.2.2.2', 1, 2), 3],
+    ] as const) {
       const a = deliver(b, f, q);
       expect([a.pair, a.hashValue, a.hashReport]).toEqual([2, 0, 0]);
     }
@@ -205,7 +289,12 @@ describe('steering by the indirection table', () => {
     const b = rssBench({}, undefined);
     expect(b.driver.setRss({ hashTypes: T.ALL, table: [1], key: KEY, maxTxVq: 2 })).toBe(VIRTIO_NET_OK);
     expect(stats(b.dev).queuePairs).toBe(2);
-    expect(b.backend.queuePairEnabledCalls.slice(-4).map((c) => c.enabled)).toEqual([true, true, false, false]);
+    expect(b.backend.queuePairEnabledCalls.slice(-4).map((c) => c.enabled)).toEqual([
+      true,
+      true,
+      false,
+      false,
+    ]);
   });
 });
 
@@ -232,10 +321,19 @@ describe('RSS / hash report combinations', () => {
     b.driver.rxMode(0, true);
     expect(b.driver.setRss({ hashTypes: T.ALL, table: [0], key: KEY, maxTxVq: 1 })).toBe(VIRTIO_NET_ERR);
     expect(b.driver.setHashConfig(T.TCPv4 | T.IPv6, KEY)).toBe(VIRTIO_NET_OK);
-    for (const f of [v4tcp('1.2.3.4', '4.3.2.1', 5, 6), v4udp('1.2.3.4', '4.3.2.1', 5, 6), v6udp('::5', '::6', 7, 8), rawFrame(60)]) {
+    for (const f of [
+      v4tcp('1.2.3.4', '4.3.2.1', 5, 6),
+      v4udp('1.2.3.4', '4.3.2.1', 5, 6),
+      v6udp('::5', '::6', 7, 8),
+      rawFrame(60),
+    ]) {
       const a = deliver(b, f);
       const h = rssHash(f, T.TCPv4 | T.IPv6, KEY);
-      expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([0, (h?.hash ?? 0) >>> 0, h?.reportType ?? 0]);
+      expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([
+        0,
+        (h?.hash ?? 0) >>> 0,
+        h?.reportType ?? 0,
+      ]);
     }
     // Zero types and key length disable it.
     expect(b.driver.setHashConfig(0, new Uint8Array(0))).toBe(VIRTIO_NET_OK);
@@ -256,8 +354,18 @@ describe('RSS / hash report combinations', () => {
     const b = openBench({ mq: true, hash: true, queues: PAIRS }, { queues: PAIRS });
     b.driver.rxMode(0, true);
     expect(b.driver.setHashConfig(T.ALL, KEY)).toBe(VIRTIO_NET_OK);
-    const out = ethernet('52:54:00:ab:cd:ef', '52:54:00:12:34:56', 0x0800, tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)));
-    const reply = ethernet('52:54:00:12:34:56', '52:54:00:ab:cd:ef', 0x0800, tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)));
+    const out = ethernet(
+      '52:54:00:ab:cd:ef',
+      '52:54:00:12:34:56',
+      0x0800,
+      tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
+    );
+    const reply = ethernet(
+      '52:54:00:12:34:56',
+      '52:54:00:ab:cd:ef',
+      0x0800,
+      tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
+    );
     b.driver.send(out, { pair: 2 });
     const a = deliver(b, reply, 0);
     expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([2, rssHash(reply, T.ALL, KEY)!.hash >>> 0, 2]);
@@ -271,8 +379,12 @@ describe('RSS / hash report combinations', () => {
     for (const f of frames) b.backend.inject(f, 0);
     expect(b.backend.isPaused(0)).toBe(true);
     const got: { frame: string; h: number; r: number }[] = [];
-    for (let i = 0; i < 4; i++) for (const r of b.driver.receive(2)) got.push({ frame: hexOf(r.frame), h: r.hashValue >>> 0, r: r.hashReport });
-    expect(got).toEqual(frames.map((f) => ({ frame: hexOf(f), h: rssHash(f, T.ALL, KEY)!.hash >>> 0, r: 3 })));
+    for (let i = 0; i < 4; i++)
+      for (const r of b.driver.receive(2))
+        got.push({ frame: hexOf(r.frame), h: r.hashValue >>> 0, r: r.hashReport });
+    expect(got).toEqual(
+      frames.map((f) => ({ frame: hexOf(f), h: rssHash(f, T.ALL, KEY)!.hash >>> 0, r: 3 })),
+    );
     expect(b.backend.isPaused(0)).toBe(false);
   });
 
@@ -280,7 +392,9 @@ describe('RSS / hash report combinations', () => {
     const b = rssBench();
     expect(b.driver.setRss({ hashTypes: T.ALL, table: [3], key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
     expect(deliver(b, v4tcp('1.1.1.1', '2.2.2.2', 3, 4), 1).pair).toBe(3);
-    expect(b.driver.setRss({ hashTypes: 0, table: [0], key: new Uint8Array(0), maxTxVq: 3 })).toBe(VIRTIO_NET_OK);
+    expect(b.driver.setRss({ hashTypes: 0, table: [0], key: new Uint8Array(0), maxTxVq: 3 })).toBe(
+      VIRTIO_NET_OK,
+    );
     expect(stats(b.dev).queuePairs).toBe(3);
     const a = deliver(b, v4tcp('1.1.1.1', '2.2.2.2', 3, 4), 1);
     expect([a.pair, a.hashValue, a.hashReport]).toEqual([1, 0, 0]);
@@ -301,14 +415,24 @@ describe('invalid RSS / hash configs: VIRTIO_NET_ERR, state unchanged', () => {
   const goodTable = table(32, (i) => (i * 5) % PAIRS);
   const probe = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => v4tcp('10.0.0.1', '10.0.0.2', 2000 + i * 13, 443));
 
-  function raw(hashTypes: number, mask: number, unclassified: number, entries: number[], maxTxVq: number, keyLen: number, key: Uint8Array): Uint8Array {
+  function raw(
+    hashTypes: number,
+    mask: number,
+    unclassified: number,
+    entries: number[],
+    maxTxVq: number,
+    keyLen: number,
+    key: Uint8Array,
+  ): Uint8Array {
     const n = entries.length;
     const buf = new Uint8Array(11 + 2 * n + key.length);
     const dv = new DataView(buf.buffer);
     dv.setUint32(0, hashTypes, true);
     dv.setUint16(4, mask, true);
     dv.setUint16(6, unclassified, true);
-    entries.forEach((q, i) => dv.setUint16(8 + 2 * i, q, true));
+    entries.forEach((q, i) => {
+      dv.setUint16(8 + 2 * i, q, true);
+    });
     dv.setUint16(8 + 2 * n, maxTxVq, true);
     buf[10 + 2 * n] = keyLen;
     buf.set(key, 11 + 2 * n);
@@ -317,7 +441,15 @@ describe('invalid RSS / hash configs: VIRTIO_NET_ERR, state unchanged', () => {
 
   it('RSS_CONFIG', () => {
     const b = rssBench();
-    expect(b.driver.setRss({ hashTypes: T.TCPv4 | T.IPv4, table: goodTable, unclassified: 2, key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
+    expect(
+      b.driver.setRss({
+        hashTypes: T.TCPv4 | T.IPv4,
+        table: goodTable,
+        unclassified: 2,
+        key: KEY,
+        maxTxVq: PAIRS,
+      }),
+    ).toBe(VIRTIO_NET_OK);
     const before = probe.map((f, i) => deliver(b, f, i % PAIRS));
     const nonIp = deliver(b, rawFrame(60), 1);
     expect(nonIp.pair).toBe(2);
@@ -327,7 +459,18 @@ describe('invalid RSS / hash configs: VIRTIO_NET_ERR, state unchanged', () => {
       ['7 bytes', new Uint8Array(7)],
       ['unsupported hash type', raw(1 << 9, 7, 0, eight, PAIRS, 40, KEY)],
       ['table length 3', raw(T.IPv4, 2, 0, [0, 1, 2], PAIRS, 40, KEY)],
-      ['table length 256', raw(T.IPv4, 255, 0, table(256, () => 0), PAIRS, 40, KEY)],
+      [
+        'table length 256',
+        raw(
+          T.IPv4,
+          255,
+          0,
+          table(256, () => 0),
+          PAIRS,
+          40,
+          KEY,
+        ),
+      ],
       ['unclassified = max pairs', raw(T.IPv4, 7, PAIRS, eight, PAIRS, 40, KEY)],
       ['table entry = max pairs', raw(T.IPv4, 7, 0, [0, 1, 2, PAIRS, 0, 0, 0, 0], PAIRS, 40, KEY)],
       ['table entry with bit 15', raw(T.IPv4, 7, 0, [0x8000, 0, 0, 0, 0, 0, 0, 0], PAIRS, 40, KEY)],
@@ -347,7 +490,12 @@ describe('invalid RSS / hash configs: VIRTIO_NET_ERR, state unchanged', () => {
       expect(after, name).toEqual(before);
       expect(deliver(b, rawFrame(60), 1).pair, name).toBe(2);
     }
-    expect(stats(b.dev).ctrlErrors - errors0).toBe(bad.length);
+    // Rejected VQ_PAIRS_SET commands do not touch RSS either.
+    for (const n of [0, PAIRS + 1]) {
+      expect(b.driver.control(CtrlClass.MQ, CtrlMq.VQ_PAIRS_SET, Uint8Array.of(n, 0))).toBe(VIRTIO_NET_ERR);
+      expect(probe.map((f, i) => deliver(b, f, i % PAIRS))).toEqual(before);
+    }
+    expect(stats(b.dev).ctrlErrors - errors0).toBe(bad.length + 2);
     expect(stats(b.dev).queuePairs).toBe(PAIRS);
     expect(b.driver.pci.status & 0x40).toBe(0);
   });
@@ -374,15 +522,25 @@ describe('invalid RSS / hash configs: VIRTIO_NET_ERR, state unchanged', () => {
     ];
     for (const [name, data] of bad) {
       expect(b.driver.control(CtrlClass.MQ, CtrlMq.HASH_CONFIG, data), name).toBe(VIRTIO_NET_ERR);
-      expect(probe.map((f) => deliver(b, f)), name).toEqual(before);
+      expect(
+        probe.map((f) => deliver(b, f)),
+        name,
+      ).toEqual(before);
     }
   });
 
   it('random RSS_CONFIG payloads never throw; accepted ones steer as rssHash + table, rejected ones change nothing', () => {
     const b = rssBench();
-    let cur: { types: number; tbl: number[]; unclassified: number; key: Uint8Array } = { types: T.ALL, tbl: [0, 1, 2, 3], unclassified: 0, key: KEY };
+    let cur: { types: number; tbl: number[]; unclassified: number; key: Uint8Array } = {
+      types: T.ALL,
+      tbl: [0, 1, 2, 3],
+      unclassified: 0,
+      key: KEY,
+    };
     let pairs = PAIRS;
-    expect(b.driver.setRss({ hashTypes: cur.types, table: cur.tbl, key: cur.key, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
+    expect(b.driver.setRss({ hashTypes: cur.types, table: cur.tbl, key: cur.key, maxTxVq: PAIRS })).toBe(
+      VIRTIO_NET_OK,
+    );
     fc.assert(
       fc.property(
         fc.integer({ min: 0, max: 0x3ff }),
@@ -394,7 +552,9 @@ describe('invalid RSS / hash configs: VIRTIO_NET_ERR, state unchanged', () => {
         fc.integer({ min: -5, max: 5 }),
         (types, mask, unclassified, seed, maxTxVq, keyLen, cut) => {
           // Mostly entries < PAIRS; seed value 4 (= PAIRS) makes an invalid entry.
-          const entries = Array.from({ length: mask + 1 }, (_, i) => (seed.length > 1 ? seed[i % seed.length]! : seed[0]! % PAIRS));
+          const entries = Array.from({ length: mask + 1 }, (_, i) =>
+            seed.length > 1 ? seed[i % seed.length]! : seed[0]! % PAIRS,
+          );
           const key = Uint8Array.from({ length: keyLen }, (_, i) => (i * 29 + types) & 0xff);
           let data = raw(types, mask, unclassified, entries, maxTxVq, keyLen, key);
           if (cut < 0) data = data.subarray(0, Math.max(0, data.length + cut));
@@ -412,8 +572,15 @@ describe('invalid RSS / hash configs: VIRTIO_NET_ERR, state unchanged', () => {
             maxTxVq <= PAIRS &&
             keyLen <= 40 &&
             (keyLen > 0 || types === 0);
-          expect(ack, JSON.stringify({ types, mask, unclassified, n: entries.length, maxTxVq, keyLen, cut })).toBe(valid ? VIRTIO_NET_OK : VIRTIO_NET_ERR);
-          if (valid) cur = keyLen === 0 ? { types: -1, tbl: [], unclassified: 0, key } : { types, tbl: entries, unclassified, key };
+          expect(
+            ack,
+            JSON.stringify({ types, mask, unclassified, n: entries.length, maxTxVq, keyLen, cut }),
+          ).toBe(valid ? VIRTIO_NET_OK : VIRTIO_NET_ERR);
+          if (valid)
+            cur =
+              keyLen === 0
+                ? { types: -1, tbl: [], unclassified: 0, key }
+                : { types, tbl: entries, unclassified, key };
           if (valid) pairs = maxTxVq;
           const f = v4tcp('10.9.8.7', '10.1.2.3', 4000 + keyLen, 80);
           const got = deliver(b, f, 1);
@@ -421,7 +588,10 @@ describe('invalid RSS / hash configs: VIRTIO_NET_ERR, state unchanged', () => {
           if (cur.types === -1) expect([got.pair, got.hashReport]).toEqual([1 % pairs, 0]);
           else {
             const e = expected(f, cur.types, cur.key, cur.tbl, cur.unclassified);
-            expect({ pair: got.pair, hashValue: got.hashValue >>> 0, hashReport: got.hashReport }).toEqual({ ...e, hashValue: e.hashValue >>> 0 });
+            expect({ pair: got.pair, hashValue: got.hashValue >>> 0, hashReport: got.hashReport }).toEqual({
+              ...e,
+              hashValue: e.hashValue >>> 0,
+            });
           }
         },
       ),
@@ -434,7 +604,9 @@ describe('RSS state across snapshot/restore and reset', () => {
   it('survives snapshot/restore into a fresh device; cleared by reset', async () => {
     const b = rssBench();
     const tbl = table(128, (i) => (i * 7) % PAIRS);
-    expect(b.driver.setRss({ hashTypes: T.ALL, table: tbl, unclassified: 3, key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
+    expect(b.driver.setRss({ hashTypes: T.ALL, table: tbl, unclassified: 3, key: KEY, maxTxVq: PAIRS })).toBe(
+      VIRTIO_NET_OK,
+    );
     const flows = Array.from({ length: 24 }, (_, i) => v4udp('172.16.0.1', '172.16.9.9', 3000 + i * 7, 53));
     const before = flows.map((f) => deliver(b, f));
     const snap = JSON.parse(JSON.stringify(b.dev.snapshot()));
@@ -442,16 +614,32 @@ describe('RSS state across snapshot/restore and reset', () => {
     const { createVirtioNetPci } = await import('./virtio-net-pci.js');
     const { MemoryBackend } = await import('../lib/memory-backend.js');
     const backend2 = new MemoryBackend({ queues: PAIRS });
-    const dev2 = createVirtioNetPci({ memory: b.memory, backend: backend2, interrupts: b.irq, mq: true, rss: true, hash: true, queues: PAIRS });
+    const dev2 = createVirtioNetPci({
+      memory: b.memory,
+      backend: backend2,
+      interrupts: b.irq,
+      mq: true,
+      rss: true,
+      hash: true,
+      queues: PAIRS,
+    });
     dev2.restore(snap);
     // Route the same driver (its rings and buffers live in the shared guest memory) to the new device.
-    const proxy = { configRead: dev2.configRead.bind(dev2), configWrite: dev2.configWrite.bind(dev2), barRead: dev2.barRead.bind(dev2), barWrite: dev2.barWrite.bind(dev2) };
+    const proxy = {
+      configRead: dev2.configRead.bind(dev2),
+      configWrite: dev2.configWrite.bind(dev2),
+      barRead: dev2.barRead.bind(dev2),
+      barWrite: dev2.barWrite.bind(dev2),
+    };
     (b.driver.pci as unknown as { target: unknown }).target = proxy;
     const b2: Bench = { ...b, backend: backend2, dev: dev2 };
     expect(flows.map((f) => deliver(b2, f))).toEqual(before);
     expect(deliver(b2, rawFrame(60), 0).pair).toBe(3);
     // Reset clears RSS: after a new open, frames stay on their backend queue without a hash.
-    const d2 = new VirtioNetDriver(proxy, b.memory, { allocator: new BumpAllocator(0x4000000, MEM_SIZE - 0x1000), interrupts: b.irq });
+    const d2 = new VirtioNetDriver(proxy, b.memory, {
+      allocator: new BumpAllocator(0x4000000, MEM_SIZE - 0x1000),
+      interrupts: b.irq,
+    });
     d2.open();
     d2.rxMode(0, true);
     const b3: Bench = { ...b2, driver: d2 };

@@ -2,8 +2,8 @@
 // sizes, split/packed rings, indirect and split-header buffers, every rx-mode and filter case, the MAC
 // table with QEMU's overflow semantics, VLAN filtering, rx offload metadata, the backlog.
 import { describe, expect, it } from 'vitest';
-import type { BackendSink, NetBackend, NetOffload } from '../lib/net-backend.js';
 import { GuestMemory } from '../lib/guest-memory.js';
+import type { BackendSink, NetBackend } from '../lib/net-backend.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 import { VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
@@ -11,8 +11,6 @@ import { GsoType, NetHdrFlags } from './net-header.js';
 import { RxMode } from './rx-filter.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from './testing/net-driver.js';
 import { MAX_FRAME, RX_BACKLOG } from './virtio-net.js';
-import { NetF } from './virtio-net-features.js';
-import { createVirtioNetPci, type VirtioNetPci } from './virtio-net-pci.js';
 import {
   DEV_MAC,
   hexOf,
@@ -26,12 +24,20 @@ import {
   tcp4Frame,
   tsoSegments,
 } from './virtio-net.test-support.js';
+import { NetF } from './virtio-net-features.js';
+import { createVirtioNetPci, type VirtioNetPci } from './virtio-net-pci.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 const NO_MRG = LINUX_6_1_FEATURES & ~bit(NetF.MRG_RXBUF);
 const NO_GUEST_OFFLOADS =
   LINUX_6_1_FEATURES &
-  ~(bit(NetF.GUEST_CSUM) | bit(NetF.GUEST_TSO4) | bit(NetF.GUEST_TSO6) | bit(NetF.GUEST_ECN) | bit(NetF.GUEST_UFO));
+  ~(
+    bit(NetF.GUEST_CSUM) |
+    bit(NetF.GUEST_TSO4) |
+    bit(NetF.GUEST_TSO6) |
+    bit(NetF.GUEST_ECN) |
+    bit(NetF.GUEST_UFO)
+  );
 
 function stats(dev: VirtioNetPci) {
   return dev.stats() as Record<string, number> & { queues: Record<string, number>[] };
@@ -99,13 +105,20 @@ describe('rx data path', () => {
   });
 
   it('header and data in separate descriptors, and indirect rx buffers', () => {
-    for (const o of [{ rxSplitHeader: true }, { rxIndirect: true }, { rxSplitHeader: true, rxIndirect: true }]) {
+    for (const o of [
+      { rxSplitHeader: true },
+      { rxIndirect: true },
+      { rxSplitHeader: true, rxIndirect: true },
+    ]) {
       for (const packed of [false, true]) {
         const b = openBench({ packed }, {}, o);
         for (const len of [60, 3000]) {
           const f = rawFrame(len, DEV_MAC, PEER_MAC, len);
           b.backend.inject(f);
-          expect(b.driver.receive().map((r) => hexOf(r.frame)), JSON.stringify({ ...o, packed, len })).toEqual([hexOf(f)]);
+          expect(
+            b.driver.receive().map((r) => hexOf(r.frame)),
+            JSON.stringify({ ...o, packed, len }),
+          ).toEqual([hexOf(f)]);
         }
       }
     }
@@ -178,13 +191,50 @@ describe('receive filter (control queue RX class)', () => {
       ['allmulti', [[RxMode.ALLMULTI, true]], { own: true, other: false, bcast: true, mcast: true }],
       ['alluni', [[RxMode.ALLUNI, true]], { own: true, other: true, bcast: true, mcast: false }],
       ['nomulti', [[RxMode.NOMULTI, true]], { own: true, other: false, bcast: true, mcast: false }],
-      ['nomulti beats allmulti', [[RxMode.ALLMULTI, true], [RxMode.NOMULTI, true]], { own: true, other: false, bcast: true, mcast: false }],
+      [
+        'nomulti beats allmulti',
+        [
+          [RxMode.ALLMULTI, true],
+          [RxMode.NOMULTI, true],
+        ],
+        { own: true, other: false, bcast: true, mcast: false },
+      ],
       ['nouni', [[RxMode.NOUNI, true]], { own: false, other: false, bcast: true, mcast: false }],
-      ['nouni beats alluni', [[RxMode.ALLUNI, true], [RxMode.NOUNI, true]], { own: false, other: false, bcast: true, mcast: false }],
+      [
+        'nouni beats alluni',
+        [
+          [RxMode.ALLUNI, true],
+          [RxMode.NOUNI, true],
+        ],
+        { own: false, other: false, bcast: true, mcast: false },
+      ],
       ['nobcast', [[RxMode.NOBCAST, true]], { own: true, other: false, bcast: false, mcast: false }],
-      ['nobcast with allmulti', [[RxMode.NOBCAST, true], [RxMode.ALLMULTI, true]], { own: true, other: false, bcast: false, mcast: true }],
-      ['promisc beats everything', [[RxMode.NOUNI, true], [RxMode.NOBCAST, true], [RxMode.NOMULTI, true], [RxMode.PROMISC, true]], { own: true, other: true, bcast: true, mcast: true }],
-      ['off again', [[RxMode.PROMISC, true], [RxMode.PROMISC, false]], { own: true, other: false, bcast: true, mcast: false }],
+      [
+        'nobcast with allmulti',
+        [
+          [RxMode.NOBCAST, true],
+          [RxMode.ALLMULTI, true],
+        ],
+        { own: true, other: false, bcast: false, mcast: true },
+      ],
+      [
+        'promisc beats everything',
+        [
+          [RxMode.NOUNI, true],
+          [RxMode.NOBCAST, true],
+          [RxMode.NOMULTI, true],
+          [RxMode.PROMISC, true],
+        ],
+        { own: true, other: true, bcast: true, mcast: true },
+      ],
+      [
+        'off again',
+        [
+          [RxMode.PROMISC, true],
+          [RxMode.PROMISC, false],
+        ],
+        { own: true, other: false, bcast: true, mcast: false },
+      ],
     ];
     for (const [name, cmds, want] of cases) {
       const b = openBench();
@@ -206,8 +256,10 @@ describe('receive filter (control queue RX class)', () => {
 });
 
 describe('MAC table (VIRTIO_NET_CTRL_MAC_TABLE_SET) and ADDR_SET', () => {
-  const uni = (i: number) => `02:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
-  const multi = (i: number) => `01:00:5e:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
+  const uni = (i: number) =>
+    `02:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
+  const multi = (i: number) =>
+    `01:00:5e:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
 
   function accepts(b: ReturnType<typeof openBench>, mac: string): boolean {
     b.backend.inject(rawFrame(64, mac));
@@ -217,7 +269,14 @@ describe('MAC table (VIRTIO_NET_CTRL_MAC_TABLE_SET) and ADDR_SET', () => {
   it('table entries pass, others do not', () => {
     const b = openBench();
     expect(b.driver.setMacTable([uni(1), uni(2)], [multi(1)])).toBe(VIRTIO_NET_OK);
-    expect([uni(1), uni(2), uni(3), multi(1), multi(2), DEV_MAC].map((m) => accepts(b, m))).toEqual([true, true, false, true, false, true]);
+    expect([uni(1), uni(2), uni(3), multi(1), multi(2), DEV_MAC].map((m) => accepts(b, m))).toEqual([
+      true,
+      true,
+      false,
+      true,
+      false,
+      true,
+    ]);
     // A unicast MAC in the multicast part does not pass as unicast, and vice versa (QEMU ranges).
     expect(b.driver.setMacTable([multi(5)], [uni(5)])).toBe(VIRTIO_NET_OK);
     expect([multi(5), uni(5)].map((m) => accepts(b, m))).toEqual([false, false]);
@@ -230,11 +289,22 @@ describe('MAC table (VIRTIO_NET_CTRL_MAC_TABLE_SET) and ADDR_SET', () => {
     const b = openBench();
     const u64 = Array.from({ length: 64 }, (_, i) => uni(i));
     expect(b.driver.setMacTable(u64, [])).toBe(VIRTIO_NET_OK);
-    expect([uni(0), uni(63), uni(64), multi(0)].map((m) => accepts(b, m))).toEqual([true, true, false, false]);
+    expect([uni(0), uni(63), uni(64), multi(0)].map((m) => accepts(b, m))).toEqual([
+      true,
+      true,
+      false,
+      false,
+    ]);
     const u65 = Array.from({ length: 65 }, (_, i) => uni(i));
     expect(b.driver.setMacTable(u65, [multi(1), multi(2)])).toBe(VIRTIO_NET_OK);
     // uni_overflow: all unicast pass; in_use stays 0 so the multicast entries all fit.
-    expect([uni(200), OTHER_UNI, multi(1), multi(2), multi(3)].map((m) => accepts(b, m))).toEqual([true, true, true, true, false]);
+    expect([uni(200), OTHER_UNI, multi(1), multi(2), multi(3)].map((m) => accepts(b, m))).toEqual([
+      true,
+      true,
+      true,
+      true,
+      false,
+    ]);
   });
 
   it('multicast overflow: more multicast entries than free slots pass every multicast', () => {
@@ -242,13 +312,23 @@ describe('MAC table (VIRTIO_NET_CTRL_MAC_TABLE_SET) and ADDR_SET', () => {
     const u60 = Array.from({ length: 60 }, (_, i) => uni(i));
     const m5 = Array.from({ length: 5 }, (_, i) => multi(i));
     expect(b.driver.setMacTable(u60, m5)).toBe(VIRTIO_NET_OK);
-    expect([uni(59), uni(60), multi(0), multi(99)].map((m) => accepts(b, m))).toEqual([true, false, true, true]);
+    expect([uni(59), uni(60), multi(0), multi(99)].map((m) => accepts(b, m))).toEqual([
+      true,
+      false,
+      true,
+      true,
+    ]);
     // 60 + 4 fits: no overflow.
     expect(b.driver.setMacTable(u60, m5.slice(0, 4))).toBe(VIRTIO_NET_OK);
     expect([multi(3), multi(4)].map((m) => accepts(b, m))).toEqual([true, false]);
     // Both overflow.
     const m70 = Array.from({ length: 70 }, (_, i) => multi(i));
-    expect(b.driver.setMacTable(Array.from({ length: 65 }, (_, i) => uni(i)), m70)).toBe(VIRTIO_NET_OK);
+    expect(
+      b.driver.setMacTable(
+        Array.from({ length: 65 }, (_, i) => uni(i)),
+        m70,
+      ),
+    ).toBe(VIRTIO_NET_OK);
     expect([uni(999), multi(999)].map((m) => accepts(b, m))).toEqual([true, true]);
   });
 
@@ -266,6 +346,8 @@ describe('MAC table (VIRTIO_NET_CTRL_MAC_TABLE_SET) and ADDR_SET', () => {
       Uint8Array.of(...le32(0), ...le32(0), 0), // trailing byte after the multicast list
       Uint8Array.of(...le32(0), ...le32(1), 1, 0, 0x5e, 0, 0, 1, 0), // trailing byte
       Uint8Array.of(...le32(0xffffffff), ...le32(0)),
+      // 0x2aaaaaab * 6 wraps to 2 in 32 bits: QEMU 7.2 would accept this as a unicast overflow.
+      Uint8Array.of(...le32(0x2aaaaaab), 0, 0, ...le32(0)),
     ];
     for (const d of bad) expect(b.driver.control(1, 0, d), hexOf(d)).toBe(VIRTIO_NET_ERR);
     expect([uni(1), multi(1), uni(2)].map((m) => accepts(b, m))).toEqual([true, true, false]);
@@ -299,7 +381,9 @@ describe('VLAN filter', () => {
     expect(b.driver.vlan(true, 100)).toBe(VIRTIO_NET_OK);
     expect(b.driver.vlan(true, 0)).toBe(VIRTIO_NET_OK);
     expect(b.driver.vlan(true, 4095)).toBe(VIRTIO_NET_OK);
-    expect([taggedFrame(100), taggedFrame(101), taggedFrame(0), taggedFrame(4095)].map((f) => accepts(b, f))).toEqual([true, false, true, true]);
+    expect(
+      [taggedFrame(100), taggedFrame(101), taggedFrame(0), taggedFrame(4095)].map((f) => accepts(b, f)),
+    ).toEqual([true, false, true, true]);
     // PCP / DEI bits do not matter, only the 12-bit VID.
     const pcp = taggedFrame(100);
     pcp[14]! |= 0xf0;
@@ -332,7 +416,14 @@ describe('VLAN filter', () => {
 describe('rx offload metadata', () => {
   const TSO = (payload: Uint8Array) => ({
     spec: { payload, csum: 'partial' as const, id: 0x2000, seq: 5000, flags: 0x18 },
-    off: offload({ flags: NetHdrFlags.NEEDS_CSUM, gsoType: GsoType.TCPV4, hdrLen: 54, gsoSize: 1448, csumStart: 34, csumOffset: 16 }),
+    off: offload({
+      flags: NetHdrFlags.NEEDS_CSUM,
+      gsoType: GsoType.TCPV4,
+      hdrLen: 54,
+      gsoSize: 1448,
+      csumStart: 34,
+      csumOffset: 16,
+    }),
   });
 
   it('delivered in the header when the guest negotiated the offloads (mergeable, spans buffers)', () => {
@@ -360,17 +451,39 @@ describe('rx offload metadata', () => {
     for (const r of got) expect(r.offload).toEqual(offload());
     // NEEDS_CSUM alone: the checksum is completed.
     const one = { payload: pattern(300, 4), csum: 'partial' as const };
-    b.backend.inject(tcp4Frame(one), 0, offload({ flags: NetHdrFlags.NEEDS_CSUM, csumStart: 34, csumOffset: 16 }));
-    expect(b.driver.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(tcp4Frame({ ...one, csum: 'full' }))]);
+    b.backend.inject(
+      tcp4Frame(one),
+      0,
+      offload({ flags: NetHdrFlags.NEEDS_CSUM, csumStart: 34, csumOffset: 16 }),
+    );
+    expect(b.driver.receive().map((r) => hexOf(r.frame))).toEqual([
+      hexOf(tcp4Frame({ ...one, csum: 'full' })),
+    ]);
     expect(stats(b.dev).rxPackets).toBe(5);
   });
 
   it('GUEST_OFFLOADS_SET reaches backend.setOffloads and switches rx to software segmentation', () => {
     const b = openBench();
     const last = () => b.backend.offloadCalls.at(-1);
-    expect(last()).toEqual({ csum: true, tso4: true, tso6: true, ecn: true, ufo: true, uso4: false, uso6: false });
+    expect(last()).toEqual({
+      csum: true,
+      tso4: true,
+      tso6: true,
+      ecn: true,
+      ufo: true,
+      uso4: false,
+      uso6: false,
+    });
     expect(b.driver.setGuestOffloads(bit(NetF.GUEST_CSUM))).toBe(VIRTIO_NET_OK);
-    expect(last()).toEqual({ csum: true, tso4: false, tso6: false, ecn: false, ufo: false, uso4: false, uso6: false });
+    expect(last()).toEqual({
+      csum: true,
+      tso4: false,
+      tso6: false,
+      ecn: false,
+      ufo: false,
+      uso4: false,
+      uso6: false,
+    });
     const { spec, off } = TSO(pattern(3000, 5));
     b.backend.inject(tcp4Frame(spec), 0, off);
     const got = b.driver.receive();
@@ -383,7 +496,15 @@ describe('rx offload metadata', () => {
     expect(hexOf(r!.frame)).toBe(hexOf(f));
     expect(r!.offload).toEqual(csumOnly);
     expect(b.driver.setGuestOffloads(0n)).toBe(VIRTIO_NET_OK);
-    expect(last()).toEqual({ csum: false, tso4: false, tso6: false, ecn: false, ufo: false, uso4: false, uso6: false });
+    expect(last()).toEqual({
+      csum: false,
+      tso4: false,
+      tso6: false,
+      ecn: false,
+      ufo: false,
+      uso4: false,
+      uso6: false,
+    });
   });
 
   it('ECN-marked TSO needs GUEST_ECN; without it the frame is segmented', () => {
@@ -426,33 +547,39 @@ class StubbornBackend implements NetBackend {
 }
 
 describe('no rx buffers: backlog, pause, resume', () => {
-  it('frames wait, the backend pauses, posting buffers delivers them in order and resumes', () => {
-    const b = openBench({}, {}, { rxBuffers: 0 });
-    const frames = Array.from({ length: 20 }, (_, i) => rawFrame(100 + i, DEV_MAC, PEER_MAC, i));
-    for (const f of frames) b.backend.inject(f);
-    expect(b.backend.pauseCalls).toEqual([{ queuePair: 0, paused: true }]);
-    expect(stats(b.dev).queues[0]!.rxBacklogged).toBe(1);
-    expect(b.backend.pending(0)).toBe(19);
-    expect(b.driver.receive()).toHaveLength(0);
-    // Post 5: the backlogged frame and 4 of the backend's are delivered, then the device pauses again.
-    b.driver.postRx(0, 5);
-    let got = b.driver.receive().map((r) => hexOf(r.frame));
-    // receive() reposted the 5 buffers, so more were delivered meanwhile: take until none is left.
-    for (let i = 0; i < 10; i++) got = got.concat(b.driver.receive().map((r) => hexOf(r.frame)));
-    expect(got).toEqual(frames.map(hexOf));
-    expect(b.backend.isPaused(0)).toBe(false);
-    expect(b.backend.pauseCalls.at(-1)).toEqual({ queuePair: 0, paused: false });
-    const s = stats(b.dev);
-    expect(s.rxPackets).toBe(20);
-    expect(s.rxDropped).toBe(0);
-  });
+  for (const packed of [false, true]) {
+    it(`frames wait, the backend pauses, posting buffers delivers them in order and resumes (${packed ? 'packed' : 'split'})`, () => {
+      const b = openBench({ packed }, {}, { rxBuffers: 0 });
+      const frames = Array.from({ length: 20 }, (_, i) => rawFrame(100 + i, DEV_MAC, PEER_MAC, i));
+      for (const f of frames) b.backend.inject(f);
+      expect(b.backend.pauseCalls).toEqual([{ queuePair: 0, paused: true }]);
+      expect(stats(b.dev).queues[0]!.rxBacklogged).toBe(1);
+      expect(b.backend.pending(0)).toBe(19);
+      expect(b.driver.receive()).toHaveLength(0);
+      // Post 5: the backlogged frame and 4 of the backend's are delivered, then the device pauses again.
+      b.driver.postRx(0, 5);
+      let got = b.driver.receive().map((r) => hexOf(r.frame));
+      // receive() reposted the 5 buffers, so more were delivered meanwhile: take until none is left.
+      for (let i = 0; i < 10; i++) got = got.concat(b.driver.receive().map((r) => hexOf(r.frame)));
+      expect(got).toEqual(frames.map(hexOf));
+      expect(b.backend.isPaused(0)).toBe(false);
+      expect(b.backend.pauseCalls.at(-1)).toEqual({ queuePair: 0, paused: false });
+      const s = stats(b.dev);
+      expect(s.rxPackets).toBe(20);
+      expect(s.rxDropped).toBe(0);
+    });
+  }
 
   it('the device backlog is bounded: beyond it frames are counted as dropped', () => {
     const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM_SIZE) }]);
     const irq = new InterruptCollector();
     const backend = new StubbornBackend();
     const dev = createVirtioNetPci({ memory, backend, interrupts: irq });
-    const driver = new VirtioNetDriver(dev, memory, { allocator: new BumpAllocator(0x100000, MEM_SIZE - 0x1000), interrupts: irq, rxBuffers: 0 });
+    const driver = new VirtioNetDriver(dev, memory, {
+      allocator: new BumpAllocator(0x100000, MEM_SIZE - 0x1000),
+      interrupts: irq,
+      rxBuffers: 0,
+    });
     driver.open();
     const n = RX_BACKLOG + 44;
     for (let i = 0; i < n; i++) backend.sink!.receive(rawFrame(64, DEV_MAC, PEER_MAC, i), 0, null);
@@ -462,7 +589,9 @@ describe('no rx buffers: backlog, pause, resume', () => {
     expect(s.rxDropped).toBe(44);
     driver.postRx(0);
     const got = driver.receive();
-    expect(got.map((r) => hexOf(r.frame))).toEqual(Array.from({ length: 256 }, (_, i) => hexOf(rawFrame(64, DEV_MAC, PEER_MAC, i))));
+    expect(got.map((r) => hexOf(r.frame))).toEqual(
+      Array.from({ length: 256 }, (_, i) => hexOf(rawFrame(64, DEV_MAC, PEER_MAC, i))),
+    );
     expect(backend.resumes).toBe(1);
     s = stats(dev);
     expect(s.rxPackets + s.rxDropped).toBe(n);
@@ -499,5 +628,3 @@ describe('no rx buffers: backlog, pause, resume', () => {
     ]);
   });
 });
-
-export type { NetOffload };

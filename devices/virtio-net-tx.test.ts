@@ -5,8 +5,6 @@ import { describe, expect, it } from 'vitest';
 import { GsoType, NetHdrFlags } from './net-header.js';
 import { LINUX_6_1_FEATURES } from './testing/net-driver.js';
 import { MAX_FRAME, TX_BURST } from './virtio-net.js';
-import { NetF } from './virtio-net-features.js';
-import type { VirtioNetPci } from './virtio-net-pci.js';
 import {
   DEV_MAC,
   hexOf,
@@ -18,14 +16,26 @@ import {
   tcp4Frame,
   tsoSegments,
 } from './virtio-net.test-support.js';
+import { NetF } from './virtio-net-features.js';
+import type { VirtioNetPci } from './virtio-net-pci.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 
 function stats(dev: VirtioNetPci) {
-  return dev.stats() as Record<string, number> & { queues: Record<string, number>[]; lastError: string | null };
+  return dev.stats() as Record<string, number> & {
+    queues: Record<string, number>[];
+    lastError: string | null;
+  };
 }
 
-const TSO_OFF = offload({ flags: NetHdrFlags.NEEDS_CSUM, gsoType: GsoType.TCPV4, hdrLen: 54, gsoSize: 1000, csumStart: 34, csumOffset: 16 });
+const TSO_OFF = offload({
+  flags: NetHdrFlags.NEEDS_CSUM,
+  gsoType: GsoType.TCPV4,
+  hdrLen: 54,
+  gsoSize: 1000,
+  csumStart: 34,
+  csumOffset: 16,
+});
 const CSUM_OFF = offload({ flags: NetHdrFlags.NEEDS_CSUM, csumStart: 34, csumOffset: 16 });
 
 describe('tx data path', () => {
@@ -40,11 +50,17 @@ describe('tx data path', () => {
           b.driver.send(rawFrame(n, PEER_MAC, DEV_MAC, n), layout);
           used.push(q.getUsed()?.len ?? -1);
         }
-        expect(b.sent.map((x) => hexOf(x.frame))).toEqual(sizes.map((n) => hexOf(rawFrame(n, PEER_MAC, DEV_MAC, n))));
+        expect(b.sent.map((x) => hexOf(x.frame))).toEqual(
+          sizes.map((n) => hexOf(rawFrame(n, PEER_MAC, DEV_MAC, n))),
+        );
         expect(b.sent.every((x) => x.offload === null && x.queuePair === 0)).toBe(true);
         expect(used).toEqual(sizes.map(() => 0));
         const s = stats(b.dev);
-        expect([s.txPackets, s.txBytes, s.txDropped]).toEqual([sizes.length, sizes.reduce((a, n) => a + n, 0), 0]);
+        expect([s.txPackets, s.txBytes, s.txDropped]).toEqual([
+          sizes.length,
+          sizes.reduce((a, n) => a + n, 0),
+          0,
+        ]);
       });
     }
   }
@@ -123,7 +139,15 @@ describe('tx data path', () => {
 });
 
 describe('tx offloads', () => {
-  const spec = { payload: pattern(3500, 7), csum: 'partial' as const, dst: PEER_MAC, src: DEV_MAC, id: 0x3000, seq: 77, flags: 0x19 };
+  const spec = {
+    payload: pattern(3500, 7),
+    csum: 'partial' as const,
+    dst: PEER_MAC,
+    src: DEV_MAC,
+    id: 0x3000,
+    seq: 77,
+    flags: 0x19,
+  };
 
   it('vnet-header backend: NEEDS_CSUM / GSO metadata arrive unchanged with the frame', () => {
     const b = openBench();
@@ -187,6 +211,9 @@ describe('tx offloads', () => {
     const small = { ...spec, payload: pattern(101, 5) };
     b.driver.send(tcp4Frame(small), { offload: CSUM_OFF });
     b.driver.send(tcp4Frame(spec), { offload: TSO_OFF });
-    expect(b.sent.map((x) => hexOf(x.frame))).toEqual([hexOf(tcp4Frame({ ...small, csum: 'full' })), ...tsoSegments(spec, 1000).map(hexOf)]);
+    expect(b.sent.map((x) => hexOf(x.frame))).toEqual([
+      hexOf(tcp4Frame({ ...small, csum: 'full' })),
+      ...tsoSegments(spec, 1000).map(hexOf),
+    ]);
   });
 });

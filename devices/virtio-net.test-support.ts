@@ -6,8 +6,8 @@ import type { NetOffload } from '../lib/net-backend.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 import { type NetDriverOptions, VirtioNetDriver } from './testing/net-driver.js';
-import { createVirtioNetPci, type VirtioNetPci } from './virtio-net-pci.js';
 import type { VirtioNetPciOptions } from './virtio-net-options.js';
+import { createVirtioNetPci, type VirtioNetPci } from './virtio-net-pci.js';
 
 export const DEV_MAC = '52:54:00:12:34:56';
 export const PEER_MAC = '52:54:00:ab:cd:ef';
@@ -61,7 +61,13 @@ export function macBytes(mac: string): Uint8Array {
 }
 
 /** An Ethernet frame of `length` bytes to `dst` from `src` with ether type 0x88b5 and a counting payload. */
-export function rawFrame(length: number, dst = DEV_MAC, src = PEER_MAC, seed = 0, etherType = 0x88b5): Uint8Array {
+export function rawFrame(
+  length: number,
+  dst = DEV_MAC,
+  src = PEER_MAC,
+  seed = 0,
+  etherType = 0x88b5,
+): Uint8Array {
   const f = new Uint8Array(length);
   f.set(macBytes(dst), 0);
   f.set(macBytes(src), 6);
@@ -140,7 +146,10 @@ export function tcp4Frame(s: Tcp4Spec): Uint8Array {
   const ipDst = s.ipDst ?? [10, 0, 0, 2];
   const ip = 14;
   const ipLen = 40 + p.length;
-  f.set([0x45, 0, ipLen >> 8, ipLen & 0xff, (s.id ?? 0x1000) >> 8, (s.id ?? 0x1000) & 0xff, 0x40, 0, 64, 6], ip);
+  f.set(
+    [0x45, 0, ipLen >> 8, ipLen & 0xff, (s.id ?? 0x1000) >> 8, (s.id ?? 0x1000) & 0xff, 0x40, 0, 64, 6],
+    ip,
+  );
   f.set(ipSrc, ip + 12);
   f.set(ipDst, ip + 16);
   const ipc = inetChecksum(f, ip, ip + 20);

@@ -8,12 +8,13 @@
  * Hot paths (one tx chain, one rx frame) allocate nothing: chains, parse results, headers and the
  * gather buffer are reused.
  */
+
+import { completeChecksum } from '../lib/checksum.js';
 import { GuestMemoryError } from '../lib/errors.js';
 import type { BackendOffloads, BackendSink, NetBackend, NetOffload } from '../lib/net-backend.js';
 import { emptyOffload } from '../lib/net-backend.js';
 import { ParsedPacket, parsePacket } from '../lib/packet-parser.js';
 import { VIRTIO_NET_HASH_REPORT_NONE } from '../lib/rss-hash.js';
-import { completeChecksum } from '../lib/checksum.js';
 import { SEGMENT_ERR_CSUM, SEGMENT_OK, SoftwareSegmenter } from '../lib/segmentation.js';
 import { gatherReadable, scatterWritable } from '../virtio/descriptor-chain.js';
 import type { VirtioDevice, VirtioDeviceContext } from '../virtio/virtio-device.js';
@@ -95,7 +96,13 @@ class Backlog {
 
   constructor(readonly capacity: number) {}
 
-  push(frame: Uint8Array, offload: NetOffload | null, backendQueue: number, hash: number, report: number): boolean {
+  push(
+    frame: Uint8Array,
+    offload: NetOffload | null,
+    backendQueue: number,
+    hash: number,
+    report: number,
+  ): boolean {
     if (this.count === this.capacity) return false;
     const slot = (this.head + this.count) % this.capacity;
     let buf = this.frames[slot];
@@ -145,7 +152,7 @@ class Backlog {
 }
 
 /** Outcome of delivering one frame into an rx queue. */
-const enum Delivery {
+enum Delivery {
   Delivered,
   NoBuffers,
   Dropped,
@@ -160,7 +167,12 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   readonly rss: RssState;
   readonly flows = new FlowSteering();
   readonly queueStats: QueueStats[];
-  readonly deviceStats: NetDeviceStats = { rxDroppedNotReady: 0, ctrlCommands: 0, ctrlErrors: 0, guestErrors: 0 };
+  readonly deviceStats: NetDeviceStats = {
+    rxDroppedNotReady: 0,
+    ctrlCommands: 0,
+    ctrlErrors: 0,
+    guestErrors: 0,
+  };
 
   /** Transport bits the embedding object adds (VIRTIO_F_SR_IOV on an SR-IOV PF). */
   extraFeatures = 0n;
@@ -213,7 +225,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   private readonly emitSegment = (segment: Uint8Array) => this.transmitOne(segment, this.txCurrentPair, null);
   private rxSegmentPair = 0;
   private readonly deliverSegment = (segment: Uint8Array) => {
-    if (this.deliverFrame(this.rxSegmentPair, segment, null) !== Delivery.Delivered) this.queueStats[this.rxSegmentPair]!.rxDropped++;
+    if (this.deliverFrame(this.rxSegmentPair, segment, null) !== Delivery.Delivered)
+      this.queueStats[this.rxSegmentPair]!.rxDropped++;
   };
 
   constructor(
@@ -354,7 +367,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
    * did not negotiate GUEST_ANNOUNCE with CTRL_VQ.
    */
   announce(): boolean {
-    if (!this.ctx || !has(this.features, NetF.GUEST_ANNOUNCE) || !has(this.features, NetF.CTRL_VQ)) return false;
+    if (!this.ctx || !has(this.features, NetF.GUEST_ANNOUNCE) || !has(this.features, NetF.CTRL_VQ))
+      return false;
     this.status |= NetStatus.ANNOUNCE;
     this.ctx.configChanged();
     return true;
@@ -589,7 +603,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const total = chain.readableLength;
     if (total < hdr) {
       // QEMU: "virtio-net header incorrect" (virtio_error). A missing header is a broken driver.
-      throw new VirtqueueError('length-overflow', `tx chain of ${total} bytes is shorter than the ${hdr}-byte header`);
+      throw new VirtqueueError(
+        'length-overflow',
+        `tx chain of ${total} bytes is shorter than the ${hdr}-byte header`,
+      );
     }
     const frameLength = total - hdr;
     if (frameLength < 14 || frameLength > MAX_FRAME) {
@@ -604,7 +621,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     // One view per frame (the frame itself); the header is copied byte-wise into a scratch (no view).
     headerBytes = this.txHeader;
     if (chain.readableCount === 1) frame = mem.tryView(chain.addr[0]! + hdr, frameLength);
-    else if (chain.readableCount === 2 && chain.len[0] === hdr) frame = mem.tryView(chain.addr[1]!, frameLength);
+    else if (chain.readableCount === 2 && chain.len[0] === hdr)
+      frame = mem.tryView(chain.addr[1]!, frameLength);
     if (frame) {
       let h = this.txHeaderViews[hdr];
       if (h === undefined) h = this.txHeaderViews[hdr] = this.txHeader.subarray(0, hdr);
@@ -617,7 +635,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       frame = this.txScratch.subarray(hdr, total);
     }
     const offload = readNetHeader(headerBytes, headerOffset, this.txOffload);
-    const wantsOffload = (offload.flags & NetHdrFlags.NEEDS_CSUM) !== 0 || (offload.gsoType & ~GsoType.ECN) !== GsoType.NONE;
+    const wantsOffload =
+      (offload.flags & NetHdrFlags.NEEDS_CSUM) !== 0 || (offload.gsoType & ~GsoType.ECN) !== GsoType.NONE;
 
     if (!this.linkUp) {
       stats.txDropped++;
@@ -636,7 +655,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     }
     // No vnet header on the backend (or an offload the guest may not use): finish it in software.
     this.txCurrentPair = pair;
-    if (this.completeInSoftware(this.txSegmenter, frame, offload, this.emitSegment) !== SEGMENT_OK) stats.txDropped++;
+    if (this.completeInSoftware(this.txSegmenter, frame, offload, this.emitSegment) !== SEGMENT_OK)
+      stats.txDropped++;
   }
 
   /**
@@ -644,13 +664,21 @@ export class VirtioNet implements VirtioDevice, BackendSink {
    * segmenter's checksum-only path sums its whole scratch buffer, stale bytes included, so it is not
    * used for that); GSO goes to the segmenter.
    */
-  private completeInSoftware(seg: SoftwareSegmenter, frame: Uint8Array, o: NetOffload, emit: (f: Uint8Array) => void): number {
+  private completeInSoftware(
+    seg: SoftwareSegmenter,
+    frame: Uint8Array,
+    o: NetOffload,
+    emit: (f: Uint8Array) => void,
+  ): number {
     if ((o.gsoType & ~GsoType.ECN) !== GsoType.NONE) return seg.process(frame, o, emit);
     if ((o.flags & NetHdrFlags.NEEDS_CSUM) === 0) {
       emit(frame);
       return SEGMENT_OK;
     }
-    const copy = (seg === this.txSegmenter ? this.txCsumScratch : this.rxCsumScratch).subarray(0, frame.length);
+    const copy = (seg === this.txSegmenter ? this.txCsumScratch : this.rxCsumScratch).subarray(
+      0,
+      frame.length,
+    );
     copy.set(frame);
     if (!completeChecksum(copy, o.csumStart, o.csumOffset)) return SEGMENT_ERR_CSUM;
     emit(copy);
@@ -740,7 +768,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       const o = Object.assign(this.rxOffloadCopy, offload);
       if ((o.gsoType & ~GsoType.ECN) !== GsoType.NONE && !this.hasRxRoom(pair)) return Delivery.NoBuffers;
       this.rxSegmentPair = pair;
-      if (this.completeInSoftware(this.rxSegmenter, frame, o, this.deliverSegment) !== SEGMENT_OK) this.queueStats[pair]!.rxDropped++;
+      if (this.completeInSoftware(this.rxSegmenter, frame, o, this.deliverSegment) !== SEGMENT_OK)
+        this.queueStats[pair]!.rxDropped++;
       return Delivery.Delivered;
     }
     const r = this.deliverFrame(pair, frame, offload);
@@ -795,7 +824,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       }
       if (chain.writableCount === 0) {
         // QEMU: "virtio-net receive queue contains no in buffers" (virtio_error).
-        throw new VirtqueueError('readable-after-writable', `rx chain ${chain.head} has no device-writable buffer`);
+        throw new VirtqueueError(
+          'readable-after-writable',
+          `rx chain ${chain.head} has no device-writable buffer`,
+        );
       }
       used++;
       room += chain.writableLength;

@@ -222,7 +222,9 @@ export class VirtioNetDriver {
       recycle.push(first);
       const head = this.memory.read(first.addr, u.len);
       const hdr = this.hdrSize;
-      const numBuffers = this.has(NetF.MRG_RXBUF) ? head[NetHdr.NUM_BUFFERS]! | (head[NetHdr.NUM_BUFFERS + 1]! << 8) : 1;
+      const numBuffers = this.has(NetF.MRG_RXBUF)
+        ? head[NetHdr.NUM_BUFFERS]! | (head[NetHdr.NUM_BUFFERS + 1]! << 8)
+        : 1;
       const parts = [head.subarray(hdr)];
       for (let i = 1; i < numBuffers; i++) {
         const v = q.getUsed();
@@ -241,7 +243,14 @@ export class VirtioNetDriver {
       const dv = new DataView(head.buffer, head.byteOffset, head.byteLength);
       out.push({
         frame,
-        offload: readNetHeader(head, 0, { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 }),
+        offload: readNetHeader(head, 0, {
+          flags: 0,
+          gsoType: 0,
+          hdrLen: 0,
+          gsoSize: 0,
+          csumStart: 0,
+          csumOffset: 0,
+        }),
         numBuffers,
         hashValue: hdr >= 20 ? dv.getUint32(NetHdr.HASH_VALUE, true) : 0,
         hashReport: hdr >= 20 ? dv.getUint16(NetHdr.HASH_REPORT, true) : 0,
@@ -282,7 +291,15 @@ export class VirtioNetDriver {
     const q = this.queue(index);
     this.reclaimTx(pair);
     const hdr = this.hdrSize;
-    const o = { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0, ...options.offload };
+    const o = {
+      flags: 0,
+      gsoType: 0,
+      hdrLen: 0,
+      gsoSize: 0,
+      csumStart: 0,
+      csumOffset: 0,
+      ...options.offload,
+    };
     const header = new Uint8Array(hdr);
     writeNetHeader(header, 0, hdr, o, 0, 0, 0);
     const slots = this.txPool(pair, q.size);
@@ -380,10 +397,14 @@ export class VirtioNetDriver {
     const data = new Uint8Array(8 + 6 * (unicast.length + multicast.length));
     const dv = new DataView(data.buffer);
     dv.setUint32(0, unicast.length, true);
-    unicast.forEach((m, i) => data.set(macBytes(m), 4 + 6 * i));
+    unicast.forEach((m, i) => {
+      data.set(macBytes(m), 4 + 6 * i);
+    });
     const o = 4 + 6 * unicast.length;
     dv.setUint32(o, multicast.length, true);
-    multicast.forEach((m, i) => data.set(macBytes(m), o + 4 + 6 * i));
+    multicast.forEach((m, i) => {
+      data.set(macBytes(m), o + 4 + 6 * i);
+    });
     return this.control(CtrlClass.MAC, CtrlMac.TABLE_SET, data);
   }
 
@@ -392,7 +413,11 @@ export class VirtioNetDriver {
   }
 
   vlan(add: boolean, vid: number): number {
-    return this.control(CtrlClass.VLAN, add ? CtrlVlan.ADD : CtrlVlan.DEL, Uint8Array.of(vid & 0xff, vid >> 8));
+    return this.control(
+      CtrlClass.VLAN,
+      add ? CtrlVlan.ADD : CtrlVlan.DEL,
+      Uint8Array.of(vid & 0xff, vid >> 8),
+    );
   }
 
   setQueuePairs(pairs: number): number {
@@ -402,14 +427,22 @@ export class VirtioNetDriver {
   }
 
   /** VIRTIO_NET_CTRL_MQ_RSS_CONFIG (§5.1.6.5.7.1). */
-  setRss(o: { hashTypes: number; table: number[]; unclassified?: number; maxTxVq?: number; key: Uint8Array }): number {
+  setRss(o: {
+    hashTypes: number;
+    table: number[];
+    unclassified?: number;
+    maxTxVq?: number;
+    key: Uint8Array;
+  }): number {
     const n = o.table.length;
     const b = new Uint8Array(11 + 2 * n + o.key.length);
     const dv = new DataView(b.buffer);
     dv.setUint32(0, o.hashTypes, true);
     dv.setUint16(4, n - 1, true);
     dv.setUint16(6, o.unclassified ?? 0, true);
-    o.table.forEach((q, i) => dv.setUint16(8 + 2 * i, q, true));
+    o.table.forEach((q, i) => {
+      dv.setUint16(8 + 2 * i, q, true);
+    });
     dv.setUint16(8 + 2 * n, o.maxTxVq ?? this.pairs, true);
     b[10 + 2 * n] = o.key.length;
     b.set(o.key, 11 + 2 * n);
