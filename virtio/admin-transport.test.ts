@@ -438,6 +438,47 @@ describe('commands through the admin queue', () => {
   });
 });
 
+describe('property', () => {
+  it('random commands on the admin queue never throw, never break the PF, answer OK/EINVAL within the buffer', () => {
+    const s = setup();
+    const aq = bringUp(s);
+    enableVfs(s);
+    send(s, aq, request(LIST_USE, 0n, ALL_LEGACY));
+    const q = s.drv.queues.get(aq) as SplitDriverQueue;
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 0xffff })),
+        fc.oneof(fc.constant(SRIOV), fc.integer({ min: 0, max: 0xffff })),
+        fc.bigInt({ min: 0n, max: 4n }),
+        fc.uint8Array({ maxLength: 24 }),
+        fc.integer({ min: 0, max: 80 }),
+        (opcode, groupType, member, data, writable) => {
+          q.add(
+            [request(opcode, member, [...data], groupType)],
+            writable > 0 ? [new Uint8Array(writable)] : [],
+          );
+          expect(() => s.drv.kick(aq)).not.toThrow();
+          const u = q.getUsed();
+          expect(u).not.toBeNull();
+          expect(u!.len).toBeLessThanOrEqual(writable);
+          if (writable >= 4) {
+            const r = decode(s.memory, u!);
+            expect([OK, EINVAL]).toContain(r.status);
+            if (r.status === OK) expect(r.qualifier).toBe(0);
+            else
+              expect([Q_INVALID_OPCODE, Q_INVALID_FIELD, Q_INVALID_GROUP, Q_INVALID_MEMBER]).toContain(
+                r.qualifier,
+              );
+          }
+          expect(s.drv.status & STATUS.NEEDS_RESET).toBe(0);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    expect(s.errors).toEqual([]);
+  });
+});
+
 describe('legacy access to the VFs', () => {
   function ready() {
     const s = setup();
