@@ -89,7 +89,7 @@ export const MODERN_REGIONS = {
 export const MSIX_BAR = 1;
 export const LEGACY_BAR = 0;
 
-/** Maximum queue_size of an administration virtqueue (default of `adminQueueSize`). */
+/** Maximum queue_size of an administration virtqueue (default of `AdminQueueOptions.size`). */
 export const ADMIN_QUEUE_SIZE = 64;
 /**
  * The legacy notification doorbell of a function built with `legacyAccessForAdmin` (§2.12.1.1 "Legacy
@@ -135,7 +135,7 @@ export interface VirtioPciOptions {
    * Keep a legacy register block (§4.1.4.8 layout) without an I/O BAR, reachable only through the group
    * owner's legacy-access commands (`legacyMemberAccess()`), plus the legacy notification doorbell in
    * BAR4 at LEGACY_NOTIFY_DOORBELL (`legacyNotifyInfo()`). For SR-IOV VFs, which have no I/O BAR.
-   * The legacy-only feature bits (24, 27) then show in that block's host features, as on BAR0.
+   * The legacy-only feature bits (24, 27, 30) then show in that block's host features, as on BAR0.
    */
   legacyAccessForAdmin?: boolean;
   /**
