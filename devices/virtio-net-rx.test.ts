@@ -104,6 +104,21 @@ describe('rx data path', () => {
     expect(b.backend.isPaused(0)).toBe(false);
   });
 
+  it('mergeable buffers smaller than the header (a driver error): header and frame still written as one stream', () => {
+    const b = openBench({}, {}, { rxBufferSize: 8, rxBuffers: 200 });
+    const f = rawFrame(100, DEV_MAC, PEER_MAC, 3);
+    b.backend.inject(f);
+    const q = b.driver.queue(0);
+    const parts: Uint8Array[] = [];
+    for (let u = q.getUsed(); u; u = q.getUsed()) parts.push(b.memory.read(u.segments[0]!.addr, u.len));
+    const stream = Uint8Array.from(parts.flatMap((p) => Array.from(p)));
+    expect(parts.length).toBe(Math.ceil(112 / 8));
+    expect(parts.every((p) => p.length === 8)).toBe(true);
+    // num_buffers (offset 10) lands in the second buffer; the frame follows the 12 header bytes.
+    expect(stream[10]! | (stream[11]! << 8)).toBe(14);
+    expect(hexOf(stream.subarray(12))).toBe(hexOf(f));
+  });
+
   it('header and data in separate descriptors, and indirect rx buffers', () => {
     for (const o of [
       { rxSplitHeader: true },

@@ -839,21 +839,28 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       return Delivery.Dropped;
     }
     writeNetHeader(this.rxHeader, 0, hdr, offload, used, this.rxHash, this.rxHashReport);
+    // Header and frame are one stream over the buffers: a (non-conforming) first buffer smaller than
+    // the header continues the header in the next one.
     let offset = 0; // into header+frame
     for (let i = 0; i < used; i++) {
       const chain = this.rxChains[i]!;
       const cap = chain.writableLength;
       let written = 0;
-      if (i === 0) {
+      if (offset === 0 && cap >= hdr) {
         let h = this.rxHeaderViews[hdr];
         if (h === undefined) h = this.rxHeaderViews[hdr] = this.rxHeader.subarray(0, hdr);
         written = scatterWritable(mem, chain, h, 0);
+      } else if (offset < hdr) {
+        written = scatterWritable(mem, chain, this.rxHeader.subarray(offset, Math.min(hdr, offset + cap)), 0);
       }
-      const fStart = offset + written - hdr;
-      const n = Math.min(cap - written, total - (offset + written));
-      // The whole frame in one buffer (the common case) needs no view.
-      const part = fStart === 0 && n === frame.length ? frame : frame.subarray(fStart, fStart + n);
-      if (n > 0) written += scatterWritable(mem, chain, part, written);
+      const pos = offset + written;
+      const fStart = pos - hdr;
+      const n = Math.min(cap - written, total - pos);
+      if (fStart >= 0 && n > 0) {
+        // The whole frame in one buffer (the common case) needs no view.
+        const part = fStart === 0 && n === frame.length ? frame : frame.subarray(fStart, fStart + n);
+        written += scatterWritable(mem, chain, part, written);
+      }
       offset += written;
       q.addUsed(chain, written);
     }
