@@ -35,6 +35,7 @@ import {
   POLLIN,
   POLLNVAL,
 } from './libc.js';
+import { TapLinkWatch } from './link-monitor.js';
 import type {
   BackendCapabilities,
   BackendOffloads,
@@ -92,6 +93,11 @@ export interface TapOpenOptions {
   vnetHeader?: boolean;
   /** Move the tap into this existing network namespace (`ip link set … netns`); the fds keep working. */
   netns?: string;
+  /**
+   * Watch the tap's host-side link (rtnetlink, lib/link-monitor.ts) from `attach` on, and report
+   * `ip link set TAP down|up` (or carrier off|on) to the device as BackendSink.linkChanged. Default true.
+   */
+  watchLink?: boolean;
 }
 
 /** Options of `TapBackend.adopt`. */
@@ -310,6 +316,9 @@ export class TapBackend implements NetBackend {
   };
   /** Last error of a guest-driven ioctl (setOffloads, setQueuePairEnabled), for diagnostics. */
   lastError: BackendError | null = null;
+  /** Host link watch (TapOpenOptions.watchLink); started by attach, stopped by close. */
+  private watchLink = true;
+  private linkWatch: TapLinkWatch | null = null;
 
   private constructor(c: Libc, fds: number[], name: string, flags: number, features: number) {
     this.c = c;
@@ -391,7 +400,9 @@ export class TapBackend implements NetBackend {
           );
         }
       }
-      return new TapBackend(c, fds, actual, flags, features);
+      const tap = new TapBackend(c, fds, actual, flags, features);
+      tap.watchLink = options.watchLink ?? true;
+      return tap;
     } catch (err) {
       for (const fd of fds) c.close(fd);
       throw err;
@@ -455,6 +466,24 @@ export class TapBackend implements NetBackend {
     for (const q of this.queues) {
       q.entry.enabled = !q.paused && q.attached;
       p.add(q.entry);
+    }
+    if (this.watchLink) this.startLinkWatch();
+  }
+
+  /** Host link changes reach the device; a watch that cannot start is recorded, never thrown. */
+  private startLinkWatch(): void {
+    const fail = (e: Error) => {
+      if (this.closed || this.gone) return;
+      this.lastError = e instanceof BackendError ? e : new BackendError(e.message);
+    };
+    try {
+      this.linkWatch = TapLinkWatch.start(
+        this.queues[0]?.fd as number,
+        (up) => this.sink?.linkChanged?.(up),
+        fail,
+      );
+    } catch (e) {
+      fail(e as Error);
     }
   }
 
@@ -583,9 +612,11 @@ export class TapBackend implements NetBackend {
    * ignores it, a failed ioctl is recorded in `lastError` / `ioctlErrors`.
    */
   setCarrier(up: boolean): void {
-    if (this.closed || this.gone) return;
+    if (this.closed || this.gone || this.linkWatch?.applyCarrier(up) === false) return; // echo of a host change
     const v = new Int32Array([up ? 1 : 0]);
-    if (this.c.ioctlPtr(this.queues[0]?.fd as number, TUNSETCARRIER, v) < 0) this.ioctlFailed('TUNSETCARRIER');
+    if (this.c.ioctlPtr(this.queues[0]?.fd as number, TUNSETCARRIER, v) < 0)
+      this.ioctlFailed('TUNSETCARRIER');
+    else this.linkWatch?.carrierApplied(up);
   }
 
   /** A snapshot of the counters. */
@@ -605,6 +636,8 @@ export class TapBackend implements NetBackend {
   }
 
   private release(): void {
+    this.linkWatch?.close();
+    this.linkWatch = null;
     for (const q of this.queues) {
       q.entry.enabled = false;
       poller?.remove(q.entry);
