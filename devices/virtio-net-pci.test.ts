@@ -196,6 +196,26 @@ describe('link state', () => {
   });
 });
 
+describe('INTx (no MSI-X)', () => {
+  it('vectors: 0: used buffers and config changes raise INTx with ISR bits; reading ISR lowers it', () => {
+    const b = openBench({ vectors: 0 });
+    expect(b.dev.msixVectors).toBe(0);
+    expect(b.driver.pci.msix).toBeNull();
+    b.driver.pci.readIsr();
+    expect(b.irq.intxLevel).toBe(false);
+    b.backend.inject(rawFrame(60));
+    expect(b.irq.intxLevel).toBe(true);
+    expect(b.driver.pci.readIsr()).toBe(1);
+    expect(b.irq.intxLevel).toBe(false);
+    expect(b.driver.receive()).toHaveLength(1);
+    b.driver.pci.readIsr();
+    b.dev.setLinkUp(false);
+    expect(b.irq.intxLevel).toBe(true);
+    expect(b.driver.pci.readIsr() & 2).toBe(2);
+    expect(b.irq.messages).toHaveLength(0);
+  });
+});
+
 describe('announce', () => {
   it('announce(): ANNOUNCE status bit + config interrupt; the ACK clears it; a second ACK is ERR', () => {
     const b = openBench();
@@ -312,60 +332,64 @@ describe('snapshot / restore', () => {
     return t;
   }
 
-  it('mid-traffic into a fresh device: traffic continues in both directions, filters kept', () => {
-    const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM_SIZE) }]);
-    const irq = new InterruptCollector();
-    const backend1 = new MemoryBackend();
-    const dev1 = createVirtioNetPci({ memory, backend: backend1, interrupts: irq });
-    const target = swappable(dev1);
-    const driver = new VirtioNetDriver(target, memory, {
-      allocator: new BumpAllocator(0x100000, MEM_SIZE - 0x1000),
-      interrupts: irq,
-    });
-    driver.open();
-    expect(driver.setMacTable(['02:00:00:00:00:01'], [])).toBe(VIRTIO_NET_OK);
-    expect(driver.vlan(true, 42)).toBe(VIRTIO_NET_OK);
-    for (let i = 0; i < 5; i++) backend1.inject(rawFrame(200, DEV_MAC, PEER_MAC, i));
-    expect(driver.receive()).toHaveLength(5);
-    // Frames delivered but not yet taken by the guest, and tx posted but not yet reclaimed.
-    backend1.inject(rawFrame(200, DEV_MAC, PEER_MAC, 5));
-    driver.send(rawFrame(70, PEER_MAC, DEV_MAC, 1));
-    const snap = JSON.parse(JSON.stringify(dev1.snapshot()));
+  for (const packed of [false, true])
+    it(`mid-traffic into a fresh device (${packed ? 'packed' : 'split'}): traffic continues both ways, filters kept`, () => {
+      const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM_SIZE) }]);
+      const irq = new InterruptCollector();
+      const backend1 = new MemoryBackend();
+      const dev1 = createVirtioNetPci({ memory, backend: backend1, interrupts: irq, packed });
+      const target = swappable(dev1);
+      const driver = new VirtioNetDriver(target, memory, {
+        allocator: new BumpAllocator(0x100000, MEM_SIZE - 0x1000),
+        interrupts: irq,
+      });
+      driver.open();
+      expect(driver.setMacTable(['02:00:00:00:00:01'], [])).toBe(VIRTIO_NET_OK);
+      expect(driver.vlan(true, 42)).toBe(VIRTIO_NET_OK);
+      for (let i = 0; i < 5; i++) backend1.inject(rawFrame(200, DEV_MAC, PEER_MAC, i));
+      expect(driver.receive()).toHaveLength(5);
+      // Frames delivered but not yet taken by the guest, and tx posted but not yet reclaimed.
+      backend1.inject(rawFrame(200, DEV_MAC, PEER_MAC, 5));
+      driver.send(rawFrame(70, PEER_MAC, DEV_MAC, 1));
+      const snap = JSON.parse(JSON.stringify(dev1.snapshot()));
 
-    const backend2 = new MemoryBackend();
-    const sent2: Uint8Array[] = [];
-    backend2.onFrame((f) => sent2.push(f));
-    const dev2 = createVirtioNetPci({ memory, backend: backend2, interrupts: irq });
-    dev2.restore(snap);
-    target.cur = dev2;
-    expect(dev2.stats().status).toBe(dev1.stats().status);
-    // The frame written before the snapshot is still there for the guest.
-    expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(rawFrame(200, DEV_MAC, PEER_MAC, 5))]);
-    for (let i = 6; i < 300; i++) backend2.inject(rawFrame(200, DEV_MAC, PEER_MAC, i));
-    // 256 rx buffers: the rest wait in the backlog until the guest takes frames.
-    const got: string[] = [];
-    for (let round = 0; round < 4; round++) got.push(...driver.receive().map((r) => hexOf(r.frame)));
-    expect(got).toEqual(
-      Array.from({ length: 294 }, (_, k) => hexOf(rawFrame(200, DEV_MAC, PEER_MAC, k + 6))),
-    );
-    for (let i = 0; i < 300; i++) driver.send(rawFrame(70, PEER_MAC, DEV_MAC, i));
-    expect(sent2).toHaveLength(300);
-    // The restored filter: table MAC passes, unknown unicast does not, VLAN 42 passes, 43 does not.
-    backend2.inject(rawFrame(60, '02:00:00:00:00:01'));
-    backend2.inject(rawFrame(60, '02:00:00:00:00:02'));
-    const tagged = (vid: number) => {
-      const f = rawFrame(64, DEV_MAC, PEER_MAC, vid, 0x8100);
-      f[14] = vid >> 8;
-      f[15] = vid & 0xff;
-      return f;
-    };
-    backend2.inject(tagged(42));
-    backend2.inject(tagged(43));
-    expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([
-      hexOf(rawFrame(60, '02:00:00:00:00:01')),
-      hexOf(tagged(42)),
-    ]);
-  });
+      const backend2 = new MemoryBackend();
+      const sent2: Uint8Array[] = [];
+      backend2.onFrame((f) => sent2.push(f));
+      const dev2 = createVirtioNetPci({ memory, backend: backend2, interrupts: irq, packed });
+      dev2.restore(snap);
+      target.cur = dev2;
+      expect(driver.has(34)).toBe(packed);
+      expect(dev2.stats().status).toBe(dev1.stats().status);
+      // The frame written before the snapshot is still there for the guest.
+      expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([
+        hexOf(rawFrame(200, DEV_MAC, PEER_MAC, 5)),
+      ]);
+      for (let i = 6; i < 300; i++) backend2.inject(rawFrame(200, DEV_MAC, PEER_MAC, i));
+      // 256 rx buffers: the rest wait in the backlog until the guest takes frames.
+      const got: string[] = [];
+      for (let round = 0; round < 4; round++) got.push(...driver.receive().map((r) => hexOf(r.frame)));
+      expect(got).toEqual(
+        Array.from({ length: 294 }, (_, k) => hexOf(rawFrame(200, DEV_MAC, PEER_MAC, k + 6))),
+      );
+      for (let i = 0; i < 300; i++) driver.send(rawFrame(70, PEER_MAC, DEV_MAC, i));
+      expect(sent2).toHaveLength(300);
+      // The restored filter: table MAC passes, unknown unicast does not, VLAN 42 passes, 43 does not.
+      backend2.inject(rawFrame(60, '02:00:00:00:00:01'));
+      backend2.inject(rawFrame(60, '02:00:00:00:00:02'));
+      const tagged = (vid: number) => {
+        const f = rawFrame(64, DEV_MAC, PEER_MAC, vid, 0x8100);
+        f[14] = vid >> 8;
+        f[15] = vid & 0xff;
+        return f;
+      };
+      backend2.inject(tagged(42));
+      backend2.inject(tagged(43));
+      expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([
+        hexOf(rawFrame(60, '02:00:00:00:00:01')),
+        hexOf(tagged(42)),
+      ]);
+    });
 
   it('restore tells the new backend the restored queue pairs and guest offloads', () => {
     const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
