@@ -69,7 +69,14 @@ const AVAIL_IDX = 2;
 const AVAIL_RING = 4;
 const USED_IDX = 2;
 
-function setup(direction: 'tx' | 'rx', frameSize: number): Scenario {
+/** The 40-byte key of the RSS test vectors (rss-vectors.json). */
+const RSS_KEY = Uint8Array.from(
+  '6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa'
+    .match(/../g)!
+    .map((h) => Number.parseInt(h, 16)),
+);
+
+function setup(direction: 'tx' | 'rx', frameSize: number, rss = false): Scenario {
   const ramBytes = new Uint8Array(32 << 20);
   const memory = new GuestMemory([{ address: 0, bytes: ramBytes }]);
   const backend = new NullBackend();
@@ -77,6 +84,9 @@ function setup(direction: 'tx' | 'rx', frameSize: number): Scenario {
   const dev = createVirtioNetPci({
     memory,
     backend,
+    // With RSS: 4 pairs, every hash type, hash report (20-byte header); the table sends every flow to
+    // pair 0 so one queue's buffers serve the whole batch while parse + Toeplitz + table lookup run.
+    ...(rss ? { mq: true, rss: true, hash: true, queues: 4 } : {}),
     // The VMM's MSI path: count, nothing else.
     interrupts: {
       msi: () => {
@@ -86,6 +96,9 @@ function setup(direction: 'tx' | 'rx', frameSize: number): Scenario {
   });
   const drv = new VirtioNetDriver(dev, memory, { interrupts: new InterruptCollector(), rxBuffers: BATCH });
   drv.open();
+  if (rss && drv.setRss({ hashTypes: 0x1ff, table: new Array(128).fill(0), key: RSS_KEY }) !== 0) {
+    throw new Error('RSS_CONFIG refused');
+  }
   const hdr = drv.hdrSize;
   const index = direction === 'tx' ? drv.txIndex(0) : drv.rxIndex(0);
   const q = drv.queue(index);
@@ -94,6 +107,12 @@ function setup(direction: 'tx' | 'rx', frameSize: number): Scenario {
   const notifyOffset = drv.pci.notifyOffset(index);
   const frame = Uint8Array.from({ length: frameSize }, (_, i) => (i * 13 + 7) & 0xff);
   frame.set([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+  if (rss) {
+    // IPv4/TCP so every frame is parsed and hashed with ports (TCPv4): 20-byte IP header, 20-byte TCP.
+    frame.set([0x45, 0, (frameSize - 14) >> 8, (frameSize - 14) & 0xff, 0, 0, 0x40, 0, 64, 6, 0, 0], 14);
+    frame.set([10, 0, 0, 1, 10, 0, 0, 2, 0x9c, 0x40, 0x00, 0x50], 26);
+    frame[46] = 0x50;
+  }
 
   if (direction === 'tx') {
     // First batch through the real driver: header + frame in one descriptor, as Linux sends.
@@ -145,7 +164,7 @@ function setup(direction: 'tx' | 'rx', frameSize: number): Scenario {
             ramBytes.set(frame, a + hdr);
           }
         };
-  const name = `${direction} ${frameSize} B`;
+  const name = `${direction} ${frameSize} B${rss ? ' RSS+hash report' : ''}`;
   const statsBefore = () =>
     dev.stats() as { txPackets: number; rxPackets: number; txDropped: number; rxDropped: number };
   return {
@@ -167,8 +186,8 @@ interface Row {
   verify: string;
 }
 
-async function runScenario(direction: 'tx' | 'rx', size: number): Promise<Row> {
-  const s = setup(direction, size);
+async function runScenario(direction: 'tx' | 'rx', size: number, rss = false): Promise<Row> {
+  const s = setup(direction, size, rss);
   const device = await bench(`${s.name} device`, s.device, {
     iterations: LAPS,
     opsPerIteration: BATCH,
@@ -241,20 +260,23 @@ interface ProfileNode {
   children: ProfileNode[];
 }
 
-const SCENARIOS: ['tx' | 'rx', number][] = [
+type ScenarioKey = ['tx' | 'rx', number, boolean?];
+const SCENARIOS: ScenarioKey[] = [
   ['tx', 64],
   ['tx', 1514],
   ['rx', 64],
   ['rx', 1514],
+  // Full rx steering cost: parse + Toeplitz + indirection table + hash report, per frame.
+  ['rx', 64, true],
 ];
-const scenarioName = ([d, n]: ['tx' | 'rx', number]) => `${d} ${n}`;
+const scenarioName = ([d, n, rss]: ScenarioKey) => `${d} ${n}${rss ? ' rss' : ''}`;
 
 async function main(): Promise<void> {
   const only = process.env.DEVICE_BENCH_ONLY;
   if (only !== undefined) {
     const sc = SCENARIOS.find((x) => scenarioName(x) === only);
     if (sc === undefined) throw new Error(`DEVICE_BENCH_ONLY: unknown scenario ${only}`);
-    const row = await runScenario(sc[0], sc[1]);
+    const row = await runScenario(sc[0], sc[1], sc[2] ?? false);
     console.log(`@@ROW ${JSON.stringify(row)}`);
     return;
   }
