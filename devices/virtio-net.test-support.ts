@@ -173,13 +173,14 @@ export function tcp4Frame(s: Tcp4Spec): Uint8Array {
   return f;
 }
 
-/** The TSO segments Linux would produce for `s` at `mss` (ID +i, seq +i*mss, PSH/FIN last only). */
+/** The TSO segments Linux would produce for `s` at `mss` (ID +i, seq +i*mss, PSH/FIN last only, CWR first only). */
 export function tsoSegments(s: Tcp4Spec, mss: number): Uint8Array[] {
   const out: Uint8Array[] = [];
   const n = Math.ceil(s.payload.length / mss);
   for (let i = 0; i < n; i++) {
     const last = i === n - 1;
-    const flags = last ? (s.flags ?? 0x18) : (s.flags ?? 0x18) & ~0x09;
+    let flags = last ? (s.flags ?? 0x18) : (s.flags ?? 0x18) & ~0x09;
+    if (i > 0) flags &= ~0x80; // CWR only on the first segment
     out.push(
       tcp4Frame({
         ...s,
