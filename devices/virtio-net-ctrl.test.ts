@@ -86,6 +86,35 @@ describe('acks like QEMU 7.2', () => {
     expect(c.backend.offloadCalls).toHaveLength(0);
   });
 
+  it('RX, MAC and VLAN commands are not checked against CTRL_RX / CTRL_RX_EXTRA / CTRL_MAC_ADDR / CTRL_VLAN (QEMU)', () => {
+    const b = openBench(
+      {},
+      {},
+      {
+        wanted: LINUX_6_1_FEATURES & ~(bit(NetF.CTRL_RX) | bit(NetF.CTRL_VLAN) | bit(NetF.CTRL_MAC_ADDR)),
+      },
+    );
+    expect(b.driver.rxMode(0, false)).toBe(VIRTIO_NET_OK); // PROMISC off (needs CTRL_RX per spec)
+    expect(b.driver.rxMode(5, true)).toBe(VIRTIO_NET_OK); // NOBCAST (needs CTRL_RX_EXTRA per spec)
+    b.backend.inject(rawFrame(60, 'ff:ff:ff:ff:ff:ff'));
+    expect(b.driver.receive()).toHaveLength(0);
+    // Without CTRL_VLAN every VID passes until one is deleted.
+    expect(b.driver.vlan(false, 9)).toBe(VIRTIO_NET_OK);
+    expect(b.driver.setMac('02:00:00:00:00:42')).toBe(VIRTIO_NET_OK);
+    expect(b.driver.mac()).toBe('02:00:00:00:00:42');
+  });
+
+  it('a command larger than 64 KiB is answered ERR without being applied', () => {
+    const b = openBench();
+    const n = 11000; // 8 + 6 * n > 65536
+    const data = new Uint8Array(8 + 6 * n);
+    new DataView(data.buffer).setUint32(0, n, true);
+    expect(b.driver.control(CtrlClass.MAC, 0, data)).toBe(VIRTIO_NET_ERR);
+    b.backend.inject(rawFrame(60, '00:00:00:00:00:00'));
+    expect(b.driver.receive()).toHaveLength(0);
+    expect(b.driver.pci.status & 0x40).toBe(0);
+  });
+
   it('command split over several descriptors (Linux: header, data, ack) and a long writable part', () => {
     const b = openBench();
     const q = b.driver.queue(2);

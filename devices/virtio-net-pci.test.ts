@@ -178,6 +178,17 @@ describe('link state', () => {
     expect(b.driver.receive()).toHaveLength(1);
   });
 
+  it('status: false: no STATUS feature, config ends after mac (reads 0xff), no config interrupt; link still gates traffic', () => {
+    const b = openBench({ status: false });
+    expect(b.driver.has(NetF.STATUS)).toBe(false);
+    expect(b.driver.readConfig(NetConfig.STATUS, 2)).toBe(0xffff);
+    b.irq.takeVectors();
+    b.dev.setLinkUp(false);
+    expect(b.irq.takeVectors()).toEqual([]);
+    b.backend.inject(rawFrame(60));
+    expect(b.driver.receive()).toHaveLength(0);
+  });
+
   it('the backend carrier drives the link too', () => {
     const b = openBench();
     b.backend.setLinkUp(false);
