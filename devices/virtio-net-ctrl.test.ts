@@ -189,12 +189,22 @@ describe('multiqueue', () => {
     // Non-IP frames from backend queue q go to rx queue q.
     for (let q = 0; q < 4; q++) b.backend.inject(rawFrame(100 + q, DEV_MAC, PEER_MAC, q), q);
     for (let p = 0; p < 4; p++) expect(b.driver.receive(p).map((r) => r.frame.length)).toEqual([100 + p]);
+    // Each queue signals its own MSI-X vector (index + 1 as the driver programmed them).
+    b.irq.takeVectors();
+    b.backend.inject(rawFrame(100, DEV_MAC, PEER_MAC, 9), 2);
+    expect(b.irq.takeVectors()).toEqual([5]);
+    b.driver.send(rawFrame(60, PEER_MAC, DEV_MAC), { pair: 3 });
+    expect(b.irq.takeVectors()).toEqual([8]);
+    b.driver.receive(2);
+    b.backend.inject(rawFrame(101, DEV_MAC, PEER_MAC, 9), 2);
+    expect(b.irq.takeVectors()).toEqual([5]);
+    b.driver.receive(2);
     const s = stats(b.dev);
     expect(s.queues.map((q) => [q.rxPackets, q.txPackets])).toEqual([
       [1, 1],
       [1, 1],
-      [1, 1],
-      [1, 1],
+      [3, 1],
+      [1, 2],
     ]);
     // Fewer pairs in use: frames from backend queue 3 land on pair 3 % 2.
     expect(b.driver.setQueuePairs(2)).toBe(VIRTIO_NET_OK);

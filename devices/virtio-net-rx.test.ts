@@ -164,12 +164,19 @@ describe('rx data path', () => {
     expect(stats(b.dev).rxDroppedNotReady).toBe(2);
   });
 
-  it('interrupts: one per delivered frame while the guest keeps interrupts on', () => {
+  it("interrupts follow the guest's used_event (EVENT_IDX)", () => {
     const b = openBench();
     b.irq.takeVectors();
     b.backend.inject(rawFrame(60));
     expect(b.irq.takeVectors()).toEqual([1]);
-    expect(stats(b.dev).queues[0]!.rxInterrupts).toBe(1);
+    // Until the guest takes the frame and re-arms used_event (EVENT_IDX), more frames do not interrupt.
+    b.backend.inject(rawFrame(61));
+    b.backend.inject(rawFrame(62));
+    expect(b.irq.takeVectors()).toEqual([]);
+    expect(b.driver.receive()).toHaveLength(3);
+    b.backend.inject(rawFrame(63));
+    expect(b.irq.takeVectors()).toEqual([1]);
+    expect(stats(b.dev).queues[0]!.rxInterrupts).toBe(2);
   });
 });
 

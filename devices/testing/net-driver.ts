@@ -256,6 +256,8 @@ export class VirtioNetDriver {
         hashReport: hdr >= 20 ? dv.getUint16(NetHdr.HASH_REPORT, true) : 0,
       });
     }
+    // As virtnet_poll's napi completion: ask for an interrupt for the next used entry (EVENT_IDX used_event).
+    q.enableInterrupts();
     for (const b of recycle) {
       const id = this.addRx(q, b);
       posted.set(id, b);
@@ -341,6 +343,7 @@ export class VirtioNetDriver {
       }
       n++;
     }
+    q.enableInterrupts();
     return n;
   }
 
