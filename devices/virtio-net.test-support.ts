@@ -200,3 +200,48 @@ export function pattern(n: number, seed = 1): Uint8Array {
   for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 17 + (i >> 8)) & 0xff;
   return b;
 }
+
+/** Ethernet + IPv4 (20 bytes, DF clear) + UDP with the checksum full, partial (pseudo-header) or 0. */
+export function udp4Frame(s: {
+  payload: Uint8Array;
+  dst?: string;
+  src?: string;
+  sport?: number;
+  dport?: number;
+  id?: number;
+  csum?: 'full' | 'partial';
+}): Uint8Array {
+  const p = s.payload;
+  const f = new Uint8Array(42 + p.length);
+  f.set(macBytes(s.dst ?? DEV_MAC), 0);
+  f.set(macBytes(s.src ?? PEER_MAC), 6);
+  f[12] = 0x08;
+  const ipLen = 28 + p.length;
+  const id = s.id ?? 0x4242;
+  f.set(
+    [0x45, 0, ipLen >> 8, ipLen & 0xff, id >> 8, id & 0xff, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2],
+    14,
+  );
+  const ipc = inetChecksum(f, 14, 34);
+  f[24] = ipc >> 8;
+  f[25] = ipc & 0xff;
+  const dv = new DataView(f.buffer);
+  dv.setUint16(34, s.sport ?? 5000);
+  dv.setUint16(36, s.dport ?? 6000);
+  dv.setUint16(38, 8 + p.length);
+  f.set(p, 42);
+  const pseudo = udpPseudo(f.subarray(26, 34), 8 + p.length);
+  let c = s.csum === 'partial' ? pseudo : inetChecksum(f, 34, f.length, pseudo);
+  if (s.csum !== 'partial' && c === 0) c = 0xffff;
+  dv.setUint16(40, c);
+  return f;
+}
+
+function udpPseudo(addrs: Uint8Array, len: number): number {
+  return sum16(Uint8Array.of(0, 17, len >> 8, len & 0xff), 0, 4, sum16(addrs, 0, 8));
+}
+
+/** Whether the UDP checksum of an IPv4 UDP datagram (L4 at 34, `l4` bytes long) verifies. */
+export function udp4ChecksumOk(datagram: Uint8Array, addrs: Uint8Array): boolean {
+  return inetChecksum(datagram, 0, datagram.length, udpPseudo(addrs, datagram.length)) === 0;
+}
