@@ -3,6 +3,7 @@
 // malformed chains.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import * as fb from '../lib/frame-builder.test-util.js';
 import { GsoType, NetHdrFlags } from './net-header.js';
 import { LINUX_6_1_FEATURES } from './testing/net-driver.js';
 import { MAX_FRAME, TX_BURST } from './virtio-net.js';
@@ -374,5 +375,32 @@ describe('software UFO and USO (no vnet header)', () => {
       expect(hexOf(f.subarray(34))).toBe(hexOf(want[i]!.subarray(34)));
       expect(udp4ChecksumOk(f.subarray(34), f.subarray(26, 34))).toBe(true);
     });
+  });
+});
+
+describe('software TSO over IPv6', () => {
+  it('TCPV6 segments: payload length per segment, seq, flags, checksums (reference built independently)', () => {
+    const b = openBench({}, { vnetHeader: false });
+    const payload = pattern(4100, 4);
+    const seg = (p: Uint8Array, flags: number, seq: number) =>
+      fb.eth(
+        0x86dd,
+        fb.withL4ChecksumV6(fb.ipv6('2001:db8::1', '2001:db8::2', 6, fb.tcp(443, 50000, p, flags, seq))),
+      );
+    const frame = seg(payload, 0x19, 100);
+    b.driver.send(frame, {
+      offload: offload({
+        flags: NetHdrFlags.NEEDS_CSUM,
+        gsoType: GsoType.TCPV6,
+        gsoSize: 1440,
+        hdrLen: 74,
+        csumStart: 54,
+        csumOffset: 16,
+      }),
+    });
+    const want = [0, 1, 2].map((i) =>
+      seg(payload.subarray(i * 1440, (i + 1) * 1440), i === 2 ? 0x19 : 0x10, 100 + i * 1440),
+    );
+    expect(b.sent.map((x) => hexOf(x.frame))).toEqual(want.map(hexOf));
   });
 });
