@@ -121,6 +121,20 @@ describe('rx data path', () => {
     expect(hexOf(stream.subarray(12))).toBe(hexOf(f));
   });
 
+  it('IN_ORDER and NOTIFICATION_DATA negotiated (split and packed): traffic both ways', () => {
+    for (const packed of [false, true]) {
+      const b = openBench({ packed, in_order: true, notification_data: true }, {}, { wanted: LINUX_6_1_FEATURES | bit(35) | bit(38) });
+      expect(b.driver.has(35) && b.driver.has(38)).toBe(true);
+      for (const len of [60, 3000, 9000]) {
+        const f = rawFrame(len, DEV_MAC, PEER_MAC, len);
+        b.backend.inject(f);
+        expect(b.driver.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(f)]);
+        b.driver.send(rawFrame(len, PEER_MAC, DEV_MAC, len));
+      }
+      expect(b.sent.map((x) => x.frame.length)).toEqual([60, 3000, 9000]);
+    }
+  });
+
   it('header and data in separate descriptors, and indirect rx buffers', () => {
     for (const o of [
       { rxSplitHeader: true },
