@@ -8,7 +8,7 @@ import type { BackendSink, NetBackend } from '../lib/net-backend.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 import { VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
-import { GsoType, NetHdrFlags } from './net-header.js';
+import { GsoType, NetHdrFlags, readNetHeader } from './net-header.js';
 import { RxMode } from './rx-filter.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from './testing/net-driver.js';
 import { MAX_FRAME, RX_BACKLOG } from './virtio-net.js';
@@ -83,6 +83,42 @@ describe('rx data path', () => {
     });
   }
 
+  it('Linux big-packet buffers (no MRG_RXBUF): header descriptor + 18 page descriptors, direct or indirect', () => {
+    for (const packed of [false, true]) {
+      for (const indirect of [false, true]) {
+        const b = openBench({ packed }, {}, { wanted: NO_MRG, rxBuffers: 0 });
+        const q = b.driver.queue(0);
+        const alloc = b.driver.pci.allocator;
+        const chains: { id: number; segs: { addr: number; len: number }[] }[] = [];
+        for (let k = 0; k < 4; k++) {
+          const segs = [{ addr: alloc.alloc(12, 16), len: 12 }];
+          for (let i = 0; i < 18; i++) segs.push({ addr: alloc.alloc(4096, 4096), len: 4096 });
+          chains.push({ id: q.add([], segs, { indirect }), segs });
+        }
+        b.driver.pci.kick(0);
+        const off = offload({
+          flags: NetHdrFlags.NEEDS_CSUM,
+          gsoType: GsoType.TCPV4,
+          hdrLen: 54,
+          gsoSize: 1448,
+          csumStart: 34,
+          csumOffset: 16,
+        });
+        const f = tcp4Frame({ payload: pattern(65000), csum: 'partial' });
+        b.backend.inject(f, 0, off);
+        const u = q.getUsed()!;
+        expect(u.len).toBe(12 + f.length);
+        const c = chains.find((x) => x.id === u.id)!;
+        const bytes = Uint8Array.from(
+          c.segs.flatMap((sg) => Array.from(b.memory.read(sg.addr, sg.len))),
+        ).subarray(0, u.len);
+        expect(readNetHeader(bytes, 0, offload())).toEqual(off);
+        expect(bytes[10]! | (bytes[11]! << 8)).toBe(1);
+        expect(hexOf(bytes.subarray(12)), JSON.stringify({ packed, indirect })).toBe(hexOf(f));
+      }
+    }
+  });
+
   it('num_buffers field is 1 without MRG_RXBUF (read from guest memory)', () => {
     const b = openBench({}, {}, { wanted: NO_MRG, rxBuffers: 1, rxBufferSize: 2048 });
     // Dirty the buffer first so a missing write would show.
@@ -123,7 +159,11 @@ describe('rx data path', () => {
 
   it('IN_ORDER and NOTIFICATION_DATA negotiated (split and packed): traffic both ways', () => {
     for (const packed of [false, true]) {
-      const b = openBench({ packed, in_order: true, notification_data: true }, {}, { wanted: LINUX_6_1_FEATURES | bit(35) | bit(38) });
+      const b = openBench(
+        { packed, in_order: true, notification_data: true },
+        {},
+        { wanted: LINUX_6_1_FEATURES | bit(35) | bit(38) },
+      );
       expect(b.driver.has(35) && b.driver.has(38)).toBe(true);
       for (const len of [60, 3000, 9000]) {
         const f = rawFrame(len, DEV_MAC, PEER_MAC, len);
