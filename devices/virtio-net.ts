@@ -9,13 +9,12 @@
  * gather buffer are reused.
  */
 
-import { completeChecksum } from '../lib/checksum.js';
 import { GuestMemoryError } from '../lib/errors.js';
 import type { BackendOffloads, BackendSink, NetBackend, NetOffload } from '../lib/net-backend.js';
 import { emptyOffload } from '../lib/net-backend.js';
 import { ParsedPacket, parsePacket } from '../lib/packet-parser.js';
 import { VIRTIO_NET_HASH_REPORT_NONE } from '../lib/rss-hash.js';
-import { SEGMENT_ERR_CSUM, SEGMENT_OK, SoftwareSegmenter } from '../lib/segmentation.js';
+import { SEGMENT_OK, SoftwareSegmenter } from '../lib/segmentation.js';
 import { gatherReadable, scatterWritable } from '../virtio/descriptor-chain.js';
 import type { VirtioDevice, VirtioDeviceContext } from '../virtio/virtio-device.js';
 import { DescriptorChain, VirtqueueError } from '../virtio/virtqueue.js';
@@ -210,9 +209,6 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   /** Separate tx and rx segmenters: a backend may deliver a frame from inside `transmit`. */
   private readonly txSegmenter = new SoftwareSegmenter();
   private readonly rxSegmenter = new SoftwareSegmenter();
-  /** NEEDS_CSUM completion without GSO is done here on an exact-length copy (see completeInSoftware). */
-  private readonly txCsumScratch = new Uint8Array(MAX_FRAME);
-  private readonly rxCsumScratch = new Uint8Array(MAX_FRAME);
   /** Backend queues paused because their frames could not be delivered. */
   private readonly paused: boolean[] = [];
   /** A guest error set DEVICE_NEEDS_RESET: nothing more is processed until reset (QEMU's vdev->broken). */
@@ -655,34 +651,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     }
     // No vnet header on the backend (or an offload the guest may not use): finish it in software.
     this.txCurrentPair = pair;
-    if (this.completeInSoftware(this.txSegmenter, frame, offload, this.emitSegment) !== SEGMENT_OK)
+    if (this.txSegmenter.process(frame, offload, this.emitSegment) !== SEGMENT_OK)
       stats.txDropped++;
-  }
-
-  /**
-   * Finishes an offload in software: a checksum alone is completed on an exact-length copy (the
-   * segmenter's checksum-only path sums its whole scratch buffer, stale bytes included, so it is not
-   * used for that); GSO goes to the segmenter.
-   */
-  private completeInSoftware(
-    seg: SoftwareSegmenter,
-    frame: Uint8Array,
-    o: NetOffload,
-    emit: (f: Uint8Array) => void,
-  ): number {
-    if ((o.gsoType & ~GsoType.ECN) !== GsoType.NONE) return seg.process(frame, o, emit);
-    if ((o.flags & NetHdrFlags.NEEDS_CSUM) === 0) {
-      emit(frame);
-      return SEGMENT_OK;
-    }
-    const copy = (seg === this.txSegmenter ? this.txCsumScratch : this.rxCsumScratch).subarray(
-      0,
-      frame.length,
-    );
-    copy.set(frame);
-    if (!completeChecksum(copy, o.csumStart, o.csumOffset)) return SEGMENT_ERR_CSUM;
-    emit(copy);
-    return SEGMENT_OK;
   }
 
   /** The guest may only ask for offloads it negotiated (§5.1.6.2.1); others are done in software. */
@@ -768,7 +738,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       const o = Object.assign(this.rxOffloadCopy, offload);
       if ((o.gsoType & ~GsoType.ECN) !== GsoType.NONE && !this.hasRxRoom(pair)) return Delivery.NoBuffers;
       this.rxSegmentPair = pair;
-      if (this.completeInSoftware(this.rxSegmenter, frame, o, this.deliverSegment) !== SEGMENT_OK)
+      if (this.rxSegmenter.process(frame, o, this.deliverSegment) !== SEGMENT_OK)
         this.queueStats[pair]!.rxDropped++;
       return Delivery.Delivered;
     }

@@ -266,6 +266,22 @@ describe('SoftwareSegmenter: checksum only and validation', () => {
     expectL4ChecksumOk(out[0]!, false);
   });
 
+  it('NEEDS_CSUM after a larger frame: stale scratch bytes never enter the checksum', () => {
+    const seg = new SoftwareSegmenter();
+    const big = tcpFrame.slice();
+    big.set(u16(checksumFold(pseudoHeaderSumIpv4(big, 26, 30, 6, big.length - 34))), 50);
+    const small = eth(
+      0x0800,
+      ipv4({ src: '10.0.0.1', dst: '10.0.0.2', proto: 6, payload: tcp(1, 2, payloadOf(101)) }),
+    );
+    small.set(u16(checksumFold(pseudoHeaderSumIpv4(small, 26, 30, 6, small.length - 34))), 50);
+    const out: Uint8Array[] = [];
+    expect(seg.process(big, offload(0, 0, 0, 34, 16), () => {})).toBe(SEGMENT_OK);
+    expect(seg.process(small, offload(0, 0, 0, 34, 16), (s) => out.push(s.slice()))).toBe(SEGMENT_OK);
+    expect(out[0]!.length).toBe(small.length);
+    expectL4ChecksumOk(out[0]!, false);
+  });
+
   it('rejects guest-controlled fields it cannot honour, emitting nothing', () => {
     const udpFrame = eth(
       0x0800,

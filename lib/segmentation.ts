@@ -118,7 +118,7 @@ export class SoftwareSegmenter {
       }
       const buf = this.ensure(len);
       copyBytes(frame, 0, buf, 0, len);
-      completeChecksum(buf, offload.csumStart, offload.csumOffset);
+      completeChecksum(buf.subarray(0, len), offload.csumStart, offload.csumOffset);
       this.segments = 1;
       emit(this.viewOf(len));
       return SEGMENT_OK;
