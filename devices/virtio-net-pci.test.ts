@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../lib/guest-memory.js';
 import { MemoryBackend } from '../lib/memory-backend.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
-import { InterruptCollector, STATUS } from '../virtio/testing/pci-driver.js';
+import { InterruptCollector, STATUS, VirtioPciDriver } from '../virtio/testing/pci-driver.js';
 import { CtrlClass, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from './testing/net-driver.js';
 import {
@@ -440,5 +440,33 @@ describe('snapshot / restore', () => {
     const b = openBench();
     expect(() => b.dev.restore(null)).toThrow(TypeError);
     expect(() => b.dev.restore({})).toThrow(TypeError);
+  });
+});
+
+describe('queue sizes follow the negotiated features', () => {
+  it('the control queue reads 64 at index 2 without MQ and at 2 * pairs with MQ; data queues read rx/tx_queue_size', () => {
+    for (const withMq of [false, true]) {
+      const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(16 << 20) }]);
+      const dev = createVirtioNetPci({
+        memory,
+        backend: new MemoryBackend(),
+        interrupts: { msi() {} },
+        mq: true,
+        queues: 4,
+        rx_queue_size: 512,
+        tx_queue_size: 1024,
+      });
+      const pci = new VirtioPciDriver(dev, memory);
+      pci.probe();
+      pci.assignBars();
+      pci.negotiate(withMq ? ~0n : ~(1n << 22n));
+      const size = (q: number) => {
+        pci.writeCommon(0x16, 2, q);
+        return pci.readCommon(0x18, 2);
+      };
+      expect(pci.numQueues()).toBe(withMq ? 9 : 3);
+      expect([size(0), size(1), size(2)]).toEqual(withMq ? [512, 1024, 512] : [512, 1024, 64]);
+      if (withMq) expect([size(7), size(8)]).toEqual([1024, 64]);
+    }
   });
 });

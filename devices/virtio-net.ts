@@ -259,8 +259,11 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     return 2 * (mq ? this.maxQueuePairs : 1) + 1;
   }
 
-  maxQueueSize(index: number): number {
-    if (index === this.controlQueueIndex()) return 64;
+  maxQueueSize(index: number, features?: bigint): number {
+    // The control queue sits after the pairs the driver's features select (QEMU: size 64).
+    const f = features ?? this.features;
+    const mq = has(f, NetF.MQ) || has(f, NetF.RSS);
+    if (index === 2 * (mq ? this.maxQueuePairs : 1)) return 64;
     return index % 2 === 0 ? this.options.rx_queue_size : this.options.tx_queue_size;
   }
 
