@@ -9,7 +9,7 @@ const KEY = Uint8Array.from([
 ]);
 
 /** struct virtio_net_rss_config. */
-export function rssConfig(o: {
+function rssConfig(o: {
   hashTypes: number;
   table: number[];
   unclassified?: number;
@@ -23,7 +23,7 @@ export function rssConfig(o: {
   dv.setUint32(0, o.hashTypes, true);
   dv.setUint16(4, n - 1, true);
   dv.setUint16(6, o.unclassified ?? 0, true);
-  o.table.forEach((q, i) => dv.setUint16(8 + 2 * i, q, true));
+  for (const [i, q] of o.table.entries()) dv.setUint16(8 + 2 * i, q, true);
   dv.setUint16(8 + 2 * n, o.maxTxVq, true);
   b[10 + 2 * n] = o.keyLength ?? o.key.length;
   b.set(o.key, 11 + 2 * n);

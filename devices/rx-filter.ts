@@ -160,7 +160,7 @@ export class RxFilter {
     this.multiOverflow = s.multiOverflow;
     const all = [...s.unicast, ...s.multicast].slice(0, MAC_TABLE_ENTRIES);
     this.macs.fill(0);
-    all.forEach((m, i) => this.macs.set(parseMac(m), i * 6));
+    for (const [i, m] of all.entries()) this.macs.set(parseMac(m), i * 6);
     this.inUse = all.length;
     this.firstMulti = Math.min(s.unicast.length, MAC_TABLE_ENTRIES);
     for (let i = 0; i < this.vlans.length; i++) this.vlans[i] = (s.vlans[i] ?? 0) >>> 0;

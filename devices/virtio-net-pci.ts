@@ -258,7 +258,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
     if (this.transport.msix && s.msix) this.transport.msix.restore(s.msix as never);
     this.sriov?.syncAfterRestore();
     this.transport.restore(s.transport);
-    s.vfs?.forEach((vs, i) => this.vfDevices[i]?.restore(vs));
+    for (const [i, vs] of (s.vfs ?? []).entries()) this.vfDevices[i]?.restore(vs);
   }
 
   stats(): Record<string, unknown> {

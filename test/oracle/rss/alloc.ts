@@ -7,7 +7,7 @@ const f = B.eth(0x86dd, B.ipv6('2001:db8::1', '2001:db8::2', 60, B.concat(B.opti
 const p = new ParsedPacket(), k = new ToeplitzKey(KEY), r = new RssHashResult();
 let s = 0;
 for (let i = 0; i < 1e6; i++) { parsePacket(f, p); rssHashParsed(f, p, 0x1ff, k, r); s ^= r.hash; }
-(globalThis as any).gc?.();
+(globalThis as { gc?: () => void }).gc?.();
 const before = process.memoryUsage().heapUsed;
 for (let i = 0; i < 5e6; i++) { parsePacket(f, p); rssHashParsed(f, p, 0x1ff, k, r); s ^= r.hash; }
 const after = process.memoryUsage().heapUsed;
