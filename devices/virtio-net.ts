@@ -182,6 +182,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   curQueuePairs = 1;
   /** Current guest offloads (feature-bit layout), from negotiation or CTRL_GUEST_OFFLOADS_SET. */
   guestOffloads = 0n;
+  /** Offloads as `Offload` bits (no BigInt work per frame): what the guest may ask of us on tx, and
+   * what it accepts on rx. */
+  private hostOffloadMask = 0;
+  private guestOffloadMask = 0;
 
   private ctx: VirtioDeviceContext | null = null;
   /** The `mac` option: reset returns to it after MAC_ADDR_SET (QEMU virtio_net_reset). */
@@ -293,6 +297,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.driverVersion1 = has(this.features, VIRTIO_F_VERSION_1);
     this.hdrSize = netHeaderSize(this.features);
     this.mergeable = has(this.features, NetF.MRG_RXBUF);
+    this.hostOffloadMask = offloadMask(this.features, HOST_OFFLOAD_FEATURES);
     this.multiqueue = has(this.features, NetF.MQ) || has(this.features, NetF.RSS);
     this.rxFilter.setVlanDefault(has(this.features, NetF.CTRL_VLAN));
     this.guestOffloads = this.features & GUEST_OFFLOAD_MASK;
@@ -462,6 +467,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.driverVersion1 = false;
     this.curQueuePairs = 1;
     this.guestOffloads = 0n;
+    this.hostOffloadMask = 0;
+    this.guestOffloadMask = 0;
     this.rxFilter.reset(false);
     this.mac.set(this.configuredMac);
     this.rxFilter.mac.set(this.mac);
@@ -521,6 +528,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
 
   private applyGuestOffloads(): void {
     const g = this.guestOffloads;
+    this.guestOffloadMask = offloadMask(g, GUEST_OFFLOAD_FEATURES);
     const o: BackendOffloads = {
       csum: has(g, NetF.GUEST_CSUM),
       tso4: has(g, NetF.GUEST_TSO4),
@@ -612,13 +620,15 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       stats.txDropped++;
       return;
     }
+    if (!this.linkUp) {
+      stats.txDropped++;
+      return;
+    }
     const mem = this.ctx!.memory;
+    // Zero copy when the frame lies in one segment (after the header in it, or after a separate header
+    // descriptor): one view per frame; the header is copied into a scratch. Otherwise gather both.
     let frame: Uint8Array | null = null;
-    let headerBytes: Uint8Array;
-    let headerOffset = 0;
-    // Zero copy when the frame lies in one segment (after a separate header or after the header in it).
-    // One view per frame (the frame itself); the header is copied byte-wise into a scratch (no view).
-    headerBytes = this.txHeader;
+    let headerBytes = this.txHeader;
     if (chain.readableCount === 1) frame = mem.tryView(chain.addr[0]! + hdr, frameLength);
     else if (chain.readableCount === 2 && chain.len[0] === hdr)
       frame = mem.tryView(chain.addr[1]!, frameLength);
@@ -626,21 +636,14 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       let h = this.txHeaderViews[hdr];
       if (h === undefined) h = this.txHeaderViews[hdr] = this.txHeader.subarray(0, hdr);
       gatherReadable(mem, chain, h);
-    }
-    if (!frame) {
+    } else {
       gatherReadable(mem, chain, this.txScratch.subarray(0, total));
       headerBytes = this.txScratch;
-      headerOffset = 0;
       frame = this.txScratch.subarray(hdr, total);
     }
-    const offload = readNetHeader(headerBytes, headerOffset, this.txOffload);
+    const offload = readNetHeader(headerBytes, 0, this.txOffload);
     const wantsOffload =
       (offload.flags & NetHdrFlags.NEEDS_CSUM) !== 0 || (offload.gsoType & ~GsoType.ECN) !== GsoType.NONE;
-
-    if (!this.linkUp) {
-      stats.txDropped++;
-      return;
-    }
     if (this.autoSteering()) {
       this.flows.recordTx(frame, parsePacket(frame, this.pkt), pair);
     }
@@ -648,34 +651,13 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       this.transmitOne(frame, pair, null);
       return;
     }
-    if (this.backend.capabilities.vnetHeader && this.offloadAllowed(offload)) {
+    if (this.backend.capabilities.vnetHeader && offloadPermitted(offload, this.hostOffloadMask)) {
       this.transmitOne(frame, pair, offload);
       return;
     }
     // No vnet header on the backend (or an offload the guest may not use): finish it in software.
     this.txCurrentPair = pair;
-    if (this.txSegmenter.process(frame, offload, this.emitSegment) !== SEGMENT_OK)
-      stats.txDropped++;
-  }
-
-  /** The guest may only ask for offloads it negotiated (§5.1.6.2.1); others are done in software. */
-  private offloadAllowed(o: NetOffload): boolean {
-    const f = this.features;
-    if ((o.flags & NetHdrFlags.NEEDS_CSUM) !== 0 && !has(f, NetF.CSUM)) return false;
-    switch (o.gsoType & ~GsoType.ECN) {
-      case GsoType.NONE:
-        return true;
-      case GsoType.TCPV4:
-        return has(f, NetF.HOST_TSO4);
-      case GsoType.TCPV6:
-        return has(f, NetF.HOST_TSO6);
-      case GsoType.UDP:
-        return has(f, NetF.HOST_UFO);
-      case GsoType.UDP_L4:
-        return has(f, NetF.HOST_USO);
-      default:
-        return false;
-    }
+    if (this.txSegmenter.process(frame, offload, this.emitSegment) !== SEGMENT_OK) stats.txDropped++;
   }
 
   private transmitOne(frame: Uint8Array, pair: number, offload: NetOffload | null): void {
@@ -736,7 +718,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
 
   /** Delivers a frame, finishing offloads the guest did not negotiate in software. */
   private deliverOrSegment(pair: number, frame: Uint8Array, offload: NetOffload | null): Delivery {
-    if (offload && !this.guestAccepts(offload)) {
+    if (offload && !offloadPermitted(offload, this.guestOffloadMask)) {
       // Copy the metadata: the backend owns `offload` and segmentation calls back into delivery.
       const o = Object.assign(this.rxOffloadCopy, offload);
       if ((o.gsoType & ~GsoType.ECN) !== GsoType.NONE && !this.hasRxRoom(pair)) return Delivery.NoBuffers;
@@ -753,26 +735,6 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   private hasRxRoom(pair: number): boolean {
     const q = this.ctx?.queue(2 * pair);
     return q ? q.hasAvailable() : false;
-  }
-
-  /** Whether the guest negotiated (and currently enables) what this frame's metadata needs. */
-  private guestAccepts(o: NetOffload): boolean {
-    const g = this.guestOffloads;
-    if ((o.flags & NetHdrFlags.NEEDS_CSUM) !== 0 && !has(g, NetF.GUEST_CSUM)) return false;
-    switch (o.gsoType & ~GsoType.ECN) {
-      case GsoType.NONE:
-        return true;
-      case GsoType.TCPV4:
-        return has(g, NetF.GUEST_TSO4) && ((o.gsoType & GsoType.ECN) === 0 || has(g, NetF.GUEST_ECN));
-      case GsoType.TCPV6:
-        return has(g, NetF.GUEST_TSO6) && ((o.gsoType & GsoType.ECN) === 0 || has(g, NetF.GUEST_ECN));
-      case GsoType.UDP:
-        return has(g, NetF.GUEST_UFO);
-      case GsoType.UDP_L4:
-        return has(g, NetF.GUEST_USO4) || has(g, NetF.GUEST_USO6);
-      default:
-        return false;
-    }
   }
 
   /**
@@ -873,5 +835,57 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     for (const bl of this.backlogs) if (bl.count > 0) return;
     this.paused[q] = false;
     this.backend.resume(q);
+  }
+}
+
+/** Offload kinds as bits, so the per-frame checks are plain integer tests. */
+const Offload = { CSUM: 1, TSO4: 2, TSO6: 4, UFO: 8, USO: 16, ECN: 32 } as const;
+
+/** Feature bits granting each offload kind: transmit (host) side and receive (guest) side (§5.1.3). */
+const HOST_OFFLOAD_FEATURES: readonly [number, number][] = [
+  [Offload.CSUM, NetF.CSUM],
+  [Offload.TSO4, NetF.HOST_TSO4],
+  [Offload.TSO6, NetF.HOST_TSO6],
+  [Offload.UFO, NetF.HOST_UFO],
+  [Offload.USO, NetF.HOST_USO],
+  [Offload.ECN, NetF.HOST_ECN],
+];
+const GUEST_OFFLOAD_FEATURES: readonly [number, number][] = [
+  [Offload.CSUM, NetF.GUEST_CSUM],
+  [Offload.TSO4, NetF.GUEST_TSO4],
+  [Offload.TSO6, NetF.GUEST_TSO6],
+  [Offload.UFO, NetF.GUEST_UFO],
+  [Offload.USO, NetF.GUEST_USO4],
+  [Offload.USO, NetF.GUEST_USO6],
+  [Offload.ECN, NetF.GUEST_ECN],
+];
+
+function offloadMask(features: bigint, table: readonly [number, number][]): number {
+  let m = 0;
+  for (const [kind, feature] of table) if (has(features, feature)) m |= kind;
+  return m;
+}
+
+/**
+ * Whether a frame's offload request is covered by `mask` (§5.1.6.2.1: the driver only asks for offloads
+ * it negotiated; §5.1.6.4: the device only delivers what the driver accepts): NEEDS_CSUM needs CSUM, each
+ * GSO type its TSO/UFO/USO kind, and the ECN bit ECN.
+ */
+function offloadPermitted(o: NetOffload, mask: number): boolean {
+  if ((o.flags & NetHdrFlags.NEEDS_CSUM) !== 0 && (mask & Offload.CSUM) === 0) return false;
+  if ((o.gsoType & GsoType.ECN) !== 0 && (mask & Offload.ECN) === 0) return false;
+  switch (o.gsoType & ~GsoType.ECN) {
+    case GsoType.NONE:
+      return true;
+    case GsoType.TCPV4:
+      return (mask & Offload.TSO4) !== 0;
+    case GsoType.TCPV6:
+      return (mask & Offload.TSO6) !== 0;
+    case GsoType.UDP:
+      return (mask & Offload.UFO) !== 0;
+    case GsoType.UDP_L4:
+      return (mask & Offload.USO) !== 0;
+    default:
+      return false;
   }
 }
