@@ -89,19 +89,19 @@ step_ping() {
   R "ping_rc=$rc ping_received=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')"
 }
 
-# tcptx: sends BYTES random bytes to PEER:PORT; the host compares the checksum.
+# tcptx[:P]: sends BYTES random bytes to PEER:P (default PORT); the host compares the checksum.
 step_tcptx() {
   dd if=/dev/urandom of=/tmp/tx bs=65536 count=$((BYTES / 65536)) 2>/dev/null
   R "tcp_tx_bytes=$(wc -c < /tmp/tx) tcp_tx_sha256=$(sha256sum /tmp/tx | cut -d' ' -f1)"
-  nc -w 10 $PEER $PORT < /tmp/tx; R "tcp_tx_rc=$?"
+  nc -w 10 $PEER ${1:-$PORT} < /tmp/tx; R "tcp_tx_rc=$?"
   rm -f /tmp/tx
 }
 
-# tcprx: listens on PORT, announces it, and checksums what the host sends until it closes.
+# tcprx[:P]: listens on P (default PORT), announces it, and checksums what the host sends until it closes.
 step_tcprx() {
-  nc -l -p $PORT > /tmp/rx &
+  nc -l -p ${1:-$PORT} > /tmp/rx &
   p=$!; sleep 0.2
-  R "tcp_rx_listening=$PORT"
+  R "tcp_rx_listening=${1:-$PORT}"
   wait $p
   R "tcp_rx_bytes=$(wc -c < /tmp/rx) tcp_rx_sha256=$(sha256sum /tmp/rx | cut -d' ' -f1)"
   rm -f /tmp/rx
@@ -114,7 +114,7 @@ step_ethtool() {
   R "channels_max=$(ethtool -l $IF | sed -n '/maximums/,/Current/s/^Combined:[[:space:]]*//p' | head -1) channels=$(ethtool -l $IF | sed -n '/Current/,$s/^Combined:[[:space:]]*//p' | head -1)"
   x=$(ethtool -x $IF 2>&1); R "rss_x_rc=$?"
   R "rss_hkey=$(echo "$x" | sed -n '/RSS hash key/{n;p}' | tr -d ' :')"
-  R "rss_indir=$(echo "$x" | sed -n 's/^ *[0-9]*: *//p' | tr -s ' \n' ',' | sed 's/,$//')"
+  R "rss_indir=$(echo "$x" | sed -n '/RSS hash key/q; s/^ *[0-9]*: *//p' | tr -s ' \n' ',' | sed 's/,$//')"
 }
 # channels:N  ethtool -L combined N
 step_channels() { ethtool -L $IF combined $1; R "ethtool_L_rc=$? channels=$(ethtool -l $IF | sed -n '/Current/,$s/^Combined:[[:space:]]*//p' | head -1)"; }
@@ -141,6 +141,20 @@ step_carrier() {
   for i in $(seq 200); do [ "$(cat /sys/class/net/$IF/carrier)" = 1 ] && break; sleep 0.1; done
   R "carrier_seen_up=$(cat /sys/class/net/$IF/carrier)"
 }
+# snmp PROTO FIELD: a counter of /proc/net/snmp (e.g. Icmp InEchos).
+snmp() { awk -v p="$1:" -v f="$2" '$1 == p { if (!h) { for (i = 2; i <= NF; i++) if ($i == f) c = i; h = 1 } else print $c }' /proc/net/snmp; }
+# waitcount PROTO FIELD BASE N: waits (up to 15 s) until the counter is BASE + N; prints the increase.
+waitcount() {
+  for i in $(seq 150); do [ $(($(snmp $1 $2) - $3)) -ge $4 ] && break; sleep 0.1; done
+  echo $(($(snmp $1 $2) - $3))
+}
+# hostping:N  asks the host to ping us N times (host_ping_go) and counts the echo requests answered.
+step_hostping() { b=$(snmp Icmp InEchos); R "host_ping_go=$1"; R "host_ping_in=$(waitcount Icmp InEchos $b $1)"; }
+# udp:N  asks the host for N UDP datagrams from many source ports (udp_go) and counts their arrival
+# (no listener: each one is a NoPorts).
+step_udp() { b=$(snmp Udp NoPorts); R "udp_go=$1"; R "udp_in=$(waitcount Udp NoPorts $b $1)"; }
+# mark:NAME  a point where the host snapshots its side (device counters) to compare with the guest's.
+step_mark() { R "mark=$1"; }
 # sleep:S
 step_sleep() { sleep $1; }
 

@@ -1,8 +1,11 @@
 // Host side of the guest's TCP steps, run inside the test's network namespace (`ip netns exec NS node tcp-peer.mjs …`).
 //   recv ADDR PORT         accept one connection, print `ready`, then `bytes=N sha256=HEX` when the peer closes
 //   send ADDR PORT BYTES   connect (retrying for 10 s), send BYTES random bytes, print `bytes=N sha256=HEX`
+//   udp ADDR PORT COUNT FLOWS  send COUNT datagrams to ADDR:PORT round-robin from FLOWS sockets (distinct
+//                          source ports, so RSS spreads them), paced; print `sent=N`
 // Exits by itself after 60 s whatever happens.
 import { createHash, randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import { connect, createServer } from 'node:net';
 
 const [mode, addr, portText, bytesText] = process.argv.slice(2);
@@ -47,7 +50,23 @@ if (mode === 'recv') {
     });
   };
   attempt();
+} else if (mode === 'udp') {
+  const count = Number(bytesText);
+  const flows = Number(process.argv[6] ?? 16);
+  const socks = Array.from({ length: flows }, () => createSocket('udp4'));
+  const payload = Buffer.from('virtio-net-ts rss probe');
+  let sent = 0;
+  const burst = () => {
+    for (let i = 0; i < 8 && sent < count; i++, sent++) socks[sent % flows].send(payload, port, addr);
+    if (sent < count) setTimeout(burst, 2);
+    else
+      setTimeout(() => {
+        console.log(`sent=${sent}`);
+        for (const s of socks) s.close();
+      }, 50);
+  };
+  burst();
 } else {
-  console.error('usage: tcp-peer.mjs recv ADDR PORT | send ADDR PORT BYTES');
+  console.error('usage: tcp-peer.mjs recv ADDR PORT | send ADDR PORT BYTES | udp ADDR PORT COUNT FLOWS');
   process.exit(2);
 }
