@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 /**
- * Command line: `virtio-net-ts serve --socket PATH [--tap NAME] [--device KIND] [-o key=value]...`
+ * Command line: `virtio-net-ts serve --socket PATH [--tap NAME [--netns NS]] [--device KIND] [-o key=value]...`
  * serves one device over vfio-user until SIGINT/SIGTERM (or, with --once, until the client disconnects).
  *
- * Device kinds come from a table of factories; `stand-in` (a test function, see
- * lib/vfio-user/stand-in-device.ts) is built in, and the virtio-net device is registered by whoever wires it
- * (`runCli(argv, { factories: { 'virtio-net': ... } })`).
+ * Device kinds come from a table of factories: `virtio-net` (the default: createVirtioNetPci on a
+ * TapBackend, `-o` taking QEMU virtio-net-pci properties) and `stand-in` (a test function, see
+ * lib/vfio-user/stand-in-device.ts) are built in; others are added with `runCli(argv, { factories })`.
+ * While serving, SIGUSR1 takes the device's link down and SIGUSR2 brings it up (the guest sees
+ * VIRTIO_NET_S_LINK_UP change; the tap's carrier follows).
  */
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -13,6 +15,7 @@ import { parseArgs } from 'node:util';
 import { GuestMemory } from '../lib/guest-memory.js';
 import { StandInDevice } from '../lib/vfio-user/stand-in-device.js';
 import { type VfioUserDevice, VfioUserServer } from './vfio-user-server.js';
+import { virtioNetFromCommandLine } from './virtio-net-vfio-user.js';
 
 /** What a device factory gets from the command line. */
 export interface DeviceFactoryInput {
@@ -20,11 +23,16 @@ export interface DeviceFactoryInput {
   memory: GuestMemory;
   /** --tap NAME, when given. */
   tap?: string;
+  /** --netns NAME: the existing network namespace the tap is moved into. */
+  netns?: string;
   /** Every `-o key=value` (QEMU virtio-net-pci property names for the real device). */
   options: Record<string, string>;
 }
 
-export type DeviceFactory = (input: DeviceFactoryInput) => VfioUserDevice | Promise<VfioUserDevice>;
+/** A device to serve; `close` (release the backend) and `setLinkUp` are used when present. */
+export type ServedDevice = VfioUserDevice & { close?(): void; setLinkUp?(up: boolean): void };
+
+export type DeviceFactory = (input: DeviceFactoryInput) => ServedDevice | Promise<ServedDevice>;
 
 export interface CliDeps {
   factories?: Record<string, DeviceFactory>;
@@ -35,15 +43,18 @@ export interface CliDeps {
   handleSignals?: boolean;
 }
 
-const USAGE = `usage: virtio-net-ts serve --socket PATH [--tap NAME] [--device KIND] [-o key=value]... [--once] [--verbose]
+const USAGE = `usage: virtio-net-ts serve --socket PATH [--tap NAME [--netns NS]] [--device KIND] [-o key=value]... [--once] [--verbose]
   --socket PATH   UNIX socket to listen on (QEMU: -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":PATH}}')
-  --tap NAME      host tap interface for the network backend
-  --device KIND   device to serve (default virtio-net; built in: stand-in)
-  -o key=value    device option (QEMU virtio-net-pci property names), repeatable
+  --tap NAME      host tap interface for the network backend (virtio-net: required; created if absent)
+  --netns NAME    move the tap into this existing network namespace
+  --device KIND   device to serve (default virtio-net; built in: virtio-net, stand-in)
+  -o key=value    device option (QEMU virtio-net-pci property names, e.g. mq=on queues=4 mac=...), repeatable
   --once          exit when the first client disconnects
-  --verbose       log connection events and rejected messages to stderr`;
+  --verbose       log connection events and rejected messages to stderr
+While serving: SIGUSR1 = link down, SIGUSR2 = link up (the guest's VIRTIO_NET_S_LINK_UP).`;
 
 export const builtinFactories: Record<string, DeviceFactory> = {
+  'virtio-net': virtioNetFromCommandLine,
   'stand-in': ({ memory, options }) =>
     new StandInDevice({ memory, msixVectors: options.vectors ? Number(options.vectors) : 4 }),
 };
@@ -51,6 +62,7 @@ export const builtinFactories: Record<string, DeviceFactory> = {
 /** A running `serve`: resolves `done` when the server has stopped. */
 export interface CliRun {
   server: VfioUserServer;
+  device: ServedDevice;
   stop(): Promise<void>;
   done: Promise<void>;
 }
@@ -69,6 +81,7 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
     options: {
       socket: { type: 'string' },
       tap: { type: 'string' },
+      netns: { type: 'string' },
       device: { type: 'string', default: 'virtio-net' },
       o: { type: 'string', short: 'o', multiple: true },
       once: { type: 'boolean', default: false },
@@ -88,12 +101,17 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
   const factory = factories[kind];
   if (!factory) throw new Error(`unknown --device ${kind}; available: ${Object.keys(factories).join(', ')}`);
   const memory = new GuestMemory();
-  const device = await factory({ memory, tap: values.tap, options });
+  const device = await factory({ memory, tap: values.tap, netns: values.netns, options });
   const server = new VfioUserServer(device, {
     socketPath: values.socket,
     log: values.verbose ? (l) => err(`vfio-user: ${l}`) : undefined,
   });
-  await server.listen();
+  try {
+    await server.listen();
+  } catch (e) {
+    device.close?.();
+    throw e;
+  }
   out(`listening ${values.socket}`);
   let resolveDone: () => void = () => {};
   const done = new Promise<void>((r) => {
@@ -104,6 +122,7 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
     if (stopping) return done;
     stopping = true;
     await server.close();
+    device.close?.();
     resolveDone();
   };
   if (values.once) {
@@ -117,14 +136,25 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
   }
   if (deps.handleSignals ?? true) {
     const onSignal = () => void stop();
+    const link = (up: boolean) => () => {
+      if (!device.setLinkUp) return err(`--device ${kind} has no link to set`);
+      device.setLinkUp(up);
+      out(`link ${up ? 'up' : 'down'}`);
+    };
+    const linkDown = link(false);
+    const linkUp = link(true);
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
+    process.on('SIGUSR1', linkDown);
+    process.on('SIGUSR2', linkUp);
     void done.then(() => {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      process.off('SIGUSR1', linkDown);
+      process.off('SIGUSR2', linkUp);
     });
   }
-  return { server, stop, done };
+  return { server, device, stop, done };
 }
 
 function isMain(): boolean {
