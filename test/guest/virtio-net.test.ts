@@ -13,14 +13,11 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LINUX_6_1_FEATURES } from '../../devices/testing/net-driver.js';
-import type {
-  VfioUserDevice,
-  VfioUserInterruptSink,
-  VfioUserServer,
-} from '../../devices/vfio-user-server.js';
+import type { VfioUserServer } from '../../devices/vfio-user-server.js';
 import type { QueueStats } from '../../devices/virtio-net.js';
 import type { VirtioNetPciOptions } from '../../devices/virtio-net-options.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../../devices/virtio-net-pci.js';
+import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
+import { virtioNetVfioUserDevice } from '../../devices/virtio-net-vfio-user.js';
 import { GuestMemory } from '../../lib/guest-memory.js';
 import { cleanupNamespaces, ip, NetNamespace } from '../../lib/netns.js';
 import { TapBackend } from '../../lib/tap-backend.js';
@@ -114,28 +111,9 @@ async function boot(options: Partial<VirtioNetPciOptions>, steps: string): Promi
   ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${TAP}.disable_ipv6=1`]); // no IPv6 chatter in the counts
   ns.configure(TAP, `${HOST}/24`);
   const memory = new GuestMemory();
-  let sink: VfioUserInterruptSink | null = null;
-  const net = createVirtioNetPci({
-    ...options,
-    memory,
-    backend: tap,
-    mac: MAC,
-    interrupts: { vector: (n) => sink?.vector(n), intx: (a) => sink?.intx?.(a) },
-  });
-  // The adapter from the device's API to the server's device interface (docs/vfio-user.md).
-  const device: VfioUserDevice = {
-    configRead: (o, s) => net.configRead(o, s),
-    configWrite: (o, s, v) => net.configWrite(o, s, v),
-    barRead: (b, o, s) => net.barRead(b, o, s),
-    barWrite: (b, o, s, v) => net.barWrite(b, o, s, v),
-    bars: net.bars,
-    msixVectors: net.msixVectors,
-    memory: net.memory,
-    setInterruptSink: (s) => {
-      sink = s;
-    },
-    reset: () => net.reset(),
-  };
+  // createVirtioNetPci plus the adapter to the server's device interface (docs/vfio-user.md).
+  const device = virtioNetVfioUserDevice({ ...options, memory, backend: tap, mac: MAC });
+  const net = device.net;
   let server: VfioUserServer | null = null;
   const marks = new Map<string, Mark>();
   const latest: Record<string, number> = {};
@@ -163,9 +141,7 @@ async function boot(options: Partial<VirtioNetPciOptions>, steps: string): Promi
     let lastLine = Date.now();
     const stallTimer = setInterval(() => {
       if (Date.now() - lastLine > 20_000 && stallDump.length < 2) {
-        stallDump.push(
-          JSON.stringify({ device: net.stats(), tap: tap.stats(), rss: net.net.snapshot().rss.enabled }),
-        );
+        stallDump.push(JSON.stringify({ device: net.stats(), tap: tap.stats(), rings: ringIndices(net) }));
         lastLine = Date.now();
       }
     }, 2000);
@@ -222,7 +198,7 @@ async function boot(options: Partial<VirtioNetPciOptions>, steps: string): Promi
       tap: tap.stats(),
       server: (server as VfioUserServer | null)?.stats(),
     });
-    net.close();
+    device.close();
     ns.delete();
   }
   const runDir = r.runDir;
@@ -257,6 +233,35 @@ async function boot(options: Partial<VirtioNetPciOptions>, steps: string): Promi
       expect(fdCount()).toBe(fds0);
     },
   };
+}
+
+/**
+ * Each enabled split ring's indices as the guest memory holds them (avail idx, used_event, used idx,
+ * avail_event) next to the device's own (next avail, next used, last signalled used): tells a device
+ * waiting for buffers from a guest waiting for an interrupt.
+ */
+function ringIndices(net: VirtioNetPci): unknown[] {
+  const qs = net.transport.snapshot().transport.queues;
+  return qs.flatMap((q, i): unknown[] => {
+    if (!q.enabled) return [];
+    const drv = q.driver[0] + q.driver[1] * 2 ** 32;
+    const dev = q.device[0] + q.device[1] * 2 ** 32;
+    try {
+      const m = net.memory;
+      return [
+        {
+          q: i,
+          availIdx: m.readU16(drv + 2),
+          usedEvent: m.readU16(drv + 4 + 2 * q.size),
+          usedIdx: m.readU16(dev + 2),
+          availEvent: m.readU16(dev + 4 + 8 * q.size),
+          ring: q.ring,
+        },
+      ];
+    } catch (e) {
+      return [{ q: i, error: String(e) }];
+    }
+  });
 }
 
 /** Bits set in sysfs' `features` (bit 0 first) as a bigint. */
