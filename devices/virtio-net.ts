@@ -221,6 +221,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   private rxHash = 0;
   private rxHashReport = 0;
   private readonly txPending: boolean[];
+  /** An rx drain is scheduled after finding buffers on a re-check (recheckRx). */
+  private readonly rxRecheck: boolean[];
   private txCurrentPair = 0;
   private readonly emitSegment = (segment: Uint8Array) => this.transmitOne(segment, this.txCurrentPair, null);
   private rxSegmentPair = 0;
@@ -239,6 +241,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.queueStats = Array.from({ length: this.maxQueuePairs }, () => new QueueStats());
     this.backlogs = Array.from({ length: this.maxQueuePairs }, () => new Backlog(RX_BACKLOG));
     this.txPending = new Array<boolean>(this.maxQueuePairs).fill(false);
+    this.rxRecheck = new Array<boolean>(this.maxQueuePairs).fill(false);
     this.control = new ControlQueue(this);
     this.configuredMac = Uint8Array.from(options.mac.split(':').map((h) => Number.parseInt(h, 16)));
     this.mac.set(this.configuredMac);
@@ -576,6 +579,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
         // must see them completed (QEMU pushes each tx element before looking at the next).
         if (batch > 0) {
           q.publishUsed();
+          fullFence(); // used idx visible before used_event is read
           if (q.needsNotification()) {
             stats.txInterrupts++;
             ctx.notifyQueue(2 * pair + 1);
@@ -587,7 +591,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
         this.scheduleTx(pair);
         return;
       }
-      if (!q.enableNotification()) return;
+      if (!q.enableNotification()) {
+        fullFence(); // avail_event visible before the last look at avail idx
+        if (!q.hasAvailable()) return;
+      }
       q.disableNotification();
     }
   }
@@ -711,6 +718,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     if (backlog.push(frame, offload, backendQueue, this.rxHash, this.rxHashReport)) {
       stats.rxBacklogged++;
       this.pauseBackend(backendQueue);
+      this.recheckRx(pair);
     } else {
       stats.rxDropped++;
     }
@@ -803,6 +811,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const stats = this.queueStats[pair]!;
     stats.rxPackets++;
     stats.rxBytes += frame.length;
+    fullFence(); // used idx visible before used_event is read
     if (q.needsNotification()) {
       stats.rxInterrupts++;
       ctx.notifyQueue(2 * pair);
@@ -817,10 +826,35 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       this.rxHash = backlog.peekHash();
       this.rxHashReport = backlog.peekReport();
       const r = this.deliverOrSegment(pair, backlog.peekFrame(), backlog.peekOffload());
-      if (r === Delivery.NoBuffers) return;
+      if (r === Delivery.NoBuffers) {
+        this.recheckRx(pair);
+        return;
+      }
       backlog.shift();
     }
     for (let q = 0; q < this.backend.capabilities.queuePairs; q++) this.resumeBackend(q);
+  }
+
+  /**
+   * Out of rx buffers: the driver kicks only for buffers past the avail_event our last pop wrote. If it
+   * added some while we were finding the ring empty, neither side saw the other: look once more after a
+   * barrier, and drain from the event loop if buffers are there.
+   */
+  private recheckRx(pair: number): void {
+    if (this.rxRecheck[pair]) return;
+    fullFence();
+    const q = this.ctx?.queue(2 * pair);
+    if (!q?.hasAvailable()) return;
+    this.rxRecheck[pair] = true;
+    setImmediate(() => {
+      this.rxRecheck[pair] = false;
+      if (!this.ctx || this.broken) return;
+      try {
+        this.drainBacklog(pair);
+      } catch (e) {
+        this.guestError(e);
+      }
+    });
   }
 
   private pauseBackend(q: number): void {
@@ -836,6 +870,20 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.paused[q] = false;
     this.backend.resume(q);
   }
+}
+
+/**
+ * A full memory barrier between our ring stores and the loads that follow them (QEMU: smp_mb() in
+ * virtio_should_notify and after setting avail_event). The driver runs on another thread (a vCPU) and
+ * does the mirror image (store used_event / avail idx, mb, load used idx / avail_event); without the
+ * barrier a CPU may satisfy our load before our store is visible (x86 store buffer), both sides miss each
+ * other, and the queue stalls for good (no interrupt, or no kick). A seq-cst store and load on a shared
+ * cell order the plain accesses around them: xchg on x86-64, stlr + ldar on arm64.
+ */
+const FENCE_CELL = new Int32Array(new SharedArrayBuffer(4));
+function fullFence(): void {
+  Atomics.store(FENCE_CELL, 0, 0);
+  Atomics.load(FENCE_CELL, 0);
 }
 
 /** Offload kinds as bits, so the per-frame checks are plain integer tests. */
