@@ -9,7 +9,7 @@
  * The same guest steps pass against QEMU's virtio-net-pci in reference-net.test.ts.
  */
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LINUX_6_1_FEATURES } from '../../devices/testing/net-driver.js';
@@ -201,6 +201,15 @@ async function boot(options: Partial<VirtioNetPciOptions>, steps: string): Promi
     device.close();
     ns.delete();
   }
+  if (process.env.VNT_GUEST_LOGDIR)
+    writeFileSync(
+      join(process.env.VNT_GUEST_LOGDIR, `marks-q${queues}.json`),
+      JSON.stringify(
+        Object.fromEntries(marks),
+        (_, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v),
+        1,
+      ),
+    );
   const runDir = r.runDir;
   const nsName = ns.name;
   const diag = `\n${r.lines
