@@ -153,6 +153,14 @@ step_hostping() { b=$(snmp Icmp InEchos); R "host_ping_go=$1"; R "host_ping_in=$
 # udp:N  asks the host for N UDP datagrams from many source ports (udp_go) and counts their arrival
 # (no listener: each one is a NoPorts).
 step_udp() { b=$(snmp Udp NoPorts); R "udp_go=$1"; R "udp_in=$(waitcount Udp NoPorts $b $1)"; }
+# tcpsyn:N  N connection attempts to PEER port 9 (closed: a SYN out, a RST back) from distinct source
+# ports on each CPU in turn, so XPS and the flow hash spread the guest's transmits over its tx queues.
+step_tcpsyn() {
+  for c in $(seq 0 $(($(grep -c ^processor /proc/cpuinfo) - 1))); do
+    for i in $(seq $1); do taskset -c $c nc -w 1 -p $((40000 + c * 100 + i)) $PEER 9 </dev/null >/dev/null 2>&1; done
+  done
+  R "tcpsyn_done=$1"
+}
 # mark:NAME  a point where the host snapshots its side (device counters) to compare with the guest's.
 step_mark() { R "mark=$1"; }
 # sleep:S

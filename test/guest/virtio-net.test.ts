@@ -81,6 +81,8 @@ interface Mark {
   rssKey: string;
   /** The features the driver wrote (the device forgets them at reset, when QEMU disconnects). */
   features: bigint;
+  /** Queue pairs the device has in use. */
+  queuePairs: number;
 }
 
 interface Run {
@@ -178,13 +180,18 @@ async function boot(options: Partial<VirtioNetPciOptions>, steps: string): Promi
           if (v === 'up') linkWhileDown = net.net.linkUp;
           ns.ip('link', 'set', 'dev', TAP, v); // 'down', then 'up': the host pulls and restores the cable
         } else if (k === 'mark') {
-          const snap = net.stats() as { linkUp: boolean; queues: (QueueStats & { pair: number })[] };
+          const snap = net.stats() as {
+            linkUp: boolean;
+            queuePairs: number;
+            queues: (QueueStats & { pair: number })[];
+          };
           marks.set(v, {
             dev: snap.queues.map((q) => ({ ...q })),
             guest: { ...latest },
             linkUp: snap.linkUp,
             rssKey: Buffer.from(net.net.snapshot().rss.key).toString('hex'),
             features: net.transport.driverFeatures,
+            queuePairs: snap.queuePairs,
           });
         }
       },
@@ -342,7 +349,7 @@ describe.skipIf(reason !== null)(
         'rssweight:0.0.1.0,irqs,stats,mark:w2a,udp:100,irqs,stats,mark:w2b',
         `rsskey:${KEY},ethtool,mark:key`,
         // Back to all four queues; TCP both ways again (tx on every pair after -L/-X).
-        'rssweight:1.1.1.1,tcptx:5002,tcprx:5003,ping:3',
+        'rssweight:1.1.1.1,irqs,stats,mark:t0,tcpsyn:8,irqs,stats,mark:t1,tcptx:5002,tcprx:5003,ping:3',
         // The host takes the tap down and up; traffic resumes.
         'carrier,mark:after_carrier,ping:3,hostping:3,irqs,stats,mark:end',
       ].join(',');
@@ -408,6 +415,19 @@ describe.skipIf(reason !== null)(
       expect(res.rss_hkey).toBe(KEY);
       expect(mark('key').rssKey).toBe(KEY);
 
+      // After -L/-X the guest transmits on all four pairs (XPS: CPU 0 → 0 and 2, CPU 1 → 1 and 3), also
+      // where its RSS_CONFIG still says 2 tx queues (Linux 6.1): every frame goes out, counted per pair
+      // exactly as the guest counts it.
+      const [t0, t1] = [mark('t0'), mark('t1')];
+      const txDelta = [0, 1, 2, 3].map((i) => (t1.dev[i]?.txPackets ?? 0) - (t0.dev[i]?.txPackets ?? 0));
+      const guestTxDelta = [0, 1, 2, 3].map(
+        (i) => (t1.guest[`stat_tx_queue_${i}_packets`] ?? 0) - (t0.guest[`stat_tx_queue_${i}_packets`] ?? 0),
+      );
+      const txMsg = JSON.stringify({ txDelta, guestTxDelta, queuePairs: t0.queuePairs });
+      expect((txDelta[2] as number) + (txDelta[3] as number), txMsg).toBeGreaterThan(0);
+      expect(txDelta.filter((n) => n > 0).length, txMsg).toBeGreaterThanOrEqual(3);
+      expect(guestTxDelta, txMsg).toEqual(txDelta);
+      expect(t1.dev.map((q) => q.txDropped)).toEqual([0, 0, 0, 0]);
       // Tx went out on several pairs, none dropped, and the guest's per-queue tx counts are ours.
       const end = mark('end');
       const txq = end.dev.map((q) => q.txPackets);
