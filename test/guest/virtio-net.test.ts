@@ -458,5 +458,17 @@ describe.skipIf(reason !== null)(
       expect((f >> 7n) & 1n).toBe(1n); // GUEST_TSO4: big packets
       await run.leftovers();
     });
+
+    it('packed virtqueues (VIRTIO_F_RING_PACKED), 2 queue pairs: features, ping both ways, TCP both ways intact', {
+      timeout: 180_000,
+    }, async () => {
+      const run = await boot(
+        { packed: true, queues: 2, mq: true },
+        'pci,virtio,up,mark:up,ping:3,hostping:3,tcptx,tcprx,stats',
+      );
+      await expectBasics(run, 1, 1);
+      expect((negotiatedFeatures(run) >> 34n) & 1n).toBe(1n); // RING_PACKED
+      await run.leftovers();
+    });
   },
 );
