@@ -1,8 +1,8 @@
 // Host side of the guest's TCP steps, run inside the test's network namespace (`ip netns exec NS node tcp-peer.mjs …`).
 //   recv ADDR PORT         accept one connection, print `ready`, then `bytes=N sha256=HEX` when the peer closes
 //   send ADDR PORT BYTES   connect (retrying for 10 s), send BYTES random bytes, print `bytes=N sha256=HEX`
-//   udp ADDR PORT COUNT FLOWS  send COUNT datagrams to ADDR:PORT round-robin from FLOWS sockets (distinct
-//                          source ports, so RSS spreads them), paced; print `sent=N`
+//   udp ADDR PORT COUNT FLOWS [P1,P2,...]  send COUNT datagrams to ADDR:PORT round-robin from FLOWS sockets
+//                          (source ports P1..., or kernel-chosen; RSS spreads them), paced; print `sent=N`
 // Exits by itself after 60 s whatever happens.
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
@@ -53,6 +53,8 @@ if (mode === 'recv') {
 } else if (mode === 'udp') {
   const count = Number(bytesText);
   const flows = Number(process.argv[6] ?? 16);
+  // Source ports: a comma-separated list (one per flow), or the kernel's choice.
+  const ports = (process.argv[7] ?? '').split(',').filter(Boolean).map(Number);
   const socks = Array.from({ length: flows }, () => createSocket('udp4'));
   const payload = Buffer.from('virtio-net-ts rss probe');
   let sent = 0;
@@ -65,8 +67,14 @@ if (mode === 'recv') {
         for (const s of socks) s.close();
       }, 50);
   };
-  burst();
+  let bound = 0;
+  for (const [i, s] of socks.entries())
+    s.bind(ports[i] ?? 0, () => {
+      if (++bound === flows) burst();
+    });
 } else {
-  console.error('usage: tcp-peer.mjs recv ADDR PORT | send ADDR PORT BYTES | udp ADDR PORT COUNT FLOWS');
+  console.error(
+    'usage: tcp-peer.mjs recv ADDR PORT | send ADDR PORT BYTES | udp ADDR PORT COUNT FLOWS [P1,P2,...]',
+  );
   process.exit(2);
 }

@@ -21,6 +21,7 @@ import { virtioNetVfioUserDevice } from '../../devices/virtio-net-vfio-user.js';
 import { GuestMemory } from '../../lib/guest-memory.js';
 import { cleanupNamespaces, ip, NetNamespace } from '../../lib/netns.js';
 import { TapBackend } from '../../lib/tap-backend.js';
+import { toeplitzHash } from '../../lib/toeplitz.js';
 import {
   type GuestRunResult,
   guestPaths,
@@ -37,6 +38,13 @@ const GUEST = '10.77.1.2';
 const MAC = '52:54:00:77:01:02';
 const TAP = 'vntn0';
 const BUSYBOX = join(guestPaths().guestKit, 'bb/bin/busybox');
+/**
+ * The host's UDP bursts come from these source ports (to GUEST port 9), round robin. Scattered on
+ * purpose: the Toeplitz hash is linear, so ports differing in a few low bits would split evenly over the
+ * queues under any key, and could not tell one key from another.
+ */
+const UDP_FLOWS = 16;
+const UDP_PORTS = Array.from({ length: UDP_FLOWS }, (_, i) => 40000 + (((i * 2654435761) >>> 0) % 20000));
 const BYTES = 4 << 20;
 const KEY = Array.from({ length: 40 }, (_, i) => ((i * 53 + 7) & 0xff).toString(16).padStart(2, '0')).join(
   '',
@@ -174,7 +182,7 @@ async function boot(options: Partial<VirtioNetPciOptions>, steps: string): Promi
           p.catch(onPeerError);
           hostPings.push(p);
         } else if (k === 'udp_go') {
-          const udp = ns.spawn('node', [PEER, 'udp', GUEST, '9', v, '16']);
+          const udp = ns.spawn('node', [PEER, 'udp', GUEST, '9', v, String(UDP_FLOWS), UDP_PORTS.join(',')]);
           lineFrom(udp, /^sent=/).catch(onPeerError);
         } else if (k === 'carrier_wait') {
           if (v === 'up') linkWhileDown = net.net.linkUp;
@@ -349,7 +357,8 @@ describe.skipIf(reason !== null)(
         'rssweight:0.0.1.0,irqs,stats,mark:w2a,udp:100,irqs,stats,mark:w2b',
         `rsskey:${KEY},ethtool,mark:key`,
         // Back to all four queues; TCP both ways again (tx on every pair after -L/-X).
-        'rssweight:1.1.1.1,irqs,stats,mark:t0,tcpsyn:8,irqs,stats,mark:t1,tcptx:5002,tcprx:5003,ping:3',
+        'rssweight:1.1.1.1,ethtool,irqs,stats,mark:h0,udp:160,irqs,stats,mark:h1',
+        'irqs,stats,mark:t0,tcpsyn:8,irqs,stats,mark:t1,tcptx:5002,tcprx:5003,ping:3',
         // The host takes the tap down and up; traffic resumes.
         'carrier,mark:after_carrier,ping:3,hostping:3,irqs,stats,mark:end',
       ].join(',');
@@ -379,7 +388,7 @@ describe.skipIf(reason !== null)(
         };
       };
       const udpIn = run.r.pairs.filter(([k]) => k === 'udp_in').map(([, v]) => Number(v));
-      expect(udpIn, diag).toEqual([200, 100, 100]);
+      expect(udpIn, diag).toEqual([200, 100, 100, 160]);
 
       // Spread: the 16 flows land on several queues; the guest and we count the same frames per queue.
       const spread = deltas('s0', 's1');
@@ -414,6 +423,33 @@ describe.skipIf(reason !== null)(
       expect(res.ethtool_X_hkey_rc).toBe('0');
       expect(res.rss_hkey).toBe(KEY);
       expect(mark('key').rssKey).toBe(KEY);
+
+      // The device hashes with the guest's key: with the table the guest read back, each of the 16 flows
+      // lands where the Toeplitz hash (UDPv4: addresses and ports) under KEY sends it, 10 datagrams each.
+      const indir = (run.r.pairs.filter(([k]) => k === 'rss_indir').at(-1)?.[1] ?? '').split(',').map(Number);
+      expect(indir.length, diag).toBe(128);
+      expect(new Set(indir)).toEqual(new Set([0, 1, 2, 3]));
+      const predict = (keyHex: string) => {
+        const counts = [0, 0, 0, 0];
+        for (let i = 0; i < UDP_FLOWS; i++) {
+          const sport = UDP_PORTS[i] as number;
+          const input = Uint8Array.from([10, 77, 1, 1, 10, 77, 1, 2, sport >> 8, sport & 0xff, 0, 9]);
+          const q = indir[toeplitzHash(Buffer.from(keyHex, 'hex'), input) % indir.length] as number;
+          counts[q] = (counts[q] as number) + 160 / UDP_FLOWS;
+        }
+        return counts;
+      };
+      const h = deltas('h0', 'h1');
+      const hMsg = JSON.stringify({ h, predicted: predict(KEY) });
+      // Queue 0 may also take non-IP frames (ARP: unclassified).
+      expect([(h.dev[0] as number) >= predict(KEY)[0]!, ...h.dev.slice(1)], hMsg).toEqual([
+        true,
+        ...predict(KEY).slice(1),
+      ]);
+      expect(h.guest.slice(1), hMsg).toEqual(predict(KEY).slice(1));
+      const firstKey = run.r.pairs.find(([k]) => k === 'rss_hkey')?.[1] ?? '';
+      if (firstKey !== KEY && predict(firstKey).join() !== predict(KEY).join())
+        expect(h.dev.slice(1), hMsg).not.toEqual(predict(firstKey).slice(1));
 
       // After -L/-X the guest transmits on all four pairs (XPS: CPU 0 → 0 and 2, CPU 1 → 1 and 3), also
       // where its RSS_CONFIG still says 2 tx queues (Linux 6.1): every frame goes out, counted per pair
