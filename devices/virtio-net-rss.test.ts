@@ -25,7 +25,7 @@ import { NetConfig } from './virtio-net-config.js';
 import { NetF } from './virtio-net-features.js';
 import type { VirtioNetPci } from './virtio-net-pci.js';
 
-const vectors = JSON.parse(readFileSync('/work/shared/docs/rss-vectors.json', 'utf8')) as {
+const vectors = JSON.parse(readFileSync(new URL('../fixtures/rss-vectors.json', import.meta.url), 'utf8')) as {
   key: string;
   vectors: {
     key: string;

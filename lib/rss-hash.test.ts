@@ -56,7 +56,7 @@ interface Vector {
   hash_with_ports: string;
 }
 const doc = JSON.parse(
-  readFileSync(new URL('../../shared/docs/rss-vectors.json', import.meta.url), 'utf8'),
+  readFileSync(new URL('../fixtures/rss-vectors.json', import.meta.url), 'utf8'),
 ) as {
   vectors: Vector[];
 };
