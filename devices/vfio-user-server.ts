@@ -49,7 +49,7 @@ import {
 } from '../lib/vfio-user/protocol.js';
 import * as sys from '../lib/vfio-user/sys.js';
 
-/** One BAR as the device declares it (null: BAR not implemented, or the upper half of a 64-bit BAR). */
+/** One BAR as the device declares it (null: no such BAR, or the upper half of a 64-bit BAR). */
 export interface VfioUserBar {
   size: number;
   type: 'mem32' | 'mem64' | 'io';
