@@ -10,6 +10,7 @@
  */
 
 import { GuestMemoryError } from '../lib/errors.js';
+import { memoryFence } from '../lib/memory-fence.js';
 import type { BackendOffloads, BackendSink, NetBackend, NetOffload } from '../lib/net-backend.js';
 import { emptyOffload } from '../lib/net-backend.js';
 import { ParsedPacket, parsePacket } from '../lib/packet-parser.js';
@@ -579,7 +580,6 @@ export class VirtioNet implements VirtioDevice, BackendSink {
         // must see them completed (QEMU pushes each tx element before looking at the next).
         if (batch > 0) {
           q.publishUsed();
-          fullFence(); // used idx visible before used_event is read
           if (q.needsNotification()) {
             stats.txInterrupts++;
             ctx.notifyQueue(2 * pair + 1);
@@ -591,10 +591,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
         this.scheduleTx(pair);
         return;
       }
-      if (!q.enableNotification()) {
-        fullFence(); // avail_event visible before the last look at avail idx
-        if (!q.hasAvailable()) return;
-      }
+      if (!q.enableNotification()) return;
       q.disableNotification();
     }
   }
@@ -811,7 +808,6 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const stats = this.queueStats[pair]!;
     stats.rxPackets++;
     stats.rxBytes += frame.length;
-    fullFence(); // used idx visible before used_event is read
     if (q.needsNotification()) {
       stats.rxInterrupts++;
       ctx.notifyQueue(2 * pair);
@@ -842,7 +838,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
    */
   private recheckRx(pair: number): void {
     if (this.rxRecheck[pair]) return;
-    fullFence();
+    memoryFence();
     const q = this.ctx?.queue(2 * pair);
     if (!q?.hasAvailable()) return;
     this.rxRecheck[pair] = true;
@@ -870,20 +866,6 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.paused[q] = false;
     this.backend.resume(q);
   }
-}
-
-/**
- * A full memory barrier between our ring stores and the loads that follow them (QEMU: smp_mb() in
- * virtio_should_notify and after setting avail_event). The driver runs on another thread (a vCPU) and
- * does the mirror image (store used_event / avail idx, mb, load used idx / avail_event); without the
- * barrier a CPU may satisfy our load before our store is visible (x86 store buffer), both sides miss each
- * other, and the queue stalls for good (no interrupt, or no kick). A seq-cst store and load on a shared
- * cell order the plain accesses around them: xchg on x86-64, stlr + ldar on arm64.
- */
-const FENCE_CELL = new Int32Array(new SharedArrayBuffer(4));
-function fullFence(): void {
-  Atomics.store(FENCE_CELL, 0, 0);
-  Atomics.load(FENCE_CELL, 0);
 }
 
 /** Offload kinds as bits, so the per-frame checks are plain integer tests. */

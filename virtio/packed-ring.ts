@@ -8,6 +8,7 @@
  */
 import type { GuestMemory } from '../lib/guest-memory.js';
 import { readAddress } from '../lib/guest-memory.js';
+import { memoryFence } from '../lib/memory-fence.js';
 import { addSegment, memoryIsValid, toVirtqueueError } from './split-ring.js';
 import {
   type DescriptorChain,
@@ -291,6 +292,7 @@ export class PackedRing implements Virtqueue {
   }
 
   needsNotification(): boolean {
+    memoryFence(); // the used descriptors we published are visible before we read the driver's wish
     try {
       const flags = this.mem.readU16(this.driverEvent + PACKED_EVENT.flags) & 3;
       const old = this.signalledUsed;
@@ -332,6 +334,8 @@ export class PackedRing implements Virtqueue {
     } catch (e) {
       throw toVirtqueueError(this, e);
     }
+    // Look again after publishing our wish (fenced): chains added meanwhile would not have kicked.
+    memoryFence();
     return this.hasAvailable();
   }
 

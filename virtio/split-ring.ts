@@ -8,6 +8,7 @@
  */
 import { GuestMemoryError } from '../lib/errors.js';
 import { type GuestMemory, readAddress } from '../lib/guest-memory.js';
+import { memoryFence } from '../lib/memory-fence.js';
 import {
   type DescriptorChain,
   type Virtqueue,
@@ -243,6 +244,7 @@ export class SplitRing implements Virtqueue {
   }
 
   needsNotification(): boolean {
+    memoryFence(); // the used idx we published is visible before we read the driver's wish
     try {
       if (this.eventIdx) {
         const usedEvent = this.mem.readU16(this.availAddr + SPLIT_AVAIL.ring + 2 * this.size);
@@ -267,7 +269,8 @@ export class SplitRing implements Virtqueue {
         const f = this.usedAddr + SPLIT_USED.flags;
         this.mem.writeU16(f, this.mem.readU16(f) & ~VIRTQ_USED_F_NO_NOTIFY);
       }
-      // Re-read the idx after publishing our wish: chains added meanwhile would not have kicked.
+      // Re-read the idx after publishing our wish (fenced): chains added meanwhile would not have kicked.
+      memoryFence();
       return this.availIdx() !== this.lastAvail;
     });
   }
