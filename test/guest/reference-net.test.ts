@@ -4,7 +4,7 @@
  * later test of our device: the same steps and assertions, with our server as the NIC, must pass too.
  * (The stand-in function is attached over vfio-user as well, so the run also exercises both side by side.)
  */
-import { type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/guest-memory.js';
