@@ -15,6 +15,8 @@ export type { NetDeviceStats, NetSnapshot } from './devices/virtio-net.js';
 export { NetF } from './devices/virtio-net-features.js';
 export { VfioUserServer } from './devices/vfio-user-server.js';
 export type { VfioUserDevice, VfioUserServerOptions } from './devices/vfio-user-server.js';
+export { virtioNetVfioUserDevice } from './devices/virtio-net-vfio-user.js';
+export type { VirtioNetVfioUserDevice } from './devices/virtio-net-vfio-user.js';
 
 export { GuestMemory } from './lib/guest-memory.js';
 export type { GuestMemoryRegion, GuestMemoryOptions } from './lib/guest-memory.js';
