@@ -25,7 +25,9 @@ import { NetConfig } from './virtio-net-config.js';
 import { NetF } from './virtio-net-features.js';
 import type { VirtioNetPci } from './virtio-net-pci.js';
 
-const vectors = JSON.parse(readFileSync(new URL('../fixtures/rss-vectors.json', import.meta.url), 'utf8')) as {
+const vectors = JSON.parse(
+  readFileSync(new URL('../fixtures/rss-vectors.json', import.meta.url), 'utf8'),
+) as {
   key: string;
   vectors: {
     key: string;
@@ -657,3 +659,23 @@ function concatBytes(...parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+describe('RSS naming a receive queue that is not enabled', () => {
+  it('drops and counts frames for that queue without holding them or pausing the backend; other queues go on', () => {
+    const b = openBench({ mq: true, rss: true, queues: 2 });
+    const { driver, backend, dev } = b;
+    expect(driver.setRss({ hashTypes: 0x3f, table: [1, 1], unclassified: 1, maxTxVq: 2, key: KEY })).toBe(
+      VIRTIO_NET_OK,
+    );
+    driver.pci.resetQueue(driver.rxIndex(1)); // VIRTIO_F_RING_RESET: receiveq2 is now disabled
+    const frame = rawFrame(64);
+    for (let i = 0; i < 300; i++) backend.inject(frame); // more than the backlog would hold
+    const st = () =>
+      dev.stats() as { queues: { rxDropped: number; rxBacklogged: number; rxPackets: number }[] };
+    expect(st().queues[1]).toMatchObject({ rxDropped: 300, rxBacklogged: 0, rxPackets: 0 });
+    expect(backend.isPaused(0)).toBe(false);
+    expect(driver.setRss({ hashTypes: 0x3f, table: [0, 0], maxTxVq: 2, key: KEY })).toBe(VIRTIO_NET_OK);
+    backend.inject(frame);
+    expect(driver.receive(0).map((f) => f.frame)).toEqual([frame]);
+  });
+});

@@ -723,10 +723,17 @@ export class VirtioNet implements VirtioDevice, BackendSink {
 
   /** Delivers a frame, finishing offloads the guest did not negotiate in software. */
   private deliverOrSegment(pair: number, frame: Uint8Array, offload: NetOffload | null): Delivery {
+    const q = this.ctx?.queue(2 * pair);
+    if (!q) {
+      // The receive queue is not enabled or is being reset (an RSS table may name it): the frame is
+      // dropped (§5.1.6.5.7.2), never held, so one absent queue cannot stall the backend for all.
+      this.queueStats[pair]!.rxDropped++;
+      return Delivery.Dropped;
+    }
     if (offload && !offloadPermitted(offload, this.guestOffloadMask)) {
       // Copy the metadata: the backend owns `offload` and segmentation calls back into delivery.
       const o = Object.assign(this.rxOffloadCopy, offload);
-      if ((o.gsoType & ~GsoType.ECN) !== GsoType.NONE && !this.hasRxRoom(pair)) return Delivery.NoBuffers;
+      if ((o.gsoType & ~GsoType.ECN) !== GsoType.NONE && !q.hasAvailable()) return Delivery.NoBuffers;
       this.rxSegmentPair = pair;
       if (this.rxSegmenter.process(frame, o, this.deliverSegment) !== SEGMENT_OK)
         this.queueStats[pair]!.rxDropped++;
@@ -735,11 +742,6 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const r = this.deliverFrame(pair, frame, offload);
     if (r === Delivery.Dropped) this.queueStats[pair]!.rxDropped++;
     return r;
-  }
-
-  private hasRxRoom(pair: number): boolean {
-    const q = this.ctx?.queue(2 * pair);
-    return q ? q.hasAvailable() : false;
   }
 
   /**
