@@ -1,34 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { ParsedPacket, parsePacket } from '../lib/packet-parser.js';
 import { rssHash } from '../lib/rss-hash.js';
-import { RSS_MAX_TABLE_LEN, RssState } from './rss.js';
+import { encodeRssConfig, RSS_MAX_TABLE_LEN, RssState } from './rss.js';
 
 const KEY = Uint8Array.from([
-  0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb,
-  0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+  0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca,
+  0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b,
+  0xbe, 0xac, 0x01, 0xfa,
 ]);
 
-/** struct virtio_net_rss_config. */
-function rssConfig(o: {
-  hashTypes: number;
-  table: number[];
-  unclassified?: number;
-  maxTxVq: number;
-  key: Uint8Array;
-  keyLength?: number;
-}): Uint8Array {
-  const n = o.table.length;
-  const b = new Uint8Array(11 + 2 * n + o.key.length);
-  const dv = new DataView(b.buffer);
-  dv.setUint32(0, o.hashTypes, true);
-  dv.setUint16(4, n - 1, true);
-  dv.setUint16(6, o.unclassified ?? 0, true);
-  for (const [i, q] of o.table.entries()) dv.setUint16(8 + 2 * i, q, true);
-  dv.setUint16(8 + 2 * n, o.maxTxVq, true);
-  b[10 + 2 * n] = o.keyLength ?? o.key.length;
-  b.set(o.key, 11 + 2 * n);
-  return b;
-}
+const rssConfig = encodeRssConfig;
 
 function udp4(sport: number): Uint8Array {
   const f = new Uint8Array(14 + 20 + 8);
@@ -86,7 +67,9 @@ describe('RssState: RSS_CONFIG / HASH_CONFIG validation (§5.1.6.5.7.1)', () => 
   it('disables RSS with a zero-length config', () => {
     const s = new RssState(4);
     s.rssConfig(rssConfig(valid));
-    expect(s.rssConfig(rssConfig({ ...valid, hashTypes: 0, key: new Uint8Array(0) }))).toEqual({ queuePairs: 4 });
+    expect(s.rssConfig(rssConfig({ ...valid, hashTypes: 0, key: new Uint8Array(0) }))).toEqual({
+      queuePairs: 4,
+    });
     expect(s.enabled).toBe(false);
   });
 

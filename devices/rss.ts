@@ -27,6 +27,42 @@ const RssConfig = {
 /** Offsets in `struct virtio_net_hash_config` (§5.1.6.5.6.4). */
 const HashConfig = { HASH_TYPES: 0, KEY_LENGTH: 12, KEY: 13 } as const;
 
+/** The fields of `struct virtio_net_rss_config` a driver sends. */
+export interface RssConfigFields {
+  hashTypes: number;
+  /** Receive queue pair per entry; the length (a power of two) gives indirection_table_mask + 1. */
+  table: number[];
+  unclassified?: number;
+  maxTxVq: number;
+  key: Uint8Array;
+  /** hash_key_length as sent (default: key.length); tests use it to lie about the key. */
+  keyLength?: number;
+}
+
+/** Encodes `struct virtio_net_rss_config` (§5.1.6.5.7.1), the driver's side of `RssState.rssConfig`. */
+export function encodeRssConfig(o: RssConfigFields): Uint8Array {
+  const n = o.table.length;
+  const b = new Uint8Array(RssConfig.key(n) + o.key.length);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(RssConfig.HASH_TYPES, o.hashTypes, true);
+  dv.setUint16(RssConfig.TABLE_MASK, n - 1, true);
+  dv.setUint16(RssConfig.UNCLASSIFIED, o.unclassified ?? 0, true);
+  for (const [i, q] of o.table.entries()) dv.setUint16(RssConfig.TABLE + 2 * i, q, true);
+  dv.setUint16(RssConfig.maxTxVq(n), o.maxTxVq, true);
+  b[RssConfig.keyLength(n)] = o.keyLength ?? o.key.length;
+  b.set(o.key, RssConfig.key(n));
+  return b;
+}
+
+/** Encodes `struct virtio_net_hash_config` (§5.1.6.5.6.4). */
+export function encodeHashConfig(hashTypes: number, key: Uint8Array): Uint8Array {
+  const b = new Uint8Array(HashConfig.KEY + key.length);
+  new DataView(b.buffer).setUint32(HashConfig.HASH_TYPES, hashTypes, true);
+  b[HashConfig.KEY_LENGTH] = key.length;
+  b.set(key, HashConfig.KEY);
+  return b;
+}
+
 export interface RssSnapshot {
   enabled: boolean;
   /** RSS_CONFIG (true) or HASH_CONFIG (false) set the active state. */
@@ -97,7 +133,13 @@ export class RssState {
       this.reset();
       return { queuePairs: maxTxVq };
     }
-    this.commit(true, hashTypes, table, unclassified, cmd.subarray(RssConfig.key(n), RssConfig.key(n) + keyLength));
+    this.commit(
+      true,
+      hashTypes,
+      table,
+      unclassified,
+      cmd.subarray(RssConfig.key(n), RssConfig.key(n) + keyLength),
+    );
     return { queuePairs: maxTxVq };
   }
 
@@ -113,7 +155,13 @@ export class RssState {
       this.reset();
       return { queuePairs: 0 };
     }
-    this.commit(false, hashTypes, new Uint16Array(1), 0, cmd.subarray(HashConfig.KEY, HashConfig.KEY + keyLength));
+    this.commit(
+      false,
+      hashTypes,
+      new Uint16Array(1),
+      0,
+      cmd.subarray(HashConfig.KEY, HashConfig.KEY + keyLength),
+    );
     return { queuePairs: 0 };
   }
 
@@ -123,7 +171,13 @@ export class RssState {
     return cmd.length >= offset + keyLength;
   }
 
-  private commit(redirect: boolean, hashTypes: number, table: Uint16Array, unclassified: number, key: Uint8Array): void {
+  private commit(
+    redirect: boolean,
+    hashTypes: number,
+    table: Uint16Array,
+    unclassified: number,
+    key: Uint8Array,
+  ): void {
     this.enabled = true;
     this.redirect = redirect;
     this.hashTypes = hashTypes;

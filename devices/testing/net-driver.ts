@@ -14,6 +14,7 @@ import type { DriverQueue, PciTarget } from '../../virtio/testing/pci-driver.js'
 import { InterruptCollector, VirtioPciDriver } from '../../virtio/testing/pci-driver.js';
 import { CtrlClass, CtrlMac, CtrlMq, CtrlVlan, VIRTIO_NET_OK } from '../control-queue.js';
 import { NetHdr, readNetHeader, writeNetHeader } from '../net-header.js';
+import { encodeHashConfig, encodeRssConfig } from '../rss.js';
 import { NetConfig } from '../virtio-net-config.js';
 import { NetF, netHeaderSize } from '../virtio-net-features.js';
 
@@ -437,27 +438,13 @@ export class VirtioNetDriver {
     maxTxVq?: number;
     key: Uint8Array;
   }): number {
-    const n = o.table.length;
-    const b = new Uint8Array(11 + 2 * n + o.key.length);
-    const dv = new DataView(b.buffer);
-    dv.setUint32(0, o.hashTypes, true);
-    dv.setUint16(4, n - 1, true);
-    dv.setUint16(6, o.unclassified ?? 0, true);
-    o.table.forEach((q, i) => {
-      dv.setUint16(8 + 2 * i, q, true);
-    });
-    dv.setUint16(8 + 2 * n, o.maxTxVq ?? this.pairs, true);
-    b[10 + 2 * n] = o.key.length;
-    b.set(o.key, 11 + 2 * n);
+    const b = encodeRssConfig({ ...o, maxTxVq: o.maxTxVq ?? this.pairs });
     return this.control(CtrlClass.MQ, CtrlMq.RSS_CONFIG, b);
   }
 
   /** VIRTIO_NET_CTRL_MQ_HASH_CONFIG (§5.1.6.5.6.4). */
   setHashConfig(hashTypes: number, key: Uint8Array): number {
-    const b = new Uint8Array(13 + key.length);
-    new DataView(b.buffer).setUint32(0, hashTypes, true);
-    b[12] = key.length;
-    b.set(key, 13);
+    const b = encodeHashConfig(hashTypes, key);
     return this.control(CtrlClass.MQ, CtrlMq.HASH_CONFIG, b);
   }
 
