@@ -24,7 +24,8 @@ export class FlowSteering {
     readonly expireMs = 3000,
     private readonly now: () => number = () => performance.now(),
   ) {
-    if ((size & (size - 1)) !== 0 || size <= 0) throw new RangeError('FlowSteering size must be a power of two');
+    if ((size & (size - 1)) !== 0 || size <= 0)
+      throw new RangeError('FlowSteering size must be a power of two');
     this.hashes = new Uint32Array(size);
     this.queues = new Uint16Array(size);
     this.stamps = new Float64Array(size).fill(Number.NEGATIVE_INFINITY);
@@ -80,7 +81,7 @@ export function flowHash(frame: Uint8Array, pkt: ParsedPacket): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x7feb352d);
   h ^= h >>> 15;
-  return (h >>> 0) || 1;
+  return h >>> 0 || 1;
 }
 
 function fold(frame: Uint8Array, offset: number, length: number): number {

@@ -31,7 +31,8 @@ describe('virtio-net-pci options', () => {
   it('drops every checksum/GSO/hash bit without a vnet header, as QEMU does', () => {
     const o = parseVirtioNetPciOptions({ ...base(), hash: true, rss: true, mq: true, queues: 2 });
     const f = offeredNetFeatures(o, new MemoryBackend({ vnetHeader: false }).capabilities);
-    for (const b of [0, 1, 7, 8, 9, 10, 11, 12, 13, 14, 54, 55, 56, 57]) expect((f >> BigInt(b)) & 1n).toBe(0n);
+    for (const b of [0, 1, 7, 8, 9, 10, 11, 12, 13, 14, 54, 55, 56, 57])
+      expect((f >> BigInt(b)) & 1n).toBe(0n);
     expect((f >> 60n) & 1n).toBe(1n); // RSS stays
   });
 
@@ -53,7 +54,11 @@ describe('virtio-net-pci options', () => {
 
 describe('parseQemuDevice', () => {
   it('maps a -device string to options', () => {
-    expect(parseQemuDevice('virtio-net-pci,mq=on,rss=on,hash=off,vectors=10,mac=52:54:00:00:00:02,netdev=n0,id=nic0')).toEqual({
+    expect(
+      parseQemuDevice(
+        'virtio-net-pci,mq=on,rss=on,hash=off,vectors=10,mac=52:54:00:00:00:02,netdev=n0,id=nic0',
+      ),
+    ).toEqual({
       mq: true,
       rss: true,
       hash: false,

@@ -15,7 +15,10 @@ export const DEFAULT_MAC = '52:54:00:12:34:56';
 const macString = z
   .string()
   .regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'expected a MAC address like 52:54:00:12:34:56')
-  .refine((mac) => (Number.parseInt(mac.slice(0, 2), 16) & 1) === 0, 'expected a unicast MAC (bit 0 of the first byte clear)');
+  .refine(
+    (mac) => (Number.parseInt(mac.slice(0, 2), 16) & 1) === 0,
+    'expected a unicast MAC (bit 0 of the first byte clear)',
+  );
 
 const queueSize = z
   .number()
@@ -27,7 +30,8 @@ const interruptsSchema = z.custom<VirtioNetInterrupts>(
   (v) =>
     typeof v === 'object' &&
     v !== null &&
-    (typeof (v as VirtioNetInterrupts).msi === 'function' || typeof (v as VirtioNetInterrupts).vector === 'function'),
+    (typeof (v as VirtioNetInterrupts).msi === 'function' ||
+      typeof (v as VirtioNetInterrupts).vector === 'function'),
   'expected { msi(address, data) } or { vector(n) }, with an optional intx(asserted)',
 );
 
@@ -46,7 +50,12 @@ const sriovSchema = z
     totalVfs: z.number().int().min(1, 'expected 1..255').max(255, 'expected 1..255'),
     vfDeviceId: z.number().int().min(0).max(0xffff).optional(),
     /** The backend of VF `index`; default: a MemoryBackend per VF. */
-    vfBackend: z.custom<(index: number) => NetBackend>((v) => typeof v === 'function', 'expected a function (index) => NetBackend').optional(),
+    vfBackend: z
+      .custom<(index: number) => NetBackend>(
+        (v) => typeof v === 'function',
+        'expected a function (index) => NetBackend',
+      )
+      .optional(),
   })
   .strict();
 
@@ -121,14 +130,23 @@ export const virtioNetPciOptionsSchema = z
   })
   .strict()
   .superRefine((o, ctx) => {
-    if (o.rss && !o.ctrl_vq) ctx.addIssue({ code: 'custom', path: ['rss'], message: 'rss=on needs ctrl_vq=on' });
+    if (o.rss && !o.ctrl_vq)
+      ctx.addIssue({ code: 'custom', path: ['rss'], message: 'rss=on needs ctrl_vq=on' });
     if (o.mq && !o.ctrl_vq) ctx.addIssue({ code: 'custom', path: ['mq'], message: 'mq=on needs ctrl_vq=on' });
     if (o.queues > 1 && !o.mq && !o.rss)
       ctx.addIssue({ code: 'custom', path: ['queues'], message: 'queues > 1 needs mq=on or rss=on' });
     if (o['disable-modern'] && o['disable-legacy'] === true)
-      ctx.addIssue({ code: 'custom', path: ['disable-modern'], message: 'disable-modern=on with disable-legacy=on leaves no interface' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['disable-modern'],
+        message: 'disable-modern=on with disable-legacy=on leaves no interface',
+      });
     if (o.sriov && o.bus !== 'pcie')
-      ctx.addIssue({ code: 'custom', path: ['sriov'], message: "SR-IOV needs bus: 'pcie' (an extended capability)" });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['sriov'],
+        message: "SR-IOV needs bus: 'pcie' (an extended capability)",
+      });
     if (o.vectors !== undefined && o.vectors > 0 && o.vectors < 2 && o.queues > 0) {
       // QEMU accepts any count; with too few vectors drivers fall back to sharing. Nothing to reject.
     }
@@ -175,11 +193,27 @@ export function parseVirtioNetPciOptions(options: unknown): VirtioNetPciConfig {
   return o;
 }
 
-const BOOLEAN_WORDS: Record<string, boolean> = { on: true, off: false, true: true, false: false, yes: true, no: false };
+const BOOLEAN_WORDS: Record<string, boolean> = {
+  on: true,
+  off: false,
+  true: true,
+  false: false,
+  yes: true,
+  no: false,
+};
 const NUMBER_OPTIONS = new Set(['queues', 'vectors', 'rx_queue_size', 'tx_queue_size', 'host_mtu', 'speed']);
 const STRING_OPTIONS = new Set(['mac', 'bus', 'duplex']);
 /** QEMU properties that only wire the device into QEMU itself; accepted and ignored. */
-const IGNORED_OPTIONS = new Set(['id', 'netdev', 'addr', 'romfile', 'rombar', 'multifunction', 'x-txburst', 'tx']);
+const IGNORED_OPTIONS = new Set([
+  'id',
+  'netdev',
+  'addr',
+  'romfile',
+  'rombar',
+  'multifunction',
+  'x-txburst',
+  'tx',
+]);
 
 /**
  * Parses a QEMU `-device` string ("virtio-net-pci,mq=on,rss=on,mac=...") into options, using the same
@@ -191,7 +225,11 @@ export function parseQemuDevice(spec: string): Partial<VirtioNetPciOptionsInput>
   const out: Record<string, unknown> = {};
   if (parts.length > 0 && !parts[0]!.includes('=')) {
     const driver = parts.shift()!;
-    if (driver !== 'virtio-net-pci' && driver !== 'virtio-net-pci-non-transitional' && driver !== 'virtio-net-pci-transitional') {
+    if (
+      driver !== 'virtio-net-pci' &&
+      driver !== 'virtio-net-pci-non-transitional' &&
+      driver !== 'virtio-net-pci-transitional'
+    ) {
       throw new OptionsError(`parseQemuDevice: driver "${driver}" is not virtio-net-pci`);
     }
     if (driver === 'virtio-net-pci-non-transitional') out['disable-legacy'] = true;
@@ -209,13 +247,15 @@ export function parseQemuDevice(spec: string): Partial<VirtioNetPciOptionsInput>
     }
     if (NUMBER_OPTIONS.has(key)) {
       const n = Number(raw);
-      if (!Number.isInteger(n)) throw new OptionsError(`parseQemuDevice: property "${key}" expects an integer, got "${raw}"`);
+      if (!Number.isInteger(n))
+        throw new OptionsError(`parseQemuDevice: property "${key}" expects an integer, got "${raw}"`);
       out[key] = n;
     } else if (STRING_OPTIONS.has(key)) {
       out[key] = raw;
     } else {
       const b = BOOLEAN_WORDS[raw.toLowerCase()];
-      if (b === undefined) throw new OptionsError(`parseQemuDevice: property "${key}" expects on or off, got "${raw}"`);
+      if (b === undefined)
+        throw new OptionsError(`parseQemuDevice: property "${key}" expects on or off, got "${raw}"`);
       out[key] = b;
     }
   }

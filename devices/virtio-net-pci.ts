@@ -107,7 +107,10 @@ class InterruptRelay implements InterruptSink {
     const t = this.target;
     // With `vector` only, the VMM emulates the MSI-X table itself (QEMU's vfio-user client).
     this.msi = t.msi ? (a, d) => t.msi!(a, d) : undefined;
-    this.vector = !t.msi && t.vector ? (n) => (t.vector as (n: number, vf?: number) => void)(n, this.vfIndex ?? undefined) : undefined;
+    this.vector =
+      !t.msi && t.vector
+        ? (n) => (t.vector as (n: number, vf?: number) => void)(n, this.vfIndex ?? undefined)
+        : undefined;
   }
 }
 
@@ -253,7 +256,8 @@ class VirtioNetPciDevice implements VirtioNetPci {
 
   restore(state: unknown): void {
     const s = state as VirtioNetPciSnapshot;
-    if (!s || typeof s !== 'object' || !s.transport) throw new TypeError('virtio-net-pci snapshot: malformed');
+    if (!s || typeof s !== 'object' || !s.transport)
+      throw new TypeError('virtio-net-pci snapshot: malformed');
     this.function.restore(s.pci as never);
     if (this.transport.msix && s.msix) this.transport.msix.restore(s.msix as never);
     this.sriov?.syncAfterRestore();
@@ -291,7 +295,13 @@ class VirtioNetPciDevice implements VirtioNetPci {
     const sr = this.config.sriov!;
     const backend = sr.vfBackend ? sr.vfBackend(index) : new MemoryBackend();
     const mac = vfMac(this.config.mac, index);
-    const vfConfig: VirtioNetPciConfig = { ...this.config, mac, sriov: undefined, backend, queues: this.config.queues };
+    const vfConfig: VirtioNetPciConfig = {
+      ...this.config,
+      mac,
+      sriov: undefined,
+      backend,
+      queues: this.config.queues,
+    };
     const vf = new VirtioNetPciDevice(vfConfig, backend, { vfIndex: index, routingId });
     this.vfDevices[index] = vf;
     return vf.function;
@@ -304,7 +314,8 @@ class VirtioNetPciDevice implements VirtioNetPci {
     vf.net.backend.close();
     // VFs go away together (VF Enable cleared), in any order: keep indices stable until the last one.
     this.vfDevices[index] = undefined;
-    while (this.vfDevices.length > 0 && this.vfDevices[this.vfDevices.length - 1] === undefined) this.vfDevices.pop();
+    while (this.vfDevices.length > 0 && this.vfDevices[this.vfDevices.length - 1] === undefined)
+      this.vfDevices.pop();
   }
 }
 

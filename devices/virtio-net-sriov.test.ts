@@ -109,7 +109,13 @@ describe('SR-IOV virtio-net PF', () => {
   it('rejects SR-IOV on a conventional PCI bus with a named option error', () => {
     const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(4096) }]);
     expect(() =>
-      createVirtioNetPci({ memory, backend: new MemoryBackend(), interrupts: { msi() {} }, bus: 'pci', sriov: { totalVfs: 1 } }),
+      createVirtioNetPci({
+        memory,
+        backend: new MemoryBackend(),
+        interrupts: { msi() {} },
+        bus: 'pci',
+        sriov: { totalVfs: 1 },
+      }),
     ).toThrow(/option "sriov"/);
   });
 });

@@ -55,9 +55,7 @@ interface Vector {
   hash_ipv4_or_ipv6_only: string;
   hash_with_ports: string;
 }
-const doc = JSON.parse(
-  readFileSync(new URL('../fixtures/rss-vectors.json', import.meta.url), 'utf8'),
-) as {
+const doc = JSON.parse(readFileSync(new URL('../fixtures/rss-vectors.json', import.meta.url), 'utf8')) as {
   vectors: Vector[];
 };
 const KEY = hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');

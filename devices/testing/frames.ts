@@ -32,7 +32,13 @@ export function ethernet(dst: string, src: string, etherType: number, payload: U
 }
 
 /** ARP request or reply (RFC 826) for IPv4 over Ethernet. */
-export function arp(op: 1 | 2, senderMac: string, senderIp: string, targetMac: string, targetIp: string): Uint8Array {
+export function arp(
+  op: 1 | 2,
+  senderMac: string,
+  senderIp: string,
+  targetMac: string,
+  targetIp: string,
+): Uint8Array {
   const p = new Uint8Array(28);
   p.set([0, 1, 8, 0, 6, 4, 0, op]);
   p.set(macBytes(senderMac), 8);
@@ -96,7 +102,15 @@ export function udp4(src: string, dst: string, sport: number, dport: number, dat
 }
 
 /** TCP segment (20-byte header, given flags) in IPv4 with its checksum. */
-export function tcp4(src: string, dst: string, sport: number, dport: number, seq: number, flags: number, data: Uint8Array): Uint8Array {
+export function tcp4(
+  src: string,
+  dst: string,
+  sport: number,
+  dport: number,
+  seq: number,
+  flags: number,
+  data: Uint8Array,
+): Uint8Array {
   const t = new Uint8Array(20 + data.length);
   t[0] = sport >> 8;
   t[1] = sport & 0xff;

@@ -12,7 +12,13 @@ export {
   STATUS,
   NO_VECTOR,
 } from '../../virtio/testing/pci-driver.js';
-export type { PciTarget, VirtioCap, AssignedBar, DriverQueue, QueueSetupOptions } from '../../virtio/testing/pci-driver.js';
+export type {
+  PciTarget,
+  VirtioCap,
+  AssignedBar,
+  DriverQueue,
+  QueueSetupOptions,
+} from '../../virtio/testing/pci-driver.js';
 export { SplitDriverQueue } from '../../virtio/testing/split-driver.js';
 export { PackedDriverQueue } from '../../virtio/testing/packed-driver.js';
 export { BumpAllocator } from '../../virtio/testing/bump-allocator.js';

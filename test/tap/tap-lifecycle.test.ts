@@ -165,11 +165,11 @@ describe.skipIf(unavailable !== null)(
       expect((err as BackendError).code).toBe('EBUSY');
       expect((err as BackendError).message).toMatch(/TUNSETIFF.*in use/);
       // No name: the kernel picks tapN (created down, never configured, closed at once).
-    const anon = TapBackend.open();
-    extra.push(anon);
-    expect(anon.name).toMatch(/^tap\d+$/);
-    anon.close();
-    expect(() => TapBackend.open({ queues: 0 })).toThrow(OptionsError);
+      const anon = TapBackend.open();
+      extra.push(anon);
+      expect(anon.name).toMatch(/^tap\d+$/);
+      anon.close();
+      expect(() => TapBackend.open({ queues: 0 })).toThrow(OptionsError);
       expect(() => TapBackend.open({ name: 'x'.repeat(16) })).toThrow(OptionsError);
     });
 

@@ -8,17 +8,67 @@ const pad = (f: Uint8Array) => (f.length >= 60 ? f : B.concat(f, new Uint8Array(
 const v4 = { src: '66.9.149.187', dst: '161.142.100.80', sp: 2794, dp: 1766 };
 const v6 = { src: '3ffe:2501:200:1fff::7', dst: '3ffe:2501:200:3::1', sp: 2794, dp: 1766 };
 const tcp4 = (sp = v4.sp, dp = v4.dp, fragField = 0x4000) =>
-  B.eth(0x0800, B.ipv4({ src: v4.src, dst: v4.dst, proto: 6, fragField, payload: B.tcp(sp, dp, new Uint8Array(20)) }));
-const udp4 = () => B.eth(0x0800, B.ipv4({ src: v4.src, dst: v4.dst, proto: 17, payload: B.udp(v4.sp, v4.dp, new Uint8Array(20)) }));
-const tcp6 = (sp = v6.sp, dp = v6.dp) => B.eth(0x86dd, B.ipv6(v6.src, v6.dst, 6, B.tcp(sp, dp, new Uint8Array(20))));
+  B.eth(
+    0x0800,
+    B.ipv4({ src: v4.src, dst: v4.dst, proto: 6, fragField, payload: B.tcp(sp, dp, new Uint8Array(20)) }),
+  );
+const udp4 = () =>
+  B.eth(
+    0x0800,
+    B.ipv4({ src: v4.src, dst: v4.dst, proto: 17, payload: B.udp(v4.sp, v4.dp, new Uint8Array(20)) }),
+  );
+const tcp6 = (sp = v6.sp, dp = v6.dp) =>
+  B.eth(0x86dd, B.ipv6(v6.src, v6.dst, 6, B.tcp(sp, dp, new Uint8Array(20))));
 const udp6 = () => B.eth(0x86dd, B.ipv6(v6.src, v6.dst, 17, B.udp(v6.sp, v6.dp, new Uint8Array(20))));
 const exTcp6 = () =>
-  B.eth(0x86dd, B.ipv6(v6.src, v6.dst, 60, B.concat(B.optionsHeader(43, B.homeAddressOption('2001:db8::aaaa')), B.routingType2(6, '2001:db8::bbbb'), B.tcp(v6.sp, v6.dp, new Uint8Array(20)))));
-const hbhTcp6 = () => B.eth(0x86dd, B.ipv6(v6.src, v6.dst, 0, B.concat(B.optionsHeader(6, new Uint8Array(4)), B.tcp(v6.sp, v6.dp, new Uint8Array(20)))));
-const frag6 = (off: number) => B.eth(0x86dd, B.ipv6(v6.src, v6.dst, 44, B.concat(B.fragmentHeader(6, off, true), B.tcp(1111, 2222, new Uint8Array(20)))));
-const vlan2 = () => B.eth(0x0800, tcp4().slice(14), [[0x88a8, 5], [0x8100, 7]]);
-const badVer4 = () => { const f = tcp4(); f[14] = 0x05; return f; }; // version 0, IHL 5
-const ihl3 = () => { const f = tcp4(); f[14] = 0x43; return f; };
+  B.eth(
+    0x86dd,
+    B.ipv6(
+      v6.src,
+      v6.dst,
+      60,
+      B.concat(
+        B.optionsHeader(43, B.homeAddressOption('2001:db8::aaaa')),
+        B.routingType2(6, '2001:db8::bbbb'),
+        B.tcp(v6.sp, v6.dp, new Uint8Array(20)),
+      ),
+    ),
+  );
+const hbhTcp6 = () =>
+  B.eth(
+    0x86dd,
+    B.ipv6(
+      v6.src,
+      v6.dst,
+      0,
+      B.concat(B.optionsHeader(6, new Uint8Array(4)), B.tcp(v6.sp, v6.dp, new Uint8Array(20))),
+    ),
+  );
+const frag6 = (off: number) =>
+  B.eth(
+    0x86dd,
+    B.ipv6(
+      v6.src,
+      v6.dst,
+      44,
+      B.concat(B.fragmentHeader(6, off, true), B.tcp(1111, 2222, new Uint8Array(20))),
+    ),
+  );
+const vlan2 = () =>
+  B.eth(0x0800, tcp4().slice(14), [
+    [0x88a8, 5],
+    [0x8100, 7],
+  ]);
+const badVer4 = () => {
+  const f = tcp4();
+  f[14] = 0x05;
+  return f;
+}; // version 0, IHL 5
+const ihl3 = () => {
+  const f = tcp4();
+  f[14] = 0x43;
+  return f;
+};
 const ALL = 0x1ff;
 const cases: { name: string; frame: string; hash_types: number }[] = [];
 const add = (name: string, f: Uint8Array, t: number) => cases.push({ name, frame: h(pad(f)), hash_types: t });
@@ -55,7 +105,10 @@ else {
     const ours = rssHash(B.hex(r.frame), r.hash_types, KEY);
     const q = r.qemu;
     const oq = ours ? (ours.hash & 127) % 4 : 0;
-    const same = q && (ours ? q.report === ours.reportType && q.hash === ours.hash : q.report === 0) && q.queue === oq;
-    console.log(`${same ? 'SAME' : 'DIFF'} ${r.name.padEnd(42)} types=0x${r.hash_types.toString(16).padStart(3, '0')} qemu=${q ? `q${q.queue} rep${q.report} 0x${q.hash.toString(16).padStart(8, '0')}` : 'none'}  ours=${ours ? `q${oq} rep${ours.reportType} 0x${ours.hash.toString(16).padStart(8, '0')}` : 'q0 rep0 (unclassified)'}`);
+    const same =
+      q && (ours ? q.report === ours.reportType && q.hash === ours.hash : q.report === 0) && q.queue === oq;
+    console.log(
+      `${same ? 'SAME' : 'DIFF'} ${r.name.padEnd(42)} types=0x${r.hash_types.toString(16).padStart(3, '0')} qemu=${q ? `q${q.queue} rep${q.report} 0x${q.hash.toString(16).padStart(8, '0')}` : 'none'}  ours=${ours ? `q${oq} rep${ours.reportType} 0x${ours.hash.toString(16).padStart(8, '0')}` : 'q0 rep0 (unclassified)'}`,
+    );
   }
 }
