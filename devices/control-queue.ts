@@ -20,6 +20,9 @@ export const VIRTIO_NET_ERR = 1;
 export const VQ_PAIRS_MIN = 1;
 export const VQ_PAIRS_MAX = 0x8000;
 
+/** Commands handled per kick before yielding to the event loop (the queue holds 64). */
+const CTRL_BURST = 64;
+
 /** Commands larger than this are answered ERR without being read (a MAC table of 64 entries is 780 bytes). */
 const MAX_COMMAND = 1 << 16;
 
@@ -27,6 +30,7 @@ export class ControlQueue {
   private readonly chain = new DescriptorChain(8);
   private readonly buffer = new Uint8Array(MAX_COMMAND);
   private readonly ack = new Uint8Array(1);
+  private scheduled = false;
 
   constructor(private readonly net: VirtioNet) {}
 
@@ -37,7 +41,9 @@ export class ControlQueue {
     const q = ctx?.queue(index);
     if (!ctx || !q) return;
     let handled = 0;
-    while (q.pop(this.chain)) {
+    // Bounded per call so a guest refilling the queue as fast as we drain it cannot hold the event loop;
+    // the rest is picked up on the next turn.
+    while (handled < CTRL_BURST && q.pop(this.chain)) {
       const chain = this.chain;
       if (chain.readableLength < 2 || chain.writableLength < 1) {
         throw new VirtqueueError('length-overflow', 'virtio-net ctrl missing headers');
@@ -56,6 +62,13 @@ export class ControlQueue {
       handled++;
     }
     if (handled > 0 && q.needsNotification()) ctx.notifyQueue(index);
+    if (handled === CTRL_BURST && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.net.runGuarded(() => this.process());
+      });
+    }
   }
 
   /** One command: class, command, command-specific data. Returns the ack. Public for unit tests. */

@@ -279,3 +279,43 @@ describe('multiqueue', () => {
     expect(b.driver.receive(0)).toHaveLength(1);
   });
 });
+
+describe('control queue under a guest that never stops adding commands', () => {
+  it('answers at most one burst per kick and the rest on later event-loop turns, all of them', async () => {
+    const b = openBench();
+    const { driver, memory, dev } = b;
+    const index = driver.ctrlIndex;
+    const q = driver.queue(index);
+    const availIdx = q.config.driverAddr + 2;
+    const cmdAddr = driver.pci.allocator.alloc(8, 8);
+    memory.write(cmdAddr, Uint8Array.of(CtrlClass.RX, 0, 0)); // PROMISC off: always OK
+    const acks = driver.pci.allocator.alloc(400, 8);
+    memory.write(acks, new Uint8Array(400).fill(0xff));
+    const before = (dev.stats() as { ctrlCommands: number }).ctrlCommands;
+    // Every time the device looks at the avail idx, the "other vCPU" has reclaimed what was answered and
+    // added another command, until 300 were posted.
+    let posted = 0;
+    const post = () => {
+      while (q.getUsed()) {}
+      if (posted < 300 && q.numFree >= 2) {
+        q.add([{ addr: cmdAddr, len: 3 }], [{ addr: acks + posted, len: 1 }]);
+        posted++;
+      }
+    };
+    const real = memory.readU16.bind(memory);
+    memory.readU16 = (a: number | bigint) => {
+      if (Number(a) === availIdx) post();
+      return real(a);
+    };
+    post();
+    driver.pci.kick(index);
+    const afterKick = (dev.stats() as { ctrlCommands: number }).ctrlCommands - before;
+    expect(afterKick).toBe(64); // one burst, then the kick returned to the VMM
+    for (let i = 0; i < 20 && (dev.stats() as { ctrlCommands: number }).ctrlCommands - before < 300; i++) {
+      await new Promise((r) => setImmediate(r));
+    }
+    memory.readU16 = real;
+    expect((dev.stats() as { ctrlCommands: number }).ctrlCommands - before).toBe(300);
+    expect([...memory.read(acks, 300)].every((x) => x === VIRTIO_NET_OK)).toBe(true);
+  });
+});

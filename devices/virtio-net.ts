@@ -419,6 +419,16 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     return true;
   }
 
+  /** Runs deferred device work (from the event loop) with the same guest-error handling as a kick. */
+  runGuarded(work: () => void): void {
+    if (!this.ctx || this.broken) return;
+    try {
+      work();
+    } catch (e) {
+      this.guestError(e);
+    }
+  }
+
   guestError(e: unknown): void {
     if (e instanceof VirtqueueError || e instanceof GuestMemoryError) {
       this.deviceStats.guestErrors++;
@@ -601,13 +611,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.txPending[pair] = true;
     setImmediate(() => {
       this.txPending[pair] = false;
-      try {
-        this.processTx(pair);
-      } catch (e) {
-        this.guestError(e);
-      }
+      this.runGuarded(() => this.processTx(pair));
     });
   }
+
 
   private transmitChain(chain: DescriptorChain, pair: number, stats: QueueStats): void {
     const hdr = this.hdrSize;
@@ -846,12 +853,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.rxRecheck[pair] = true;
     setImmediate(() => {
       this.rxRecheck[pair] = false;
-      if (!this.ctx || this.broken) return;
-      try {
-        this.drainBacklog(pair);
-      } catch (e) {
-        this.guestError(e);
-      }
+      this.runGuarded(() => this.drainBacklog(pair));
     });
   }
 
