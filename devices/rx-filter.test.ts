@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { formatMac, parseMac, RxFilter, RxMode } from './rx-filter.js';
 
@@ -92,6 +93,49 @@ describe('RxFilter (QEMU receive_filter semantics)', () => {
     expect(f.accepts(new Uint8Array(10))).toBe(false);
     const tagged = frame(OWN, 5).subarray(0, 15);
     expect(f.accepts(tagged)).toBe(false);
+  });
+
+  it('decides a frame inside a larger buffer exactly as the frame alone (property)', () => {
+    const macs = fc.constantFrom(
+      OWN,
+      'ff:ff:ff:ff:ff:ff',
+      '01:00:5e:00:00:fb',
+      '02:aa:aa:aa:aa:aa',
+      '02:bb:00:00:00:01',
+    );
+    fc.assert(
+      fc.property(
+        macs,
+        fc.option(fc.integer({ min: 0, max: 4095 }), { nil: undefined }),
+        fc.integer({ min: 0, max: 64 }),
+        fc.uint8Array({ minLength: 0, maxLength: 20 }),
+        fc.integer({ min: 0, max: 63 }),
+        fc.boolean(),
+        (dst, tag, cut, pad, mode, vlan) => {
+          const f = filter(vlan);
+          f.macs.set(parseMac('02:aa:aa:aa:aa:aa'), 0);
+          f.macs.set(parseMac('01:00:5e:00:00:fb'), 6);
+          f.inUse = 2;
+          f.firstMulti = 1;
+          f.vlanAdd(7);
+          for (const m of [
+            RxMode.PROMISC,
+            RxMode.ALLMULTI,
+            RxMode.ALLUNI,
+            RxMode.NOMULTI,
+            RxMode.NOUNI,
+            RxMode.NOBCAST,
+          ])
+            f.setMode(m, (mode & (1 << m)) !== 0);
+          const alone = frame(dst, tag).subarray(0, cut);
+          const buf = new Uint8Array(pad.length + 64 + 8).fill(0xff);
+          buf.set(pad, 0);
+          buf.set(alone, pad.length);
+          expect(f.acceptsAt(buf, pad.length, cut)).toBe(f.accepts(alone));
+        },
+      ),
+      { numRuns: 3000 },
+    );
   });
 
   it('round-trips its state', () => {

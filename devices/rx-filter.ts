@@ -105,27 +105,33 @@ export class RxFilter {
 
   /** Whether the frame passes. Allocates nothing. Frames shorter than an Ethernet header are rejected. */
   accepts(frame: Uint8Array): boolean {
+    return this.acceptsAt(frame, 0, frame.length);
+  }
+
+  /** `accepts` for the frame at `bytes[offset, offset + length)` (a frame in guest memory, no view). */
+  acceptsAt(bytes: Uint8Array, offset: number, length: number): boolean {
     if (this.promisc) return true;
-    if (frame.length < 14) return false;
-    if (frame[12] === 0x81 && frame[13] === 0x00) {
-      if (frame.length < 16) return false;
-      const vid = ((frame[14]! << 8) | frame[15]!) & 0xfff;
+    if (length < 14) return false;
+    const o = offset;
+    if (bytes[o + 12] === 0x81 && bytes[o + 13] === 0x00) {
+      if (length < 16) return false;
+      const vid = ((bytes[o + 14]! << 8) | bytes[o + 15]!) & 0xfff;
       if (!this.vlanAllowed(vid)) return false;
     }
-    if (frame[0]! & 1) {
-      if (isBroadcast(frame)) return !this.nobcast;
+    if (bytes[o]! & 1) {
+      if (isBroadcast(bytes, o)) return !this.nobcast;
       if (this.nomulti) return false;
       if (this.allmulti || this.multiOverflow) return true;
-      return this.tableHit(frame, this.firstMulti, this.inUse);
+      return this.tableHit(bytes, o, this.firstMulti, this.inUse);
     }
     if (this.nouni) return false;
     if (this.alluni || this.uniOverflow) return true;
-    if (equal6(frame, 0, this.mac, 0)) return true;
-    return this.tableHit(frame, 0, this.firstMulti);
+    if (equal6(bytes, o, this.mac, 0)) return true;
+    return this.tableHit(bytes, o, 0, this.firstMulti);
   }
 
-  private tableHit(frame: Uint8Array, from: number, to: number): boolean {
-    for (let i = from; i < to; i++) if (equal6(frame, 0, this.macs, i * 6)) return true;
+  private tableHit(bytes: Uint8Array, o: number, from: number, to: number): boolean {
+    for (let i = from; i < to; i++) if (equal6(bytes, o, this.macs, i * 6)) return true;
     return false;
   }
 
@@ -167,8 +173,8 @@ export class RxFilter {
   }
 }
 
-function isBroadcast(f: Uint8Array): boolean {
-  return (f[0]! & f[1]! & f[2]! & f[3]! & f[4]! & f[5]!) === 0xff;
+function isBroadcast(f: Uint8Array, o: number): boolean {
+  return (f[o]! & f[o + 1]! & f[o + 2]! & f[o + 3]! & f[o + 4]! & f[o + 5]!) === 0xff;
 }
 
 function equal6(a: Uint8Array, ao: number, b: Uint8Array, bo: number): boolean {

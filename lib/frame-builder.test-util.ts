@@ -212,12 +212,12 @@ export function toeplitzBitSerial(key: Uint8Array, input: Uint8Array): number {
 }
 
 /** A Uint8Array proxy that throws on any index read outside [0, length): proves no read past the frame. */
-export function guarded(bytes: Uint8Array): Uint8Array {
+export function guarded(bytes: Uint8Array, start = 0, end = bytes.length): Uint8Array {
   return new Proxy(bytes, {
     get(target, prop) {
       if (typeof prop === 'string' && /^-?\d+$/.test(prop)) {
         const i = Number(prop);
-        if (i < 0 || i >= target.length) throw new Error(`read at ${i} of ${target.length}`);
+        if (i < start || i >= end) throw new Error(`read at ${i} outside [${start}, ${end})`);
         return target[i];
       }
       const v = Reflect.get(target, prop, target);

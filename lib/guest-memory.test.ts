@@ -81,6 +81,29 @@ describe('GuestMemory', () => {
     expect(mem.tryView(0x1100, 0x100)?.length).toBe(0x100);
   });
 
+  it('locates a range as its region bytes and offset, without a view', () => {
+    const { mem, a, b } = twoRegions();
+    expect(mem.locate(0x1110, 4)).toBe(b);
+    expect(mem.locatedOffset).toBe(0x10);
+    expect(mem.locate(0x1000n, 0x100)).toBe(a); // bigint path, a whole region
+    expect(mem.locatedOffset).toBe(0);
+    expect(mem.locate(0x11ff, 1)).toBe(b);
+    expect(mem.locatedOffset).toBe(0xff);
+    expect(mem.locate(0x10f0, 0x20)).toBeNull(); // valid, but spans two regions
+    expectGme(() => mem.locate(0x11f0, 0x11), 0x11f0, 0x11);
+    expectGme(() => mem.locate(0x7fff, 2), 0x7fff, 2);
+    const calls: boolean[] = [];
+    const iommu = new GuestMemory([{ address: 0x1000, bytes: a }], {
+      translate: (iova, _len, write) => {
+        calls.push(write);
+        return iova - 0x10_0000 + 0x1000;
+      },
+    });
+    expect(iommu.locate(0x10_0020, 8, true)).toBe(a);
+    expect(iommu.locatedOffset).toBe(0x20);
+    expect(calls).toEqual([true]);
+  });
+
   it('rejects accesses outside every region with the address and length', () => {
     const { mem, a } = twoRegions();
     expectGme(() => mem.readU16(0x11ff), 0x11ff, 2);

@@ -169,6 +169,37 @@ export class GuestMemory {
     return v;
   }
 
+  /**
+   * Offset of `[address, address + length)` inside the region bytes `locate` returned last, in
+   * `locatedOffset`. Split from the return value so hot paths allocate nothing.
+   */
+  locatedOffset = 0;
+
+  /**
+   * Where a range lives, without a view: the whole region's bytes (the same array every time), with the
+   * range at `locatedOffset` in it. Null when the range is valid but spans regions; throws when invalid.
+   * For zero-copy hand-offs that must not allocate (NetBackend.transmitRange, direct receive); `write`
+   * is passed to the IOMMU translation.
+   */
+  locate(address: number | bigint, length: number, write = false): Uint8Array | null {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && length >>> 0 === length && off + length <= r.size) {
+        this.locatedOffset = off;
+        return r.bytes;
+      }
+    }
+    const a = this.resolve(address, length, write);
+    const r = this.find(a);
+    if (r !== undefined && a + length <= r.start + r.size) {
+      this.locatedOffset = a - r.start;
+      return r.bytes;
+    }
+    this.requireCovered(address, a, length);
+    return null;
+  }
+
   /** Like `view`, but null when the range is valid yet spans regions. Throws when it is invalid. */
   tryView(address: number | bigint, length: number): Uint8Array | null {
     if (typeof address === 'number' && this.translateFn === undefined) {

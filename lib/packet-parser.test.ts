@@ -48,6 +48,25 @@ const rich6 = eth(
   ),
 );
 
+/** Random bytes, and valid-looking prefixes with random tails (deeper paths). */
+const frames = fc.oneof(
+  fc.uint8Array({ maxLength: 200 }),
+  // Valid-looking prefixes with random tails exercise deeper paths.
+  fc
+    .tuple(
+      fc.constantFrom(tcp4, udp4, rich6),
+      fc.nat(120),
+      fc.uint8Array({ maxLength: 80 }),
+      fc.nat(100),
+      fc.nat(255),
+    )
+    .map(([base, cut, tail, pos, val]) => {
+      const f = new Uint8Array([...base.slice(0, cut), ...tail]);
+      if (pos < f.length) f[pos] = val;
+      return f;
+    }),
+);
+
 describe('parsePacket', () => {
   const p = new ParsedPacket();
 
@@ -239,24 +258,35 @@ describe('parsePacket', () => {
     }
   });
 
-  it('never throws or reads out of bounds, and offsets stay inside the frame (random bytes)', () => {
-    const frames = fc.oneof(
-      fc.uint8Array({ maxLength: 200 }),
-      // Valid-looking prefixes with random tails exercise deeper paths.
-      fc
-        .tuple(
-          fc.constantFrom(tcp4, udp4, rich6),
-          fc.nat(120),
-          fc.uint8Array({ maxLength: 80 }),
-          fc.nat(100),
-          fc.nat(255),
-        )
-        .map(([base, cut, tail, pos, val]) => {
-          const f = new Uint8Array([...base.slice(0, cut), ...tail]);
-          if (pos < f.length) f[pos] = val;
-          return f;
-        }),
+  it('parses a frame inside a larger buffer like the frame alone, offsets shifted (property)', () => {
+    const q = new ParsedPacket();
+    fc.assert(
+      fc.property(
+        frames,
+        fc.uint8Array({ maxLength: 40 }),
+        fc.uint8Array({ maxLength: 40 }),
+        (f, before, after) => {
+          const buf = new Uint8Array([...before, ...f, ...after]);
+          const k = before.length;
+          parsePacket(f, p);
+          parsePacket(guarded(buf, k, k + f.length), q, k, k + f.length);
+          const shift = (o: number) => (o < 0 ? o : o + k);
+          expect({ ...q }).toEqual({
+            ...p,
+            l3Offset: shift(p.l3Offset),
+            srcAddrOffset: shift(p.srcAddrOffset),
+            dstAddrOffset: shift(p.dstAddrOffset),
+            exSrcAddrOffset: shift(p.exSrcAddrOffset),
+            exDstAddrOffset: shift(p.exDstAddrOffset),
+            l4Offset: shift(p.l4Offset),
+          });
+        },
+      ),
+      { numRuns: 2000 },
     );
+  });
+
+  it('never throws or reads out of bounds, and offsets stay inside the frame (random bytes)', () => {
     fc.assert(
       fc.property(frames, (f) => {
         parsePacket(guarded(f), p);

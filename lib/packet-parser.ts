@@ -126,22 +126,28 @@ function be16(b: Uint8Array, o: number): number {
 }
 
 /**
- * Parses `frame` (an Ethernet frame without virtio-net header) into `out`. Returns `out`.
- * Never throws and never reads at or past `frame.length`.
+ * Parses the Ethernet frame (without virtio-net header) at `frame[start, end)` into `out`. Returns `out`.
+ * Offsets in `out` index `frame` (so they are frame offsets when `start` is 0); `start`/`end` let a caller
+ * parse a frame inside guest memory without a view. Never throws and never reads outside `[start, end)`.
  */
-export function parsePacket(frame: Uint8Array, out: ParsedPacket): ParsedPacket {
-  const len = frame.length;
-  out.reset(len);
-  if (len < ETH_HLEN) {
+export function parsePacket(
+  frame: Uint8Array,
+  out: ParsedPacket,
+  start = 0,
+  end = frame.length,
+): ParsedPacket {
+  const len = end;
+  out.reset(end - start);
+  if (end - start < ETH_HLEN) {
     out.truncated = true;
     return out;
   }
-  let et = be16(frame, 12);
-  let off = ETH_HLEN;
+  let et = be16(frame, start + 12);
+  let off = start + ETH_HLEN;
   while (et === ETH_P_8021Q || et === ETH_P_8021AD) {
     if (out.vlanCount === 2) {
       // A third tag: we do not look further (QEMU's eth_get_l2_hdr_length stops at two as well).
-      out.l2Length = off;
+      out.l2Length = off - start;
       out.etherType = et;
       out.l3Offset = off;
       out.l3Kind = L3_OTHER;
@@ -149,7 +155,7 @@ export function parsePacket(frame: Uint8Array, out: ParsedPacket): ParsedPacket 
     }
     if (off + VLAN_HLEN > len) {
       out.truncated = true;
-      out.l2Length = off;
+      out.l2Length = off - start;
       return out;
     }
     if (out.vlanCount === 0) out.vlanTci0 = be16(frame, off);
@@ -158,17 +164,16 @@ export function parsePacket(frame: Uint8Array, out: ParsedPacket): ParsedPacket 
     et = be16(frame, off + 2);
     off += VLAN_HLEN;
   }
-  out.l2Length = off;
+  out.l2Length = off - start;
   out.etherType = et;
   out.l3Offset = off;
-  if (et === ETH_P_IPV4) parseIpv4(frame, off, out);
-  else if (et === ETH_P_IPV6) parseIpv6(frame, off, out);
+  if (et === ETH_P_IPV4) parseIpv4(frame, off, len, out);
+  else if (et === ETH_P_IPV6) parseIpv6(frame, off, len, out);
   else out.l3Kind = L3_OTHER;
   return out;
 }
 
-function parseIpv4(b: Uint8Array, off: number, out: ParsedPacket): void {
-  const len = b.length;
+function parseIpv4(b: Uint8Array, off: number, len: number, out: ParsedPacket): void {
   if (off + IPV4_MIN_HLEN > len) {
     out.truncated = true;
     return;
@@ -193,11 +198,10 @@ function parseIpv4(b: Uint8Array, off: number, out: ParsedPacket): void {
   out.isFragment = (be16(b, off + 6) & 0x3fff) !== 0;
   out.l4Proto = b[off + 9]!;
   out.l4Offset = off + ihl;
-  if (!out.isFragment) parseL4(b, out);
+  if (!out.isFragment) parseL4(b, len, out);
 }
 
-function parseIpv6(b: Uint8Array, off: number, out: ParsedPacket): void {
-  const len = b.length;
+function parseIpv6(b: Uint8Array, off: number, len: number, out: ParsedPacket): void {
   if (off + IPV6_HLEN > len) {
     out.truncated = true;
     return;
@@ -250,7 +254,7 @@ function parseIpv6(b: Uint8Array, off: number, out: ParsedPacket): void {
   out.l4Proto = nh;
   out.l4Offset = p;
   out.ipHeaderLength = p - off;
-  if (!out.isFragment) parseL4(b, out);
+  if (!out.isFragment) parseL4(b, len, out);
 }
 
 /** Scans TLV options in [q, end) for the Home Address option; returns the address offset or -1. */
@@ -276,11 +280,11 @@ function findHomeAddress(b: Uint8Array, q: number, end: number, out: ParsedPacke
   return -1;
 }
 
-function parseL4(b: Uint8Array, out: ParsedPacket): void {
+function parseL4(b: Uint8Array, len: number, out: ParsedPacket): void {
   const l4 = out.l4Offset;
   const proto = out.l4Proto;
   if (proto === IPPROTO_TCP) {
-    if (l4 + TCP_MIN_HLEN > b.length) {
+    if (l4 + TCP_MIN_HLEN > len) {
       out.truncated = true;
       return;
     }
@@ -288,7 +292,7 @@ function parseL4(b: Uint8Array, out: ParsedPacket): void {
     out.portsPresent = true;
     out.l4HeaderLength = (b[l4 + 12]! >> 4) * 4;
   } else if (proto === IPPROTO_UDP) {
-    if (l4 + UDP_HLEN > b.length) {
+    if (l4 + UDP_HLEN > len) {
       out.truncated = true;
       return;
     }
