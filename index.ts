@@ -2,41 +2,41 @@
  * virtio-net-ts: a QEMU-compatible virtio-net PCI device model for JavaScript VMMs.
  * The stable public surface (../shared/docs/api.md); everything else is internal.
  */
-export type { VirtioNetPci, VirtioNetPciSnapshot, BarInfo } from './devices/virtio-net-pci.js';
-export { createVirtioNetPci } from './devices/virtio-net-pci.js';
+
+export type { VfioUserDevice, VfioUserServerOptions } from './devices/vfio-user-server.js';
+export { VfioUserServer } from './devices/vfio-user-server.js';
+export type { NetDeviceStats, NetSnapshot } from './devices/virtio-net.js';
+export { QueueStats, VirtioNet } from './devices/virtio-net.js';
+export { NetF } from './devices/virtio-net-features.js';
 export type {
-  VirtioNetPciOptions,
   VirtioNetInterrupts,
   VirtioNetPciConfig,
+  VirtioNetPciOptions,
 } from './devices/virtio-net-options.js';
-export { parseQemuDevice, parseVirtioNetPciOptions, DEFAULT_MAC } from './devices/virtio-net-options.js';
-export { VirtioNet, QueueStats } from './devices/virtio-net.js';
-export type { NetDeviceStats, NetSnapshot } from './devices/virtio-net.js';
-export { NetF } from './devices/virtio-net-features.js';
-export { VfioUserServer } from './devices/vfio-user-server.js';
-export type { VfioUserDevice, VfioUserServerOptions } from './devices/vfio-user-server.js';
-export { virtioNetVfioUserDevice } from './devices/virtio-net-vfio-user.js';
+export { DEFAULT_MAC, parseQemuDevice, parseVirtioNetPciOptions } from './devices/virtio-net-options.js';
+export type { BarInfo, VirtioNetPci, VirtioNetPciSnapshot } from './devices/virtio-net-pci.js';
+export { createVirtioNetPci } from './devices/virtio-net-pci.js';
 export type { VirtioNetVfioUserDevice } from './devices/virtio-net-vfio-user.js';
-
+export { virtioNetVfioUserDevice } from './devices/virtio-net-vfio-user.js';
+export { BackendError, GuestMemoryError, OptionsError, VirtioNetError } from './lib/errors.js';
+export type { GuestMemoryOptions, GuestMemoryRegion } from './lib/guest-memory.js';
 export { GuestMemory } from './lib/guest-memory.js';
-export type { GuestMemoryRegion, GuestMemoryOptions } from './lib/guest-memory.js';
-export { VirtioNetError, GuestMemoryError, OptionsError, BackendError } from './lib/errors.js';
-export { MemoryBackend } from './lib/memory-backend.js';
 export type { MemoryBackendOptions, MemoryBackendStats } from './lib/memory-backend.js';
-export { TapBackend } from './lib/tap-backend.js';
-export type { TapOpenOptions, TapAdoptOptions, TapStats } from './lib/tap-backend.js';
+export { MemoryBackend } from './lib/memory-backend.js';
 export type {
-  NetBackend,
-  BackendSink,
   BackendCapabilities,
   BackendOffloads,
+  BackendSink,
+  NetBackend,
   NetOffload,
   TransmitResult,
 } from './lib/net-backend.js';
-export { toeplitzHash, ToeplitzKey } from './lib/toeplitz.js';
+export { emptyOffload, ReceiveTarget } from './lib/net-backend.js';
+export { ParsedPacket, parsePacket } from './lib/packet-parser.js';
 export * from './lib/rss-hash.js';
-export { parsePacket, ParsedPacket } from './lib/packet-parser.js';
-
-export { PciRouter } from './pci/pci-router.js';
+export type { TapAdoptOptions, TapOpenOptions, TapStats } from './lib/tap-backend.js';
+export { TapBackend } from './lib/tap-backend.js';
+export { ToeplitzKey, toeplitzHash } from './lib/toeplitz.js';
 export type { InterruptSink } from './pci/msix.js';
 export type { BarMapping } from './pci/pci-function.js';
+export { PciRouter } from './pci/pci-router.js';

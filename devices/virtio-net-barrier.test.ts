@@ -30,26 +30,35 @@ function staleReads(
 const tick = () => new Promise((r) => setImmediate(r));
 
 describe('virtio-net: out of rx buffers against a driver on another CPU', () => {
-  it('a frame that found the ring empty is delivered when buffers appeared meanwhile, without a kick', async () => {
-    const b = openBench({}, {}, { rxBuffers: 0 });
-    const { driver, backend, memory } = b;
-    const q = driver.queue(driver.rxIndex(0));
-    // The driver posts (and kicks for) 4 buffers; the device has not looked at the ring since.
-    driver.postRx(0, 4);
-    const availIdxAddr = q.config.driverAddr + 2;
-    // The device's first look sees the ring as it was before those stores: empty.
-    const left = staleReads(memory, availIdxAddr, 0, 1);
-    const frame = rawFrame(80, undefined, undefined, 1);
-    backend.inject(frame);
-    expect(left()).toBe(0); // the stale read happened: the frame was backlogged, not delivered
-    expect(driver.receive(0)).toEqual([]);
-    await tick();
-    // No further kick: the device found the buffers on its second look and delivered.
-    const got = driver.receive(0);
-    expect(got.map((f) => f.frame)).toEqual([frame]);
-    const st = b.dev.stats() as { queues: { rxPackets: number; rxBacklogged: number }[]; rxDropped: number };
-    expect([st.queues[0]?.rxPackets, st.queues[0]?.rxBacklogged, st.rxDropped]).toEqual([1, 1, 0]);
-  });
+  // Direct receive looks at the ring twice before backlogging (the lend, then the copying path).
+  for (const [mode, looks] of [
+    ['copy', 1],
+    ['direct', 2],
+  ] as const) {
+    it(`a frame that found the ring empty is delivered when buffers appeared meanwhile, without a kick (${mode})`, async () => {
+      const b = openBench({}, { receive: mode }, { rxBuffers: 0 });
+      const { driver, backend, memory } = b;
+      const q = driver.queue(driver.rxIndex(0));
+      // The driver posts (and kicks for) 4 buffers; the device has not looked at the ring since.
+      driver.postRx(0, 4);
+      const availIdxAddr = q.config.driverAddr + 2;
+      // The device's first look sees the ring as it was before those stores: empty.
+      const left = staleReads(memory, availIdxAddr, 0, looks);
+      const frame = rawFrame(80, undefined, undefined, 1);
+      backend.inject(frame);
+      expect(left()).toBe(0); // the stale read happened: the frame was backlogged, not delivered
+      expect(driver.receive(0)).toEqual([]);
+      await tick();
+      // No further kick: the device found the buffers on its second look and delivered.
+      const got = driver.receive(0);
+      expect(got.map((f) => f.frame)).toEqual([frame]);
+      const st = b.dev.stats() as {
+        queues: { rxPackets: number; rxBacklogged: number }[];
+        rxDropped: number;
+      };
+      expect([st.queues[0]?.rxPackets, st.queues[0]?.rxBacklogged, st.rxDropped]).toEqual([1, 1, 0]);
+    });
+  }
 
   it('tx: a chain the driver added while the device was re-enabling kicks is sent without another kick', () => {
     const b = openBench();

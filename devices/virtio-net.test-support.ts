@@ -25,6 +25,16 @@ export interface Bench {
 
 export type DeviceOptions = Omit<VirtioNetPciOptions, 'memory' | 'backend' | 'interrupts'>;
 
+let defaultReceive: MemoryBackendOptions['receive'];
+
+/**
+ * The MemoryBackend receive mode of benches that do not choose one (module state: one test file). The
+ * `*.copy-rx.test.ts` files rerun receive suites with 'copy', so both device receive paths are covered.
+ */
+export function setDefaultReceive(mode: MemoryBackendOptions['receive']): void {
+  defaultReceive = mode;
+}
+
 /** A device + backend + (unopened) driver. */
 export function makeBench(
   options: Partial<DeviceOptions> = {},
@@ -32,7 +42,7 @@ export function makeBench(
   driverOptions: NetDriverOptions = {},
   memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM_SIZE) }]),
 ): Bench {
-  const backend = new MemoryBackend(backendOptions);
+  const backend = new MemoryBackend({ receive: defaultReceive, ...backendOptions });
   const irq = driverOptions.interrupts ?? new InterruptCollector();
   const dev = createVirtioNetPci({ memory, backend, interrupts: irq, ...options } as VirtioNetPciOptions);
   const driver = new VirtioNetDriver(dev, memory, {

@@ -10,15 +10,22 @@
  */
 
 import { GuestMemoryError } from '../lib/errors.js';
+import type { GuestMemory } from '../lib/guest-memory.js';
 import { memoryFence } from '../lib/memory-fence.js';
-import type { BackendOffloads, BackendSink, NetBackend, NetOffload } from '../lib/net-backend.js';
+import type {
+  BackendOffloads,
+  BackendSink,
+  NetBackend,
+  NetOffload,
+  ReceiveTarget,
+} from '../lib/net-backend.js';
 import { emptyOffload } from '../lib/net-backend.js';
 import { ParsedPacket, parsePacket } from '../lib/packet-parser.js';
 import { VIRTIO_NET_HASH_REPORT_NONE } from '../lib/rss-hash.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../lib/segmentation.js';
 import { gatherReadable, scatterWritable } from '../virtio/descriptor-chain.js';
 import type { VirtioDevice, VirtioDeviceContext } from '../virtio/virtio-device.js';
-import { DescriptorChain, VirtqueueError } from '../virtio/virtqueue.js';
+import { DescriptorChain, type Virtqueue, VirtqueueError } from '../virtio/virtqueue.js';
 import { ControlQueue } from './control-queue.js';
 import { FlowSteering } from './flow-steering.js';
 import { GsoType, NetHdrFlags, readNetHeader, writeNetHeader } from './net-header.js';
@@ -42,6 +49,8 @@ export const MAX_FRAME = 65535 + 14 + 8;
 export const RX_BACKLOG = 256;
 /** Chains handled per tx kick before yielding to the event loop (QEMU's tx_burst default). */
 export const TX_BURST = 256;
+/** Frame bytes the receive filter reads (MACs, one VLAN tag): a lent buffer's first segment holds them. */
+const FILTER_BYTES = 16;
 
 /** Per-queue-pair counters. */
 export class QueueStats {
@@ -221,11 +230,22 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   /** Hash of the frame being delivered (RSS / HASH_CONFIG); report NONE when none was computed. */
   private rxHash = 0;
   private rxHashReport = 0;
+  /** Direct receive in progress (BackendSink.lendReceive): its pair (-1: none), backend queue, header size. */
+  private lentPair = -1;
+  private lentBackendQueue = 0;
+  private lentHeaderSize = 0;
+  private lentTarget: ReceiveTarget | null = null;
+  private readonly lentChain = new DescriptorChain(8);
+  private readonly lentOffload = emptyOffload();
+  /** A lent receive that must take the copying path after all (rare): the frame is gathered here. */
+  private readonly rxScratch = new Uint8Array(MAX_FRAME);
+  private readonly rxExtraLength: number[] = [];
   private readonly txPending: boolean[];
   /** An rx drain is scheduled after finding buffers on a re-check (recheckRx). */
   private readonly rxRecheck: boolean[];
   private txCurrentPair = 0;
-  private readonly emitSegment = (segment: Uint8Array) => this.transmitOne(segment, this.txCurrentPair, null);
+  private readonly emitSegment = (segment: Uint8Array) =>
+    this.transmitOne(segment, 0, segment.length, this.txCurrentPair, null);
   private rxSegmentPair = 0;
   private readonly deliverSegment = (segment: Uint8Array) => {
     if (this.deliverFrame(this.rxSegmentPair, segment, null) !== Delivery.Delivered)
@@ -358,6 +378,30 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.setLink(up);
   }
 
+  lendReceive(queuePair: number, headerSize: number, target: ReceiveTarget): boolean {
+    try {
+      return this.lend(queuePair, headerSize, target);
+    } catch (e) {
+      this.guestError(e);
+      return false;
+    }
+  }
+
+  completeReceive(length: number, overflow: Uint8Array): void {
+    try {
+      this.completeLent(length, overflow);
+    } catch (e) {
+      this.guestError(e);
+    }
+  }
+
+  cancelReceive(): void {
+    if (this.lentPair < 0) return;
+    const q = this.ctx?.queue(2 * this.lentPair);
+    this.lentPair = -1;
+    q?.unpop(this.lentChain);
+  }
+
   // ---- Embedder controls -------------------------------------------------------------------------
 
   /** Sets the link state; with VIRTIO_NET_F_STATUS the guest sees it in `status` with a config interrupt. */
@@ -474,6 +518,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
 
   private resetState(): void {
     this.broken = false;
+    this.lentPair = -1;
     this.features = 0n;
     this.hdrSize = 12;
     this.mergeable = false;
@@ -615,7 +660,6 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     });
   }
 
-
   private transmitChain(chain: DescriptorChain, pair: number, stats: QueueStats): void {
     const hdr = this.hdrSize;
     const total = chain.readableLength;
@@ -637,48 +681,69 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     }
     const mem = this.ctx!.memory;
     // Zero copy when the frame lies in one segment (after the header in it, or after a separate header
-    // descriptor): one view per frame; the header is copied into a scratch. Otherwise gather both.
-    let frame: Uint8Array | null = null;
-    let headerBytes = this.txHeader;
-    if (chain.readableCount === 1) frame = mem.tryView(chain.addr[0]! + hdr, frameLength);
+    // descriptor): located as (region bytes, offset), no view; the header is copied into a scratch.
+    // Otherwise gather header and frame into the scratch.
+    let bytes: Uint8Array | null = null;
+    if (chain.readableCount === 1) bytes = mem.locate(chain.addr[0]! + hdr, frameLength);
     else if (chain.readableCount === 2 && chain.len[0] === hdr)
-      frame = mem.tryView(chain.addr[1]!, frameLength);
-    if (frame) {
+      bytes = mem.locate(chain.addr[1]!, frameLength);
+    let at: number;
+    let headerBytes = this.txHeader;
+    if (bytes) {
+      at = mem.locatedOffset;
       let h = this.txHeaderViews[hdr];
       if (h === undefined) h = this.txHeaderViews[hdr] = this.txHeader.subarray(0, hdr);
       gatherReadable(mem, chain, h);
     } else {
       gatherReadable(mem, chain, this.txScratch.subarray(0, total));
-      headerBytes = this.txScratch;
-      frame = this.txScratch.subarray(hdr, total);
+      headerBytes = bytes = this.txScratch;
+      at = hdr;
     }
     const offload = readNetHeader(headerBytes, 0, this.txOffload);
     const wantsOffload =
       (offload.flags & NetHdrFlags.NEEDS_CSUM) !== 0 || (offload.gsoType & ~GsoType.ECN) !== GsoType.NONE;
     if (this.autoSteering()) {
-      this.flows.recordTx(frame, parsePacket(frame, this.pkt), pair);
+      this.flows.recordTx(bytes, parsePacket(bytes, this.pkt, at, at + frameLength), pair);
     }
     if (!wantsOffload) {
-      this.transmitOne(frame, pair, null);
+      this.transmitOne(bytes, at, frameLength, pair, null);
       return;
     }
     if (this.backend.capabilities.vnetHeader && offloadPermitted(offload, this.hostOffloadMask)) {
-      this.transmitOne(frame, pair, offload);
+      this.transmitOne(bytes, at, frameLength, pair, offload);
       return;
     }
     // No vnet header on the backend (or an offload the guest may not use): finish it in software.
     this.txCurrentPair = pair;
+    const frame = bytes.subarray(at, at + frameLength);
     if (this.txSegmenter.process(frame, offload, this.emitSegment) !== SEGMENT_OK) stats.txDropped++;
   }
 
-  private transmitOne(frame: Uint8Array, pair: number, offload: NetOffload | null): void {
+  /** Hands `bytes[at, at + length)` to the backend: `transmitRange` when it has one (no view). */
+  private transmitOne(
+    bytes: Uint8Array,
+    at: number,
+    length: number,
+    pair: number,
+    offload: NetOffload | null,
+  ): void {
     const stats = this.queueStats[pair]!;
+    const backend = this.backend;
     // A driver may keep transmitting on pairs beyond the ones in use (Linux 6.1 sends a stale max_tx_vq
     // in RSS_CONFIG after `ethtool -L`): send such frames through an attached backend queue, never drop.
     const inUse = pair < this.curQueuePairs ? pair : pair % this.curQueuePairs;
-    if (this.backend.transmit(frame, inUse % this.backend.capabilities.queuePairs, offload) === 'sent') {
+    const qp = inUse % backend.capabilities.queuePairs;
+    const r =
+      backend.transmitRange !== undefined
+        ? backend.transmitRange(bytes, at, length, qp, offload)
+        : backend.transmit(
+            at === 0 && length === bytes.length ? bytes : bytes.subarray(at, at + length),
+            qp,
+            offload,
+          );
+    if (r === 'sent') {
       stats.txPackets++;
-      stats.txBytes += frame.length;
+      stats.txBytes += length;
     } else stats.txDropped++;
   }
 
@@ -726,6 +791,180 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     } else {
       stats.rxDropped++;
     }
+  }
+
+  /**
+   * Lends the next receive buffer of the pair a backend queue feeds, when the frame's buffer can be
+   * chosen before the frame is seen: no RSS or flow steering, nothing waiting in the backlog. The first
+   * writable segment must hold the header and the bytes the filter reads (Linux's layouts always do).
+   */
+  private lend(backendQueue: number, hs: number, t: ReceiveTarget): boolean {
+    const ctx = this.ctx;
+    if (!ctx || this.broken || !this.linkUp || this.lentPair >= 0) return false;
+    const hdr = this.hdrSize;
+    if ((hs !== 0 && hs !== hdr) || this.rss.enabled || this.autoSteering()) return false;
+    const pair = backendQueue < this.curQueuePairs ? backendQueue : backendQueue % this.curQueuePairs;
+    if (this.backlogs[pair]!.count > 0) return false;
+    const q = ctx.queue(2 * pair);
+    const chain = this.lentChain;
+    if (!q?.pop(chain)) return false;
+    if (chain.writableCount === 0) {
+      throw new VirtqueueError(
+        'readable-after-writable',
+        `rx chain ${chain.head} has no device-writable buffer`,
+      );
+    }
+    const mem = ctx.memory;
+    const first = chain.readableCount;
+    const end = first + chain.writableCount;
+    // The backend writes from `skip` bytes into the buffer: the device writes the header itself when the
+    // backend has none.
+    const skip = hdr - hs;
+    let count = 0;
+    let capacity = 0;
+    let ok = end - first <= t.offsets.length && chain.len[first]! >= hdr + FILTER_BYTES;
+    for (let i = first; ok && i < end; i++) {
+      const cut = i === first ? skip : 0;
+      const len = chain.len[i]! - cut;
+      if (len === 0) continue;
+      const bytes = mem.locate(chain.addr[i]! + cut, len, true);
+      if (bytes === null)
+        ok = false; // spans regions: the copying path handles it
+      else {
+        t.bytes[count] = bytes;
+        t.offsets[count] = mem.locatedOffset;
+        t.lengths[count] = len;
+        count++;
+        capacity += len;
+      }
+    }
+    if (!ok) {
+      q.unpop(chain);
+      return false;
+    }
+    t.count = count;
+    t.capacity = capacity;
+    this.lentPair = pair;
+    this.lentBackendQueue = backendQueue;
+    this.lentHeaderSize = hs;
+    this.lentTarget = t;
+    return true;
+  }
+
+  /** The backend filled a lent buffer: publish it, or fall back to the copying path (see lendReceive). */
+  private completeLent(n: number, overflow: Uint8Array): void {
+    const pair = this.lentPair;
+    if (pair < 0) return;
+    this.lentPair = -1;
+    const ctx = this.ctx;
+    const q = ctx?.queue(2 * pair);
+    if (!ctx || !q) return;
+    const chain = this.lentChain;
+    const t = this.lentTarget!;
+    const hs = this.lentHeaderSize;
+    const hdr = this.hdrSize;
+    const frameLength = n - hs;
+    if (frameLength < 14 || frameLength > MAX_FRAME || !this.linkUp || n > t.capacity + overflow.length) {
+      q.unpop(chain);
+      this.deviceStats.rxDroppedNotReady++;
+      return;
+    }
+    const b0 = t.bytes[0]!;
+    const o0 = t.offsets[0]!;
+    const headerAt = o0 - hdr + hs;
+    const frameAt = o0 + hs;
+    const stats = this.queueStats[pair]!;
+    if (!this.rxFilter.acceptsAt(b0, frameAt, frameLength)) {
+      q.unpop(chain);
+      stats.rxFiltered++;
+      return;
+    }
+    const offload = hs > 0 ? readNetHeader(b0, headerAt, this.lentOffload) : null;
+    if (
+      (offload && !offloadPermitted(offload, this.guestOffloadMask)) ||
+      (n > t.capacity && !this.mergeable)
+    ) {
+      // Software offloads, or (without mergeable buffers) a frame larger than the buffer: take the frame
+      // back out and let the copying path decide, as if `receive` had been called.
+      this.copyLentFrame(t, n, overflow);
+      q.unpop(chain);
+      this.receiveFrame(this.rxScratch.subarray(0, frameLength), this.lentBackendQueue, offload);
+      return;
+    }
+    let used = 1;
+    if (n > t.capacity) {
+      // Mergeable: the rest went to the overflow; it continues in further buffers (§5.1.6.4.2).
+      used = this.scatterOverflow(q, ctx.memory, overflow, n - t.capacity);
+      if (used === 0) {
+        this.copyLentFrame(t, n, overflow);
+        q.unpop(chain);
+        this.receiveFrame(this.rxScratch.subarray(0, frameLength), this.lentBackendQueue, offload);
+        return;
+      }
+    }
+    writeNetHeader(b0, headerAt, hdr, offload, used, 0, VIRTIO_NET_HASH_REPORT_NONE);
+    q.addUsed(chain, hdr - hs + Math.min(n, t.capacity));
+    for (let i = 0; i < used - 1; i++) q.addUsed(this.rxChains[i]!, this.rxExtraLength[i]!);
+    q.publishUsed();
+    stats.rxPackets++;
+    stats.rxBytes += frameLength;
+    if (q.needsNotification()) {
+      stats.rxInterrupts++;
+      ctx.notifyQueue(2 * pair);
+    }
+  }
+
+  /**
+   * Mergeable direct receive: pops buffers for the `remaining` bytes that overflowed the lent one and
+   * copies them in. Returns the buffers the frame spans, the lent one included (lengths written in
+   * rxExtraLength), or 0 with nothing popped when the ring has too few.
+   */
+  private scatterOverflow(q: Virtqueue, mem: GuestMemory, overflow: Uint8Array, remaining: number): number {
+    let extra = 0;
+    let room = 0;
+    while (room < remaining) {
+      if (extra === this.rxChains.length) this.rxChains.push(new DescriptorChain(8));
+      const c = this.rxChains[extra]!;
+      if (!q.pop(c)) {
+        for (let i = extra - 1; i >= 0; i--) q.unpop(this.rxChains[i]!);
+        return 0;
+      }
+      if (c.writableCount === 0) {
+        throw new VirtqueueError(
+          'readable-after-writable',
+          `rx chain ${c.head} has no device-writable buffer`,
+        );
+      }
+      extra++;
+      room += c.writableLength;
+    }
+    let pos = 0;
+    for (let i = 0; i < extra; i++) {
+      const c = this.rxChains[i]!;
+      const k = Math.min(c.writableLength, remaining - pos);
+      scatterWritable(mem, c, overflow.subarray(pos, pos + k), 0);
+      this.rxExtraLength[i] = k;
+      pos += k;
+    }
+    return extra + 1;
+  }
+
+  /** Gathers the frame of a lent receive (without the backend's header) into rxScratch. */
+  private copyLentFrame(t: ReceiveTarget, n: number, overflow: Uint8Array): void {
+    const hs = this.lentHeaderSize;
+    let pos = 0; // in the [header][frame] stream the backend wrote
+    let out = 0;
+    for (let i = 0; i < t.count && pos < n; i++) {
+      const len = Math.min(t.lengths[i]!, n - pos);
+      const from = Math.max(hs - pos, 0);
+      const o = t.offsets[i]!;
+      if (from < len) {
+        this.rxScratch.set(t.bytes[i]!.subarray(o + from, o + len), out);
+        out += len - from;
+      }
+      pos += len;
+    }
+    if (pos < n) this.rxScratch.set(overflow.subarray(0, n - pos), out);
   }
 
   /** Delivers a frame, finishing offloads the guest did not negotiate in software. */

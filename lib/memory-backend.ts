@@ -4,13 +4,14 @@
  * (every offload accepted); with `vnetHeader: false` like a plain tap (no offload metadata at all).
  */
 import { BackendError, OptionsError } from './errors.js';
-import type {
-  BackendCapabilities,
-  BackendOffloads,
-  BackendSink,
-  NetBackend,
-  NetOffload,
-  TransmitResult,
+import {
+  type BackendCapabilities,
+  type BackendOffloads,
+  type BackendSink,
+  type NetBackend,
+  type NetOffload,
+  ReceiveTarget,
+  type TransmitResult,
 } from './net-backend.js';
 
 /** Options of `MemoryBackend`. */
@@ -23,6 +24,11 @@ export interface MemoryBackendOptions {
   offloads?: Partial<BackendOffloads>;
   /** Frames held per queue pair while it is paused or before `attach`; beyond that they are dropped. Default 256. */
   backlog?: number;
+  /**
+   * How frames reach the device: 'direct' (default) writes them straight into a guest buffer the device
+   * lends (BackendSink.lendReceive), as TapBackend's readv does; 'copy' always calls `receive`.
+   */
+  receive?: 'direct' | 'copy';
 }
 
 /** Counters (monotonic). */
@@ -31,6 +37,8 @@ export interface MemoryBackendStats {
   injected: number;
   /** Frames handed to the sink. */
   delivered: number;
+  /** Of `delivered`, those written straight into a buffer the device lent (receive: 'direct'). */
+  deliveredDirect: number;
   /** Injected frames dropped because the queue's backlog was full (or the queue pair does not exist). */
   rxDropped: number;
   /** Frames the guest sent (transmit returned 'sent'). */
@@ -70,10 +78,17 @@ export class MemoryBackend implements NetBackend {
   private readonly backlog: number;
   private closed = false;
   private linkUp = true;
+  private readonly direct: boolean;
+  /** The vnet header size, as a tap's TUNSETVNETHDRSZ (10 until the device sets it). */
+  private hdrSize = 10;
+  private readonly target = new ReceiveTarget();
+  private overflow = new Uint8Array(0);
+  private readonly header = new Uint8Array(10);
   private pumping = false;
   private readonly s: MemoryBackendStats = {
     injected: 0,
     delivered: 0,
+    deliveredDirect: 0,
     rxDropped: 0,
     transmitted: 0,
     txDropped: 0,
@@ -91,6 +106,10 @@ export class MemoryBackend implements NetBackend {
     if (vnet && options.offloads) Object.assign(offloads, options.offloads);
     this.capabilities = { vnetHeader: vnet, offloads, queuePairs: queues };
     this.backlog = backlog;
+    const mode = options.receive ?? 'direct';
+    if (mode !== 'direct' && mode !== 'copy')
+      throw new OptionsError(`MemoryBackend: receive must be 'direct' or 'copy', got ${String(mode)}`);
+    this.direct = mode === 'direct';
     this.paused = new Array<boolean>(queues).fill(false);
     this.held = Array.from({ length: queues }, () => []);
   }
@@ -194,6 +213,7 @@ export class MemoryBackend implements NetBackend {
 
   setVnetHeaderSize(size: number): void {
     this.vnetHeaderSizeCalls.push(size);
+    this.hdrSize = size;
   }
 
   setQueuePairEnabled(queuePair: number, enabled: boolean): void {
@@ -216,7 +236,49 @@ export class MemoryBackend implements NetBackend {
 
   private deliver(frame: Uint8Array, qp: number, off: NetOffload | null): void {
     this.s.delivered++;
-    (this.sink as BackendSink).receive(frame, qp, off);
+    const sink = this.sink as BackendSink;
+    const hs = this.capabilities.vnetHeader ? this.hdrSize : 0;
+    if (this.direct && sink.completeReceive && sink.lendReceive?.(qp, hs, this.target)) {
+      this.s.deliveredDirect++;
+      sink.completeReceive(this.writeLent(hs, off, frame), this.overflow);
+      return;
+    }
+    sink.receive(frame, qp, off);
+  }
+
+  /**
+   * What tun's read does with a vnet header: the 10 offload bytes, the rest of the header skipped (left
+   * as it was), then the frame, over the lent segments and then the overflow. Returns the bytes written.
+   */
+  private writeLent(hs: number, off: NetOffload | null, frame: Uint8Array): number {
+    const t = this.target;
+    const total = hs + frame.length;
+    if (this.overflow.length < total) this.overflow = new Uint8Array(total);
+    const h = this.header;
+    h.fill(0);
+    if (hs > 0 && off) {
+      const v = new DataView(h.buffer);
+      v.setUint8(0, off.flags);
+      v.setUint8(1, off.gsoType);
+      v.setUint16(2, off.hdrLen, true);
+      v.setUint16(4, off.gsoSize, true);
+      v.setUint16(6, off.csumStart, true);
+      v.setUint16(8, off.csumOffset, true);
+    }
+    const put = (dst: Uint8Array, o: number, from: number, to: number) => {
+      // Stream bytes [from, to) at dst[o...]: header bytes 10..hs are skipped, not written.
+      for (let p = from; p < Math.min(to, hs, 10); p++) dst[o + p - from] = h[p] as number;
+      const f = Math.max(from, hs);
+      if (f < to) dst.set(frame.subarray(f - hs, to - hs), o + f - from);
+    };
+    let pos = 0;
+    for (let i = 0; i < t.count && pos < total; i++) {
+      const n = Math.min(t.lengths[i] as number, total - pos);
+      put(t.bytes[i] as Uint8Array, t.offsets[i] as number, pos, pos + n);
+      pos += n;
+    }
+    if (pos < total) put(this.overflow, 0, pos, total);
+    return total;
   }
 
   /**

@@ -39,6 +39,23 @@ export interface BackendCapabilities {
   queuePairs: number;
 }
 
+/**
+ * Where a backend may write one received frame without a copy: the segments of a guest receive buffer
+ * (`BackendSink.lendReceive` fills it). Segment i is `bytes[i][offsets[i], offsets[i] + lengths[i])`;
+ * `bytes[i]` is a whole guest-memory region, so a backend with FFI turns it into a host address once
+ * per region (see TapBackend). Reused by the backend for every frame.
+ */
+export class ReceiveTarget {
+  /** The most segments a lend fills; a buffer with more takes the copying path. */
+  static readonly MAX_SEGMENTS = 64;
+  count = 0;
+  /** Sum of `lengths`. */
+  capacity = 0;
+  readonly bytes: Uint8Array[] = [];
+  readonly offsets = new Float64Array(ReceiveTarget.MAX_SEGMENTS);
+  readonly lengths = new Uint32Array(ReceiveTarget.MAX_SEGMENTS);
+}
+
 /** The device side of the contract: the backend calls these. */
 export interface BackendSink {
   /**
@@ -49,6 +66,24 @@ export interface BackendSink {
   receive(frame: Uint8Array, queuePair: number, offload: NetOffload | null): void;
   /** The backend's link went down or up (tap carrier, peer gone). */
   linkChanged?(up: boolean): void;
+  /**
+   * Direct receive, optional (a backend that reads with scatter I/O uses it to skip the copy): lends the
+   * guest's next receive buffer for backend queue `queuePair`. The backend writes `[vnet header of
+   * headerSize bytes (0: none)][frame]` over `target`'s segments in order, the rest (a frame larger than
+   * the buffer) into an overflow buffer of its own, then calls `completeReceive`, or `cancelReceive` when
+   * it read nothing. False means "use `receive`": the device must see the frame before choosing a buffer
+   * (RSS, flow steering), frames are already waiting, there is no suitable buffer, the header sizes differ.
+   * One lend at a time; nothing else may be called on the sink until it is completed or cancelled.
+   */
+  lendReceive?(queuePair: number, headerSize: number, target: ReceiveTarget): boolean;
+  /**
+   * The lent receive holds `length` bytes (vnet header included): the lent segments first, then whatever
+   * did not fit at the start of `overflow`. The device takes the frame as `receive` would (filter, offload
+   * checks, more buffers for mergeable rx, backlog, counted drops).
+   */
+  completeReceive?(length: number, overflow: Uint8Array): void;
+  /** The lent buffer was not used (the read found nothing or failed): the guest gets it back untouched in the ring. */
+  cancelReceive?(): void;
 }
 
 /** Outcome of `NetBackend.transmit`. */
@@ -65,6 +100,18 @@ export interface NetBackend {
    * Never throws for a per-frame failure (EAGAIN, ENOBUFS, tap gone): it returns 'dropped'.
    */
   transmit(frame: Uint8Array, queuePair: number, offload: NetOffload | null): TransmitResult;
+  /**
+   * `transmit` for the frame at `bytes[offset, offset + length)`, optional. The device calls it instead
+   * of `transmit` when present, with `bytes` a whole guest-memory region, so a frame costs no view (no
+   * allocation per frame). The same rules: read only those bytes, and only during the call.
+   */
+  transmitRange?(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    queuePair: number,
+    offload: NetOffload | null,
+  ): TransmitResult;
   /** Stop / resume delivering frames on a queue pair (the guest ran out of rx buffers / posted more). */
   pause(queuePair: number): void;
   resume(queuePair: number): void;
