@@ -31,6 +31,12 @@ export interface Libc {
   strerror(errnum: number): string;
   /** Stable native memory (for asynchronous calls) and an ArrayBuffer view over it. */
   alloc(size: number): { ptr: unknown; bytes: Uint8Array };
+  /**
+   * The host address of `bytes[0]`, for iovecs that point into guest memory. Stable for the array's
+   * life: ArrayBuffer backing stores do not move, and reading `.buffer` first takes a small typed array
+   * off V8's heap, where it could move.
+   */
+  addressOf(bytes: Uint8Array): number;
 }
 
 /** open(2) flags and misc constants (Linux generic). */
@@ -129,6 +135,8 @@ function bind(): Libc {
   const fcntl = lib.func('fcntl', 'int', ['int', 'int', 'int']);
   const socket = lib.func('int socket(int domain, int type, int protocol)');
   const strerror = lib.func('const char *strerror(int errnum)');
+  // memmove(p, p, 0) returns p: koffi passes a TypedArray's own memory (no copy) to synchronous calls.
+  const memmove = lib.func('void *memmove(void *dst, void *src, unsigned long n)');
   return {
     open,
     close,
@@ -148,6 +156,10 @@ function bind(): Libc {
     alloc(size) {
       const ptr = koffi.alloc('uint8_t', size);
       return { ptr, bytes: new Uint8Array(koffi.view(ptr, size)) };
+    },
+    addressOf(bytes) {
+      void bytes.buffer;
+      return Number(koffi.address(memmove(bytes, bytes, 0)));
     },
   };
 }

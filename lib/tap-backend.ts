@@ -7,14 +7,18 @@
  *
  * Receive (tap -> guest): every open backend in the process shares one poller: a single `poll(2)` on a
  * koffi worker thread over all readable-wanted tap fds plus an eventfd used to re-arm it. When it
- * returns, the main thread drains each ready fd with non-blocking `read(2)` (koffi, synchronous) into a
- * reused buffer, up to a budget, then re-arms. No busy-waiting, one worker thread whatever the number of
- * taps, and the per-frame cost is one FFI read (the async hop is paid per batch, not per frame).
- * `pause(qp)` removes the fd from the poll set (the kernel queues, then drops, as for a slow QEMU).
+ * returns, the main thread drains each ready fd with non-blocking reads (koffi, synchronous), up to a
+ * budget, then re-arms. No busy-waiting, one worker thread whatever the number of taps, and the per-frame
+ * cost is one FFI call (the async hop is paid per batch, not per frame). Each read is a `readv(2)` straight
+ * into the guest's receive buffer when the device lends one (BackendSink.lendReceive), with a reused
+ * buffer of ours as the overflow iovec so no frame is ever truncated; otherwise a `read(2)` into that
+ * buffer and the device copies. `pause(qp)` removes the fd from the poll set (the kernel queues, then
+ * drops, as for a slow QEMU).
  *
- * Transmit (guest -> tap): the header is built into a preallocated buffer and the frame copied behind
- * it, then one `write(2)`: a tap takes exactly one frame per write, and copying ≤64 KiB is cheaper than
- * resolving a guest-memory address for a writev iovec on every frame. Nothing is allocated per frame.
+ * Transmit (guest -> tap): `transmitRange` builds the header in a preallocated buffer and `writev(2)`s it
+ * with the frame where it lies in guest memory: no copy, nothing allocated per frame. Guest-memory
+ * regions become host addresses once per region (Libc.addressOf). `transmit` (a frame the caller owns)
+ * copies behind the header and `write(2)`s.
  */
 import { execFileSync } from 'node:child_process';
 import { BackendError, OptionsError } from './errors.js';
@@ -36,15 +40,16 @@ import {
   POLLNVAL,
 } from './libc.js';
 import { TapLinkWatch } from './link-monitor.js';
-import type {
-  BackendCapabilities,
-  BackendOffloads,
-  BackendSink,
-  NetBackend,
-  NetOffload,
-  TransmitResult,
+import {
+  type BackendCapabilities,
+  type BackendOffloads,
+  type BackendSink,
+  emptyOffload,
+  type NetBackend,
+  type NetOffload,
+  ReceiveTarget,
+  type TransmitResult,
 } from './net-backend.js';
-import { emptyOffload } from './net-backend.js';
 
 /** linux/if_tun.h ioctls (x86-64/aarch64 encodings of _IOW/_IOR('T', n, int)). */
 export const TUNSETIFF = 0x400454ca;
@@ -98,24 +103,35 @@ export interface TapOpenOptions {
    * `ip link set TAP down|up` (or carrier off|on) to the device as BackendSink.linkChanged. Default true.
    */
   watchLink?: boolean;
+  /**
+   * Zero copy: read frames straight into guest receive buffers the device lends, and write guest frames
+   * from guest memory with writev. Default true; false reads into and writes from our own buffers.
+   */
+  zeroCopy?: boolean;
 }
 
 /** Options of `TapBackend.adopt`. */
 export interface TapAdoptOptions {
   /** Take over fds as they are; the header mode is read back with TUNGETIFF. */
   vnetHeader?: boolean;
+  /** As TapOpenOptions.zeroCopy. Default true. */
+  zeroCopy?: boolean;
 }
 
 /** Counters of one TapBackend (monotonic). */
 export interface TapStats {
   rxFrames: number;
   rxBytes: number;
+  /** Of rxFrames, those read straight into a guest buffer (BackendSink.lendReceive). */
+  rxDirect: number;
   /** read(2) failures other than EAGAIN/EINTR, and frames shorter than the vnet header. */
   rxErrors: number;
   /** poll wake-ups that found this backend's fds ready (frames per wake-up = rxFrames / rxWakeups). */
   rxWakeups: number;
   txFrames: number;
   txBytes: number;
+  /** Of txFrames, those written from guest memory without a copy (transmitRange). */
+  txDirect: number;
   /** Every transmit that returned 'dropped' (the sum of the txDropped* below). */
   txDropped: number;
   /** EAGAIN / ENOBUFS / ENOMEM from the kernel. */
@@ -299,15 +315,26 @@ export class TapBackend implements NetBackend {
   private readonly rxOffload: NetOffload = emptyOffload();
   private readonly txBuf = new Uint8Array(VNET_HDR_BASE + 10 + MAX_FRAME);
   private readonly txView = new DataView(this.txBuf.buffer);
+  /** Zero copy (TapOpenOptions.zeroCopy): iovecs for readv into lent guest buffers and writev from guest memory. */
+  zeroCopy = true;
+  private readonly target = new ReceiveTarget();
+  private readonly rxIov = new Uint32Array(4 * (ReceiveTarget.MAX_SEGMENTS + 1));
+  private readonly txIov = new Uint32Array(8);
+  /** Host addresses of guest-memory regions (and our buffers), resolved once per array. */
+  private readonly addresses = new WeakMap<Uint8Array, number>();
+  private lastBytes: Uint8Array | null = null;
+  private lastAddress = 0;
   /** The first 10 header bytes in txBuf hold a previous frame's offload (not all zero). */
   private txHdrDirty = false;
   private readonly s: TapStats = {
     rxFrames: 0,
     rxBytes: 0,
+    rxDirect: 0,
     rxErrors: 0,
     rxWakeups: 0,
     txFrames: 0,
     txBytes: 0,
+    txDirect: 0,
     txDropped: 0,
     txDroppedBusy: 0,
     txDroppedInvalid: 0,
@@ -402,6 +429,7 @@ export class TapBackend implements NetBackend {
       }
       const tap = new TapBackend(c, fds, actual, flags, features);
       tap.watchLink = options.watchLink ?? true;
+      tap.zeroCopy = options.zeroCopy ?? true;
       return tap;
     } catch (err) {
       for (const fd of fds) c.close(fd);
@@ -445,7 +473,9 @@ export class TapBackend implements NetBackend {
       throw new OptionsError('TapBackend.adopt: several fds need a tap opened with IFF_MULTI_QUEUE');
     const f = new Uint32Array(1);
     const features = c.ioctlPtr(fds[0] as number, TUNGETFEATURES, f) === 0 ? (f[0] as number) : 0;
-    return new TapBackend(c, [...fds], name, flags, features);
+    const tap = new TapBackend(c, [...fds], name, flags, features);
+    tap.zeroCopy = options.zeroCopy ?? true;
+    return tap;
   }
 
   /** The header size on the fds now (TUNGETVNETHDRSZ as last set; 0 without IFF_VNET_HDR). */
@@ -494,32 +524,68 @@ export class TapBackend implements NetBackend {
     const hs = this.hdrSize;
     const len = frame.length;
     if (len + hs > this.txBuf.length) return this.drop('invalid');
-    const b = this.txBuf;
+    this.putTxHeader(offload);
+    this.txBuf.set(frame, hs);
+    return this.txResult(this.c.write(q.fd, this.txBuf, len + hs), len + hs, false);
+  }
+
+  /**
+   * The frame at `bytes[offset, offset + length)` (a guest-memory region, from the device): one writev
+   * of [header, frame in place]. Without zeroCopy, as `transmit` on a view.
+   */
+  transmitRange(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    queuePair: number,
+    offload: NetOffload | null,
+  ): TransmitResult {
+    if (!this.zeroCopy) return this.transmit(bytes.subarray(offset, offset + length), queuePair, offload);
+    const q = this.queues[queuePair];
+    if (q === undefined) return this.drop('invalid');
+    if (this.closed || this.gone || !q.attached) return this.drop('down');
+    const hs = this.hdrSize;
+    // The kernel reads what the iovec says: the range must lie inside `bytes`.
+    if (!(offset >= 0 && length >= 0 && offset + length <= bytes.length) || length + hs > this.txBuf.length)
+      return this.drop('invalid');
+    const iov = this.txIov;
+    let n = 0;
     if (hs > 0) {
-      const v = this.txView;
-      // Bytes past the first 10 (num_buffers, hash) stay zero: the kernel skips them on tx.
-      if (offload === null) {
-        if (this.txHdrDirty) {
-          v.setUint32(0, 0);
-          v.setUint32(4, 0);
-          v.setUint16(8, 0);
-          this.txHdrDirty = false;
-        }
-      } else {
-        v.setUint8(0, offload.flags);
-        v.setUint8(1, offload.gsoType);
-        v.setUint16(2, offload.hdrLen, true);
-        v.setUint16(4, offload.gsoSize, true);
-        v.setUint16(6, offload.csumStart, true);
-        v.setUint16(8, offload.csumOffset, true);
-        this.txHdrDirty = true;
-      }
+      this.putTxHeader(offload);
+      setIovec(iov, n++, this.addressOf(this.txBuf), hs);
     }
-    b.set(frame, hs);
-    const n = this.c.write(q.fd, b, len + hs);
-    if (n === len + hs) {
+    setIovec(iov, n++, this.addressOf(bytes) + offset, length);
+    return this.txResult(this.c.writev(q.fd, iov, n), length + hs, true);
+  }
+
+  /** The vnet header of the next frame in txBuf[0, hdrSize). */
+  private putTxHeader(offload: NetOffload | null): void {
+    if (this.hdrSize === 0) return;
+    const v = this.txView;
+    // Bytes past the first 10 (num_buffers, hash) stay zero: the kernel skips them on tx.
+    if (offload === null) {
+      if (this.txHdrDirty) {
+        v.setUint32(0, 0);
+        v.setUint32(4, 0);
+        v.setUint16(8, 0);
+        this.txHdrDirty = false;
+      }
+    } else {
+      v.setUint8(0, offload.flags);
+      v.setUint8(1, offload.gsoType);
+      v.setUint16(2, offload.hdrLen, true);
+      v.setUint16(4, offload.gsoSize, true);
+      v.setUint16(6, offload.csumStart, true);
+      v.setUint16(8, offload.csumOffset, true);
+      this.txHdrDirty = true;
+    }
+  }
+
+  private txResult(n: number, total: number, direct: boolean): TransmitResult {
+    if (n === total) {
       this.s.txFrames++;
-      this.s.txBytes += len;
+      this.s.txBytes += total - this.hdrSize;
+      if (direct) this.s.txDirect++;
       return 'sent';
     }
     if (n >= 0) return this.drop('busy'); // a tap never writes short; treat it as a lost frame
@@ -529,6 +595,37 @@ export class TapBackend implements NetBackend {
     if (e === Errno.EINVAL || e === Errno.EMSGSIZE || e === Errno.EFAULT) return this.drop('invalid');
     if (isGoneErrno(e)) this.vanished();
     return this.drop('down');
+  }
+
+  /** Host address of `bytes[0]`: one FFI call per array, then a cache hit. */
+  private addressOf(bytes: Uint8Array): number {
+    if (bytes === this.lastBytes) return this.lastAddress;
+    let a = this.addresses.get(bytes);
+    if (a === undefined) {
+      a = this.c.addressOf(bytes);
+      this.addresses.set(bytes, a);
+    }
+    this.lastBytes = bytes;
+    this.lastAddress = a;
+    return a;
+  }
+
+  /**
+   * iovecs for a lent receive: the guest segments, then rxBuf as the overflow. 0 when a segment does not
+   * lie inside its array (never from our device; the kernel must not write outside it).
+   */
+  private rxIovecs(): number {
+    const t = this.target;
+    const iov = this.rxIov;
+    for (let i = 0; i < t.count; i++) {
+      const b = t.bytes[i] as Uint8Array;
+      const o = t.offsets[i] as number;
+      const l = t.lengths[i] as number;
+      if (!(o >= 0 && o + l <= b.length)) return 0;
+      setIovec(iov, i, this.addressOf(b) + o, l);
+    }
+    setIovec(iov, t.count, this.addressOf(this.rxBuf), this.rxBuf.length);
+    return t.count + 1;
   }
 
   pause(queuePair: number): void {
@@ -693,10 +790,26 @@ export class TapBackend implements NetBackend {
     if (!sink) return false;
     const c = this.c;
     const buf = this.rxBuf;
+    const direct =
+      this.zeroCopy &&
+      sink.lendReceive !== undefined &&
+      sink.completeReceive !== undefined &&
+      sink.cancelReceive !== undefined;
     for (let i = 0; i < RX_BUDGET; i++) {
       if (q.paused || !q.attached || this.closed || this.gone) return false;
-      const n = c.read(q.fd, buf, buf.length);
+      const hs = this.hdrSize;
+      let lent = direct && sink.lendReceive!(q.qp, hs, this.target);
+      let n: number;
+      if (lent) {
+        const cnt = this.rxIovecs();
+        if (cnt === 0) {
+          sink.cancelReceive!();
+          lent = false;
+          n = c.read(q.fd, buf, buf.length);
+        } else n = c.readv(q.fd, this.rxIov, cnt);
+      } else n = c.read(q.fd, buf, buf.length);
       if (n < 0) {
+        if (lent) sink.cancelReceive!();
         const e = c.errno();
         if (e === Errno.EAGAIN || e === Errno.EINTR) break;
         if (isGoneErrno(e)) {
@@ -706,12 +819,20 @@ export class TapBackend implements NetBackend {
         this.s.rxErrors++;
         break;
       }
-      const hs = this.hdrSize;
       if (n < hs || n === 0) {
+        if (lent) sink.cancelReceive!();
         this.s.rxErrors++;
         continue;
       }
       const len = n - hs;
+      if (lent) {
+        this.s.rxFrames++;
+        this.s.rxDirect++;
+        this.s.rxBytes += len;
+        sink.completeReceive!(n, buf);
+        if (i === RX_BUDGET - 1) return true;
+        continue;
+      }
       let frame = this.rxFrameViews[len];
       if (frame === undefined) {
         frame = buf.subarray(hs, n);
@@ -805,4 +926,12 @@ function probeOffloads(c: Libc, fd: number): BackendOffloads {
   o.uso4 = o.uso6 = csum && ok(TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6);
   c.ioctlVal(fd, TUNSETOFFLOAD, 0);
   return o;
+}
+
+/** iovec `i` of an array of `struct iovec { void *base; size_t len; }` (x86-64/aarch64), as 32-bit words. */
+function setIovec(iov: Uint32Array, i: number, address: number, length: number): void {
+  iov[4 * i] = address >>> 0;
+  iov[4 * i + 1] = Math.floor(address / 0x1_0000_0000);
+  iov[4 * i + 2] = length;
+  iov[4 * i + 3] = 0;
 }

@@ -4,13 +4,14 @@
  * (VirtioNetDriver) brought up through the PCI transport. Tap replies arrive asynchronously (the tap's
  * poller runs on the event loop), so the guest side polls the rx rings with small awaits.
  */
+
+import { VirtioNetDriver } from '../../devices/testing/net-driver.js';
+import type { VirtioNetPciOptions } from '../../devices/virtio-net-options.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../../devices/virtio-net-pci.js';
 import { GuestMemory } from '../../lib/guest-memory.js';
 import type { NetOffload } from '../../lib/net-backend.js';
 import { NetNamespace, uniqueName } from '../../lib/netns.js';
 import { TapBackend } from '../../lib/tap-backend.js';
-import { VirtioNetDriver } from '../../devices/testing/net-driver.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../../devices/virtio-net-pci.js';
-import type { VirtioNetPciOptions } from '../../devices/virtio-net-options.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
 import { GUEST_IP, GUEST_MAC, KERNEL_IP, KERNEL_MAC } from '../tap/frames.js';
 
@@ -51,6 +52,8 @@ export interface DeviceFixtureOptions {
   device?: Partial<VirtioNetPciOptions>;
   /** Features the synthetic guest accepts (default: Linux 6.1's). */
   wanted?: bigint;
+  /** TapOpenOptions.zeroCopy (default true). */
+  zeroCopy?: boolean;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -61,7 +64,7 @@ export function deviceFixture(options: DeviceFixtureOptions = {}): DeviceFixture
   let tap: TapBackend | undefined;
   let dev: VirtioNetPci | undefined;
   try {
-    tap = TapBackend.open({ name: uniqueName('vd'), queues });
+    tap = TapBackend.open({ name: uniqueName('vd'), queues, zeroCopy: options.zeroCopy });
     ns.adopt(tap.name);
     // No IPv6 chatter (router solicitations, MLD) on the tap: tests look at specific frames and counters.
     ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${tap.name}.disable_ipv6=1`]);

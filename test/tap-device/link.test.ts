@@ -9,8 +9,8 @@
  * (lib/link-monitor.ts) and reaches the guest as link down, then up again.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseIpv4, udpFrame, icmpEcho } from '../tap/frames.js';
 import { lines, PY_UDP_RECV, PY_UDP_SEND } from '../tap/fixture.js';
+import { icmpEcho, parseIpv4, udpFrame } from '../tap/frames.js';
 import {
   type DeviceFixture,
   deviceFixture,
