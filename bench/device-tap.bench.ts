@@ -13,12 +13,13 @@
  * setImmediate. Raw: `read(fd)` until EAGAIN. Rounds alternate (ABBA for rx); ratios are medians of
  * adjacent pairs, fps are medians.
  */
+
+import { VirtioNetDriver } from '../devices/testing/net-driver.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../devices/virtio-net-pci.js';
 import { GuestMemory } from '../lib/guest-memory.js';
 import { libc } from '../lib/libc.js';
 import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/netns.js';
 import { TapBackend } from '../lib/tap-backend.js';
-import { VirtioNetDriver } from '../devices/testing/net-driver.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../devices/virtio-net-pci.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 
 const BATCH = 128;

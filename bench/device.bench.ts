@@ -12,6 +12,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { VirtioNetDriver } from '../devices/testing/net-driver.js';
+import { createVirtioNetPci } from '../devices/virtio-net-pci.js';
 import { GuestMemory } from '../lib/guest-memory.js';
 import type {
   BackendCapabilities,
@@ -20,8 +22,6 @@ import type {
   NetOffload,
   TransmitResult,
 } from '../lib/net-backend.js';
-import { VirtioNetDriver } from '../devices/testing/net-driver.js';
-import { createVirtioNetPci } from '../devices/virtio-net-pci.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 import { type BenchResult, bench, gcExposed, report } from './harness.js';
 

@@ -7,8 +7,8 @@
 import { gatherReadable, scatterWritable } from '../virtio/descriptor-chain.js';
 import { DescriptorChain, VirtqueueError } from '../virtio/virtqueue.js';
 import { MAC_TABLE_ENTRIES, MAX_VLAN } from './rx-filter.js';
-import { GUEST_OFFLOAD_MASK, has, NetF } from './virtio-net-features.js';
 import type { VirtioNet } from './virtio-net.js';
+import { GUEST_OFFLOAD_MASK, has, NetF } from './virtio-net-features.js';
 
 export const CtrlClass = { RX: 0, MAC: 1, VLAN: 2, ANNOUNCE: 3, MQ: 4, GUEST_OFFLOADS: 5 } as const;
 export const CtrlMac = { TABLE_SET: 0, ADDR_SET: 1 } as const;

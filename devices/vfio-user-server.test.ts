@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GuestMemory } from '../lib/guest-memory.js';
 import { VfioUserClient } from '../lib/vfio-user/client.js';
 import {
+  body,
   Command,
   DMA_MAP,
   DMA_UNMAP,
@@ -19,7 +20,6 @@ import {
   IrqSetFlag,
   MsgFlag,
   REGION_RW,
-  body,
   view,
 } from '../lib/vfio-user/protocol.js';
 import { StandInDevice, StandInReg } from '../lib/vfio-user/stand-in-device.js';

@@ -18,7 +18,7 @@ import {
   type ReceivedMessage,
   type RejectedMessage,
 } from '../lib/vfio-user/channel.js';
-import { DmaError, type DmaMemory, DmaMappings, type DmaRegionInfo } from '../lib/vfio-user/dma.js';
+import { DmaError, DmaMappings, type DmaMemory, type DmaRegionInfo } from '../lib/vfio-user/dma.js';
 import {
   Command,
   commandName,
@@ -38,6 +38,7 @@ import {
   IrqInfoFlag,
   IrqSetFlag,
   MsgFlag,
+  body as makeBody,
   REGION_INFO,
   REGION_RW,
   Region,
@@ -45,7 +46,6 @@ import {
   type ServerCapabilities,
   view,
   WRITE_MULTI,
-  body as makeBody,
 } from '../lib/vfio-user/protocol.js';
 import * as sys from '../lib/vfio-user/sys.js';
 

@@ -16,8 +16,8 @@ import {
   MODERN_BAR,
   MODERN_BAR_SIZE,
   MSIX_BAR,
-  VirtioPciTransport,
   type VirtioPciSnapshot,
+  VirtioPciTransport,
 } from '../virtio/virtio-pci.js';
 import { type NetSnapshot, type QueueStats, VirtioNet } from './virtio-net.js';
 import { NetConfig } from './virtio-net-config.js';

@@ -9,16 +9,7 @@
  *   npm run demo -- --queues 4 --rss  RSS configured by the guest: UDP flows from the peer spread by hash
  *   npm run demo -- --tap             as root: a tap in a fresh network namespace, the kernel as the peer
  */
-import { GuestMemory } from '../lib/guest-memory.js';
-import { MemoryBackend } from '../lib/memory-backend.js';
-import type { NetBackend } from '../lib/net-backend.js';
-import { NetNamespace, netnsUnavailableReason } from '../lib/netns.js';
-import {
-  VIRTIO_NET_RSS_HASH_TYPE_IPv4,
-  VIRTIO_NET_RSS_HASH_TYPE_TCPv4,
-  VIRTIO_NET_RSS_HASH_TYPE_UDPv4,
-} from '../lib/rss-hash.js';
-import { TapBackend } from '../lib/tap-backend.js';
+
 import {
   arp,
   ethernet,
@@ -32,6 +23,16 @@ import {
 import { VirtioNetDriver } from '../devices/testing/net-driver.js';
 import { NetF } from '../devices/virtio-net-features.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../devices/virtio-net-pci.js';
+import { GuestMemory } from '../lib/guest-memory.js';
+import { MemoryBackend } from '../lib/memory-backend.js';
+import type { NetBackend } from '../lib/net-backend.js';
+import { NetNamespace, netnsUnavailableReason } from '../lib/netns.js';
+import {
+  VIRTIO_NET_RSS_HASH_TYPE_IPv4,
+  VIRTIO_NET_RSS_HASH_TYPE_TCPv4,
+  VIRTIO_NET_RSS_HASH_TYPE_UDPv4,
+} from '../lib/rss-hash.js';
+import { TapBackend } from '../lib/tap-backend.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 
 interface Args {

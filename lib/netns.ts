@@ -5,7 +5,7 @@
  * into a fresh namespace with `ip link set … netns`: the fds keep working, and all traffic the kernel
  * side generates stays inside that namespace. Only addresses inside namespaces created here are used.
  */
-import { execFileSync, spawn, type SpawnOptions, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { BackendError } from './errors.js';
 

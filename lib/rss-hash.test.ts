@@ -15,6 +15,7 @@ import {
   optionsHeader,
   routingType2,
   tcp,
+  toeplitzBitSerial,
   u16,
   udp,
 } from './frame-builder.test-util.js';
@@ -44,7 +45,6 @@ import {
   VIRTIO_NET_RSS_HASH_TYPE_UDPv6,
 } from './rss-hash.js';
 import { ToeplitzKey, toeplitzHash } from './toeplitz.js';
-import { toeplitzBitSerial } from './frame-builder.test-util.js';
 
 interface Vector {
   key: string;

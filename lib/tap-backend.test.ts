@@ -4,9 +4,9 @@ import type { BackendOffloads } from './net-backend.js';
 import {
   offloadBits,
   TUN_F_CSUM,
+  TUN_F_TSO_ECN,
   TUN_F_TSO4,
   TUN_F_TSO6,
-  TUN_F_TSO_ECN,
   TUN_F_UFO,
   TUN_F_USO4,
   TUN_F_USO6,

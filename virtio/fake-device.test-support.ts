@@ -3,8 +3,9 @@
 // (loopback). 8 bytes of device config: le32 magic (read-only) at 0, le32 scratch at 4 (writes bump the
 // config generation through configChanged). Feature bit 2 ("extra queue") adds a third queue of size 64,
 // like virtio-net's MQ changes num_queues; feature bit 1 depends on bit 0 (validateFeatures).
-import { DescriptorChain, VirtqueueError } from './virtqueue.js';
+
 import type { VirtioDevice, VirtioDeviceContext } from './virtio-device.js';
+import { DescriptorChain, VirtqueueError } from './virtqueue.js';
 
 export interface FakeDeviceOptions {
   deviceId?: number;

@@ -16,7 +16,7 @@ import {
 } from '../pci/qemu-oracle.test-support.js';
 import { FakeDevice } from './fake-device.test-support.js';
 import { InterruptCollector, VirtioPciDriver } from './testing/pci-driver.js';
-import { VirtioPciTransport, type VirtioPciOptions } from './virtio-pci.js';
+import { type VirtioPciOptions, VirtioPciTransport } from './virtio-pci.js';
 
 const OWN = new URL('../fixtures/virtio-pci/', import.meta.url);
 const ownJson = <T>(name: string): T => JSON.parse(readFileSync(new URL(name, OWN), 'utf8')) as T;

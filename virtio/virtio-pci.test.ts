@@ -8,7 +8,7 @@ import { legacyRingLayout } from './legacy.js';
 import { PackedDriverQueue } from './testing/packed-driver.js';
 import { InterruptCollector, NO_VECTOR, STATUS, VirtioPciDriver } from './testing/pci-driver.js';
 import { SplitDriverQueue, type UsedBuffer } from './testing/split-driver.js';
-import { VirtioPciTransport, type VirtioPciOptions } from './virtio-pci.js';
+import { type VirtioPciOptions, VirtioPciTransport } from './virtio-pci.js';
 
 const MEM_SIZE = 0x200000;
 const F_RING_PACKED = 1n << 34n;

@@ -16,6 +16,7 @@ import {
   TUNSETIFF,
   TUNSETVNETHDRSZ,
 } from '../../lib/tap-backend.js';
+import { lines, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.js';
 import {
   arpRequest,
   GUEST_IP,
@@ -27,7 +28,6 @@ import {
   parseIpv4,
   waitUntil,
 } from './frames.js';
-import { lines, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.js';
 
 const fixtures: TapFixture[] = [];
 const extra: TapBackend[] = [];

@@ -3,8 +3,9 @@
  * network namespace and tap (kernel side 10.77.0.1 inside the namespace) and removes both.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { cleanupNamespaces } from '../../lib/netns.js';
 import { emptyOffload } from '../../lib/net-backend.js';
+import { cleanupNamespaces } from '../../lib/netns.js';
+import { lines, PY_UDP_RECV, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.js';
 import {
   arpRequest,
   GUEST_IP,
@@ -24,7 +25,6 @@ import {
   udpFrame,
   waitUntil,
 } from './frames.js';
-import { lines, PY_UDP_RECV, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.js';
 
 const fixtures: TapFixture[] = [];
 function fixture(...args: Parameters<typeof tapFixture>): TapFixture {

@@ -2,6 +2,7 @@ import * as B from '../../../lib/frame-builder.test-util.js';
 import { ParsedPacket, parsePacket } from '../../../lib/packet-parser.js';
 import { RssHashResult, rssHashParsed } from '../../../lib/rss-hash.js';
 import { ToeplitzKey } from '../../../lib/toeplitz.js';
+
 const KEY = B.hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');
 const f = B.eth(
   0x86dd,
