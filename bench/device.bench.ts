@@ -1,6 +1,9 @@
 /**
  * The virtio-net device's per-frame JS cost, tx and rx, 64 B and 1514 B frames, with a null backend (it
- * drops everything and counts). Driven as a guest drives it: the synthetic guest (VirtioNetDriver) brings
+ * drops everything and counts). Tx hands frames over as (region, offset, length) (`transmitRange`); the
+ * "view" rows use a backend with only `transmit`, which costs one subarray per frame. Rx: the "direct"
+ * rows lend the guest buffer and the bench writes the frame into it as a tap's readv would
+ * (BackendSink.lendReceive), the others call `receive` with a frame the device copies. Driven as a guest drives it: the synthetic guest (VirtioNetDriver) brings
  * the device up through the PCI transport; for tx it has a batch of chains posted and kicks once (a BAR
  * write to the notify area); for rx it has buffers posted and frames arrive through the backend sink.
  * Each result is compared with a baseline in the same process that only copies the same bytes.
@@ -15,12 +18,13 @@ import { fileURLToPath } from 'node:url';
 import { VirtioNetDriver } from '../devices/testing/net-driver.js';
 import { createVirtioNetPci } from '../devices/virtio-net-pci.js';
 import { GuestMemory } from '../lib/guest-memory.js';
-import type {
-  BackendCapabilities,
-  BackendSink,
-  NetBackend,
-  NetOffload,
-  TransmitResult,
+import {
+  type BackendCapabilities,
+  type BackendSink,
+  type NetBackend,
+  type NetOffload,
+  ReceiveTarget,
+  type TransmitResult,
 } from '../lib/net-backend.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 import { type BenchResult, bench, gcExposed, report } from './harness.js';
@@ -53,6 +57,23 @@ class NullBackend implements NetBackend {
   close(): void {}
 }
 
+/** The null backend with the allocation-free tx hand-off. */
+class NullRangeBackend extends NullBackend {
+  transmitRange(
+    _bytes: Uint8Array,
+    _offset: number,
+    length: number,
+    _queuePair: number,
+    _offload: NetOffload | null,
+  ): TransmitResult {
+    this.packets++;
+    this.bytes += length;
+    return 'sent';
+  }
+}
+
+type Variant = 'rss' | 'view' | 'direct' | undefined;
+
 interface Scenario {
   name: string;
   /** Device work for one batch (timed). */
@@ -76,10 +97,11 @@ const RSS_KEY = Uint8Array.from(
     .map((h) => Number.parseInt(h, 16)),
 );
 
-function setup(direction: 'tx' | 'rx', frameSize: number, rss = false): Scenario {
+function setup(direction: 'tx' | 'rx', frameSize: number, variant: Variant): Scenario {
+  const rss = variant === 'rss';
   const ramBytes = new Uint8Array(32 << 20);
   const memory = new GuestMemory([{ address: 0, bytes: ramBytes }]);
-  const backend = new NullBackend();
+  const backend = variant === 'view' ? new NullBackend() : new NullRangeBackend();
   let interrupts = 0;
   const dev = createVirtioNetPci({
     memory,
@@ -146,12 +168,25 @@ function setup(direction: 'tx' | 'rx', frameSize: number, rss = false): Scenario
     dv.setUint16(usedEvent, dv.getUint16(deviceAddr + USED_IDX, true), true);
   };
   const sink = backend.sink!;
+  const target = new ReceiveTarget();
+  // What a tap's readv does in the kernel: [header][frame] into the lent buffer (one segment here).
+  const wire = new Uint8Array(hdr + frameSize);
+  wire.set(frame, hdr);
+  const overflow = new Uint8Array(0);
   const device =
     direction === 'tx'
       ? () => dev.barWrite(notifyBar, notifyOffset, 2, index)
-      : () => {
-          for (let i = 0; i < BATCH; i++) sink.receive(frame, 0, null);
-        };
+      : variant === 'direct'
+        ? () => {
+            for (let i = 0; i < BATCH; i++) {
+              if (!sink.lendReceive!(0, hdr, target)) throw new Error('no buffer lent');
+              target.bytes[0]!.set(wire, target.offsets[0]!);
+              sink.completeReceive!(wire.length, overflow);
+            }
+          }
+        : () => {
+            for (let i = 0; i < BATCH; i++) sink.receive(frame, 0, null);
+          };
   const baseline =
     direction === 'tx'
       ? () => {
@@ -164,7 +199,8 @@ function setup(direction: 'tx' | 'rx', frameSize: number, rss = false): Scenario
             ramBytes.set(frame, a + hdr);
           }
         };
-  const name = `${direction} ${frameSize} B${rss ? ' RSS+hash report' : ''}`;
+  const suffix = { rss: ' RSS+hash report', view: ' (transmit, a view per frame)', direct: ' (direct receive)' };
+  const name = `${direction} ${frameSize} B${variant ? suffix[variant] : ''}`;
   const statsBefore = () =>
     dev.stats() as { txPackets: number; rxPackets: number; txDropped: number; rxDropped: number };
   return {
@@ -186,8 +222,8 @@ interface Row {
   verify: string;
 }
 
-async function runScenario(direction: 'tx' | 'rx', size: number, rss = false): Promise<Row> {
-  const s = setup(direction, size, rss);
+async function runScenario(direction: 'tx' | 'rx', size: number, variant: Variant): Promise<Row> {
+  const s = setup(direction, size, variant);
   const device = await bench(`${s.name} device`, s.device, {
     iterations: LAPS,
     opsPerIteration: BATCH,
@@ -260,23 +296,26 @@ interface ProfileNode {
   children: ProfileNode[];
 }
 
-type ScenarioKey = ['tx' | 'rx', number, boolean?];
+type ScenarioKey = ['tx' | 'rx', number, Variant?];
 const SCENARIOS: ScenarioKey[] = [
   ['tx', 64],
   ['tx', 1514],
+  ['tx', 64, 'view'],
   ['rx', 64],
   ['rx', 1514],
+  ['rx', 64, 'direct'],
+  ['rx', 1514, 'direct'],
   // Full rx steering cost: parse + Toeplitz + indirection table + hash report, per frame.
-  ['rx', 64, true],
+  ['rx', 64, 'rss'],
 ];
-const scenarioName = ([d, n, rss]: ScenarioKey) => `${d} ${n}${rss ? ' rss' : ''}`;
+const scenarioName = ([d, n, v]: ScenarioKey) => `${d} ${n}${v ? ` ${v}` : ''}`;
 
 async function main(): Promise<void> {
   const only = process.env.DEVICE_BENCH_ONLY;
   if (only !== undefined) {
     const sc = SCENARIOS.find((x) => scenarioName(x) === only);
     if (sc === undefined) throw new Error(`DEVICE_BENCH_ONLY: unknown scenario ${only}`);
-    const row = await runScenario(sc[0], sc[1], sc[2] ?? false);
+    const row = await runScenario(sc[0], sc[1], sc[2]);
     console.log(`@@ROW ${JSON.stringify(row)}`);
     return;
   }
