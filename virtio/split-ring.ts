@@ -262,7 +262,8 @@ export class SplitRing implements Virtqueue {
 
   enableNotification(): boolean {
     this.notificationsDisabled = false;
-    return guard(this, () => {
+    // try/catch, not guard(): a closure here would allocate on every kick.
+    try {
       if (this.eventIdx) {
         this.mem.writeU16(this.usedAddr + SPLIT_USED.ring + 8 * this.size, this.lastAvail);
       } else {
@@ -272,17 +273,20 @@ export class SplitRing implements Virtqueue {
       // Re-read the idx after publishing our wish (fenced): chains added meanwhile would not have kicked.
       memoryFence();
       return this.availIdx() !== this.lastAvail;
-    });
+    } catch (err) {
+      throw toVirtqueueError(this, err);
+    }
   }
 
   disableNotification(): void {
     this.notificationsDisabled = true;
     // With EVENT_IDX the flag is ignored; not advancing avail_event is what suppresses kicks.
-    if (!this.eventIdx) {
-      guard(this, () => {
-        const f = this.usedAddr + SPLIT_USED.flags;
-        this.mem.writeU16(f, this.mem.readU16(f) | VIRTQ_USED_F_NO_NOTIFY);
-      });
+    if (this.eventIdx) return;
+    try {
+      const f = this.usedAddr + SPLIT_USED.flags;
+      this.mem.writeU16(f, this.mem.readU16(f) | VIRTQ_USED_F_NO_NOTIFY);
+    } catch (err) {
+      throw toVirtqueueError(this, err);
     }
   }
 
@@ -388,10 +392,3 @@ export function toVirtqueueError(q: { index: number; packed: boolean }, e: unkno
   return e;
 }
 
-export function guard<T>(q: { index: number; packed: boolean }, fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    throw toVirtqueueError(q, e);
-  }
-}
