@@ -11,7 +11,8 @@
  * then drained into the guest: the tap's poller reads, the device fills rx buffers (backlogging and
  * pausing the tap when the ring is full), and the guest re-posts what it consumed and kicks, polling from
  * setImmediate. Raw: `read(fd)` until EAGAIN. Rounds alternate (ABBA for rx); ratios are medians of
- * adjacent pairs, fps are medians.
+ * adjacent pairs, fps are medians. Each row runs with the TapBackend's zero copy on (readv into lent guest
+ * buffers, writev from guest memory) and off (read/write through the backend's own buffers).
  */
 
 import { VirtioNetDriver } from '../devices/testing/net-driver.js';
@@ -143,6 +144,10 @@ function benchTx(tap: TapBackend, size: number): Paired {
   }
   const sent = tap.stats().txFrames - sentBefore;
   if (sent !== TX_ROUNDS * n) throw new Error(`tx: the tap wrote ${sent} of ${TX_ROUNDS * n} frames`);
+  if ((tap.stats().txDirect === tap.stats().txFrames) !== tap.zeroCopy)
+    throw new Error(
+      `tx: ${tap.stats().txDirect} of ${tap.stats().txFrames} frames zero copy (zeroCopy ${tap.zeroCopy})`,
+    );
   return paired(raw, devRates);
 }
 
@@ -208,6 +213,8 @@ async function benchRx(ns: NetNamespace, tap: TapBackend, size: number): Promise
   tap.pause(0);
   const s = dev.stats() as { rxDropped: number; rxPackets: number };
   if (s.rxDropped !== 0) throw new Error(`rx: the device dropped ${s.rxDropped} frames`);
+  if (tap.stats().rxDirect > 0 !== tap.zeroCopy)
+    throw new Error(`rx: ${tap.stats().rxDirect} frames read into guest buffers (zeroCopy ${tap.zeroCopy})`);
   return paired(raw, devRates);
 }
 
@@ -217,32 +224,38 @@ async function main(): Promise<void> {
     console.error(`device-tap bench ${why}; skipped`);
     return;
   }
-  const rows: { direction: string; size: number; p: Paired }[] = [];
+  const rows: { direction: string; size: number; zeroCopy: boolean; p: Paired; direct: string }[] = [];
   for (const direction of ['guest->tap', 'tap->guest'] as const) {
-    for (const size of [64, 1514]) {
-      // A fresh namespace, tap and device per row (a device attaches to its backend once).
-      const ns = NetNamespace.create('vdtb');
-      const tap = TapBackend.open({ name: uniqueName('vdt') });
-      try {
-        ns.adopt(tap.name);
-        ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${tap.name}.disable_ipv6=1`]);
-        ns.ip('link', 'set', 'dev', tap.name, 'txqueuelen', String(RX_FRAMES + 1000));
-        ns.configure(tap.name, `${KERNEL_IP}/24`);
-        ns.ip('neigh', 'replace', GUEST_IP, 'lladdr', GUEST_MAC, 'dev', tap.name, 'nud', 'permanent');
-        const p = direction === 'guest->tap' ? benchTx(tap, size) : await benchRx(ns, tap, size);
-        rows.push({ direction, size, p });
-      } finally {
-        tap.close();
-        ns.delete();
+    for (const size of [64, 1514])
+      for (const zeroCopy of [true, false]) {
+        // A fresh namespace, tap and device per row (a device attaches to its backend once).
+        const ns = NetNamespace.create('vdtb');
+        const tap = TapBackend.open({ name: uniqueName('vdt'), zeroCopy });
+        try {
+          ns.adopt(tap.name);
+          ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${tap.name}.disable_ipv6=1`]);
+          ns.ip('link', 'set', 'dev', tap.name, 'txqueuelen', String(RX_FRAMES + 1000));
+          ns.configure(tap.name, `${KERNEL_IP}/24`);
+          ns.ip('neigh', 'replace', GUEST_IP, 'lladdr', GUEST_MAC, 'dev', tap.name, 'nud', 'permanent');
+          const p = direction === 'guest->tap' ? benchTx(tap, size) : await benchRx(ns, tap, size);
+          const t = tap.stats();
+          const direct =
+            direction === 'guest->tap' ? `${t.txDirect}/${t.txFrames}` : `${t.rxDirect}/${t.rxFrames}`;
+          rows.push({ direction, size, zeroCopy, p, direct });
+        } finally {
+          tap.close();
+          ns.delete();
+        }
       }
-    }
   }
   const k = (x: number) => `${(x / 1000).toFixed(0)} k`;
-  console.log('| direction | frame | raw koffi loop | device + TapBackend | ratio |');
-  console.log('|---|---|---|---|---|');
-  for (const { direction, size, p } of rows)
+  console.log(
+    '| direction | frame | zero copy | frames zero copy | raw koffi loop | device + TapBackend | ratio |',
+  );
+  console.log('|---|---|---|---|---|---|---|');
+  for (const { direction, size, zeroCopy, p, direct } of rows)
     console.log(
-      `| ${direction} | ${size} B | ${k(p.raw)} fps | ${k(p.device)} fps | ${p.ratio.toFixed(2)} |`,
+      `| ${direction} | ${size} B | ${zeroCopy ? 'on' : 'off'} | ${direct} | ${k(p.raw)} fps | ${k(p.device)} fps | ${p.ratio.toFixed(2)} |`,
     );
 }
 

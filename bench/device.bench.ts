@@ -199,7 +199,11 @@ function setup(direction: 'tx' | 'rx', frameSize: number, variant: Variant): Sce
             ramBytes.set(frame, a + hdr);
           }
         };
-  const suffix = { rss: ' RSS+hash report', view: ' (transmit, a view per frame)', direct: ' (direct receive)' };
+  const suffix = {
+    rss: ' RSS+hash report',
+    view: ' (transmit, a view per frame)',
+    direct: ' (direct receive)',
+  };
   const name = `${direction} ${frameSize} B${variant ? suffix[variant] : ''}`;
   const statsBefore = () =>
     dev.stats() as { txPackets: number; rxPackets: number; txDropped: number; rxDropped: number };
