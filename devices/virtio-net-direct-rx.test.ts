@@ -100,6 +100,36 @@ describe('direct receive through the MemoryBackend', () => {
     expect(b.backend.isPaused(0)).toBe(false);
   });
 
+  for (const packed of [false, true]) {
+    it(`lends as many mergeable buffers as recent frames needed; unused ones go back in order (${packed ? 'packed' : 'split'})`, () => {
+      const b = openBench({ packed }, {}, { rxBuffers: 128 });
+      const frames: Uint8Array[] = [];
+      // Bulk GSO-sized frames, then small ones, then mixed: the lend grows, shrinks, and nothing leaks.
+      const sizes = [
+        ...Array(12).fill(65000),
+        ...Array(30).fill(60),
+        ...Array.from({ length: 60 }, (_, i) => (i % 3 === 0 ? 30000 : 200 + i)),
+      ];
+      for (const [i, len] of sizes.entries()) {
+        const f = rawFrame(len, DEV_MAC, PEER_MAC, i);
+        frames.push(f);
+        b.backend.inject(f);
+        const got = b.driver.receive();
+        expect(got.map((r) => hexOf(r.frame))).toEqual([hexOf(f)]);
+        expect(got[0]!.numBuffers).toBe(Math.ceil((len + 12) / 1548));
+      }
+      expect(stats(b).queues[0]).toMatchObject({ rxPackets: sizes.length, rxBacklogged: 0, rxDropped: 0 });
+      expect(b.backend.stats().deliveredDirect).toBe(sizes.length);
+      // Every one of the 128 buffers is still in the ring: exactly 128 small frames fit before the backlog.
+      let fitted = 0;
+      while (stats(b).queues[0]!.rxBacklogged === 0 && fitted < 200) {
+        b.backend.inject(rawFrame(60, DEV_MAC, PEER_MAC, fitted));
+        fitted++;
+      }
+      expect(fitted - 1).toBe(128);
+    });
+  }
+
   it('declines while RSS steers, while frames wait in the backlog, and for a header-only first buffer', () => {
     const rss = openBench({ mq: true, rss: true, queues: 2 }, { queues: 2 });
     expect(rss.driver.setRss({ hashTypes: 1, table: [0, 1], key: new Uint8Array(40) })).toBe(0);
@@ -178,8 +208,8 @@ function manualBench(rxBuffers = 4) {
   return { memory, backend, dev, driver, sink: backend.sink, t: new ReceiveTarget() };
 }
 
-/** Writes `[12-byte header][frame]` over the lent segments as a backend would; returns the length. */
-function fill(t: ReceiveTarget, frame: Uint8Array): number {
+/** Writes `[12-byte header][frame]` over the lent segments, then `overflow`, as a backend would. */
+function fill(t: ReceiveTarget, frame: Uint8Array, overflow = new Uint8Array(0)): number {
   const stream = new Uint8Array(12 + frame.length);
   stream.set(frame, 12);
   let pos = 0;
@@ -188,6 +218,7 @@ function fill(t: ReceiveTarget, frame: Uint8Array): number {
     t.bytes[i]!.set(stream.subarray(pos, pos + n), t.offsets[i]!);
     pos += n;
   }
+  overflow.set(stream.subarray(pos));
   return stream.length;
 }
 
@@ -201,6 +232,32 @@ describe('direct receive: the contract from the backend side', () => {
     const f = rawFrame(500, DEV_MAC, PEER_MAC, 1);
     sink.completeReceive!(fill(t, f), new Uint8Array(0));
     expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(f)]);
+  });
+
+  it('after large frames the lend covers a whole 64 KiB frame, after small ones one buffer again', () => {
+    const { sink, t, driver } = manualBench(128);
+    const big = rawFrame(65000, DEV_MAC, PEER_MAC, 1);
+    const capacities: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      expect(sink.lendReceive!(0, 12, t)).toBe(true);
+      capacities.push(t.capacity);
+      const overflow = new Uint8Array(70000);
+      const n = fill(t, big, overflow);
+      sink.completeReceive!(n, overflow);
+      expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(big)]);
+    }
+    expect(capacities[0]).toBe(1548);
+    expect(capacities.at(-1)).toBeGreaterThanOrEqual(65012);
+    expect(t.count).toBe(Math.ceil(65012 / 1548));
+    const small = rawFrame(60, DEV_MAC, PEER_MAC, 2);
+    for (let i = 0; i < 60; i++) {
+      expect(sink.lendReceive!(0, 12, t)).toBe(true);
+      sink.completeReceive!(fill(t, small), new Uint8Array(0));
+      expect(driver.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(small)]);
+    }
+    expect(sink.lendReceive!(0, 12, t)).toBe(true);
+    expect(t.capacity).toBe(1548);
+    sink.cancelReceive!();
   });
 
   it('a backend without a header gets the buffer after the header, and the device writes the header', () => {

@@ -12,14 +12,8 @@
 import { GuestMemoryError } from '../lib/errors.js';
 import type { GuestMemory } from '../lib/guest-memory.js';
 import { memoryFence } from '../lib/memory-fence.js';
-import type {
-  BackendOffloads,
-  BackendSink,
-  NetBackend,
-  NetOffload,
-  ReceiveTarget,
-} from '../lib/net-backend.js';
-import { emptyOffload } from '../lib/net-backend.js';
+import type { BackendOffloads, BackendSink, NetBackend, NetOffload } from '../lib/net-backend.js';
+import { emptyOffload, ReceiveTarget } from '../lib/net-backend.js';
 import { ParsedPacket, parsePacket } from '../lib/packet-parser.js';
 import { VIRTIO_NET_HASH_REPORT_NONE } from '../lib/rss-hash.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../lib/segmentation.js';
@@ -235,7 +229,12 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   private lentBackendQueue = 0;
   private lentHeaderSize = 0;
   private lentTarget: ReceiveTarget | null = null;
-  private readonly lentChain = new DescriptorChain(8);
+  /** The chains of the lend, in pop order, and the lent bytes up to the end of each. */
+  private readonly lentChains: DescriptorChain[] = [new DescriptorChain(8)];
+  private lentCount = 0;
+  private readonly lentEnd = new Float64Array(ReceiveTarget.MAX_SEGMENTS);
+  /** Running average of directly received lengths per pair: how much to lend with mergeable buffers. */
+  private readonly rxAverage: Float64Array;
   private readonly lentOffload = emptyOffload();
   /** A lent receive that must take the copying path after all (rare): the frame is gathered here. */
   private readonly rxScratch = new Uint8Array(MAX_FRAME);
@@ -263,6 +262,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.backlogs = Array.from({ length: this.maxQueuePairs }, () => new Backlog(RX_BACKLOG));
     this.txPending = new Array<boolean>(this.maxQueuePairs).fill(false);
     this.rxRecheck = new Array<boolean>(this.maxQueuePairs).fill(false);
+    this.rxAverage = new Float64Array(this.maxQueuePairs);
     this.control = new ControlQueue(this);
     this.configuredMac = Uint8Array.from(options.mac.split(':').map((h) => Number.parseInt(h, 16)));
     this.mac.set(this.configuredMac);
@@ -399,7 +399,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     if (this.lentPair < 0) return;
     const q = this.ctx?.queue(2 * this.lentPair);
     this.lentPair = -1;
-    q?.unpop(this.lentChain);
+    if (q) this.unpopLent(q, 0);
   }
 
   // ---- Embedder controls -------------------------------------------------------------------------
@@ -519,6 +519,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   private resetState(): void {
     this.broken = false;
     this.lentPair = -1;
+    this.lentCount = 0;
+    this.rxAverage.fill(0);
     this.features = 0n;
     this.hdrSize = 12;
     this.mergeable = false;
@@ -795,8 +797,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
 
   /**
    * Lends the next receive buffer of the pair a backend queue feeds, when the frame's buffer can be
-   * chosen before the frame is seen: no RSS or flow steering, nothing waiting in the backlog. The first
-   * writable segment must hold the header and the bytes the filter reads (Linux's layouts always do).
+   * chosen before the frame is seen: no RSS or flow steering, nothing waiting in the backlog. With
+   * mergeable buffers it lends as many as recent frames needed on average (a 64 KiB GSO frame then lands
+   * in place; what a lend lacks is copied from the overflow, what it has extra goes back to the ring).
+   * The first writable segment must hold the header and the bytes the filter reads (Linux's layouts do).
    */
   private lend(backendQueue: number, hs: number, t: ReceiveTarget): boolean {
     const ctx = this.ctx;
@@ -806,49 +810,71 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const pair = backendQueue < this.curQueuePairs ? backendQueue : backendQueue % this.curQueuePairs;
     if (this.backlogs[pair]!.count > 0) return false;
     const q = ctx.queue(2 * pair);
-    const chain = this.lentChain;
-    if (!q?.pop(chain)) return false;
+    if (!q) return false;
+    const want = this.mergeable ? Math.min(this.rxAverage[pair]!, hdr + MAX_FRAME) : 0;
+    const chains = this.lentChains;
+    t.count = 0;
+    t.capacity = 0;
+    let n = 0;
+    do {
+      if (n === chains.length) chains.push(new DescriptorChain(8));
+      const chain = chains[n]!;
+      if (!q.pop(chain)) break;
+      n++;
+      if (!this.lendSegments(ctx.memory, chain, t, n === 1 ? hdr - hs : 0)) {
+        q.unpop(chain);
+        n--;
+        break;
+      }
+      this.lentEnd[n - 1] = t.capacity;
+    } while (t.capacity < want && n < t.offsets.length);
+    if (n === 0) return false;
+    this.lentCount = n;
+    this.lentPair = pair;
+    this.lentBackendQueue = backendQueue;
+    this.lentHeaderSize = hs;
+    this.lentTarget = t;
+    return true;
+  }
+
+  /**
+   * Appends `chain`'s writable segments to `t`, the first `skip` bytes left out (the header, when the
+   * backend writes none). False, with `t` unchanged, when they cannot be lent (see lend).
+   */
+  private lendSegments(mem: GuestMemory, chain: DescriptorChain, t: ReceiveTarget, skip: number): boolean {
     if (chain.writableCount === 0) {
       throw new VirtqueueError(
         'readable-after-writable',
         `rx chain ${chain.head} has no device-writable buffer`,
       );
     }
-    const mem = ctx.memory;
     const first = chain.readableCount;
     const end = first + chain.writableCount;
-    // The backend writes from `skip` bytes into the buffer: the device writes the header itself when the
-    // backend has none.
-    const skip = hdr - hs;
-    let count = 0;
-    let capacity = 0;
-    let ok = end - first <= t.offsets.length && chain.len[first]! >= hdr + FILTER_BYTES;
-    for (let i = first; ok && i < end; i++) {
+    if (t.count + chain.writableCount > t.offsets.length) return false;
+    if (t.count === 0 && chain.len[first]! < this.hdrSize + FILTER_BYTES) return false;
+    let count = t.count;
+    let capacity = t.capacity;
+    for (let i = first; i < end; i++) {
       const cut = i === first ? skip : 0;
       const len = chain.len[i]! - cut;
       if (len === 0) continue;
       const bytes = mem.locate(chain.addr[i]! + cut, len, true);
-      if (bytes === null)
-        ok = false; // spans regions: the copying path handles it
-      else {
-        t.bytes[count] = bytes;
-        t.offsets[count] = mem.locatedOffset;
-        t.lengths[count] = len;
-        count++;
-        capacity += len;
-      }
-    }
-    if (!ok) {
-      q.unpop(chain);
-      return false;
+      if (bytes === null) return false; // spans regions: the copying path handles it
+      t.bytes[count] = bytes;
+      t.offsets[count] = mem.locatedOffset;
+      t.lengths[count] = len;
+      count++;
+      capacity += len;
     }
     t.count = count;
     t.capacity = capacity;
-    this.lentPair = pair;
-    this.lentBackendQueue = backendQueue;
-    this.lentHeaderSize = hs;
-    this.lentTarget = t;
     return true;
+  }
+
+  /** Gives the lent chains from `from` on back to the ring (last popped first). */
+  private unpopLent(q: Virtqueue, from: number): void {
+    for (let i = this.lentCount - 1; i >= from; i--) q.unpop(this.lentChains[i]!);
+    this.lentCount = from;
   }
 
   /** The backend filled a lent buffer: publish it, or fall back to the copying path (see lendReceive). */
@@ -858,14 +884,16 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     this.lentPair = -1;
     const ctx = this.ctx;
     const q = ctx?.queue(2 * pair);
-    if (!ctx || !q) return;
-    const chain = this.lentChain;
+    if (!ctx || !q) {
+      this.lentCount = 0;
+      return;
+    }
     const t = this.lentTarget!;
     const hs = this.lentHeaderSize;
     const hdr = this.hdrSize;
     const frameLength = n - hs;
     if (frameLength < 14 || frameLength > MAX_FRAME || !this.linkUp || n > t.capacity + overflow.length) {
-      q.unpop(chain);
+      this.unpopLent(q, 0);
       this.deviceStats.rxDroppedNotReady++;
       return;
     }
@@ -875,10 +903,12 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const frameAt = o0 + hs;
     const stats = this.queueStats[pair]!;
     if (!this.rxFilter.acceptsAt(b0, frameAt, frameLength)) {
-      q.unpop(chain);
+      this.unpopLent(q, 0);
       stats.rxFiltered++;
       return;
     }
+    // EWMA (1/8) of what frames needed, as Linux sizes its mergeable buffers.
+    this.rxAverage[pair]! += (n - this.rxAverage[pair]!) / 8;
     const offload = hs > 0 ? readNetHeader(b0, headerAt, this.lentOffload) : null;
     if (
       (offload && !offloadPermitted(offload, this.guestOffloadMask)) ||
@@ -886,25 +916,32 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     ) {
       // Software offloads, or (without mergeable buffers) a frame larger than the buffer: take the frame
       // back out and let the copying path decide, as if `receive` had been called.
-      this.copyLentFrame(t, n, overflow);
-      q.unpop(chain);
-      this.receiveFrame(this.rxScratch.subarray(0, frameLength), this.lentBackendQueue, offload);
+      this.fallBackLent(q, t, n, overflow, offload);
       return;
     }
+    // The lent chains the frame reaches; the rest go back.
     let used = 1;
+    while (used < this.lentCount && this.lentEnd[used - 1]! < n) used++;
+    this.unpopLent(q, used);
+    let extra = 0;
     if (n > t.capacity) {
       // Mergeable: the rest went to the overflow; it continues in further buffers (§5.1.6.4.2).
-      used = this.scatterOverflow(q, ctx.memory, overflow, n - t.capacity);
-      if (used === 0) {
-        this.copyLentFrame(t, n, overflow);
-        q.unpop(chain);
-        this.receiveFrame(this.rxScratch.subarray(0, frameLength), this.lentBackendQueue, offload);
+      extra = this.scatterOverflow(q, ctx.memory, overflow, n - t.capacity);
+      if (extra === 0) {
+        this.fallBackLent(q, t, n, overflow, offload);
         return;
       }
+      extra--;
     }
-    writeNetHeader(b0, headerAt, hdr, offload, used, 0, VIRTIO_NET_HASH_REPORT_NONE);
-    q.addUsed(chain, hdr - hs + Math.min(n, t.capacity));
-    for (let i = 0; i < used - 1; i++) q.addUsed(this.rxChains[i]!, this.rxExtraLength[i]!);
+    writeNetHeader(b0, headerAt, hdr, offload, used + extra, 0, VIRTIO_NET_HASH_REPORT_NONE);
+    let before = 0;
+    for (let i = 0; i < used; i++) {
+      const end = Math.min(n, this.lentEnd[i]!);
+      q.addUsed(this.lentChains[i]!, (i === 0 ? hdr - hs : 0) + end - before);
+      before = end;
+    }
+    for (let i = 0; i < extra; i++) q.addUsed(this.rxChains[i]!, this.rxExtraLength[i]!);
+    this.lentCount = 0;
     q.publishUsed();
     stats.rxPackets++;
     stats.rxBytes += frameLength;
@@ -912,6 +949,19 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       stats.rxInterrupts++;
       ctx.notifyQueue(2 * pair);
     }
+  }
+
+  /** A lent frame takes the copying path after all: copied out, every lent buffer back to the ring. */
+  private fallBackLent(
+    q: Virtqueue,
+    t: ReceiveTarget,
+    n: number,
+    overflow: Uint8Array,
+    offload: NetOffload | null,
+  ): void {
+    this.copyLentFrame(t, n, overflow);
+    this.unpopLent(q, 0);
+    this.receiveFrame(this.rxScratch.subarray(0, n - this.lentHeaderSize), this.lentBackendQueue, offload);
   }
 
   /**

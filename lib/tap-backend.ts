@@ -324,6 +324,9 @@ export class TapBackend implements NetBackend {
   private readonly addresses = new WeakMap<Uint8Array, number>();
   private lastBytes: Uint8Array | null = null;
   private lastAddress = 0;
+  /** Host addresses of rxBuf / txBuf (0: not resolved yet); kept apart so the region cache stays hot. */
+  private rxBufAddress = 0;
+  private txBufAddress = 0;
   /** The first 10 header bytes in txBuf hold a previous frame's offload (not all zero). */
   private txHdrDirty = false;
   private readonly s: TapStats = {
@@ -552,7 +555,8 @@ export class TapBackend implements NetBackend {
     let n = 0;
     if (hs > 0) {
       this.putTxHeader(offload);
-      setIovec(iov, n++, this.addressOf(this.txBuf), hs);
+      if (this.txBufAddress === 0) this.txBufAddress = this.c.addressOf(this.txBuf);
+      setIovec(iov, n++, this.txBufAddress, hs);
     }
     setIovec(iov, n++, this.addressOf(bytes) + offset, length);
     return this.txResult(this.c.writev(q.fd, iov, n), length + hs, true);
@@ -624,7 +628,8 @@ export class TapBackend implements NetBackend {
       if (!(o >= 0 && o + l <= b.length)) return 0;
       setIovec(iov, i, this.addressOf(b) + o, l);
     }
-    setIovec(iov, t.count, this.addressOf(this.rxBuf), this.rxBuf.length);
+    if (this.rxBufAddress === 0) this.rxBufAddress = this.c.addressOf(this.rxBuf);
+    setIovec(iov, t.count, this.rxBufAddress, this.rxBuf.length);
     return t.count + 1;
   }
 
