@@ -212,6 +212,31 @@ describe('multiqueue', () => {
     expect(b.driver.receive(1).map((r) => r.frame.length)).toEqual([77]);
   });
 
+  it('a backend that steers flows itself (a multiqueue tap) keeps its choice; one with fewer queues does not', () => {
+    const reply = ethernet(
+      DEV_MAC,
+      PEER_MAC,
+      0x0800,
+      tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
+    );
+    const out = ethernet(
+      PEER_MAC,
+      DEV_MAC,
+      0x0800,
+      tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
+    );
+    const steering = openBench({ mq: true, queues: 4 }, { queues: 4, steersFlows: true });
+    steering.driver.send(out, { pair: 2 });
+    steering.backend.inject(reply, 0);
+    expect(steering.driver.receive(0).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+    expect(steering.backend.stats().deliveredDirect).toBe(1);
+    // Two backend queues for four pairs: the backend cannot have chosen among all four, the device steers.
+    const fewer = openBench({ mq: true, queues: 4 }, { queues: 2, steersFlows: true });
+    fewer.driver.send(out, { pair: 2 });
+    fewer.backend.inject(reply, 0);
+    expect(fewer.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+  });
+
   it('automatic flow steering: a reply arrives on the pair the guest sent the flow on', () => {
     const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
     const out = ethernet(

@@ -602,9 +602,14 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     if (this.backend.capabilities.vnetHeader) this.backend.setOffloads?.(o);
   }
 
-  /** Multiqueue with automatic receive steering (§5.1.6.5.5): MQ in use and RSS not redirecting. */
+  /**
+   * Multiqueue with automatic receive steering (§5.1.6.5.5): MQ in use, RSS not redirecting, and a
+   * backend that does not steer flows itself over as many queues (a multiqueue tap does: tun's automq).
+   */
   private autoSteering(): boolean {
-    return this.multiqueue && this.curQueuePairs > 1 && !(this.rss.enabled && this.rss.redirect);
+    if (!this.multiqueue || this.curQueuePairs < 2 || (this.rss.enabled && this.rss.redirect)) return false;
+    const caps = this.backend.capabilities;
+    return !(caps.steersFlows === true && caps.queuePairs >= this.curQueuePairs);
   }
 
   private applyQueuePairs(): void {

@@ -29,6 +29,8 @@ export interface MemoryBackendOptions {
    * lends (BackendSink.lendReceive), as TapBackend's readv does; 'copy' always calls `receive`.
    */
   receive?: 'direct' | 'copy';
+  /** Claim to steer flows itself like a multiqueue tap (BackendCapabilities.steersFlows). Default false. */
+  steersFlows?: boolean;
 }
 
 /** Counters (monotonic). */
@@ -104,7 +106,12 @@ export class MemoryBackend implements NetBackend {
     const vnet = options.vnetHeader ?? true;
     const offloads = allOffloads(vnet);
     if (vnet && options.offloads) Object.assign(offloads, options.offloads);
-    this.capabilities = { vnetHeader: vnet, offloads, queuePairs: queues };
+    this.capabilities = {
+      vnetHeader: vnet,
+      offloads,
+      queuePairs: queues,
+      steersFlows: options.steersFlows ?? false,
+    };
     this.backlog = backlog;
     const mode = options.receive ?? 'direct';
     if (mode !== 'direct' && mode !== 'copy')

@@ -37,6 +37,12 @@ export interface BackendCapabilities {
   offloads: BackendOffloads;
   /** Queue pairs the backend has (one tap fd per pair with IFF_MULTI_QUEUE). */
   queuePairs: number;
+  /**
+   * The backend already delivers each flow on the queue pair the guest last sent it on (a multiqueue
+   * tap: tun's automq flow table), so the device does not steer again (VIRTIO 1.3 §5.1.6.5.5 automatic
+   * receive steering), as QEMU leaves it to the tap. Default false: the device steers.
+   */
+  steersFlows?: boolean;
 }
 
 /**

@@ -374,7 +374,13 @@ export class TapBackend implements NetBackend {
       return q;
     });
     const offloads = this.vnetHeader ? probeOffloads(c, fds[0] as number) : noOffloads();
-    this.capabilities = { vnetHeader: this.vnetHeader, offloads, queuePairs: fds.length };
+    // tun's automq steers flows over the queues of a multiqueue tap (tun_automq_select_queue).
+    this.capabilities = {
+      vnetHeader: this.vnetHeader,
+      offloads,
+      queuePairs: fds.length,
+      steersFlows: this.multiQueue && fds.length > 1,
+    };
   }
 
   /**
