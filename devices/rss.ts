@@ -199,6 +199,11 @@ export class RssState {
     return hashed ? this.table[this.result.hash & this.tableMask]! : this.unclassified;
   }
 
+  /** The Toeplitz key as configured (a copy). */
+  keyCopy(): Uint8Array {
+    return this.keyBytes.slice();
+  }
+
   snapshot(): RssSnapshot {
     return {
       enabled: this.enabled,

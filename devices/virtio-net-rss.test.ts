@@ -679,3 +679,64 @@ describe('RSS naming a receive queue that is not enabled', () => {
     expect(driver.receive(0).map((f) => f.frame)).toEqual([frame]);
   });
 });
+
+describe('RSS applied by the backend (NetBackend.setRssSteering, a tap with an eBPF program)', () => {
+  const tbl = table(64, (i) => (i * 3) % PAIRS);
+  const flows = Array.from({ length: 40 }, (_, i) => v4tcp('10.1.0.1', '10.1.0.2', 1000 + i * 17, 443));
+
+  function steeringBench(hash: boolean) {
+    const b = openBench({ mq: true, rss: true, hash, queues: PAIRS }, { queues: PAIRS, rssSteering: true });
+    expect(b.driver.rxMode(0, true)).toBe(VIRTIO_NET_OK);
+    expect(b.driver.setRss({ hashTypes: T.ALL, table: tbl, key: KEY, unclassified: 2 })).toBe(VIRTIO_NET_OK);
+    return b;
+  }
+
+  it('gets the configuration; the device keeps the backend queue and receives it straight into guest buffers', () => {
+    const b = steeringBench(false);
+    expect(b.backend.rssSteeringCalls.at(-1)).toEqual({
+      key: KEY,
+      hashTypes: T.ALL,
+      table: tbl,
+      defaultQueue: 2,
+    });
+    for (const f of flows) {
+      const q = expected(f, T.ALL, KEY, tbl, 2).pair; // where the backend puts it
+      const a = deliver(b, f, q);
+      expect([a.pair, a.hashValue, a.hashReport]).toEqual([q, 0, 0]);
+    }
+    expect(b.backend.stats().deliveredDirect).toBe(flows.length);
+    // The device trusts the backend's choice: it does not steer again.
+    const f = flows[0]!;
+    const other = (expected(f, T.ALL, KEY, tbl, 2).pair + 1) % PAIRS;
+    expect(deliver(b, f, other).pair).toBe(other);
+  });
+
+  it('with hash report the device still computes the reported hash (copying path), queue from the backend', () => {
+    const b = steeringBench(true);
+    expect(b.driver.has(NetF.HASH_REPORT)).toBe(true);
+    for (const f of flows.slice(0, 10)) {
+      const e = expected(f, T.ALL, KEY, tbl, 2);
+      const a = deliver(b, f, e.pair);
+      expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([e.pair, e.hashValue >>> 0, e.hashReport]);
+    }
+    expect(b.backend.stats().deliveredDirect).toBe(0);
+  });
+
+  it('not handed over when the table names a detached queue; stopped by VQ_PAIRS_SET and reset', () => {
+    const b = openBench({ mq: true, rss: true, queues: PAIRS }, { queues: PAIRS, rssSteering: true });
+    expect(b.driver.rxMode(0, true)).toBe(VIRTIO_NET_OK);
+    // max_tx_vq 2: backend queues 2 and 3 are detached, but the table names pair 3.
+    expect(b.driver.setRss({ hashTypes: T.ALL, table: [0, 3], key: KEY, maxTxVq: 2 })).toBe(VIRTIO_NET_OK);
+    expect(b.backend.rssSteeringCalls).toEqual([]);
+    const f = flows[1]!;
+    expect(deliver(b, f, 0).pair).toBe(expected(f, T.ALL, KEY, [0, 3], 0).pair); // software RSS
+    expect(b.driver.setRss({ hashTypes: T.ALL, table: [0, 1], key: KEY, maxTxVq: 2 })).toBe(VIRTIO_NET_OK);
+    expect(b.backend.rssSteeringCalls.at(-1)?.table).toEqual([0, 1]);
+    expect(b.driver.setQueuePairs(PAIRS)).toBe(VIRTIO_NET_OK); // the last command wins: RSS off
+    expect(b.backend.rssSteeringCalls.at(-1)).toBeNull();
+    expect(b.driver.setRss({ hashTypes: T.ALL, table: [1], key: KEY })).toBe(VIRTIO_NET_OK);
+    expect(b.backend.rssSteeringCalls.at(-1)?.table).toEqual([1]);
+    b.dev.reset();
+    expect(b.backend.rssSteeringCalls.at(-1)).toBeNull();
+  });
+});

@@ -224,6 +224,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   /** Hash of the frame being delivered (RSS / HASH_CONFIG); report NONE when none was computed. */
   private rxHash = 0;
   private rxHashReport = 0;
+  /** The backend steers by the guest's RSS configuration (NetBackend.setRssSteering accepted it). */
+  private rssInBackend = false;
   /** Direct receive in progress (BackendSink.lendReceive): its pair (-1: none), backend queue, header size. */
   private lentPair = -1;
   private lentBackendQueue = 0;
@@ -518,6 +520,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
 
   private resetState(): void {
     this.broken = false;
+    if (this.rssInBackend) {
+      this.rssInBackend = false;
+      this.backend.setRssSteering?.(null);
+    }
     this.lentPair = -1;
     this.lentCount = 0;
     this.rxAverage.fill(0);
@@ -615,6 +621,32 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   private applyQueuePairs(): void {
     for (let q = 0; q < this.backend.capabilities.queuePairs; q++) {
       this.backend.setQueuePairEnabled?.(q, q < this.curQueuePairs);
+    }
+    this.syncRssSteering();
+  }
+
+  /**
+   * Hands the RSS configuration to a backend that can steer by it (after every MQ command, activation,
+   * restore): only when every queue it can select is an attached backend queue, since backend queue i
+   * feeds pair i. Otherwise (or when it refuses) RSS stays in software.
+   */
+  private syncRssSteering(): void {
+    const b = this.backend;
+    if (b.setRssSteering === undefined) return;
+    const rss = this.rss;
+    const queues = Math.min(this.curQueuePairs, b.capabilities.queuePairs);
+    let fits = this.ctx !== null && rss.enabled && rss.redirect && rss.unclassified < queues;
+    for (let i = 0; fits && i < rss.table.length; i++) fits = rss.table[i]! < queues;
+    if (fits) {
+      this.rssInBackend = b.setRssSteering({
+        key: rss.keyCopy(),
+        hashTypes: rss.hashTypes,
+        table: rss.table,
+        defaultQueue: rss.unclassified,
+      });
+    } else if (this.rssInBackend) {
+      this.rssInBackend = false;
+      b.setRssSteering(null);
     }
   }
 
@@ -763,7 +795,9 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       return;
     }
     let pair = backendQueue < this.curQueuePairs ? backendQueue : backendQueue % this.curQueuePairs;
-    const needHash = this.rss.enabled;
+    // RSS applied by the backend: its queue is the RSS queue; hash only for the hash report.
+    const steeredByBackend = this.rssInBackend && this.rss.redirect;
+    const needHash = this.rss.enabled && (!steeredByBackend || this.hdrSize >= 20);
     this.rxHash = 0;
     this.rxHashReport = VIRTIO_NET_HASH_REPORT_NONE;
     // Automatic steering unless RSS redirects (hash report alone, from HASH_CONFIG, does not).
@@ -772,7 +806,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       parsePacket(frame, this.pkt);
       if (needHash) {
         const steered = this.rss.steer(frame, this.pkt);
-        if (steered >= 0) pair = steered;
+        if (steered >= 0 && !steeredByBackend) pair = steered;
         this.rxHash = this.rss.result.hash;
         this.rxHashReport = this.rss.result.reportType;
       }
@@ -811,7 +845,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const ctx = this.ctx;
     if (!ctx || this.broken || !this.linkUp || this.lentPair >= 0) return false;
     const hdr = this.hdrSize;
-    if ((hs !== 0 && hs !== hdr) || this.rss.enabled || this.autoSteering()) return false;
+    if (hs !== 0 && hs !== hdr) return false;
+    // RSS must see the frame first, unless the backend applied it and no hash is reported.
+    if (this.rss.enabled && !(this.rssInBackend && this.rss.redirect && hdr < 20)) return false;
+    if (this.autoSteering()) return false;
     const pair = backendQueue < this.curQueuePairs ? backendQueue : backendQueue % this.curQueuePairs;
     if (this.backlogs[pair]!.count > 0) return false;
     const q = ctx.queue(2 * pair);

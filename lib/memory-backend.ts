@@ -7,6 +7,7 @@ import { BackendError, OptionsError } from './errors.js';
 import {
   type BackendCapabilities,
   type BackendOffloads,
+  type BackendRssConfig,
   type BackendSink,
   type NetBackend,
   type NetOffload,
@@ -31,6 +32,11 @@ export interface MemoryBackendOptions {
   receive?: 'direct' | 'copy';
   /** Claim to steer flows itself like a multiqueue tap (BackendCapabilities.steersFlows). Default false. */
   steersFlows?: boolean;
+  /**
+   * Accept `setRssSteering` (true) as a tap with an eBPF steering program does; the test then injects
+   * each frame on the queue RSS selects. Default false: `setRssSteering` is declined.
+   */
+  rssSteering?: boolean;
 }
 
 /** Counters (monotonic). */
@@ -70,6 +76,8 @@ export class MemoryBackend implements NetBackend {
   readonly vnetHeaderSizeCalls: number[] = [];
   /** Every `setQueuePairEnabled` call, in order. */
   readonly queuePairEnabledCalls: { queuePair: number; enabled: boolean }[] = [];
+  /** Every `setRssSteering` call, in order (copies; null for stop). */
+  readonly rssSteeringCalls: (BackendRssConfig | null)[] = [];
   /** Every `pause` / `resume` call, in order. */
   readonly pauseCalls: { queuePair: number; paused: boolean }[] = [];
 
@@ -81,6 +89,7 @@ export class MemoryBackend implements NetBackend {
   private closed = false;
   private linkUp = true;
   private readonly direct: boolean;
+  private readonly rssSteering: boolean;
   /** The vnet header size, as a tap's TUNSETVNETHDRSZ (10 until the device sets it). */
   private hdrSize = 10;
   private readonly target = new ReceiveTarget();
@@ -117,6 +126,7 @@ export class MemoryBackend implements NetBackend {
     if (mode !== 'direct' && mode !== 'copy')
       throw new OptionsError(`MemoryBackend: receive must be 'direct' or 'copy', got ${String(mode)}`);
     this.direct = mode === 'direct';
+    this.rssSteering = options.rssSteering ?? false;
     this.paused = new Array<boolean>(queues).fill(false);
     this.held = Array.from({ length: queues }, () => []);
   }
@@ -221,6 +231,13 @@ export class MemoryBackend implements NetBackend {
   setVnetHeaderSize(size: number): void {
     this.vnetHeaderSizeCalls.push(size);
     this.hdrSize = size;
+  }
+
+  setRssSteering(config: BackendRssConfig | null): boolean {
+    this.rssSteeringCalls.push(
+      config && { ...config, key: config.key.slice(), table: Array.from(config.table) },
+    );
+    return config !== null && this.rssSteering && !this.closed;
   }
 
   setQueuePairEnabled(queuePair: number, enabled: boolean): void {

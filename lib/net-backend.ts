@@ -29,6 +29,20 @@ export interface BackendOffloads {
   uso6: boolean;
 }
 
+/**
+ * VIRTIO RSS (VIRTIO 1.3 §5.1.6.4.3) for a backend to apply to its own queue choice: queue =
+ * `table[toeplitz(key, input of the first hash type that applies) & (table.length - 1)]`, `defaultQueue`
+ * when none applies. Queue numbers are the device's queue pairs (backend queue i feeds pair i).
+ */
+export interface BackendRssConfig {
+  key: Uint8Array;
+  /** VIRTIO_NET_RSS_HASH_TYPE_* bits. */
+  hashTypes: number;
+  /** Length a power of two, at most 128. */
+  table: ArrayLike<number>;
+  defaultQueue: number;
+}
+
 /** What the backend can do; the device gates the feature bits it offers on this, as QEMU does. */
 export interface BackendCapabilities {
   /** Frames may carry offload metadata (a tap with IFF_VNET_HDR). Without it: no csum/TSO/UFO/ECN/hash-report. */
@@ -133,6 +147,13 @@ export interface NetBackend {
    * virtual cable is out. Never throws.
    */
   setCarrier?(up: boolean): void;
+  /**
+   * Steer frames by the guest's RSS configuration in the backend (a tap: an eBPF steering program, as
+   * QEMU's), optional. True when from now on every frame arrives on the queue RSS selects, so the device
+   * only keeps that choice (and can receive it straight into guest buffers); false when the backend cannot
+   * (it then steers as before and the device does RSS in software). null stops it. Never throws.
+   */
+  setRssSteering?(config: BackendRssConfig | null): boolean;
   /** Releases every host resource. Idempotent. */
   close(): void;
 }
