@@ -37,7 +37,15 @@ export interface Libc {
    * off V8's heap, where it could move.
    */
   addressOf(bytes: Uint8Array): number;
+  /**
+   * syscall(2) with three arguments, the second a pointer (bpf(2): `syscall(SYS_bpf, cmd, &attr, size)`).
+   * Returns the raw result (-1 and errno on failure).
+   */
+  syscall3(nr: number, arg1: number, arg2: Uint8Array | unknown, arg3: number): number;
 }
+
+/** Syscall numbers this library uses, per architecture (asm-generic for aarch64). */
+export const SYS_bpf = process.arch === 'arm64' ? 280 : 321;
 
 /** open(2) flags and misc constants (Linux generic). */
 export const O_RDWR = 0o2;
@@ -137,6 +145,9 @@ function bind(): Libc {
   const strerror = lib.func('const char *strerror(int errnum)');
   // memmove(p, p, 0) returns p: koffi passes a TypedArray's own memory (no copy) to synchronous calls.
   const memmove = lib.func('void *memmove(void *dst, void *src, unsigned long n)');
+  // syscall is variadic; glibc's is assembly that moves integer registers only, so a fixed prototype of
+  // longs and a pointer passes the same bits (as for ioctl above).
+  const syscall3 = lib.func('syscall', 'long', ['long', 'long', 'void *', 'long']);
   return {
     open,
     close,
@@ -161,5 +172,6 @@ function bind(): Libc {
       void bytes.buffer;
       return Number(koffi.address(memmove(bytes, bytes, 0)));
     },
+    syscall3: (nr, arg1, arg2, arg3) => Number(syscall3(nr, arg1, arg2, arg3)),
   };
 }
