@@ -13,9 +13,13 @@
  * - IPv4 (version 4, IHL >= 5, whole header present): addresses, plus ports for TCP/UDP when the hash
  *   type is on, the datagram is not a fragment and the minimal L4 header is in the frame.
  * - IPv6 (version 6, 40 bytes present): walks up to `MAX_IPV6_EXT_HEADERS` extension headers
- *   (Hop-by-Hop, Routing, Fragment, AH, Destination Options) as the parser does, then the same
- *   port rules. The _EX hash types (Home Address option / type 2 Routing Header addresses) are not
- *   computed: `unsupportedHashTypes` reports them and `load`/`update` refuse them.
+ *   (Hop-by-Hop, Routing, Fragment, AH, Destination Options) as lib/packet-parser.ts does, then the
+ *   same port rules, _EX type before plain per L4 kind. The _EX types use the first type 2 Routing
+ *   Header's address as destination and the first Home Address option (looked for among the first
+ *   `MAX_DEST_OPTIONS` options of each Destination Options header) as source.
+ * - Where the program stops short of the parser (more than MAX_IPV6_EXT_HEADERS extension headers, a
+ *   Home Address option past MAX_DEST_OPTIONS options) it hashes what it found: addresses only, or the
+ *   plain source. Real stacks send at most a handful of each; rssHash differs only for such frames.
  * - Toeplitz over a fixed 36-byte input (src, dst, ports; zero bytes contribute nothing, so IPv4's 12
  *   bytes and address-only inputs fit the same layout) by table lookup: the config map holds, per input
  *   byte position, the hash contribution of each of the 256 byte values (what `ToeplitzKey` builds),
@@ -52,26 +56,27 @@ export const RSS_MAX_TABLE_LEN = 128;
 export const MAX_TAP_QUEUES = 256;
 /** IPv6 extension headers the program walks before giving up on ports (addresses-only hash then). */
 export const MAX_IPV6_EXT_HEADERS = 8;
+/** Options of one Destination Options header the program looks through for a Home Address option. */
+export const MAX_DEST_OPTIONS = 8;
 
-/** Hash types the program computes. */
-export const STEERING_HASH_TYPES =
+const ALL_HASH_TYPES =
   VIRTIO_NET_RSS_HASH_TYPE_IPv4 |
   VIRTIO_NET_RSS_HASH_TYPE_TCPv4 |
   VIRTIO_NET_RSS_HASH_TYPE_UDPv4 |
   VIRTIO_NET_RSS_HASH_TYPE_IPv6 |
   VIRTIO_NET_RSS_HASH_TYPE_TCPv6 |
-  VIRTIO_NET_RSS_HASH_TYPE_UDPv6;
-const ALL_HASH_TYPES =
-  STEERING_HASH_TYPES |
+  VIRTIO_NET_RSS_HASH_TYPE_UDPv6 |
   VIRTIO_NET_RSS_HASH_TYPE_IP_EX |
   VIRTIO_NET_RSS_HASH_TYPE_TCP_EX |
   VIRTIO_NET_RSS_HASH_TYPE_UDP_EX;
+/** Hash types the program computes: all nine of VIRTIO 1.3 §5.1.6.4.3.1. */
+export const STEERING_HASH_TYPES = ALL_HASH_TYPES;
 
 /** The RSS configuration the program applies (VIRTIO 1.3 §5.1.6.5.7.1, `virtio_net_rss_config`). */
 export interface RssSteeringConfig {
   /** Toeplitz key, 1..40 bytes (bytes past its end count as zero, as in lib/toeplitz.ts). */
   key: Uint8Array;
-  /** VIRTIO_NET_RSS_HASH_TYPE_* bits (lib/rss-hash.ts); only `STEERING_HASH_TYPES` are accepted. */
+  /** VIRTIO_NET_RSS_HASH_TYPE_* bits (lib/rss-hash.ts), 0..0x1ff. */
   hashTypes: number;
   /** Indirection table: tap queue per entry; length a power of 2 in 1..128. */
   table: readonly number[];
@@ -259,13 +264,14 @@ export class BpfAssembler {
 
 // ---------------------------------------------------------------------------------------------------
 // The configuration map value (one array entry), native little-endian:
-//   0: u32 hash_types   4: u32 table mask (length - 1)   8: u32 default queue   12: u32 reserved
+//   0: u32 hash_types   4: u32 table mask (length - 1)   8: u32 default queue   12: u32 zero
 //   16: u16 indirection[128]
 //   272: u32 toeplitz[36][256]: contribution of byte value b at input position p (ToeplitzKey's table)
 
 const CFG_HASH_TYPES = 0;
 const CFG_TABLE_MASK = 4;
 const CFG_DEFAULT_QUEUE = 8;
+const CFG_ZERO = 12;
 const CFG_TABLE = 16;
 const CFG_TOEPLITZ = CFG_TABLE + 2 * RSS_MAX_TABLE_LEN;
 /** Hash input bytes: IPv6 source, destination, ports. */
@@ -283,10 +289,6 @@ export function validateSteeringConfig(config: RssSteeringConfig, what = 'TapSte
   if (!Number.isInteger(hashTypes) || hashTypes < 0 || hashTypes & ~ALL_HASH_TYPES)
     throw new OptionsError(
       `${what}: hashTypes must be VIRTIO_NET_RSS_HASH_TYPE_* bits (0..0x1ff), got ${hashTypes}`,
-    );
-  if (hashTypes & ~STEERING_HASH_TYPES)
-    throw new OptionsError(
-      `${what}: hash types 0x${(hashTypes & ~STEERING_HASH_TYPES).toString(16)} (the _EX types) are not computed by the steering program; check unsupportedHashTypes() and use software RSS`,
     );
   const n = table.length;
   if (!Array.isArray(table) || n < 1 || n > RSS_MAX_TABLE_LEN || (n & (n - 1)) !== 0)
@@ -330,7 +332,11 @@ export function encodeSteeringConfig(config: RssSteeringConfig): Uint8Array {
 const S_INPUT = -40; // 36-byte hash input (src, dst, ports), zeroed first
 const S_SCRATCH = -48; // 8 bytes: fields of the header being looked at
 const S_FRAG = -56; // u64: IPv6 fragment seen
-const S_IP4 = -80; // 20-byte IPv4 header
+const S_EXSRC = -64; // u64: offset of the Home Address option's address (0: none seen)
+const S_EXDST = -72; // u64: offset of the type 2 Routing Header's address (0: none seen)
+const S_END = -80; // u64: end offset of the extension header being looked at
+const S_OPT = -88; // 2 bytes: type and length of a Destination Options option
+const S_IP4 = -112; // 20-byte IPv4 header
 const ETH_P_8021Q = 0x8100;
 const ETH_P_8021AD = 0x88a8;
 const SKB_LEN = 0; // offsetof(struct __sk_buff, len)
@@ -358,6 +364,39 @@ export function buildSteeringProgram(mapFd: number): Uint8Array {
   /** goto `target` when none of `bits` is enabled (R2 clobbered). */
   const unlessHashType = (bits: number, target: string) => {
     a.ldx(BPF_W, R2, R7, CFG_HASH_TYPES).aluImm(BPF_AND, R2, bits).jmpImm(BPF_JEQ, R2, 0, target);
+  };
+
+  /**
+   * reg ^= a config word that is always 0: the value is unchanged, but the verifier no longer knows its
+   * range, so a later "== 0" test is not decided statically (which would make the offset precise and
+   * multiply the states it explores, past its 1M-instruction budget).
+   */
+  const opaque = (reg: number) => a.ldx(BPF_W, R2, R7, CFG_ZERO).aluReg(BPF_XOR, reg, R2);
+  /**
+   * Looks for the Home Address option (type 0xc9, length >= 16) in the Destination Options header at
+   * R8 (its end in S_END), over at most MAX_DEST_OPTIONS options, as lib/packet-parser.ts does: Pad1 is
+   * one byte, a truncated option ends the search. Stores the address offset in S_EXSRC. Clobbers R8.
+   */
+  const homeAddressScan = (done: string) => {
+    a.aluImm(BPF_ADD, R8, 2);
+    for (let k = 0; k < MAX_DEST_OPTIONS; k++) {
+      const notPad = a.fresh('npad');
+      const skip = a.fresh('skip');
+      const step = a.fresh('step');
+      a.ldx(BPF_DW, R2, R10, S_END).jmpReg(BPF_JGE, R8, R2, done);
+      loadBytes(R8, 0, S_OPT, 1, done);
+      a.ldx(BPF_B, R1, R10, S_OPT).jmpImm(BPF_JNE, R1, 0, notPad).aluImm(BPF_ADD, R8, 1).ja(step);
+      a.label(notPad);
+      a.ldx(BPF_DW, R2, R10, S_END).movReg(R3, R8).aluImm(BPF_ADD, R3, 2).jmpReg(BPF_JGT, R3, R2, done);
+      loadBytes(R8, 1, S_OPT + 1, 1, done);
+      a.ldx(BPF_B, R1, R10, S_OPT + 1).ldx(BPF_DW, R2, R10, S_END);
+      a.movReg(R3, R8).aluImm(BPF_ADD, R3, 2).aluReg(BPF_ADD, R3, R1).jmpReg(BPF_JGT, R3, R2, done);
+      a.ldx(BPF_B, R2, R10, S_OPT).jmpImm(BPF_JNE, R2, 0xc9, skip).jmpImm(BPF_JLT, R1, 16, skip);
+      a.movReg(R1, R8).aluImm(BPF_ADD, R1, 2);
+      opaque(R1).stx(BPF_DW, R10, S_EXSRC, R1).ja(done);
+      a.label(skip).movReg(R8, R3);
+      a.label(step);
+    }
   };
 
   a.movReg(R6, R1).ldMapValue(R7, mapFd, 0);
@@ -417,7 +456,11 @@ export function buildSteeringProgram(mapFd: number): Uint8Array {
   a.ldx(BPF_B, R1, R10, S_SCRATCH).aluImm(BPF_RSH, R1, 4).jmpImm(BPF_JNE, R1, 6, DEFAULT);
   a.ldx(BPF_B, R9, R10, S_SCRATCH + 6);
   loadBytes(R8, 8, S_INPUT, 32, DEFAULT);
-  a.aluImm(BPF_ADD, R8, 40).st(BPF_DW, R10, S_FRAG, 0);
+  a.aluImm(BPF_ADD, R8, 40).ldx(BPF_W, R1, R7, CFG_ZERO);
+  a.stx(BPF_DW, R10, S_FRAG, R1).stx(BPF_DW, R10, S_EXSRC, R1).stx(BPF_DW, R10, S_EXDST, R1);
+  // Offsets past here are opaque to the verifier: with the VLAN count known, they would be constants
+  // that decide the option scan's comparisons statically, and each constant would be a separate state.
+  opaque(R8);
   for (let i = 0; i <= MAX_IPV6_EXT_HEADERS; i++) {
     const hdr = a.fresh('ext');
     for (const nh of [0, 43, 44, 51, 60]) a.jmpImm(BPF_JEQ, R9, nh, hdr);
@@ -425,12 +468,12 @@ export function buildSteeringProgram(mapFd: number): Uint8Array {
     a.label(hdr);
     // More headers than we walk: the L4 header is out of reach; hash the addresses.
     if (i === MAX_IPV6_EXT_HEADERS) {
-      a.ja('v6addr');
+      a.ja('v6ip');
       break;
     }
     // Every extension header is at least 8 bytes: shorter is truncated (no L4 header).
-    beyondEnd(R8, 8, null, 'v6addr');
-    loadBytes(R8, 0, S_SCRATCH, 8, 'v6addr');
+    beyondEnd(R8, 8, null, 'v6ip');
+    loadBytes(R8, 0, S_SCRATCH, 8, 'v6ip');
     const notFrag = a.fresh('nfrag');
     const notAh = a.fresh('nah');
     const length = a.fresh('len');
@@ -440,30 +483,54 @@ export function buildSteeringProgram(mapFd: number): Uint8Array {
     a.ldx(BPF_H, R2, R10, S_SCRATCH + 2)
       .be(R2, 16)
       .aluImm(BPF_AND, R2, 0xfff9);
-    a.jmpImm(BPF_JEQ, R2, 0, noFragBits).st(BPF_DW, R10, S_FRAG, 1).label(noFragBits);
+    a.jmpImm(BPF_JEQ, R2, 0, noFragBits).movImm(R1, 1);
+    opaque(R1).stx(BPF_DW, R10, S_FRAG, R1).label(noFragBits);
     a.movImm(R1, 8).ja(length);
     a.label(notFrag).jmpImm(BPF_JNE, R9, 51, notAh);
     a.aluImm(BPF_ADD, R1, 2).aluImm(BPF_LSH, R1, 2).ja(length); // AH: (len + 2) * 4
     a.label(notAh).aluImm(BPF_ADD, R1, 1).aluImm(BPF_LSH, R1, 3); // (len + 1) * 8
     a.label(length);
-    beyondEnd(R8, null, R1, 'v6addr');
-    a.movReg(R8, R3).ldx(BPF_B, R9, R10, S_SCRATCH);
+    beyondEnd(R8, null, R1, 'v6ip');
+    a.stx(BPF_DW, R10, S_END, R3);
+    // _EX addresses (VIRTIO 1.3 §5.1.6.4.3.4), the first of each kind: a type 2 Routing Header
+    // (length 2, type 2, segments left 1) names the destination, a Home Address option the source.
+    const notRt2 = a.fresh('nrt2');
+    const next = a.fresh('next');
+    a.jmpImm(BPF_JNE, R9, 43, notRt2).ldx(BPF_DW, R1, R10, S_EXDST).jmpImm(BPF_JNE, R1, 0, next);
+    a.ldx(BPF_W, R1, R10, S_SCRATCH).aluImm(BPF_AND, R1, 0xffffff00).jmpImm(BPF_JNE, R1, 0x01020200, next);
+    a.movReg(R1, R8).aluImm(BPF_ADD, R1, 8);
+    opaque(R1).stx(BPF_DW, R10, S_EXDST, R1).ja(next);
+    a.label(notRt2).jmpImm(BPF_JNE, R9, 60, next).ldx(BPF_DW, R1, R10, S_EXSRC).jmpImm(BPF_JNE, R1, 0, next);
+    homeAddressScan(next);
+    a.label(next);
+    a.ldx(BPF_DW, R8, R10, S_END).ldx(BPF_B, R9, R10, S_SCRATCH);
   }
+  // Per L4 kind the _EX type first, then the plain one (QEMU's order; lib/rss-hash.ts). R9 = use _EX.
   a.label('v6l4');
-  a.ldx(BPF_DW, R1, R10, S_FRAG).jmpImm(BPF_JNE, R1, 0, 'v6addr');
+  a.ldx(BPF_DW, R1, R10, S_FRAG).jmpImm(BPF_JNE, R1, 0, 'v6ip');
   a.jmpImm(BPF_JNE, R9, 6, 'v6udp');
-  unlessHashType(VIRTIO_NET_RSS_HASH_TYPE_TCPv6, 'v6addr');
-  beyondEnd(R8, 20, null, 'v6addr');
-  a.ja('v6ports');
+  unlessHashType(VIRTIO_NET_RSS_HASH_TYPE_TCP_EX | VIRTIO_NET_RSS_HASH_TYPE_TCPv6, 'v6ip');
+  beyondEnd(R8, 20, null, 'v6ip');
+  a.ldx(BPF_W, R9, R7, CFG_HASH_TYPES).aluImm(BPF_AND, R9, VIRTIO_NET_RSS_HASH_TYPE_TCP_EX).ja('v6ports');
   a.label('v6udp');
-  a.jmpImm(BPF_JNE, R9, 17, 'v6addr');
-  unlessHashType(VIRTIO_NET_RSS_HASH_TYPE_UDPv6, 'v6addr');
-  beyondEnd(R8, 8, null, 'v6addr');
+  a.jmpImm(BPF_JNE, R9, 17, 'v6ip');
+  unlessHashType(VIRTIO_NET_RSS_HASH_TYPE_UDP_EX | VIRTIO_NET_RSS_HASH_TYPE_UDPv6, 'v6ip');
+  beyondEnd(R8, 8, null, 'v6ip');
+  a.ldx(BPF_W, R9, R7, CFG_HASH_TYPES).aluImm(BPF_AND, R9, VIRTIO_NET_RSS_HASH_TYPE_UDP_EX);
   a.label('v6ports');
   loadBytes(R8, 0, S_INPUT + 32, 4, DEFAULT);
-  a.ja(HASH);
-  a.label('v6addr');
+  a.ja('v6ex');
+  a.label('v6ip');
+  a.ldx(BPF_W, R9, R7, CFG_HASH_TYPES).aluImm(BPF_AND, R9, VIRTIO_NET_RSS_HASH_TYPE_IP_EX);
+  a.jmpImm(BPF_JNE, R9, 0, 'v6ex');
   unlessHashType(VIRTIO_NET_RSS_HASH_TYPE_IPv6, DEFAULT);
+  a.ja(HASH);
+  // _EX: replace the source / destination by the addresses found, if any.
+  a.label('v6ex').jmpImm(BPF_JEQ, R9, 0, HASH);
+  a.ldx(BPF_DW, R8, R10, S_EXSRC).jmpImm(BPF_JEQ, R8, 0, 'exdst');
+  loadBytes(R8, 0, S_INPUT, 16, DEFAULT);
+  a.label('exdst').ldx(BPF_DW, R8, R10, S_EXDST).jmpImm(BPF_JEQ, R8, 0, HASH);
+  loadBytes(R8, 0, S_INPUT + 16, 16, DEFAULT);
 
   // Toeplitz: R0 ^= toeplitz[pos][input[pos]] for the 36 input bytes.
   // Load offsets are s16: R8 points into the middle of the 36 KiB table so every position is in reach.
@@ -597,7 +664,7 @@ export class TapSteering {
     }
   }
 
-  /** Hash-type bits of `hashTypes` the program does not compute (the _EX types); 0 when all are. */
+  /** Hash-type bits of `hashTypes` the program does not compute: 0, it computes all nine (kept for callers that check). */
   static unsupportedHashTypes(hashTypes: number): number {
     return hashTypes & ALL_HASH_TYPES & ~STEERING_HASH_TYPES;
   }

@@ -13,8 +13,10 @@ import { cleanupNamespaces, NetNamespace, uniqueName } from '../../lib/netns.js'
 import { L3_IPV4, L3_IPV6, L4_TCP, L4_UDP, ParsedPacket, parsePacket } from '../../lib/packet-parser.js';
 import {
   rssHash,
+  VIRTIO_NET_RSS_HASH_TYPE_IP_EX,
   VIRTIO_NET_RSS_HASH_TYPE_IPv4,
   VIRTIO_NET_RSS_HASH_TYPE_IPv6,
+  VIRTIO_NET_RSS_HASH_TYPE_TCP_EX,
   VIRTIO_NET_RSS_HASH_TYPE_TCPv4,
   VIRTIO_NET_RSS_HASH_TYPE_TCPv6,
   VIRTIO_NET_RSS_HASH_TYPE_UDPv4,
@@ -23,6 +25,7 @@ import {
 import { TapBackend } from '../../lib/tap-backend.js';
 import {
   BpfAssembler,
+  MAX_DEST_OPTIONS,
   MAX_IPV6_EXT_HEADERS,
   R0,
   R1,
@@ -110,7 +113,7 @@ function ipv6(exts: Ext[], proto: number, payload: number[], src = 1, dst = 2): 
     const size = e.type === 44 ? 8 : e.type === 51 ? (e.len + 2) * 4 : (e.len + 1) * 8;
     const h = [next, e.type === 44 ? 0 : e.len, ...bytes(size - 2, i + e.type)];
     if (e.type === 44) [h[2], h[3]] = be16(e.len);
-    if (e.body) h.splice(2, e.body.length, ...e.body);
+    if (e.body) h.splice(2, e.body.length, ...e.body.slice(0, size - 2));
     chain.push(...h.slice(0, size));
   });
   const first = exts.length ? (exts[0] as Ext).type : proto;
@@ -202,6 +205,33 @@ function craftedFrames(): Uint8Array[] {
     f.push(eth([], 0x86dd, ipv6([{ type: 60, len: 0 }], 6, []).slice(0, 40 + 5))); // < 8 bytes of it
     f.push(eth([], 0x86dd, ipv6([], 6, l4(6, port, 80, 19)))); // TCP header cut short
     f.push(eth([], 0x86dd, ipv6([], 17, []).slice(0, 39))); // IPv6 header cut short
+    // _EX addresses: Home Address option (after PadN or Pad1s), type 2 Routing Header, both, decoys.
+    const home = [0xc9, 16, 0x20, 1, 0xd, 0xb8, ...bytes(12, port)];
+    const dstOpts = (opts: number[]) => ({ type: 60, len: 2, body: opts });
+    const rt2 = (segLeft: number) => ({
+      type: 43,
+      len: 2,
+      body: [2, segLeft, 0, 0, 0, 0, 0x20, 1, ...bytes(14, port + 1)],
+    });
+    f.push(eth([], 0x86dd, ipv6([dstOpts([1, 2, 0, 0, ...home])], 6, l4(6, port, 80, 20))));
+    f.push(eth([], 0x86dd, ipv6([dstOpts([0, 0, 0, 0, ...home])], 17, l4(17, port, 53, 8))));
+    f.push(eth([], 0x86dd, ipv6([rt2(1)], 6, l4(6, port, 80, 20))));
+    f.push(eth([], 0x86dd, ipv6([rt2(0)], 17, l4(17, port, 53, 8)))); // segments left 0: not used
+    f.push(
+      eth(
+        [],
+        0x86dd,
+        ipv6([{ type: 0, len: 0 }, rt2(1), dstOpts([1, 2, 0, 0, ...home])], 17, l4(17, port, 53, 8)),
+      ),
+    );
+    f.push(
+      eth([], 0x86dd, ipv6([dstOpts([1, 2, 0, 0, 0xc9, 15, ...bytes(16, port)])], 6, l4(6, port, 80, 20))),
+    ); // too short
+    f.push(
+      eth([], 0x86dd, ipv6([dstOpts([1, 2, 0, 0, ...home]), { type: 44, len: 1 }], 17, l4(17, port, 53, 8))),
+    ); // + fragment
+    f.push(eth([], 0x86dd, ipv6([rt2(1)], 58, bytes(8, port)))); // ICMPv6: IP_EX
+    f.push(eth([], 0x86dd, ipv6([dstOpts([1, 2, 0, 0, ...home])], 6, []).slice(0, 40 + 24 + 10))); // TCP cut short
     const badVersion = ipv6([], 17, l4(17, port, 53, 8));
     badVersion[0] = 0x40;
     f.push(eth([], 0x86dd, badVersion));
@@ -228,7 +258,35 @@ function randomFrames(count: number, seed: number): Uint8Array[] {
     dst: addr,
     l4: l4arb,
   });
-  const ext = fc.record({ type: fc.constantFrom(0, 43, 44, 51, 60), len: fc.integer({ min: 0, max: 3 }) });
+  // Destination Options bodies: up to 6 options (the program looks at MAX_DEST_OPTIONS), zero-padded.
+  const option = fc.oneof(
+    fc.constant([0]),
+    fc.integer({ min: 0, max: 4 }).map((n) => [1, n, ...new Array(n).fill(0)]),
+    fc
+      .integer({ min: 0, max: 20 })
+      .chain((n) =>
+        fc
+          .array(fc.integer({ min: 0, max: 255 }), { minLength: n, maxLength: n })
+          .map((b) => [0xc9, n, ...b]),
+      ),
+    fc
+      .record({ t: fc.integer({ min: 2, max: 255 }), n: fc.integer({ min: 0, max: 6 }) })
+      .map(({ t, n }) => [t, n, ...bytes(n, t)]),
+  );
+  const rtBody = fc
+    .record({ type: fc.constantFrom(0, 2, 2, 4), left: fc.constantFrom(0, 1, 1, 2) })
+    .map(({ type, left }) => [type, left, 0, 0, 0, 0, 0x20, 1, ...bytes(30, type + left)]);
+  const ext = fc.oneof(
+    fc.record({ type: fc.constantFrom(0, 43, 44, 51, 60), len: fc.integer({ min: 0, max: 3 }) }),
+    fc.record({
+      type: fc.constant(60),
+      len: fc.integer({ min: 0, max: 3 }),
+      body: fc
+        .array(option, { maxLength: MAX_DEST_OPTIONS - 2 })
+        .map((o) => [...o.flat(), ...new Array(32).fill(0)]),
+    }),
+    fc.record({ type: fc.constant(43), len: fc.integer({ min: 1, max: 3 }), body: rtBody }),
+  );
   const v6 = fc.record({
     exts: fc.array(ext, { maxLength: MAX_IPV6_EXT_HEADERS }),
     l4: l4arb,
@@ -441,6 +499,11 @@ async function traffic(r: Rig, rounds: number, raw: { dev: string; frame: Uint8A
   child.stdin?.end(raw.map((x) => `${x.dev} ${Buffer.from(x.frame).toString('hex')}\n`).join(''));
   const code = await exited;
   expect(code, stderr).toBe(0);
+  await settle(r);
+}
+
+/** Resolves once no frame arrived for 300 ms (frames already steered are all read by then). */
+async function settle(r: Rig): Promise<void> {
   let last = -1;
   let stableSince = Date.now();
   await waitUntil(
@@ -477,25 +540,31 @@ function kind(frame: Uint8Array): string {
 }
 
 /** Checks every collected frame; returns counts per kind (for the report) and per queue. */
-function check(
-  r: Rig,
-  config: RssSteeringConfig,
-): { kinds: Record<string, number>; queues: number[]; total: number } {
+function check(r: Rig, config: RssSteeringConfig) {
   const kinds: Record<string, number> = {};
   const queues = new Array(QUEUES).fill(0);
   const wrong: string[] = [];
+  let wrongCount = 0;
+  /** Frames whose _EX addresses differ from the plain ones (Home Address option, type 2 RH). */
+  let exFrames = 0;
   for (const f of r.sink.frames) {
     const want = expectedQueue(f.frame, config);
     const k = kind(f.frame);
     kinds[k] = (kinds[k] ?? 0) + 1;
     queues[f.queuePair]++;
-    if (f.queuePair !== want && wrong.length < 10)
+    const p = parsePacket(f.frame, scratch);
+    if (
+      p.l3Kind === L3_IPV6 &&
+      (p.exSrcAddrOffset !== p.srcAddrOffset || p.exDstAddrOffset !== p.dstAddrOffset)
+    )
+      exFrames++;
+    if (f.queuePair !== want && wrongCount++ < 10)
       wrong.push(
-        `${k}: queue ${f.queuePair}, expected ${want}: ${Buffer.from(f.frame.subarray(0, 80)).toString('hex')}`,
+        `${k}: queue ${f.queuePair}, expected ${want}: ${Buffer.from(f.frame.subarray(0, 96)).toString('hex')}`,
       );
   }
-  expect(wrong, `${wrong.length} frames on the wrong queue`).toEqual([]);
-  return { kinds, queues, total: r.sink.frames.length };
+  expect(wrong, `${wrongCount} of ${r.sink.frames.length} frames on the wrong queue`).toEqual([]);
+  return { kinds, queues, total: r.sink.frames.length, exFrames };
 }
 
 const rawFrames = (r: Rig) => [
@@ -528,7 +597,9 @@ function report(name: string, s: ReturnType<typeof check>): void {
     .sort((a, b) => b[1] - a[1])
     .map(([k, n]) => `${k}=${n}`)
     .join(', ');
-  console.log(`[tap-steering] ${name}: ${s.total} frames checked, per queue ${s.queues.join('/')}; ${kinds}`);
+  console.log(
+    `[tap-steering] ${name}: ${s.total} frames checked (${s.exFrames} with _EX addresses), per queue ${s.queues.join('/')}; ${kinds}`,
+  );
 }
 
 describe.skipIf(unavailableHere !== null)(
@@ -568,6 +639,24 @@ describe.skipIf(unavailableHere !== null)(
         },
       ],
       [
+        'all nine hash types (_EX: Home Address / Routing Header type 2)',
+        { key: SPEC_KEY, hashTypes: 0x1ff, table: table(128, 13), defaultQueue: 1 },
+      ],
+      [
+        'IP_EX only',
+        { key: OTHER_KEY, hashTypes: VIRTIO_NET_RSS_HASH_TYPE_IP_EX, table: table(32, 6), defaultQueue: 0 },
+      ],
+      [
+        'TCP_EX + UDPv6 + IPv4',
+        {
+          key: SPEC_KEY,
+          hashTypes:
+            VIRTIO_NET_RSS_HASH_TYPE_TCP_EX | VIRTIO_NET_RSS_HASH_TYPE_UDPv6 | VIRTIO_NET_RSS_HASH_TYPE_IPv4,
+          table: table(64, 8),
+          defaultQueue: 3,
+        },
+      ],
+      [
         'all hash types, 16-byte key, 2 entries',
         { key: OTHER_KEY.slice(0, 16), hashTypes: ALL, table: [1, 3], defaultQueue: 0 },
       ],
@@ -595,6 +684,7 @@ describe.skipIf(unavailableHere !== null)(
         ])
           expect(s.kinds[k] ?? 0, k).toBeGreaterThan(0);
         expect(s.total).toBeGreaterThan(2000);
+        expect(s.exFrames).toBeGreaterThan(100);
         // Steering spreads over every queue the table (and default queue) names, no more.
         const named = new Set([...config.table, config.defaultQueue].map((q) => q % QUEUES));
         expect(s.queues.flatMap((n, q) => (n > 0 ? [q] : []))).toEqual([...named].sort());
@@ -654,6 +744,8 @@ describe.skipIf(unavailableHere !== null)(
       ];
       for (const [i, config] of configs.entries()) {
         steering.update(config);
+        // Frames steered before the update (a timer's ARP retry, say) are read and dropped first.
+        await settle(r);
         r.sink.frames.length = 0;
         await traffic(r, 32, rawFrames(r).slice(0, 800));
         const s = check(r, config);
