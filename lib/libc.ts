@@ -34,7 +34,8 @@ export interface Libc {
   /**
    * The host address of `bytes[0]`, for iovecs that point into guest memory. Stable for the array's
    * life: ArrayBuffer backing stores do not move, and reading `.buffer` first takes a small typed array
-   * off V8's heap, where it could move.
+   * off V8's heap, where it could move. The caller keeps `bytes` reachable for as long as the kernel may
+   * use the address (a temporary can be collected before the syscall that reads it).
    */
   addressOf(bytes: Uint8Array): number;
   /**

@@ -43,6 +43,7 @@ import { TapLinkWatch } from './link-monitor.js';
 import {
   type BackendCapabilities,
   type BackendOffloads,
+  type BackendRssConfig,
   type BackendSink,
   emptyOffload,
   type NetBackend,
@@ -50,6 +51,7 @@ import {
   ReceiveTarget,
   type TransmitResult,
 } from './net-backend.js';
+import { TapSteering } from './tap-steering.js';
 
 /** linux/if_tun.h ioctls (x86-64/aarch64 encodings of _IOW/_IOR('T', n, int)). */
 export const TUNSETIFF = 0x400454ca;
@@ -108,6 +110,12 @@ export interface TapOpenOptions {
    * from guest memory with writev. Default true; false reads into and writes from our own buffers.
    */
   zeroCopy?: boolean;
+  /**
+   * Apply the guest's RSS configuration in the kernel with an eBPF steering program
+   * (lib/tap-steering.ts, TUNSETSTEERINGEBPF) on a multiqueue tap. Default true; where the kernel
+   * refuses the program the device does RSS in software (the reason is in `lastError`).
+   */
+  rssSteering?: boolean;
 }
 
 /** Options of `TapBackend.adopt`. */
@@ -116,6 +124,8 @@ export interface TapAdoptOptions {
   vnetHeader?: boolean;
   /** As TapOpenOptions.zeroCopy. Default true. */
   zeroCopy?: boolean;
+  /** As TapOpenOptions.rssSteering. Default true. */
+  rssSteering?: boolean;
 }
 
 /** Counters of one TapBackend (monotonic). */
@@ -317,6 +327,9 @@ export class TapBackend implements NetBackend {
   private readonly txView = new DataView(this.txBuf.buffer);
   /** Zero copy (TapOpenOptions.zeroCopy): iovecs for readv into lent guest buffers and writev from guest memory. */
   zeroCopy = true;
+  /** TapOpenOptions.rssSteering; the loaded program while the guest's RSS is applied by the kernel. */
+  rssSteering = true;
+  private steering: TapSteering | null = null;
   private readonly target = new ReceiveTarget();
   private readonly rxIov = new Uint32Array(4 * (ReceiveTarget.MAX_SEGMENTS + 1));
   private readonly txIov = new Uint32Array(8);
@@ -439,6 +452,7 @@ export class TapBackend implements NetBackend {
       const tap = new TapBackend(c, fds, actual, flags, features);
       tap.watchLink = options.watchLink ?? true;
       tap.zeroCopy = options.zeroCopy ?? true;
+      tap.rssSteering = options.rssSteering ?? true;
       return tap;
     } catch (err) {
       for (const fd of fds) c.close(fd);
@@ -484,6 +498,7 @@ export class TapBackend implements NetBackend {
     const features = c.ioctlPtr(fds[0] as number, TUNGETFEATURES, f) === 0 ? (f[0] as number) : 0;
     const tap = new TapBackend(c, [...fds], name, flags, features);
     tap.zeroCopy = options.zeroCopy ?? true;
+    tap.rssSteering = options.rssSteering ?? true;
     return tap;
   }
 
@@ -715,6 +730,58 @@ export class TapBackend implements NetBackend {
   }
 
   /**
+   * The guest's RSS in the kernel (NetBackend.setRssSteering): on a multiqueue tap, an eBPF program
+   * attached with TUNSETSTEERINGEBPF picks the tap queue by Toeplitz hash and indirection table, so each
+   * frame is read from the fd of the queue pair RSS names. Loaded on first use, then only its map is
+   * rewritten; null detaches it (tun's automq again). False (software RSS in the device) on a
+   * single-queue tap, with `rssSteering: false`, or when the kernel refuses (recorded in `lastError`).
+   */
+  setRssSteering(config: BackendRssConfig | null): boolean {
+    if (config === null || !this.rssSteering || !this.multiQueue || this.closed || this.gone) {
+      this.stopSteering();
+      return false;
+    }
+    const c = {
+      key: config.key,
+      hashTypes: config.hashTypes,
+      table: Array.from(config.table),
+      defaultQueue: config.defaultQueue,
+    };
+    try {
+      if (this.steering) this.steering.update(c);
+      else {
+        const st = TapSteering.load(c);
+        try {
+          st.attach(this.queues[0]?.fd as number);
+        } catch (e) {
+          st.close();
+          throw e;
+        }
+        this.steering = st;
+      }
+      return true;
+    } catch (e) {
+      this.s.ioctlErrors++;
+      this.lastError = e instanceof BackendError ? e : new BackendError(String((e as Error)?.message ?? e));
+      this.stopSteering();
+      return false;
+    }
+  }
+
+  /** Detaches and unloads the steering program, if any. Never throws. */
+  private stopSteering(): void {
+    const st = this.steering;
+    if (!st) return;
+    this.steering = null;
+    try {
+      if (!this.closed && !this.gone) st.detach(this.queues[0]?.fd as number);
+    } catch {
+      // the tap is going away: tun drops the program with it
+    }
+    st.close();
+  }
+
+  /**
    * TUNSETCARRIER: the kernel side of the link (what `ip link` shows as NO-CARRIER / LOWER_UP). The device
    * calls it with its link state (NetBackend.setCarrier), so it never throws: a closed or vanished tap
    * ignores it, a failed ioctl is recorded in `lastError` / `ioctlErrors`.
@@ -744,6 +811,7 @@ export class TapBackend implements NetBackend {
   }
 
   private release(): void {
+    this.stopSteering();
     this.linkWatch?.close();
     this.linkWatch = null;
     for (const q of this.queues) {

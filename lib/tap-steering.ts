@@ -725,12 +725,17 @@ export class TapSteering {
   }
 }
 
+/**
+ * Key 0 of the config map. Module-level on purpose: the kernel reads it through a bare address in
+ * `bpf_attr`, so it must stay alive across the syscall (a temporary could be collected in between).
+ */
+const MAP_KEY_ZERO = new Uint8Array(4);
+
 function updateMap(c: Libc, mapFd: number, value: Uint8Array): void {
-  const key = new Uint32Array(1);
   const attr = new Uint8Array(ATTR_SIZE);
   const av = new DataView(attr.buffer);
   av.setUint32(0, mapFd, true);
-  av.setBigUint64(8, BigInt(c.addressOf(new Uint8Array(key.buffer))), true);
+  av.setBigUint64(8, BigInt(c.addressOf(MAP_KEY_ZERO)), true);
   av.setBigUint64(16, BigInt(c.addressOf(value)), true);
   av.setBigUint64(24, BigInt(BPF_ANY), true);
   if (bpf(c, BPF_MAP_UPDATE_ELEM, attr) < 0) throw bpfError(c, 'BPF_MAP_UPDATE_ELEM');

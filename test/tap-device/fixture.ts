@@ -24,6 +24,9 @@ export interface GuestFrame {
   pair: number;
   /** Mergeable rx buffers the frame spanned. */
   numBuffers: number;
+  /** Hash report fields (0 without a 20-byte header). */
+  hashValue?: number;
+  hashReport?: number;
 }
 
 export interface DeviceFixture {
@@ -54,6 +57,8 @@ export interface DeviceFixtureOptions {
   wanted?: bigint;
   /** TapOpenOptions.zeroCopy (default true). */
   zeroCopy?: boolean;
+  /** TapOpenOptions.rssSteering (default true). */
+  rssSteering?: boolean;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -64,7 +69,12 @@ export function deviceFixture(options: DeviceFixtureOptions = {}): DeviceFixture
   let tap: TapBackend | undefined;
   let dev: VirtioNetPci | undefined;
   try {
-    tap = TapBackend.open({ name: uniqueName('vd'), queues, zeroCopy: options.zeroCopy });
+    tap = TapBackend.open({
+      name: uniqueName('vd'),
+      queues,
+      zeroCopy: options.zeroCopy,
+      rssSteering: options.rssSteering,
+    });
     ns.adopt(tap.name);
     // No IPv6 chatter (router solicitations, MLD) on the tap: tests look at specific frames and counters.
     ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${tap.name}.disable_ipv6=1`]);
@@ -88,7 +98,14 @@ export function deviceFixture(options: DeviceFixtureOptions = {}): DeviceFixture
       let n = 0;
       for (let p = 0; p < drv.maxPairs; p++) {
         for (const r of drv.receive(p)) {
-          frames.push({ frame: r.frame, offload: { ...r.offload }, pair: p, numBuffers: r.numBuffers });
+          frames.push({
+            frame: r.frame,
+            offload: { ...r.offload },
+            pair: p,
+            numBuffers: r.numBuffers,
+            hashValue: r.hashValue,
+            hashReport: r.hashReport,
+          });
           n++;
         }
       }

@@ -15,6 +15,7 @@ import {
 import { LINUX_6_1_FEATURES } from '../../devices/testing/net-driver.js';
 import { NetF } from '../../devices/virtio-net-features.js';
 import { emptyOffload, type ReceiveTarget } from '../../lib/net-backend.js';
+import { rssHash } from '../../lib/rss-hash.js';
 import { lines, PY_UDP_RECV, PY_UDP_SEND } from '../tap/fixture.js';
 import {
   icmpEcho,
@@ -442,6 +443,36 @@ time.sleep(5)
     expect(t.rxDirect).toBe(t.rxFrames);
     expect(t.rxDirect).toBeGreaterThanOrEqual(FLOWS);
   });
+
+  for (const [hash, rssSteering] of [
+    [false, true],
+    [true, true],
+    [false, false],
+  ] as const)
+    it(`RSS from the guest on a 4-queue tap (hash report ${hash ? 'on' : 'off'}, kernel steering ${rssSteering ? 'on' : 'off'}): every flow on the pair its Toeplitz hash names`, async () => {
+      const fx = fixture({ queues: 4, device: { rss: true, hash }, rssSteering });
+      const { drv, ns, tap } = fx;
+      const key = Uint8Array.from({ length: 40 }, (_, i) => (i * 29 + 3) & 0xff);
+      const table = Array.from({ length: 16 }, (_, i) => (i * 3 + 1) % 4);
+      const types = 0x3f; // IPv4/IPv6 with TCP and UDP ports
+      expect(drv.setRss({ hashTypes: types, table, key, unclassified: 0 })).toBe(0);
+      const ports = Array.from({ length: 48 }, (_, i) => 20000 + i * 37);
+      ns.exec('python3', ['-c', PY_UDP_SEND, GUEST_IP, ports.join(','), '64', String(ports.length)]);
+      const udp = (f: GuestFrame) => ports.some((p) => isUdpTo(p)(f));
+      await fx.until(() => fx.frames.filter(udp).length === ports.length, 10_000, 'every flow');
+      const used = new Set<number>();
+      for (const f of fx.frames.filter(udp)) {
+        const h = rssHash(f.frame, types, key)!;
+        expect(f.pair).toBe(table[h.hash & 15]);
+        used.add(f.pair);
+        if (hash) expect([(f.hashValue ?? 0) >>> 0, f.hashReport]).toEqual([h.hash >>> 0, h.reportType]);
+      }
+      expect(used.size).toBe(4);
+      const t = tap.stats();
+      // Kernel steering: the device keeps the tap's queue and (without hash report) reads zero copy.
+      expect(t.rxDirect > 0).toBe(rssSteering && !hash);
+      expect(tap.lastError).toBeNull();
+    });
 
   it('two queue pairs on a multiqueue tap: VQ_PAIRS_SET attaches/detaches tap queues, traffic on both pairs', async () => {
     const fx = fixture({ queues: 2 });
