@@ -152,6 +152,8 @@ export interface TapStats {
   txDroppedDown: number;
   /** ioctls that failed on device-driven calls (setOffloads, setVnetHeaderSize, setQueuePairEnabled, setCarrier). */
   ioctlErrors: number;
+  /** RSS configurations applied in the kernel by the eBPF steering program (setRssSteering). */
+  rssSteeringUpdates: number;
 }
 
 interface PollEntry {
@@ -356,6 +358,7 @@ export class TapBackend implements NetBackend {
     txDroppedInvalid: 0,
     txDroppedDown: 0,
     ioctlErrors: 0,
+    rssSteeringUpdates: 0,
   };
   /** Last error of a guest-driven ioctl (setOffloads, setQueuePairEnabled), for diagnostics. */
   lastError: BackendError | null = null;
@@ -759,6 +762,7 @@ export class TapBackend implements NetBackend {
         }
         this.steering = st;
       }
+      this.s.rssSteeringUpdates++;
       return true;
     } catch (e) {
       this.s.ioctlErrors++;
@@ -797,6 +801,11 @@ export class TapBackend implements NetBackend {
   /** A snapshot of the counters. */
   stats(): TapStats {
     return { ...this.s };
+  }
+
+  /** Whether the guest's RSS is applied in the kernel now (an eBPF steering program is attached). */
+  get rssSteeringActive(): boolean {
+    return this.steering !== null;
   }
 
   /** True once `close()` ran or the tap vanished. */

@@ -375,6 +375,10 @@ describe.skipIf(reason !== null)(
         expect((f >> bit) & 1n, `feature bit ${bit}`).toBe(1n); // MRG_RXBUF STATUS CTRL_VQ MQ HASH_REPORT RSS
       expect(res.ethtool_driver).toBe('virtio_net');
       expect([res.channels_max, res.ethtool_L_rc, res.channels]).toEqual(['4', '0', '4']);
+      // Linux's RSS configurations reached the kernel's eBPF steering program (the spreading checked
+      // below is then the kernel's), and the program never failed to load or update.
+      expect(run.tapStats.rssSteeringUpdates, diag).toBeGreaterThan(0);
+      expect(run.tapStats.ioctlErrors, diag).toBe(0);
 
       const mark = (n: string) => {
         const m = marks.get(n);

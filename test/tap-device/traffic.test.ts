@@ -471,7 +471,11 @@ time.sleep(5)
       const t = tap.stats();
       // Kernel steering: the device keeps the tap's queue and (without hash report) reads zero copy.
       expect(t.rxDirect > 0).toBe(rssSteering && !hash);
+      expect([tap.rssSteeringActive, t.rssSteeringUpdates]).toEqual([rssSteering, rssSteering ? 1 : 0]);
       expect(tap.lastError).toBeNull();
+      // VQ_PAIRS_SET ends RSS (the last command wins): the program is detached, tun's automq again.
+      expect(drv.setQueuePairs(4)).toBe(0);
+      expect(tap.rssSteeringActive).toBe(false);
     });
 
   it('two queue pairs on a multiqueue tap: VQ_PAIRS_SET attaches/detaches tap queues, traffic on both pairs', async () => {
