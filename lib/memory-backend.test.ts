@@ -36,7 +36,19 @@ describe('MemoryBackend', () => {
       vnetHeader: true,
       offloads: { csum: true, tso4: true, tso6: true, ecn: true, ufo: true, uso4: true, uso6: true },
       queuePairs: 1,
+      steersFlows: false,
     });
+    expect(new MemoryBackend({ steersFlows: true }).capabilities.steersFlows).toBe(true);
+    expect(() => new MemoryBackend({ receive: 'zero' as 'copy' })).toThrow(
+      /receive must be 'direct' or 'copy', got zero/,
+    );
+    // RSS steering is declined unless asked for, and every call is recorded.
+    const rss = { key: new Uint8Array(40), hashTypes: 1, table: [0], defaultQueue: 0 };
+    const declines = new MemoryBackend();
+    expect(declines.setRssSteering(rss)).toBe(false);
+    const accepts = new MemoryBackend({ rssSteering: true });
+    expect([accepts.setRssSteering(rss), accepts.setRssSteering(null)]).toEqual([true, false]);
+    expect(accepts.rssSteeringCalls).toEqual([rss, null]);
     const plain = new MemoryBackend({ vnetHeader: false, queues: 3, offloads: { csum: true } });
     expect(plain.capabilities.vnetHeader).toBe(false);
     expect(Object.values(plain.capabilities.offloads).every((v) => v === false)).toBe(true);
