@@ -212,19 +212,21 @@ describe('multiqueue', () => {
     expect(b.driver.receive(1).map((r) => r.frame.length)).toEqual([77]);
   });
 
+  // A TCP flow the guest opens (SYN) and the peer's reply (SYN-ACK).
+  const out = ethernet(
+    PEER_MAC,
+    DEV_MAC,
+    0x0800,
+    tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
+  );
+  const reply = ethernet(
+    DEV_MAC,
+    PEER_MAC,
+    0x0800,
+    tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
+  );
+
   it('a backend that steers flows itself (a multiqueue tap) keeps its choice; one with fewer queues does not', () => {
-    const reply = ethernet(
-      DEV_MAC,
-      PEER_MAC,
-      0x0800,
-      tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
-    );
-    const out = ethernet(
-      PEER_MAC,
-      DEV_MAC,
-      0x0800,
-      tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
-    );
     const steering = openBench({ mq: true, queues: 4 }, { queues: 4, steersFlows: true });
     steering.driver.send(out, { pair: 2 });
     steering.backend.inject(reply, 0);
@@ -239,18 +241,6 @@ describe('multiqueue', () => {
 
   it('automatic flow steering: a reply arrives on the pair the guest sent the flow on', () => {
     const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
-    const out = ethernet(
-      PEER_MAC,
-      DEV_MAC,
-      0x0800,
-      tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
-    );
-    const reply = ethernet(
-      DEV_MAC,
-      PEER_MAC,
-      0x0800,
-      tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
-    );
     const udpOut = ethernet(
       PEER_MAC,
       DEV_MAC,

@@ -202,21 +202,10 @@ export class GuestMemory {
 
   /** Like `view`, but null when the range is valid yet spans regions. Throws when it is invalid. */
   tryView(address: number | bigint, length: number): Uint8Array | null {
-    if (typeof address === 'number' && this.translateFn === undefined) {
-      const r = this.last;
-      const off = address - r.start;
-      if (off >>> 0 === off && length >>> 0 === length && off + length <= r.size) {
-        return r.bytes.subarray(off, off + length);
-      }
-    }
-    const a = this.resolve(address, length, false);
-    const r = this.find(a);
-    if (r !== undefined && a + length <= r.start + r.size) {
-      this.last = r;
-      return r.bytes.subarray(a - r.start, a - r.start + length);
-    }
-    this.requireCovered(address, a, length);
-    return null;
+    const bytes = this.locate(address, length);
+    if (bytes === null) return null;
+    const off = this.locatedOffset;
+    return bytes.subarray(off, off + length);
   }
 
   readU8(address: number | bigint): number {
