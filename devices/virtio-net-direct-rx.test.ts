@@ -194,8 +194,10 @@ class ManualBackend implements NetBackend {
   close(): void {}
 }
 
-function manualBench(rxBuffers = 4) {
-  const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM_SIZE) }]);
+function manualBench(
+  rxBuffers = 4,
+  memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM_SIZE) }]),
+) {
   const backend = new ManualBackend();
   const irq = new InterruptCollector();
   const dev = createVirtioNetPci({ memory, backend, interrupts: irq });
@@ -270,6 +272,23 @@ describe('direct receive: the contract from the backend side', () => {
     const [r] = driver.receive();
     expect(hexOf(r!.frame)).toBe(hexOf(f));
     expect([r!.numBuffers, r!.offload]).toEqual([1, emptyOffload()]);
+  });
+
+  it('a header-less backend is not lent a buffer whose header would lie in another memory region', () => {
+    const probe = manualBench(1);
+    expect(probe.sink.lendReceive!(0, 12, probe.t)).toBe(true);
+    const boundary = probe.t.offsets[0]! + 12; // region 0 starts at guest address 0: offset = address
+    probe.sink.cancelReceive!();
+    const memory = new GuestMemory([
+      { address: 0, bytes: new Uint8Array(boundary) },
+      { address: boundary, bytes: new Uint8Array(MEM_SIZE - boundary) },
+    ]);
+    const { sink, t, driver } = manualBench(1, memory);
+    expect(sink.lendReceive!(0, 0, t)).toBe(false);
+    const f = rawFrame(100, DEV_MAC, PEER_MAC, 5);
+    sink.receive(f, 0, null);
+    const [r] = driver.receive();
+    expect([hexOf(r!.frame), r!.numBuffers]).toEqual([hexOf(f), 1]);
   });
 
   it('cancel gives the buffer back: the next frame uses it; complete or cancel without a lend does nothing', () => {

@@ -897,13 +897,15 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     let count = t.count;
     let capacity = t.capacity;
     for (let i = first; i < end; i++) {
+      // The first descriptor is located whole: the header the device writes before `skip` must lie in
+      // the same region as the bytes lent after it.
       const cut = i === first ? skip : 0;
       const len = chain.len[i]! - cut;
       if (len === 0) continue;
-      const bytes = mem.locate(chain.addr[i]! + cut, len, true);
+      const bytes = mem.locate(chain.addr[i]!, chain.len[i]!, true);
       if (bytes === null) return false; // spans regions: the copying path handles it
       t.bytes[count] = bytes;
-      t.offsets[count] = mem.locatedOffset;
+      t.offsets[count] = mem.locatedOffset + cut;
       t.lengths[count] = len;
       count++;
       capacity += len;
