@@ -738,7 +738,9 @@ function updateMap(c: Libc, mapFd: number, value: Uint8Array): void {
   av.setBigUint64(8, BigInt(c.addressOf(MAP_KEY_ZERO)), true);
   av.setBigUint64(16, BigInt(c.addressOf(value)), true);
   av.setBigUint64(24, BigInt(BPF_ANY), true);
-  if (bpf(c, BPF_MAP_UPDATE_ELEM, attr) < 0) throw bpfError(c, 'BPF_MAP_UPDATE_ELEM');
+  const rc = bpf(c, BPF_MAP_UPDATE_ELEM, attr);
+  // `value` is read by the kernel through its address: this use keeps it reachable until here.
+  if (rc < 0) throw bpfError(c, `BPF_MAP_UPDATE_ELEM (${value.length} bytes)`);
 }
 
 function probeSupport(): string | null {
