@@ -43,10 +43,36 @@ export interface Libc {
    * Returns the raw result (-1 and errno on failure).
    */
   syscall3(nr: number, arg1: number, arg2: Uint8Array | unknown, arg3: number): number;
+  /**
+   * syscall(2) with six integer arguments (io_uring_enter); pointers are passed as addresses
+   * (`addressOf`). Returns the raw result (-1 and errno on failure).
+   */
+  syscall6(nr: number, a: number, b: number, c: number, d: number, e: number, f: number): number;
+  /**
+   * mmap(2) with a kernel-chosen address: the mapping's address as a number (user addresses fit in
+   * 2^53), or -1 (MAP_FAILED) with errno.
+   */
+  mmap(length: number, prot: number, flags: number, fd: number, offset: number): number;
+  /** munmap(2) of a mapping `mmap` returned. */
+  munmap(address: number, length: number): number;
+  /**
+   * A Uint8Array over `length` bytes of native memory at `address` (an mmap'd region), no copy. It
+   * stays valid only while the memory is mapped: touching it after munmap faults the process.
+   */
+  viewAt(address: number, length: number): Uint8Array;
 }
 
 /** Syscall numbers this library uses, per architecture (asm-generic for aarch64). */
 export const SYS_bpf = process.arch === 'arm64' ? 280 : 321;
+/** io_uring syscalls: one number on every architecture (added after the tables were unified). */
+export const SYS_io_uring_setup = 425;
+export const SYS_io_uring_enter = 426;
+
+/** mmap(2) constants (Linux generic, x86-64 and aarch64 alike). */
+export const PROT_READ = 0x1;
+export const PROT_WRITE = 0x2;
+export const MAP_SHARED = 0x01;
+export const MAP_POPULATE = 0x8000;
 
 /** open(2) flags and misc constants (Linux generic). */
 export const O_RDWR = 0o2;
@@ -149,6 +175,12 @@ function bind(): Libc {
   // syscall is variadic; glibc's is assembly that moves integer registers only, so a fixed prototype of
   // longs and a pointer passes the same bits (as for ioctl above).
   const syscall3 = lib.func('syscall', 'long', ['long', 'long', 'void *', 'long']);
+  const syscall6 = lib.func('syscall', 'long', ['long', 'long', 'long', 'long', 'long', 'long', 'long']);
+  // Addresses as integers: intptr_t and void * pass identically in these ABIs.
+  const mmap = lib.func('mmap', 'intptr_t', ['intptr_t', 'unsigned long', 'int', 'int', 'int', 'int64_t']);
+  const munmap = lib.func('munmap', 'int', ['intptr_t', 'unsigned long']);
+  // memmove(a, a, 0) returns a: turns an integer address into the pointer object koffi.view takes.
+  const asPointer = lib.func('memmove', 'void *', ['intptr_t', 'intptr_t', 'unsigned long']);
   return {
     open,
     close,
@@ -174,5 +206,9 @@ function bind(): Libc {
       return Number(koffi.address(memmove(bytes, bytes, 0)));
     },
     syscall3: (nr, arg1, arg2, arg3) => Number(syscall3(nr, arg1, arg2, arg3)),
+    syscall6: (nr, a, b, c, d, e, f) => Number(syscall6(nr, a, b, c, d, e, f)),
+    mmap: (length, prot, flags, fd, offset) => Number(mmap(0, length, prot, flags, fd, offset)),
+    munmap: (address, length) => munmap(address, length),
+    viewAt: (address, length) => new Uint8Array(koffi.view(asPointer(address, address, 0), length)),
   };
 }
