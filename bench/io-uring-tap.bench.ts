@@ -17,7 +17,7 @@ import { TapBackend } from '../lib/tap-backend.js';
 
 const ROUNDS = 15;
 const FRAMES = 32_768;
-const BURSTS = [1, 8, 32, 128] as const;
+const BURSTS = [1, 2, 4, 8, 32, 128] as const;
 const SIZES = [64, 1514] as const;
 const SLOTS = 256;
 const HDR = 10;
