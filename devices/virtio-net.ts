@@ -671,8 +671,10 @@ export class VirtioNet implements VirtioDevice, BackendSink {
         }
       } finally {
         // Also when a broken chain throws: the chains before it were sent and counted, so the guest
-        // must see them completed (QEMU pushes each tx element before looking at the next).
+        // must see them completed (QEMU pushes each tx element before looking at the next). A batching
+        // backend writes them first: its queued frames still point into these chains.
         if (batch > 0) {
+          this.flushTransmit(pair, stats);
           q.publishUsed();
           if (q.needsNotification()) {
             stats.txInterrupts++;
@@ -758,6 +760,27 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     if (this.txSegmenter.process(frame, offload, this.emitSegment) !== SEGMENT_OK) stats.txDropped++;
   }
 
+  /** Lets a batching backend write what it queued for `pair`; its failures become counted drops. */
+  private flushTransmit(pair: number, stats: QueueStats): void {
+    const backend = this.backend;
+    if (backend.flushTransmit === undefined) return;
+    const failed = backend.flushTransmit(this.backendQueue(pair));
+    if (failed > 0) {
+      stats.txPackets -= failed;
+      stats.txDropped += failed;
+    }
+  }
+
+  /**
+   * The backend queue for tx pair `pair`. A driver may keep transmitting on pairs beyond the ones in use
+   * (Linux 6.1 sends a stale max_tx_vq in RSS_CONFIG after `ethtool -L`): such frames go through an
+   * attached backend queue, never dropped.
+   */
+  private backendQueue(pair: number): number {
+    const inUse = pair < this.curQueuePairs ? pair : pair % this.curQueuePairs;
+    return inUse % this.backend.capabilities.queuePairs;
+  }
+
   /** Hands `bytes[at, at + length)` to the backend: `transmitRange` when it has one (no view). */
   private transmitOne(
     bytes: Uint8Array,
@@ -768,10 +791,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   ): void {
     const stats = this.queueStats[pair]!;
     const backend = this.backend;
-    // A driver may keep transmitting on pairs beyond the ones in use (Linux 6.1 sends a stale max_tx_vq
-    // in RSS_CONFIG after `ethtool -L`): send such frames through an attached backend queue, never drop.
-    const inUse = pair < this.curQueuePairs ? pair : pair % this.curQueuePairs;
-    const qp = inUse % backend.capabilities.queuePairs;
+    const qp = this.backendQueue(pair);
     const r =
       backend.transmitRange !== undefined
         ? backend.transmitRange(bytes, at, length, qp, offload)

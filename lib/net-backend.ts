@@ -132,6 +132,13 @@ export interface NetBackend {
     queuePair: number,
     offload: NetOffload | null,
   ): TransmitResult;
+  /**
+   * Sends what `transmitRange` queued, optional: a backend that batches writes (TapBackend: one io_uring
+   * submission per burst) reports queued frames as 'sent' and writes them here. The device calls it after
+   * each burst and before it gives the chains back to the guest (queued frames may point into them).
+   * Returns how many of the queued frames failed; the device counts them as dropped. Never throws.
+   */
+  flushTransmit?(queuePair: number): number;
   /** Stop / resume delivering frames on a queue pair (the guest ran out of rx buffers / posted more). */
   pause(queuePair: number): void;
   resume(queuePair: number): void;

@@ -22,6 +22,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { BackendError, OptionsError } from './errors.js';
+import { IoUring } from './io-uring.js';
 import {
   EFD_CLOEXEC,
   EFD_NONBLOCK,
@@ -85,6 +86,12 @@ export const TUN_F_USO6 = 0x40;
 const VNET_HDR_BASE = 10;
 /** Largest frame a tap hands out or takes: 64 KiB GSO super-frame plus link headers. */
 const MAX_FRAME = 65_536 + 256;
+/** Frames one flushTransmit can hold (the device's tx burst is 256). */
+const TX_SLOTS = 256;
+/** Header room per queued frame (the largest vnet header is 24 bytes). */
+const TX_SLOT_HEADER = 24;
+/** Longest wait for a batch of tap writes to complete (they complete inside the submission). */
+const TX_BATCH_WAIT_MS = 1000;
 /** Frames read per ready fd before yielding back to the event loop. */
 const RX_BUDGET = 256;
 const IFNAMSIZ = 16;
@@ -111,6 +118,12 @@ export interface TapOpenOptions {
    */
   zeroCopy?: boolean;
   /**
+   * Send the frames of one guest burst with one io_uring submission (flushTransmit) instead of one
+   * writev each: 1.3–1.5x the write rate for bursts of 8 or more (docs/performance.md). Needs zeroCopy
+   * and io_uring (else writev per frame, as with false). A burst of one is a plain writev. Default true.
+   */
+  batchTx?: boolean;
+  /**
    * Apply the guest's RSS configuration in the kernel with an eBPF steering program
    * (lib/tap-steering.ts, TUNSETSTEERINGEBPF) on a multiqueue tap. Default true; where the kernel
    * refuses the program the device does RSS in software (the reason is in `lastError`).
@@ -126,6 +139,8 @@ export interface TapAdoptOptions {
   zeroCopy?: boolean;
   /** As TapOpenOptions.rssSteering. Default true. */
   rssSteering?: boolean;
+  /** As TapOpenOptions.batchTx. Default true. */
+  batchTx?: boolean;
 }
 
 /** Counters of one TapBackend (monotonic). */
@@ -142,6 +157,9 @@ export interface TapStats {
   txBytes: number;
   /** Of txFrames, those written from guest memory without a copy (transmitRange). */
   txDirect: number;
+  /** io_uring submissions of a batch of frames (flushTransmit with batchTx), and the frames in them. */
+  txBatches: number;
+  txBatchedFrames: number;
   /** Every transmit that returned 'dropped' (the sum of the txDropped* below). */
   txDropped: number;
   /** EAGAIN / ENOBUFS / ENOMEM from the kernel. */
@@ -332,6 +350,24 @@ export class TapBackend implements NetBackend {
   /** TapOpenOptions.rssSteering; the loaded program while the guest's RSS is applied by the kernel. */
   rssSteering = true;
   private steering: TapSteering | null = null;
+  /** TapOpenOptions.batchTx; the ring (created on the first batch), or null when io_uring is unusable. */
+  batchTx = true;
+  private ring: IoUring | null | undefined;
+  /** Frames transmitRange queued for flushTransmit: per slot its header, iovecs, fd and frame length. */
+  private txQueued = 0;
+  private readonly txSlotHeaders = new Uint8Array(TX_SLOTS * TX_SLOT_HEADER);
+  /** Two struct iovec per slot (header, frame), as 32-bit words. */
+  private readonly txSlotIov = new Uint32Array(TX_SLOTS * 8);
+  private readonly txSlotIovCount = new Uint8Array(TX_SLOTS);
+  private readonly txSlotFd = new Int32Array(TX_SLOTS);
+  private readonly txSlotLength = new Uint32Array(TX_SLOTS);
+  /** Completions of one batch: res and slot. */
+  private readonly txRes = new Int32Array(TX_SLOTS);
+  private readonly txResSlot = new Float64Array(TX_SLOTS);
+  private txSlotHeadersAddress = 0;
+  private txSlotIovAddress = 0;
+  /** Frames that failed in a batch sent before the device's flush (the slots ran out mid-burst). */
+  private txFailedUnreported = 0;
   private readonly target = new ReceiveTarget();
   private readonly rxIov = new Uint32Array(4 * (ReceiveTarget.MAX_SEGMENTS + 1));
   private readonly txIov = new Uint32Array(8);
@@ -353,6 +389,8 @@ export class TapBackend implements NetBackend {
     txFrames: 0,
     txBytes: 0,
     txDirect: 0,
+    txBatches: 0,
+    txBatchedFrames: 0,
     txDropped: 0,
     txDroppedBusy: 0,
     txDroppedInvalid: 0,
@@ -456,6 +494,7 @@ export class TapBackend implements NetBackend {
       tap.watchLink = options.watchLink ?? true;
       tap.zeroCopy = options.zeroCopy ?? true;
       tap.rssSteering = options.rssSteering ?? true;
+      tap.batchTx = options.batchTx ?? true;
       return tap;
     } catch (err) {
       for (const fd of fds) c.close(fd);
@@ -502,6 +541,7 @@ export class TapBackend implements NetBackend {
     const tap = new TapBackend(c, [...fds], name, flags, features);
     tap.zeroCopy = options.zeroCopy ?? true;
     tap.rssSteering = options.rssSteering ?? true;
+    tap.batchTx = options.batchTx ?? true;
     return tap;
   }
 
@@ -545,6 +585,7 @@ export class TapBackend implements NetBackend {
   }
 
   transmit(frame: Uint8Array, queuePair: number, offload: NetOffload | null): TransmitResult {
+    if (this.txQueued > 0) this.txFailedUnreported += this.sendQueued(); // keep the wire order
     const q = this.queues[queuePair];
     if (q === undefined) return this.drop('invalid');
     if (this.closed || this.gone || !q.attached) return this.drop('down');
@@ -575,6 +616,7 @@ export class TapBackend implements NetBackend {
     // The kernel reads what the iovec says: the range must lie inside `bytes`.
     if (!(offset >= 0 && length >= 0 && offset + length <= bytes.length) || length + hs > this.txBuf.length)
       return this.drop('invalid');
+    if (this.batchTx && this.ring !== null) return this.queueFrame(q.fd, bytes, offset, length, offload);
     const iov = this.txIov;
     let n = 0;
     if (hs > 0) {
@@ -584,6 +626,125 @@ export class TapBackend implements NetBackend {
     }
     setIovec(iov, n++, this.addressOf(bytes) + offset, length);
     return this.txResult(this.c.writev(q.fd, iov, n), length + hs, true);
+  }
+
+  /**
+   * Sends what transmitRange queued: one writev for a single frame, else one io_uring submission for all
+   * (tap writes complete inside it). Returns how many queued frames failed (counted in the tx stats).
+   * The device calls it before it gives the chains back to the guest: the iovecs point into them.
+   */
+  flushTransmit(_queuePair: number): number {
+    const failed = this.txFailedUnreported + (this.txQueued > 0 ? this.sendQueued() : 0);
+    this.txFailedUnreported = 0;
+    return failed;
+  }
+
+  /** Queues one frame in the next slot (sending the slots first when they are all taken). */
+  private queueFrame(
+    fd: number,
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    offload: NetOffload | null,
+  ): TransmitResult {
+    if (this.txQueued === TX_SLOTS) this.txFailedUnreported += this.sendQueued();
+    const i = this.txQueued++;
+    const hs = this.hdrSize;
+    const iov = this.txSlotIov;
+    let n = 0;
+    if (hs > 0) {
+      const h = this.txSlotHeaders;
+      const o = i * TX_SLOT_HEADER;
+      h.fill(0, o, o + hs);
+      if (offload !== null) {
+        h[o] = offload.flags;
+        h[o + 1] = offload.gsoType;
+        put16le(h, o + 2, offload.hdrLen);
+        put16le(h, o + 4, offload.gsoSize);
+        put16le(h, o + 6, offload.csumStart);
+        put16le(h, o + 8, offload.csumOffset);
+      }
+      if (this.txSlotHeadersAddress === 0) this.txSlotHeadersAddress = this.c.addressOf(h);
+      setIovec(iov, 2 * i + n++, this.txSlotHeadersAddress + o, hs);
+    }
+    setIovec(iov, 2 * i + n++, this.addressOf(bytes) + offset, length);
+    this.txSlotFd[i] = fd;
+    this.txSlotLength[i] = length;
+    this.txSlotIovCount[i] = n;
+    return 'sent';
+  }
+
+  /** Sends the queued slots; returns how many failed. Never throws. */
+  private sendQueued(): number {
+    const n = this.txQueued;
+    this.txQueued = 0;
+    if (n === 1) {
+      // One frame: a plain writev is cheaper than a ring round trip.
+      const cnt = this.txSlotIovCount[0] as number;
+      const r = this.txResult(this.c.writev(this.txSlotFd[0] as number, this.txSlotIov, cnt), 0, true);
+      return r === 'sent' ? 0 : 1;
+    }
+    const ring = this.txRing();
+    if (this.txSlotIovAddress === 0)
+      this.txSlotIovAddress = this.c.addressOf(new Uint8Array(this.txSlotIov.buffer));
+    let failed = 0;
+    if (ring !== null) {
+      for (let i = 0; i < n; i++)
+        ring.queueWritev(
+          this.txSlotFd[i] as number,
+          this.txSlotIovAddress + 32 * i,
+          this.txSlotIovCount[i]!,
+          i,
+        );
+      // Tap writes complete inside the submission; the bound only guards against a kernel that defers.
+      // Results are taken off the ring before they are accounted: a gone tap closes the ring.
+      const ready = ring.wait(n, TX_BATCH_WAIT_MS);
+      const got = ring.reap(this.txRes, this.txResSlot);
+      this.s.txBatches++;
+      this.s.txBatchedFrames += n;
+      for (let k = 0; k < got; k++) {
+        const res = this.txRes[k] as number;
+        const len = this.hdrSize + (this.txSlotLength[this.txResSlot[k] as number] as number);
+        if (this.txResult(res, len, true, -res) !== 'sent') failed++;
+      }
+      if (ready >= n) return failed;
+      // Not all completed: never expected from a tap. Give up on the ring (closing it cancels what is
+      // left) and count the rest as lost.
+      this.lastError = new BackendError(`TapBackend: ${n - got} io_uring tap writes did not complete`);
+      this.closeRing();
+      for (let k = got; k < n; k++) this.drop('busy');
+      return failed + (n - got);
+    }
+    // No io_uring here: writev each.
+    for (let i = 0; i < n; i++) {
+      const cnt = this.txSlotIovCount[i] as number;
+      const iov = this.txSlotIov.subarray(8 * i, 8 * i + 8);
+      const len = this.hdrSize + (this.txSlotLength[i] as number);
+      if (this.txResult(this.c.writev(this.txSlotFd[i] as number, iov, cnt), len, true) !== 'sent') failed++;
+    }
+    return failed;
+  }
+
+  /** The tx ring, created on first use; null (and writev per frame from then on) where io_uring is unusable. */
+  private txRing(): IoUring | null {
+    if (this.ring !== undefined) return this.ring;
+    const why = IoUring.supported();
+    if (why !== null) {
+      this.ring = null;
+      return null;
+    }
+    try {
+      this.ring = IoUring.create(TX_SLOTS);
+    } catch (e) {
+      this.lastError = e instanceof BackendError ? e : new BackendError(String((e as Error)?.message ?? e));
+      this.ring = null;
+    }
+    return this.ring;
+  }
+
+  private closeRing(): void {
+    this.ring?.close();
+    this.ring = null;
   }
 
   /** The vnet header of the next frame in txBuf[0, hdrSize). */
@@ -609,7 +770,12 @@ export class TapBackend implements NetBackend {
     }
   }
 
-  private txResult(n: number, total: number, direct: boolean): TransmitResult {
+  /**
+   * Accounts one write of `total` bytes that returned `n`. `total` 0: whatever the slot-0 frame was
+   * (a single queued frame). `errno` of a failed write when it does not come from errno(2) (io_uring).
+   */
+  private txResult(n: number, total: number, direct: boolean, errno = -1): TransmitResult {
+    if (total === 0) total = this.hdrSize + (this.txSlotLength[0] as number);
     if (n === total) {
       this.s.txFrames++;
       this.s.txBytes += total - this.hdrSize;
@@ -617,7 +783,7 @@ export class TapBackend implements NetBackend {
       return 'sent';
     }
     if (n >= 0) return this.drop('busy'); // a tap never writes short; treat it as a lost frame
-    const e = this.c.errno();
+    const e = errno >= 0 ? errno : this.c.errno();
     if (e === Errno.EAGAIN || e === Errno.ENOBUFS || e === Errno.ENOMEM || e === Errno.EINTR)
       return this.drop('busy');
     if (e === Errno.EINVAL || e === Errno.EMSGSIZE || e === Errno.EFAULT) return this.drop('invalid');
@@ -821,6 +987,9 @@ export class TapBackend implements NetBackend {
 
   private release(): void {
     this.stopSteering();
+    // Frames still queued are lost with the tap (the device flushes every burst, so this is rare).
+    for (; this.txQueued > 0; this.txQueued--) this.drop('down');
+    this.closeRing();
     this.linkWatch?.close();
     this.linkWatch = null;
     for (const q of this.queues) {
@@ -1022,4 +1191,9 @@ function setIovec(iov: Uint32Array, i: number, address: number, length: number):
   iov[4 * i + 1] = Math.floor(address / 0x1_0000_0000);
   iov[4 * i + 2] = length;
   iov[4 * i + 3] = 0;
+}
+
+function put16le(b: Uint8Array, o: number, v: number): void {
+  b[o] = v & 0xff;
+  b[o + 1] = (v >>> 8) & 0xff;
 }

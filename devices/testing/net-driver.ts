@@ -287,7 +287,14 @@ export class VirtioNetDriver {
    */
   send(
     frame: Uint8Array,
-    options: { pair?: number; offload?: Partial<NetOffload>; split?: boolean; indirect?: boolean } = {},
+    options: {
+      pair?: number;
+      offload?: Partial<NetOffload>;
+      split?: boolean;
+      indirect?: boolean;
+      /** Kick after adding it (default true); false queues a burst for one `kickTx`. */
+      kick?: boolean;
+    } = {},
   ): void {
     const pair = options.pair ?? 0;
     const index = this.txIndex(pair);
@@ -327,7 +334,12 @@ export class VirtioNetDriver {
         )
       : q.add([{ addr, len: total }], [], { indirect: options.indirect ?? false });
     if (slot !== undefined && total <= slots.slot) this.inflight(pair).set(id, slot);
-    this.pci.kickIfNeeded(index);
+    if (options.kick !== false) this.pci.kickIfNeeded(index);
+  }
+
+  /** Kicks tx pair `pair` (if the device wants a kick): sends a burst queued with `send(f, { kick: false })`. */
+  kickTx(pair = 0): void {
+    this.pci.kickIfNeeded(this.txIndex(pair));
   }
 
   /** Completed tx buffers on `pair` (used entries taken back). */

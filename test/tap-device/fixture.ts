@@ -59,6 +59,8 @@ export interface DeviceFixtureOptions {
   zeroCopy?: boolean;
   /** TapOpenOptions.rssSteering (default true). */
   rssSteering?: boolean;
+  /** TapOpenOptions.batchTx (default true). */
+  batchTx?: boolean;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -74,6 +76,7 @@ export function deviceFixture(options: DeviceFixtureOptions = {}): DeviceFixture
       queues,
       zeroCopy: options.zeroCopy,
       rssSteering: options.rssSteering,
+      batchTx: options.batchTx,
     });
     ns.adopt(tap.name);
     // No IPv6 chatter (router solicitations, MLD) on the tap: tests look at specific frames and counters.
