@@ -307,11 +307,11 @@ describe('direct receive: the contract from the backend side', () => {
 
   it('lengths a backend cannot have read are counted drops, and the buffer goes back to the ring', () => {
     const { sink, t, driver, dev } = manualBench(1);
-    for (const n of [0, 12 + 13, 12 + MAX_FRAME + 1, 1548 + 10]) {
+    for (const n of [0, 12 + 13, 12 + MAX_FRAME + 1, 1548 + 10, Number.NaN, 100.5]) {
       expect(sink.lendReceive!(0, 12, t)).toBe(true);
       sink.completeReceive!(n, new Uint8Array(5)); // the last: more than the buffer plus the overflow
     }
-    expect((dev.stats() as Stats).rxDroppedNotReady).toBe(4);
+    expect((dev.stats() as Stats).rxDroppedNotReady).toBe(6);
     expect(driver.receive()).toEqual([]);
     expect(sink.lendReceive!(0, 12, t)).toBe(true);
     const f = rawFrame(64, DEV_MAC, PEER_MAC, 4);

@@ -466,5 +466,11 @@ describe('a backend that batches writes (NetBackend.flushTransmit)', () => {
     expect(backend.written).toEqual(frames.map(hexOf));
     expect(memory.readU16(q.config.deviceAddr + 2)).toBe(40);
     expect(stats(dev).queues[0]).toMatchObject({ txPackets: 37, txDropped: 3 });
+    // A backend reporting more failures than it was handed (or nonsense) cannot corrupt the counters.
+    for (const bogus of [1000, -5, Number.NaN, 2.5]) {
+      backend.failNext = bogus;
+      driver.send(frames[0]!);
+    }
+    expect(stats(dev).queues[0]).toMatchObject({ txPackets: 40, txDropped: 4 });
   });
 });

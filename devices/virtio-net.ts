@@ -245,6 +245,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   /** An rx drain is scheduled after finding buffers on a re-check (recheckRx). */
   private readonly rxRecheck: boolean[];
   private txCurrentPair = 0;
+  /** Frames a batching backend reported 'sent' since its last flushTransmit. */
+  private txUnflushed = 0;
   private readonly emitSegment = (segment: Uint8Array) =>
     this.transmitOne(segment, 0, segment.length, this.txCurrentPair, null);
   private rxSegmentPair = 0;
@@ -764,7 +766,11 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   private flushTransmit(pair: number, stats: QueueStats): void {
     const backend = this.backend;
     if (backend.flushTransmit === undefined) return;
-    const failed = backend.flushTransmit(this.backendQueue(pair));
+    const handed = this.txUnflushed;
+    this.txUnflushed = 0;
+    // Only frames it reported 'sent' since the last flush can have failed (a broken count is clamped).
+    const reported = backend.flushTransmit(this.backendQueue(pair));
+    const failed = Number.isInteger(reported) ? Math.min(Math.max(reported, 0), handed) : 0;
     if (failed > 0) {
       stats.txPackets -= failed;
       stats.txDropped += failed;
@@ -803,6 +809,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     if (r === 'sent') {
       stats.txPackets++;
       stats.txBytes += length;
+      this.txUnflushed++;
     } else stats.txDropped++;
   }
 
@@ -956,7 +963,12 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const hs = this.lentHeaderSize;
     const hdr = this.hdrSize;
     const frameLength = n - hs;
-    if (frameLength < 14 || frameLength > MAX_FRAME || !this.linkUp || n > t.capacity + overflow.length) {
+    // Also NaN-safe: a backend that reports a length it cannot have read gives the buffers back.
+    if (
+      !(Number.isInteger(n) && frameLength >= 14 && frameLength <= MAX_FRAME) ||
+      !this.linkUp ||
+      n > t.capacity + overflow.length
+    ) {
       this.unpopLent(q, 0);
       this.deviceStats.rxDroppedNotReady++;
       return;
