@@ -15,10 +15,14 @@
  * buffer and the device copies. `pause(qp)` removes the fd from the poll set (the kernel queues, then
  * drops, as for a slow QEMU).
  *
- * Transmit (guest -> tap): `transmitRange` builds the header in a preallocated buffer and `writev(2)`s it
- * with the frame where it lies in guest memory: no copy, nothing allocated per frame. Guest-memory
- * regions become host addresses once per region (Libc.addressOf). `transmit` (a frame the caller owns)
- * copies behind the header and `write(2)`s.
+ * Transmit (guest -> tap): `transmitRange` points iovecs at [a vnet header of ours, the frame where it
+ * lies in guest memory]: no copy, nothing allocated per frame. Guest-memory regions become host addresses
+ * once per region (Libc.addressOf). With `batchTx` it only queues them; `flushTransmit`, which the device
+ * calls once per guest kick, sends the burst with one io_uring submission (lib/io-uring.ts), a lone frame
+ * with one `writev(2)`. `transmit` (a frame the caller owns) copies behind the header and `write(2)`s.
+ *
+ * Receive steering: a multiqueue tap steers flows itself (tun's automq), or, once the guest configures
+ * RSS, by an eBPF program that applies it in the kernel (lib/tap-steering.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { BackendError, OptionsError } from './errors.js';
