@@ -26,6 +26,7 @@ export { MemoryBackend } from './lib/memory-backend.js';
 export type {
   BackendCapabilities,
   BackendOffloads,
+  BackendRssConfig,
   BackendSink,
   NetBackend,
   NetOffload,
