@@ -248,7 +248,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   /** Frames a batching backend reported 'sent' since its last flushTransmit. */
   private txUnflushed = 0;
   private readonly emitSegment = (segment: Uint8Array) =>
-    this.transmitOne(segment, 0, segment.length, this.txCurrentPair, null);
+    this.transmitOne(segment, 0, segment.length, this.txCurrentPair, null, false);
   private rxSegmentPair = 0;
   private readonly deliverSegment = (segment: Uint8Array) => {
     if (this.deliverFrame(this.rxSegmentPair, segment, null) !== Delivery.Delivered)
@@ -732,6 +732,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       bytes = mem.locate(chain.addr[1]!, frameLength);
     let at: number;
     let headerBytes = this.txHeader;
+    // Guest memory stays put until the chain completes (after flushTransmit); the scratch does not.
+    const inGuestMemory = bytes !== null;
     if (bytes) {
       at = mem.locatedOffset;
       let h = this.txHeaderViews[hdr];
@@ -749,11 +751,11 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       this.flows.recordTx(bytes, parsePacket(bytes, this.pkt, at, at + frameLength), pair);
     }
     if (!wantsOffload) {
-      this.transmitOne(bytes, at, frameLength, pair, null);
+      this.transmitOne(bytes, at, frameLength, pair, null, inGuestMemory);
       return;
     }
     if (this.backend.capabilities.vnetHeader && offloadPermitted(offload, this.hostOffloadMask)) {
-      this.transmitOne(bytes, at, frameLength, pair, offload);
+      this.transmitOne(bytes, at, frameLength, pair, offload, inGuestMemory);
       return;
     }
     // No vnet header on the backend (or an offload the guest may not use): finish it in software.
@@ -787,19 +789,24 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     return inUse % this.backend.capabilities.queuePairs;
   }
 
-  /** Hands `bytes[at, at + length)` to the backend: `transmitRange` when it has one (no view). */
+  /**
+   * Hands `bytes[at, at + length)` to the backend: `transmitRange` (no view; the backend may queue it
+   * until flushTransmit) when the bytes are guest memory of a chain not yet completed, else `transmit`
+   * (the device's scratch buffers are reused by the next frame).
+   */
   private transmitOne(
     bytes: Uint8Array,
     at: number,
     length: number,
     pair: number,
     offload: NetOffload | null,
+    inGuestMemory: boolean,
   ): void {
     const stats = this.queueStats[pair]!;
     const backend = this.backend;
     const qp = this.backendQueue(pair);
     const r =
-      backend.transmitRange !== undefined
+      backend.transmitRange !== undefined && inGuestMemory
         ? backend.transmitRange(bytes, at, length, qp, offload)
         : backend.transmit(
             at === 0 && length === bytes.length ? bytes : bytes.subarray(at, at + length),

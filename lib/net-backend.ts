@@ -122,8 +122,10 @@ export interface NetBackend {
   transmit(frame: Uint8Array, queuePair: number, offload: NetOffload | null): TransmitResult;
   /**
    * `transmit` for the frame at `bytes[offset, offset + length)`, optional. The device calls it instead
-   * of `transmit` when present, with `bytes` a whole guest-memory region, so a frame costs no view (no
-   * allocation per frame). The same rules: read only those bytes, and only during the call.
+   * of `transmit` for frames that lie in guest memory, with `bytes` a whole guest-memory region, so a
+   * frame costs no view (no allocation per frame). Read only those bytes, and only until the next
+   * `flushTransmit` (the device completes the chain after it); frames the device assembled in its own
+   * buffers (gathered, segmented) come through `transmit`, valid during that call only.
    */
   transmitRange?(
     bytes: Uint8Array,
