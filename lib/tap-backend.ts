@@ -381,6 +381,8 @@ export class TapBackend implements NetBackend {
   private lastAddress = 0;
   /** Host addresses of rxBuf / txBuf (0: not resolved yet); kept apart so the region cache stays hot. */
   private rxBufAddress = 0;
+  /** Index of the overflow iovec last written into rxIov (-1: none). */
+  private rxOverflowAt = -1;
   private txBufAddress = 0;
   /** The first 10 header bytes in txBuf hold a previous frame's offload (not all zero). */
   private txHdrDirty = false;
@@ -822,8 +824,12 @@ export class TapBackend implements NetBackend {
       if (!(o >= 0 && o + l <= b.length)) return 0;
       setIovec(iov, i, this.addressOf(b) + o, l);
     }
-    if (this.rxBufAddress === 0) this.rxBufAddress = this.c.addressOf(this.rxBuf);
-    setIovec(iov, t.count, this.rxBufAddress, this.rxBuf.length);
+    // The overflow iovec only moves when the segment count does.
+    if (t.count !== this.rxOverflowAt) {
+      if (this.rxBufAddress === 0) this.rxBufAddress = this.c.addressOf(this.rxBuf);
+      setIovec(iov, t.count, this.rxBufAddress, this.rxBuf.length);
+      this.rxOverflowAt = t.count;
+    }
     return t.count + 1;
   }
 
