@@ -12,7 +12,8 @@
  * is shared, so load drifts between rounds would skew a ratio of separate bests), fps are medians.
  * "zero copy" rows: guest -> tap through `transmitRange` + `flushTransmit` per 128 frames (one io_uring
  * submission of writev entries pointing into a 4 MiB "guest memory" region),
- * tap -> guest with a sink that lends a buffer in that region per frame (readv straight into it).
+ * tap -> guest with a sink that lends a buffer in that region per frame (readv straight into it, for
+ * frames averaging at least zeroCopyRxMinBytes; smaller ones are read into the backend's buffer).
  */
 import { read as fsRead, writeSync } from 'node:fs';
 import { libc } from '../lib/libc.js';
@@ -278,8 +279,12 @@ export async function runTapBench(): Promise<{
         });
       }
     }
-    if (tap.stats().rxDirect !== 2 * RX_ROUNDS * RX_FRAMES)
-      throw new Error(`${tap.stats().rxDirect} frames read zero copy, expected ${2 * RX_ROUNDS * RX_FRAMES}`);
+    // Default threshold (zeroCopyRxMinBytes 512): 64 B frames are read into our buffer, 1514 B ones in
+    // place once the running average crosses it (a handful of frames).
+    const direct = tap.stats().rxDirect;
+    // (a few more: the namespace's own ARP/ND frames arrive during those rounds too)
+    if (Math.abs(direct - RX_ROUNDS * RX_FRAMES) > 64)
+      throw new Error(`${direct} frames read zero copy, expected the ${RX_ROUNDS * RX_FRAMES} 1514 B ones`);
     const fsWrite = compareFsWrite(tap);
     const fsReadDrain = await benchFsReadDrain(ns, tap);
     return { rows, fsWrite, fsReadDrain };

@@ -90,6 +90,8 @@ export const TUN_F_USO6 = 0x40;
 const VNET_HDR_BASE = 10;
 /** Largest frame a tap hands out or takes: 64 KiB GSO super-frame plus link headers. */
 const MAX_FRAME = 65_536 + 256;
+/** TapOpenOptions.zeroCopyRxMinBytes default: a 512-byte copy costs about what readv's second iovec does. */
+const ZERO_COPY_RX_MIN_BYTES = 512;
 /** Frames one flushTransmit can hold (the device's tx burst is 256). */
 const TX_SLOTS = 256;
 /** Header room per queued frame (the largest vnet header is 24 bytes). */
@@ -122,6 +124,12 @@ export interface TapOpenOptions {
    */
   zeroCopy?: boolean;
   /**
+   * Frames are read straight into guest buffers while the queue's recent frames average at least this
+   * many bytes (default 512). Below it a `read` into our buffer plus the device's copy is cheaper than a
+   * two-iovec `readv` and the lend (measured, docs/performance.md); 0: always, when the device lends.
+   */
+  zeroCopyRxMinBytes?: number;
+  /**
    * Send the frames of one guest burst with one io_uring submission (flushTransmit) instead of one
    * writev each: 1.3–1.5x the write rate for bursts of 8 or more (docs/performance.md). Needs zeroCopy
    * and io_uring (else writev per frame, as with false). A burst of one is a plain writev. Default true.
@@ -145,14 +153,17 @@ export interface TapAdoptOptions {
   rssSteering?: boolean;
   /** As TapOpenOptions.batchTx. Default true. */
   batchTx?: boolean;
+  /** As TapOpenOptions.zeroCopyRxMinBytes. Default 512. */
+  zeroCopyRxMinBytes?: number;
 }
 
 /** Counters of one TapBackend (monotonic). */
 export interface TapStats {
   rxFrames: number;
   rxBytes: number;
-  /** Of rxFrames, those read straight into a guest buffer (BackendSink.lendReceive). */
+  /** Of rxFrames, those read straight into a guest buffer (BackendSink.lendReceive), and their bytes. */
   rxDirect: number;
+  rxDirectBytes: number;
   /** read(2) failures other than EAGAIN/EINTR, and frames shorter than the vnet header. */
   rxErrors: number;
   /** poll wake-ups that found this backend's fds ready (frames per wake-up = rxFrames / rxWakeups). */
@@ -322,6 +333,8 @@ interface Queue {
   drainScheduled: boolean;
   /** Still readable after a full budget: drained from setImmediate, out of the poll set meanwhile. */
   draining: boolean;
+  /** Running average (1/8) of received frame lengths: small frames are cheaper to copy than to readv. */
+  rxAverage: number;
   entry: PollEntry;
 }
 
@@ -351,6 +364,8 @@ export class TapBackend implements NetBackend {
   private readonly txView = new DataView(this.txBuf.buffer);
   /** Zero copy (TapOpenOptions.zeroCopy): iovecs for readv into lent guest buffers and writev from guest memory. */
   zeroCopy = true;
+  /** TapOpenOptions.zeroCopyRxMinBytes. */
+  zeroCopyRxMinBytes = ZERO_COPY_RX_MIN_BYTES;
   /** TapOpenOptions.rssSteering; the loaded program while the guest's RSS is applied by the kernel. */
   rssSteering = true;
   private steering: TapSteering | null = null;
@@ -390,6 +405,7 @@ export class TapBackend implements NetBackend {
     rxFrames: 0,
     rxBytes: 0,
     rxDirect: 0,
+    rxDirectBytes: 0,
     rxErrors: 0,
     rxWakeups: 0,
     txFrames: 0,
@@ -428,6 +444,7 @@ export class TapBackend implements NetBackend {
         paused: false,
         attached: true,
         drainScheduled: false,
+        rxAverage: 0,
         draining: false,
         entry: { fd, enabled: false, ready: (revents) => this.onReadable(q, revents) },
       };
@@ -501,6 +518,7 @@ export class TapBackend implements NetBackend {
       tap.zeroCopy = options.zeroCopy ?? true;
       tap.rssSteering = options.rssSteering ?? true;
       tap.batchTx = options.batchTx ?? true;
+      tap.zeroCopyRxMinBytes = zeroCopyRxMin(options.zeroCopyRxMinBytes, 'open');
       return tap;
     } catch (err) {
       for (const fd of fds) c.close(fd);
@@ -548,6 +566,7 @@ export class TapBackend implements NetBackend {
     tap.zeroCopy = options.zeroCopy ?? true;
     tap.rssSteering = options.rssSteering ?? true;
     tap.batchTx = options.batchTx ?? true;
+    tap.zeroCopyRxMinBytes = zeroCopyRxMin(options.zeroCopyRxMinBytes, 'adopt');
     return tap;
   }
 
@@ -1065,7 +1084,7 @@ export class TapBackend implements NetBackend {
     for (let i = 0; i < RX_BUDGET; i++) {
       if (q.paused || !q.attached || this.closed || this.gone) return false;
       const hs = this.hdrSize;
-      let lent = direct && sink.lendReceive!(q.qp, hs, this.target);
+      let lent = direct && q.rxAverage >= this.zeroCopyRxMinBytes && sink.lendReceive!(q.qp, hs, this.target);
       let n: number;
       if (lent) {
         const cnt = this.rxIovecs();
@@ -1092,9 +1111,11 @@ export class TapBackend implements NetBackend {
         continue;
       }
       const len = n - hs;
+      q.rxAverage += (len - q.rxAverage) / 8;
       if (lent) {
         this.s.rxFrames++;
         this.s.rxDirect++;
+        this.s.rxDirectBytes += len;
         this.s.rxBytes += len;
         sink.completeReceive!(n, buf);
         if (i === RX_BUDGET - 1) return true;
@@ -1206,4 +1227,13 @@ function setIovec(iov: Uint32Array, i: number, address: number, length: number):
 function put16le(b: Uint8Array, o: number, v: number): void {
   b[o] = v & 0xff;
   b[o + 1] = (v >>> 8) & 0xff;
+}
+
+function zeroCopyRxMin(v: number | undefined, where: string): number {
+  if (v === undefined) return ZERO_COPY_RX_MIN_BYTES;
+  if (!Number.isInteger(v) || v < 0)
+    throw new OptionsError(
+      `TapBackend.${where}: zeroCopyRxMinBytes must be a non-negative integer, got ${v}`,
+    );
+  return v;
 }

@@ -61,6 +61,8 @@ export interface DeviceFixtureOptions {
   rssSteering?: boolean;
   /** TapOpenOptions.batchTx (default true). */
   batchTx?: boolean;
+  /** TapOpenOptions.zeroCopyRxMinBytes (default 512; 0: read every frame into guest buffers). */
+  zeroCopyRxMinBytes?: number;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -77,6 +79,7 @@ export function deviceFixture(options: DeviceFixtureOptions = {}): DeviceFixture
       zeroCopy: options.zeroCopy,
       rssSteering: options.rssSteering,
       batchTx: options.batchTx,
+      zeroCopyRxMinBytes: options.zeroCopyRxMinBytes,
     });
     ns.adopt(tap.name);
     // No IPv6 chatter (router solicitations, MLD) on the tap: tests look at specific frames and counters.

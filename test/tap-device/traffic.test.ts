@@ -107,7 +107,8 @@ describe.skipIf(unavailable !== null)('virtio-net device on a real tap: traffic'
 
   for (const zeroCopy of [true, false])
     it(`guest ↔ kernel: ARP both ways, ping the kernel, and answer the kernel’s ping (zeroCopy ${zeroCopy})`, async () => {
-      const fx = fixture({ zeroCopy });
+      // Small frames: read into guest buffers only because the threshold is 0 here (default 512 B).
+      const fx = fixture({ zeroCopy, zeroCopyRxMinBytes: 0 });
       const { drv, ns, tap } = fx;
       // The kernel does not know the guest yet: drop the fixture's static entry so it has to ARP.
       ns.ip('neigh', 'del', GUEST_IP, 'dev', tap.name);
@@ -203,6 +204,24 @@ describe.skipIf(unavailable !== null)('virtio-net device on a real tap: traffic'
       const q = (fx.dev.stats() as { queues: { txPackets: number; txDropped: number }[] }).queues[0]!;
       expect([q.txPackets, q.txDropped]).toEqual([N, 0]);
     });
+
+  it('by default small frames are read into the tap buffer and copied, large ones straight into guest buffers', async () => {
+    const fx = fixture();
+    const { ns, tap } = fx;
+    expect(tap.zeroCopyRxMinBytes).toBe(512);
+    const small = [9300, 9301, 9302];
+    ns.exec('python3', ['-c', PY_UDP_SEND, GUEST_IP, small.join(','), '64', '30']);
+    await fx.until(() => fx.frames.filter((f) => small.some((p) => isUdpTo(p)(f))).length === 30);
+    expect(tap.stats().rxDirect).toBe(0);
+    ns.exec('python3', ['-c', PY_UDP_SEND, GUEST_IP, '9400', '1400', '60']);
+    await fx.until(() => fx.frames.filter((f) => isUdpTo(9400)(f)).length === 60);
+    // The running average crosses 512 B after a few large frames; from then on they are read in place.
+    const t = tap.stats();
+    expect(t.rxDirect).toBeGreaterThanOrEqual(50);
+    expect(t.rxDirectBytes).toBe(t.rxDirect * (14 + 20 + 8 + 1400));
+    for (const f of fx.frames.filter((x) => isUdpTo(9400)(x)))
+      expect(f.frame.length).toBe(14 + 20 + 8 + 1400);
+  });
 
   it('UDP both ways between the guest and a socket in the namespace', async () => {
     const fx = fixture();
@@ -398,7 +417,7 @@ time.sleep(5)
   });
 
   it('rx checksum: a guest without GUEST_CSUM never sees NEEDS_CSUM (the tap is told, and the device completes strays)', async () => {
-    const fx = fixture({ wanted: NO_GUEST_OFFLOADS });
+    const fx = fixture({ wanted: NO_GUEST_OFFLOADS, zeroCopyRxMinBytes: 0 });
     const { drv, ns, tap } = fx;
     expect(drv.has(NetF.GUEST_CSUM)).toBe(false);
     expect(kernelOffloads(ns, tap.name)).toMatchObject({ txcsum: 0, tso: 0 });
@@ -453,7 +472,7 @@ time.sleep(5)
   });
 
   it('a multiqueue tap steers flows itself (tun automq): replies return on the pair the guest sent on, read straight into guest buffers', async () => {
-    const fx = fixture({ queues: 2 });
+    const fx = fixture({ queues: 2, zeroCopyRxMinBytes: 0 });
     const { drv, ns, tap } = fx;
     expect(tap.capabilities.steersFlows).toBe(true);
     const FLOWS = 16;
@@ -483,7 +502,7 @@ time.sleep(5)
     [false, false],
   ] as const)
     it(`RSS from the guest on a 4-queue tap (hash report ${hash ? 'on' : 'off'}, kernel steering ${rssSteering ? 'on' : 'off'}): every flow on the pair its Toeplitz hash names`, async () => {
-      const fx = fixture({ queues: 4, device: { rss: true, hash }, rssSteering });
+      const fx = fixture({ queues: 4, device: { rss: true, hash }, rssSteering, zeroCopyRxMinBytes: 0 });
       const { drv, ns, tap } = fx;
       const key = Uint8Array.from({ length: 40 }, (_, i) => (i * 29 + 3) & 0xff);
       const table = Array.from({ length: 16 }, (_, i) => (i * 3 + 1) % 4);
