@@ -13,6 +13,7 @@ import {
   type NetOffload,
   ReceiveTarget,
   type TransmitResult,
+  writeVnetHeader,
 } from './net-backend.js';
 
 /** Options of `MemoryBackend`. */
@@ -279,16 +280,7 @@ export class MemoryBackend implements NetBackend {
     const total = hs + frame.length;
     if (this.overflow.length < total) this.overflow = new Uint8Array(total);
     const h = this.header;
-    h.fill(0);
-    if (hs > 0 && off) {
-      const v = new DataView(h.buffer);
-      v.setUint8(0, off.flags);
-      v.setUint8(1, off.gsoType);
-      v.setUint16(2, off.hdrLen, true);
-      v.setUint16(4, off.gsoSize, true);
-      v.setUint16(6, off.csumStart, true);
-      v.setUint16(8, off.csumOffset, true);
-    }
+    writeVnetHeader(h, 0, hs > 0 ? off : null);
     const put = (dst: Uint8Array, o: number, from: number, to: number) => {
       // Stream bytes [from, to) at dst[o...]: header bytes 10..hs are skipped, not written.
       for (let p = from; p < Math.min(to, hs, 10); p++) dst[o + p - from] = h[p] as number;

@@ -167,6 +167,42 @@ export interface NetBackend {
   close(): void;
 }
 
+/** Bytes of `struct virtio_net_hdr` that carry a NetOffload (the part a tap reads and writes). */
+export const VNET_HDR_OFFLOAD_BYTES = 10;
+
+/**
+ * Writes `o` as the first 10 bytes of a `struct virtio_net_hdr` at `bytes[at]` (little-endian, VIRTIO
+ * 1.3 §5.1.6), zeros for null. The one place backends encode the wire header.
+ */
+export function writeVnetHeader(bytes: Uint8Array, at: number, o: NetOffload | null): void {
+  if (o === null) {
+    bytes.fill(0, at, at + VNET_HDR_OFFLOAD_BYTES);
+    return;
+  }
+  bytes[at] = o.flags;
+  bytes[at + 1] = o.gsoType;
+  put16(bytes, at + 2, o.hdrLen);
+  put16(bytes, at + 4, o.gsoSize);
+  put16(bytes, at + 6, o.csumStart);
+  put16(bytes, at + 8, o.csumOffset);
+}
+
+/** Reads the first 10 bytes of a `struct virtio_net_hdr` at `bytes[at]` into `out`; returns `out`. */
+export function readVnetHeader(bytes: Uint8Array, at: number, out: NetOffload): NetOffload {
+  out.flags = bytes[at]!;
+  out.gsoType = bytes[at + 1]!;
+  out.hdrLen = bytes[at + 2]! | (bytes[at + 3]! << 8);
+  out.gsoSize = bytes[at + 4]! | (bytes[at + 5]! << 8);
+  out.csumStart = bytes[at + 6]! | (bytes[at + 7]! << 8);
+  out.csumOffset = bytes[at + 8]! | (bytes[at + 9]! << 8);
+  return out;
+}
+
+function put16(b: Uint8Array, o: number, v: number): void {
+  b[o] = v & 0xff;
+  b[o + 1] = (v >>> 8) & 0xff;
+}
+
 /** A reusable NetOffload with every field zero (no offload). */
 export function emptyOffload(): NetOffload {
   return { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };

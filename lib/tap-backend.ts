@@ -54,7 +54,10 @@ import {
   type NetBackend,
   type NetOffload,
   ReceiveTarget,
+  readVnetHeader,
   type TransmitResult,
+  VNET_HDR_OFFLOAD_BYTES,
+  writeVnetHeader,
 } from './net-backend.js';
 import { TapSteering } from './tap-steering.js';
 
@@ -87,7 +90,7 @@ export const TUN_F_USO4 = 0x20;
 export const TUN_F_USO6 = 0x40;
 
 /** sizeof(struct virtio_net_hdr): the part of any header size the kernel reads and writes. */
-const VNET_HDR_BASE = 10;
+const VNET_HDR_BASE = VNET_HDR_OFFLOAD_BYTES;
 /** Largest frame a tap hands out or takes: 64 KiB GSO super-frame plus link headers. */
 const MAX_FRAME = 65_536 + 256;
 /** TapOpenOptions.zeroCopyRxMinBytes default: a 512-byte copy costs about what readv's second iovec does. */
@@ -357,11 +360,9 @@ export class TapBackend implements NetBackend {
   private hdrSize: number;
   /** rx buffer: [vnet header][frame]; views over it are cached per length so receive allocates nothing. */
   private readonly rxBuf = new Uint8Array(VNET_HDR_BASE + 10 + MAX_FRAME);
-  private readonly rxView = new DataView(this.rxBuf.buffer);
   private rxFrameViews: Uint8Array[] = [];
   private readonly rxOffload: NetOffload = emptyOffload();
   private readonly txBuf = new Uint8Array(VNET_HDR_BASE + 10 + MAX_FRAME);
-  private readonly txView = new DataView(this.txBuf.buffer);
   /** Zero copy (TapOpenOptions.zeroCopy): iovecs for readv into lent guest buffers and writev from guest memory. */
   zeroCopy = true;
   /** TapOpenOptions.zeroCopyRxMinBytes. */
@@ -680,15 +681,9 @@ export class TapBackend implements NetBackend {
     if (hs > 0) {
       const h = this.txSlotHeaders;
       const o = i * TX_SLOT_HEADER;
-      h.fill(0, o, o + hs);
-      if (offload !== null) {
-        h[o] = offload.flags;
-        h[o + 1] = offload.gsoType;
-        put16le(h, o + 2, offload.hdrLen);
-        put16le(h, o + 4, offload.gsoSize);
-        put16le(h, o + 6, offload.csumStart);
-        put16le(h, o + 8, offload.csumOffset);
-      }
+      // Bytes past the first 10 (num_buffers, hash) stay zero: the kernel skips them on tx.
+      writeVnetHeader(h, o, offload);
+      if (hs > VNET_HDR_OFFLOAD_BYTES) h.fill(0, o + VNET_HDR_OFFLOAD_BYTES, o + hs);
       if (this.txSlotHeadersAddress === 0) this.txSlotHeadersAddress = this.c.addressOf(h);
       setIovec(iov, 2 * i + n++, this.txSlotHeadersAddress + o, hs);
     }
@@ -775,24 +770,10 @@ export class TapBackend implements NetBackend {
   /** The vnet header of the next frame in txBuf[0, hdrSize). */
   private putTxHeader(offload: NetOffload | null): void {
     if (this.hdrSize === 0) return;
-    const v = this.txView;
     // Bytes past the first 10 (num_buffers, hash) stay zero: the kernel skips them on tx.
-    if (offload === null) {
-      if (this.txHdrDirty) {
-        v.setUint32(0, 0);
-        v.setUint32(4, 0);
-        v.setUint16(8, 0);
-        this.txHdrDirty = false;
-      }
-    } else {
-      v.setUint8(0, offload.flags);
-      v.setUint8(1, offload.gsoType);
-      v.setUint16(2, offload.hdrLen, true);
-      v.setUint16(4, offload.gsoSize, true);
-      v.setUint16(6, offload.csumStart, true);
-      v.setUint16(8, offload.csumOffset, true);
-      this.txHdrDirty = true;
-    }
+    if (offload === null && !this.txHdrDirty) return;
+    writeVnetHeader(this.txBuf, 0, offload);
+    this.txHdrDirty = offload !== null;
   }
 
   /**
@@ -1127,16 +1108,7 @@ export class TapBackend implements NetBackend {
         this.rxFrameViews[len] = frame;
       }
       let off: NetOffload | null = null;
-      if (hs > 0) {
-        off = this.rxOffload;
-        const v = this.rxView;
-        off.flags = v.getUint8(0);
-        off.gsoType = v.getUint8(1);
-        off.hdrLen = v.getUint16(2, true);
-        off.gsoSize = v.getUint16(4, true);
-        off.csumStart = v.getUint16(6, true);
-        off.csumOffset = v.getUint16(8, true);
-      }
+      if (hs > 0) off = readVnetHeader(buf, 0, this.rxOffload);
       this.s.rxFrames++;
       this.s.rxBytes += len;
       sink.receive(frame, q.qp, off);
@@ -1222,11 +1194,6 @@ function setIovec(iov: Uint32Array, i: number, address: number, length: number):
   iov[4 * i + 1] = Math.floor(address / 0x1_0000_0000);
   iov[4 * i + 2] = length;
   iov[4 * i + 3] = 0;
-}
-
-function put16le(b: Uint8Array, o: number, v: number): void {
-  b[o] = v & 0xff;
-  b[o + 1] = (v >>> 8) & 0xff;
 }
 
 function zeroCopyRxMin(v: number | undefined, where: string): number {
