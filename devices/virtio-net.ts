@@ -241,6 +241,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
   /** A lent receive that must take the copying path after all (rare): the frame is gathered here. */
   private readonly rxScratch = new Uint8Array(MAX_FRAME);
   private readonly rxExtraLength: number[] = [];
+  /** Room of the buffers the last popRxBuffers took. */
+  private poppedRoom = 0;
   private readonly txPending: boolean[];
   /** An rx drain is scheduled after finding buffers on a re-check (recheckRx). */
   private readonly rxRecheck: boolean[];
@@ -918,12 +920,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
    * backend writes none). False, with `t` unchanged, when they cannot be lent (see lend).
    */
   private lendSegments(mem: GuestMemory, chain: DescriptorChain, t: ReceiveTarget, skip: number): boolean {
-    if (chain.writableCount === 0) {
-      throw new VirtqueueError(
-        'readable-after-writable',
-        `rx chain ${chain.head} has no device-writable buffer`,
-      );
-    }
+    requireWritable(chain);
     const first = chain.readableCount;
     const end = first + chain.writableCount;
     if (t.count + chain.writableCount > t.offsets.length) return false;
@@ -1053,24 +1050,8 @@ export class VirtioNet implements VirtioDevice, BackendSink {
    * rxExtraLength), or 0 with nothing popped when the ring has too few.
    */
   private scatterOverflow(q: Virtqueue, mem: GuestMemory, overflow: Uint8Array, remaining: number): number {
-    let extra = 0;
-    let room = 0;
-    while (room < remaining) {
-      if (extra === this.rxChains.length) this.rxChains.push(new DescriptorChain(8));
-      const c = this.rxChains[extra]!;
-      if (!q.pop(c)) {
-        for (let i = extra - 1; i >= 0; i--) q.unpop(this.rxChains[i]!);
-        return 0;
-      }
-      if (c.writableCount === 0) {
-        throw new VirtqueueError(
-          'readable-after-writable',
-          `rx chain ${c.head} has no device-writable buffer`,
-        );
-      }
-      extra++;
-      room += c.writableLength;
-    }
+    const extra = this.popRxBuffers(q, remaining, Number.POSITIVE_INFINITY);
+    if (extra === 0) return 0;
     let pos = 0;
     for (let i = 0; i < extra; i++) {
       const c = this.rxChains[i]!;
@@ -1080,6 +1061,28 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       pos += k;
     }
     return extra + 1;
+  }
+
+  /**
+   * Pops receive buffers into rxChains until they hold `need` bytes or `max` are taken; returns how
+   * many (their room in `poppedRoom`), or 0 with every one given back when the ring runs out first.
+   */
+  private popRxBuffers(q: Virtqueue, need: number, max: number): number {
+    let n = 0;
+    let room = 0;
+    while (room < need && n < max) {
+      if (n === this.rxChains.length) this.rxChains.push(new DescriptorChain(8));
+      const chain = this.rxChains[n]!;
+      if (!q.pop(chain)) {
+        for (let i = n - 1; i >= 0; i--) q.unpop(this.rxChains[i]!);
+        return 0;
+      }
+      requireWritable(chain);
+      n++;
+      room += chain.writableLength;
+    }
+    this.poppedRoom = room;
+    return n;
   }
 
   /** Gathers the frame of a lent receive (without the backend's header) into rxScratch. */
@@ -1134,27 +1137,9 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     const hdr = this.hdrSize;
     const total = hdr + frame.length;
     const mem = ctx.memory;
-    let used = 0;
-    let room = 0;
-    while (room < total) {
-      if (used === this.rxChains.length) this.rxChains.push(new DescriptorChain(8));
-      const chain = this.rxChains[used]!;
-      if (!q.pop(chain)) {
-        for (let i = used - 1; i >= 0; i--) q.unpop(this.rxChains[i]!);
-        return Delivery.NoBuffers;
-      }
-      if (chain.writableCount === 0) {
-        // QEMU: "virtio-net receive queue contains no in buffers" (virtio_error).
-        throw new VirtqueueError(
-          'readable-after-writable',
-          `rx chain ${chain.head} has no device-writable buffer`,
-        );
-      }
-      used++;
-      room += chain.writableLength;
-      if (!this.mergeable) break;
-    }
-    if (room < total) {
+    const used = this.popRxBuffers(q, total, this.mergeable ? Number.POSITIVE_INFINITY : 1);
+    if (used === 0) return Delivery.NoBuffers;
+    if (this.poppedRoom < total) {
       // Without mergeable buffers a frame must fit one chain: QEMU drops it and gives the buffer back.
       q.unpop(this.rxChains[0]!);
       return Delivery.Dropped;
@@ -1241,6 +1226,16 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     for (const bl of this.backlogs) if (bl.count > 0) return;
     this.paused[q] = false;
     this.backend.resume(q);
+  }
+}
+
+/** An rx chain must have a device-writable part (QEMU: "virtio-net receive queue contains no in buffers", virtio_error). */
+function requireWritable(chain: DescriptorChain): void {
+  if (chain.writableCount === 0) {
+    throw new VirtqueueError(
+      'readable-after-writable',
+      `rx chain ${chain.head} has no device-writable buffer`,
+    );
   }
 }
 
