@@ -3,26 +3,26 @@
  * The stable public surface (../shared/docs/api.md); everything else is internal.
  */
 
-export type { VfioUserDevice, VfioUserServerOptions } from './devices/vfio-user-server.js';
-export { VfioUserServer } from './devices/vfio-user-server.js';
-export type { NetDeviceStats, NetSnapshot } from './devices/virtio-net.js';
-export { QueueStats, VirtioNet } from './devices/virtio-net.js';
-export { NetF } from './devices/virtio-net-features.js';
+export type { VfioUserDevice, VfioUserServerOptions } from './lib/vfio-user/server.js';
+export { VfioUserServer } from './lib/vfio-user/server.js';
+export type { NetDeviceStats, NetSnapshot } from './devices/virtio-net/device.js';
+export { QueueStats, VirtioNet } from './devices/virtio-net/device.js';
+export { NetF } from './devices/virtio-net/features.js';
 export type {
   VirtioNetInterrupts,
   VirtioNetPciConfig,
   VirtioNetPciOptions,
-} from './devices/virtio-net-options.js';
-export { DEFAULT_MAC, parseQemuDevice, parseVirtioNetPciOptions } from './devices/virtio-net-options.js';
+} from './devices/virtio-net/options.js';
+export { DEFAULT_MAC, parseQemuDevice, parseVirtioNetPciOptions } from './devices/virtio-net/options.js';
 export type { BarInfo, VirtioNetPci, VirtioNetPciSnapshot } from './devices/virtio-net-pci.js';
 export { createVirtioNetPci } from './devices/virtio-net-pci.js';
-export type { VirtioNetVfioUserDevice } from './devices/virtio-net-vfio-user.js';
-export { virtioNetVfioUserDevice } from './devices/virtio-net-vfio-user.js';
+export type { VirtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
+export { virtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
 export { BackendError, GuestMemoryError, OptionsError, VirtioNetError } from './lib/errors.js';
-export type { GuestMemoryOptions, GuestMemoryRegion } from './lib/guest-memory.js';
-export { GuestMemory } from './lib/guest-memory.js';
-export type { MemoryBackendOptions, MemoryBackendStats } from './lib/memory-backend.js';
-export { MemoryBackend } from './lib/memory-backend.js';
+export type { GuestMemoryOptions, GuestMemoryRegion } from './lib/memory/guest-memory.js';
+export { GuestMemory } from './lib/memory/guest-memory.js';
+export type { MemoryBackendOptions, MemoryBackendStats } from './lib/net/memory-backend.js';
+export { MemoryBackend } from './lib/net/memory-backend.js';
 export type {
   BackendCapabilities,
   BackendOffloads,
@@ -31,13 +31,13 @@ export type {
   NetBackend,
   NetOffload,
   TransmitResult,
-} from './lib/net-backend.js';
-export { emptyOffload, ReceiveTarget } from './lib/net-backend.js';
-export { ParsedPacket, parsePacket } from './lib/packet-parser.js';
-export * from './lib/rss-hash.js';
-export type { TapAdoptOptions, TapOpenOptions, TapStats } from './lib/tap-backend.js';
-export { TapBackend } from './lib/tap-backend.js';
-export { ToeplitzKey, toeplitzHash } from './lib/toeplitz.js';
+} from './lib/net/backend.js';
+export { emptyOffload, ReceiveTarget } from './lib/net/backend.js';
+export { ParsedPacket, parsePacket } from './lib/net/packet-parser.js';
+export * from './lib/net/rss-hash.js';
+export type { TapAdoptOptions, TapOpenOptions, TapStats } from './lib/tap/tap-backend.js';
+export { TapBackend } from './lib/tap/tap-backend.js';
+export { ToeplitzKey, toeplitzHash } from './lib/net/toeplitz.js';
 export type { InterruptSink } from './pci/msix.js';
 export type { BarMapping } from './pci/pci-function.js';
 export { PciRouter } from './pci/pci-router.js';

@@ -18,10 +18,10 @@
 
 import { VirtioNetDriver } from '../devices/testing/net-driver.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../devices/virtio-net-pci.js';
-import { GuestMemory } from '../lib/guest-memory.js';
-import { libc } from '../lib/libc.js';
-import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/netns.js';
-import { TapBackend } from '../lib/tap-backend.js';
+import { GuestMemory } from '../lib/memory/guest-memory.js';
+import { libc } from '../lib/host/libc.js';
+import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/host/netns.js';
+import { TapBackend } from '../lib/tap/tap-backend.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 
 const BATCH = 128;

@@ -17,7 +17,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { VirtioNetDriver } from '../devices/testing/net-driver.js';
 import { createVirtioNetPci } from '../devices/virtio-net-pci.js';
-import { GuestMemory } from '../lib/guest-memory.js';
+import { GuestMemory } from '../lib/memory/guest-memory.js';
 import {
   type BackendCapabilities,
   type BackendSink,
@@ -25,7 +25,7 @@ import {
   type NetOffload,
   ReceiveTarget,
   type TransmitResult,
-} from '../lib/net-backend.js';
+} from '../lib/net/backend.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 import { type BenchResult, bench, gcExposed, report } from './harness.js';
 

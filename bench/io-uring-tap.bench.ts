@@ -10,10 +10,10 @@
  * build each frame's iovec pair in the timed loop (as the device would per chain). Variants rotate their
  * order every round; fps are medians, the ratio is the median of the per-round ratios to the writev loop.
  */
-import { IoUring } from '../lib/io-uring.js';
-import { libc } from '../lib/libc.js';
-import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/netns.js';
-import { TapBackend } from '../lib/tap-backend.js';
+import { IoUring } from '../lib/host/io-uring.js';
+import { libc } from '../lib/host/libc.js';
+import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/host/netns.js';
+import { TapBackend } from '../lib/tap/tap-backend.js';
 
 const ROUNDS = 15;
 const FRAMES = 32_768;

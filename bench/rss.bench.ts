@@ -7,9 +7,9 @@
  * Self-contained (no bench/harness.ts at the time of writing).
  */
 
-import { ParsedPacket, parsePacket } from '../lib/packet-parser.js';
-import { RssHashResult, rssHashParsed } from '../lib/rss-hash.js';
-import { ToeplitzKey } from '../lib/toeplitz.js';
+import { ParsedPacket, parsePacket } from '../lib/net/packet-parser.js';
+import { RssHashResult, rssHashParsed } from '../lib/net/rss-hash.js';
+import { ToeplitzKey } from '../lib/net/toeplitz.js';
 
 const KEY = Uint8Array.from(
   '6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa'

@@ -16,10 +16,10 @@
  * frames averaging at least zeroCopyRxMinBytes; smaller ones are read into the backend's buffer).
  */
 import { read as fsRead, writeSync } from 'node:fs';
-import { libc } from '../lib/libc.js';
-import type { BackendSink, ReceiveTarget } from '../lib/net-backend.js';
-import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/netns.js';
-import { TapBackend } from '../lib/tap-backend.js';
+import { libc } from '../lib/host/libc.js';
+import type { BackendSink, ReceiveTarget } from '../lib/net/backend.js';
+import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/host/netns.js';
+import { TapBackend } from '../lib/tap/tap-backend.js';
 
 const TX_ROUNDS = 21;
 const RX_ROUNDS = 8;

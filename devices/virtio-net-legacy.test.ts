@@ -2,13 +2,13 @@
 // legacy driver (Linux virtio_pci_legacy: features word 0, PFN-placed rings, INTx + ISR) exchanging
 // frames with and without offload metadata, and the 12-byte legacy header with MRG_RXBUF.
 import { describe, expect, it } from 'vitest';
-import { GuestMemory } from '../lib/guest-memory.js';
-import { MemoryBackend } from '../lib/memory-backend.js';
-import { LEGACY, legacyRingLayout } from '../virtio/legacy.js';
+import { GuestMemory } from '../lib/memory/guest-memory.js';
+import { MemoryBackend } from '../lib/net/memory-backend.js';
+import { LEGACY, legacyRingLayout } from '../virtio/pci/legacy.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector, VirtioPciDriver } from '../virtio/testing/pci-driver.js';
 import { SplitDriverQueue } from '../virtio/testing/split-driver.js';
-import { GsoType, NetHdrFlags, readNetHeader } from './net-header.js';
+import { GsoType, NetHdrFlags, readNetHeader } from './virtio-net/net-header.js';
 import {
   DEV_MAC,
   hexOf,
@@ -17,8 +17,8 @@ import {
   pattern,
   rawFrame,
   tcp4Frame,
-} from './virtio-net.test-support.js';
-import { NetF } from './virtio-net-features.js';
+} from './virtio-net/bench.test-support.js';
+import { NetF } from './virtio-net/features.js';
 import { createVirtioNetPci } from './virtio-net-pci.js';
 
 const bit = (b: number) => 1 << b;

@@ -3,8 +3,8 @@
 // windows, the virtio-net config bytes and the common config at reset. QEMU 7.2 has no USO, so the USO
 // options are off; the tap had a vnet header, like MemoryBackend's default.
 import { describe, expect, it } from 'vitest';
-import { GuestMemory } from '../lib/guest-memory.js';
-import { MemoryBackend } from '../lib/memory-backend.js';
+import { GuestMemory } from '../lib/memory/guest-memory.js';
+import { MemoryBackend } from '../lib/net/memory-backend.js';
 import { assignBars, diff, dump, fixtureBin, fixtureJson } from '../pci/qemu-oracle.test-support.js';
 import { InterruptCollector, VirtioPciDriver } from '../virtio/testing/pci-driver.js';
 import { createVirtioNetPci } from './virtio-net-pci.js';

@@ -1,11 +1,11 @@
 // The embeddable virtio-net-pci device through its public object and the synthetic guest only:
 // Linux-like init, link state, announce, reset mid-traffic, snapshot/restore mid-traffic.
 import { describe, expect, it } from 'vitest';
-import { GuestMemory } from '../lib/guest-memory.js';
-import { MemoryBackend } from '../lib/memory-backend.js';
+import { GuestMemory } from '../lib/memory/guest-memory.js';
+import { MemoryBackend } from '../lib/net/memory-backend.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector, STATUS, VirtioPciDriver } from '../virtio/testing/pci-driver.js';
-import { CtrlClass, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
+import { CtrlClass, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './virtio-net/control-queue.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from './testing/net-driver.js';
 import {
   DEV_MAC,
@@ -15,9 +15,9 @@ import {
   openBench,
   PEER_MAC,
   rawFrame,
-} from './virtio-net.test-support.js';
-import { NetConfig, NetStatus } from './virtio-net-config.js';
-import { NetF } from './virtio-net-features.js';
+} from './virtio-net/bench.test-support.js';
+import { NetConfig, NetStatus } from './virtio-net/config.js';
+import { NetF } from './virtio-net/features.js';
 import { createVirtioNetPci, type VirtioNetPci } from './virtio-net-pci.js';
 
 const bit = (b: number) => 1n << BigInt(b);

@@ -5,12 +5,12 @@
  * virtio-net functions of their own. A VMM wires it to its bus: config-space and BAR accessors in,
  * MSI-X messages (or per-vector signals) / INTx and DMA through `GuestMemory` out.
  */
-import { MemoryBackend } from '../lib/memory-backend.js';
-import type { NetBackend } from '../lib/net-backend.js';
+import { MemoryBackend } from '../lib/net/memory-backend.js';
+import type { NetBackend } from '../lib/net/backend.js';
 import type { InterruptSink } from '../pci/msix.js';
 import type { BarMapping, PciFunction } from '../pci/pci-function.js';
 import { SriovCapability } from '../pci/sriov.js';
-import { sriovDeviceGroup } from '../virtio/admin-queue.js';
+import { sriovDeviceGroup } from '../virtio/admin/admin-queue.js';
 import { featureBit, VIRTIO_F_SR_IOV } from '../virtio/features.js';
 import {
   MODERN_BAR,
@@ -18,15 +18,15 @@ import {
   MSIX_BAR,
   type VirtioPciSnapshot,
   VirtioPciTransport,
-} from '../virtio/virtio-pci.js';
-import { type NetSnapshot, type QueueStats, VirtioNet } from './virtio-net.js';
-import { NetConfig } from './virtio-net-config.js';
+} from '../virtio/pci/virtio-pci.js';
+import { type NetSnapshot, type QueueStats, VirtioNet } from './virtio-net/device.js';
+import { NetConfig } from './virtio-net/config.js';
 import {
   parseVirtioNetPciOptions,
   type VirtioNetInterrupts,
   type VirtioNetPciConfig,
   type VirtioNetPciOptions,
-} from './virtio-net-options.js';
+} from './virtio-net/options.js';
 
 /** Size and kind of each of the six BARs (null where absent), for VMMs and the vfio-user server. */
 export interface BarInfo {

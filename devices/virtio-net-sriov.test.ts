@@ -3,8 +3,8 @@
  * virtio-net function of its own (own MAC, own backend, own queues), reachable through `dev.vfs`.
  */
 import { describe, expect, it } from 'vitest';
-import { GuestMemory } from '../lib/guest-memory.js';
-import { MemoryBackend } from '../lib/memory-backend.js';
+import { GuestMemory } from '../lib/memory/guest-memory.js';
+import { MemoryBackend } from '../lib/net/memory-backend.js';
 import {
   PCI_EXT_CAP_ID_SRIOV,
   PCI_SRIOV_BAR,

@@ -21,18 +21,18 @@ import {
   udp4,
 } from '../devices/testing/frames.js';
 import { VirtioNetDriver } from '../devices/testing/net-driver.js';
-import { NetF } from '../devices/virtio-net-features.js';
+import { NetF } from '../devices/virtio-net/features.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../devices/virtio-net-pci.js';
-import { GuestMemory } from '../lib/guest-memory.js';
-import { MemoryBackend } from '../lib/memory-backend.js';
-import type { NetBackend } from '../lib/net-backend.js';
-import { NetNamespace, netnsUnavailableReason } from '../lib/netns.js';
+import { GuestMemory } from '../lib/memory/guest-memory.js';
+import { MemoryBackend } from '../lib/net/memory-backend.js';
+import type { NetBackend } from '../lib/net/backend.js';
+import { NetNamespace, netnsUnavailableReason } from '../lib/host/netns.js';
 import {
   VIRTIO_NET_RSS_HASH_TYPE_IPv4,
   VIRTIO_NET_RSS_HASH_TYPE_TCPv4,
   VIRTIO_NET_RSS_HASH_TYPE_UDPv4,
-} from '../lib/rss-hash.js';
-import { TapBackend } from '../lib/tap-backend.js';
+} from '../lib/net/rss-hash.js';
+import { TapBackend } from '../lib/tap/tap-backend.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 
 interface Args {

@@ -5,7 +5,7 @@
 // like virtio-net's MQ changes num_queues; feature bit 1 depends on bit 0 (validateFeatures).
 
 import type { VirtioDevice, VirtioDeviceContext } from './virtio-device.js';
-import { DescriptorChain, VirtqueueError } from './virtqueue.js';
+import { DescriptorChain, VirtqueueError } from './queue/virtqueue.js';
 
 export interface FakeDeviceOptions {
   deviceId?: number;

@@ -3,8 +3,8 @@
  * and what the transport gives back once the driver sets DRIVER_OK. The transport knows nothing about
  * networking; the device knows nothing about PCI.
  */
-import type { GuestMemory } from '../lib/guest-memory.js';
-import type { Virtqueue } from './virtqueue.js';
+import type { GuestMemory } from '../lib/memory/guest-memory.js';
+import type { Virtqueue } from './queue/virtqueue.js';
 
 /** Services the transport lends a running device. */
 export interface VirtioDeviceContext {

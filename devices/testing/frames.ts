@@ -3,7 +3,7 @@
  * checksums complete. Plus `PeerResponder`, a tiny host that answers ARP requests and ICMP echo
  * requests, used by the demo and tests as the far end of a `MemoryBackend`.
  */
-import { checksumAdd, checksumFinish, pseudoHeaderSumIpv4 } from '../../lib/checksum.js';
+import { checksumAdd, checksumFinish, pseudoHeaderSumIpv4 } from '../../lib/net/checksum.js';
 
 export function macBytes(mac: string): Uint8Array {
   return Uint8Array.from(mac.split(':').map((h) => Number.parseInt(h, 16)));

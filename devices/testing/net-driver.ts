@@ -7,16 +7,16 @@
  * It is synchronous: the device model processes a queue when it is kicked, so after `send` or `control`
  * the answer is already in the used ring.
  */
-import type { GuestMemory } from '../../lib/guest-memory.js';
-import type { NetOffload } from '../../lib/net-backend.js';
+import type { GuestMemory } from '../../lib/memory/guest-memory.js';
+import type { NetOffload } from '../../lib/net/backend.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import type { DriverQueue, PciTarget } from '../../virtio/testing/pci-driver.js';
 import { InterruptCollector, VirtioPciDriver } from '../../virtio/testing/pci-driver.js';
-import { CtrlClass, CtrlMac, CtrlMq, CtrlVlan, VIRTIO_NET_OK } from '../control-queue.js';
-import { NetHdr, readNetHeader, writeNetHeader } from '../net-header.js';
-import { encodeHashConfig, encodeRssConfig } from '../rss.js';
-import { NetConfig } from '../virtio-net-config.js';
-import { NetF, netHeaderSize } from '../virtio-net-features.js';
+import { CtrlClass, CtrlMac, CtrlMq, CtrlVlan, VIRTIO_NET_OK } from '../virtio-net/control-queue.js';
+import { NetHdr, readNetHeader, writeNetHeader } from '../virtio-net/net-header.js';
+import { encodeHashConfig, encodeRssConfig } from '../virtio-net/rss.js';
+import { NetConfig } from '../virtio-net/config.js';
+import { NetF, netHeaderSize } from '../virtio-net/features.js';
 
 /** Feature bits Linux 6.1's virtio_net and virtio core accept (virtnet features[] + transport bits). */
 export const LINUX_6_1_FEATURES: bigint = [

@@ -16,7 +16,7 @@ import { fstatSync } from 'node:fs';
 import { DmaMapFlag, Errno } from './protocol.js';
 import * as sys from './sys.js';
 
-/** The part of GuestMemory (lib/guest-memory.ts) the server needs. */
+/** The part of GuestMemory (lib/memory/guest-memory.ts) the server needs. */
 export interface DmaMemory {
   addRegion(region: { address: number | bigint; bytes: Uint8Array }): void;
   removeRegion(address: number | bigint): boolean;

@@ -3,7 +3,7 @@
  * (socket/bind/listen/accept4/connect/recvmsg/sendmsg), mmap/munmap for DMA regions, eventfd writes, and
  * memfd/eventfd/socketpair creation for tests. Linux, LP64 (x86_64, aarch64) only.
  *
- * These bindings stay private to lib/vfio-user (lib/libc.ts belongs to the tap backend). Structures are laid
+ * These bindings stay private to lib/vfio-user (lib/host/libc.ts belongs to the tap backend). Structures are laid
  * out by hand in native memory from `koffi.alloc`, so a call marshals nothing but integers and pointers.
  */
 import koffi from 'koffi';

@@ -1,15 +1,15 @@
 /**
  * End to end: a stock Linux guest under QEMU 11.x reaches our vfio-user server as a PCI function.
- * For now the function is the stand-in device (lib/vfio-user/stand-in-device.ts); the real virtio-net
+ * For now the function is the stand-in device (devices/serve/stand-in-device.ts); the real virtio-net
  * device plugs in through the same `VfioUserDevice` interface (see docs/vfio-user.md).
  * Runs as root with the cache from test/guest/prepare.sh; skips, saying why, only where those cannot be had.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { VfioUserServer } from '../../devices/vfio-user-server.js';
-import { GuestMemory } from '../../lib/guest-memory.js';
-import { STAND_IN_BAR_MAGIC, STAND_IN_MAGIC, StandInDevice } from '../../lib/vfio-user/stand-in-device.js';
-import { guestUnavailableReason, inProcessServer, runGuest } from './launch.js';
+import type { VfioUserServer } from '../../lib/vfio-user/server.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { STAND_IN_BAR_MAGIC, STAND_IN_MAGIC, StandInDevice } from '../../devices/serve/stand-in-device.js';
+import { guestUnavailableReason, inProcessServer, runGuest } from './launch.test-support.js';
 
 const reason = guestUnavailableReason();
 if (reason && process.env.CI) throw new Error(`guest test cannot run in CI: ${reason}`);

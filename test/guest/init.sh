@@ -48,7 +48,7 @@ step_pci() {
   done < $D/resource
 }
 
-# standin: the stand-in function's test registers in extended config space (see lib/vfio-user/stand-in-device.ts):
+# standin: the stand-in function's test registers in extended config space (see devices/serve/stand-in-device.ts):
 # magic, a scratch round trip, and a guest-memory probe the server must find in its DMA_MAP mappings.
 step_standin() {
   R "standin_magic=$(hex $(cfg_rd 0x108))"

@@ -7,10 +7,10 @@
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GuestMemory } from '../../lib/guest-memory.js';
-import { cleanupNamespaces, NetNamespace } from '../../lib/netns.js';
-import { StandInDevice } from '../../lib/vfio-user/stand-in-device.js';
-import { guestUnavailableReason, inProcessServer, runGuest } from './launch.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { cleanupNamespaces, NetNamespace } from '../../lib/host/netns.js';
+import { StandInDevice } from '../../devices/serve/stand-in-device.js';
+import { guestUnavailableReason, inProcessServer, runGuest } from './launch.test-support.js';
 
 const reason = guestUnavailableReason();
 if (reason && process.env.CI) throw new Error(`guest test cannot run in CI: ${reason}`);

@@ -13,22 +13,22 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LINUX_6_1_FEATURES } from '../../devices/testing/net-driver.js';
-import type { VfioUserServer } from '../../devices/vfio-user-server.js';
-import type { QueueStats } from '../../devices/virtio-net.js';
-import type { VirtioNetPciOptions } from '../../devices/virtio-net-options.js';
+import type { VfioUserServer } from '../../lib/vfio-user/server.js';
+import type { QueueStats } from '../../devices/virtio-net/device.js';
+import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
 import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
-import { virtioNetVfioUserDevice } from '../../devices/virtio-net-vfio-user.js';
-import { GuestMemory } from '../../lib/guest-memory.js';
-import { cleanupNamespaces, ip, NetNamespace } from '../../lib/netns.js';
-import { TapBackend, type TapStats } from '../../lib/tap-backend.js';
-import { toeplitzHash } from '../../lib/toeplitz.js';
+import { virtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { cleanupNamespaces, ip, NetNamespace } from '../../lib/host/netns.js';
+import { TapBackend, type TapStats } from '../../lib/tap/tap-backend.js';
+import { toeplitzHash } from '../../lib/net/toeplitz.js';
 import {
   type GuestRunResult,
   guestPaths,
   guestUnavailableReason,
   inProcessServer,
   runGuest,
-} from './launch.js';
+} from './launch.test-support.js';
 
 const reason = guestUnavailableReason();
 if (reason && process.env.CI) throw new Error(`guest test cannot run in CI: ${reason}`);

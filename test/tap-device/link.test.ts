@@ -6,11 +6,11 @@
  * carrier (NetBackend.setCarrier → TUNSETCARRIER), so the host sees NO-CARRIER while the cable is out.
  * A tap that vanishes reports link down to the device, which the guest sees. A tap set administratively
  * down (or losing its carrier) on the host is seen through the TapBackend's netlink watch
- * (lib/link-monitor.ts) and reaches the guest as link down, then up again.
+ * (lib/host/link-monitor.ts) and reaches the guest as link down, then up again.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { lines, PY_UDP_RECV, PY_UDP_SEND } from '../tap/fixture.js';
-import { icmpEcho, parseIpv4, udpFrame } from '../tap/frames.js';
+import { lines, PY_UDP_RECV, PY_UDP_SEND } from '../tap/fixture.test-support.js';
+import { icmpEcho, parseIpv4, udpFrame } from '../tap/frames.test-support.js';
 import {
   type DeviceFixture,
   deviceFixture,
@@ -19,7 +19,7 @@ import {
   type GuestFrame,
   KERNEL_IP,
   unavailable,
-} from './fixture.js';
+} from './fixture.test-support.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const NEEDS_RESET = 0x40;

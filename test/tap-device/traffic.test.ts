@@ -4,7 +4,7 @@
  * Root and /dev/net/tun only; every test creates and removes its own namespace and tap.
  */
 import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
-import { readNetHeader } from '../../devices/net-header.js';
+import { readNetHeader } from '../../devices/virtio-net/net-header.js';
 import {
   arp,
   icmpEcho as echo,
@@ -13,11 +13,11 @@ import {
   ipv4 as ipv4Packet,
 } from '../../devices/testing/frames.js';
 import { LINUX_6_1_FEATURES } from '../../devices/testing/net-driver.js';
-import { NetF } from '../../devices/virtio-net-features.js';
-import { IoUring } from '../../lib/io-uring.js';
-import { emptyOffload, type ReceiveTarget } from '../../lib/net-backend.js';
-import { rssHash } from '../../lib/rss-hash.js';
-import { lines, PY_UDP_RECV, PY_UDP_SEND } from '../tap/fixture.js';
+import { NetF } from '../../devices/virtio-net/features.js';
+import { IoUring } from '../../lib/host/io-uring.js';
+import { emptyOffload, type ReceiveTarget } from '../../lib/net/backend.js';
+import { rssHash } from '../../lib/net/rss-hash.js';
+import { lines, PY_UDP_RECV, PY_UDP_SEND } from '../tap/fixture.test-support.js';
 import {
   icmpEcho,
   l4ChecksumOk,
@@ -28,7 +28,7 @@ import {
   TCP_SYN,
   tcpFrame,
   udpFrame,
-} from '../tap/frames.js';
+} from '../tap/frames.test-support.js';
 import {
   type DeviceFixture,
   type DeviceFixtureOptions,
@@ -41,7 +41,7 @@ import {
   kernelOffloads,
   PY_PING,
   unavailable,
-} from './fixture.js';
+} from './fixture.test-support.js';
 
 /** UDP echo server in the namespace: answers `count` datagrams to their senders. */
 const PY_UDP_ECHO = `

@@ -4,12 +4,12 @@
  * hanging. Each test creates its own namespace and tap and removes both. Every wait is bounded.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { IoUring } from '../../lib/io-uring.js';
-import { Errno, libc } from '../../lib/libc.js';
-import { cleanupNamespaces } from '../../lib/netns.js';
-import { TUNGETVNETHDRSZ } from '../../lib/tap-backend.js';
-import { lines, PY_UDP_RECV, type TapFixture, tapFixture, unavailable } from './fixture.js';
-import { GUEST_IP, KERNEL_IP, udpFrame } from './frames.js';
+import { IoUring } from '../../lib/host/io-uring.js';
+import { Errno, libc } from '../../lib/host/libc.js';
+import { cleanupNamespaces } from '../../lib/host/netns.js';
+import { TUNGETVNETHDRSZ } from '../../lib/tap/tap-backend.js';
+import { lines, PY_UDP_RECV, type TapFixture, tapFixture, unavailable } from './fixture.test-support.js';
+import { GUEST_IP, KERNEL_IP, udpFrame } from './frames.test-support.js';
 
 const why = unavailable ?? IoUring.supported();
 const TWO32 = 4294967296;

@@ -1,5 +1,5 @@
 /**
- * lib/link-monitor.ts: rtnetlink layouts (pure), and the host-side link of a real tap in a namespace the
+ * lib/host/link-monitor.ts: rtnetlink layouts (pure), and the host-side link of a real tap in a namespace the
  * test creates (root only): `ip link set TAP down|up` and `carrier off|on` reach the sink, the device's
  * own TUNSETCARRIER is not reported back, a tap moved to another namespace is followed, nothing leaks.
  */
@@ -20,12 +20,12 @@ import {
   RTM_GETLINK,
   RTM_NEWLINK,
   TapLinkWatch,
-} from '../../lib/link-monitor.js';
-import type { BackendSink } from '../../lib/net-backend.js';
-import { cleanupNamespaces, NetNamespace, uniqueName } from '../../lib/netns.js';
-import { TapBackend } from '../../lib/tap-backend.js';
-import { type TapFixture, tapFixture, unavailable } from './fixture.js';
-import { CollectingSink, waitUntil } from './frames.js';
+} from '../../lib/host/link-monitor.js';
+import type { BackendSink } from '../../lib/net/backend.js';
+import { cleanupNamespaces, NetNamespace, uniqueName } from '../../lib/host/netns.js';
+import { TapBackend } from '../../lib/tap/tap-backend.js';
+import { type TapFixture, tapFixture, unavailable } from './fixture.test-support.js';
+import { CollectingSink, waitUntil } from './frames.test-support.js';
 
 /** An RTM_NEWLINK/DELLINK as the kernel lays it out: nlmsghdr, ifinfomsg, IFLA_MTU, IFLA_IFNAME. */
 function linkMsg(type: number, ifindex: number, flags: number, name: string): Uint8Array {

@@ -5,9 +5,9 @@
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { BackendError, OptionsError } from '../../lib/errors.js';
-import { libc, O_CLOEXEC, O_RDWR } from '../../lib/libc.js';
-import { emptyOffload } from '../../lib/net-backend.js';
-import { cleanupNamespaces, uniqueName } from '../../lib/netns.js';
+import { libc, O_CLOEXEC, O_RDWR } from '../../lib/host/libc.js';
+import { emptyOffload } from '../../lib/net/backend.js';
+import { cleanupNamespaces, uniqueName } from '../../lib/host/netns.js';
 import {
   IFF_NO_PI,
   IFF_TAP,
@@ -15,8 +15,8 @@ import {
   TapBackend,
   TUNSETIFF,
   TUNSETVNETHDRSZ,
-} from '../../lib/tap-backend.js';
-import { lines, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.js';
+} from '../../lib/tap/tap-backend.js';
+import { lines, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.test-support.js';
 import {
   arpRequest,
   GUEST_IP,
@@ -27,7 +27,7 @@ import {
   mac,
   parseIpv4,
   waitUntil,
-} from './frames.js';
+} from './frames.test-support.js';
 
 const fixtures: TapFixture[] = [];
 const extra: TapBackend[] = [];
@@ -118,7 +118,7 @@ describe.skipIf(unavailable !== null)(
       );
       ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${tap.name}.disable_ipv6=1`]);
       ns.configure(tap.name, '10.80.0.1/24');
-      const sink = new (await import('./frames.js')).CollectingSink();
+      const sink = new (await import('./frames.test-support.js')).CollectingSink();
       tap.attach(sink);
       tap.transmit(arpRequest(mac(GUEST_MAC), ipv4('10.80.0.2'), ipv4('10.80.0.1')), 0, null);
       await sink.waitFor((f) => f.frame[12] === 0x08 && f.frame[13] === 0x06 && f.frame[21] === 2);
@@ -142,7 +142,7 @@ describe.skipIf(unavailable !== null)(
       ns.adopt(name);
       ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${name}.disable_ipv6=1`]);
       ns.configure(name, `${KERNEL_IP}/24`);
-      const sink = new (await import('./frames.js')).CollectingSink();
+      const sink = new (await import('./frames.test-support.js')).CollectingSink();
       tap.attach(sink);
       expect(tap.transmit(arpRequest(mac(GUEST_MAC), ipv4(GUEST_IP), ipv4(KERNEL_IP)), 0, null)).toBe('sent');
       const r = await sink.waitFor((f) => f.frame[12] === 0x08 && f.frame[13] === 0x06 && f.frame[21] === 2);

@@ -3,14 +3,14 @@
  * RSS program attached, and traffic from inside the namespace, both from the stack (UDP, TCP SYNs,
  * fragments, ARP, neighbour discovery, over VLAN devices too) and hand-built frames sent with AF_PACKET
  * (VLAN tags in the data, IPv6 extension headers, truncated and malformed headers, random frames).
- * Every frame read from the tap must be on the queue lib/rss-hash.ts `rssHash` picks.
+ * Every frame read from the tap must be on the queue lib/net/rss-hash.ts `rssHash` picks.
  */
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { libc, SYS_bpf } from '../../lib/libc.js';
-import { cleanupNamespaces, NetNamespace, uniqueName } from '../../lib/netns.js';
-import { L3_IPV4, L3_IPV6, L4_TCP, L4_UDP, ParsedPacket, parsePacket } from '../../lib/packet-parser.js';
+import { libc, SYS_bpf } from '../../lib/host/libc.js';
+import { cleanupNamespaces, NetNamespace, uniqueName } from '../../lib/host/netns.js';
+import { L3_IPV4, L3_IPV6, L4_TCP, L4_UDP, ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import {
   rssHash,
   VIRTIO_NET_RSS_HASH_TYPE_IP_EX,
@@ -21,8 +21,8 @@ import {
   VIRTIO_NET_RSS_HASH_TYPE_TCPv6,
   VIRTIO_NET_RSS_HASH_TYPE_UDPv4,
   VIRTIO_NET_RSS_HASH_TYPE_UDPv6,
-} from '../../lib/rss-hash.js';
-import { TapBackend } from '../../lib/tap-backend.js';
+} from '../../lib/net/rss-hash.js';
+import { TapBackend } from '../../lib/tap/tap-backend.js';
 import {
   BpfAssembler,
   MAX_DEST_OPTIONS,
@@ -34,9 +34,9 @@ import {
   R6,
   type RssSteeringConfig,
   TapSteering,
-} from '../../lib/tap-steering.js';
-import { unavailable } from './fixture.js';
-import { CollectingSink, GUEST_MAC, KERNEL_MAC, mac, waitUntil } from './frames.js';
+} from '../../lib/tap/steering.js';
+import { unavailable } from './fixture.test-support.js';
+import { CollectingSink, GUEST_MAC, KERNEL_MAC, mac, waitUntil } from './frames.test-support.js';
 
 const QUEUES = 4;
 const ALL =

@@ -3,9 +3,9 @@
  * network namespace and tap (kernel side 10.77.0.1 inside the namespace) and removes both.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { emptyOffload } from '../../lib/net-backend.js';
-import { cleanupNamespaces } from '../../lib/netns.js';
-import { lines, PY_UDP_RECV, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.js';
+import { emptyOffload } from '../../lib/net/backend.js';
+import { cleanupNamespaces } from '../../lib/host/netns.js';
+import { lines, PY_UDP_RECV, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.test-support.js';
 import {
   arpRequest,
   GUEST_IP,
@@ -24,7 +24,7 @@ import {
   tcpFrame,
   udpFrame,
   waitUntil,
-} from './frames.js';
+} from './frames.test-support.js';
 
 const fixtures: TapFixture[] = [];
 function fixture(...args: Parameters<typeof tapFixture>): TapFixture {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { GuestMemory } from '../../lib/guest-memory.js';
-import { createVirtqueue } from '../create-virtqueue.js';
-import { DescriptorChain } from '../virtqueue.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { createVirtqueue } from '../queue/create-virtqueue.js';
+import { DescriptorChain } from '../queue/virtqueue.js';
 import { BumpAllocator } from './bump-allocator.js';
 import { PackedDriverQueue } from './packed-driver.js';
 

@@ -3,7 +3,7 @@
  * descriptor ring and the two event suppression structures, posts chains (direct or indirect) with the
  * first descriptor's flags written last, reads used descriptors and honours event suppression.
  */
-import type { GuestMemory } from '../../lib/guest-memory.js';
+import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import {
   PACKED_DESC,
   PACKED_EVENT,
@@ -14,9 +14,9 @@ import {
   RING_EVENT_FLAGS_ENABLE,
   VIRTQ_DESC_F_AVAIL,
   VIRTQ_DESC_F_USED,
-} from '../packed-ring.js';
-import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../split-ring.js';
-import type { VirtqueueConfig } from '../virtqueue.js';
+} from '../queue/packed-ring.js';
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../queue/split-ring.js';
+import type { VirtqueueConfig } from '../queue/virtqueue.js';
 import type { BumpAllocator } from './bump-allocator.js';
 import type { AddOptions, DriverBuffer, DriverSegment, UsedBuffer } from './driver-buffer.js';
 

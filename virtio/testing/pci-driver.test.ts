@@ -1,10 +1,10 @@
 // The synthetic guest's virtio-pci driver: capability walk on QEMU 7.2's real config space, BAR sizing,
 // MSI-X programming and message mapping, negotiation, queue setup, kicks.
 import { describe, expect, it } from 'vitest';
-import { GuestMemory } from '../../lib/guest-memory.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { fixtureBin, fixtureJson } from '../../pci/qemu-oracle.test-support.js';
 import { FakeDevice } from '../fake-device.test-support.js';
-import { VirtioPciTransport } from '../virtio-pci.js';
+import { VirtioPciTransport } from '../pci/virtio-pci.js';
 import {
   BarAddressAllocator,
   InterruptCollector,

@@ -9,7 +9,7 @@
  * Public API for VMM authors' tests (docs/transport.md). The driver is strict: when the device misbehaves
  * (FEATURES_OK refused, a queue that cannot be set up) it throws, so tests fail loudly.
  */
-import type { GuestMemory } from '../../lib/guest-memory.js';
+import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { InterruptSink } from '../../pci/msix.js';
 import { BumpAllocator } from './bump-allocator.js';
 import { PackedDriverQueue } from './packed-driver.js';

@@ -3,7 +3,7 @@
  * devices and of the device-side ring. It lays out the rings, posts chains (direct or indirect), reads
  * used entries and honours event suppression both ways, as a Linux driver would.
  */
-import type { GuestMemory } from '../../lib/guest-memory.js';
+import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import {
   SPLIT_AVAIL,
   SPLIT_DESC,
@@ -15,8 +15,8 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
   vringNeedEvent,
-} from '../split-ring.js';
-import type { VirtqueueConfig } from '../virtqueue.js';
+} from '../queue/split-ring.js';
+import type { VirtqueueConfig } from '../queue/virtqueue.js';
 import type { BumpAllocator } from './bump-allocator.js';
 import type { AddOptions, DriverBuffer, DriverSegment, UsedBuffer } from './driver-buffer.js';
 

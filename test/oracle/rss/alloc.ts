@@ -1,7 +1,7 @@
-import * as B from '../../../lib/frame-builder.test-util.js';
-import { ParsedPacket, parsePacket } from '../../../lib/packet-parser.js';
-import { RssHashResult, rssHashParsed } from '../../../lib/rss-hash.js';
-import { ToeplitzKey } from '../../../lib/toeplitz.js';
+import * as B from '../../../lib/net/frames.test-support.js';
+import { ParsedPacket, parsePacket } from '../../../lib/net/packet-parser.js';
+import { RssHashResult, rssHashParsed } from '../../../lib/net/rss-hash.js';
+import { ToeplitzKey } from '../../../lib/net/toeplitz.js';
 
 const KEY = B.hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');
 const f = B.eth(

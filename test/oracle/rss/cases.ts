@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import * as B from '../../../lib/frame-builder.test-util.js';
-import { rssHash } from '../../../lib/rss-hash.js';
+import * as B from '../../../lib/net/frames.test-support.js';
+import { rssHash } from '../../../lib/net/rss-hash.js';
 
 const KEY = B.hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');
 const h = (u: Uint8Array) => Buffer.from(u).toString('hex');

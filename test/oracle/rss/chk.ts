@@ -1,5 +1,5 @@
-import * as B from '../../../lib/frame-builder.test-util.js';
-import { toeplitzHash } from '../../../lib/toeplitz.js';
+import * as B from '../../../lib/net/frames.test-support.js';
+import { toeplitzHash } from '../../../lib/net/toeplitz.js';
 
 const KEY = B.hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');
 const ip = (s: string) => B.ipv4Addr(s);

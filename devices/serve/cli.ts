@@ -1,0 +1,178 @@
+#!/usr/bin/env node
+/**
+ * Command line: `virtio-net-ts serve --socket PATH [--tap NAME [--netns NS]] [--device KIND] [-o key=value]...`
+ * serves one device over vfio-user until SIGINT/SIGTERM (or, with --once, until the client disconnects).
+ *
+ * Device kinds come from a table of factories: `virtio-net` (the default: createVirtioNetPci on a
+ * TapBackend, `-o` taking QEMU virtio-net-pci properties) and `stand-in` (a test function, see
+ * devices/serve/stand-in-device.ts) are built in; others are added with `runCli(argv, { factories })`.
+ * While serving, SIGUSR1 takes the device's link down and SIGUSR2 brings it up (the guest sees
+ * VIRTIO_NET_S_LINK_UP change; the tap's carrier follows).
+ */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { StandInDevice } from './stand-in-device.js';
+import { type VfioUserDevice, VfioUserServer } from '../../lib/vfio-user/server.js';
+import { virtioNetFromCommandLine } from './vfio-user.js';
+
+/** What a device factory gets from the command line. */
+export interface DeviceFactoryInput {
+  /** Guest memory the server fills from DMA_MAP; the device must use this instance. */
+  memory: GuestMemory;
+  /** --tap NAME, when given. */
+  tap?: string;
+  /** --netns NAME: the existing network namespace the tap is moved into. */
+  netns?: string;
+  /** Every `-o key=value` (QEMU virtio-net-pci property names for the real device). */
+  options: Record<string, string>;
+}
+
+/** A device to serve; `close` (release the backend) and `setLinkUp` are used when present. */
+export type ServedDevice = VfioUserDevice & { close?(): void; setLinkUp?(up: boolean): void };
+
+export type DeviceFactory = (input: DeviceFactoryInput) => ServedDevice | Promise<ServedDevice>;
+
+export interface CliDeps {
+  factories?: Record<string, DeviceFactory>;
+  /** Where diagnostics and the "listening" line go (default: stdout / stderr). */
+  out?: (line: string) => void;
+  err?: (line: string) => void;
+  /** Installs SIGINT/SIGTERM handlers (default true; tests pass false and call the returned stop()). */
+  handleSignals?: boolean;
+}
+
+const USAGE = `usage: virtio-net-ts serve --socket PATH [--tap NAME [--netns NS]] [--device KIND] [-o key=value]... [--once] [--verbose]
+  --socket PATH   UNIX socket to listen on (QEMU: -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":PATH}}')
+  --tap NAME      host tap interface for the network backend (virtio-net: required; created if absent)
+  --netns NAME    move the tap into this existing network namespace
+  --device KIND   device to serve (default virtio-net; built in: virtio-net, stand-in)
+  -o key=value    device option (QEMU virtio-net-pci property names, e.g. mq=on queues=4 mac=...), repeatable
+  --once          exit when the first client disconnects
+  --verbose       log connection events and rejected messages to stderr
+While serving: SIGUSR1 = link down, SIGUSR2 = link up (the guest's VIRTIO_NET_S_LINK_UP).`;
+
+export const builtinFactories: Record<string, DeviceFactory> = {
+  'virtio-net': virtioNetFromCommandLine,
+  'stand-in': ({ memory, options }) =>
+    new StandInDevice({ memory, msixVectors: options.vectors ? Number(options.vectors) : 4 }),
+};
+
+/** A running `serve`: resolves `done` when the server has stopped. */
+export interface CliRun {
+  server: VfioUserServer;
+  device: ServedDevice;
+  stop(): Promise<void>;
+  done: Promise<void>;
+}
+
+/** Parses argv (without node and script) and starts serving; throws with the usage text on bad input. */
+export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun> {
+  const out = deps.out ?? ((l: string) => process.stdout.write(`${l}\n`));
+  const err = deps.err ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const [command, ...rest] = argv;
+  if (command !== 'serve')
+    throw new Error(
+      command === undefined || command === '--help' ? USAGE : `unknown command ${command}\n${USAGE}`,
+    );
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      socket: { type: 'string' },
+      tap: { type: 'string' },
+      netns: { type: 'string' },
+      device: { type: 'string', default: 'virtio-net' },
+      o: { type: 'string', short: 'o', multiple: true },
+      once: { type: 'boolean', default: false },
+      verbose: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (!values.socket) throw new Error(`--socket is required\n${USAGE}`);
+  const options: Record<string, string> = {};
+  for (const kv of values.o ?? []) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new Error(`-o wants key=value, got "${kv}"`);
+    options[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  const factories = { ...builtinFactories, ...deps.factories };
+  const kind = values.device as string;
+  const factory = factories[kind];
+  if (!factory) throw new Error(`unknown --device ${kind}; available: ${Object.keys(factories).join(', ')}`);
+  const memory = new GuestMemory();
+  const device = await factory({ memory, tap: values.tap, netns: values.netns, options });
+  const server = new VfioUserServer(device, {
+    socketPath: values.socket,
+    log: values.verbose ? (l) => err(`vfio-user: ${l}`) : undefined,
+  });
+  try {
+    await server.listen();
+  } catch (e) {
+    device.close?.();
+    throw e;
+  }
+  out(`listening ${values.socket}`);
+  let resolveDone: () => void = () => {};
+  const done = new Promise<void>((r) => {
+    resolveDone = r;
+  });
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return done;
+    stopping = true;
+    await server.close();
+    device.close?.();
+    resolveDone();
+  };
+  if (values.once) {
+    const watch = setInterval(() => {
+      if (server.stats().connections > 0 && !server.connected) {
+        clearInterval(watch);
+        void stop();
+      }
+    }, 50);
+    void done.then(() => clearInterval(watch));
+  }
+  if (deps.handleSignals ?? true) {
+    const onSignal = () => void stop();
+    const link = (up: boolean) => () => {
+      if (!device.setLinkUp) return err(`--device ${kind} has no link to set`);
+      device.setLinkUp(up);
+      out(`link ${up ? 'up' : 'down'}`);
+    };
+    const linkDown = link(false);
+    const linkUp = link(true);
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    process.on('SIGUSR1', linkDown);
+    process.on('SIGUSR2', linkUp);
+    void done.then(() => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGUSR1', linkDown);
+      process.off('SIGUSR2', linkUp);
+    });
+  }
+  return { server, device, stop, done };
+}
+
+function isMain(): boolean {
+  try {
+    return (
+      process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href
+    );
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  runCli(process.argv.slice(2)).then(
+    (r) => r.done.then(() => process.exit(0)),
+    (e: Error) => {
+      process.stderr.write(`${e.message}\n`);
+      process.exit(2);
+    },
+  );
+}

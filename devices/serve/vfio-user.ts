@@ -1,0 +1,72 @@
+/**
+ * The virtio-net PCI function as a vfio-user device: `createVirtioNetPci` plus the adapter to
+ * `VfioUserDevice` (docs/vfio-user.md). QEMU's vfio-user client emulates the MSI-X table itself and takes
+ * one eventfd per vector, so the device signals the per-vector form (`interrupts.vector`).
+ */
+
+import { OptionsError } from '../../lib/errors.js';
+import type { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { TapBackend } from '../../lib/tap/tap-backend.js';
+import type { VfioUserDevice, VfioUserInterruptSink } from '../../lib/vfio-user/server.js';
+import { parseQemuDevice, type VirtioNetPciOptions } from '../virtio-net/options.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
+
+/** A served virtio-net function: the vfio-user device interface plus the controls a VMM process needs. */
+export interface VirtioNetVfioUserDevice extends VfioUserDevice {
+  /** The device underneath (stats, snapshot, RSS state, ...). */
+  readonly net: VirtioNetPci;
+  /** VIRTIO_NET_S_LINK_UP as the guest sees it (with a config interrupt); mirrored to a tap's carrier. */
+  setLinkUp(up: boolean): void;
+  /** Releases the backend. */
+  close(): void;
+}
+
+/** Creates the function with `options` (without `interrupts`: they go to the vfio-user client's eventfds). */
+export function virtioNetVfioUserDevice(
+  options: Omit<VirtioNetPciOptions, 'interrupts'>,
+): VirtioNetVfioUserDevice {
+  let sink: VfioUserInterruptSink | null = null;
+  const net = createVirtioNetPci({
+    ...options,
+    interrupts: { vector: (n) => sink?.vector(n), intx: (a) => sink?.intx?.(a) },
+  });
+  return {
+    net,
+    configRead: (o, s) => net.configRead(o, s),
+    configWrite: (o, s, v) => net.configWrite(o, s, v),
+    barRead: (b, o, s) => net.barRead(b, o, s),
+    barWrite: (b, o, s, v) => net.barWrite(b, o, s, v),
+    bars: net.bars,
+    msixVectors: net.msixVectors,
+    memory: net.memory,
+    setInterruptSink: (s) => {
+      sink = s;
+    },
+    reset: () => net.reset(),
+    setLinkUp: (up) => net.setLinkUp(up),
+    close: () => net.close(),
+  };
+}
+
+/**
+ * `virtio-net-ts serve --tap NAME [-o prop=value]...`: QEMU `virtio-net-pci` properties (parseQemuDevice)
+ * on a TapBackend opened on NAME (created if absent; an existing multiqueue tap is attached to) with one
+ * fd per queue pair, moved into `netns` when given. Throws OptionsError for a missing tap name or a bad property.
+ */
+export function virtioNetFromCommandLine(input: {
+  memory: GuestMemory;
+  tap?: string;
+  netns?: string;
+  options: Record<string, string>;
+}): VirtioNetVfioUserDevice {
+  if (!input.tap) throw new OptionsError('--device virtio-net needs --tap NAME (the host tap interface)');
+  const props: Partial<VirtioNetPciOptions> = {};
+  for (const [k, v] of Object.entries(input.options)) Object.assign(props, parseQemuDevice(`${k}=${v}`));
+  const tap = TapBackend.open({ name: input.tap, queues: props.queues ?? 1, netns: input.netns });
+  try {
+    return virtioNetVfioUserDevice({ ...props, memory: input.memory, backend: tap });
+  } catch (err) {
+    tap.close();
+    throw err;
+  }
+}

@@ -1,6 +1,0 @@
-// The suite of virtio-net-hostile.test.ts again, with frames taking the device's copying receive path
-// (BackendSink.receive) instead of direct receive into lent buffers, the MemoryBackend default.
-import { setDefaultReceive } from './virtio-net.test-support.js';
-
-setDefaultReceive('copy');
-await import('./virtio-net-hostile.test.js');

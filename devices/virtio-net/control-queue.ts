@@ -1,0 +1,198 @@
+/**
+ * The virtio-net control virtqueue (VIRTIO 1.3 §5.1.6.5): every class and command QEMU 7.2 implements
+ * (RX, MAC, VLAN, ANNOUNCE, MQ incl. RSS_CONFIG / HASH_CONFIG, GUEST_OFFLOADS), acked VIRTIO_NET_OK or
+ * VIRTIO_NET_ERR the way hw/net/virtio-net.c `virtio_net_handle_ctrl_iov` does. A command without room
+ * for the class/command header or the ack byte is a broken driver: DEVICE_NEEDS_RESET, as in QEMU.
+ */
+import { gatherReadable, scatterWritable } from '../../virtio/queue/descriptor-chain.js';
+import { DescriptorChain, VirtqueueError } from '../../virtio/queue/virtqueue.js';
+import { MAC_TABLE_ENTRIES, MAX_VLAN } from './rx-filter.js';
+import type { VirtioNet } from './device.js';
+import { GUEST_OFFLOAD_MASK, has, NetF } from './features.js';
+
+export const CtrlClass = { RX: 0, MAC: 1, VLAN: 2, ANNOUNCE: 3, MQ: 4, GUEST_OFFLOADS: 5 } as const;
+export const CtrlMac = { TABLE_SET: 0, ADDR_SET: 1 } as const;
+export const CtrlVlan = { ADD: 0, DEL: 1 } as const;
+export const CtrlMq = { VQ_PAIRS_SET: 0, RSS_CONFIG: 1, HASH_CONFIG: 2 } as const;
+export const VIRTIO_NET_OK = 0;
+export const VIRTIO_NET_ERR = 1;
+/** VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN / MAX (§5.1.6.5.5). */
+export const VQ_PAIRS_MIN = 1;
+export const VQ_PAIRS_MAX = 0x8000;
+
+/** Commands handled per kick before yielding to the event loop (the queue holds 64). */
+const CTRL_BURST = 64;
+
+/** Commands larger than this are answered ERR without being read (a MAC table of 64 entries is 780 bytes). */
+const MAX_COMMAND = 1 << 16;
+
+export class ControlQueue {
+  private readonly chain = new DescriptorChain(8);
+  private readonly buffer = new Uint8Array(MAX_COMMAND);
+  private readonly ack = new Uint8Array(1);
+  private scheduled = false;
+
+  constructor(private readonly net: VirtioNet) {}
+
+  /** Handles every available command (called on a kick of the control queue). */
+  process(): void {
+    const ctx = this.net.context;
+    const index = this.net.controlQueueIndex();
+    const q = ctx?.queue(index);
+    if (!ctx || !q) return;
+    let handled = 0;
+    // Bounded per call so a guest refilling the queue as fast as we drain it cannot hold the event loop;
+    // the rest is picked up on the next turn.
+    while (handled < CTRL_BURST && q.pop(this.chain)) {
+      const chain = this.chain;
+      if (chain.readableLength < 2 || chain.writableLength < 1) {
+        throw new VirtqueueError('length-overflow', 'virtio-net ctrl missing headers');
+      }
+      let status = VIRTIO_NET_ERR;
+      if (chain.readableLength <= MAX_COMMAND) {
+        const cmd = this.buffer.subarray(0, chain.readableLength);
+        gatherReadable(ctx.memory, chain, cmd);
+        status = this.execute(cmd[0]!, cmd[1]!, cmd.subarray(2));
+      }
+      this.net.deviceStats.ctrlCommands++;
+      if (status !== VIRTIO_NET_OK) this.net.deviceStats.ctrlErrors++;
+      this.ack[0] = status;
+      scatterWritable(ctx.memory, chain, this.ack);
+      q.push(chain, 1);
+      handled++;
+    }
+    if (handled > 0 && q.needsNotification()) ctx.notifyQueue(index);
+    if (handled === CTRL_BURST && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.net.runGuarded(() => this.process());
+      });
+    }
+  }
+
+  /** One command: class, command, command-specific data. Returns the ack. Public for unit tests. */
+  execute(cls: number, cmd: number, data: Uint8Array): number {
+    switch (cls) {
+      case CtrlClass.RX:
+        return this.rxMode(cmd, data);
+      case CtrlClass.MAC:
+        return this.macCommand(cmd, data);
+      case CtrlClass.VLAN:
+        return this.vlan(cmd, data);
+      case CtrlClass.ANNOUNCE:
+        // QEMU acks OK only when the ANNOUNCE bit is set (virtio_net_handle_announce).
+        return cmd === 0 && this.net.clearAnnounce() ? VIRTIO_NET_OK : VIRTIO_NET_ERR;
+      case CtrlClass.MQ:
+        return this.mq(cmd, data);
+      case CtrlClass.GUEST_OFFLOADS:
+        return this.guestOffloads(cmd, data);
+      default:
+        return VIRTIO_NET_ERR;
+    }
+  }
+
+  /** §5.1.6.5.1: one byte, on or off. QEMU does not check CTRL_RX / CTRL_RX_EXTRA negotiation. */
+  private rxMode(cmd: number, data: Uint8Array): number {
+    if (data.length < 1) return VIRTIO_NET_ERR;
+    return this.net.rxFilter.setMode(cmd, data[0] !== 0) ? VIRTIO_NET_OK : VIRTIO_NET_ERR;
+  }
+
+  private macCommand(cmd: number, data: Uint8Array): number {
+    if (cmd === CtrlMac.ADDR_SET) {
+      if (data.length !== 6) return VIRTIO_NET_ERR;
+      this.net.setMac(data);
+      return VIRTIO_NET_OK;
+    }
+    if (cmd !== CtrlMac.TABLE_SET) return VIRTIO_NET_ERR;
+    // §5.1.6.5.2: le32 entries + unicast MACs, then le32 entries + multicast MACs, nothing after.
+    // The table is built aside and committed only if the whole command is valid (as QEMU does).
+    const f = this.net.rxFilter;
+    if (data.length < 4) return VIRTIO_NET_ERR;
+    const uni = le32(data, 0);
+    let off = 4;
+    if (uni * 6 > data.length - off) return VIRTIO_NET_ERR;
+    const macs = new Uint8Array(MAC_TABLE_ENTRIES * 6);
+    let inUse = 0;
+    let uniOverflow = false;
+    if (uni <= MAC_TABLE_ENTRIES) {
+      macs.set(data.subarray(off, off + uni * 6), 0);
+      inUse = uni;
+    } else uniOverflow = true;
+    off += uni * 6;
+    const firstMulti = inUse;
+    if (data.length - off < 4) return VIRTIO_NET_ERR;
+    const multi = le32(data, off);
+    off += 4;
+    if (multi * 6 !== data.length - off) return VIRTIO_NET_ERR;
+    let multiOverflow = false;
+    if (multi <= MAC_TABLE_ENTRIES - inUse) {
+      macs.set(data.subarray(off, off + multi * 6), inUse * 6);
+      inUse += multi;
+    } else multiOverflow = true;
+    f.macs.set(macs);
+    f.inUse = inUse;
+    f.firstMulti = firstMulti;
+    f.uniOverflow = uniOverflow;
+    f.multiOverflow = multiOverflow;
+    return VIRTIO_NET_OK;
+  }
+
+  private vlan(cmd: number, data: Uint8Array): number {
+    if (data.length < 2) return VIRTIO_NET_ERR;
+    const vid = data[0]! | (data[1]! << 8);
+    if (vid >= MAX_VLAN) return VIRTIO_NET_ERR;
+    if (cmd === CtrlVlan.ADD) this.net.rxFilter.vlanAdd(vid);
+    else if (cmd === CtrlVlan.DEL) this.net.rxFilter.vlanDel(vid);
+    else return VIRTIO_NET_ERR;
+    return VIRTIO_NET_OK;
+  }
+
+  private mq(cmd: number, data: Uint8Array): number {
+    const net = this.net;
+    const f = net.negotiated;
+    switch (cmd) {
+      case CtrlMq.VQ_PAIRS_SET: {
+        if (!has(f, NetF.MQ) || data.length < 2) return VIRTIO_NET_ERR;
+        const pairs = data[0]! | (data[1]! << 8);
+        if (pairs < VQ_PAIRS_MIN || pairs > VQ_PAIRS_MAX || pairs > net.maxQueuePairs) return VIRTIO_NET_ERR;
+        // "The last command wins" between automatic steering and RSS (§5.1.6.5.5).
+        if (net.rss.redirect) net.rss.reset();
+        net.setQueuePairs(pairs);
+        return VIRTIO_NET_OK;
+      }
+      case CtrlMq.RSS_CONFIG: {
+        if (!has(f, NetF.RSS)) return VIRTIO_NET_ERR;
+        const r = net.rss.rssConfig(data);
+        if (!r) return VIRTIO_NET_ERR;
+        net.setQueuePairs(r.queuePairs);
+        return VIRTIO_NET_OK;
+      }
+      case CtrlMq.HASH_CONFIG: {
+        // §5.1.6.5.6.4: required whenever HASH_REPORT is negotiated, also with a single queue pair.
+        if (!has(f, NetF.HASH_REPORT) || has(f, NetF.RSS)) return VIRTIO_NET_ERR;
+        return net.rss.hashConfig(data) ? VIRTIO_NET_OK : VIRTIO_NET_ERR;
+      }
+      default:
+        return VIRTIO_NET_ERR;
+    }
+  }
+
+  /** §5.1.6.5.6.1: le64 bitmask in feature-bit layout; only negotiated guest offloads may be set. */
+  private guestOffloads(cmd: number, data: Uint8Array): number {
+    const net = this.net;
+    if (!has(net.negotiated, NetF.CTRL_GUEST_OFFLOADS) || data.length < 8 || cmd !== 0) return VIRTIO_NET_ERR;
+    if (!net.backend.capabilities.vnetHeader) return VIRTIO_NET_ERR;
+    const offloads = BigInt(le32(data, 0)) | (BigInt(le32(data, 4)) << 32n);
+    // QEMU strips RSC_EXT (it selects RSC, not an offload) before checking.
+    const requested = offloads & ~(1n << BigInt(NetF.RSC_EXT));
+    const supported = net.negotiated & GUEST_OFFLOAD_MASK;
+    if ((requested & ~supported) !== 0n) return VIRTIO_NET_ERR;
+    net.setGuestOffloads(requested);
+    return VIRTIO_NET_OK;
+  }
+}
+
+function le32(b: Uint8Array, o: number): number {
+  return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+}

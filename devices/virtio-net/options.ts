@@ -1,0 +1,263 @@
+/**
+ * Options of the embeddable virtio-net-pci device, with QEMU's `virtio-net-pci` property names and
+ * defaults (hw/net/virtio-net.c `virtio_net_properties`, hw/virtio/virtio-pci.c, hw/virtio/virtio.c).
+ * Validated with zod; an unknown option or a bad value throws an `OptionsError` naming the option and
+ * the values it accepts.
+ */
+import { z } from 'zod';
+import { OptionsError } from '../../lib/errors.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import type { NetBackend } from '../../lib/net/backend.js';
+
+/** Default MAC of QEMU's first NIC (net/net.c qemu_macaddr_default_if_unset). */
+export const DEFAULT_MAC = '52:54:00:12:34:56';
+
+const macString = z
+  .string()
+  .regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'expected a MAC address like 52:54:00:12:34:56')
+  .refine(
+    (mac) => (Number.parseInt(mac.slice(0, 2), 16) & 1) === 0,
+    'expected a unicast MAC (bit 0 of the first byte clear)',
+  );
+
+const queueSize = z
+  .number()
+  .int()
+  .refine((n) => n >= 256 && n <= 1024 && (n & (n - 1)) === 0, 'expected a power of two from 256 to 1024');
+
+/** What the device signals: MSI-X messages, or per-vector signals where the VMM emulates the table. */
+const interruptsSchema = z.custom<VirtioNetInterrupts>(
+  (v) =>
+    typeof v === 'object' &&
+    v !== null &&
+    (typeof (v as VirtioNetInterrupts).msi === 'function' ||
+      typeof (v as VirtioNetInterrupts).vector === 'function'),
+  'expected { msi(address, data) } or { vector(n) }, with an optional intx(asserted)',
+);
+
+const backendSchema = z.custom<NetBackend>(
+  (v) =>
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as NetBackend).transmit === 'function' &&
+    typeof (v as NetBackend).attach === 'function' &&
+    typeof (v as NetBackend).capabilities === 'object',
+  'expected a NetBackend (MemoryBackend, TapBackend, or an object implementing lib/net/backend.ts)',
+);
+
+const sriovSchema = z
+  .object({
+    totalVfs: z.number().int().min(1, 'expected 1..255').max(255, 'expected 1..255'),
+    vfDeviceId: z.number().int().min(0).max(0xffff).optional(),
+    /** The backend of VF `index`; default: a MemoryBackend per VF. */
+    vfBackend: z
+      .custom<(index: number) => NetBackend>(
+        (v) => typeof v === 'function',
+        'expected a function (index) => NetBackend',
+      )
+      .optional(),
+  })
+  .strict();
+
+/**
+ * Zod schema of `VirtioNetPciOptions`. Booleans also accept QEMU's "on"/"off" spellings so a
+ * `-device` string maps 1:1.
+ */
+export const virtioNetPciOptionsSchema = z
+  .object({
+    memory: z.instanceof(GuestMemory, { message: 'expected a GuestMemory' }),
+    backend: backendSchema,
+    interrupts: interruptsSchema,
+
+    mac: macString.default(DEFAULT_MAC),
+    queues: z.number().int().min(1, 'expected 1..256').max(256, 'expected 1..256').default(1),
+    bus: z.enum(['pcie', 'pci']).default('pcie'),
+    sriov: sriovSchema.optional(),
+    /** MSI-X table size; QEMU's default for virtio-net-pci is 2 * queues + 2. 0 disables MSI-X. */
+    vectors: z.number().int().min(0, 'expected 0..2048').max(2048, 'expected 0..2048').optional(),
+
+    // virtio-net properties (hw/net/virtio-net.c), QEMU defaults.
+    csum: z.boolean().default(true),
+    guest_csum: z.boolean().default(true),
+    gso: z.boolean().default(true),
+    guest_tso4: z.boolean().default(true),
+    guest_tso6: z.boolean().default(true),
+    guest_ecn: z.boolean().default(true),
+    guest_ufo: z.boolean().default(true),
+    guest_uso4: z.boolean().default(true),
+    guest_uso6: z.boolean().default(true),
+    guest_announce: z.boolean().default(true),
+    host_tso4: z.boolean().default(true),
+    host_tso6: z.boolean().default(true),
+    host_ecn: z.boolean().default(true),
+    host_ufo: z.boolean().default(true),
+    host_uso: z.boolean().default(true),
+    mrg_rxbuf: z.boolean().default(true),
+    status: z.boolean().default(true),
+    ctrl_vq: z.boolean().default(true),
+    ctrl_rx: z.boolean().default(true),
+    ctrl_vlan: z.boolean().default(true),
+    ctrl_rx_extra: z.boolean().default(true),
+    ctrl_mac_addr: z.boolean().default(true),
+    ctrl_guest_offloads: z.boolean().default(true),
+    mq: z.boolean().default(false),
+    rss: z.boolean().default(false),
+    hash: z.boolean().default(false),
+    rx_queue_size: queueSize.default(256),
+    tx_queue_size: queueSize.default(256),
+    /** 0 = not offered (QEMU's default); otherwise 68..65535. */
+    host_mtu: z
+      .number()
+      .int()
+      .refine((n) => n === 0 || (n >= 68 && n <= 65535), 'expected 0 (off) or 68..65535')
+      .default(0),
+    /** Mbit/s; -1 = unknown (QEMU's default: SPEED_DUPLEX offered only when speed or duplex is set). */
+    speed: z.number().int().min(-1, 'expected -1 (unknown) or 0..2147483647').max(0x7fffffff).default(-1),
+    duplex: z.enum(['half', 'full']).optional(),
+
+    // virtio common properties (hw/virtio/virtio.c).
+    event_idx: z.boolean().default(true),
+    indirect_desc: z.boolean().default(true),
+    packed: z.boolean().default(false),
+    queue_reset: z.boolean().default(true),
+    notification_data: z.boolean().default(false),
+    in_order: z.boolean().default(false),
+    iommu_platform: z.boolean().default(false),
+
+    // virtio-pci properties.
+    'disable-legacy': z.boolean().optional(),
+    'disable-modern': z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((o, ctx) => {
+    if (o.rss && !o.ctrl_vq)
+      ctx.addIssue({ code: 'custom', path: ['rss'], message: 'rss=on needs ctrl_vq=on' });
+    if (o.mq && !o.ctrl_vq) ctx.addIssue({ code: 'custom', path: ['mq'], message: 'mq=on needs ctrl_vq=on' });
+    if (o.queues > 1 && !o.mq && !o.rss)
+      ctx.addIssue({ code: 'custom', path: ['queues'], message: 'queues > 1 needs mq=on or rss=on' });
+    if (o['disable-modern'] && o['disable-legacy'] === true)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['disable-modern'],
+        message: 'disable-modern=on with disable-legacy=on leaves no interface',
+      });
+    if (o.sriov && o.bus !== 'pcie')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['sriov'],
+        message: "SR-IOV needs bus: 'pcie' (an extended capability)",
+      });
+    if (o.vectors !== undefined && o.vectors > 0 && o.vectors < 2 && o.queues > 0) {
+      // QEMU accepts any count; with too few vectors drivers fall back to sharing. Nothing to reject.
+    }
+  });
+
+/** The interrupt outputs of the device (API contract). */
+export interface VirtioNetInterrupts {
+  /** An MSI-X message, for VMMs that let the device emulate its MSI-X table. */
+  msi?(address: bigint, data: number): void;
+  /** "Vector n fired", for VMMs that emulate the MSI-X table themselves (QEMU's vfio-user client). */
+  vector?(n: number): void;
+  /** The INTx line level (used when MSI-X is disabled). */
+  intx?(asserted: boolean): void;
+}
+
+export type VirtioNetPciOptionsInput = z.input<typeof virtioNetPciOptionsSchema>;
+/** Options after defaults are applied. */
+export type VirtioNetPciConfig = z.output<typeof virtioNetPciOptionsSchema>;
+
+/** Options of `createVirtioNetPci` (API contract, `../shared/docs/api.md`). */
+export type VirtioNetPciOptions = VirtioNetPciOptionsInput;
+
+function describe(issue: z.core.$ZodIssue): string {
+  const name = issue.path.length > 0 ? issue.path.join('.') : '(options)';
+  if (issue.code === 'unrecognized_keys') {
+    return `unknown option${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}; accepted options: ${Object.keys(virtioNetPciOptionsSchema.shape).join(', ')}`;
+  }
+  if (issue.code === 'invalid_value' && 'values' in issue) {
+    return `option "${name}": expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+  }
+  return `option "${name}": ${issue.message}`;
+}
+
+/** Validates options and applies QEMU's defaults; throws `OptionsError` naming the bad option. */
+export function parseVirtioNetPciOptions(options: unknown): VirtioNetPciConfig {
+  const result = virtioNetPciOptionsSchema.safeParse(options);
+  if (!result.success) {
+    throw new OptionsError(`virtio-net-pci: ${result.error.issues.map(describe).join('; ')}`);
+  }
+  const o = result.data;
+  if (o.vectors === undefined) o.vectors = 2 * o.queues + 2; // hw/virtio/virtio-net-pci.c realize
+  // QEMU's disable-legacy=auto: legacy off behind a PCIe port, on for conventional PCI.
+  if (o['disable-legacy'] === undefined) o['disable-legacy'] = o.bus === 'pcie';
+  return o;
+}
+
+const BOOLEAN_WORDS: Record<string, boolean> = {
+  on: true,
+  off: false,
+  true: true,
+  false: false,
+  yes: true,
+  no: false,
+};
+const NUMBER_OPTIONS = new Set(['queues', 'vectors', 'rx_queue_size', 'tx_queue_size', 'host_mtu', 'speed']);
+const STRING_OPTIONS = new Set(['mac', 'bus', 'duplex']);
+/** QEMU properties that only wire the device into QEMU itself; accepted and ignored. */
+const IGNORED_OPTIONS = new Set([
+  'id',
+  'netdev',
+  'addr',
+  'romfile',
+  'rombar',
+  'multifunction',
+  'x-txburst',
+  'tx',
+]);
+
+/**
+ * Parses a QEMU `-device` string ("virtio-net-pci,mq=on,rss=on,mac=...") into options, using the same
+ * property names. Booleans take on/off (also true/false, yes/no); `bus` is not QEMU's bus id here but our
+ * 'pcie' | 'pci' choice. Throws `OptionsError` for an unknown property or a malformed value.
+ */
+export function parseQemuDevice(spec: string): Partial<VirtioNetPciOptionsInput> {
+  const parts = spec.split(',').filter((p) => p.length > 0);
+  const out: Record<string, unknown> = {};
+  if (parts.length > 0 && !parts[0]!.includes('=')) {
+    const driver = parts.shift()!;
+    if (
+      driver !== 'virtio-net-pci' &&
+      driver !== 'virtio-net-pci-non-transitional' &&
+      driver !== 'virtio-net-pci-transitional'
+    ) {
+      throw new OptionsError(`parseQemuDevice: driver "${driver}" is not virtio-net-pci`);
+    }
+    if (driver === 'virtio-net-pci-non-transitional') out['disable-legacy'] = true;
+    if (driver === 'virtio-net-pci-transitional') out['disable-legacy'] = false;
+  }
+  const known = new Set(Object.keys(virtioNetPciOptionsSchema.shape));
+  for (const part of parts) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new OptionsError(`parseQemuDevice: "${part}" is not property=value`);
+    const key = part.slice(0, eq);
+    const raw = part.slice(eq + 1);
+    if (IGNORED_OPTIONS.has(key)) continue;
+    if (!known.has(key) || key === 'memory' || key === 'backend' || key === 'interrupts' || key === 'sriov') {
+      throw new OptionsError(`parseQemuDevice: unknown property "${key}"`);
+    }
+    if (NUMBER_OPTIONS.has(key)) {
+      const n = Number(raw);
+      if (!Number.isInteger(n))
+        throw new OptionsError(`parseQemuDevice: property "${key}" expects an integer, got "${raw}"`);
+      out[key] = n;
+    } else if (STRING_OPTIONS.has(key)) {
+      out[key] = raw;
+    } else {
+      const b = BOOLEAN_WORDS[raw.toLowerCase()];
+      if (b === undefined)
+        throw new OptionsError(`parseQemuDevice: property "${key}" expects on or off, got "${raw}"`);
+      out[key] = b;
+    }
+  }
+  return out as Partial<VirtioNetPciOptionsInput>;
+}

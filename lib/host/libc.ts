@@ -1,0 +1,214 @@
+/**
+ * The few libc calls the tap backend needs, bound through koffi.
+ *
+ * Loaded once, lazily: importing this module (or anything above it) on a machine without koffi's native
+ * binary, or without glibc, works; only the first `libc()` call fails, with a BackendError that says why.
+ * Linux x86-64 / aarch64 only (ioctl numbers and struct layouts below are those of the generic ABI).
+ */
+import { createRequire } from 'node:module';
+import { BackendError } from '../errors.js';
+
+/** The bound functions. Pointer arguments take a Buffer/TypedArray (transient) or a koffi pointer. */
+export interface Libc {
+  open(path: string, flags: number, mode: number): number;
+  close(fd: number): number;
+  read(fd: number, buf: Uint8Array | unknown, count: number): number;
+  write(fd: number, buf: Uint8Array | unknown, count: number): number;
+  readv(fd: number, iov: Uint8Array | unknown, iovcnt: number): number;
+  writev(fd: number, iov: Uint8Array | unknown, iovcnt: number): number;
+  /** ioctl whose third argument is a pointer (struct ifreq, int *). */
+  ioctlPtr(fd: number, request: number, arg: Uint8Array | unknown): number;
+  /** ioctl whose third argument is an integer value (TUNSETOFFLOAD, TUNSETPERSIST). */
+  ioctlVal(fd: number, request: number, arg: number): number;
+  poll(fds: Uint8Array | unknown, nfds: number, timeout: number): number;
+  /** `poll` on a koffi worker thread; `fds` must be stable memory (koffi.alloc), not a JS buffer. */
+  pollAsync(fds: unknown, nfds: number, timeout: number, done: (err: unknown, res: number) => void): void;
+  eventfd(initval: number, flags: number): number;
+  fcntl(fd: number, cmd: number, arg: number): number;
+  socket(domain: number, type: number, protocol: number): number;
+  /** errno of the last call on this thread. */
+  errno(): number;
+  strerror(errnum: number): string;
+  /** Stable native memory (for asynchronous calls) and an ArrayBuffer view over it. */
+  alloc(size: number): { ptr: unknown; bytes: Uint8Array };
+  /**
+   * The host address of `bytes[0]`, for iovecs that point into guest memory. Stable for the array's
+   * life: ArrayBuffer backing stores do not move, and reading `.buffer` first takes a small typed array
+   * off V8's heap, where it could move. The caller keeps `bytes` reachable for as long as the kernel may
+   * use the address (a temporary can be collected before the syscall that reads it).
+   */
+  addressOf(bytes: Uint8Array): number;
+  /**
+   * syscall(2) with three arguments, the second a pointer (bpf(2): `syscall(SYS_bpf, cmd, &attr, size)`).
+   * Returns the raw result (-1 and errno on failure).
+   */
+  syscall3(nr: number, arg1: number, arg2: Uint8Array | unknown, arg3: number): number;
+  /**
+   * syscall(2) with six integer arguments (io_uring_enter); pointers are passed as addresses
+   * (`addressOf`). Returns the raw result (-1 and errno on failure).
+   */
+  syscall6(nr: number, a: number, b: number, c: number, d: number, e: number, f: number): number;
+  /**
+   * mmap(2) with a kernel-chosen address: the mapping's address as a number (user addresses fit in
+   * 2^53), or -1 (MAP_FAILED) with errno.
+   */
+  mmap(length: number, prot: number, flags: number, fd: number, offset: number): number;
+  /** munmap(2) of a mapping `mmap` returned. */
+  munmap(address: number, length: number): number;
+  /**
+   * A Uint8Array over `length` bytes of native memory at `address` (an mmap'd region), no copy. It
+   * stays valid only while the memory is mapped: touching it after munmap faults the process.
+   */
+  viewAt(address: number, length: number): Uint8Array;
+}
+
+/** Syscall numbers this library uses, per architecture (asm-generic for aarch64). */
+export const SYS_bpf = process.arch === 'arm64' ? 280 : 321;
+/** io_uring syscalls: one number on every architecture (added after the tables were unified). */
+export const SYS_io_uring_setup = 425;
+export const SYS_io_uring_enter = 426;
+
+/** mmap(2) constants (Linux generic, x86-64 and aarch64 alike). */
+export const PROT_READ = 0x1;
+export const PROT_WRITE = 0x2;
+export const MAP_SHARED = 0x01;
+export const MAP_POPULATE = 0x8000;
+
+/** open(2) flags and misc constants (Linux generic). */
+export const O_RDWR = 0o2;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_CLOEXEC = 0o2000000;
+export const POLLIN = 0x001;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+export const POLLNVAL = 0x020;
+export const AF_INET = 2;
+export const SOCK_DGRAM = 2;
+
+/** errno values (Linux generic). */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  EINTR: 4,
+  EIO: 5,
+  ENXIO: 6,
+  EBADF: 9,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  EMSGSIZE: 90,
+  EOPNOTSUPP: 95,
+  ENOBUFS: 105,
+  EBADFD: 77,
+  ENOTTY: 25,
+} as const;
+
+const errnoNames: Record<number, string> = Object.fromEntries(Object.entries(Errno).map(([k, v]) => [v, k]));
+
+/** Symbolic name of an errno value ("EPERM"), or "E<n>". */
+export function errnoName(errnum: number): string {
+  return errnoNames[errnum] ?? `E${errnum}`;
+}
+
+let cached: Libc | undefined;
+let loadError: BackendError | undefined;
+
+/** The bound libc; throws BackendError when koffi or libc cannot be loaded (the reason is kept). */
+export function libc(): Libc {
+  if (cached) return cached;
+  if (loadError) throw loadError;
+  try {
+    cached = bind();
+    return cached;
+  } catch (err) {
+    loadError = new BackendError(
+      `cannot load libc through koffi (needed by TapBackend): ${(err as Error).message}. ` +
+        'Install koffi with its prebuilt binary for this platform (Linux with glibc).',
+    );
+    throw loadError;
+  }
+}
+
+/** True when `libc()` loads; never throws. */
+export function libcAvailable(): boolean {
+  try {
+    libc();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function bind(): Libc {
+  if (process.platform !== 'linux') throw new Error(`platform ${process.platform} is not Linux`);
+  // createRequire so that a missing native binary only fails here, at first use.
+  const require = createRequire(import.meta.url);
+  // biome-ignore lint/suspicious/noExplicitAny: koffi's types are loose by design.
+  const koffi = require('koffi') as any;
+  const lib = koffi.load('libc.so.6');
+  const open = lib.func('int open(const char *path, int flags, int mode)');
+  const close = lib.func('int close(int fd)');
+  const read = lib.func('long read(int fd, void *buf, unsigned long count)');
+  const write = lib.func('long write(int fd, void *buf, unsigned long count)');
+  const readv = lib.func('long readv(int fd, void *iov, int iovcnt)');
+  const writev = lib.func('long writev(int fd, void *iov, int iovcnt)');
+  // ioctl is variadic; on x86-64/aarch64 integer and pointer arguments pass identically, so two
+  // fixed prototypes are exact and avoid koffi's slower variadic path.
+  const ioctlPtr = lib.func('ioctl', 'int', ['int', 'unsigned long', 'void *']);
+  const ioctlVal = lib.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']);
+  const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
+  const eventfd = lib.func('int eventfd(unsigned int initval, int flags)');
+  const fcntl = lib.func('fcntl', 'int', ['int', 'int', 'int']);
+  const socket = lib.func('int socket(int domain, int type, int protocol)');
+  const strerror = lib.func('const char *strerror(int errnum)');
+  // memmove(p, p, 0) returns p: koffi passes a TypedArray's own memory (no copy) to synchronous calls.
+  const memmove = lib.func('void *memmove(void *dst, void *src, unsigned long n)');
+  // syscall is variadic; glibc's is assembly that moves integer registers only, so a fixed prototype of
+  // longs and a pointer passes the same bits (as for ioctl above).
+  const syscall3 = lib.func('syscall', 'long', ['long', 'long', 'void *', 'long']);
+  const syscall6 = lib.func('syscall', 'long', ['long', 'long', 'long', 'long', 'long', 'long', 'long']);
+  // Addresses as integers: intptr_t and void * pass identically in these ABIs.
+  const mmap = lib.func('mmap', 'intptr_t', ['intptr_t', 'unsigned long', 'int', 'int', 'int', 'int64_t']);
+  const munmap = lib.func('munmap', 'int', ['intptr_t', 'unsigned long']);
+  // memmove(a, a, 0) returns a: turns an integer address into the pointer object koffi.view takes.
+  const asPointer = lib.func('memmove', 'void *', ['intptr_t', 'intptr_t', 'unsigned long']);
+  return {
+    open,
+    close,
+    read,
+    write,
+    readv,
+    writev,
+    ioctlPtr,
+    ioctlVal,
+    poll,
+    pollAsync: (fds, nfds, timeout, done) => poll.async(fds, nfds, timeout, done),
+    eventfd,
+    fcntl,
+    socket,
+    errno: () => koffi.errno(),
+    strerror,
+    alloc(size) {
+      const ptr = koffi.alloc('uint8_t', size);
+      return { ptr, bytes: new Uint8Array(koffi.view(ptr, size)) };
+    },
+    addressOf(bytes) {
+      void bytes.buffer;
+      return Number(koffi.address(memmove(bytes, bytes, 0)));
+    },
+    syscall3: (nr, arg1, arg2, arg3) => Number(syscall3(nr, arg1, arg2, arg3)),
+    syscall6: (nr, a, b, c, d, e, f) => Number(syscall6(nr, a, b, c, d, e, f)),
+    mmap: (length, prot, flags, fd, offset) => Number(mmap(0, length, prot, flags, fd, offset)),
+    munmap: (address, length) => munmap(address, length),
+    viewAt: (address, length) => new Uint8Array(koffi.view(asPointer(address, address, 0), length)),
+  };
+}

@@ -1,0 +1,473 @@
+/**
+ * Guest physical memory as a set of non-overlapping regions, each a `Uint8Array` (ArrayBuffer,
+ * SharedArrayBuffer, or external memory such as `koffi.view` of an mmap). Every access is bounds-checked
+ * and fails with a typed `GuestMemoryError`; accessors are little-endian as virtio requires (VIRTIO 1.3 §1.4).
+ *
+ * Addresses are `number | bigint`. The number path is the fast one: one cached last-hit region and one
+ * `DataView` per region, no allocation in the 16/32-bit accessors. Addresses must be below 2^53 (the range
+ * a `number` holds exactly); anything above, or `address + length` beyond 2^64, is a `GuestMemoryError`.
+ */
+import { GuestMemoryError } from '../errors.js';
+
+/** One region of guest memory, as the VMM (or a vfio-user DMA_MAP) hands it over. */
+export interface GuestMemoryRegion {
+  address: number | bigint;
+  bytes: Uint8Array;
+}
+
+export interface GuestMemoryOptions {
+  /**
+   * VIRTIO_F_ACCESS_PLATFORM (§6.1): maps a device address (IOVA) to a guest-physical address for the
+   * whole range `[address, address + length)`. It throws `GuestMemoryError` when the IOMMU refuses.
+   */
+  translate?: (address: number, length: number, write: boolean) => number;
+}
+
+interface Region {
+  start: number;
+  size: number;
+  bytes: Uint8Array;
+  dv: DataView;
+}
+
+const MAX_ADDRESS = Number.MAX_SAFE_INTEGER; // 2^53 - 1
+const MAX_ADDRESS_BIG = BigInt(MAX_ADDRESS);
+const NO_REGION: Region = {
+  start: 0,
+  size: 0,
+  bytes: new Uint8Array(0),
+  dv: new DataView(new ArrayBuffer(0)),
+};
+const TWO_32 = 0x1_0000_0000;
+
+function describe(address: number | bigint, length: number): string {
+  const a = typeof address === 'bigint' ? address : Number.isFinite(address) ? address : Number.NaN;
+  return `[0x${a.toString(16)}, +${length})`;
+}
+
+/** Guest memory: bounds-checked little-endian access to the regions the VMM registered. */
+export class GuestMemory {
+  /** Sorted by start address. */
+  private regions: Region[] = [];
+  private last: Region = NO_REGION;
+  private readonly translateFn: ((address: number, length: number, write: boolean) => number) | undefined;
+
+  constructor(regions: GuestMemoryRegion[] = [], options: GuestMemoryOptions = {}) {
+    this.translateFn = options.translate;
+    for (const r of regions) this.addRegion(r);
+  }
+
+  /** Registers a region (vfio-user DMA_MAP); throws `GuestMemoryError` if it overlaps another one. */
+  addRegion(region: GuestMemoryRegion): void {
+    const size = region.bytes.byteLength;
+    const start = this.checkRange(region.address, size);
+    for (const r of this.regions) {
+      if (start < r.start + r.size && r.start < start + size) {
+        throw new GuestMemoryError(
+          `guest memory region ${describe(start, size)} overlaps region ${describe(r.start, r.size)}`,
+          region.address,
+          size,
+        );
+      }
+    }
+    const bytes = region.bytes;
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, size);
+    this.regions.push({ start, size, bytes, dv });
+    this.regions.sort((a, b) => a.start - b.start);
+    this.last = NO_REGION;
+  }
+
+  /** Unregisters the region starting at `address` (vfio-user DMA_UNMAP); false if there is none. */
+  removeRegion(address: number | bigint): boolean {
+    const a = typeof address === 'bigint' ? (address <= MAX_ADDRESS_BIG ? Number(address) : -1) : address;
+    const i = this.regions.findIndex((r) => r.start === a);
+    if (i < 0) return false;
+    this.regions.splice(i, 1);
+    this.last = NO_REGION;
+    return true;
+  }
+
+  /** Whether `[address, address + length)` lies entirely in guest memory (possibly across adjacent regions). */
+  isValid(address: number | bigint, length: number): boolean {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && length >>> 0 === length && off + length <= r.size) return true;
+    }
+    try {
+      const a = this.resolve(address, length, false);
+      return this.coveredLength(a, length) === length;
+    } catch (e) {
+      if (e instanceof GuestMemoryError) return false;
+      throw e;
+    }
+  }
+
+  /** A copy of `length` bytes at `address`; the range may span adjacent regions. */
+  read(address: number | bigint, length: number): Uint8Array {
+    const out = new Uint8Array(this.checkLength(address, length));
+    this.readInto(address, out);
+    return out;
+  }
+
+  /** Copies `dst.length` bytes at `address` into `dst`. */
+  readInto(address: number | bigint, dst: Uint8Array): void {
+    const length = dst.length;
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off + length <= r.size) {
+        dst.set(r.bytes.subarray(off, off + length));
+        return;
+      }
+    }
+    const a = this.resolve(address, length, false);
+    this.requireCovered(address, a, length);
+    let done = 0;
+    while (done < length) {
+      const r = this.find(a + done)!;
+      const off = a + done - r.start;
+      const n = Math.min(length - done, r.size - off);
+      dst.set(r.bytes.subarray(off, off + n), done);
+      done += n;
+    }
+  }
+
+  /** Writes `data` at `address`; the range may span adjacent regions. Nothing is written if it is invalid. */
+  write(address: number | bigint, data: Uint8Array): void {
+    const length = data.length;
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off + length <= r.size) {
+        r.bytes.set(data, off);
+        return;
+      }
+    }
+    const a = this.resolve(address, length, true);
+    this.requireCovered(address, a, length);
+    let done = 0;
+    while (done < length) {
+      const r = this.find(a + done)!;
+      const off = a + done - r.start;
+      const n = Math.min(length - done, r.size - off);
+      r.bytes.set(n === length ? data : data.subarray(done, done + n), off);
+      done += n;
+    }
+  }
+
+  /** A live view (no copy) of a range inside one region; throws if the range is invalid or spans regions. */
+  view(address: number | bigint, length: number): Uint8Array {
+    const v = this.tryView(address, length);
+    if (v === null) {
+      throw new GuestMemoryError(
+        `guest memory range ${describe(address, length)} spans regions; use read/readInto`,
+        address,
+        length,
+      );
+    }
+    return v;
+  }
+
+  /**
+   * Offset of `[address, address + length)` inside the region bytes `locate` returned last, in
+   * `locatedOffset`. Split from the return value so hot paths allocate nothing.
+   */
+  locatedOffset = 0;
+
+  /**
+   * Where a range lives, without a view: the whole region's bytes (the same array every time), with the
+   * range at `locatedOffset` in it. Null when the range is valid but spans regions; throws when invalid.
+   * For zero-copy hand-offs that must not allocate (NetBackend.transmitRange, direct receive); `write`
+   * is passed to the IOMMU translation.
+   */
+  locate(address: number | bigint, length: number, write = false): Uint8Array | null {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && length >>> 0 === length && off + length <= r.size) {
+        this.locatedOffset = off;
+        return r.bytes;
+      }
+    }
+    const a = this.resolve(address, length, write);
+    const r = this.find(a);
+    if (r !== undefined && a + length <= r.start + r.size) {
+      this.locatedOffset = a - r.start;
+      return r.bytes;
+    }
+    this.requireCovered(address, a, length);
+    return null;
+  }
+
+  /** Like `view`, but null when the range is valid yet spans regions. Throws when it is invalid. */
+  tryView(address: number | bigint, length: number): Uint8Array | null {
+    const bytes = this.locate(address, length);
+    if (bytes === null) return null;
+    const off = this.locatedOffset;
+    return bytes.subarray(off, off + length);
+  }
+
+  readU8(address: number | bigint): number {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off < r.size) return r.bytes[off]!;
+    }
+    return this.slowRead(address, 1) as number;
+  }
+
+  readU16(address: number | bigint): number {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off + 2 <= r.size) return r.dv.getUint16(off, true);
+    }
+    return this.slowRead(address, 2) as number;
+  }
+
+  readU32(address: number | bigint): number {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off + 4 <= r.size) return r.dv.getUint32(off, true);
+    }
+    return this.slowRead(address, 4) as number;
+  }
+
+  readU64(address: number | bigint): bigint {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off + 8 <= r.size) return r.dv.getBigUint64(off, true);
+    }
+    return this.slowRead(address, 8) as bigint;
+  }
+
+  writeU8(address: number | bigint, value: number): void {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off < r.size) {
+        r.bytes[off] = value;
+        return;
+      }
+    }
+    this.slowWrite(address, 1, value);
+  }
+
+  writeU16(address: number | bigint, value: number): void {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off + 2 <= r.size) {
+        r.dv.setUint16(off, value, true);
+        return;
+      }
+    }
+    this.slowWrite(address, 2, value);
+  }
+
+  writeU32(address: number | bigint, value: number): void {
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (off >>> 0 === off && off + 4 <= r.size) {
+        r.dv.setUint32(off, value, true);
+        return;
+      }
+    }
+    this.slowWrite(address, 4, value);
+  }
+
+  /** Writes a 64-bit value; a number must be a non-negative integer below 2^53, a bigint is taken mod 2^64. */
+  writeU64(address: number | bigint, value: bigint | number): void {
+    if (typeof value === 'number') {
+      if (!Number.isSafeInteger(value) || value < 0) {
+        throw new GuestMemoryError(`writeU64 value ${value} is not an integer in [0, 2^53)`, address, 8);
+      }
+    }
+    this.slowWrite(address, 8, value);
+  }
+
+  // ---- slow paths -------------------------------------------------------------------------------------
+
+  /** Validates a region's own address range (no translation). */
+  private checkRange(address: number | bigint, length: number): number {
+    const a = this.toNumber(address, length);
+    if (a > MAX_ADDRESS + 1 - length) {
+      throw new GuestMemoryError(
+        `guest memory range ${describe(address, length)} ends above 2^53`,
+        address,
+        length,
+      );
+    }
+    return a;
+  }
+
+  private checkLength(address: number | bigint, length: number): number {
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new GuestMemoryError(`invalid guest memory access length ${length}`, address, length);
+    }
+    return length;
+  }
+
+  private toNumber(address: number | bigint, length: number): number {
+    this.checkLength(address, length);
+    if (typeof address === 'bigint') {
+      if (address < 0n || address > MAX_ADDRESS_BIG) {
+        throw new GuestMemoryError(
+          `guest address ${describe(address, length)} is out of range`,
+          address,
+          length,
+        );
+      }
+      return Number(address);
+    }
+    if (!Number.isSafeInteger(address) || address < 0) {
+      throw new GuestMemoryError(
+        `guest address ${describe(address, length)} is out of range`,
+        address,
+        length,
+      );
+    }
+    return address;
+  }
+
+  /** Address checks and IOMMU translation; returns the guest-physical start address. */
+  private resolve(address: number | bigint, length: number, write: boolean): number {
+    const a = this.toNumber(address, length);
+    const tr = this.translateFn;
+    if (tr === undefined) return a;
+    let t: number;
+    try {
+      t = tr(a, length, write);
+    } catch (e) {
+      if (e instanceof GuestMemoryError) throw e;
+      throw new GuestMemoryError(
+        `address translation of ${describe(address, length)} failed: ${(e as Error)?.message ?? e}`,
+        address,
+        length,
+      );
+    }
+    if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 0) {
+      throw new GuestMemoryError(
+        `address translation of ${describe(address, length)} returned ${t}`,
+        address,
+        length,
+      );
+    }
+    return t;
+  }
+
+  /** The region containing guest-physical `a`, or undefined. Updates the last-hit cache. */
+  private find(a: number): Region | undefined {
+    const rs = this.regions;
+    let lo = 0;
+    let hi = rs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const r = rs[mid]!;
+      if (a < r.start) hi = mid - 1;
+      else if (a >= r.start + r.size) lo = mid + 1;
+      else {
+        this.last = r;
+        return r;
+      }
+    }
+    return undefined;
+  }
+
+  /** How many bytes from guest-physical `a` are covered by adjacent regions, up to `length`. */
+  private coveredLength(a: number, length: number): number {
+    if (length === 0) return 0;
+    let done = 0;
+    // At most one iteration per region: the loop is bounded.
+    for (let i = 0; i <= this.regions.length && done < length; i++) {
+      const r = this.find(a + done);
+      if (r === undefined) return done;
+      done += Math.min(length - done, r.start + r.size - (a + done));
+    }
+    return done;
+  }
+
+  private requireCovered(address: number | bigint, a: number, length: number): void {
+    if (this.coveredLength(a, length) !== length) {
+      throw new GuestMemoryError(
+        `guest memory range ${describe(address, length)} is not in guest memory`,
+        address,
+        length,
+      );
+    }
+  }
+
+  private readonly scratch = new Uint8Array(8);
+  private readonly scratchView = new DataView(this.scratch.buffer);
+
+  private slowRead(address: number | bigint, size: 1 | 2 | 4 | 8): number | bigint {
+    const a = this.resolve(address, size, false);
+    const r = this.find(a);
+    if (r !== undefined && a + size <= r.start + r.size) return readScalar(r.dv, a - r.start, size);
+    // Spans adjacent regions: go through the scratch buffer.
+    this.requireCovered(address, a, size);
+    const s = this.scratch.subarray(0, size);
+    let done = 0;
+    while (done < size) {
+      const q = this.find(a + done)!;
+      s[done] = q.bytes[a + done - q.start]!;
+      done++;
+    }
+    return readScalar(this.scratchView, 0, size);
+  }
+
+  private slowWrite(address: number | bigint, size: 1 | 2 | 4 | 8, value: number | bigint): void {
+    const a = this.resolve(address, size, true);
+    const r = this.find(a);
+    if (r !== undefined && a + size <= r.start + r.size) {
+      writeScalar(r.dv, a - r.start, size, value);
+      return;
+    }
+    this.requireCovered(address, a, size);
+    writeScalar(this.scratchView, 0, size, value);
+    for (let done = 0; done < size; done++) {
+      const q = this.find(a + done)!;
+      q.bytes[a + done - q.start] = this.scratch[done]!;
+    }
+  }
+}
+
+function readScalar(dv: DataView, off: number, size: 1 | 2 | 4 | 8): number | bigint {
+  switch (size) {
+    case 1:
+      return dv.getUint8(off);
+    case 2:
+      return dv.getUint16(off, true);
+    case 4:
+      return dv.getUint32(off, true);
+    default:
+      return dv.getBigUint64(off, true);
+  }
+}
+
+function writeScalar(dv: DataView, off: number, size: 1 | 2 | 4 | 8, value: number | bigint): void {
+  switch (size) {
+    case 1:
+      dv.setUint8(off, Number(value));
+      break;
+    case 2:
+      dv.setUint16(off, Number(value), true);
+      break;
+    case 4:
+      dv.setUint32(off, Number(value), true);
+      break;
+    default:
+      dv.setBigUint64(off, typeof value === 'bigint' ? value : BigInt(value), true);
+  }
+}
+
+/** Reads a little-endian u64 split into two u32 halves as a number; -1 when it is 2^53 or above. */
+export function readAddress(memory: GuestMemory, address: number): number {
+  const lo = memory.readU32(address);
+  const hi = memory.readU32(address + 4);
+  return hi < 0x20_0000 ? hi * TWO_32 + lo : -1;
+}

@@ -1,0 +1,43 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { emptyOffload, readVnetHeader, VNET_HDR_OFFLOAD_BYTES, writeVnetHeader } from './backend.js';
+
+describe('struct virtio_net_hdr wire layout (VIRTIO 1.3 §5.1.6)', () => {
+  it('writes flags, gso_type and four little-endian u16 fields, byte for byte', () => {
+    const b = new Uint8Array(14).fill(0xee);
+    writeVnetHeader(b, 2, {
+      flags: 1,
+      gsoType: 0x81,
+      hdrLen: 0x0136,
+      gsoSize: 0x05a8,
+      csumStart: 0x0022,
+      csumOffset: 0x0010,
+    });
+    expect([...b]).toEqual([0xee, 0xee, 1, 0x81, 0x36, 1, 0xa8, 5, 0x22, 0, 0x10, 0, 0xee, 0xee]);
+    writeVnetHeader(b, 2, null);
+    expect([...b]).toEqual([0xee, 0xee, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xee, 0xee]);
+    expect(VNET_HDR_OFFLOAD_BYTES).toBe(10);
+  });
+
+  it('reads back what it writes (property)', () => {
+    const u16 = fc.integer({ min: 0, max: 0xffff });
+    const u8 = fc.integer({ min: 0, max: 0xff });
+    fc.assert(
+      fc.property(
+        u8,
+        u8,
+        u16,
+        u16,
+        u16,
+        u16,
+        fc.nat(20),
+        (flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset, at) => {
+          const o = { flags, gsoType, hdrLen, gsoSize, csumStart, csumOffset };
+          const b = new Uint8Array(at + 10);
+          writeVnetHeader(b, at, o);
+          expect(readVnetHeader(b, at, emptyOffload())).toEqual(o);
+        },
+      ),
+    );
+  });
+});

@@ -1,0 +1,694 @@
+/**
+ * The bus-independent half of a virtio transport (VIRTIO 1.3 §2.1 status, §2.2 features, §2.6/§4.1.4.3
+ * virtqueue configuration): the device status state machine, feature negotiation, per-queue registers,
+ * the ISR byte, and the VirtioDeviceContext handed to the device at DRIVER_OK. The modern common config
+ * (`common-config.ts`) and the legacy I/O layout (`legacy.ts`) are two register maps over this state;
+ * `virtio-pci.ts` routes its interrupts to MSI-X or INTx.
+ *
+ * Guest-driven methods never throw: guest errors (bad queue setup, `VirtqueueError` from a ring, a
+ * device callback that throws) become DEVICE_NEEDS_RESET, as QEMU's virtio_error() does.
+ */
+import type { GuestMemory } from '../../lib/memory/guest-memory.js';
+import type { AdminCommandState } from '../admin/admin-commands.js';
+import type { AdminQueue, AdminQueueContext } from '../admin/admin-queue.js';
+import { createVirtqueue } from '../queue/create-virtqueue.js';
+import {
+  featureBit,
+  hasFeature,
+  LEGACY_ONLY_FEATURES,
+  VIRTIO_F_ADMIN_VQ,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_IN_ORDER,
+  VIRTIO_F_RING_PACKED,
+  VIRTIO_F_VERSION_1,
+} from '../features.js';
+import type { VirtioDevice, VirtioDeviceContext } from '../virtio-device.js';
+import type { Virtqueue, VirtqueueState } from '../queue/virtqueue.js';
+
+/** Device status bits (§2.1). */
+export const VIRTIO_CONFIG_S_ACKNOWLEDGE = 1;
+export const VIRTIO_CONFIG_S_DRIVER = 2;
+export const VIRTIO_CONFIG_S_DRIVER_OK = 4;
+export const VIRTIO_CONFIG_S_FEATURES_OK = 8;
+export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
+export const VIRTIO_CONFIG_S_FAILED = 0x80;
+
+/** "No MSI-X vector" (§4.1.5.1.2). */
+export const VIRTIO_MSI_NO_VECTOR = 0xffff;
+/** ISR bits (§4.1.4.5). */
+export const VIRTIO_ISR_QUEUE = 1;
+export const VIRTIO_ISR_CONFIG = 2;
+/** QEMU's VIRTIO_QUEUE_MAX: queue_select values at or above it are ignored. */
+export const VIRTIO_QUEUE_MAX = 1024;
+
+/** One virtqueue's transport registers (what queue_select exposes). */
+export interface QueueRegisters {
+  /** Current queue_size (the driver may lower it); `maxSize` after reset. */
+  size: number;
+  maxSize: number;
+  vector: number;
+  enabled: boolean;
+  /** 64-bit addresses as 32-bit halves: the driver writes them independently. */
+  descLo: number;
+  descHi: number;
+  driverLo: number;
+  driverHi: number;
+  deviceLo: number;
+  deviceHi: number;
+  /** The device-side ring, created when the driver enables the queue. */
+  vq: Virtqueue | null;
+}
+
+/** Where the core's interrupts go (the PCI glue: MSI-X vector, or INTx following the ISR). */
+export interface TransportSignals {
+  /** Deliver an interrupt for `vector` (VIRTIO_MSI_NO_VECTOR when unmapped); the ISR is already updated. */
+  interrupt(vector: number): void;
+  /** Number of MSI-X vectors; a vector >= this reads back VIRTIO_MSI_NO_VECTOR (QEMU). */
+  readonly msixVectors: number;
+}
+
+/** One queue's registers and ring indices in a snapshot. */
+export interface QueueSnapshot {
+  size: number;
+  vector: number;
+  enabled: boolean;
+  desc: [number, number];
+  driver: [number, number];
+  device: [number, number];
+  ring: VirtqueueState | null;
+}
+
+/** JSON-serialisable transport state (see `TransportCore.snapshot`). */
+export interface TransportSnapshot {
+  status: number;
+  deviceFeatureSelect: number;
+  driverFeatureSelect: number;
+  /** Hex string: bigint is not JSON. */
+  driverFeatures: string;
+  configVector: number;
+  queueSelect: number;
+  configGeneration: number;
+  isr: number;
+  activated: boolean;
+  broken: boolean;
+  legacyDriver: boolean;
+  queues: QueueSnapshot[];
+  /** Administration virtqueues (only when the transport has them): LIST_USE state and queue registers. */
+  admin?: { commands: AdminCommandState; queues: QueueSnapshot[] };
+  device?: unknown;
+}
+
+/** Where the administration virtqueues sit and how large they may be (`TransportCore.setAdminQueues`). */
+export interface AdminQueueLayout {
+  /** First admin queue index: at or above every num_queues the device can report (§4.1.4.3.1). */
+  index: number;
+  /** Number of admin queues (admin_queue_num). */
+  count: number;
+  /** Maximum queue_size of each. */
+  maxSize: number;
+}
+
+function isPow2(n: number): boolean {
+  return n > 0 && (n & (n - 1)) === 0;
+}
+
+const TWO_32 = 0x1_0000_0000;
+
+function address(lo: number, hi: number): number {
+  // Guest addresses past 2^53 cannot be named by a number; they are outside any guest memory anyway.
+  return hi >= 0x200000 ? Number.NaN : hi * TWO_32 + lo;
+}
+
+export class TransportCore {
+  status = 0;
+  deviceFeatureSelect = 0;
+  driverFeatureSelect = 0;
+  /** Features as the driver wrote them (only offered bits are kept). */
+  driverFeatures = 0n;
+  configVector = VIRTIO_MSI_NO_VECTOR;
+  queueSelect = 0;
+  configGeneration = 0;
+  isr = 0;
+  /** The device was activated (DRIVER_OK accepted) and not reset since. */
+  activated = false;
+  /** The driver talks through the legacy interface (no FEATURES_OK step; §7.2 of 1.3 "Legacy Interface"). */
+  legacyDriver = false;
+  /** Why the device last entered NEEDS_RESET (diagnostics for the VMM). */
+  lastError: string | null = null;
+  private brokenFlag = false;
+  /** num_queues for the current driver features (kicks check it; devices may compute it with bigints). */
+  private numQueuesCache = 0;
+  readonly queues: QueueRegisters[];
+  private offeredBits: bigint;
+  private modernOfferedBits: bigint;
+  private readonly context: VirtioDeviceContext;
+  /** Administration virtqueues (VIRTIO_F_ADMIN_VQ), when the function owns a device group. */
+  private admin: AdminQueue | null = null;
+  private adminLayout: AdminQueueLayout = { index: 0, count: 0, maxSize: 0 };
+  /** Registers of admin queue `adminLayout.index + k` at `k`. */
+  private adminRegs: QueueRegisters[] = [];
+  private readonly adminContext: AdminQueueContext;
+
+  constructor(
+    readonly device: VirtioDevice,
+    readonly memory: GuestMemory,
+    /** Every bit offered: device bits plus transport bits (features.ts `transportFeatures`). */
+    offered: bigint,
+    readonly signals: TransportSignals,
+    /** Called with every guest error turned into NEEDS_RESET (optional VMM logging). */
+    private readonly onGuestError?: (reason: string) => void,
+  ) {
+    this.offeredBits = offered;
+    this.modernOfferedBits = offered & ~LEGACY_ONLY_FEATURES;
+    const n = Math.min(VIRTIO_QUEUE_MAX, Math.max(device.numQueues(0n), device.numQueues(offered)));
+    this.queues = [];
+    for (let i = 0; i < n; i++) this.queues.push(this.freshQueue(i, 0n));
+    this.numQueuesCache = Math.min(n, device.numQueues(0n));
+    const core = this;
+    this.context = {
+      memory,
+      get features() {
+        return core.driverFeatures;
+      },
+      queue: (i) =>
+        core.activated && i >= 0 && i < core.queues.length ? (core.queues[i]?.vq ?? null) : null,
+      notifyQueue: (i) => core.notifyQueue(i),
+      configChanged: () => core.configChanged(),
+      needsReset: (reason) => core.needsReset(reason),
+    };
+    this.adminContext = {
+      memory,
+      queue: (i) => (core.activated ? (core.adminQueueRegisters(i)?.vq ?? null) : null),
+      notifyQueue: (i) => core.notifyAdminQueue(i),
+      needsReset: (reason) => core.needsReset(reason),
+    };
+  }
+
+  /** Every bit offered: device bits plus transport bits (features.ts `transportFeatures`). */
+  get offered(): bigint {
+    return this.offeredBits;
+  }
+  /** What device_feature shows: the legacy-only bits are masked out (QEMU legacy_features). */
+  get modernOffered(): bigint {
+    return this.modernOfferedBits;
+  }
+
+  // ------------------------------------------------------------------ administration virtqueues
+
+  /**
+   * Gives the transport administration virtqueues (VIRTIO 1.3 §2.13, §4.1.4.3): offers VIRTIO_F_ADMIN_VQ,
+   * reports `layout` in admin_queue_index/admin_queue_num, and serves the queues with `admin`. Call
+   * before the driver sees the device (the offered features change). Not for the device's own queues:
+   * the device never sees admin indices.
+   */
+  setAdminQueues(admin: AdminQueue, layout: AdminQueueLayout): void {
+    const { index, count, maxSize } = layout;
+    if (!Number.isInteger(index) || index < this.queues.length)
+      throw new RangeError(
+        `admin queue index ${index} is below the device's queue count ${this.queues.length}`,
+      );
+    if (!Number.isInteger(count) || count < 1 || index + count > VIRTIO_QUEUE_MAX)
+      throw new RangeError(`admin queues ${index}+${count} do not fit below ${VIRTIO_QUEUE_MAX}`);
+    if (!Number.isInteger(maxSize) || maxSize < 1 || maxSize > 0x8000)
+      throw new RangeError(`admin queue size ${maxSize} must be 1..32768`);
+    this.admin = admin;
+    this.adminLayout = { index, count, maxSize };
+    this.adminRegs = [];
+    for (let k = 0; k < count; k++) this.adminRegs.push(this.freshAdminQueue());
+    this.offeredBits |= featureBit(VIRTIO_F_ADMIN_VQ);
+    this.modernOfferedBits |= featureBit(VIRTIO_F_ADMIN_VQ);
+  }
+
+  /** admin_queue_index / admin_queue_num as the common config reports them (0/0 without admin queues). */
+  get adminQueueIndex(): number {
+    return this.admin ? this.adminLayout.index : 0;
+  }
+  get adminQueueNum(): number {
+    return this.admin ? this.adminLayout.count : 0;
+  }
+
+  /** Whether `i` is an admin queue index the driver can use now (it wrote VIRTIO_F_ADMIN_VQ). */
+  isAdminQueue(i: number): boolean {
+    const l = this.adminLayout;
+    return (
+      this.admin !== null &&
+      i >= l.index &&
+      i < l.index + l.count &&
+      hasFeature(this.driverFeatures, VIRTIO_F_ADMIN_VQ)
+    );
+  }
+
+  /** Admin queue `i`'s registers, or null when `i` is no usable admin queue. */
+  adminQueueRegisters(i: number): QueueRegisters | null {
+    return this.isAdminQueue(i) ? (this.adminRegs[i - this.adminLayout.index] ?? null) : null;
+  }
+
+  /** Registers of queue `i` as queue_select sees it: a device queue below num_queues, or an admin queue. */
+  queueRegisters(i: number): QueueRegisters | null {
+    if (i < this.numQueues()) return this.queues[i] ?? null;
+    return this.adminQueueRegisters(i);
+  }
+
+  private freshAdminQueue(): QueueRegisters {
+    const max = this.adminLayout.maxSize;
+    return {
+      size: max,
+      maxSize: max,
+      vector: VIRTIO_MSI_NO_VECTOR,
+      enabled: false,
+      descLo: 0,
+      descHi: 0,
+      driverLo: 0,
+      driverHi: 0,
+      deviceLo: 0,
+      deviceHi: 0,
+      vq: null,
+    };
+  }
+
+  /** The admin queue's used-buffer notification (same path as a device queue's). */
+  private notifyAdminQueue(i: number): void {
+    if (!this.activated || this.broken) return;
+    const q = this.adminQueueRegisters(i);
+    if (!q?.enabled) return;
+    this.isr |= VIRTIO_ISR_QUEUE;
+    this.signals.interrupt(q.vector);
+  }
+
+  /** Run every enabled admin queue (at DRIVER_OK: the driver may have queued commands before). */
+  private processAdminQueues(): void {
+    const admin = this.admin;
+    if (!admin) return;
+    for (let k = 0; k < this.adminRegs.length; k++) {
+      const i = this.adminLayout.index + k;
+      if (this.broken) return;
+      if (this.adminQueueRegisters(i)?.enabled) this.guard(() => void admin.process(this.adminContext, i));
+    }
+  }
+
+  private freshQueue(index: number, features: bigint): QueueRegisters {
+    const exists = index < this.device.numQueues(features);
+    const max = exists ? this.device.maxQueueSize(index, features) : 0;
+    return {
+      size: max,
+      maxSize: max,
+      vector: VIRTIO_MSI_NO_VECTOR,
+      enabled: false,
+      descLo: 0,
+      descHi: 0,
+      driverLo: 0,
+      driverHi: 0,
+      deviceLo: 0,
+      deviceHi: 0,
+      vq: null,
+    };
+  }
+
+  // ------------------------------------------------------------------ queries
+
+  /** num_queues for the driver features written so far (QEMU's virtio-net changes it once MQ is written). */
+  numQueues(): number {
+    return this.numQueuesCache;
+  }
+
+  /** The selected queue's registers, or null when queue_select names no queue (reads 0, writes ignored). */
+  selected(): QueueRegisters | null {
+    return this.queueRegisters(this.queueSelect);
+  }
+
+  /** The device hit a guest error and stopped using its queues until reset (QEMU vdev->broken). */
+  get broken(): boolean {
+    return this.brokenFlag;
+  }
+
+  /** Map a guest-written vector: out of range reads back VIRTIO_MSI_NO_VECTOR (QEMU msix_vector_use). */
+  mapVector(v: number): number {
+    return v < this.signals.msixVectors ? v : VIRTIO_MSI_NO_VECTOR;
+  }
+
+  // ------------------------------------------------------------------ features
+
+  /** driver_feature write of window `select` (modern) or the legacy 32-bit guest features. */
+  writeDriverFeatures(features: bigint): void {
+    // After FEATURES_OK the set is final (§3.1.1); QEMU's virtio_set_features refuses too.
+    if (this.status & VIRTIO_CONFIG_S_FEATURES_OK || this.activated) return;
+    // Kept as written, unoffered bits included (QEMU reads them back; §4.1.4.3 allows it): FEATURES_OK
+    // then refuses the set (§2.2.1).
+    this.driverFeatures = features;
+    this.numQueuesCache = Math.min(this.queues.length, this.device.numQueues(features));
+    // Queue count and sizes can depend on features (virtio-net MQ); QEMU re-creates the queues.
+    for (let i = 0; i < this.queues.length; i++) {
+      const q = this.queues[i] as QueueRegisters;
+      if (q.enabled) continue;
+      const exists = i < this.device.numQueues(features);
+      const max = exists ? this.device.maxQueueSize(i, features) : 0;
+      if (max !== q.maxSize) {
+        q.maxSize = max;
+        q.size = max;
+      }
+    }
+  }
+
+  /** Why the driver's feature set is unacceptable (FEATURES_OK refused), or null. */
+  checkFeatures(): string | null {
+    const f = this.driverFeatures;
+    const extra = f & ~(this.legacyDriver ? this.offered : this.modernOffered);
+    if (extra !== 0n) return `driver accepted features not offered: 0x${extra.toString(16)}`;
+    if (!this.legacyDriver && !hasFeature(f, VIRTIO_F_VERSION_1))
+      return 'modern driver did not accept VERSION_1';
+    try {
+      return this.device.validateFeatures(f);
+    } catch (e) {
+      return `device rejected features: ${String(e)}`;
+    }
+  }
+
+  // ------------------------------------------------------------------ status
+
+  /**
+   * device_status write (§2.1, §3.1.1). 0 resets synchronously (reads 0 at once). FEATURES_OK sticks
+   * only if the features pass `checkFeatures`; DRIVER_OK activates the device (modern: needs
+   * FEATURES_OK). NEEDS_RESET belongs to the device: the driver can neither set nor clear it.
+   */
+  writeStatus(value: number): void {
+    const v = value & 0xff;
+    if (v === 0) {
+      this.reset();
+      return;
+    }
+    const old = this.status;
+    let s = (v & ~VIRTIO_CONFIG_S_NEEDS_RESET) | (old & VIRTIO_CONFIG_S_NEEDS_RESET);
+    if (s & VIRTIO_CONFIG_S_FEATURES_OK && !(old & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      const why = this.checkFeatures();
+      if (why !== null) {
+        s &= ~VIRTIO_CONFIG_S_FEATURES_OK;
+        this.lastError = why;
+      }
+    }
+    const startDriver = (s & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && !this.activated;
+    if (startDriver && !this.legacyDriver && !(s & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      this.status = s & ~VIRTIO_CONFIG_S_DRIVER_OK;
+      this.needsReset('DRIVER_OK without FEATURES_OK');
+      return;
+    }
+    this.status = s;
+    if (startDriver && !this.broken) this.activate();
+  }
+
+  private activate(): void {
+    this.activated = true;
+    // Legacy drivers enable queues (PFN) before DRIVER_OK with whatever features they wrote.
+    this.guard(() => this.device.activate(this.context));
+    this.processAdminQueues();
+  }
+
+  /** Device reset (status 0, FLR, or a legacy PFN write of 0): every register back to its reset value. */
+  reset(): void {
+    this.status = 0;
+    this.activated = false;
+    this.brokenFlag = false;
+    this.driverFeatures = 0n;
+    this.deviceFeatureSelect = 0;
+    this.driverFeatureSelect = 0;
+    this.queueSelect = 0;
+    this.configVector = VIRTIO_MSI_NO_VECTOR;
+    this.isr = 0;
+    this.legacyDriver = false;
+    for (let i = 0; i < this.queues.length; i++) this.queues[i] = this.freshQueue(i, 0n);
+    this.numQueuesCache = Math.min(this.queues.length, this.device.numQueues(0n));
+    // §2.13 / docs/admin-queue.md: a device reset (status 0, FLR) also resets the admin command state.
+    for (let k = 0; k < this.adminRegs.length; k++) this.adminRegs[k] = this.freshAdminQueue();
+    this.admin?.reset();
+    try {
+      this.device.reset();
+    } catch (e) {
+      this.lastError = `device reset failed: ${String(e)}`;
+      this.onGuestError?.(this.lastError);
+    }
+    this.signals.interrupt(VIRTIO_MSI_NO_VECTOR); // lets the glue drop INTx (ISR is 0)
+  }
+
+  /** DEVICE_NEEDS_RESET (§2.1.2): stop using the queues; tell an active driver with a config interrupt. */
+  needsReset(reason: string): void {
+    this.lastError = reason;
+    this.onGuestError?.(reason);
+    if (this.brokenFlag) return;
+    this.brokenFlag = true;
+    // Legacy has no NEEDS_RESET bit: QEMU's virtio_error sets it only for VERSION_1 drivers.
+    if (!this.legacyDriver) this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+    // QEMU virtio_error → virtio_notify_config: a new generation and a config interrupt (measured on 7.2).
+    if (this.status & VIRTIO_CONFIG_S_DRIVER_OK) this.configChanged();
+  }
+
+  /** Run a device callback; whatever it throws is the guest's doing (ring errors) and becomes NEEDS_RESET. */
+  guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.needsReset(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+    }
+  }
+
+  // ------------------------------------------------------------------ interrupts
+
+  /** The device's used-buffer notification for queue `i` (§2.7.10 decision already taken by the device). */
+  notifyQueue(i: number): void {
+    if (!this.activated || this.broken) return;
+    const q = this.queues[i];
+    if (!q?.enabled) return;
+    this.isr |= VIRTIO_ISR_QUEUE;
+    this.signals.interrupt(q.vector);
+  }
+
+  /** The device config changed: new generation, and a config interrupt once the driver is up. */
+  configChanged(): void {
+    this.configGeneration = (this.configGeneration + 1) & 0xff;
+    if (this.status & VIRTIO_CONFIG_S_DRIVER_OK) this.raiseConfigInterrupt();
+  }
+
+  private raiseConfigInterrupt(): void {
+    // QEMU virtio_notify_config sets ISR bits 0 and 1 (0x3); drivers look at bit 1 for config.
+    this.isr |= VIRTIO_ISR_QUEUE | VIRTIO_ISR_CONFIG;
+    this.signals.interrupt(this.configVector);
+  }
+
+  /** ISR read: returns and clears (§4.1.4.5); the glue de-asserts INTx. */
+  readIsr(): number {
+    const v = this.isr;
+    this.isr = 0;
+    return v;
+  }
+
+  // ------------------------------------------------------------------ queues
+
+  /** queue_select write: QEMU ignores values >= VIRTIO_QUEUE_MAX. */
+  selectQueue(v: number): void {
+    if (v < VIRTIO_QUEUE_MAX) this.queueSelect = v;
+  }
+
+  /**
+   * queue_size write. Stored as written (QEMU) when 1..maxSize; zero or larger than the maximum is
+   * ignored. A split ring's power-of-two rule is checked at queue_enable.
+   */
+  writeQueueSize(v: number): void {
+    const q = this.selected();
+    if (!q || q.enabled || q.maxSize === 0 || v === 0 || v > q.maxSize) return;
+    q.size = v;
+  }
+
+  /** queue_enable write (§4.1.4.3.2): only 1 is valid; anything else is a driver error (QEMU virtio_error). */
+  writeQueueEnable(v: number): void {
+    const q = this.selected();
+    if (!q) return;
+    if (v !== 1) {
+      this.needsReset(`queue ${this.queueSelect}: queue_enable written with ${v}`);
+      return;
+    }
+    if (q.enabled) return;
+    if (!(this.status & VIRTIO_CONFIG_S_FEATURES_OK)) {
+      // §3.1.1: queues are set up after FEATURES_OK; until then the ring format is unknown.
+      this.needsReset(`queue ${this.queueSelect}: enabled before FEATURES_OK`);
+      return;
+    }
+    this.enableQueue(this.queueSelect);
+  }
+
+  /** Validate the selected queue's registers and create its ring. Errors become NEEDS_RESET. */
+  enableQueue(i: number): boolean {
+    const isAdmin = this.isAdminQueue(i);
+    const q = isAdmin ? this.adminQueueRegisters(i) : this.queues[i];
+    if (!q) return false;
+    const f = this.driverFeatures;
+    const packed = hasFeature(f, VIRTIO_F_RING_PACKED);
+    const desc = address(q.descLo, q.descHi);
+    const driver = address(q.driverLo, q.driverHi);
+    const device = address(q.deviceLo, q.deviceHi);
+    let why: string | null = null;
+    if (q.size === 0) why = 'size 0';
+    else if (!packed && !isPow2(q.size)) why = `size ${q.size} is not a power of two (split ring)`;
+    else if (desc === 0 || driver === 0 || device === 0) why = 'ring address not set';
+    if (why === null) {
+      try {
+        q.vq = createVirtqueue(
+          this.memory,
+          {
+            index: i,
+            size: q.size,
+            descAddr: desc,
+            driverAddr: driver,
+            deviceAddr: device,
+            eventIdx: hasFeature(f, VIRTIO_F_EVENT_IDX),
+            inOrder: hasFeature(f, VIRTIO_F_IN_ORDER),
+          },
+          packed,
+        );
+      } catch (e) {
+        why = e instanceof Error ? e.message : String(e);
+      }
+    }
+    if (why !== null) {
+      this.needsReset(`queue ${i}: cannot enable: ${why}`);
+      return false;
+    }
+    q.enabled = true;
+    if (isAdmin) return true;
+    if (this.activated && this.device.queueEnabled) this.guard(() => this.device.queueEnabled?.(i));
+    return true;
+  }
+
+  /** queue_reset write of 1 (§4.1.4.3.2, VIRTIO_F_RING_RESET): synchronous, so it reads 0 right after. */
+  resetQueue(i: number): void {
+    if (this.isAdminQueue(i)) {
+      // Only the ring: the LIST_USE state survives a queue reset (docs/admin-queue.md).
+      this.adminRegs[i - this.adminLayout.index] = this.freshAdminQueue();
+      return;
+    }
+    const q = this.queues[i];
+    if (!q) return;
+    const wasEnabled = q.enabled;
+    this.queues[i] = this.freshQueue(i, this.driverFeatures);
+    if (wasEnabled && this.activated && this.device.queueReset) this.guard(() => this.device.queueReset?.(i));
+  }
+
+  /** A driver notification for queue `i` (§4.1.5.2). Unknown, disabled or pre-DRIVER_OK queues are ignored. */
+  kick(i: number): void {
+    if (!this.activated || this.broken) return;
+    const q = this.queues[i];
+    if (!q?.enabled || !q.vq || i >= this.numQueues()) {
+      if (this.admin !== null && this.adminQueueRegisters(i)?.enabled) this.kickAdmin(i);
+      return;
+    }
+    try {
+      this.device.queueNotify(i); // hot path: no closure
+    } catch (e) {
+      this.needsReset(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+    }
+  }
+
+  private kickAdmin(i: number): void {
+    const admin = this.admin as AdminQueue;
+    // Commands run synchronously, in queue order (§2.13).
+    this.guard(() => void admin.process(this.adminContext, i));
+  }
+
+  // ------------------------------------------------------------------ snapshot
+
+  /** The transport's state as plain JSON data (plus the device's own `snapshot()` if it has one). */
+  snapshot(): TransportSnapshot {
+    return {
+      status: this.status,
+      deviceFeatureSelect: this.deviceFeatureSelect,
+      driverFeatureSelect: this.driverFeatureSelect,
+      driverFeatures: this.driverFeatures.toString(16),
+      configVector: this.configVector,
+      queueSelect: this.queueSelect,
+      configGeneration: this.configGeneration,
+      isr: this.isr,
+      activated: this.activated,
+      broken: this.brokenFlag,
+      legacyDriver: this.legacyDriver,
+      queues: this.queues.map(queueSnapshot),
+      ...(this.admin
+        ? { admin: { commands: this.admin.snapshot(), queues: this.adminRegs.map(queueSnapshot) } }
+        : {}),
+      ...(this.device.snapshot ? { device: this.device.snapshot() } : {}),
+    };
+  }
+
+  /**
+   * Restore a `snapshot()` into a transport built with the same options and device type. Rings are
+   * re-created on the saved addresses and given their indices back; an active device is re-activated
+   * with a fresh context and then handed its own saved state. Throws `TypeError` on malformed input
+   * (that comes from the VMM, not the guest).
+   */
+  restore(s: TransportSnapshot): void {
+    if (!s || typeof s !== 'object' || !Array.isArray(s.queues))
+      throw new TypeError('transport snapshot: malformed');
+    this.reset();
+    this.deviceFeatureSelect = s.deviceFeatureSelect >>> 0;
+    this.driverFeatureSelect = s.driverFeatureSelect >>> 0;
+    this.legacyDriver = !!s.legacyDriver;
+    this.writeDriverFeatures(BigInt(`0x${s.driverFeatures}`) & this.offered);
+    this.configVector = s.configVector & 0xffff;
+    this.queueSelect = s.queueSelect & 0xffff;
+    this.configGeneration = s.configGeneration & 0xff;
+    this.isr = s.isr & 0xff;
+    this.status = s.status & 0xff;
+    this.brokenFlag = !!s.broken;
+    for (let i = 0; i < this.queues.length && i < s.queues.length; i++) {
+      const src = s.queues[i];
+      if (src) this.restoreQueue(this.queues[i] as QueueRegisters, i, src);
+    }
+    if (this.admin && s.admin) {
+      const a = s.admin;
+      if (!Array.isArray(a.queues)) throw new TypeError('transport snapshot: malformed admin queues');
+      for (let k = 0; k < this.adminRegs.length && k < a.queues.length; k++) {
+        const src = a.queues[k];
+        if (src) this.restoreQueue(this.adminRegs[k] as QueueRegisters, this.adminLayout.index + k, src);
+      }
+      this.admin.restore(a.commands);
+    }
+    if (s.activated) {
+      this.activated = true;
+      this.device.activate(this.context);
+    }
+    if (s.device !== undefined) this.device.restore?.(s.device);
+  }
+
+  private restoreQueue(q: QueueRegisters, index: number, src: QueueSnapshot): void {
+    const f = this.driverFeatures;
+    q.size = src.size;
+    q.vector = src.vector;
+    [q.descLo, q.descHi] = src.desc;
+    [q.driverLo, q.driverHi] = src.driver;
+    [q.deviceLo, q.deviceHi] = src.device;
+    if (!src.enabled) return;
+    q.enabled = true;
+    q.vq = createVirtqueue(
+      this.memory,
+      {
+        index,
+        size: q.size,
+        descAddr: address(q.descLo, q.descHi),
+        driverAddr: address(q.driverLo, q.driverHi),
+        deviceAddr: address(q.deviceLo, q.deviceHi),
+        eventIdx: hasFeature(f, VIRTIO_F_EVENT_IDX),
+        inOrder: hasFeature(f, VIRTIO_F_IN_ORDER),
+      },
+      hasFeature(f, VIRTIO_F_RING_PACKED),
+    );
+    if (src.ring) q.vq.restore(src.ring);
+  }
+}
+
+function queueSnapshot(q: QueueRegisters): QueueSnapshot {
+  return {
+    size: q.size,
+    vector: q.vector,
+    enabled: q.enabled,
+    desc: [q.descLo, q.descHi],
+    driver: [q.driverLo, q.driverHi],
+    device: [q.deviceLo, q.deviceHi],
+    ring: q.vq ? q.vq.state() : null,
+  };
+}
