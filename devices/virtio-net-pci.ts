@@ -19,7 +19,7 @@ import {
   type VirtioPciSnapshot,
   VirtioPciTransport,
 } from '../virtio/pci/virtio-pci.js';
-import { type NetSnapshot, type QueueStats, VirtioNet } from './virtio-net/device.js';
+import { type NetDeviceStats, type NetSnapshot, type QueueStats, VirtioNet } from './virtio-net/device.js';
 import { NetConfig } from './virtio-net/config.js';
 import {
   parseVirtioNetPciOptions,
@@ -43,6 +43,29 @@ export interface VirtioNetPciSnapshot {
   vfs: VirtioNetPciSnapshot[];
 }
 
+/** One queue pair's counters in {@link VirtioNetPciStats}. */
+export type QueuePairStats = { pair: number } & { [K in keyof QueueStats]: QueueStats[K] };
+
+/**
+ * What `stats()` returns: the transport's status and negotiated features, the device-wide counters, totals
+ * over the queue pairs, each pair's counters, and each enabled VF's own stats.
+ */
+export type VirtioNetPciStats = NetDeviceStats & {
+  status: number;
+  features: string;
+  linkUp: boolean;
+  queuePairs: number;
+  rxPackets: number;
+  rxBytes: number;
+  rxDropped: number;
+  txPackets: number;
+  txBytes: number;
+  txDropped: number;
+  queues: QueuePairStats[];
+  lastError: string | null;
+  vfs: VirtioNetPciStats[];
+};
+
 /** The embeddable device (API contract). */
 export interface VirtioNetPci {
   /** PCI config space read, offsets 0..4095 (0..255 on `bus: 'pci'`). Never throws. */
@@ -55,7 +78,8 @@ export interface VirtioNetPci {
   readonly vfs: readonly VirtioNetPci[];
   snapshot(): VirtioNetPciSnapshot;
   restore(state: unknown): void;
-  stats(): Record<string, unknown>;
+  /** Counters and state summary; see {@link VirtioNetPciStats}. */
+  stats(): VirtioNetPciStats;
 
   /** The six BARs this function decodes (a VF's come from its PF's VF BARs). */
   readonly bars: readonly (BarInfo | null)[];
@@ -265,9 +289,9 @@ class VirtioNetPciDevice implements VirtioNetPci {
     for (const [i, vs] of (s.vfs ?? []).entries()) this.vfDevices[i]?.restore(vs);
   }
 
-  stats(): Record<string, unknown> {
+  stats(): VirtioNetPciStats {
     const n = this.net;
-    const queues = n.queueStats.map((q: QueueStats, pair: number) => ({ pair, ...q }));
+    const queues: QueuePairStats[] = n.queueStats.map((q: QueueStats, pair: number) => ({ pair, ...q }));
     return {
       status: this.transport.status,
       features: `0x${this.transport.driverFeatures.toString(16)}`,
@@ -337,9 +361,12 @@ function isNetConfigField(offset: number, length: number): boolean {
   return NET_CONFIG_FIELDS.some(([a, b]) => offset >= a && offset + length <= b);
 }
 
-function sum(rows: Record<string, unknown>[], key: string): number {
+function sum(
+  rows: QueuePairStats[],
+  key: 'rxPackets' | 'rxBytes' | 'rxDropped' | 'txPackets' | 'txBytes' | 'txDropped',
+): number {
   let s = 0;
-  for (const r of rows) s += r[key] as number;
+  for (const r of rows) s += r[key];
   return s;
 }
 

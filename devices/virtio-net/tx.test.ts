@@ -32,10 +32,7 @@ import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 const bit = (b: number) => 1n << BigInt(b);
 
 function stats(dev: VirtioNetPci) {
-  return dev.stats() as Record<string, number> & {
-    queues: Record<string, number>[];
-    lastError: string | null;
-  };
+  return dev.stats();
 }
 
 const TSO_OFF = offload({

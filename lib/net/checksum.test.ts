@@ -108,7 +108,7 @@ describe('pseudo-header checksums and verification', () => {
     for (const f of [v4tcp, v4udp, v6tcp, v6udp]) {
       expect(verifyL4Checksum(f, parsePacket(f, p))).toBe(true);
       const bad = f.slice();
-      bad[bad.length - 1] ^= 0x40;
+      bad[bad.length - 1]! ^= 0x40;
       expect(verifyL4Checksum(bad, parsePacket(bad, p))).toBe(false);
     }
   });

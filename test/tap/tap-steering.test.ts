@@ -62,7 +62,7 @@ if (unavailable === null && unavailableHere) console.warn(`tap steering tests sk
 // ---------------------------------------------------------------------------------------------------
 // Frame builders for AF_PACKET.
 
-function be16(n: number): number[] {
+function be16(n: number): [number, number] {
   return [(n >> 8) & 0xff, n & 0xff];
 }
 function bytes(n: number, seed: number): number[] {

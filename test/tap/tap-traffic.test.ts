@@ -5,7 +5,14 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { emptyOffload } from '../../lib/net/backend.js';
 import { cleanupNamespaces } from '../../lib/host/netns.js';
-import { lines, PY_UDP_RECV, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.test-support.js';
+import {
+  lines,
+  PY_UDP_RECV,
+  PY_UDP_SEND,
+  type TapFixture,
+  tapFixture,
+  unavailable,
+} from './fixture.test-support.js';
 import {
   arpRequest,
   GUEST_IP,
@@ -293,7 +300,8 @@ time.sleep(5)
         '64 UDP frames',
       );
       const perQueue = [0, 0];
-      for (const f of sink.frames) if (parseIpv4(f.frame)?.proto === 17) perQueue[f.queuePair]++;
+      for (const f of sink.frames)
+        if (parseIpv4(f.frame)?.proto === 17) perQueue[f.queuePair] = (perQueue[f.queuePair] ?? 0) + 1;
       expect(perQueue[0]).toBeGreaterThan(0);
       expect(perQueue[1]).toBeGreaterThan(0);
 

@@ -391,4 +391,3 @@ export function toVirtqueueError(q: { index: number; packed: boolean }, e: unkno
   }
   return e;
 }
-
