@@ -9,6 +9,7 @@ import { MemoryBackend } from '../lib/net/memory-backend.js';
 import type { NetBackend } from '../lib/net/backend.js';
 import type { InterruptSink } from '../pci/msix.js';
 import type { BarMapping, PciFunction } from '../pci/pci-function.js';
+import { AriCapability } from '../pci/ari-capability.js';
 import { SriovCapability } from '../pci/sriov.js';
 import { sriovDeviceGroup } from '../virtio/admin/admin-queue.js';
 import { featureBit, VIRTIO_F_SR_IOV } from '../virtio/features.js';
@@ -193,6 +194,10 @@ class VirtioNetPciDevice implements VirtioNetPci {
     }
     this.bars = bars;
 
+    // ARI (PCIe §7.8.7) on the PF and every VF, so that VFs beyond function 7 are reachable: with ARI the
+    // function number is 8 bits. The PF is the device's only physical function and VFs are found through
+    // First VF Offset / VF Stride, so every Next Function Number is 0 (the end of the chain).
+    if (isVf) new AriCapability(this.function, { nextFunction: 0 });
     const sr = config.sriov;
     if (sr && !isVf) {
       this.sriov = new SriovCapability(
@@ -213,6 +218,8 @@ class VirtioNetPciDevice implements VirtioNetPci {
           destroyVf: (index) => this.destroyVf(index),
         },
       );
+      // After SR-IOV (0x100, 0x40 bytes): at 0x140, the slot QEMU 11.1 links to but leaves empty.
+      new AriCapability(this.function, { nextFunction: 0 });
       // The PF owns the SR-IOV group (VIRTIO 1.3 §2.12): VIRTIO_F_ADMIN_VQ with the legacy-access commands.
       if (!config['disable-modern']) {
         const member = (vf: number) => this.vfDevices[vf - 1]?.transport ?? null;

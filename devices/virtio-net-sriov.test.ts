@@ -98,6 +98,33 @@ describe('SR-IOV virtio-net PF', () => {
     expect(vfBackends[1]!.stats().transmitted).toBe(1);
   });
 
+  it('carries ARI on the PF (after SR-IOV, at the slot QEMU 11.1 links to) and on every VF (as QEMU 11.1)', () => {
+    const { dev } = setup(4);
+    expect(dev.configRead(0x100, 4) >>> 20).toBe(0x140); // SR-IOV's Next: ARI
+    expect(dev.configRead(0x140, 4)).toBe(0x0001_000e); // ARI v1, end of the list
+    expect(dev.configRead(0x144, 2)).toBe(0); // Next Function Number 0: the only PF
+    dev.configWrite(0x100 + PCI_SRIOV_NUM_VF, 2, 2);
+    dev.configWrite(0x100 + PCI_SRIOV_CTRL, 2, 0x1 | 0x10); // VF Enable + ARI Capable Hierarchy
+    const ref = [0x0e, 0x00, 0x01, 0x00, 0, 0, 0, 0]; // fixtures/qemu-11.1/virtio-net-sriov.txt, VF 0x100
+    for (const vf of dev.vfs)
+      expect(Array.from({ length: 8 }, (_, i) => vf.configRead(0x100 + i, 1))).toEqual(ref);
+  });
+
+  it('reaches VFs beyond function 7 with ARI: 255 VFs (every routing ID of the bus) enable and answer', () => {
+    const { dev } = setup(255);
+    expect(dev.configRead(0x100 + PCI_SRIOV_TOTAL_VF, 2)).toBe(255);
+    dev.configWrite(0x100 + PCI_SRIOV_NUM_VF, 2, 255);
+    dev.configWrite(0x100 + PCI_SRIOV_CTRL, 2, 0x1 | 0x10);
+    expect(dev.vfs).toHaveLength(255);
+    expect(dev.vfs.map((vf) => vf.function.routingId & 0xff)).toEqual(
+      Array.from({ length: 255 }, (_, i) => i + 1),
+    );
+    expect(dev.vfs[254]!.configRead(0x100, 2)).toBe(0x000e);
+    expect(dev.vfs[254]!.configRead(2, 2)).toBe(0xffff); // a VF's Device ID reads all-ones (SR-IOV)
+    dev.configWrite(0x100 + PCI_SRIOV_CTRL, 2, 0);
+    expect(dev.vfs).toHaveLength(0);
+  });
+
   it('ignores VF Enable with NumVFs above TotalVFs, as QEMU does', () => {
     const { dev } = setup(2);
     const sr = findExtCap(dev, PCI_EXT_CAP_ID_SRIOV);

@@ -104,6 +104,20 @@ export interface BackendSink {
   completeReceive?(length: number, overflow: Uint8Array): void;
   /** The lent buffer was not used (the read found nothing or failed): the guest gets it back untouched in the ring. */
   cancelReceive?(): void;
+  /**
+   * `receive` for the frame at `bytes[offset, offset + length)`, optional: a backend that forwards frames
+   * lying in another buffer (the embedded switch: another function's guest memory) hands them over without
+   * a view. Same contract as `receive`.
+   */
+  receiveRange?(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    queuePair: number,
+    offload: NetOffload | null,
+  ): void;
+  /** The backend said no to `transmitAllowed(queuePair)` and may now take frames again. */
+  transmitReady?(queuePair: number): void;
 }
 
 /** Outcome of `NetBackend.transmit`. */
@@ -141,6 +155,12 @@ export interface NetBackend {
    * Returns how many of the queued frames failed; the device counts them as dropped. Never throws.
    */
   flushTransmit?(queuePair: number): number;
+  /**
+   * Whether the device may take the next frame of `queuePair` from the guest now, optional (a rate limit:
+   * the embedded switch's `maxTxRateMbps`). False: the frame stays in the guest's ring, and the backend
+   * calls `BackendSink.transmitReady(queuePair)` when it may go. Never throws.
+   */
+  transmitAllowed?(queuePair: number): boolean;
   /** Stop / resume delivering frames on a queue pair (the guest ran out of rx buffers / posted more). */
   pause(queuePair: number): void;
   resume(queuePair: number): void;
