@@ -146,7 +146,6 @@ module.exports = {
     tsConfig: { fileName: 'tsconfig.json' },
     // Type-only imports are dependencies too (for circles and layering).
     tsPreCompilationDeps: true,
-    // Cache keeps a no-change re-run under a second.
-    cache: { folder: 'node_modules/.cache/dependency-cruiser', strategy: 'content' },
+    // No cache: worktrees may share one node_modules, and a full run takes only a few seconds.
   },
 };
