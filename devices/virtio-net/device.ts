@@ -13,7 +13,7 @@ import { GuestMemoryError } from '../../lib/errors.js';
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { memoryFence } from '../../lib/memory/fence.js';
 import type { BackendOffloads, BackendSink, NetBackend, NetOffload } from '../../lib/net/backend.js';
-import { emptyOffload, ReceiveTarget } from '../../lib/net/backend.js';
+import { emptyOffload, MAX_FRAME, ReceiveTarget } from '../../lib/net/backend.js';
 import { ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import { VIRTIO_NET_HASH_REPORT_NONE } from '../../lib/net/rss-hash.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
@@ -22,7 +22,7 @@ import type { VirtioDevice, VirtioDeviceContext } from '../../virtio/virtio-devi
 import { DescriptorChain, type Virtqueue, VirtqueueError } from '../../virtio/queue/virtqueue.js';
 import { ControlQueue } from './control-queue.js';
 import { FlowSteering } from './flow-steering.js';
-import { GsoType, NetHdrFlags, readNetHeader, writeNetHeader } from './net-header.js';
+import { GsoType, NetHdrFlags, readVnetHeader, writeVnetHeader } from '../../lib/net/vnet-header.js';
 import { type RssSnapshot, RssState } from './rss.js';
 import { RxFilter, type RxFilterState } from './rx-filter.js';
 import { NetConfig, NetStatus, netConfigLength } from './config.js';
@@ -37,8 +37,7 @@ import {
 } from './features.js';
 import type { VirtioNetPciConfig } from './options.js';
 
-/** Largest frame (without header) accepted on tx or rx: 64 KiB GSO + Ethernet + two VLAN tags. */
-export const MAX_FRAME = 65535 + 14 + 8;
+export { MAX_FRAME };
 /** Frames held per rx queue while the guest has no buffers (then counted as dropped). */
 export const RX_BACKLOG = 256;
 /** Chains handled per tx kick before yielding to the event loop (QEMU's tx_burst default). */
@@ -746,7 +745,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       headerBytes = bytes = this.txScratch;
       at = hdr;
     }
-    const offload = readNetHeader(headerBytes, 0, this.txOffload);
+    const offload = readVnetHeader(headerBytes, 0, this.txOffload);
     const wantsOffload =
       (offload.flags & NetHdrFlags.NEEDS_CSUM) !== 0 || (offload.gsoType & ~GsoType.ECN) !== GsoType.NONE;
     if (this.autoSteering()) {
@@ -989,7 +988,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
     }
     // EWMA (1/8) of what frames needed, as Linux sizes its mergeable buffers.
     this.rxAverage[pair]! += (n - this.rxAverage[pair]!) / 8;
-    const offload = hs > 0 ? readNetHeader(b0, headerAt, this.lentOffload) : null;
+    const offload = hs > 0 ? readVnetHeader(b0, headerAt, this.lentOffload) : null;
     if (
       (offload && !offloadPermitted(offload, this.guestOffloadMask)) ||
       (n > t.capacity && !this.mergeable)
@@ -1013,7 +1012,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       }
       extra--;
     }
-    writeNetHeader(b0, headerAt, hdr, offload, used + extra, 0, VIRTIO_NET_HASH_REPORT_NONE);
+    writeVnetHeader(b0, headerAt, offload, hdr, used + extra, 0, VIRTIO_NET_HASH_REPORT_NONE);
     let before = 0;
     for (let i = 0; i < used; i++) {
       const end = Math.min(n, this.lentEnd[i]!);
@@ -1144,7 +1143,7 @@ export class VirtioNet implements VirtioDevice, BackendSink {
       q.unpop(this.rxChains[0]!);
       return Delivery.Dropped;
     }
-    writeNetHeader(this.rxHeader, 0, hdr, offload, used, this.rxHash, this.rxHashReport);
+    writeVnetHeader(this.rxHeader, 0, offload, hdr, used, this.rxHash, this.rxHashReport);
     // Header and frame are one stream over the buffers: a (non-conforming) first buffer smaller than
     // the header continues the header in the next one.
     let offset = 0; // into header+frame
