@@ -11,7 +11,8 @@ import { VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { GsoType, NetHdrFlags, readVnetHeader } from '../../lib/net/vnet-header.js';
 import { RxMode } from './rx-filter.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { MAX_FRAME, RX_BACKLOG } from './device.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
+import { RX_BACKLOG } from './rx.js';
 import {
   DEV_MAC,
   hexOf,

@@ -10,7 +10,8 @@ import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
 import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { MAX_FRAME, TX_BURST } from './device.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
+import { TX_BURST } from './tx.js';
 import {
   DEV_MAC,
   hexOf,
