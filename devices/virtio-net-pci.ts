@@ -19,7 +19,9 @@ import {
   type VirtioPciSnapshot,
   VirtioPciTransport,
 } from '../virtio/pci/virtio-pci.js';
-import { type NetDeviceStats, type NetSnapshot, type QueueStats, VirtioNet } from './virtio-net/device.js';
+import { VirtioNet } from './virtio-net/device.js';
+import type { NetSnapshot } from './virtio-net/persist.js';
+import type { NetDeviceStats, QueueStats } from './virtio-net/stats.js';
 import { NetConfig } from './virtio-net/config.js';
 import {
   parseVirtioNetPciOptions,
