@@ -28,7 +28,7 @@ import {
 } from './bench.test-support.js';
 import { CtrlClass, CtrlMac, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { NetF } from './features.js';
-import { GsoType, NetHdrFlags } from './net-header.js';
+import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 
 const NEEDS_RESET = 0x40;
 const MEM = 0x1000000; // 16 MiB of guest RAM
