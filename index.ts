@@ -5,8 +5,10 @@
 
 export type { VfioUserDevice, VfioUserServerOptions } from './lib/vfio-user/server.js';
 export { VfioUserServer } from './lib/vfio-user/server.js';
-export type { NetDeviceStats, NetSnapshot } from './devices/virtio-net/device.js';
-export { QueueStats, VirtioNet } from './devices/virtio-net/device.js';
+export { VirtioNet } from './devices/virtio-net/device.js';
+export type { NetSnapshot } from './devices/virtio-net/persist.js';
+export type { NetDeviceStats } from './devices/virtio-net/stats.js';
+export { QueueStats } from './devices/virtio-net/stats.js';
 export { NetF } from './devices/virtio-net/features.js';
 export type {
   VirtioNetInterrupts,

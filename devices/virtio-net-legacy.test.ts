@@ -8,7 +8,7 @@ import { LEGACY, legacyRingLayout } from '../virtio/pci/legacy.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector, VirtioPciDriver } from '../virtio/testing/pci-driver.js';
 import { SplitDriverQueue } from '../virtio/testing/split-driver.js';
-import { GsoType, NetHdrFlags, readNetHeader } from './virtio-net/net-header.js';
+import { GsoType, NetHdrFlags, readVnetHeader } from '../lib/net/vnet-header.js';
 import {
   DEV_MAC,
   hexOf,
@@ -134,7 +134,7 @@ describe('legacy interface: 10-byte header', () => {
     expect(got.map((g) => hexOf(g.frame))).toEqual([hexOf(f), hexOf(t)]);
     expect(got.map((g) => g.header.length)).toEqual([10, 10]);
     expect(hexOf(got[0]!.header)).toBe('00'.repeat(10));
-    expect(readNetHeader(got[1]!.header, 0, offload())).toEqual(off);
+    expect(readVnetHeader(got[1]!.header, 0, offload())).toEqual(off);
     const out = rawFrame(300, PEER_MAC, DEV_MAC, 8);
     b.send(out);
     b.send(out, new Uint8Array(10), false);

@@ -1,5 +1,5 @@
 /**
- * The embeddable `virtio-net-pci` device (API contract, ../shared/docs/api.md): one PCI function that
+ * The embeddable `virtio-net-pci` device (the API contract): one PCI function that
  * behaves like QEMU's `virtio-net-pci` (modern virtio-pci transport, VIRTIO 1.3 §4.1; virtio-net, §5.1),
  * optionally an SR-IOV physical function (PCIe SR-IOV extended capability) whose virtual functions are
  * virtio-net functions of their own. A VMM wires it to its bus: config-space and BAR accessors in,
@@ -20,7 +20,9 @@ import {
   type VirtioPciSnapshot,
   VirtioPciTransport,
 } from '../virtio/pci/virtio-pci.js';
-import { type NetDeviceStats, type NetSnapshot, type QueueStats, VirtioNet } from './virtio-net/device.js';
+import { VirtioNet } from './virtio-net/device.js';
+import type { NetSnapshot } from './virtio-net/persist.js';
+import type { NetDeviceStats, QueueStats } from './virtio-net/stats.js';
 import { NetConfig } from './virtio-net/config.js';
 import {
   parseVirtioNetPciOptions,
@@ -237,17 +239,19 @@ class VirtioNetPciDevice implements VirtioNetPci {
     return this.vfDevices.filter((vf): vf is VirtioNetPciDevice => vf !== undefined);
   }
 
+  // The VMM's accessors go straight to the PCI function: config space, BAR decode and the MSI-X table are
+  // its own, and the transport's registers are BAR handlers on it.
   configRead(offset: number, size: 1 | 2 | 4): number {
-    return this.transport.configRead(offset, size);
+    return this.function.configRead(offset, size);
   }
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
-    this.transport.configWrite(offset, size, value);
+    this.function.configWrite(offset, size, value);
   }
   barRead(bar: number, offset: number, size: 1 | 2 | 4 | 8): number | bigint {
-    return this.transport.barRead(bar, offset, size);
+    return this.function.barRead(bar, offset, size);
   }
   barWrite(bar: number, offset: number, size: 1 | 2 | 4 | 8, value: number | bigint): void {
-    this.transport.barWrite(bar, offset, size, value);
+    this.function.barWrite(bar, offset, size, value);
   }
 
   onBarMappingChange(listener: (mapping: BarMapping) => void): void {

@@ -3,20 +3,11 @@
  * msix_init_exclusive_bar (hw/pci/msix.c). Spec: PCI Local Bus 3.0 §6.8.2; digest §1.4.
  */
 import { OptionsError } from '../lib/errors.js';
+import type { InterruptSink } from './interrupt-sink.js';
 import { type BarType, isPow2, type PciFunction } from './pci-function.js';
 
-/** Where a function's interrupts go (provided by the embedding VMM). */
-export interface InterruptSink {
-  /** Deliver an MSI-X message: a 32-bit write of `data` to `address`. */
-  msi?(address: bigint, data: number): void;
-  /**
-   * For VMMs that emulate the MSI-X table themselves (e.g. QEMU's vfio-user client): used when `msi`
-   * is absent; notify(n) then calls vector(n) directly, without consulting this table.
-   */
-  vector?(n: number): void;
-  /** INTx pin level. */
-  intx?(asserted: boolean): void;
-}
+// Importers of InterruptSink from msix.js (index.ts, virtio, devices) keep working.
+export type { InterruptSink } from './interrupt-sink.js';
 
 export const PCI_CAP_ID_MSIX = 0x11;
 export const PCI_MSIX_SIZEOF = 12;

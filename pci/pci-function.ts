@@ -5,7 +5,7 @@
  */
 import { OptionsError } from '../lib/errors.js';
 import { allOnes, ConfigSpace } from './config-space.js';
-import type { InterruptSink } from './msix.js';
+import type { InterruptSink } from './interrupt-sink.js';
 
 /** Type 0 header offsets (pci_regs.h names). */
 export const PCI_VENDOR_ID = 0x00;

@@ -9,11 +9,11 @@
  */
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { NetOffload } from '../../lib/net/backend.js';
+import { NetHdr, readVnetHeader, writeVnetHeader } from '../../lib/net/vnet-header.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import type { DriverQueue, PciTarget } from '../../virtio/testing/pci-driver.js';
 import { InterruptCollector, VirtioPciDriver } from '../../virtio/testing/pci-driver.js';
 import { CtrlClass, CtrlMac, CtrlMq, CtrlVlan, VIRTIO_NET_OK } from '../virtio-net/control-queue.js';
-import { NetHdr, readNetHeader, writeNetHeader } from '../virtio-net/net-header.js';
 import { encodeHashConfig, encodeRssConfig } from '../virtio-net/rss.js';
 import { NetConfig } from '../virtio-net/config.js';
 import { NetF, netHeaderSize } from '../virtio-net/features.js';
@@ -244,7 +244,7 @@ export class VirtioNetDriver {
       const dv = new DataView(head.buffer, head.byteOffset, head.byteLength);
       out.push({
         frame,
-        offload: readNetHeader(head, 0, {
+        offload: readVnetHeader(head, 0, {
           flags: 0,
           gsoType: 0,
           hdrLen: 0,
@@ -311,7 +311,7 @@ export class VirtioNetDriver {
       ...options.offload,
     };
     const header = new Uint8Array(hdr);
-    writeNetHeader(header, 0, hdr, o, 0, 0, 0);
+    writeVnetHeader(header, 0, o, hdr);
     const slots = this.txPool(pair, q.size);
     const total = hdr + frame.length;
     let addr: number;

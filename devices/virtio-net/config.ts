@@ -4,6 +4,7 @@
  * the transport.
  */
 import { has, NetF } from './features.js';
+import type { VirtioNetPciConfig } from './options.js';
 
 export const NetConfig = {
   MAC: 0, // u8[6]
@@ -29,4 +30,61 @@ export function netConfigLength(offered: bigint): number {
   if (has(offered, NetF.SPEED_DUPLEX)) end = 17;
   if (has(offered, NetF.RSS) || has(offered, NetF.HASH_REPORT)) end = 24;
   return end;
+}
+
+/** What `struct virtio_net_config` shows. */
+export interface NetConfigSource {
+  readonly mac: Uint8Array;
+  readonly status: number;
+  readonly maxQueuePairs: number;
+  /** Offered features: which RSS / hash report limits are advertised. */
+  readonly offered: bigint;
+  readonly options: Pick<VirtioNetPciConfig, 'host_mtu' | 'speed' | 'duplex'>;
+}
+
+/** Byte `o` of `struct virtio_net_config` (little-endian fields; unknown offsets read 0). */
+export function netConfigByte(c: NetConfigSource, o: number): number {
+  const opt = c.options;
+  const offered = c.offered;
+  switch (o) {
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+    case 5:
+      return c.mac[o]!;
+    case NetConfig.STATUS:
+      return c.status & 0xff;
+    case NetConfig.STATUS + 1:
+      return c.status >> 8;
+    case NetConfig.MAX_VIRTQUEUE_PAIRS:
+      return c.maxQueuePairs & 0xff;
+    case NetConfig.MAX_VIRTQUEUE_PAIRS + 1:
+      return c.maxQueuePairs >> 8;
+    case NetConfig.MTU:
+      return opt.host_mtu & 0xff;
+    case NetConfig.MTU + 1:
+      return opt.host_mtu >> 8;
+    case NetConfig.SPEED:
+    case NetConfig.SPEED + 1:
+    case NetConfig.SPEED + 2:
+    case NetConfig.SPEED + 3:
+      return ((opt.speed >>> 0) >>> (8 * (o - NetConfig.SPEED))) & 0xff;
+    case NetConfig.DUPLEX:
+      return opt.duplex === 'full' ? 1 : opt.duplex === 'half' ? 0 : 0xff;
+    case NetConfig.RSS_MAX_KEY_SIZE:
+      return has(offered, NetF.RSS) || has(offered, NetF.HASH_REPORT) ? 40 : 0;
+    case NetConfig.RSS_MAX_INDIRECTION_TABLE_LENGTH:
+      return has(offered, NetF.RSS) ? 128 : has(offered, NetF.HASH_REPORT) ? 1 : 0;
+    case NetConfig.RSS_MAX_INDIRECTION_TABLE_LENGTH + 1:
+      return 0;
+    case NetConfig.SUPPORTED_HASH_TYPES:
+    case NetConfig.SUPPORTED_HASH_TYPES + 1:
+      return has(offered, NetF.RSS) || has(offered, NetF.HASH_REPORT)
+        ? (0x1ff >> (8 * (o - NetConfig.SUPPORTED_HASH_TYPES))) & 0xff
+        : 0;
+    default:
+      return 0;
+  }
 }

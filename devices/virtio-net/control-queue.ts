@@ -6,9 +6,12 @@
  */
 import { gatherReadable, scatterWritable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, VirtqueueError } from '../../virtio/queue/virtqueue.js';
-import { MAC_TABLE_ENTRIES, MAX_VLAN } from './rx-filter.js';
-import type { VirtioNet } from './device.js';
+import type { NetBackend } from '../../lib/net/backend.js';
+import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
 import { GUEST_OFFLOAD_MASK, has, NetF } from './features.js';
+import type { RssState } from './rss.js';
+import { MAC_TABLE_ENTRIES, MAX_VLAN, type RxFilter } from './rx-filter.js';
+import type { NetDeviceStats } from './stats.js';
 
 export const CtrlClass = { RX: 0, MAC: 1, VLAN: 2, ANNOUNCE: 3, MQ: 4, GUEST_OFFLOADS: 5 } as const;
 export const CtrlMac = { TABLE_SET: 0, ADDR_SET: 1 } as const;
@@ -26,13 +29,35 @@ const CTRL_BURST = 64;
 /** Commands larger than this are answered ERR without being read (a MAC table of 64 entries is 780 bytes). */
 const MAX_COMMAND = 1 << 16;
 
+/** What the control queue needs of the device (VirtioNet implements it). */
+export interface ControlQueueHost {
+  /** The running device's context; null while the driver has not activated it. */
+  readonly context: VirtioDeviceContext | null;
+  /** Negotiated features. */
+  readonly negotiated: bigint;
+  readonly maxQueuePairs: number;
+  readonly backend: Pick<NetBackend, 'capabilities'>;
+  readonly deviceStats: Pick<NetDeviceStats, 'ctrlCommands' | 'ctrlErrors'>;
+  readonly rxFilter: RxFilter;
+  readonly rss: RssState;
+  controlQueueIndex(): number;
+  /** Runs deferred work with the guest-error handling of a kick. */
+  runGuarded(work: () => void): void;
+  /** Clears VIRTIO_NET_S_ANNOUNCE; false when it was not set. */
+  clearAnnounce(): boolean;
+  setMac(mac: Uint8Array): void;
+  /** VQ_PAIRS_SET / RSS max_tx_vq: the number of pairs in use. */
+  setQueuePairs(pairs: number): void;
+  setGuestOffloads(offloads: bigint): void;
+}
+
 export class ControlQueue {
   private readonly chain = new DescriptorChain(8);
   private readonly buffer = new Uint8Array(MAX_COMMAND);
   private readonly ack = new Uint8Array(1);
   private scheduled = false;
 
-  constructor(private readonly net: VirtioNet) {}
+  constructor(private readonly net: ControlQueueHost) {}
 
   /** Handles every available command (called on a kick of the control queue). */
   process(): void {

@@ -9,7 +9,7 @@ import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
 import { RxMode } from './rx-filter.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { MAX_FRAME } from './device.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
 import { DEV_MAC, hexOf, MEM_SIZE, makeBench, openBench, PEER_MAC, rawFrame } from './bench.test-support.js';
 import { NetF } from './features.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';

@@ -189,14 +189,15 @@ export class RssState {
   }
 
   /**
-   * Hashes a parsed frame into `this.result` (report NONE when no enabled type applies) and returns the
-   * receive queue pair RSS selects: the table entry, or the unclassified queue when no hash was computed.
-   * Returns -1 when RSS does not redirect (hash report only). Allocates nothing.
+   * Hashes a parsed frame into `out` (report NONE when no enabled type applies) and returns the receive
+   * queue pair RSS selects: the table entry, or the unclassified queue when no hash was computed. Returns
+   * -1 when RSS does not redirect (hash report only). Allocates nothing; only reads this state, so each
+   * queue pair can steer with its own `out`.
    */
-  steer(frame: Uint8Array, pkt: ParsedPacket): number {
-    const hashed = rssHashParsed(frame, pkt, this.hashTypes, this.key, this.result);
+  steer(frame: Uint8Array, pkt: ParsedPacket, out: RssHashResult = this.result): number {
+    const hashed = rssHashParsed(frame, pkt, this.hashTypes, this.key, out);
     if (!this.redirect) return -1;
-    return hashed ? this.table[this.result.hash & this.tableMask]! : this.unclassified;
+    return hashed ? this.table[out.hash & this.tableMask]! : this.unclassified;
   }
 
   /** The Toeplitz key as configured (a copy). */

@@ -8,10 +8,11 @@ import type { BackendSink, NetBackend } from '../../lib/net/backend.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
 import { VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
-import { GsoType, NetHdrFlags, readNetHeader } from './net-header.js';
+import { GsoType, NetHdrFlags, readVnetHeader } from '../../lib/net/vnet-header.js';
 import { RxMode } from './rx-filter.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { MAX_FRAME, RX_BACKLOG } from './device.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
+import { RX_BACKLOG } from './rx.js';
 import {
   DEV_MAC,
   hexOf,
@@ -112,7 +113,7 @@ describe('rx data path', () => {
         const bytes = Uint8Array.from(
           c.segs.flatMap((sg) => Array.from(b.memory.read(sg.addr, sg.len))),
         ).subarray(0, u.len);
-        expect(readNetHeader(bytes, 0, offload())).toEqual(off);
+        expect(readVnetHeader(bytes, 0, offload())).toEqual(off);
         expect(bytes[10]! | (bytes[11]! << 8)).toBe(1);
         expect(hexOf(bytes.subarray(12)), JSON.stringify({ packed, indirect })).toBe(hexOf(f));
       }

@@ -8,9 +8,10 @@ import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { BackendSink, NetBackend } from '../../lib/net/backend.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
-import { GsoType, NetHdrFlags } from './net-header.js';
+import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { MAX_FRAME, TX_BURST } from './device.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
+import { TX_BURST } from './tx.js';
 import {
   DEV_MAC,
   hexOf,

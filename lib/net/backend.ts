@@ -3,8 +3,16 @@
  *
  * Frames cross this boundary without the virtio-net header. Offload metadata travels separately in a
  * `NetOffload` record that the caller owns and reuses (no allocation per frame). A backend that takes a
- * vnet header (a tap with IFF_VNET_HDR) turns it into `struct virtio_net_hdr` on the wire itself.
+ * vnet header (a tap with IFF_VNET_HDR) turns it into `struct virtio_net_hdr` on the wire itself, with
+ * the codec in vnet-header.ts.
  */
+
+/**
+ * Largest frame (vnet header excluded) the device takes from a backend or the guest: 65535, the largest
+ * IP packet a GSO frame can describe (the 16-bit IPv4 total length; Linux's GSO_MAX_SIZE is 64 KiB), plus
+ * the 14-byte Ethernet header and two 4-byte 802.1Q tags (QinQ). Larger frames are counted drops.
+ */
+export const MAX_FRAME = 65535 + 14 + 8;
 
 /** Offload metadata of one frame: the fields of `struct virtio_net_hdr` (VIRTIO 1.3 §5.1.6) a host needs. */
 export interface NetOffload {
@@ -185,42 +193,6 @@ export interface NetBackend {
   setRssSteering?(config: BackendRssConfig | null): boolean;
   /** Releases every host resource. Idempotent. */
   close(): void;
-}
-
-/** Bytes of `struct virtio_net_hdr` that carry a NetOffload (the part a tap reads and writes). */
-export const VNET_HDR_OFFLOAD_BYTES = 10;
-
-/**
- * Writes `o` as the first 10 bytes of a `struct virtio_net_hdr` at `bytes[at]` (little-endian, VIRTIO
- * 1.3 §5.1.6), zeros for null. The one place backends encode the wire header.
- */
-export function writeVnetHeader(bytes: Uint8Array, at: number, o: NetOffload | null): void {
-  if (o === null) {
-    bytes.fill(0, at, at + VNET_HDR_OFFLOAD_BYTES);
-    return;
-  }
-  bytes[at] = o.flags;
-  bytes[at + 1] = o.gsoType;
-  put16(bytes, at + 2, o.hdrLen);
-  put16(bytes, at + 4, o.gsoSize);
-  put16(bytes, at + 6, o.csumStart);
-  put16(bytes, at + 8, o.csumOffset);
-}
-
-/** Reads the first 10 bytes of a `struct virtio_net_hdr` at `bytes[at]` into `out`; returns `out`. */
-export function readVnetHeader(bytes: Uint8Array, at: number, out: NetOffload): NetOffload {
-  out.flags = bytes[at]!;
-  out.gsoType = bytes[at + 1]!;
-  out.hdrLen = bytes[at + 2]! | (bytes[at + 3]! << 8);
-  out.gsoSize = bytes[at + 4]! | (bytes[at + 5]! << 8);
-  out.csumStart = bytes[at + 6]! | (bytes[at + 7]! << 8);
-  out.csumOffset = bytes[at + 8]! | (bytes[at + 9]! << 8);
-  return out;
-}
-
-function put16(b: Uint8Array, o: number, v: number): void {
-  b[o] = v & 0xff;
-  b[o + 1] = (v >>> 8) & 0xff;
 }
 
 /** A reusable NetOffload with every field zero (no offload). */

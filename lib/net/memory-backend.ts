@@ -13,8 +13,8 @@ import {
   type NetOffload,
   ReceiveTarget,
   type TransmitResult,
-  writeVnetHeader,
 } from './backend.js';
+import { writeVnetHeader } from './vnet-header.js';
 
 /** Options of `MemoryBackend`. */
 export interface MemoryBackendOptions {

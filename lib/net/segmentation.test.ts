@@ -25,13 +25,8 @@ import {
   SEGMENT_ERR_UNSUPPORTED,
   SEGMENT_OK,
   SoftwareSegmenter,
-  VIRTIO_NET_HDR_F_NEEDS_CSUM,
-  VIRTIO_NET_HDR_GSO_ECN,
-  VIRTIO_NET_HDR_GSO_TCPV4,
-  VIRTIO_NET_HDR_GSO_TCPV6,
-  VIRTIO_NET_HDR_GSO_UDP,
-  VIRTIO_NET_HDR_GSO_UDP_L4,
 } from './segmentation.js';
+import { GsoType, NetHdrFlags } from './vnet-header.js';
 
 function payloadOf(n: number, seed = 7): Uint8Array {
   const b = new Uint8Array(n);
@@ -46,7 +41,7 @@ function offload(
   csumStart: number,
   csumOffset: number,
 ): NetOffload {
-  return { flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType, gsoSize, hdrLen, csumStart, csumOffset };
+  return { flags: NetHdrFlags.NEEDS_CSUM, gsoType, gsoSize, hdrLen, csumStart, csumOffset };
 }
 
 function run(frame: Uint8Array, o: NetOffload | null) {
@@ -87,10 +82,7 @@ describe('SoftwareSegmenter: TSO', () => {
     });
     const frame = eth(0x0800, ip);
     const mss = 1448;
-    const { rc, out } = run(
-      frame,
-      offload(VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN, mss, 54, 34, 16),
-    );
+    const { rc, out } = run(frame, offload(GsoType.TCPV4 | GsoType.ECN, mss, 54, 34, 16));
     expect(rc).toBe(SEGMENT_OK);
     expect(out.length).toBe(Math.ceil(5000 / mss));
     const rebuilt: number[] = [];
@@ -120,7 +112,7 @@ describe('SoftwareSegmenter: TSO', () => {
     const data = payloadOf(3000, 3);
     const hbh = optionsHeader(6, new Uint8Array(4));
     const frame = eth(0x86dd, ipv6('2001:db8::1', '2001:db8::2', 0, concat(hbh, tcp(1, 2, data, 0x18, 77))));
-    const { rc, out } = run(frame, offload(VIRTIO_NET_HDR_GSO_TCPV6, 1000, 82, 62, 16));
+    const { rc, out } = run(frame, offload(GsoType.TCPV6, 1000, 82, 62, 16));
     expect(rc).toBe(SEGMENT_OK);
     expect(out.length).toBe(3);
     const rebuilt: number[] = [];
@@ -142,7 +134,7 @@ describe('SoftwareSegmenter: TSO', () => {
       0x0800,
       ipv4({ src: '1.1.1.1', dst: '2.2.2.2', proto: 6, payload: tcp(1, 2, payloadOf(100), 0x19) }),
     );
-    const { rc, out } = run(frame, offload(VIRTIO_NET_HDR_GSO_TCPV4, 1448, 54, 34, 16));
+    const { rc, out } = run(frame, offload(GsoType.TCPV4, 1448, 54, 34, 16));
     expect(rc).toBe(SEGMENT_OK);
     expect(out.length).toBe(1);
     expect(out[0]![47]).toBe(0x19);
@@ -157,7 +149,7 @@ describe('SoftwareSegmenter: USO and UFO', () => {
       0x0800,
       ipv4({ src: '10.9.8.7', dst: '10.6.5.4', proto: 17, id: 100, payload: udp(5000, 6000, data) }),
     );
-    const { rc, out } = run(frame, offload(VIRTIO_NET_HDR_GSO_UDP_L4, 1000, 42, 34, 6));
+    const { rc, out } = run(frame, offload(GsoType.UDP_L4, 1000, 42, 34, 6));
     expect(rc).toBe(SEGMENT_OK);
     expect(out.length).toBe(3);
     const rebuilt: number[] = [];
@@ -176,7 +168,7 @@ describe('SoftwareSegmenter: USO and UFO', () => {
   it('USO over IPv6', () => {
     const data = payloadOf(1500, 1);
     const frame = eth(0x86dd, ipv6('fd00::1', 'fd00::2', 17, udp(1, 2, data)));
-    const { rc, out } = run(frame, offload(VIRTIO_NET_HDR_GSO_UDP_L4, 600, 62, 54, 6));
+    const { rc, out } = run(frame, offload(GsoType.UDP_L4, 600, 62, 54, 6));
     expect(rc).toBe(SEGMENT_OK);
     expect(out.map((s) => be16(s, 18))).toEqual([608, 608, 308]);
     for (const s of out) expectL4ChecksumOk(s, true);
@@ -187,7 +179,7 @@ describe('SoftwareSegmenter: USO and UFO', () => {
     const data = payloadOf(4000, 5);
     const ip = ipv4({ src: '192.0.2.1', dst: '192.0.2.2', proto: 17, id: 0x4242, payload: udp(7, 9, data) });
     const frame = eth(0x0800, ip);
-    const { rc, out } = run(frame, offload(VIRTIO_NET_HDR_GSO_UDP, 1475, 42, 34, 6)); // rounds down to 1472
+    const { rc, out } = run(frame, offload(GsoType.UDP, 1475, 42, 34, 6)); // rounds down to 1472
     expect(rc).toBe(SEGMENT_OK);
     const ipPayload: number[] = [];
     out.forEach((s, i) => {
@@ -214,7 +206,7 @@ describe('SoftwareSegmenter: USO and UFO', () => {
     const data = payloadOf(2000, 2);
     const options = Uint8Array.of(0x94, 4, 0, 0, 0x07, 3, 4, 0); // Router Alert (copied), Record Route, EOL
     const ip = ipv4({ src: '192.0.2.1', dst: '192.0.2.2', proto: 17, options, payload: udp(7, 9, data) });
-    const { rc, out } = run(eth(0x0800, ip), offload(VIRTIO_NET_HDR_GSO_UDP, 1000, 50, 42, 6));
+    const { rc, out } = run(eth(0x0800, ip), offload(GsoType.UDP, 1000, 50, 42, 6));
     expect(rc).toBe(SEGMENT_OK);
     expect(out.length).toBe(3);
     const payload: number[] = [];
@@ -235,7 +227,7 @@ describe('SoftwareSegmenter: USO and UFO', () => {
 
   it('refuses UFO over IPv6 as unsupported', () => {
     const frame = eth(0x86dd, ipv6('fd00::1', 'fd00::2', 17, udp(1, 2, payloadOf(3000))));
-    expect(run(frame, offload(VIRTIO_NET_HDR_GSO_UDP, 1000, 62, 54, 6))).toEqual({
+    expect(run(frame, offload(GsoType.UDP, 1000, 62, 54, 6))).toEqual({
       rc: SEGMENT_ERR_UNSUPPORTED,
       out: [],
     });
@@ -288,16 +280,16 @@ describe('SoftwareSegmenter: checksum only and validation', () => {
       ipv4({ src: '10.0.0.1', dst: '10.0.0.2', proto: 17, payload: udp(1, 2, payloadOf(3000)) }),
     );
     const cases: [Uint8Array, NetOffload, number][] = [
-      [tcpFrame, offload(VIRTIO_NET_HDR_GSO_TCPV4, 0, 54, 34, 16), SEGMENT_ERR_GSO_SIZE],
-      [tcpFrame, offload(VIRTIO_NET_HDR_GSO_TCPV4, 1448, tcpFrame.length + 1, 34, 16), SEGMENT_ERR_HDR_LEN],
-      [tcpFrame, offload(VIRTIO_NET_HDR_GSO_TCPV4, 1448, 54, tcpFrame.length, 0), SEGMENT_ERR_CSUM],
-      [tcpFrame, offload(VIRTIO_NET_HDR_GSO_TCPV4, 1448, 54, 34, tcpFrame.length), SEGMENT_ERR_CSUM],
+      [tcpFrame, offload(GsoType.TCPV4, 0, 54, 34, 16), SEGMENT_ERR_GSO_SIZE],
+      [tcpFrame, offload(GsoType.TCPV4, 1448, tcpFrame.length + 1, 34, 16), SEGMENT_ERR_HDR_LEN],
+      [tcpFrame, offload(GsoType.TCPV4, 1448, 54, tcpFrame.length, 0), SEGMENT_ERR_CSUM],
+      [tcpFrame, offload(GsoType.TCPV4, 1448, 54, 34, tcpFrame.length), SEGMENT_ERR_CSUM],
       [tcpFrame, offload(0, 0, 0, 34, tcpFrame.length - 35), SEGMENT_ERR_CSUM],
-      [udpFrame, offload(VIRTIO_NET_HDR_GSO_TCPV4, 1448, 42, 34, 6), SEGMENT_ERR_PROTOCOL],
-      [tcpFrame, offload(VIRTIO_NET_HDR_GSO_TCPV6, 1448, 54, 34, 16), SEGMENT_ERR_PROTOCOL],
-      [tcpFrame, offload(VIRTIO_NET_HDR_GSO_UDP_L4, 1448, 54, 34, 16), SEGMENT_ERR_PROTOCOL],
+      [udpFrame, offload(GsoType.TCPV4, 1448, 42, 34, 6), SEGMENT_ERR_PROTOCOL],
+      [tcpFrame, offload(GsoType.TCPV6, 1448, 54, 34, 16), SEGMENT_ERR_PROTOCOL],
+      [tcpFrame, offload(GsoType.UDP_L4, 1448, 54, 34, 16), SEGMENT_ERR_PROTOCOL],
       [tcpFrame, offload(2, 1448, 54, 34, 16), SEGMENT_ERR_UNSUPPORTED],
-      [udpFrame, offload(VIRTIO_NET_HDR_GSO_UDP, 7, 42, 34, 6), SEGMENT_ERR_GSO_SIZE],
+      [udpFrame, offload(GsoType.UDP, 7, 42, 34, 6), SEGMENT_ERR_GSO_SIZE],
     ];
     for (const [f, o, want] of cases) expect(run(f, o)).toEqual({ rc: want, out: [] });
     const frag = eth(
@@ -310,7 +302,7 @@ describe('SoftwareSegmenter: checksum only and validation', () => {
         payload: tcp(1, 2, payloadOf(100)),
       }),
     );
-    expect(run(frag, offload(VIRTIO_NET_HDR_GSO_TCPV4, 50, 54, 34, 16)).rc).toBe(SEGMENT_ERR_PROTOCOL);
+    expect(run(frag, offload(GsoType.TCPV4, 50, 54, 34, 16)).rc).toBe(SEGMENT_ERR_PROTOCOL);
   });
 
   it('never throws for random frames and offload fields (property)', () => {

@@ -24,14 +24,7 @@ import {
 } from './checksum.js';
 import type { NetOffload } from './backend.js';
 import { L3_IPV4, L3_IPV6, L4_TCP, L4_UDP, ParsedPacket, parsePacket } from './packet-parser.js';
-
-export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-export const VIRTIO_NET_HDR_GSO_NONE = 0;
-export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
-export const VIRTIO_NET_HDR_GSO_UDP = 3;
-export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
-export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
-export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
+import { GsoType, NetHdrFlags } from './vnet-header.js';
 
 /** Result codes of `SoftwareSegmenter.process`. */
 export const SEGMENT_OK = 0;
@@ -103,14 +96,14 @@ export class SoftwareSegmenter {
   process(frame: Uint8Array, offload: NetOffload | null, emit: SegmentSink): number {
     this.segments = 0;
     const len = frame.length;
-    const gso = offload ? offload.gsoType & ~VIRTIO_NET_HDR_GSO_ECN : VIRTIO_NET_HDR_GSO_NONE;
-    const needsCsum = offload !== null && (offload.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
+    const gso = offload ? offload.gsoType & ~GsoType.ECN : GsoType.NONE;
+    const needsCsum = offload !== null && (offload.flags & NetHdrFlags.NEEDS_CSUM) !== 0;
     if (needsCsum) {
       const start = offload.csumStart;
       const field = start + offload.csumOffset;
       if (start >= len || field + 2 > len) return SEGMENT_ERR_CSUM;
     }
-    if (gso === VIRTIO_NET_HDR_GSO_NONE) {
+    if (gso === GsoType.NONE) {
       if (!needsCsum) {
         this.segments = 1;
         emit(frame);
@@ -130,17 +123,17 @@ export class SoftwareSegmenter {
     const pkt = parsePacket(frame, this.pkt);
     if (pkt.isFragment) return SEGMENT_ERR_PROTOCOL;
     switch (gso) {
-      case VIRTIO_NET_HDR_GSO_TCPV4:
-      case VIRTIO_NET_HDR_GSO_TCPV6: {
-        const wantL3 = gso === VIRTIO_NET_HDR_GSO_TCPV4 ? L3_IPV4 : L3_IPV6;
+      case GsoType.TCPV4:
+      case GsoType.TCPV6: {
+        const wantL3 = gso === GsoType.TCPV4 ? L3_IPV4 : L3_IPV6;
         if (pkt.l3Kind !== wantL3 || pkt.l4Kind !== L4_TCP) return SEGMENT_ERR_PROTOCOL;
         if (pkt.l4HeaderLength < 20 || pkt.l4Offset + pkt.l4HeaderLength > len) return SEGMENT_ERR_PROTOCOL;
         return this.tso(frame, pkt, o.gsoSize, emit);
       }
-      case VIRTIO_NET_HDR_GSO_UDP_L4:
+      case GsoType.UDP_L4:
         if (pkt.l4Kind !== L4_UDP) return SEGMENT_ERR_PROTOCOL;
         return this.uso(frame, pkt, o.gsoSize, emit);
-      case VIRTIO_NET_HDR_GSO_UDP:
+      case GsoType.UDP:
         if (pkt.l4Kind !== L4_UDP) return SEGMENT_ERR_PROTOCOL;
         if (pkt.l3Kind !== L3_IPV4) return SEGMENT_ERR_UNSUPPORTED;
         return this.ufo(frame, pkt, o.gsoSize, emit);

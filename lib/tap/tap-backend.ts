@@ -54,11 +54,9 @@ import {
   type NetBackend,
   type NetOffload,
   ReceiveTarget,
-  readVnetHeader,
   type TransmitResult,
-  VNET_HDR_OFFLOAD_BYTES,
-  writeVnetHeader,
 } from '../net/backend.js';
+import { readVnetHeader, VNET_HDR_OFFLOAD_BYTES, writeVnetHeader } from '../net/vnet-header.js';
 import { TapSteering } from './steering.js';
 
 /** linux/if_tun.h ioctls (x86-64/aarch64 encodings of _IOW/_IOR('T', n, int)). */

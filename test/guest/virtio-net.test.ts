@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LINUX_6_1_FEATURES } from '../../devices/testing/net-driver.js';
 import type { VfioUserServer } from '../../lib/vfio-user/server.js';
-import type { QueueStats } from '../../devices/virtio-net/device.js';
+import type { QueueStats } from '../../devices/virtio-net/stats.js';
 import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
 import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
 import { virtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';

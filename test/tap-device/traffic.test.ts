@@ -4,7 +4,7 @@
  * Root and /dev/net/tun only; every test creates and removes its own namespace and tap.
  */
 import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
-import { readNetHeader } from '../../devices/virtio-net/net-header.js';
+import { readVnetHeader } from '../../lib/net/vnet-header.js';
 import {
   arp,
   icmpEcho as echo,
@@ -457,7 +457,7 @@ time.sleep(5)
         t.bytes[0]!.subarray(t.offsets[0]!, t.offsets[0]! + Math.min(n, t.lengths[0]!)),
       );
       const hs = tap.vnetHeaderSize;
-      const offload = readNetHeader(stream, 0, emptyOffload());
+      const offload = readVnetHeader(stream, 0, emptyOffload());
       if (isUdpTo(7102)({ frame: stream.subarray(hs), offload, pair: 0, numBuffers: 1 }))
         fromTap.push(offload.flags);
       complete(n, overflow);

@@ -1,8 +1,10 @@
 /**
- * Hand-built Ethernet/IPv4/ARP/ICMP/UDP/TCP frames for the tap integration tests and the bench: the
- * tests play the guest, so they need real frames the kernel accepts, byte for byte.
+ * Ethernet/IPv4/ARP/ICMP/UDP/TCP frames for the tap integration tests: the tests play the guest, so they
+ * need real frames the kernel accepts, byte for byte. The bytes come from the shared builders in
+ * lib/net/frames.ts; this module fixes the guest/kernel addresses and adds the tap tests' checkers.
  */
 import type { BackendSink, NetOffload } from '../../lib/net/backend.js';
+import * as F from '../../lib/net/frames.js';
 
 export const KERNEL_MAC = '02:00:00:00:00:01';
 export const GUEST_MAC = '02:00:00:00:00:02';
@@ -10,10 +12,10 @@ export const KERNEL_IP = '10.77.0.1';
 export const GUEST_IP = '10.77.0.2';
 
 export function mac(s: string): Uint8Array {
-  return Uint8Array.from(s.split(':').map((h) => Number.parseInt(h, 16)));
+  return F.macAddr(s);
 }
 export function ipv4(s: string): Uint8Array {
-  return Uint8Array.from(s.split('.').map(Number));
+  return F.ipv4Addr(s);
 }
 
 /** RFC 1071 ones' complement sum of `b[start, end)`, folded, not inverted. */
@@ -36,52 +38,20 @@ function pseudoSum(src: Uint8Array, dst: Uint8Array, proto: number, len: number)
 }
 
 export function ethernet(dst: Uint8Array, src: Uint8Array, type: number, payload: Uint8Array): Uint8Array {
-  const f = new Uint8Array(14 + payload.length);
-  f.set(dst, 0);
-  f.set(src, 6);
-  f[12] = type >> 8;
-  f[13] = type & 0xff;
-  f.set(payload, 14);
-  return f;
+  return F.ethernet(dst, src, type, payload);
 }
 
 export function arpRequest(senderMac: Uint8Array, senderIp: Uint8Array, targetIp: Uint8Array): Uint8Array {
-  const a = new Uint8Array(28);
-  a.set([0, 1, 8, 0, 6, 4, 0, 1], 0);
-  a.set(senderMac, 8);
-  a.set(senderIp, 14);
-  a.set(targetIp, 24);
-  return ethernet(mac('ff:ff:ff:ff:ff:ff'), senderMac, 0x0806, a);
+  return F.arp(1, senderMac, senderIp, new Uint8Array(6), targetIp);
 }
 
-function ipv4Packet(src: Uint8Array, dst: Uint8Array, proto: number, l4: Uint8Array, id = 1): Uint8Array {
-  const p = new Uint8Array(20 + l4.length);
-  const v = new DataView(p.buffer);
-  p[0] = 0x45;
-  v.setUint16(2, p.length);
-  v.setUint16(4, id);
-  v.setUint16(6, 0x4000); // DF
-  p[8] = 64;
-  p[9] = proto;
-  p.set(src, 12);
-  p.set(dst, 16);
-  v.setUint16(10, ~sum16(p, 0, 20) & 0xffff);
-  p.set(l4, 20);
-  return p;
+/** An IPv4 packet (F.ipv4: DF, TTL 64) in a frame from the guest to the kernel. */
+function fromGuest(ip: Uint8Array): Uint8Array {
+  return ethernet(mac(KERNEL_MAC), mac(GUEST_MAC), 0x0800, ip);
 }
 
 export function icmpEcho(src: string, dst: string, id: number, seq: number, data: Uint8Array): Uint8Array {
-  const icmp = new Uint8Array(8 + data.length);
-  icmp[0] = 8;
-  icmp[4] = id >> 8;
-  icmp[5] = id & 0xff;
-  icmp[6] = seq >> 8;
-  icmp[7] = seq & 0xff;
-  icmp.set(data, 8);
-  const c = ~sum16(icmp) & 0xffff;
-  icmp[2] = c >> 8;
-  icmp[3] = c & 0xff;
-  return ethernet(mac(KERNEL_MAC), mac(GUEST_MAC), 0x0800, ipv4Packet(ipv4(src), ipv4(dst), 1, icmp));
+  return fromGuest(F.ipv4({ src, dst, proto: 1, payload: F.icmpEcho(8, id, seq, data), id: 1 }));
 }
 
 /**
@@ -96,21 +66,15 @@ export function udpFrame(
   payload: Uint8Array,
   opts: { partial?: boolean; badChecksum?: boolean } = {},
 ): Uint8Array {
-  const u = new Uint8Array(8 + payload.length);
-  const v = new DataView(u.buffer);
-  v.setUint16(0, sport);
-  v.setUint16(2, dport);
-  v.setUint16(4, u.length);
-  u.set(payload, 8);
-  const ps = pseudoSum(ipv4(src), ipv4(dst), 17, u.length);
-  if (opts.partial) v.setUint16(6, ps);
-  else {
-    let c = ~sum16(u, 0, u.length, ps) & 0xffff;
-    if (c === 0) c = 0xffff;
-    if (opts.badChecksum) c ^= 0x5a5a;
-    v.setUint16(6, c);
+  const ip = F.withL4ChecksumV4(
+    F.ipv4({ src, dst, proto: 17, payload: F.udp(sport, dport, payload), id: 1 }),
+    opts.partial,
+  );
+  if (opts.badChecksum && !opts.partial) {
+    ip[20 + 6]! ^= 0x5a;
+    ip[20 + 7]! ^= 0x5a;
   }
-  return ethernet(mac(KERNEL_MAC), mac(GUEST_MAC), 0x0800, ipv4Packet(ipv4(src), ipv4(dst), 17, u));
+  return fromGuest(ip);
 }
 
 export const TCP_FIN = 0x01;
@@ -131,24 +95,9 @@ export function tcpFrame(
   payload: Uint8Array,
   opts: { partial?: boolean; id?: number } = {},
 ): Uint8Array {
-  const t = new Uint8Array(20 + payload.length);
-  const v = new DataView(t.buffer);
-  v.setUint16(0, sport);
-  v.setUint16(2, dport);
-  v.setUint32(4, seq >>> 0);
-  v.setUint32(8, ack >>> 0);
-  t[12] = 5 << 4;
-  t[13] = flags;
-  v.setUint16(14, 65535);
-  t.set(payload, 20);
-  const ps = pseudoSum(ipv4(src), ipv4(dst), 6, t.length);
-  v.setUint16(16, opts.partial ? ps : ~sum16(t, 0, t.length, ps) & 0xffff);
-  return ethernet(
-    mac(KERNEL_MAC),
-    mac(GUEST_MAC),
-    0x0800,
-    ipv4Packet(ipv4(src), ipv4(dst), 6, t, opts.id ?? 1),
-  );
+  const l4 = F.tcp(sport, dport, payload, flags, seq, ack);
+  const ip = F.withL4ChecksumV4(F.ipv4({ src, dst, proto: 6, payload: l4, id: opts.id ?? 1 }), opts.partial);
+  return fromGuest(ip);
 }
 
 /** Parsed view of an IPv4 frame's headers (enough for assertions). */

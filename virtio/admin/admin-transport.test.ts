@@ -116,7 +116,7 @@ function setup(
       }),
     ]);
   }
-  const drv = new VirtioPciDriver(t, memory, { interrupts: irq });
+  const drv = new VirtioPciDriver(t.function, memory, { interrupts: irq });
   return { memory, irq, t, drv, vfs, errors, sriov };
 }
 
@@ -141,11 +141,11 @@ function bringUp(s: Setup): number {
 
 /** Enables `n` VFs through the PF's SR-IOV capability: NumVFs, VF BAR1/BAR4 bases, VF Enable + VF MSE. */
 function enableVfs(s: Setup, n = 2): void {
-  s.t.configWrite(SRIOV_CAP + PCI_SRIOV_NUM_VF, 2, n);
-  s.t.configWrite(SRIOV_CAP + PCI_SRIOV_BAR + 4, 4, 0xd000_0000);
-  s.t.configWrite(SRIOV_CAP + PCI_SRIOV_BAR + 16, 4, 0x0000_000c);
-  s.t.configWrite(SRIOV_CAP + PCI_SRIOV_BAR + 20, 4, 0x4);
-  s.t.configWrite(SRIOV_CAP + PCI_SRIOV_CTRL, 2, 0x1 | 0x8);
+  s.t.function.configWrite(SRIOV_CAP + PCI_SRIOV_NUM_VF, 2, n);
+  s.t.function.configWrite(SRIOV_CAP + PCI_SRIOV_BAR + 4, 4, 0xd000_0000);
+  s.t.function.configWrite(SRIOV_CAP + PCI_SRIOV_BAR + 16, 4, 0x0000_000c);
+  s.t.function.configWrite(SRIOV_CAP + PCI_SRIOV_BAR + 20, 4, 0x4);
+  s.t.function.configWrite(SRIOV_CAP + PCI_SRIOV_CTRL, 2, 0x1 | 0x8);
 }
 
 function request(opcode: number, member: bigint, data: number[] = [], groupType = SRIOV): Uint8Array {
@@ -493,7 +493,7 @@ describe('legacy access to the VFs', () => {
     const { s, aq, vf } = ready();
     const r = send(s, aq, request(LEGACY_COMMON_CFG_READ, 2n, [0]), 4);
     expect(r).toMatchObject({ status: OK, used: 12 });
-    const vfDrv = new VirtioPciDriver(vf(1), s.memory);
+    const vfDrv = new VirtioPciDriver(vf(1).function, s.memory);
     vfDrv.probe();
     const modern = Number(vfDrv.deviceFeatures() & 0xffffffffn);
     expect(modern & ((1 << 24) | (1 << 27) | (1 << 30))).toBe(0);
@@ -507,7 +507,7 @@ describe('legacy access to the VFs', () => {
     expect(r).toMatchObject({ status: OK, used: 12 });
     expect(num(r.result)).toBe(FAKE_MAGIC);
     expect(send(s, aq, request(LEGACY_DEV_CFG_WRITE, 1n, wr(4, le(0xa1b2c3d4, 4)))).status).toBe(OK);
-    const vfDrv = new VirtioPciDriver(vf(0), s.memory);
+    const vfDrv = new VirtioPciDriver(vf(0).function, s.memory);
     vfDrv.probe();
     vfDrv.assignBars(); // VF BARs come from the PF; this sets the VF's Command register
     expect(vfDrv.readDeviceConfig(4, 4) >>> 0).toBe(0xa1b2c3d4);
@@ -528,7 +528,7 @@ describe('legacy access to the VFs', () => {
       used: 8,
     });
     expect(vf(0).status).toBe(3);
-    const vfDrv = new VirtioPciDriver(vf(0), s.memory);
+    const vfDrv = new VirtioPciDriver(vf(0).function, s.memory);
     vfDrv.probe();
     vfDrv.assignBars();
     expect(vfDrv.readCommon(STATUS_OFF, 1)).toBe(3);
@@ -545,8 +545,8 @@ describe('legacy access to the VFs', () => {
     const bar = r.result[1] as number;
     const offset = Number(u64(r.result, 8));
     // PF SR-IOV VF BAR0 is hardwired to 0 (Linux's virtio-vfio checks that VF BAR0 is absent)
-    s.t.configWrite(SRIOV_CAP + PCI_SRIOV_BAR, 4, 0xffffffff);
-    expect(s.t.configRead(SRIOV_CAP + PCI_SRIOV_BAR, 4)).toBe(0);
+    s.t.function.configWrite(SRIOV_CAP + PCI_SRIOV_BAR, 4, 0xffffffff);
+    expect(s.t.function.configRead(SRIOV_CAP + PCI_SRIOV_BAR, 4)).toBe(0);
 
     // A legacy driver brings VF 1 up through the admin commands (what virtio-vfio forwards) ...
     const lw = (off: number, bytes: number[]) =>
@@ -581,13 +581,13 @@ describe('legacy access to the VFs', () => {
     tx.add([{ addr: 0x281000, len: 3 }], []);
     s.memory.write(0x281000, new Uint8Array([7, 8, 9]));
     // ... and notifies through the doorbell LEGACY_NOTIFY_INFO gave, with the queue index as data.
-    vf(0).barWrite(bar, offset, 2, 1);
+    vf(0).function.barWrite(bar, offset, 2, 1);
     const used = rx.getUsed();
     expect(used?.len).toBe(3);
     expect([...s.memory.read(0x280000, 3)]).toEqual([7, 8, 9]);
     expect(tx.getUsed()).not.toBeNull();
     // reading the doorbell has no side effect (the ISR bit stays for the legacy ISR read)
-    expect(vf(0).barRead(bar, offset, 2)).toBe(0);
+    expect(vf(0).function.barRead(bar, offset, 2)).toBe(0);
     expect(lr(19, 1)).toBe(1);
     expect(lr(19, 1)).toBe(0);
   });
@@ -597,7 +597,7 @@ describe('legacy access to the VFs', () => {
     const aq = bringUp(s);
     expect(s.t.legacyMemberAccess()).toBeNull();
     expect(s.t.legacyNotifyInfo()).toEqual([]);
-    s.t.barWrite(4, 0x1800, 2, aq);
+    s.t.function.barWrite(4, 0x1800, 2, aq);
     expect((s.drv.queues.get(aq) as SplitDriverQueue).pendingUsed()).toBe(0);
   });
 });
@@ -626,7 +626,7 @@ describe('reset, FLR, queue reset, snapshot', () => {
     const s = setup();
     const aq = bringUp(s);
     send(s, aq, request(LIST_USE, 0n, ALL_LEGACY));
-    s.t.configWrite(PCIE_CAP + 8, 2, 0x8000); // DevCtl Initiate FLR
+    s.t.function.configWrite(PCIE_CAP + 8, 2, 0x8000); // DevCtl Initiate FLR
     expect(s.t.status).toBe(0);
     s.drv.queues.clear();
     s.drv.bars.length = 0;
@@ -669,7 +669,7 @@ describe('reset, FLR, queue reset, snapshot', () => {
     // opcode 3 is in use (group absent → INVALID_GROUP, not INVALID_OPCODE); opcode 5 is not
     q.add([request(LEGACY_COMMON_CFG_READ, 1n, [18])], [new Uint8Array(9)]);
     q.add([request(LEGACY_DEV_CFG_READ, 1n, [0])], [new Uint8Array(12)]);
-    d.t.barWrite(4, notify, 2, aq);
+    d.t.function.barWrite(4, notify, 2, aq);
     const a = q.getUsed();
     const b = q.getUsed();
     expect(a && decode(d.memory, a).qualifier).toBe(Q_INVALID_GROUP);

@@ -9,7 +9,8 @@
  */
 import { featureWord, hasFeature, VIRTIO_F_RING_RESET, withFeatureWord } from '../features.js';
 import type { PieceHandler } from './region-access.js';
-import { type TransportCore, VIRTIO_MSI_NO_VECTOR } from './transport-core.js';
+import type { TransportCore } from './transport-core.js';
+import { VIRTIO_MSI_NO_VECTOR } from './transport-registers.js';
 
 /** Field offsets (Linux uapi VIRTIO_PCI_COMMON_*); 64-bit fields are two 32-bit halves. */
 export const COMMON_CFG = {

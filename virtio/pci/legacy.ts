@@ -12,7 +12,8 @@
  */
 import { featureWord, VIRTIO_F_BAD_FEATURE } from '../features.js';
 import { ones, type PieceHandler } from './region-access.js';
-import { type TransportCore, VIRTIO_MSI_NO_VECTOR } from './transport-core.js';
+import type { TransportCore } from './transport-core.js';
+import { VIRTIO_MSI_NO_VECTOR } from './transport-registers.js';
 
 /** Register offsets in BAR0 (Linux uapi virtio_pci.h VIRTIO_PCI_*). */
 export const LEGACY = {

@@ -3,61 +3,41 @@
  * virtqueue configuration): the device status state machine, feature negotiation, per-queue registers,
  * the ISR byte, and the VirtioDeviceContext handed to the device at DRIVER_OK. The modern common config
  * (`common-config.ts`) and the legacy I/O layout (`legacy.ts`) are two register maps over this state;
- * `virtio-pci.ts` routes its interrupts to MSI-X or INTx.
+ * `virtio-pci.ts` routes its interrupts to MSI-X or INTx. Register values and per-queue registers live in
+ * `transport-registers.ts`, the administration virtqueues in `transport-admin.ts`.
  *
  * Guest-driven methods never throw: guest errors (bad queue setup, `VirtqueueError` from a ring, a
  * device callback that throws) become DEVICE_NEEDS_RESET, as QEMU's virtio_error() does.
  */
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
-import type { AdminCommandState } from '../admin/admin-commands.js';
 import type { AdminQueue, AdminQueueContext } from '../admin/admin-queue.js';
-import { createVirtqueue } from '../queue/create-virtqueue.js';
 import {
   featureBit,
   hasFeature,
   LEGACY_ONLY_FEATURES,
   VIRTIO_F_ADMIN_VQ,
-  VIRTIO_F_EVENT_IDX,
-  VIRTIO_F_IN_ORDER,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
 } from '../features.js';
 import type { VirtioDevice, VirtioDeviceContext } from '../virtio-device.js';
-import type { Virtqueue, VirtqueueState } from '../queue/virtqueue.js';
-
-/** Device status bits (§2.1). */
-export const VIRTIO_CONFIG_S_ACKNOWLEDGE = 1;
-export const VIRTIO_CONFIG_S_DRIVER = 2;
-export const VIRTIO_CONFIG_S_DRIVER_OK = 4;
-export const VIRTIO_CONFIG_S_FEATURES_OK = 8;
-export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
-export const VIRTIO_CONFIG_S_FAILED = 0x80;
-
-/** "No MSI-X vector" (§4.1.5.1.2). */
-export const VIRTIO_MSI_NO_VECTOR = 0xffff;
-/** ISR bits (§4.1.4.5). */
-export const VIRTIO_ISR_QUEUE = 1;
-export const VIRTIO_ISR_CONFIG = 2;
-/** QEMU's VIRTIO_QUEUE_MAX: queue_select values at or above it are ignored. */
-export const VIRTIO_QUEUE_MAX = 1024;
-
-/** One virtqueue's transport registers (what queue_select exposes). */
-export interface QueueRegisters {
-  /** Current queue_size (the driver may lower it); `maxSize` after reset. */
-  size: number;
-  maxSize: number;
-  vector: number;
-  enabled: boolean;
-  /** 64-bit addresses as 32-bit halves: the driver writes them independently. */
-  descLo: number;
-  descHi: number;
-  driverLo: number;
-  driverHi: number;
-  deviceLo: number;
-  deviceHi: number;
-  /** The device-side ring, created when the driver enables the queue. */
-  vq: Virtqueue | null;
-}
+import { type AdminQueueLayout, type AdminQueuesSnapshot, TransportAdminQueues } from './transport-admin.js';
+import {
+  address,
+  createRing,
+  freshQueueRegisters,
+  isPow2,
+  type QueueRegisters,
+  type QueueSnapshot,
+  queueSnapshot,
+  restoreQueueRegisters,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_ISR_CONFIG,
+  VIRTIO_ISR_QUEUE,
+  VIRTIO_MSI_NO_VECTOR,
+  VIRTIO_QUEUE_MAX,
+} from './transport-registers.js';
 
 /** Where the core's interrupts go (the PCI glue: MSI-X vector, or INTx following the ISR). */
 export interface TransportSignals {
@@ -65,17 +45,6 @@ export interface TransportSignals {
   interrupt(vector: number): void;
   /** Number of MSI-X vectors; a vector >= this reads back VIRTIO_MSI_NO_VECTOR (QEMU). */
   readonly msixVectors: number;
-}
-
-/** One queue's registers and ring indices in a snapshot. */
-export interface QueueSnapshot {
-  size: number;
-  vector: number;
-  enabled: boolean;
-  desc: [number, number];
-  driver: [number, number];
-  device: [number, number];
-  ring: VirtqueueState | null;
 }
 
 /** JSON-serialisable transport state (see `TransportCore.snapshot`). */
@@ -94,29 +63,8 @@ export interface TransportSnapshot {
   legacyDriver: boolean;
   queues: QueueSnapshot[];
   /** Administration virtqueues (only when the transport has them): LIST_USE state and queue registers. */
-  admin?: { commands: AdminCommandState; queues: QueueSnapshot[] };
+  admin?: AdminQueuesSnapshot;
   device?: unknown;
-}
-
-/** Where the administration virtqueues sit and how large they may be (`TransportCore.setAdminQueues`). */
-export interface AdminQueueLayout {
-  /** First admin queue index: at or above every num_queues the device can report (§4.1.4.3.1). */
-  index: number;
-  /** Number of admin queues (admin_queue_num). */
-  count: number;
-  /** Maximum queue_size of each. */
-  maxSize: number;
-}
-
-function isPow2(n: number): boolean {
-  return n > 0 && (n & (n - 1)) === 0;
-}
-
-const TWO_32 = 0x1_0000_0000;
-
-function address(lo: number, hi: number): number {
-  // Guest addresses past 2^53 cannot be named by a number; they are outside any guest memory anyway.
-  return hi >= 0x200000 ? Number.NaN : hi * TWO_32 + lo;
 }
 
 export class TransportCore {
@@ -143,10 +91,7 @@ export class TransportCore {
   private modernOfferedBits: bigint;
   private readonly context: VirtioDeviceContext;
   /** Administration virtqueues (VIRTIO_F_ADMIN_VQ), when the function owns a device group. */
-  private admin: AdminQueue | null = null;
-  private adminLayout: AdminQueueLayout = { index: 0, count: 0, maxSize: 0 };
-  /** Registers of admin queue `adminLayout.index + k` at `k`. */
-  private adminRegs: QueueRegisters[] = [];
+  private admin: TransportAdminQueues | null = null;
   private readonly adminContext: AdminQueueContext;
 
   constructor(
@@ -202,68 +147,33 @@ export class TransportCore {
    * the device never sees admin indices.
    */
   setAdminQueues(admin: AdminQueue, layout: AdminQueueLayout): void {
-    const { index, count, maxSize } = layout;
-    if (!Number.isInteger(index) || index < this.queues.length)
-      throw new RangeError(
-        `admin queue index ${index} is below the device's queue count ${this.queues.length}`,
-      );
-    if (!Number.isInteger(count) || count < 1 || index + count > VIRTIO_QUEUE_MAX)
-      throw new RangeError(`admin queues ${index}+${count} do not fit below ${VIRTIO_QUEUE_MAX}`);
-    if (!Number.isInteger(maxSize) || maxSize < 1 || maxSize > 0x8000)
-      throw new RangeError(`admin queue size ${maxSize} must be 1..32768`);
-    this.admin = admin;
-    this.adminLayout = { index, count, maxSize };
-    this.adminRegs = [];
-    for (let k = 0; k < count; k++) this.adminRegs.push(this.freshAdminQueue());
+    this.admin = new TransportAdminQueues(admin, layout, this.queues.length, this.adminContext);
     this.offeredBits |= featureBit(VIRTIO_F_ADMIN_VQ);
     this.modernOfferedBits |= featureBit(VIRTIO_F_ADMIN_VQ);
   }
 
   /** admin_queue_index / admin_queue_num as the common config reports them (0/0 without admin queues). */
   get adminQueueIndex(): number {
-    return this.admin ? this.adminLayout.index : 0;
+    return this.admin ? this.admin.layout.index : 0;
   }
   get adminQueueNum(): number {
-    return this.admin ? this.adminLayout.count : 0;
+    return this.admin ? this.admin.layout.count : 0;
   }
 
   /** Whether `i` is an admin queue index the driver can use now (it wrote VIRTIO_F_ADMIN_VQ). */
   isAdminQueue(i: number): boolean {
-    const l = this.adminLayout;
-    return (
-      this.admin !== null &&
-      i >= l.index &&
-      i < l.index + l.count &&
-      hasFeature(this.driverFeatures, VIRTIO_F_ADMIN_VQ)
-    );
+    return (this.admin?.contains(i) ?? false) && hasFeature(this.driverFeatures, VIRTIO_F_ADMIN_VQ);
   }
 
   /** Admin queue `i`'s registers, or null when `i` is no usable admin queue. */
   adminQueueRegisters(i: number): QueueRegisters | null {
-    return this.isAdminQueue(i) ? (this.adminRegs[i - this.adminLayout.index] ?? null) : null;
+    return this.isAdminQueue(i) ? (this.admin?.registers(i) ?? null) : null;
   }
 
   /** Registers of queue `i` as queue_select sees it: a device queue below num_queues, or an admin queue. */
   queueRegisters(i: number): QueueRegisters | null {
     if (i < this.numQueues()) return this.queues[i] ?? null;
     return this.adminQueueRegisters(i);
-  }
-
-  private freshAdminQueue(): QueueRegisters {
-    const max = this.adminLayout.maxSize;
-    return {
-      size: max,
-      maxSize: max,
-      vector: VIRTIO_MSI_NO_VECTOR,
-      enabled: false,
-      descLo: 0,
-      descHi: 0,
-      driverLo: 0,
-      driverHi: 0,
-      deviceLo: 0,
-      deviceHi: 0,
-      vq: null,
-    };
   }
 
   /** The admin queue's used-buffer notification (same path as a device queue's). */
@@ -279,29 +189,16 @@ export class TransportCore {
   private processAdminQueues(): void {
     const admin = this.admin;
     if (!admin) return;
-    for (let k = 0; k < this.adminRegs.length; k++) {
-      const i = this.adminLayout.index + k;
+    const { index, count } = admin.layout;
+    for (let i = index; i < index + count; i++) {
       if (this.broken) return;
-      if (this.adminQueueRegisters(i)?.enabled) this.guard(() => void admin.process(this.adminContext, i));
+      if (this.adminQueueRegisters(i)?.enabled) this.guard(() => admin.process(i));
     }
   }
 
   private freshQueue(index: number, features: bigint): QueueRegisters {
     const exists = index < this.device.numQueues(features);
-    const max = exists ? this.device.maxQueueSize(index, features) : 0;
-    return {
-      size: max,
-      maxSize: max,
-      vector: VIRTIO_MSI_NO_VECTOR,
-      enabled: false,
-      descLo: 0,
-      descHi: 0,
-      driverLo: 0,
-      driverHi: 0,
-      deviceLo: 0,
-      deviceHi: 0,
-      vq: null,
-    };
+    return freshQueueRegisters(exists ? this.device.maxQueueSize(index, features) : 0);
   }
 
   // ------------------------------------------------------------------ queries
@@ -417,7 +314,6 @@ export class TransportCore {
     for (let i = 0; i < this.queues.length; i++) this.queues[i] = this.freshQueue(i, 0n);
     this.numQueuesCache = Math.min(this.queues.length, this.device.numQueues(0n));
     // §2.13 / docs/admin-queue.md: a device reset (status 0, FLR) also resets the admin command state.
-    for (let k = 0; k < this.adminRegs.length; k++) this.adminRegs[k] = this.freshAdminQueue();
     this.admin?.reset();
     try {
       this.device.reset();
@@ -529,19 +425,7 @@ export class TransportCore {
     else if (desc === 0 || driver === 0 || device === 0) why = 'ring address not set';
     if (why === null) {
       try {
-        q.vq = createVirtqueue(
-          this.memory,
-          {
-            index: i,
-            size: q.size,
-            descAddr: desc,
-            driverAddr: driver,
-            deviceAddr: device,
-            eventIdx: hasFeature(f, VIRTIO_F_EVENT_IDX),
-            inOrder: hasFeature(f, VIRTIO_F_IN_ORDER),
-          },
-          packed,
-        );
+        q.vq = createRing(this.memory, q, i, f);
       } catch (e) {
         why = e instanceof Error ? e.message : String(e);
       }
@@ -559,8 +443,7 @@ export class TransportCore {
   /** queue_reset write of 1 (§4.1.4.3.2, VIRTIO_F_RING_RESET): synchronous, so it reads 0 right after. */
   resetQueue(i: number): void {
     if (this.isAdminQueue(i)) {
-      // Only the ring: the LIST_USE state survives a queue reset (docs/admin-queue.md).
-      this.adminRegs[i - this.adminLayout.index] = this.freshAdminQueue();
+      this.admin?.resetQueue(i);
       return;
     }
     const q = this.queues[i];
@@ -586,9 +469,8 @@ export class TransportCore {
   }
 
   private kickAdmin(i: number): void {
-    const admin = this.admin as AdminQueue;
-    // Commands run synchronously, in queue order (§2.13).
-    this.guard(() => void admin.process(this.adminContext, i));
+    const admin = this.admin as TransportAdminQueues;
+    this.guard(() => admin.process(i));
   }
 
   // ------------------------------------------------------------------ snapshot
@@ -608,9 +490,7 @@ export class TransportCore {
       broken: this.brokenFlag,
       legacyDriver: this.legacyDriver,
       queues: this.queues.map(queueSnapshot),
-      ...(this.admin
-        ? { admin: { commands: this.admin.snapshot(), queues: this.adminRegs.map(queueSnapshot) } }
-        : {}),
+      ...(this.admin ? { admin: this.admin.snapshot() } : {}),
       ...(this.device.snapshot ? { device: this.device.snapshot() } : {}),
     };
   }
@@ -637,58 +517,14 @@ export class TransportCore {
     this.brokenFlag = !!s.broken;
     for (let i = 0; i < this.queues.length && i < s.queues.length; i++) {
       const src = s.queues[i];
-      if (src) this.restoreQueue(this.queues[i] as QueueRegisters, i, src);
+      if (src)
+        restoreQueueRegisters(this.memory, this.queues[i] as QueueRegisters, i, src, this.driverFeatures);
     }
-    if (this.admin && s.admin) {
-      const a = s.admin;
-      if (!Array.isArray(a.queues)) throw new TypeError('transport snapshot: malformed admin queues');
-      for (let k = 0; k < this.adminRegs.length && k < a.queues.length; k++) {
-        const src = a.queues[k];
-        if (src) this.restoreQueue(this.adminRegs[k] as QueueRegisters, this.adminLayout.index + k, src);
-      }
-      this.admin.restore(a.commands);
-    }
+    if (this.admin && s.admin) this.admin.restore(s.admin, this.driverFeatures);
     if (s.activated) {
       this.activated = true;
       this.device.activate(this.context);
     }
     if (s.device !== undefined) this.device.restore?.(s.device);
   }
-
-  private restoreQueue(q: QueueRegisters, index: number, src: QueueSnapshot): void {
-    const f = this.driverFeatures;
-    q.size = src.size;
-    q.vector = src.vector;
-    [q.descLo, q.descHi] = src.desc;
-    [q.driverLo, q.driverHi] = src.driver;
-    [q.deviceLo, q.deviceHi] = src.device;
-    if (!src.enabled) return;
-    q.enabled = true;
-    q.vq = createVirtqueue(
-      this.memory,
-      {
-        index,
-        size: q.size,
-        descAddr: address(q.descLo, q.descHi),
-        driverAddr: address(q.driverLo, q.driverHi),
-        deviceAddr: address(q.deviceLo, q.deviceHi),
-        eventIdx: hasFeature(f, VIRTIO_F_EVENT_IDX),
-        inOrder: hasFeature(f, VIRTIO_F_IN_ORDER),
-      },
-      hasFeature(f, VIRTIO_F_RING_PACKED),
-    );
-    if (src.ring) q.vq.restore(src.ring);
-  }
-}
-
-function queueSnapshot(q: QueueRegisters): QueueSnapshot {
-  return {
-    size: q.size,
-    vector: q.vector,
-    enabled: q.enabled,
-    desc: [q.descLo, q.descHi],
-    driver: [q.driverLo, q.driverHi],
-    device: [q.deviceLo, q.deviceHi],
-    ring: q.vq ? q.vq.state() : null,
-  };
 }

@@ -58,40 +58,40 @@ describe('config space vs QEMU 7.2 virtio-net-pci', () => {
 
   it('behind a PCIe root port: 4 KiB at reset match byte for byte', () => {
     const { t } = netLike(tapFeatures, 8, { msixVectors: tap.msix.table_size });
-    expect(diff(dump(t), fixtureBin('virtio-net-pcie.cfg-reset.bin'))).toEqual([]);
+    expect(diff(dump(t.function), fixtureBin('virtio-net-pcie.cfg-reset.bin'))).toEqual([]);
     expect(t.caps).toEqual({ common: 0x84, isr: 0x94, device: 0xa4, notify: 0xb4, pciCfg: 0xc8 });
     expect(t.msix?.offset).toBe(0xdc);
   });
 
   it('the mq/rss variant has the same config space', () => {
     const { t } = netLike(tapFeatures, 8, { msixVectors: 10 });
-    expect(diff(dump(t), fixtureBin('virtio-net-pcie-mq-rss.cfg-reset.bin'))).toEqual([]);
+    expect(diff(dump(t.function), fixtureBin('virtio-net-pcie-mq-rss.cfg-reset.bin'))).toEqual([]);
   });
 
   it('after the oracle script assigns BARs, all 4 KiB match (addresses included)', () => {
     const { t } = netLike(tapFeatures, 8, { msixVectors: 10 });
     const bars = assignBars(t.function, 0xc0000000, 0xc1000000);
-    t.configWrite(4, 2, 0x0006);
+    t.function.configWrite(4, 2, 0x0006);
     expect(bars.map((b) => [b.bar, b.addr, b.sizing_readback >>> 0])).toEqual(
       tap.bars.map((b) => [b.bar, b.addr, b.sizing_readback]),
     );
-    expect(diff(dump(t), fixtureBin('virtio-net-pcie.cfg-assigned.bin'))).toEqual([]);
+    expect(diff(dump(t.function), fixtureBin('virtio-net-pcie.cfg-assigned.bin'))).toEqual([]);
   });
 
   it('device_feature windows show what QEMU offered (tap with vnet header)', () => {
     const { t, memory } = netLike(tapFeatures, 8, { msixVectors: 10 });
-    const drv = new VirtioPciDriver(t, memory).probe();
+    const drv = new VirtioPciDriver(t.function, memory).probe();
     drv.assignBars();
     expect(`0x${drv.deviceFeatures().toString(16).padStart(16, '0')}`).toBe(tap.device_features);
   });
 
   it('on the root bus: conventional layout, 256 bytes, past them all-ones', () => {
     const { t } = netLike(tapFeatures, 8, { bus: 'pci', msixVectors: 10 });
-    expect(diff(dump(t), fixtureBin('virtio-net-rootbus.cfg-reset.bin'))).toEqual([]);
+    expect(diff(dump(t.function), fixtureBin('virtio-net-rootbus.cfg-reset.bin'))).toEqual([]);
     expect(t.caps).toEqual({ common: 0x40, isr: 0x50, device: 0x60, notify: 0x70, pciCfg: 0x84 });
     assignBars(t.function, 0xc0000000, 0xc1000000);
-    t.configWrite(4, 2, 0x0006);
-    expect(diff(dump(t), fixtureBin('virtio-net-rootbus.cfg-assigned.bin'))).toEqual([]);
+    t.function.configWrite(4, 2, 0x0006);
+    expect(diff(dump(t.function), fixtureBin('virtio-net-rootbus.cfg-assigned.bin'))).toEqual([]);
   });
 
   for (const [name, bus] of [
@@ -108,7 +108,7 @@ describe('config space vs QEMU 7.2 virtio-net-pci', () => {
       // QEMU's virtio-net-pci carries a 256 KiB option ROM BAR (rom_bar_after_ones 0xfffc0001).
       const { t } = netLike(tapFeatures, 8, { bus, msixVectors: 4, romSize: 0x40000 });
       const size = hex(w.orig_hex).length;
-      expect(diff(dump(t, size), hex(w.orig_hex))).toEqual([]);
+      expect(diff(dump(t.function, size), hex(w.orig_hex))).toEqual([]);
       const { ones, zeros } = probeBytes(t.function, size, w.skipped_probed_with_0x7f);
       expect(diff(ones, hex(w.after_ff_hex))).toEqual([]);
       expect(diff(zeros, hex(w.after_00_hex))).toEqual([]);
@@ -127,7 +127,7 @@ describe('common config register answers vs QEMU 7.2 (probe_transport.py, hubpor
   const hubFeatures = BigInt(b.device_features as string) & ~TRANSPORT_BITS;
   const setup = () => {
     const n = netLike(hubFeatures, 10, { msixVectors: 4 });
-    const drv = new VirtioPciDriver(n.t, n.memory).probe();
+    const drv = new VirtioPciDriver(n.t.function, n.memory).probe();
     drv.assignBars();
     return { ...n, drv };
   };
@@ -135,7 +135,7 @@ describe('common config register answers vs QEMU 7.2 (probe_transport.py, hubpor
   it('every offset 0..0x3f read with widths 1, 2 and 4 at reset', () => {
     const { t } = setup();
     for (const w of [1, 2, 4] as const) {
-      const ours = Array.from({ length: 0x40 }, (_, o) => Number(t.barRead(4, o, w)));
+      const ours = Array.from({ length: 0x40 }, (_, o) => Number(t.function.barRead(4, o, w)));
       expect({ w, ours }).toEqual({ w, ours: b.read_matrix_reset[w] });
     }
   });
@@ -204,8 +204,8 @@ describe('common config register answers vs QEMU 7.2 (probe_transport.py, hubpor
     drv.writeCommon(0x24, 4, 0x2);
     const c64 = (o: number) => (BigInt(drv.readCommon(o + 4, 4)) << 32n) | BigInt(drv.readCommon(o, 4));
     r.desc64 = `0x${c64(0x20).toString(16)}`;
-    r.desc_readq = `0x${(t.barRead(4, 0x20, 8) as bigint).toString(16)}`;
-    t.barWrite(4, 0x28, 8, 0x0000000300004000n);
+    r.desc_readq = `0x${(t.function.barRead(4, 0x20, 8) as bigint).toString(16)}`;
+    t.function.barWrite(4, 0x28, 8, 0x0000000300004000n);
     r.driver_after_writeq = `0x${c64(0x28).toString(16)}`;
     drv.writeCommon(0x30, 2, 0x5000);
     r.device_after_w16 = `0x${c64(0x30).toString(16)}`;
@@ -242,14 +242,14 @@ describe('common config register answers vs QEMU 7.2 (probe_transport.py, hubpor
     r.qreset_readback = drv.readCommon(0x3a, 2);
     r.enable_after_qreset = drv.readCommon(0x1c, 2);
     r.qsize_after_qreset = drv.readCommon(0x18, 2);
-    r.isr = Number(t.barRead(4, 0x1000, 1));
-    r.isr_r32 = Number(t.barRead(4, 0x1000, 4));
-    r.notify_read = Number(t.barRead(4, 0x3000, 2));
-    r.notify_read_q7 = Number(t.barRead(4, 0x3000 + 28, 2));
-    t.barWrite(4, 0x3000 + 4 * 100, 2, 100); // nonexistent queue: ignored
+    r.isr = Number(t.function.barRead(4, 0x1000, 1));
+    r.isr_r32 = Number(t.function.barRead(4, 0x1000, 4));
+    r.notify_read = Number(t.function.barRead(4, 0x3000, 2));
+    r.notify_read_q7 = Number(t.function.barRead(4, 0x3000 + 28, 2));
+    t.function.barWrite(4, 0x3000 + 4 * 100, 2, 100); // nonexistent queue: ignored
     r.status_after_notify_bad = drv.status;
-    r.devcfg_r32_0 = `0x${Number(t.barRead(4, 0x2000, 4)).toString(16)}`;
-    r.devcfg_r8_0x100 = Number(t.barRead(4, 0x2100, 1));
+    r.devcfg_r32_0 = `0x${Number(t.function.barRead(4, 0x2000, 4)).toString(16)}`;
+    r.devcfg_r8_0x100 = Number(t.function.barRead(4, 0x2100, 1));
     const expected = Object.fromEntries(Object.keys(r).map((k) => [k, b[k]]));
     expect(r).toEqual(expected);
   });
@@ -263,37 +263,37 @@ describe('common config register answers vs QEMU 7.2 (probe_transport.py, hubpor
     drv.writeCommon(0x1c, 2, 0); // NEEDS_RESET, as in the probe: status 0x4b
     drv.readIsr();
     drv.writeCommon(0, 4, 1);
-    t.configWrite(pc + 4, 1, 4);
-    t.configWrite(pc + 8, 4, 0x14);
-    t.configWrite(pc + 12, 4, 1);
-    r.pcicfg_read_status = t.configRead(pc + 16, 4);
-    t.configWrite(pc + 8, 4, 0);
-    t.configWrite(pc + 12, 4, 4);
-    r.pcicfg_read_dfselect_len4 = t.configRead(pc + 16, 4);
-    t.configWrite(pc + 8, 4, 0x12);
-    t.configWrite(pc + 12, 4, 2);
-    r.pcicfg_read_numq_len2 = t.configRead(pc + 16, 4);
-    t.configWrite(pc + 8, 4, 0x13);
-    t.configWrite(pc + 12, 4, 2);
-    r.pcicfg_read_unaligned = t.configRead(pc + 16, 4);
-    t.configWrite(pc + 8, 4, 0);
-    t.configWrite(pc + 12, 4, 3);
-    r.pcicfg_read_len3 = t.configRead(pc + 16, 4);
-    t.configWrite(pc + 4, 1, 4);
-    t.configWrite(pc + 8, 4, 0);
-    t.configWrite(pc + 12, 4, 4);
-    t.configWrite(pc + 16, 4, 1);
+    t.function.configWrite(pc + 4, 1, 4);
+    t.function.configWrite(pc + 8, 4, 0x14);
+    t.function.configWrite(pc + 12, 4, 1);
+    r.pcicfg_read_status = t.function.configRead(pc + 16, 4);
+    t.function.configWrite(pc + 8, 4, 0);
+    t.function.configWrite(pc + 12, 4, 4);
+    r.pcicfg_read_dfselect_len4 = t.function.configRead(pc + 16, 4);
+    t.function.configWrite(pc + 8, 4, 0x12);
+    t.function.configWrite(pc + 12, 4, 2);
+    r.pcicfg_read_numq_len2 = t.function.configRead(pc + 16, 4);
+    t.function.configWrite(pc + 8, 4, 0x13);
+    t.function.configWrite(pc + 12, 4, 2);
+    r.pcicfg_read_unaligned = t.function.configRead(pc + 16, 4);
+    t.function.configWrite(pc + 8, 4, 0);
+    t.function.configWrite(pc + 12, 4, 3);
+    r.pcicfg_read_len3 = t.function.configRead(pc + 16, 4);
+    t.function.configWrite(pc + 4, 1, 4);
+    t.function.configWrite(pc + 8, 4, 0);
+    t.function.configWrite(pc + 12, 4, 4);
+    t.function.configWrite(pc + 16, 4, 1);
     r.dfsel_after_pcicfg_write = drv.readCommon(0, 4);
-    t.configWrite(pc + 8, 4, 0x4000);
-    r.pcicfg_read_past_bar = t.configRead(pc + 16, 4);
-    r.pcicfg_cap_after = Buffer.from(dump(t, 256).subarray(pc, pc + 20)).toString('hex');
+    t.function.configWrite(pc + 8, 4, 0x4000);
+    r.pcicfg_read_past_bar = t.function.configRead(pc + 16, 4);
+    r.pcicfg_cap_after = Buffer.from(dump(t.function, 256).subarray(pc, pc + 20)).toString('hex');
     const expected = Object.fromEntries(Object.keys(r).map((k) => [k, b[k]]));
     expect(r).toEqual(expected);
     // QEMU 7.2 ignores cap.bar and reads BAR4 anyway (pcicfg_read_bar1 = 1); we leave pci_cfg_data alone.
-    t.configWrite(pc + 16, 4, 0xabcd);
-    t.configWrite(pc + 4, 1, 1);
-    t.configWrite(pc + 8, 4, 0);
-    expect(t.configRead(pc + 16, 4)).toBe(0xabcd);
+    t.function.configWrite(pc + 16, 4, 0xabcd);
+    t.function.configWrite(pc + 4, 1, 1);
+    t.function.configWrite(pc + 8, 4, 0);
+    expect(t.function.configRead(pc + 16, 4)).toBe(0xabcd);
   });
 
   it('documented differences from QEMU 7.2: FEATURES_OK is refused for unoffered bits or no VERSION_1', () => {
@@ -325,7 +325,7 @@ describe('status machine corner cases vs QEMU 7.2 (status_probe)', () => {
 
   it('same answers where we follow QEMU, the documented ones where we do not', () => {
     const n = netLike(hubFeatures, 10, { msixVectors: 4 });
-    const drv = new VirtioPciDriver(n.t, n.memory).probe();
+    const drv = new VirtioPciDriver(n.t.function, n.memory).probe();
     drv.assignBars();
     const r: Record<string, unknown> = {};
     drv.negotiate();
@@ -398,28 +398,28 @@ describe('legacy interface vs QEMU 7.2 (disable-legacy=off, root bus, vectors=4)
 
   it('transitional device: IDs, BAR0, caps; config space at reset matches byte for byte', () => {
     const { t } = netLike(legacyDeviceBits, 8, { bus: 'pci', legacy: true, msixVectors: 4 });
-    expect(diff(dump(t, 256), ownBin('transitional-rootbus.cfg-reset.bin'))).toEqual([]);
+    expect(diff(dump(t.function, 256), ownBin('transitional-rootbus.cfg-reset.bin'))).toEqual([]);
   });
 
   it('legacy-only device (disable-modern=on): only MSI-X, no BAR4', () => {
     const { t } = netLike(legacyDeviceBits, 8, { bus: 'pci', legacy: true, modern: false, msixVectors: 4 });
-    expect(diff(dump(t, 256), ownBin('legacy-only-rootbus.cfg-reset.bin'))).toEqual([]);
+    expect(diff(dump(t.function, 256), ownBin('legacy-only-rootbus.cfg-reset.bin'))).toEqual([]);
   });
 
   it('transitional behind a PCIe port: the modern layout with legacy IDs', () => {
     const { t } = netLike(legacyDeviceBits, 8, { bus: 'pcie', legacy: true, msixVectors: 4 });
-    expect(diff(dump(t, 256), ownBin('transitional-pcie.cfg-reset.bin'))).toEqual([]);
+    expect(diff(dump(t.function, 256), ownBin('transitional-pcie.cfg-reset.bin'))).toEqual([]);
   });
 
   it('BAR0 byte by byte with MSI-X off and on, and the legacy register answers', () => {
     const { t, memory } = netLike(legacyDeviceBits, 8, { bus: 'pci', legacy: true, msixVectors: 4 });
-    const drv = new VirtioPciDriver(t, memory).probe();
+    const drv = new VirtioPciDriver(t.function, memory).probe();
     const bars = drv.assignBars();
     expect(bars[0]).toMatchObject({ index: 0, io: true, size: tr.io_bar_size });
-    const bytes = () => Array.from({ length: tr.io_bar_size }, (_, o) => Number(t.barRead(0, o, 1)));
+    const bytes = () => Array.from({ length: tr.io_bar_size }, (_, o) => Number(t.function.barRead(0, o, 1)));
     expect(bytes()).toEqual(tr.legacy_bytes_msix_off);
-    const io = (o: number, s: 1 | 2 | 4) => Number(t.barRead(0, o, s));
-    const out = (o: number, s: 1 | 2 | 4, v: number) => t.barWrite(0, o, s, v);
+    const io = (o: number, s: 1 | 2 | 4) => Number(t.function.barRead(0, o, s));
+    const out = (o: number, s: 1 | 2 | 4, v: number) => t.function.barWrite(0, o, s, v);
     const r: Record<string, unknown> = {};
     r.host_features = `0x${io(0, 4).toString(16)}`;
     r.r16_at_0 = io(0, 2);

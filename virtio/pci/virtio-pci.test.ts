@@ -38,7 +38,7 @@ function setup(opts: Partial<VirtioPciOptions> = {}, dev: FakeDeviceOptions = {}
     onGuestError: (e) => errors.push(e),
     ...opts,
   });
-  const drv = new VirtioPciDriver(t, memory, { interrupts: irq });
+  const drv = new VirtioPciDriver(t.function, memory, { interrupts: irq });
   return { t, device, memory, irq, drv, errors };
 }
 
@@ -124,12 +124,12 @@ describe('bring-up and data path', () => {
     echo(s.drv, new Uint8Array(8));
     expect(s.irq.messages).toEqual([]);
     expect(s.irq.intxLevel).toBe(true);
-    expect(s.t.configRead(0x06, 2) & 0x08).toBe(0x08); // Status.Interrupt Status
+    expect(s.t.function.configRead(0x06, 2) & 0x08).toBe(0x08); // Status.Interrupt Status
     expect(s.drv.readIsr()).toBe(1);
     expect(s.irq.intxLevel).toBe(false);
     expect(s.drv.readIsr()).toBe(0);
     // Command.Interrupt Disable masks the pin but not the ISR
-    s.t.configWrite(0x04, 2, s.t.configRead(0x04, 2) | 0x400);
+    s.t.function.configWrite(0x04, 2, s.t.function.configRead(0x04, 2) | 0x400);
     echo(s.drv, new Uint8Array(8));
     expect(s.irq.intxLevel).toBe(false);
     expect(s.drv.readIsr()).toBe(1);
@@ -143,11 +143,11 @@ describe('bring-up and data path', () => {
     s.drv.driverOk();
     const m = s.drv.msix;
     if (!m) throw new Error('no msix');
-    s.t.barWrite(m.tableBar, m.tableOffset + 16 * 2 + 12, 4, 1); // mask vector 2
+    s.t.function.barWrite(m.tableBar, m.tableOffset + 16 * 2 + 12, 4, 1); // mask vector 2
     echo(s.drv, new Uint8Array(4));
     expect(s.irq.takeVectors()).toEqual([]);
-    expect(Number(s.t.barRead(m.pbaBar, m.pbaOffset, 8)) & 0b100).toBe(0b100);
-    s.t.barWrite(m.tableBar, m.tableOffset + 16 * 2 + 12, 4, 0);
+    expect(Number(s.t.function.barRead(m.pbaBar, m.pbaOffset, 8)) & 0b100).toBe(0b100);
+    s.t.function.barWrite(m.tableBar, m.tableOffset + 16 * 2 + 12, 4, 0);
     expect(s.irq.takeVectors()).toEqual([2]);
     expect(s.drv.readIsr()).toBe(1); // QEMU sets ISR bit 0 even with MSI-X (nobody reads it)
   });
@@ -160,7 +160,7 @@ describe('bring-up and data path', () => {
       memory,
       interrupts: { vector: (n) => vectors.push(n) },
     });
-    const drv = new VirtioPciDriver(t, memory);
+    const drv = new VirtioPciDriver(t.function, memory);
     drv.initialize(~0n, [0, 1]);
     echo(drv, new Uint8Array(3));
     expect(vectors).toEqual([2, 1]);
@@ -455,11 +455,11 @@ describe('queue registers and bad drivers', () => {
     upToFeatures(s);
     s.drv.setupQueue(0);
     s.drv.setupQueue(1);
-    s.t.barWrite(4, 0x3000 + 4, 2, 1); // before DRIVER_OK
+    s.t.function.barWrite(4, 0x3000 + 4, 2, 1); // before DRIVER_OK
     s.drv.driverOk();
-    s.t.barWrite(4, 0x3000 + 4 * 7, 2, 7);
-    s.t.barWrite(4, 0x3ffc, 4, 0xffffffff);
-    s.t.barWrite(4, 0x3000 + 8, 2, 2);
+    s.t.function.barWrite(4, 0x3000 + 4 * 7, 2, 7);
+    s.t.function.barWrite(4, 0x3ffc, 4, 0xffffffff);
+    s.t.function.barWrite(4, 0x3000 + 8, 2, 2);
     expect(s.device.events.filter((e) => e.startsWith('notify'))).toEqual([]);
     expect(s.drv.status).toBe(0x0f);
     s.drv.kick(1);
@@ -542,21 +542,21 @@ describe('PCI configuration access capability', () => {
     const s = setup();
     s.drv.initialize(~0n, [0, 1]);
     const pc = s.t.caps.pciCfg;
-    s.t.configWrite(pc + 4, 1, 4);
-    s.t.configWrite(pc + 8, 4, 0x14);
-    s.t.configWrite(pc + 12, 4, 1);
-    expect(s.t.configRead(pc + 16, 1)).toBe(0x0f);
+    s.t.function.configWrite(pc + 4, 1, 4);
+    s.t.function.configWrite(pc + 8, 4, 0x14);
+    s.t.function.configWrite(pc + 12, 4, 1);
+    expect(s.t.function.configRead(pc + 16, 1)).toBe(0x0f);
     s.drv.queues.get(0)?.add([], [new Uint8Array(8)]);
     s.drv.queues.get(1)?.add([new Uint8Array([4, 4])], []);
-    s.t.configWrite(pc + 8, 4, 0x3000 + 4);
-    s.t.configWrite(pc + 12, 4, 2);
-    s.t.configWrite(pc + 16, 2, 1);
+    s.t.function.configWrite(pc + 8, 4, 0x3000 + 4);
+    s.t.function.configWrite(pc + 12, 4, 2);
+    s.t.function.configWrite(pc + 16, 2, 1);
     expect(s.device.moved).toBe(2);
     // the ISR through the window clears it, like a direct read
-    s.t.configWrite(pc + 8, 4, 0x1000);
-    s.t.configWrite(pc + 12, 4, 1);
-    expect(s.t.configRead(pc + 16, 1)).toBe(1);
-    expect(s.t.configRead(pc + 16, 1)).toBe(0);
+    s.t.function.configWrite(pc + 8, 4, 0x1000);
+    s.t.function.configWrite(pc + 12, 4, 1);
+    expect(s.t.function.configRead(pc + 16, 1)).toBe(1);
+    expect(s.t.function.configRead(pc + 16, 1)).toBe(0);
   });
 });
 
@@ -565,7 +565,7 @@ describe('FLR and snapshot', () => {
     const s = setup();
     s.drv.initialize(~0n, [0, 1]);
     const pcie = s.t.function.findCapability(0x10);
-    s.t.configWrite(pcie + 8, 2, 0x8000);
+    s.t.function.configWrite(pcie + 8, 2, 0x8000);
     expect(s.device.events.at(-1)).toBe('reset');
     s.drv.assignBars();
     expect(s.drv.status).toBe(0);
@@ -584,7 +584,7 @@ describe('FLR and snapshot', () => {
     t2.restore(JSON.parse(json));
     expect(device2.events[device2.events.length - 1]).toMatch(/^activate/);
     expect(device2.moved).toBe(3);
-    const drv2 = new VirtioPciDriver(t2, s.memory, { interrupts: irq2 });
+    const drv2 = new VirtioPciDriver(t2.function, s.memory, { interrupts: irq2 });
     drv2.probe();
     drv2.assignBars();
     drv2.enableMsix();
@@ -657,8 +657,8 @@ describe('legacy interface (transitional device)', () => {
     s.drv.probe();
     const bars = s.drv.assignBars();
     expect(bars[0]).toMatchObject({ index: 0, io: true, size: 32 });
-    const io = (o: number, sz: 1 | 2 | 4) => Number(s.t.barRead(0, o, sz));
-    const out = (o: number, sz: 1 | 2 | 4, v: number) => s.t.barWrite(0, o, sz, v);
+    const io = (o: number, sz: 1 | 2 | 4) => Number(s.t.function.barRead(0, o, sz));
+    const out = (o: number, sz: 1 | 2 | 4, v: number) => s.t.function.barWrite(0, o, sz, v);
     out(18, 1, 0);
     out(18, 1, 1);
     out(18, 1, 3);
@@ -707,9 +707,9 @@ describe('legacy interface (transitional device)', () => {
     const s = setup({ legacy: true }, { deviceId: 1 });
     s.drv.probe();
     s.drv.assignBars();
-    expect(Number(s.t.barRead(0, 20, 4))).toBe(FAKE_MAGIC);
+    expect(Number(s.t.function.barRead(0, 20, 4))).toBe(FAKE_MAGIC);
     s.drv.enableMsix();
-    expect(Number(s.t.barRead(0, 24, 4))).toBe(FAKE_MAGIC);
+    expect(Number(s.t.function.barRead(0, 24, 4))).toBe(FAKE_MAGIC);
     expect(s.drv.readDeviceConfig(0, 4)).toBe(FAKE_MAGIC);
   });
 
@@ -748,9 +748,9 @@ describe('SR-IOV virtual function', () => {
       routingId: 0x0108,
     });
     expect(t.function.isVf).toBe(true);
-    expect(t.configRead(0, 4)).toBe(0xffffffff);
+    expect(t.function.configRead(0, 4)).toBe(0xffffffff);
     expect(t.function.routingId).toBe(0x0108);
-    const drv = new VirtioPciDriver(t, memory, { interrupts: irq });
+    const drv = new VirtioPciDriver(t.function, memory, { interrupts: irq });
     expect(() => drv.probe()).not.toThrow();
     expect(drv.caps.map((c) => c.cfgType)).toEqual([5, 2, 4, 3, 1]);
   });
@@ -781,26 +781,26 @@ describe('nothing the guest does throws', () => {
           const size = op.size as 1 | 2 | 4 | 8;
           switch (op.kind) {
             case 'cfgR':
-              s.t.configRead(op.offset, size as 1 | 2 | 4);
+              s.t.function.configRead(op.offset, size as 1 | 2 | 4);
               break;
             case 'cfgW':
-              s.t.configWrite(op.offset, size as 1 | 2 | 4, op.value);
+              s.t.function.configWrite(op.offset, size as 1 | 2 | 4, op.value);
               break;
             case 'barR':
-              s.t.barRead(op.bar, op.offset, size);
+              s.t.function.barRead(op.bar, op.offset, size);
               break;
             case 'barW':
-              s.t.barWrite(op.bar, op.offset, size, op.value);
+              s.t.function.barWrite(op.bar, op.offset, size, op.value);
               break;
             case 'common':
-              s.t.barWrite(4, op.offset & 0x3f, size, op.value);
+              s.t.function.barWrite(4, op.offset & 0x3f, size, op.value);
               break;
             case 'notify':
-              s.t.barWrite(4, 0x3000 + (op.offset & 0xff), size, op.value);
+              s.t.function.barWrite(4, 0x3000 + (op.offset & 0xff), size, op.value);
               break;
           }
           // kicks with garbage in the rings: the device may break, never throw
-          const st = Number(s.t.barRead(4, STATUS_OFF, 1));
+          const st = Number(s.t.function.barRead(4, STATUS_OFF, 1));
           expect(st >= 0 && st <= 0xff).toBe(true);
         }
       }),

@@ -35,7 +35,8 @@ import { LEGACY_CONFIG_OFF, LEGACY_CONFIG_OFF_MSIX, LegacyInterface, legacyBarSi
 import { NOTIFY_OFF_MULTIPLIER, notifyQueueIndex } from './notify.js';
 import { PCI_CFG_CAP, pciCfgWindow } from './pci-cfg-access.js';
 import { ones, type PieceHandler, splitRead, splitWrite } from './region-access.js';
-import { TransportCore, type TransportSnapshot, VIRTIO_MSI_NO_VECTOR } from './transport-core.js';
+import { TransportCore, type TransportSnapshot } from './transport-core.js';
+import { VIRTIO_MSI_NO_VECTOR } from './transport-registers.js';
 import type { VirtioDevice } from '../virtio-device.js';
 
 export const PCI_VENDOR_ID_REDHAT_QUMRANET = 0x1af4;
@@ -395,24 +396,9 @@ export class VirtioPciTransport {
     return this.notifyInfo;
   }
 
-  // ------------------------------------------------------------------ accessors the VMM calls
-
-  /** PCI config read (0..4095); never throws. */
-  configRead(offset: number, size: 1 | 2 | 4): number {
-    return this.function.configRead(offset, size);
-  }
-  /** PCI config write; never throws. */
-  configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
-    this.function.configWrite(offset, size, value);
-  }
-  /** MMIO/PIO read at `offset` inside BAR `bar`. */
-  barRead(bar: number, offset: number, size: 1 | 2 | 4 | 8): number | bigint {
-    return this.function.barRead(bar, offset, size);
-  }
-  /** MMIO/PIO write at `offset` inside BAR `bar`. */
-  barWrite(bar: number, offset: number, size: 1 | 2 | 4 | 8, value: number | bigint): void {
-    this.function.barWrite(bar, offset, size, value);
-  }
+  // ------------------------------------------------------------------ state the VMM reads
+  // The VMM's config and BAR accesses go to `function` (PciFunction.configRead/configWrite/barRead/
+  // barWrite): the transport's registers are BAR handlers and config-write hooks on it.
 
   /** device_status as the driver sees it. */
   get status(): number {

@@ -31,7 +31,7 @@ function setup(opts: { vectors?: number } = {}) {
   const irq = new InterruptCollector();
   const device = new FakeDevice();
   const t = new VirtioPciTransport({ device, memory, interrupts: irq, msixVectors: opts.vectors ?? 3 });
-  const drv = new VirtioPciDriver(t, memory, { interrupts: irq });
+  const drv = new VirtioPciDriver(t.function, memory, { interrupts: irq });
   return { memory, irq, device, t, drv };
 }
 
@@ -106,7 +106,7 @@ describe('VirtioPciDriver against the transport', () => {
     ]);
     expect(t.function.barAddress(4)).toBe(0x1_0000_0000n);
     expect(t.function.barAddress(1)).toBe(0xc0000000n);
-    expect(t.configRead(0x04, 2) & 0x7).toBe(0x7);
+    expect(t.function.configRead(0x04, 2) & 0x7).toBe(0x7);
   });
 
   it('programs the MSI-X table through BAR1 and maps messages back to vectors', () => {

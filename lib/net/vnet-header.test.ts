@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { emptyOffload, readVnetHeader, VNET_HDR_OFFLOAD_BYTES, writeVnetHeader } from './backend.js';
+import { emptyOffload } from './backend.js';
+import { readVnetHeader, VNET_HDR_OFFLOAD_BYTES, writeVnetHeader } from './vnet-header.js';
 
 describe('struct virtio_net_hdr wire layout (VIRTIO 1.3 §5.1.6)', () => {
   it('writes flags, gso_type and four little-endian u16 fields, byte for byte', () => {
@@ -17,6 +18,14 @@ describe('struct virtio_net_hdr wire layout (VIRTIO 1.3 §5.1.6)', () => {
     writeVnetHeader(b, 2, null);
     expect([...b]).toEqual([0xee, 0xee, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xee, 0xee]);
     expect(VNET_HDR_OFFLOAD_BYTES).toBe(10);
+  });
+
+  it('12- and 20-byte layouts: num_buffers, then hash value, hash report and zero padding (§5.1.6.4.3)', () => {
+    const b = new Uint8Array(22).fill(0xee);
+    writeVnetHeader(b, 1, null, 12, 0x0203);
+    expect([...b.subarray(0, 14)]).toEqual([0xee, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 2, 0xee]);
+    writeVnetHeader(b, 1, null, 20, 1, 0x11223344, 7);
+    expect([...b.subarray(11)]).toEqual([1, 0, 0x44, 0x33, 0x22, 0x11, 7, 0, 0, 0, 0xee]);
   });
 
   it('reads back what it writes (property)', () => {

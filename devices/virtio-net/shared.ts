@@ -1,0 +1,97 @@
+/**
+ * The state every queue pair's data path reads and no pair owns: negotiated layout, offload masks, the
+ * receive filter, RSS, flow steering, link and error state, and the device context. The device writes it
+ * (activation, control commands, reset); the per-pair paths (tx.ts, rx.ts, direct-rx.ts) only read it,
+ * apart from device-wide counters and the guest-error latch.
+ */
+import { GuestMemoryError } from '../../lib/errors.js';
+import type { NetBackend } from '../../lib/net/backend.js';
+import { VirtqueueError } from '../../virtio/queue/virtqueue.js';
+import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
+import { FlowSteering } from './flow-steering.js';
+import { RssState } from './rss.js';
+import { RxFilter } from './rx-filter.js';
+import type { NetDeviceStats } from './stats.js';
+
+export class NetShared {
+  /** Set while the driver has the device running (activate .. reset). */
+  ctx: VirtioDeviceContext | null = null;
+  /** A guest error set DEVICE_NEEDS_RESET: nothing more is processed until reset (QEMU's vdev->broken). */
+  broken = false;
+  linkUp = true;
+  /** Negotiated `struct virtio_net_hdr` size (10, 12 or 20). */
+  hdrSize = 12;
+  /** VIRTIO_NET_F_MRG_RXBUF negotiated. */
+  mergeable = false;
+  /** MQ or RSS negotiated: the control queue moves to index 2 * maxQueuePairs. */
+  multiqueue = false;
+  /** Queue pairs in use (VQ_PAIRS_SET / RSS max_tx_vq); 1 after reset. */
+  curQueuePairs = 1;
+  /** Offloads as offloads.ts bits: what the guest may ask of us on tx, and what it accepts on rx. */
+  hostOffloadMask = 0;
+  guestOffloadMask = 0;
+  /** The backend steers by the guest's RSS configuration (NetBackend.setRssSteering accepted it). */
+  rssInBackend = false;
+  readonly rxFilter = new RxFilter();
+  readonly rss: RssState;
+  readonly flows = new FlowSteering();
+  readonly deviceStats: NetDeviceStats = {
+    rxDroppedNotReady: 0,
+    ctrlCommands: 0,
+    ctrlErrors: 0,
+    guestErrors: 0,
+  };
+
+  constructor(
+    readonly maxQueuePairs: number,
+    readonly backend: NetBackend,
+  ) {
+    this.rss = new RssState(maxQueuePairs);
+  }
+
+  /** The pair a backend queue feeds: itself, or wrapped onto the pairs in use. */
+  pairOf(backendQueue: number): number {
+    return backendQueue < this.curQueuePairs ? backendQueue : backendQueue % this.curQueuePairs;
+  }
+
+  /**
+   * The backend queue for tx pair `pair`. A driver may keep transmitting on pairs beyond the ones in use
+   * (Linux 6.1 sends a stale max_tx_vq in RSS_CONFIG after `ethtool -L`): such frames go through an
+   * attached backend queue, never dropped.
+   */
+  backendQueueOf(pair: number): number {
+    const inUse = pair < this.curQueuePairs ? pair : pair % this.curQueuePairs;
+    return inUse % this.backend.capabilities.queuePairs;
+  }
+
+  /**
+   * Multiqueue with automatic receive steering (§5.1.6.5.5): MQ in use, RSS not redirecting, and a
+   * backend that does not steer flows itself over as many queues (a multiqueue tap does: tun's automq).
+   */
+  autoSteering(): boolean {
+    if (!this.multiqueue || this.curQueuePairs < 2 || (this.rss.enabled && this.rss.redirect)) return false;
+    const caps = this.backend.capabilities;
+    return !(caps.steersFlows === true && caps.queuePairs >= this.curQueuePairs);
+  }
+
+  /** Runs deferred device work (from the event loop) with the same guest-error handling as a kick. */
+  runGuarded(work: () => void): void {
+    if (!this.ctx || this.broken) return;
+    try {
+      work();
+    } catch (e) {
+      this.guestError(e);
+    }
+  }
+
+  /** A guest error (broken ring, bad address) sets DEVICE_NEEDS_RESET; anything else is a bug and rethrown. */
+  guestError(e: unknown): void {
+    if (e instanceof VirtqueueError || e instanceof GuestMemoryError) {
+      this.deviceStats.guestErrors++;
+      this.broken = true;
+      this.ctx?.needsReset(e.message);
+      return;
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,29 @@
+/** Counters of the virtio-net device: per queue pair and device-wide (read by `VirtioNetPci.stats()`). */
+
+/** Per-queue-pair counters. */
+export class QueueStats {
+  rxPackets = 0;
+  rxBytes = 0;
+  /** Frames for this pair dropped: no buffers and a full backlog, too big for the buffer, reset. */
+  rxDropped = 0;
+  /** Frames the receive filter rejected (not counted in rxDropped). */
+  rxFiltered = 0;
+  rxBacklogged = 0;
+  rxInterrupts = 0;
+  txPackets = 0;
+  txBytes = 0;
+  /** Frames taken from the tx queue and not sent: malformed, too big, backend refused, link down. */
+  txDropped = 0;
+  txInterrupts = 0;
+  txKicks = 0;
+}
+
+/** Device-wide counters. */
+export interface NetDeviceStats {
+  /** Frames dropped before a queue was chosen (device not running, queue pair disabled). */
+  rxDroppedNotReady: number;
+  ctrlCommands: number;
+  ctrlErrors: number;
+  /** Guest errors that set DEVICE_NEEDS_RESET. */
+  guestErrors: number;
+}
