@@ -5,11 +5,16 @@
  * virtio-net functions of their own. A VMM wires it to its bus: config-space and BAR accessors in,
  * MSI-X messages (or per-vector signals) / INTx and DMA through `GuestMemory` out.
  */
+import { OptionsError } from '../lib/errors.js';
 import { MemoryBackend } from '../lib/net/memory-backend.js';
 import type { NetBackend } from '../lib/net/backend.js';
 import type { InterruptSink } from '../pci/msix.js';
 import type { BarMapping, PciFunction } from '../pci/pci-function.js';
 import { AriCapability } from '../pci/ari-capability.js';
+import { defaultVfInfo, parseVfPolicy, type VfInfo, type VfPolicy } from './eswitch/policy.js';
+import type { PortOwner } from './eswitch/port.js';
+import { EmbeddedSwitch, type SwitchStats } from './eswitch/switch.js';
+import { parseMac } from './virtio-net/rx-filter.js';
 import { SriovCapability } from '../pci/sriov.js';
 import { sriovDeviceGroup } from '../virtio/admin/admin-queue.js';
 import { featureBit, VIRTIO_F_SR_IOV } from '../virtio/features.js';
@@ -67,6 +72,8 @@ export type VirtioNetPciStats = NetDeviceStats & {
   queues: QueuePairStats[];
   lastError: string | null;
   vfs: VirtioNetPciStats[];
+  /** The embedded switch's per-port counters (an SR-IOV PF without `sriov.vfBackend`). */
+  switch?: SwitchStats;
 };
 
 /** The embeddable device (API contract). */
@@ -105,6 +112,14 @@ export interface VirtioNetPci {
   announce(): boolean;
   /** A system reset of the function (and of its VFs). */
   reset(): void;
+  /**
+   * Per-VF policy, as `ip link set DEV vf N mac … vlan … qos … spoofchk … trust … state … max_tx_rate …`
+   * for a hardware NIC (PF only, with `sriov`; any subset; callable while VFs are enabled, and kept across
+   * VF Enable cycles). Throws `OptionsError` naming the field. See docs/sriov.md.
+   */
+  setVf(index: number, policy: VfPolicy): void;
+  /** VF `index`'s policy with every field set (PF only, with `sriov`). */
+  vfInfo(index: number): VfInfo;
   /** Releases the backends (PF and VFs). */
   close(): void;
 }
@@ -150,6 +165,10 @@ class VirtioNetPciDevice implements VirtioNetPci {
   readonly msixVectors: number;
   readonly memory: VirtioNetPciConfig['memory'];
   private readonly relay: InterruptRelay;
+  /** Switches between the PF, its VFs and the uplink (the PF's backend); null without SR-IOV. */
+  readonly eswitch: EmbeddedSwitch | null = null;
+  /** VF policies by VF index (PF only). */
+  private readonly vfPolicies: VfInfo[] = [];
   /** Indexed by VF number - 1; holes only while VF Enable is being cleared. */
   private readonly vfDevices: (VirtioNetPciDevice | undefined)[] = [];
 
@@ -160,7 +179,15 @@ class VirtioNetPciDevice implements VirtioNetPci {
   ) {
     const isVf = options.vfIndex !== null;
     this.memory = config.memory;
+    if (config.sriov && !isVf && !config.sriov.vfBackend) {
+      // The PF's backend becomes the uplink of the embedded switch; the PF gets a port of it.
+      this.eswitch = new EmbeddedSwitch(backend);
+      backend = this.eswitch.pf;
+      for (let i = 0; i < config.sriov.totalVfs; i++)
+        this.vfPolicies.push(defaultVfInfo(vfMac(config.mac, i)));
+    }
     this.net = new VirtioNet(config, backend);
+    if (this.eswitch) this.eswitch.pf.owner = portOwner(this.net);
     this.relay = new InterruptRelay(config.interrupts, options.vfIndex);
     // VIRTIO_F_SR_IOV (§6) is offered by the PF only, and only with an SR-IOV capability.
     if (config.sriov && !isVf) this.net.extraFeatures = featureBit(VIRTIO_F_SR_IOV);
@@ -300,6 +327,33 @@ class VirtioNetPciDevice implements VirtioNetPci {
     for (const [i, vs] of (s.vfs ?? []).entries()) this.vfDevices[i]?.restore(vs);
   }
 
+  setVf(index: number, policy: VfPolicy): void {
+    const current = this.policyOf(index, 'setVf');
+    const next: VfInfo = { ...current, ...parseVfPolicy(index, policy) };
+    this.vfPolicies[index] = next;
+    const vf = this.vfDevices[index];
+    const port = this.eswitch!.vfPort(index);
+    if (vf === undefined || port === undefined) return;
+    if (next.mac !== current.mac) vf.net.assignMac(parseMac(next.mac));
+    vf.net.trusted = next.trust;
+    this.eswitch!.applyPolicy(port, next);
+  }
+
+  vfInfo(index: number): VfInfo {
+    return { ...this.policyOf(index, 'vfInfo') };
+  }
+
+  private policyOf(index: number, method: string): VfInfo {
+    if (this.eswitch === null)
+      throw new OptionsError(
+        `${method}: needs an SR-IOV PF with the embedded switch (option "sriov" without "sriov.vfBackend")`,
+      );
+    const p = this.vfPolicies[index];
+    if (!Number.isInteger(index) || p === undefined)
+      throw new OptionsError(`${method}: VF index ${index} out of range (0..${this.vfPolicies.length - 1})`);
+    return p;
+  }
+
   stats(): VirtioNetPciStats {
     const n = this.net;
     const queues: QueuePairStats[] = n.queueStats.map((q: QueueStats, pair: number) => ({ pair, ...q }));
@@ -318,6 +372,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
       queues,
       lastError: this.transport.lastError,
       vfs: this.vfs.map((vf) => vf.stats()),
+      ...(this.eswitch ? { switch: this.eswitch.stats() } : {}),
     };
   }
 
@@ -328,8 +383,10 @@ class VirtioNetPciDevice implements VirtioNetPci {
 
   private createVf(index: number, routingId: number): PciFunction {
     const sr = this.config.sriov!;
-    const backend = sr.vfBackend ? sr.vfBackend(index) : new MemoryBackend();
-    const mac = vfMac(this.config.mac, index);
+    const policy = this.vfPolicies[index];
+    const port = this.eswitch && policy ? this.eswitch.addVf(index, this.config.queues, policy) : null;
+    const backend = port ?? (sr.vfBackend ? sr.vfBackend(index) : new MemoryBackend());
+    const mac = policy?.mac ?? vfMac(this.config.mac, index);
     const vfConfig: VirtioNetPciConfig = {
       ...this.config,
       mac,
@@ -339,6 +396,10 @@ class VirtioNetPciDevice implements VirtioNetPci {
     };
     const vf = new VirtioNetPciDevice(vfConfig, backend, { vfIndex: index, routingId });
     this.vfDevices[index] = vf;
+    if (port && policy) {
+      port.owner = portOwner(vf.net);
+      vf.net.trusted = policy.trust;
+    }
     return vf.function;
   }
 
@@ -346,12 +407,18 @@ class VirtioNetPciDevice implements VirtioNetPci {
     const vf = this.vfDevices[index];
     if (!vf) return;
     vf.transport.reset();
+    this.eswitch?.removeVf(index);
     vf.net.backend.close();
     // VFs go away together (VF Enable cleared), in any order: keep indices stable until the last one.
     this.vfDevices[index] = undefined;
     while (this.vfDevices.length > 0 && this.vfDevices[this.vfDevices.length - 1] === undefined)
       this.vfDevices.pop();
   }
+}
+
+/** The switch's view of a function: its live MAC and its own receive filter. */
+function portOwner(net: VirtioNet): PortOwner {
+  return { mac: net.mac, accepts: (b, o, l) => net.rxFilter.acceptsAt(b, o, l) };
 }
 
 /** virtio-net config fields as [start, end) (§5.1.4), for the legacy device-config commands. */

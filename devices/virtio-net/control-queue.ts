@@ -10,7 +10,7 @@ import type { NetBackend } from '../../lib/net/backend.js';
 import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
 import { GUEST_OFFLOAD_MASK, has, NetF } from './features.js';
 import type { RssState } from './rss.js';
-import { MAC_TABLE_ENTRIES, MAX_VLAN, type RxFilter } from './rx-filter.js';
+import { MAC_TABLE_ENTRIES, MAX_VLAN, type RxFilter, RxMode } from './rx-filter.js';
 import type { NetDeviceStats } from './stats.js';
 
 export const CtrlClass = { RX: 0, MAC: 1, VLAN: 2, ANNOUNCE: 3, MQ: 4, GUEST_OFFLOADS: 5 } as const;
@@ -46,6 +46,13 @@ export interface ControlQueueHost {
   /** Clears VIRTIO_NET_S_ANNOUNCE; false when it was not set. */
   clearAnnounce(): boolean;
   setMac(mac: Uint8Array): void;
+  /** The function's current MAC. */
+  readonly mac: Uint8Array;
+  /**
+   * False for an SR-IOV VF without `trust` (docs/sriov.md): it may not change its MAC nor turn on
+   * promiscuous or all-multicast receive, as a hardware NIC refuses an untrusted VF.
+   */
+  readonly trusted: boolean;
   /** VQ_PAIRS_SET / RSS max_tx_vq: the number of pairs in use. */
   setQueuePairs(pairs: number): void;
   setGuestOffloads(offloads: bigint): void;
@@ -120,12 +127,15 @@ export class ControlQueue {
   /** §5.1.6.5.1: one byte, on or off. QEMU does not check CTRL_RX / CTRL_RX_EXTRA negotiation. */
   private rxMode(cmd: number, data: Uint8Array): number {
     if (data.length < 1) return VIRTIO_NET_ERR;
-    return this.net.rxFilter.setMode(cmd, data[0] !== 0) ? VIRTIO_NET_OK : VIRTIO_NET_ERR;
+    const on = data[0] !== 0;
+    if (on && !this.net.trusted && (cmd === RxMode.PROMISC || cmd === RxMode.ALLMULTI)) return VIRTIO_NET_ERR;
+    return this.net.rxFilter.setMode(cmd, on) ? VIRTIO_NET_OK : VIRTIO_NET_ERR;
   }
 
   private macCommand(cmd: number, data: Uint8Array): number {
     if (cmd === CtrlMac.ADDR_SET) {
       if (data.length !== 6) return VIRTIO_NET_ERR;
+      if (!this.net.trusted && !data.every((b, i) => b === this.net.mac[i])) return VIRTIO_NET_ERR;
       this.net.setMac(data);
       return VIRTIO_NET_OK;
     }

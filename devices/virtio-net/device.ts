@@ -53,6 +53,8 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   status = 0;
   /** Current guest offloads (feature-bit layout), from negotiation or CTRL_GUEST_OFFLOADS_SET. */
   guestOffloads = 0n;
+  /** May change its MAC and turn on promiscuous / all-multicast (false: an untrusted SR-IOV VF). */
+  trusted = true;
 
   /** What every queue pair's data path reads. */
   private readonly shared: NetShared;
@@ -247,6 +249,11 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.direct.cancel();
   }
 
+  transmitReady(queuePair: number): void {
+    const shared = this.shared;
+    for (const tx of this.tx) if (shared.backendQueueOf(tx.pair) === queuePair) tx.ready();
+  }
+
   // ---- Embedder controls -------------------------------------------------------------------------
 
   /** Sets the link state; with VIRTIO_NET_F_STATUS the guest sees it in `status` with a config interrupt. */
@@ -300,6 +307,16 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   setMac(mac: Uint8Array): void {
     this.mac.set(mac);
     this.rxFilter.mac.set(mac);
+  }
+
+  /**
+   * The VMM assigns a MAC (an SR-IOV VF's `ip link … vf N mac`): the config-space `mac` and the filter
+   * take it now, and reset returns to it, with a configuration change notification (§5.1.4).
+   */
+  assignMac(mac: Uint8Array): void {
+    this.configuredMac.set(mac);
+    this.setMac(mac);
+    this.shared.ctx?.configChanged();
   }
 
   clearAnnounce(): boolean {

@@ -29,6 +29,8 @@ export class TxPath {
   private segmenter: SoftwareSegmenter | null = null;
   /** A burst continues from the event loop. */
   private pending = false;
+  /** The backend refused more frames (transmitAllowed); `ready` resumes. Kicks stay disabled meanwhile. */
+  private blocked = false;
   /** Frames a batching backend reported 'sent' since its last flushTransmit. */
   private unflushed = 0;
   private readonly emitSegment = (segment: Uint8Array) =>
@@ -48,6 +50,23 @@ export class TxPath {
 
   reset(): void {
     this.pending = false;
+    this.blocked = false;
+  }
+
+  /** The backend takes frames again (BackendSink.transmitReady). */
+  ready(): void {
+    if (!this.blocked) return;
+    this.blocked = false;
+    this.shared.runGuarded(() => this.process());
+  }
+
+  /** Asks a rate-limiting backend before taking the next chain; false leaves it in the ring. */
+  private allowed(): boolean {
+    const b = this.shared.backend;
+    if (b.transmitAllowed === undefined || b.transmitAllowed(this.shared.backendQueueOf(this.pair)))
+      return true;
+    this.blocked = true;
+    return false;
   }
 
   private process(): void {
@@ -62,7 +81,7 @@ export class TxPath {
     for (;;) {
       let batch = 0;
       try {
-        while (done < TX_BURST && q.pop(chain)) {
+        while (done < TX_BURST && this.allowed() && q.pop(chain)) {
           this.transmitChain(chain);
           q.addUsed(chain, 0); // QEMU reports 0 bytes written for tx
           done++;
@@ -81,6 +100,7 @@ export class TxPath {
           }
         }
       }
+      if (this.blocked) return; // `ready` picks up where this stopped
       if (done >= TX_BURST) {
         // Yield to the event loop; keep kicks disabled while more work is scheduled.
         this.schedule();

@@ -112,18 +112,6 @@ export interface BackendSink {
   completeReceive?(length: number, overflow: Uint8Array): void;
   /** The lent buffer was not used (the read found nothing or failed): the guest gets it back untouched in the ring. */
   cancelReceive?(): void;
-  /**
-   * `receive` for the frame at `bytes[offset, offset + length)`, optional: a backend that forwards frames
-   * lying in another buffer (the embedded switch: another function's guest memory) hands them over without
-   * a view. Same contract as `receive`.
-   */
-  receiveRange?(
-    bytes: Uint8Array,
-    offset: number,
-    length: number,
-    queuePair: number,
-    offload: NetOffload | null,
-  ): void;
   /** The backend said no to `transmitAllowed(queuePair)` and may now take frames again. */
   transmitReady?(queuePair: number): void;
 }
