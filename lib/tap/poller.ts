@@ -16,7 +16,9 @@ export interface PollEntry {
 
 /**
  * One outstanding koffi async `poll` over the enabled fds plus a wake eventfd. Changes to the set write
- * the eventfd so the in-flight poll returns and is re-armed with the new set.
+ * the eventfd so the in-flight poll returns and is re-armed with the new set. When the last entry leaves
+ * (every tap closed), the poller closes its eventfd and frees its poll array once no poll is in flight,
+ * so a process that is done with taps holds no fd of ours; the next `sharedPoller` makes a new one.
  */
 export class SharedPoller {
   private readonly entries = new Set<PollEntry>();
@@ -31,6 +33,7 @@ export class SharedPoller {
   private inFlight = false;
   private dispatching = false;
   private failures = 0;
+  private disposed = false;
 
   constructor(c: Libc) {
     this.c = c;
@@ -50,17 +53,21 @@ export class SharedPoller {
 
   /** Call after flipping an entry's `enabled`. */
   changed(): void {
-    if (this.dispatching) return; // re-armed with the new set once dispatch ends
+    if (this.disposed || this.dispatching) return; // re-armed with the new set once dispatch ends
     if (this.inFlight) this.c.write(this.wakeFd, this.wakeBuf, 8);
     else this.arm();
   }
 
   private arm(): void {
-    if (this.inFlight) return;
+    if (this.inFlight || this.disposed) return;
     const list = this.armed;
     list.length = 0;
     for (const e of this.entries) if (e.enabled) list.push(e);
-    if (list.length === 0) return; // nothing wanted: no pending work keeps the process alive
+    if (list.length === 0) {
+      // Nothing wanted: no pending work keeps the process alive. Nobody left at all: let go of the fd.
+      if (this.entries.size === 0) this.dispose();
+      return;
+    }
     const n = list.length + 1;
     if (n > this.capacity) {
       this.capacity = Math.max(n, this.capacity * 2, 8);
@@ -114,17 +121,23 @@ export class SharedPoller {
     this.arm();
     if (thrown !== undefined) throw thrown;
   };
+
+  /** Closes the wake eventfd and frees the poll array; only with no poll in flight and no entry. */
+  private dispose(): void {
+    this.disposed = true;
+    if (poller === this) poller = undefined;
+    this.c.close(this.wakeFd);
+    if (this.mem) this.c.free(this.mem.ptr);
+    this.mem = undefined;
+    this.view = undefined;
+    this.capacity = 0;
+  }
 }
 
 let poller: SharedPoller | undefined;
 
-/** The process's poller, created on first use. */
+/** The process's poller, created on first use (again after the previous one let go of its last entry). */
 export function sharedPoller(c: Libc): SharedPoller {
   poller ??= new SharedPoller(c);
-  return poller;
-}
-
-/** The process's poller if one exists (for removals: they never create one). */
-export function existingPoller(): SharedPoller | undefined {
   return poller;
 }
