@@ -8,7 +8,7 @@
  * Replies go out with one sendmsg each when the socket has room, else they queue until it is writable.
  */
 import { decodeHeader, HEADER_SIZE, type MessageHeader } from './protocol.js';
-import * as sys from './sys.js';
+import * as sys from '../host/socket.js';
 
 /** One received message. The handler owns `fds` and must close or keep each one. */
 export interface ReceivedMessage {

@@ -14,7 +14,7 @@
  */
 import { fstatSync } from 'node:fs';
 import { DmaMapFlag, Errno } from './protocol.js';
-import * as sys from './sys.js';
+import * as sys from '../host/socket.js';
 
 /** The part of GuestMemory (lib/memory/guest-memory.ts) the server needs. */
 export interface DmaMemory {

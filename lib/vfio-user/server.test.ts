@@ -23,7 +23,7 @@ import {
   view,
 } from './protocol.js';
 import { StandInDevice, StandInReg } from '../../devices/serve/stand-in-device.js';
-import * as sys from './sys.js';
+import * as sys from '../host/socket.js';
 import { VfioUserServer } from './server.js';
 
 const fdCount = () => readdirSync('/proc/self/fd').length;

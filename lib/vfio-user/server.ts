@@ -47,7 +47,7 @@ import {
   view,
   WRITE_MULTI,
 } from './protocol.js';
-import * as sys from './sys.js';
+import * as sys from '../host/socket.js';
 
 /** One BAR as the device declares it (null: no such BAR, or the upper half of a 64-bit BAR). */
 export interface VfioUserBar {
