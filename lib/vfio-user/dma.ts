@@ -1,7 +1,7 @@
 /**
- * Guest memory handed over by DMA_MAP: each mapping's file descriptor is mmap'd (MAP_SHARED) and exposed as
- * Uint8Array views (koffi.view, no copy) that are added to the device's guest memory; DMA_UNMAP and
- * disconnect remove them.
+ * Guest memory handed over by DMA_MAP: each mapping's file descriptor is mmap'd (MAP_SHARED) in chunks of at
+ * most 1 GiB, each exposed as a Uint8Array view (koffi.view, no copy) and added to the device's guest memory
+ * as one region; DMA_UNMAP and disconnect remove them.
  *
  * Stale views: a Uint8Array over an mmap cannot be detached from JS, so a view that survives an unmap (a
  * cached ring view in the device) would fault on the next access if the memory were simply munmap'd.
@@ -31,10 +31,17 @@ export interface DmaRegionInfo {
   mapped: boolean;
 }
 
+/** One mmap of at most MAX_CHUNK bytes, and the guest-memory region over it. */
+interface Chunk {
+  address: number | bigint;
+  bytes: Uint8Array;
+  ptr: sys.NativePointer;
+  inMemory: boolean;
+}
+
 interface Mapping extends DmaRegionInfo {
-  ptr: sys.NativePointer | null;
-  /** Guest-memory regions this mapping was split into (addresses as given to addRegion). */
-  chunks: { address: number | bigint; bytes: Uint8Array }[];
+  /** The mmaps this mapping was split into (none without a descriptor). */
+  chunks: Chunk[];
 }
 
 /** A DMA request failed; `errno` is the reply's error. */
@@ -48,7 +55,7 @@ export class DmaError extends Error {
   }
 }
 
-/** Largest view handed to GuestMemory; bigger mappings are split (a TypedArray cannot span 4 GiB). */
+/** Largest mmap and view handed to GuestMemory; bigger mappings are split (koffi cannot view 4 GiB). */
 export const MAX_CHUNK = 1 << 30;
 const PAGE = 4096n;
 const U64_END = 1n << 64n;
@@ -98,7 +105,7 @@ export class DmaMappings {
       if (this.#maps.some((m) => address < m.address + m.size && m.address < address + size)) {
         throw new DmaError('DMA_MAP overlaps an existing mapping', Errno.EEXIST);
       }
-      const m: Mapping = { address, size, flags, mapped: fd !== null, ptr: null, chunks: [] };
+      const m: Mapping = { address, size, flags, mapped: fd !== null, chunks: [] };
       if (fd !== null) this.#mmap(m, fd, offset);
       const at = this.#maps.findIndex((x) => x.address > address);
       this.#maps.splice(at < 0 ? this.#maps.length : at, 0, m);
@@ -120,41 +127,53 @@ export class DmaMappings {
     if (m.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new DmaError('DMA_MAP too large', Errno.ENOMEM);
     const len = Number(m.size);
     const writable = (m.flags & DmaMapFlag.WRITE) !== 0;
-    let ptr: sys.NativePointer;
-    try {
-      ptr = sys.mmap(
-        null,
-        len,
-        sys.PROT_READ | sys.PROT_WRITE,
-        writable ? sys.MAP_SHARED : sys.MAP_PRIVATE,
-        fd,
-        offset,
-      );
-    } catch (e) {
-      throw new DmaError(
-        `DMA_MAP mmap failed (errno ${(e as sys.SysError).errno})`,
-        (e as sys.SysError).errno || Errno.EFAULT,
-      );
-    }
-    m.ptr = ptr;
-    const buffer = sys.viewOf(ptr, len);
-    const added: { address: number | bigint; bytes: Uint8Array }[] = [];
+    // One mmap and one view per chunk: koffi cannot view 4 GiB or more at once (it aborts the process),
+    // and GuestMemory copies accesses that span adjacent regions, so chunks need not be contiguous.
+    const added: Chunk[] = [];
     try {
       for (let off = 0; off < len; off += MAX_CHUNK) {
-        const chunk = {
+        const n = Math.min(MAX_CHUNK, len - off);
+        let ptr: sys.NativePointer;
+        try {
+          ptr = sys.mmap(
+            null,
+            n,
+            sys.PROT_READ | sys.PROT_WRITE,
+            writable ? sys.MAP_SHARED : sys.MAP_PRIVATE,
+            fd,
+            offset + BigInt(off),
+          );
+        } catch (e) {
+          throw new DmaError(
+            `DMA_MAP mmap failed (errno ${(e as sys.SysError).errno})`,
+            (e as sys.SysError).errno || Errno.EFAULT,
+          );
+        }
+        const chunk: Chunk = {
           address: toAddress(m.address + BigInt(off)),
-          bytes: new Uint8Array(buffer, off, Math.min(MAX_CHUNK, len - off)),
+          bytes: new Uint8Array(sys.viewOf(ptr, n)),
+          ptr,
+          inMemory: false,
         };
-        this.#memory.addRegion(chunk);
         added.push(chunk);
+        try {
+          this.#memory.addRegion({ address: chunk.address, bytes: chunk.bytes });
+        } catch (e) {
+          throw new DmaError(`guest memory refused the region: ${(e as Error).message}`, Errno.EINVAL);
+        }
+        chunk.inMemory = true;
       }
     } catch (e) {
-      for (const c of added) this.#memory.removeRegion(c.address);
-      this.#retire(ptr, len, buffer);
-      m.ptr = null;
-      throw new DmaError(`guest memory refused the region: ${(e as Error).message}`, Errno.EINVAL);
+      for (const c of added) this.#releaseChunk(c);
+      throw e;
     }
     m.chunks = added;
+  }
+
+  #releaseChunk(c: Chunk): void {
+    if (c.inMemory) this.#memory.removeRegion(c.address);
+    c.inMemory = false;
+    this.#retire(c.ptr, c.bytes.byteLength, c.bytes.buffer as ArrayBuffer);
   }
 
   /** Replaces a mapping with scratch memory freed once no view of `buffer` is left (see the file comment). */
@@ -175,15 +194,8 @@ export class DmaMappings {
   }
 
   #unmapOne(m: Mapping): void {
-    for (const c of m.chunks) this.#memory.removeRegion(c.address);
-    if (m.ptr !== null) {
-      const len = Number(m.size);
-      const buffer =
-        m.chunks.length > 0 ? (m.chunks[0] as { bytes: Uint8Array }).bytes.buffer : sys.viewOf(m.ptr, len);
-      this.#retire(m.ptr, len, buffer as ArrayBuffer);
-    }
+    for (const c of m.chunks) this.#releaseChunk(c);
     m.chunks = [];
-    m.ptr = null;
   }
 
   /**
