@@ -72,6 +72,7 @@ export class DmaMappings {
   readonly #maps: Mapping[] = []; // sorted by address
   readonly #memory: DmaMemory;
   readonly #maxMappings: number;
+  #probes = 0;
 
   constructor(memory: DmaMemory, maxMappings: number) {
     this.#memory = memory;
@@ -80,6 +81,24 @@ export class DmaMappings {
 
   get count(): number {
     return this.#maps.length;
+  }
+
+  /** Mappings examined by address searches so far (tests check they grow as n log n, not n²). */
+  get probes(): number {
+    return this.#probes;
+  }
+
+  /** Index of the first mapping whose address is ≥ `address` (binary search). */
+  #firstAtOrAbove(address: bigint): number {
+    let lo = 0;
+    let hi = this.#maps.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      this.#probes++;
+      if ((this.#maps[mid] as Mapping).address < address) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   list(): DmaRegionInfo[] {
@@ -102,13 +121,19 @@ export class DmaMappings {
       }
       if (address + size > U64_END) throw new DmaError('DMA_MAP range wraps the address space', Errno.EINVAL);
       if (this.#maps.length >= this.#maxMappings) throw new DmaError('too many DMA mappings', Errno.ENOSPC);
-      if (this.#maps.some((m) => address < m.address + m.size && m.address < address + size)) {
+      // Sorted and disjoint: only the mapping before the insertion point and the one at it can overlap.
+      const at = this.#firstAtOrAbove(address);
+      const prev = this.#maps[at - 1];
+      const next = this.#maps[at];
+      if (
+        (prev !== undefined && prev.address + prev.size > address) ||
+        (next !== undefined && next.address < address + size)
+      ) {
         throw new DmaError('DMA_MAP overlaps an existing mapping', Errno.EEXIST);
       }
       const m: Mapping = { address, size, flags, mapped: fd !== null, chunks: [] };
       if (fd !== null) this.#mmap(m, fd, offset);
-      const at = this.#maps.findIndex((x) => x.address > address);
-      this.#maps.splice(at < 0 ? this.#maps.length : at, 0, m);
+      this.#maps.splice(at, 0, m);
     } finally {
       if (fd !== null) sys.close(fd);
     }
@@ -205,17 +230,21 @@ export class DmaMappings {
   unmap(address: bigint, size: bigint): bigint {
     const end = address + size;
     if (size === 0n || end > U64_END) throw new DmaError('DMA_UNMAP range is empty or wraps', Errno.EINVAL);
-    const inside: Mapping[] = [];
-    for (const m of this.#maps) {
-      const mEnd = m.address + m.size;
-      if (mEnd <= address || m.address >= end) continue;
-      if (m.address < address || mEnd > end) throw new DmaError('DMA_UNMAP splits a mapping', Errno.EINVAL);
-      inside.push(m);
+    const first = this.#firstAtOrAbove(address);
+    const prev = this.#maps[first - 1];
+    if (prev !== undefined && prev.address + prev.size > address) {
+      throw new DmaError('DMA_UNMAP splits a mapping', Errno.EINVAL);
+    }
+    let last = first;
+    for (; last < this.#maps.length; last++) {
+      const m = this.#maps[last] as Mapping;
+      this.#probes++;
+      if (m.address >= end) break;
+      if (m.address + m.size > end) throw new DmaError('DMA_UNMAP splits a mapping', Errno.EINVAL);
     }
     let total = 0n;
-    for (const m of inside) {
+    for (const m of this.#maps.splice(first, last - first)) {
       this.#unmapOne(m);
-      this.#maps.splice(this.#maps.indexOf(m), 1);
       total += m.size;
     }
     return total;
