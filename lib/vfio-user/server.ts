@@ -94,6 +94,13 @@ export interface VfioUserServerOptions {
   maxDmaMaps?: number;
   /** Offer REGION_WRITE_MULTI (QEMU batches posted writes when its queue is long). Default true. */
   writeMultiple?: boolean;
+  /**
+   * Unsent reply bytes above which the server stops reading the client's requests until half of them
+   * are sent (a client that never reads its replies cannot grow the server). Default 4 MiB.
+   */
+  maxQueuedReplyBytes?: number;
+  /** A client that leaves reading paused this long (ms) without taking a byte is disconnected. Default 10 s. */
+  replyStallMs?: number;
 }
 
 /** Counters for tests and diagnostics. */
@@ -109,6 +116,10 @@ export interface VfioUserServerStats {
   /** MSI-X / INTx eventfd signals written, and signals dropped for want of an eventfd. */
   irqsSignalled: number;
   irqsDropped: number;
+  /** The most reply bytes ever waiting to be sent to a client. */
+  replyQueuePeak: number;
+  /** Times reading paused because a client did not take its replies. */
+  readPauses: number;
 }
 
 const CONFIG_SIZE = 4096;
@@ -137,6 +148,8 @@ export class VfioUserServer {
   readonly #log: (line: string) => void;
   readonly #caps: ServerCapabilities;
   readonly #dma: DmaMappings;
+  readonly #maxQueued: number;
+  readonly #stallMs: number;
   #listenFd = -1;
   #listenPoll: sys.FdPoll | null = null;
   #conn: MessageChannel | null = null;
@@ -152,7 +165,10 @@ export class VfioUserServer {
     regionWrites: {},
     irqsSignalled: 0,
     irqsDropped: 0,
+    replyQueuePeak: 0,
+    readPauses: 0,
   };
+  #pausesBefore = 0;
 
   constructor(device: VfioUserDevice, options: VfioUserServerOptions) {
     if (device.bars.length !== 6)
@@ -171,6 +187,8 @@ export class VfioUserServer {
       writeMultiple: options.writeMultiple ?? true,
     };
     this.#dma = new DmaMappings(device.memory, this.#caps.maxDmaMaps);
+    this.#maxQueued = options.maxQueuedReplyBytes ?? 4 << 20;
+    this.#stallMs = options.replyStallMs ?? 10_000;
     this.#irqs = Array.from({ length: NUM_IRQS }, (_, i) => {
       const n = this.#irqCount(i);
       return {
@@ -223,7 +241,15 @@ export class VfioUserServer {
   }
 
   stats(): VfioUserServerStats {
+    this.#takeQueueStats();
     return structuredClone(this.#stats);
+  }
+
+  #takeQueueStats(): void {
+    const q = this.#conn?.queueStats;
+    if (q === undefined) return;
+    this.#stats.replyQueuePeak = Math.max(this.#stats.replyQueuePeak, q.peakQueuedBytes);
+    this.#stats.readPauses = this.#pausesBefore + q.readPauses;
   }
 
   /** The live DMA mappings. */
@@ -257,7 +283,14 @@ export class VfioUserServer {
       }
       this.#stats.connections++;
       this.#versioned = false;
-      const opts: ChannelOptions = { maxMessageSize: this.#maxMessageSize(), maxFds: this.#caps.maxMsgFds };
+      const opts: ChannelOptions = {
+        maxMessageSize: this.#maxMessageSize(),
+        maxFds: this.#caps.maxMsgFds,
+        sendQueueLimit: this.#maxQueued,
+        // Reading pauses after the reply that crossed the limit; only a bug could queue much more.
+        sendQueueHardLimit: 2 * this.#maxQueued + this.#maxMessageSize(),
+        sendStallMs: this.#stallMs,
+      };
       this.#conn = new MessageChannel(
         fd,
         {
@@ -278,6 +311,8 @@ export class VfioUserServer {
 
   #onClosed(err?: Error): void {
     this.#log(`client disconnected${err ? `: ${err.message}` : ''}`);
+    this.#takeQueueStats();
+    this.#pausesBefore = this.#stats.readPauses;
     this.#conn = null;
     this.#dma.unmapAll();
     for (const st of this.#irqs) this.#disableIndex(st);

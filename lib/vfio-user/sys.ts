@@ -254,7 +254,8 @@ export function addressOf(ptr: NativePointer): bigint {
 
 /** Readiness notifications for an fd on Node's event loop (a libuv uv_poll handle, no thread). */
 export interface FdPoll {
-  start(events: { readable?: boolean; writable?: boolean }): void;
+  /** `disconnect` (peer hang-up, default true) can be left out while not reading, so it cannot spin. */
+  start(events: { readable?: boolean; writable?: boolean; disconnect?: boolean }): void;
   stop(): void;
   close(): void;
 }
@@ -272,7 +273,11 @@ export function pollFd(
   }) as unknown as (ev: { readable: boolean; writable: boolean; disconnect: boolean }) => void;
   return {
     start(events) {
-      const opts = { readable: !!events.readable, writable: !!events.writable, disconnect: true };
+      const opts = {
+        readable: !!events.readable,
+        writable: !!events.writable,
+        disconnect: events.disconnect ?? true,
+      };
       if (handle === null) handle = koffi.node.poll(fd, opts, cb);
       else handle.start(opts, cb);
     },
