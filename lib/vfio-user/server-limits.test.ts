@@ -1,5 +1,5 @@
-/** Limits a hostile vfio-user client runs into: replies it never reads. */
-import { mkdtempSync, rmSync } from 'node:fs';
+/** What a hostile vfio-user client runs into: replies it never reads, a socket it may not open. */
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -147,5 +147,56 @@ describe('a client that never reads its replies', () => {
     expect(server.connected).toBe(true);
     sock.destroy();
     await server.waitForDisconnect();
+  });
+});
+
+describe('the socket file', () => {
+  const withUmask = async (mask: number, fn: () => Promise<void>) => {
+    const old = process.umask(mask);
+    try {
+      await fn();
+    } finally {
+      process.umask(old);
+    }
+  };
+  const mode = () => statSync(join(dir, 'vfu.sock')).mode & 0o7777;
+
+  it('is created 0600 whatever the umask', async () => {
+    await withUmask(0, () => start());
+    expect(mode()).toBe(0o600);
+    await server.close();
+    await withUmask(0o077, () => start());
+    expect(mode()).toBe(0o600);
+  });
+
+  it('takes a group (by name or id) and a mode; the group default is 0660', async () => {
+    const gid = process.getgid?.() ?? 0;
+    const name = readFileSync('/etc/group', 'utf8')
+      .split('\n')
+      .map((l) => l.split(':'))
+      .find((f) => f[2] === String(gid))?.[0];
+    expect(name).toBeDefined();
+    await withUmask(0, () => start({ socketGroup: name }));
+    expect(mode()).toBe(0o660);
+    expect(statSync(join(dir, 'vfu.sock')).gid).toBe(gid);
+    await server.close();
+    await withUmask(0, () => start({ socketGroup: gid, socketMode: 0o640 }));
+    expect(mode()).toBe(0o640);
+    await server.close();
+    await withUmask(0, () => start({ socketMode: 0o666 }));
+    expect(mode()).toBe(0o666);
+  });
+
+  it('refuses to start when it cannot set them, and leaves no socket behind', async () => {
+    await expect(start({ socketGroup: 'no-such-group-vnt' })).rejects.toThrow(/no-such-group-vnt/);
+    expect(existsSync(join(dir, 'vfu.sock'))).toBe(false);
+    await server.close();
+    expect(
+      () =>
+        new VfioUserServer(new StandInDevice({ memory: new GuestMemory() }), {
+          socketPath: join(dir, 'vfu.sock'),
+          socketMode: 0o4777,
+        }),
+    ).toThrow(RangeError);
   });
 });

@@ -11,7 +11,15 @@
  * recvmsg/sendmsg through koffi. A hostile or broken client gets error replies; it can never crash the
  * process, leak descriptors or mappings, or reach memory outside what it mapped.
  */
-import { existsSync, lstatSync, readlinkSync, unlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lchownSync,
+  lstatSync,
+  readFileSync,
+  readlinkSync,
+  unlinkSync,
+} from 'node:fs';
 import {
   type ChannelOptions,
   MessageChannel,
@@ -84,6 +92,13 @@ export interface VfioUserDevice {
 
 export interface VfioUserServerOptions {
   socketPath: string;
+  /**
+   * Mode of the socket file (connecting needs write permission on it). Default 0o600 (the server's user
+   * only), 0o660 with `socketGroup`; never taken from the umask. Permission bits only (0..0o777).
+   */
+  socketMode?: number;
+  /** Group of the socket file, by name or id (the server's user must be in it, or root). */
+  socketGroup?: string | number;
   /** Diagnostics (connection events, rejected messages); silent by default. */
   log?: (line: string) => void;
   /** Largest REGION_READ/WRITE payload (and the capability stated in VERSION). Default 1 MiB. */
@@ -132,6 +147,26 @@ function isEventfd(fd: number): boolean {
     return false;
   }
 }
+/** A group id from a number, a numeric string or a name in /etc/group; throws for an unknown group. */
+function groupId(group: string | number): number {
+  if (typeof group === 'number' || /^\d+$/.test(group)) {
+    const gid = Number(group);
+    if (!Number.isSafeInteger(gid) || gid < 0 || gid > 0xfffffffe)
+      throw new RangeError(`bad group id ${group}`);
+    return gid;
+  }
+  let text = '';
+  try {
+    text = readFileSync('/etc/group', 'utf8');
+  } catch {
+    // no /etc/group: the name is unknown
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(':');
+    if (f[0] === group && f[2] !== undefined && /^\d+$/.test(f[2])) return Number(f[2]);
+  }
+  throw new Error(`unknown group ${group} (give its numeric id if it is not in /etc/group)`);
+}
 const NUM_REGIONS = Region.COUNT;
 const NUM_IRQS = Irq.COUNT;
 
@@ -145,6 +180,8 @@ interface IrqIndexState {
 export class VfioUserServer {
   readonly #device: VfioUserDevice;
   readonly #path: string;
+  readonly #socketMode: number;
+  readonly #socketGroup: string | number | undefined;
   readonly #log: (line: string) => void;
   readonly #caps: ServerCapabilities;
   readonly #dma: DmaMappings;
@@ -178,6 +215,11 @@ export class VfioUserServer {
     }
     this.#device = device;
     this.#path = options.socketPath;
+    this.#socketGroup = options.socketGroup;
+    this.#socketMode = options.socketMode ?? (options.socketGroup === undefined ? 0o600 : 0o660);
+    if (!Number.isInteger(this.#socketMode) || this.#socketMode < 0 || this.#socketMode > 0o777) {
+      throw new RangeError(`socketMode must be permission bits (0..0o777), got ${options.socketMode}`);
+    }
     this.#log = options.log ?? (() => {});
     this.#caps = {
       maxMsgFds: options.maxMsgFds ?? 8,
@@ -207,10 +249,43 @@ export class VfioUserServer {
       if (!lstatSync(this.#path).isSocket()) throw new Error(`${this.#path} exists and is not a socket`);
       unlinkSync(this.#path);
     }
-    this.#listenFd = sys.listenUnix(this.#path);
+    // Owner and mode are set between bind and listen: nobody can connect before they are right.
+    const fd = sys.bindUnix(this.#path);
+    try {
+      this.#secureSocketFile();
+      sys.listenOn(fd);
+    } catch (e) {
+      sys.close(fd);
+      try {
+        unlinkSync(this.#path);
+      } catch {
+        // not created
+      }
+      throw e;
+    }
+    this.#listenFd = fd;
     this.#listenPoll = sys.pollFd(this.#listenFd, () => this.#accept());
     this.#listenPoll.start({ readable: true });
     this.#log(`listening on ${this.#path}`);
+  }
+
+  /** Sets the socket file's group and mode and checks them; throws when it cannot (listen refuses to start). */
+  #secureSocketFile(): void {
+    const path = this.#path;
+    const gid = this.#socketGroup === undefined ? undefined : groupId(this.#socketGroup);
+    if (!lstatSync(path).isSocket()) throw new Error(`${path} is not the socket just bound`);
+    try {
+      if (gid !== undefined) lchownSync(path, -1, gid);
+      chmodSync(path, this.#socketMode);
+    } catch (e) {
+      throw new Error(`cannot set the permissions of ${path}: ${(e as Error).message}`);
+    }
+    const st = lstatSync(path);
+    if (!st.isSocket() || (st.mode & 0o7777) !== this.#socketMode || (gid !== undefined && st.gid !== gid)) {
+      throw new Error(
+        `${path} did not take mode ${this.#socketMode.toString(8)}${gid === undefined ? '' : ` group ${gid}`}`,
+      );
+    }
   }
 
   /** Stops listening, drops the client (unmapping its memory, closing its eventfds) and removes the socket. */

@@ -137,6 +137,30 @@ export function listenUnix(path: string, backlog = 4): number {
   }
 }
 
+/**
+ * An AF_UNIX stream socket (non-blocking, close-on-exec) bound at `path` but not yet listening, so the
+ * file's owner and mode can be set before anyone can connect; then `listenOn`.
+ */
+export function bindUnix(path: string): number {
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) throw new SysError('socket', errno());
+  const sa = sockaddrUn(path);
+  try {
+    if ((c.bind(fd, sa.ptr, sa.size) as number) < 0) throw new SysError(`bind(${path})`, errno());
+    return fd;
+  } catch (e) {
+    c.close(fd);
+    throw e;
+  } finally {
+    sa.free();
+  }
+}
+
+/** listen(2) on a bound socket. */
+export function listenOn(fd: number, backlog = 4): void {
+  if ((c.listen(fd, backlog) as number) < 0) throw new SysError('listen', errno());
+}
+
 /** Accepts one connection (non-blocking, close-on-exec); -1 when none is pending (EAGAIN). */
 export function accept(fd: number): number {
   const r = c.accept4(fd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC) as number;
