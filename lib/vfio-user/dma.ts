@@ -13,7 +13,8 @@
  * and a stray device write lands in a private copy instead of faulting or reaching the guest.
  */
 import { fstatSync } from 'node:fs';
-import { DmaMapFlag, Errno } from './protocol.js';
+import { body as makeBody, DMA_MAP, DMA_UNMAP, DmaMapFlag, DmaUnmapFlag, Errno, view } from './protocol.js';
+import type { RequestHeader, Responder } from './responder.js';
 import * as sys from './sys.js';
 
 /** The part of GuestMemory (lib/memory/guest-memory.ts) the server needs. */
@@ -260,4 +261,70 @@ export class DmaMappings {
     this.#maps.length = 0;
     return total;
   }
+}
+
+// ---------------------------------------------------------------- commands
+
+/** DMA_MAP: decodes the request and maps it into `dma`; takes ownership of `fds`. */
+export function dmaMapCommand(
+  r: Responder,
+  dma: DmaMappings,
+  h: RequestHeader,
+  b: Uint8Array,
+  fds: number[],
+) {
+  if (b.length < DMA_MAP.SIZE || view(b).getUint32(DMA_MAP.argsz, true) < DMA_MAP.SIZE || fds.length > 1) {
+    for (const fd of fds.splice(0)) sys.close(fd);
+    return r.error(h, Errno.EINVAL, 'malformed DMA_MAP');
+  }
+  const v = view(b);
+  const fd = fds.length === 1 ? (fds.pop() as number) : null;
+  try {
+    dma.map(
+      v.getBigUint64(DMA_MAP.address, true),
+      v.getBigUint64(DMA_MAP.size, true),
+      v.getBigUint64(DMA_MAP.offset, true),
+      v.getUint32(DMA_MAP.flags, true),
+      fd,
+    );
+  } catch (e) {
+    if (e instanceof DmaError) return r.error(h, e.errno, e.message);
+    throw e;
+  }
+  r.reply(h);
+}
+
+/** DMA_UNMAP (one range, or ALL); the reply echoes the request with the bytes unmapped. */
+export function dmaUnmapCommand(r: Responder, dma: DmaMappings, h: RequestHeader, b: Uint8Array) {
+  if (b.length < DMA_UNMAP.SIZE || view(b).getUint32(DMA_UNMAP.argsz, true) < DMA_UNMAP.SIZE) {
+    return r.error(h, Errno.EINVAL, 'malformed DMA_UNMAP');
+  }
+  const v = view(b);
+  const flags = v.getUint32(DMA_UNMAP.flags, true);
+  const address = v.getBigUint64(DMA_UNMAP.address, true);
+  const size = v.getBigUint64(DMA_UNMAP.size, true);
+  let unmapped: bigint;
+  try {
+    if (flags === DmaUnmapFlag.ALL) {
+      if (address !== 0n || size !== 0n)
+        return r.error(h, Errno.EINVAL, 'DMA_UNMAP ALL needs address 0, size 0');
+      unmapped = dma.unmapAll();
+    } else if (flags === 0) {
+      unmapped = dma.unmap(address, size);
+    } else {
+      return r.error(h, Errno.EINVAL, `unsupported DMA_UNMAP flags ${flags}`);
+    }
+  } catch (e) {
+    if (e instanceof DmaError) return r.error(h, e.errno, e.message);
+    throw e;
+  }
+  r.reply(
+    h,
+    makeBody(DMA_UNMAP.SIZE, (o) => {
+      o.setUint32(DMA_UNMAP.argsz, DMA_UNMAP.SIZE, true);
+      o.setUint32(DMA_UNMAP.flags, flags, true);
+      o.setBigUint64(DMA_UNMAP.address, address, true);
+      o.setBigUint64(DMA_UNMAP.size, unmapped, true);
+    }),
+  );
 }
