@@ -104,13 +104,27 @@ function sockaddrUn(path: string): NativeBuffer {
 
 /** A listening AF_UNIX stream socket (non-blocking, close-on-exec) bound at `path`. */
 export function listenUnix(path: string, backlog = 4): number {
+  const fd = bindUnix(path);
+  try {
+    listenOn(fd, backlog);
+    return fd;
+  } catch (e) {
+    libc().close(fd);
+    throw e;
+  }
+}
+
+/**
+ * An AF_UNIX stream socket (non-blocking, close-on-exec) bound at `path` but not yet listening, so the
+ * file's owner and mode can be set before anyone can connect; then `listenOn`.
+ */
+export function bindUnix(path: string): number {
   const c = libc();
-  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
   if (fd < 0) throw new SysError('socket', errno());
   const sa = sockaddrUn(path);
   try {
-    if (c.bind(fd, sa.ptr, sa.size) < 0) throw new SysError(`bind(${path})`, errno());
-    if (c.listen(fd, backlog) < 0) throw new SysError('listen', errno());
+    if ((c.bind(fd, sa.ptr, sa.size) as number) < 0) throw new SysError(`bind(${path})`, errno());
     return fd;
   } catch (e) {
     c.close(fd);
@@ -118,6 +132,11 @@ export function listenUnix(path: string, backlog = 4): number {
   } finally {
     sa.free();
   }
+}
+
+/** listen(2) on a bound socket. */
+export function listenOn(fd: number, backlog = 4): void {
+  if ((libc().listen(fd, backlog) as number) < 0) throw new SysError('listen', errno());
 }
 
 /** Accepts one connection (non-blocking, close-on-exec); -1 when none is pending (EAGAIN). */
@@ -248,7 +267,8 @@ export function addressOf(ptr: NativePointer): bigint {
 
 /** Readiness notifications for an fd on Node's event loop (a libuv uv_poll handle, no thread). */
 export interface FdPoll {
-  start(events: { readable?: boolean; writable?: boolean }): void;
+  /** `disconnect` (peer hang-up, default true) can be left out while not reading, so it cannot spin. */
+  start(events: { readable?: boolean; writable?: boolean; disconnect?: boolean }): void;
   stop(): void;
   close(): void;
 }
@@ -266,7 +286,11 @@ export function pollFd(
   };
   return {
     start(events) {
-      const opts = { readable: !!events.readable, writable: !!events.writable, disconnect: true };
+      const opts = {
+        readable: !!events.readable,
+        writable: !!events.writable,
+        disconnect: events.disconnect ?? true,
+      };
       if (handle === null) handle = libc().uvPoll(fd, opts, cb);
       else handle.start(opts, cb);
     },

@@ -17,14 +17,14 @@
 import { BackendError, OptionsError } from '../errors.js';
 import { type Libc, libc } from '../host/libc.js';
 import { TapLinkWatch } from '../host/link-monitor.js';
-import {
-  type BackendCapabilities,
-  type BackendOffloads,
-  type BackendRssConfig,
-  type BackendSink,
-  type NetBackend,
-  type NetOffload,
-  type TransmitResult,
+import type {
+  BackendCapabilities,
+  BackendOffloads,
+  BackendRssConfig,
+  BackendSink,
+  NetBackend,
+  NetOffload,
+  TransmitResult,
 } from '../net/backend.js';
 import { VNET_HDR_OFFLOAD_BYTES } from '../net/vnet-header.js';
 import { HostAddresses } from './iovec.js';
