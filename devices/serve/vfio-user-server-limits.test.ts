@@ -7,7 +7,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StandInDevice } from './stand-in-device.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { VfioUserClient } from '../../lib/vfio-user/client.js';
-import { Command, encodeMessage, encodeVersionBody, MsgFlag, REGION_RW, view } from '../../lib/vfio-user/protocol.js';
+import {
+  Command,
+  encodeMessage,
+  encodeVersionBody,
+  MsgFlag,
+  REGION_RW,
+  view,
+} from '../../lib/vfio-user/protocol.js';
 import { VfioUserServer, type VfioUserServerOptions } from '../../lib/vfio-user/server.js';
 
 let dir: string;
