@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -70,6 +70,30 @@ describe('virtio-net-ts serve', () => {
     c.close();
     await run.done;
     expect(existsSync(sock)).toBe(false);
+  });
+
+  it('creates the socket 0600, or with --socket-mode / --socket-group', async () => {
+    const old = process.umask(0);
+    try {
+      for (const [flags, mode] of [
+        [[], 0o600],
+        [['--socket-mode', '0640'], 0o640],
+        [['--socket-group', String(process.getgid?.() ?? 0)], 0o660],
+      ] as [string[], number][]) {
+        const sock = join(dir, 'm.sock');
+        const run = await runCli(['serve', '--socket', sock, '--device', 'stand-in', ...flags], {
+          out: () => {},
+          handleSignals: false,
+        });
+        expect(statSync(sock).mode & 0o7777).toBe(mode);
+        await run.stop();
+      }
+    } finally {
+      process.umask(old);
+    }
+    await expect(
+      runCli(['serve', '--socket', join(dir, 'x'), '--device', 'stand-in', '--socket-mode', 'rw']),
+    ).rejects.toThrow(/--socket-mode/);
   });
 
   it('refuses bad command lines with the reason', async () => {

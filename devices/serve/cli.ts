@@ -43,8 +43,10 @@ export interface CliDeps {
   handleSignals?: boolean;
 }
 
-const USAGE = `usage: virtio-net-ts serve --socket PATH [--tap NAME [--netns NS]] [--device KIND] [-o key=value]... [--once] [--verbose]
+const USAGE = `usage: virtio-net-ts serve --socket PATH [--socket-mode M] [--socket-group G] [--tap NAME [--netns NS]] [--device KIND] [-o key=value]... [--once] [--verbose]
   --socket PATH   UNIX socket to listen on (QEMU: -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":PATH}}')
+  --socket-mode M socket file mode, octal (default 0600: only this user may connect; 0660 with --socket-group)
+  --socket-group G group of the socket file (name or id), so that group's members may connect
   --tap NAME      host tap interface for the network backend (virtio-net: required; created if absent)
   --netns NAME    move the tap into this existing network namespace
   --device KIND   device to serve (default virtio-net; built in: virtio-net, stand-in)
@@ -84,6 +86,8 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
       netns: { type: 'string' },
       device: { type: 'string', default: 'virtio-net' },
       o: { type: 'string', short: 'o', multiple: true },
+      'socket-mode': { type: 'string' },
+      'socket-group': { type: 'string' },
       once: { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
     },
@@ -96,6 +100,15 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
     if (i <= 0) throw new Error(`-o wants key=value, got "${kv}"`);
     options[kv.slice(0, i)] = kv.slice(i + 1);
   }
+  let socketMode: number | undefined;
+  if (values['socket-mode'] !== undefined) {
+    if (!/^0?[0-7]{3}$/.test(values['socket-mode'])) {
+      throw new Error(
+        `--socket-mode wants octal permission bits such as 0660, got "${values['socket-mode']}"`,
+      );
+    }
+    socketMode = Number.parseInt(values['socket-mode'], 8);
+  }
   const factories = { ...builtinFactories, ...deps.factories };
   const kind = values.device as string;
   const factory = factories[kind];
@@ -104,6 +117,8 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
   const device = await factory({ memory, tap: values.tap, netns: values.netns, options });
   const server = new VfioUserServer(device, {
     socketPath: values.socket,
+    socketMode,
+    socketGroup: values['socket-group'],
     log: values.verbose ? (l) => err(`vfio-user: ${l}`) : undefined,
   });
   try {

@@ -1,12 +1,25 @@
 /**
- * The few libc calls the tap backend needs, bound through koffi.
+ * The process's one libc binding, through koffi: the calls the tap backend, io_uring, bpf(2), the link
+ * monitor and the vfio-user transport (lib/host/socket.ts) need, plus koffi's native-memory helpers.
  *
- * Loaded once, lazily: importing this module (or anything above it) on a machine without koffi's native
- * binary, or without glibc, works; only the first `libc()` call fails, with a BackendError that says why.
+ * koffi is loaded once, lazily (createRequire on the first `libc()` call): importing this module (or the
+ * package) on a machine where koffi's native part cannot load, or without glibc, works (MemoryBackend
+ * needs none of it); only the first `libc()` call fails, with a BackendError that names koffi and why.
  * Linux x86-64 / aarch64 only (ioctl numbers and struct layouts below are those of the generic ABI).
  */
 import { createRequire } from 'node:module';
 import { BackendError } from '../errors.js';
+
+/** A koffi pointer (an opaque External), e.g. from `alloc` or `mmapPtr`. */
+export type NativePointer = unknown;
+
+/** A libuv poll handle on an fd (`koffi.node.poll`): readiness on Node's event loop, no thread. */
+export interface UvPollHandle {
+  start(opts: { readable?: boolean; writable?: boolean; disconnect?: boolean }, cb: unknown): void;
+  stop(): void;
+  close(): void;
+  unref(): void;
+}
 
 /** The bound functions. Pointer arguments take a Buffer/TypedArray (transient) or a koffi pointer. */
 export interface Libc {
@@ -26,11 +39,50 @@ export interface Libc {
   eventfd(initval: number, flags: number): number;
   fcntl(fd: number, cmd: number, arg: number): number;
   socket(domain: number, type: number, protocol: number): number;
+  /** socketpair(2); `sv` receives the two fds. */
+  socketpair(domain: number, type: number, protocol: number, sv: number[]): number;
+  bind(fd: number, addr: Uint8Array | unknown, len: number): number;
+  connect(fd: number, addr: Uint8Array | unknown, len: number): number;
+  listen(fd: number, backlog: number): number;
+  accept4(fd: number, addr: unknown, len: unknown, flags: number): number;
+  /** recvmsg(2)/sendmsg(2) on a `struct msghdr` in native memory; the byte count or -1. */
+  recvmsg(fd: number, msg: unknown, flags: number): number;
+  sendmsg(fd: number, msg: unknown, flags: number): number;
+  shutdown(fd: number, how: number): number;
+  memfdCreate(name: string, flags: number): number;
+  ftruncate(fd: number, length: bigint | number): number;
+  /** setns(2): moves this thread into the namespace of `fd`. */
+  setns(fd: number, nstype: number): number;
   /** errno of the last call on this thread. */
   errno(): number;
   strerror(errnum: number): string;
-  /** Stable native memory (for asynchronous calls) and an ArrayBuffer view over it. */
+  /** Stable native memory (for asynchronous calls) and an ArrayBuffer view over it; `free` releases it. */
   alloc(size: number): { ptr: unknown; bytes: Uint8Array };
+  free(ptr: NativePointer): void;
+  /** The address a koffi pointer holds. */
+  pointerAddress(ptr: NativePointer): bigint;
+  /** An ArrayBuffer over `length` bytes at a koffi pointer (no copy). */
+  view(ptr: NativePointer, length: number): ArrayBuffer;
+  /** mmap(2) taking and returning koffi pointers (`addr` null: the kernel chooses); MAP_FAILED is all ones. */
+  mmapPtr(
+    addr: NativePointer | null,
+    length: number,
+    prot: number,
+    flags: number,
+    fd: number,
+    offset: bigint,
+  ): NativePointer;
+  /** munmap(2) of a mapping `mmapPtr` returned. */
+  munmapPtr(ptr: NativePointer, length: number): number;
+  /**
+   * A libuv poll handle on `fd` (`koffi.node.poll`), started with `opts`. koffi calls `cb` with
+   * (status, events): a negative status is a poll error.
+   */
+  uvPoll(
+    fd: number,
+    opts: { readable?: boolean; writable?: boolean; disconnect?: boolean },
+    cb: unknown,
+  ): UvPollHandle;
   /**
    * The host address of `bytes[0]`, for iovecs that point into guest memory. Stable for the array's
    * life: ArrayBuffer backing stores do not move, and reading `.buffer` first takes a small typed array
@@ -72,6 +124,10 @@ export const SYS_io_uring_enter = 426;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
 export const MAP_POPULATE = 0x8000;
 
 /** open(2) flags and misc constants (Linux generic). */
@@ -122,7 +178,10 @@ export function errnoName(errnum: number): string {
 let cached: Libc | undefined;
 let loadError: BackendError | undefined;
 
-/** The bound libc; throws BackendError when koffi or libc cannot be loaded (the reason is kept). */
+/**
+ * The bound libc; throws BackendError when koffi or libc cannot be loaded (the reason is kept, and
+ * given again on every later call).
+ */
 export function libc(): Libc {
   if (cached) return cached;
   if (loadError) throw loadError;
@@ -131,7 +190,7 @@ export function libc(): Libc {
     return cached;
   } catch (err) {
     loadError = new BackendError(
-      `cannot load libc through koffi (needed by TapBackend): ${(err as Error).message}. ` +
+      `cannot load libc through koffi (the native FFI module TapBackend and the vfio-user server use): ${(err as Error).message}. ` +
         'Install koffi with its prebuilt binary for this platform (Linux with glibc).',
     );
     throw loadError;
@@ -169,6 +228,17 @@ function bind(): Libc {
   const eventfd = lib.func('int eventfd(unsigned int initval, int flags)');
   const fcntl = lib.func('fcntl', 'int', ['int', 'int', 'int']);
   const socket = lib.func('int socket(int domain, int type, int protocol)');
+  const socketpair = lib.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)');
+  const bindFn = lib.func('int bind(int fd, void *addr, uint32_t len)');
+  const connect = lib.func('int connect(int fd, void *addr, uint32_t len)');
+  const listen = lib.func('int listen(int fd, int backlog)');
+  const accept4 = lib.func('int accept4(int fd, void *addr, void *len, int flags)');
+  const recvmsg = lib.func('intptr_t recvmsg(int fd, void *msg, int flags)');
+  const sendmsg = lib.func('intptr_t sendmsg(int fd, void *msg, int flags)');
+  const shutdown = lib.func('int shutdown(int fd, int how)');
+  const memfdCreate = lib.func('int memfd_create(const char *name, unsigned int flags)');
+  const ftruncate = lib.func('int ftruncate(int fd, int64_t len)');
+  const setns = lib.func('int setns(int fd, int nstype)');
   const strerror = lib.func('const char *strerror(int errnum)');
   // memmove(p, p, 0) returns p: koffi passes a TypedArray's own memory (no copy) to synchronous calls.
   const memmove = lib.func('void *memmove(void *dst, void *src, unsigned long n)');
@@ -179,6 +249,9 @@ function bind(): Libc {
   // Addresses as integers: intptr_t and void * pass identically in these ABIs.
   const mmap = lib.func('mmap', 'intptr_t', ['intptr_t', 'unsigned long', 'int', 'int', 'int', 'int64_t']);
   const munmap = lib.func('munmap', 'int', ['intptr_t', 'unsigned long']);
+  // The same two with pointers, for mappings handed around as koffi pointers (vfio-user DMA).
+  const mmapPtr = lib.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
+  const munmapPtr = lib.func('int munmap(void *addr, size_t len)');
   // memmove(a, a, 0) returns a: turns an integer address into the pointer object koffi.view takes.
   const asPointer = lib.func('memmove', 'void *', ['intptr_t', 'intptr_t', 'unsigned long']);
   return {
@@ -195,12 +268,29 @@ function bind(): Libc {
     eventfd,
     fcntl,
     socket,
+    socketpair,
+    bind: bindFn,
+    connect,
+    listen,
+    accept4,
+    recvmsg: (fd, msg, flags) => Number(recvmsg(fd, msg, flags)),
+    sendmsg: (fd, msg, flags) => Number(sendmsg(fd, msg, flags)),
+    shutdown,
+    memfdCreate,
+    ftruncate: (fd, length) => ftruncate(fd, BigInt(length)),
+    setns,
     errno: () => koffi.errno(),
     strerror,
     alloc(size) {
       const ptr = koffi.alloc('uint8_t', size);
       return { ptr, bytes: new Uint8Array(koffi.view(ptr, size)) };
     },
+    free: (ptr) => koffi.free(ptr),
+    pointerAddress: (ptr) => BigInt(koffi.address(ptr)),
+    view: (ptr, length) => koffi.view(ptr, length),
+    mmapPtr: (addr, length, prot, flags, fd, offset) => mmapPtr(addr, length, prot, flags, fd, offset),
+    munmapPtr: (ptr, length) => munmapPtr(ptr, length),
+    uvPoll: (fd, opts, cb) => koffi.node.poll(fd, opts, cb),
     addressOf(bytes) {
       void bytes.buffer;
       return Number(koffi.address(memmove(bytes, bytes, 0)));

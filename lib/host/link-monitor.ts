@@ -2,7 +2,8 @@
  * Host-side link state of a network interface, watched through rtnetlink (NETLINK_ROUTE, RTMGRP_LINK):
  * the kernel multicasts an RTM_NEWLINK whenever an interface's flags change (`ip link set … down/up`,
  * carrier on/off), and we read them on Node's own event loop through a libuv poll handle
- * (`koffi.node.poll`, as the vfio-user server does): no thread, no timer, no busy loop.
+ * (`koffi.node.poll` through lib/host/libc.ts, as the vfio-user server does): no thread, no timer, no busy
+ * loop.
  *
  * `LinkMonitor` is the generic watcher (one interface, by name, in any network namespace).
  * `TapLinkWatch` is what TapBackend uses: it finds the tap's namespace from its fd (TUNGETDEVNETNS),
@@ -13,8 +14,8 @@
  * linux/if_link.h (IFLA_*), linux/if.h (IFF_*).
  */
 import { fstatSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { BackendError } from '../errors.js';
+import { type Libc, libc, type UvPollHandle } from './libc.js';
 
 /** linux/if.h interface flags (ifinfomsg.ifi_flags). */
 export const IFF_UP = 0x1;
@@ -150,59 +151,10 @@ export function getLinkRequest(seq: number, ifindex: number, name: string): Uint
   return b;
 }
 
-// ---- libc through koffi (loaded on first use, like lib/host/libc.ts) ----------------------------------
-
-interface PollHandle {
-  start(opts: { readable: boolean }, cb: unknown): void;
-  stop(): void;
-  close(): void;
-  unref(): void;
-}
-interface Sys {
-  socket(domain: number, type: number, protocol: number): number;
-  bind(fd: number, addr: Uint8Array, len: number): number;
-  read(fd: number, buf: Uint8Array, len: number): number;
-  write(fd: number, buf: Uint8Array, len: number): number;
-  close(fd: number): number;
-  open(path: string, flags: number): number;
-  setns(fd: number, nstype: number): number;
-  ioctlPtr(fd: number, req: number, arg: Uint8Array): number;
-  ioctlVal(fd: number, req: number, arg: number): number;
-  errno(): number;
-  poll(fd: number, cb: (status: number, ev: { readable: boolean }) => void): PollHandle;
-}
-let sysCache: Sys | undefined;
-function sys(): Sys {
-  if (sysCache) return sysCache;
-  try {
-    const require = createRequire(import.meta.url);
-    // biome-ignore lint/suspicious/noExplicitAny: koffi's types are loose by design.
-    const koffi = require('koffi') as any;
-    const lib = koffi.load('libc.so.6');
-    sysCache = {
-      socket: lib.func('int socket(int domain, int type, int protocol)'),
-      bind: lib.func('int bind(int fd, void *addr, uint32_t len)'),
-      read: lib.func('intptr_t read(int fd, void *buf, size_t len)'),
-      write: lib.func('intptr_t write(int fd, void *buf, size_t len)'),
-      close: lib.func('int close(int fd)'),
-      open: lib.func('int open(const char *path, int flags)'),
-      setns: lib.func('int setns(int fd, int nstype)'),
-      ioctlPtr: lib.func('ioctl', 'int', ['int', 'unsigned long', 'void *']),
-      ioctlVal: lib.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']),
-      errno: () => koffi.errno(),
-      // koffi calls back with (status, events); a negative status is a poll error.
-      poll: (fd, cb) => koffi.node.poll(fd, { readable: true }, cb),
-    };
-    return sysCache;
-  } catch (err) {
-    throw new BackendError(`link monitor: cannot load libc through koffi: ${(err as Error).message}`);
-  }
-}
-
 /** Runs `fn` with this thread in the network namespace `nsFd` (setns there and back). */
-function inNetns<T>(s: Sys, nsFd: number | undefined, fn: () => T): T {
+function inNetns<T>(s: Libc, nsFd: number | undefined, fn: () => T): T {
   if (nsFd === undefined) return fn();
-  const self = s.open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC);
+  const self = s.open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC, 0);
   if (self < 0)
     throw new BackendError(`link monitor: open(/proc/thread-self/ns/net) failed: errno ${s.errno()}`);
   try {
@@ -253,16 +205,16 @@ const RECV_SIZE = 32 * 1024;
 /** Watches one interface's flags through an rtnetlink socket on the event loop. */
 export class LinkMonitor {
   #fd: number;
-  #poll: PollHandle | null = null;
+  #poll: UvPollHandle | null = null;
   #state: LinkState;
   #closed = false;
   #seq = 1;
-  readonly #s: Sys;
+  readonly #s: Libc;
   readonly #opts: LinkMonitorOptions;
   readonly #buf = new Uint8Array(RECV_SIZE);
   readonly #stats: LinkMonitorStats = { messages: 0, changes: 0, overruns: 0 };
 
-  private constructor(s: Sys, fd: number, state: LinkState, opts: LinkMonitorOptions) {
+  private constructor(s: Libc, fd: number, state: LinkState, opts: LinkMonitorOptions) {
     this.#s = s;
     this.#fd = fd;
     this.#state = state;
@@ -275,7 +227,7 @@ export class LinkMonitor {
    * cannot be had or the interface does not exist there.
    */
   static open(opts: LinkMonitorOptions): LinkMonitor {
-    const s = sys();
+    const s = libc();
     const fd = inNetns(s, opts.netnsFd, () =>
       s.socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE),
     );
@@ -311,7 +263,8 @@ export class LinkMonitor {
           `link monitor: no interface '${opts.name}' in that namespace${error ? ` (errno ${error})` : ''}`,
         );
       const mon = new LinkMonitor(s, fd, state, opts);
-      mon.#poll = s.poll(fd, (status) => mon.#onReadable(status));
+      // koffi calls back with (status, events); a negative status is a poll error.
+      mon.#poll = s.uvPoll(fd, { readable: true }, (status: number) => mon.#onReadable(status));
       mon.#poll.unref(); // watching a link never keeps the process alive by itself
       return mon;
     } catch (err) {
@@ -475,7 +428,7 @@ export class TapLinkWatch {
   }
 
   #open(): LinkMonitor {
-    const s = sys();
+    const s = libc();
     const ifr = new Uint8Array(40);
     if (s.ioctlPtr(this.#tapFd, TUNGETIFF, ifr) < 0)
       throw new BackendError(`link monitor: TUNGETIFF failed: errno ${s.errno()} (not a tap fd?)`);

@@ -61,28 +61,52 @@ export class GuestMemory {
   addRegion(region: GuestMemoryRegion): void {
     const size = region.bytes.byteLength;
     const start = this.checkRange(region.address, size);
-    for (const r of this.regions) {
-      if (start < r.start + r.size && r.start < start + size) {
-        throw new GuestMemoryError(
-          `guest memory region ${describe(start, size)} overlaps region ${describe(r.start, r.size)}`,
-          region.address,
-          size,
-        );
-      }
+    const rs = this.regions;
+    // Sorted and disjoint: find the first region starting after `start`; only the region before it
+    // (or several, past zero-sized ones) and those starting inside the new range can overlap.
+    let lo = 0;
+    let hi = rs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (rs[mid]!.start <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    const overlap = (r: Region) => start < r.start + r.size && r.start < start + size;
+    let clash: Region | undefined;
+    for (let i = lo - 1; i >= 0 && clash === undefined; i--) {
+      const r = rs[i]!;
+      if (overlap(r)) clash = r;
+      else if (r.size > 0) break;
+    }
+    for (let i = lo; i < rs.length && clash === undefined && rs[i]!.start < start + size; i++) {
+      if (overlap(rs[i]!)) clash = rs[i];
+    }
+    if (clash !== undefined) {
+      throw new GuestMemoryError(
+        `guest memory region ${describe(start, size)} overlaps region ${describe(clash.start, clash.size)}`,
+        region.address,
+        size,
+      );
     }
     const bytes = region.bytes;
     const dv = new DataView(bytes.buffer, bytes.byteOffset, size);
-    this.regions.push({ start, size, bytes, dv });
-    this.regions.sort((a, b) => a.start - b.start);
+    rs.splice(lo, 0, { start, size, bytes, dv });
     this.last = NO_REGION;
   }
 
   /** Unregisters the region starting at `address` (vfio-user DMA_UNMAP); false if there is none. */
   removeRegion(address: number | bigint): boolean {
     const a = typeof address === 'bigint' ? (address <= MAX_ADDRESS_BIG ? Number(address) : -1) : address;
-    const i = this.regions.findIndex((r) => r.start === a);
-    if (i < 0) return false;
-    this.regions.splice(i, 1);
+    const rs = this.regions;
+    let lo = 0;
+    let hi = rs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (rs[mid]!.start < a) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo >= rs.length || rs[lo]!.start !== a) return false;
+    rs.splice(lo, 1);
     this.last = NO_REGION;
     return true;
   }

@@ -6,9 +6,16 @@
  * the rest of its size, never past its end, so the SCM_RIGHTS descriptors received belong to the message
  * being read (a sender attaches them to the message's first byte). Descriptors are received close-on-exec.
  * Replies go out with one sendmsg each when the socket has room, else they queue until it is writable.
+ *
+ * Backpressure (the peer is untrusted): while more than `sendQueueLimit` bytes wait to be sent, the channel
+ * stops reading, so a peer that never reads its replies stops being served instead of growing the queue;
+ * reading resumes once half of it has drained. A peer that leaves reading paused for `sendStallMs` without
+ * taking a byte, or a queue past `sendQueueHardLimit`, is disconnected. One readiness event handles at most
+ * `messagesPerWake` messages and about 64 KiB read or answered (the poll is level-triggered: the rest wait
+ * for the next loop turn), so a flood cannot hold the event loop.
  */
 import { decodeHeader, HEADER_SIZE, type MessageHeader } from './protocol.js';
-import * as sys from './sys.js';
+import * as sys from '../host/socket.js';
 
 /** One received message. The handler owns `fds` and must close or keep each one. */
 export interface ReceivedMessage {
@@ -39,9 +46,29 @@ export interface ChannelOptions {
   maxMessageSize: number;
   /** Most descriptors accepted with one message. */
   maxFds: number;
+  /** Unsent bytes above which reading pauses (until half of them are sent). Default: no limit. */
+  sendQueueLimit?: number;
+  /** Unsent bytes past which the peer is disconnected. Default: 4 × sendQueueLimit. */
+  sendQueueHardLimit?: number;
+  /** Milliseconds reading may stay paused with no byte sent before the peer is disconnected. Default: none. */
+  sendStallMs?: number;
+  /** Most messages handled per readiness event. Default 64. */
+  messagesPerWake?: number;
+}
+
+/** Send-queue figures for diagnostics. */
+export interface ChannelQueueStats {
+  /** Bytes queued and not yet sent. */
+  queuedBytes: number;
+  /** The most ever queued at once. */
+  peakQueuedBytes: number;
+  /** Times reading paused because the peer did not take its replies. */
+  readPauses: number;
 }
 
 const SCRATCH = 64 * 1024;
+/** Bytes read plus reply bytes produced per readiness event before yielding to the event loop. */
+const BYTES_PER_WAKE = 64 << 10;
 
 export class MessageChannel {
   readonly #fd: number;
@@ -62,6 +89,19 @@ export class MessageChannel {
   #fdOverflow = false;
   // Send state.
   #queue: { bytes: Uint8Array; fds: number[] }[] = [];
+  #queued = 0;
+  #enqueued = 0; // bytes ever passed to send(): replies produced count as work done in a wake
+  #peakQueued = 0;
+  #readPauses = 0;
+  #paused = false;
+  #lastProgress = 0;
+  #stallTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Poll interest last requested: bit 0 readable, bit 1 writable. */
+  #interest = 1;
+  readonly #limit: number;
+  readonly #hardLimit: number;
+  readonly #stallMs: number;
+  readonly #perWake: number;
   #closed = false;
   #dispatching = false;
 
@@ -71,6 +111,10 @@ export class MessageChannel {
     this.#opts = options;
     // Room for more than maxFds so an excess is seen (and closed), not silently truncated mid-array.
     this.#ctrl = new sys.NativeBuffer(sys.cmsgSpace(4 * (options.maxFds + 8)));
+    this.#limit = options.sendQueueLimit ?? Number.POSITIVE_INFINITY;
+    this.#hardLimit = options.sendQueueHardLimit ?? 4 * this.#limit;
+    this.#stallMs = options.sendStallMs ?? Number.POSITIVE_INFINITY;
+    this.#perWake = options.messagesPerWake ?? 64;
     this.#poll = sys.pollFd(fd, (ev) => this.#onPoll(ev));
     this.#poll.start({ readable: true });
   }
@@ -79,21 +123,36 @@ export class MessageChannel {
     return this.#closed;
   }
 
+  get queueStats(): ChannelQueueStats {
+    return { queuedBytes: this.#queued, peakQueuedBytes: this.#peakQueued, readPauses: this.#readPauses };
+  }
+
   /** Queues one message (already encoded) with optional descriptors to pass (they stay owned by the caller). */
   send(bytes: Uint8Array, fds: number[] = []): void {
     if (this.#closed) return;
     this.#queue.push({ bytes, fds });
+    this.#queued += bytes.length;
+    this.#enqueued += bytes.length;
+    if (this.#queued > this.#peakQueued) this.#peakQueued = this.#queued;
+    if (this.#queued > this.#hardLimit) {
+      this.close(new Error(`peer does not read its replies (${this.#queued} bytes unsent)`));
+      return;
+    }
     if (this.#queue.length === 1) this.#flush();
+    else this.#updatePoll();
   }
 
   /** Closes the socket and every descriptor still held for a half-read message. Idempotent. */
   close(error?: Error): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#stallTimer !== null) clearTimeout(this.#stallTimer);
+    this.#stallTimer = null;
     this.#poll.close();
     for (const fd of this.#fds) sys.close(fd);
     this.#fds = [];
     this.#queue = [];
+    this.#queued = 0;
     sys.close(this.#fd);
     this.#msg.free();
     this.#iov.free();
@@ -111,16 +170,63 @@ export class MessageChannel {
   #readAll(): void {
     if (this.#dispatching) return;
     this.#dispatching = true;
+    this.#handled = 0;
+    let bytes = 0;
+    const enqueued0 = this.#enqueued;
     try {
-      while (!this.#closed) {
+      // Within the budget only: the level-triggered poll calls again on the next turn if more is waiting.
+      while (
+        !this.#closed &&
+        !this.#paused &&
+        this.#handled < this.#perWake &&
+        bytes + this.#enqueued - enqueued0 < BYTES_PER_WAKE
+      ) {
         const want = this.#wanted();
         const n = this.#recv(want);
         if (n < 0) return; // EAGAIN or closed
+        bytes += n;
         this.#consume(n);
       }
     } finally {
       this.#dispatching = false;
     }
+  }
+
+  /** Messages delivered or rejected during the current readiness event. */
+  #handled = 0;
+
+  /** Pauses or resumes reading by the send queue's size, and asks for writability while it is not empty. */
+  #updatePoll(): void {
+    if (this.#closed) return;
+    if (!this.#paused && this.#queued > this.#limit) {
+      this.#paused = true;
+      this.#readPauses++;
+      this.#lastProgress = Date.now();
+      this.#armStallTimer(this.#stallMs);
+    } else if (this.#paused && this.#queued <= this.#limit / 2) {
+      this.#paused = false;
+      if (this.#stallTimer !== null) clearTimeout(this.#stallTimer);
+      this.#stallTimer = null;
+    }
+    const interest = (this.#paused ? 0 : 1) | (this.#queue.length > 0 ? 2 : 0);
+    if (interest === this.#interest) return;
+    this.#interest = interest;
+    // While paused, a peer's half-close is not asked for either: level-triggered, it would fire every turn.
+    const readable = (interest & 1) !== 0;
+    this.#poll.start({ readable, writable: (interest & 2) !== 0, disconnect: readable });
+  }
+
+  #armStallTimer(ms: number): void {
+    if (!Number.isFinite(ms)) return;
+    this.#stallTimer = setTimeout(() => {
+      this.#stallTimer = null;
+      if (this.#closed || !this.#paused) return;
+      const idle = Date.now() - this.#lastProgress;
+      if (idle >= this.#stallMs) {
+        this.close(new Error(`peer has not read its replies for ${idle} ms (${this.#queued} bytes unsent)`));
+      } else this.#armStallTimer(this.#stallMs - idle);
+    }, ms);
+    this.#stallTimer.unref?.();
   }
 
   /** How many bytes to ask for so that no read crosses the current message's end. */
@@ -198,6 +304,7 @@ export class MessageChannel {
         // Skip the body of an oversized message to stay in step; a short one has nothing to skip.
         this.#discard = header.size > HEADER_SIZE ? header.size - HEADER_SIZE : 0;
         this.#dropFds();
+        this.#handled++;
         this.#h.rejected({ header, reason: header.size < HEADER_SIZE ? 'short' : 'oversized' });
         return;
       }
@@ -227,6 +334,7 @@ export class MessageChannel {
     this.#have = 0;
     this.#fds = [];
     this.#fdOverflow = false;
+    this.#handled++;
     this.#h.message(msg);
   }
 
@@ -234,10 +342,9 @@ export class MessageChannel {
     while (this.#queue.length > 0 && !this.#closed) {
       const head = this.#queue[0] as { bytes: Uint8Array; fds: number[] };
       const n = this.#sendOne(head.bytes, head.fds);
-      if (n < 0) {
-        this.#poll.start({ readable: true, writable: true });
-        return;
-      }
+      if (n < 0 || this.#closed) break;
+      this.#queued -= Math.min(n, head.bytes.length);
+      this.#lastProgress = Date.now();
       if (n < head.bytes.length) {
         // Partial write: the descriptors went with the first byte; the rest follows without them.
         head.bytes = head.bytes.subarray(n);
@@ -246,7 +353,7 @@ export class MessageChannel {
       }
       this.#queue.shift();
     }
-    if (!this.#closed) this.#poll.start({ readable: true });
+    this.#updatePoll();
   }
 
   #sendOne(bytes: Uint8Array, fds: number[]): number {

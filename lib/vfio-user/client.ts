@@ -5,7 +5,7 @@
  */
 import { MessageChannel, type ReceivedMessage } from './channel.js';
 import { encodeMessage, type MessageHeader, MsgFlag } from './protocol.js';
-import * as sys from './sys.js';
+import * as sys from '../host/socket.js';
 
 export interface ClientReply {
   header: MessageHeader;

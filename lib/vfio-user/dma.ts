@@ -1,7 +1,7 @@
 /**
- * Guest memory handed over by DMA_MAP: each mapping's file descriptor is mmap'd (MAP_SHARED) and exposed as
- * Uint8Array views (koffi.view, no copy) that are added to the device's guest memory; DMA_UNMAP and
- * disconnect remove them.
+ * Guest memory handed over by DMA_MAP: each mapping's file descriptor is mmap'd (MAP_SHARED) in chunks of at
+ * most 1 GiB, each exposed as a Uint8Array view (koffi.view, no copy) and added to the device's guest memory
+ * as one region; DMA_UNMAP and disconnect remove them.
  *
  * Stale views: a Uint8Array over an mmap cannot be detached from JS, so a view that survives an unmap (a
  * cached ring view in the device) would fault on the next access if the memory were simply munmap'd.
@@ -13,8 +13,9 @@
  * and a stray device write lands in a private copy instead of faulting or reaching the guest.
  */
 import { fstatSync } from 'node:fs';
-import { DmaMapFlag, Errno } from './protocol.js';
-import * as sys from './sys.js';
+import { body as makeBody, DMA_MAP, DMA_UNMAP, DmaMapFlag, DmaUnmapFlag, Errno, view } from './protocol.js';
+import type { RequestHeader, Responder } from './responder.js';
+import * as sys from '../host/socket.js';
 
 /** The part of GuestMemory (lib/memory/guest-memory.ts) the server needs. */
 export interface DmaMemory {
@@ -31,10 +32,17 @@ export interface DmaRegionInfo {
   mapped: boolean;
 }
 
+/** One mmap of at most MAX_CHUNK bytes, and the guest-memory region over it. */
+interface Chunk {
+  address: number | bigint;
+  bytes: Uint8Array;
+  ptr: sys.NativePointer;
+  inMemory: boolean;
+}
+
 interface Mapping extends DmaRegionInfo {
-  ptr: sys.NativePointer | null;
-  /** Guest-memory regions this mapping was split into (addresses as given to addRegion). */
-  chunks: { address: number | bigint; bytes: Uint8Array }[];
+  /** The mmaps this mapping was split into (none without a descriptor). */
+  chunks: Chunk[];
 }
 
 /** A DMA request failed; `errno` is the reply's error. */
@@ -48,7 +56,7 @@ export class DmaError extends Error {
   }
 }
 
-/** Largest view handed to GuestMemory; bigger mappings are split (a TypedArray cannot span 4 GiB). */
+/** Largest mmap and view handed to GuestMemory; bigger mappings are split (koffi cannot view 4 GiB). */
 export const MAX_CHUNK = 1 << 30;
 const PAGE = 4096n;
 const U64_END = 1n << 64n;
@@ -65,6 +73,7 @@ export class DmaMappings {
   readonly #maps: Mapping[] = []; // sorted by address
   readonly #memory: DmaMemory;
   readonly #maxMappings: number;
+  #probes = 0;
 
   constructor(memory: DmaMemory, maxMappings: number) {
     this.#memory = memory;
@@ -73,6 +82,24 @@ export class DmaMappings {
 
   get count(): number {
     return this.#maps.length;
+  }
+
+  /** Mappings examined by address searches so far (tests check they grow as n log n, not n²). */
+  get probes(): number {
+    return this.#probes;
+  }
+
+  /** Index of the first mapping whose address is ≥ `address` (binary search). */
+  #firstAtOrAbove(address: bigint): number {
+    let lo = 0;
+    let hi = this.#maps.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      this.#probes++;
+      if ((this.#maps[mid] as Mapping).address < address) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   list(): DmaRegionInfo[] {
@@ -95,13 +122,19 @@ export class DmaMappings {
       }
       if (address + size > U64_END) throw new DmaError('DMA_MAP range wraps the address space', Errno.EINVAL);
       if (this.#maps.length >= this.#maxMappings) throw new DmaError('too many DMA mappings', Errno.ENOSPC);
-      if (this.#maps.some((m) => address < m.address + m.size && m.address < address + size)) {
+      // Sorted and disjoint: only the mapping before the insertion point and the one at it can overlap.
+      const at = this.#firstAtOrAbove(address);
+      const prev = this.#maps[at - 1];
+      const next = this.#maps[at];
+      if (
+        (prev !== undefined && prev.address + prev.size > address) ||
+        (next !== undefined && next.address < address + size)
+      ) {
         throw new DmaError('DMA_MAP overlaps an existing mapping', Errno.EEXIST);
       }
-      const m: Mapping = { address, size, flags, mapped: fd !== null, ptr: null, chunks: [] };
+      const m: Mapping = { address, size, flags, mapped: fd !== null, chunks: [] };
       if (fd !== null) this.#mmap(m, fd, offset);
-      const at = this.#maps.findIndex((x) => x.address > address);
-      this.#maps.splice(at < 0 ? this.#maps.length : at, 0, m);
+      this.#maps.splice(at, 0, m);
     } finally {
       if (fd !== null) sys.close(fd);
     }
@@ -120,41 +153,53 @@ export class DmaMappings {
     if (m.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new DmaError('DMA_MAP too large', Errno.ENOMEM);
     const len = Number(m.size);
     const writable = (m.flags & DmaMapFlag.WRITE) !== 0;
-    let ptr: sys.NativePointer;
-    try {
-      ptr = sys.mmap(
-        null,
-        len,
-        sys.PROT_READ | sys.PROT_WRITE,
-        writable ? sys.MAP_SHARED : sys.MAP_PRIVATE,
-        fd,
-        offset,
-      );
-    } catch (e) {
-      throw new DmaError(
-        `DMA_MAP mmap failed (errno ${(e as sys.SysError).errno})`,
-        (e as sys.SysError).errno || Errno.EFAULT,
-      );
-    }
-    m.ptr = ptr;
-    const buffer = sys.viewOf(ptr, len);
-    const added: { address: number | bigint; bytes: Uint8Array }[] = [];
+    // One mmap and one view per chunk: koffi cannot view 4 GiB or more at once (it aborts the process),
+    // and GuestMemory copies accesses that span adjacent regions, so chunks need not be contiguous.
+    const added: Chunk[] = [];
     try {
       for (let off = 0; off < len; off += MAX_CHUNK) {
-        const chunk = {
+        const n = Math.min(MAX_CHUNK, len - off);
+        let ptr: sys.NativePointer;
+        try {
+          ptr = sys.mmap(
+            null,
+            n,
+            sys.PROT_READ | sys.PROT_WRITE,
+            writable ? sys.MAP_SHARED : sys.MAP_PRIVATE,
+            fd,
+            offset + BigInt(off),
+          );
+        } catch (e) {
+          throw new DmaError(
+            `DMA_MAP mmap failed (errno ${(e as sys.SysError).errno})`,
+            (e as sys.SysError).errno || Errno.EFAULT,
+          );
+        }
+        const chunk: Chunk = {
           address: toAddress(m.address + BigInt(off)),
-          bytes: new Uint8Array(buffer, off, Math.min(MAX_CHUNK, len - off)),
+          bytes: new Uint8Array(sys.viewOf(ptr, n)),
+          ptr,
+          inMemory: false,
         };
-        this.#memory.addRegion(chunk);
         added.push(chunk);
+        try {
+          this.#memory.addRegion({ address: chunk.address, bytes: chunk.bytes });
+        } catch (e) {
+          throw new DmaError(`guest memory refused the region: ${(e as Error).message}`, Errno.EINVAL);
+        }
+        chunk.inMemory = true;
       }
     } catch (e) {
-      for (const c of added) this.#memory.removeRegion(c.address);
-      this.#retire(ptr, len, buffer);
-      m.ptr = null;
-      throw new DmaError(`guest memory refused the region: ${(e as Error).message}`, Errno.EINVAL);
+      for (const c of added) this.#releaseChunk(c);
+      throw e;
     }
     m.chunks = added;
+  }
+
+  #releaseChunk(c: Chunk): void {
+    if (c.inMemory) this.#memory.removeRegion(c.address);
+    c.inMemory = false;
+    this.#retire(c.ptr, c.bytes.byteLength, c.bytes.buffer as ArrayBuffer);
   }
 
   /** Replaces a mapping with scratch memory freed once no view of `buffer` is left (see the file comment). */
@@ -175,15 +220,8 @@ export class DmaMappings {
   }
 
   #unmapOne(m: Mapping): void {
-    for (const c of m.chunks) this.#memory.removeRegion(c.address);
-    if (m.ptr !== null) {
-      const len = Number(m.size);
-      const buffer =
-        m.chunks.length > 0 ? (m.chunks[0] as { bytes: Uint8Array }).bytes.buffer : sys.viewOf(m.ptr, len);
-      this.#retire(m.ptr, len, buffer as ArrayBuffer);
-    }
+    for (const c of m.chunks) this.#releaseChunk(c);
     m.chunks = [];
-    m.ptr = null;
   }
 
   /**
@@ -193,17 +231,21 @@ export class DmaMappings {
   unmap(address: bigint, size: bigint): bigint {
     const end = address + size;
     if (size === 0n || end > U64_END) throw new DmaError('DMA_UNMAP range is empty or wraps', Errno.EINVAL);
-    const inside: Mapping[] = [];
-    for (const m of this.#maps) {
-      const mEnd = m.address + m.size;
-      if (mEnd <= address || m.address >= end) continue;
-      if (m.address < address || mEnd > end) throw new DmaError('DMA_UNMAP splits a mapping', Errno.EINVAL);
-      inside.push(m);
+    const first = this.#firstAtOrAbove(address);
+    const prev = this.#maps[first - 1];
+    if (prev !== undefined && prev.address + prev.size > address) {
+      throw new DmaError('DMA_UNMAP splits a mapping', Errno.EINVAL);
+    }
+    let last = first;
+    for (; last < this.#maps.length; last++) {
+      const m = this.#maps[last] as Mapping;
+      this.#probes++;
+      if (m.address >= end) break;
+      if (m.address + m.size > end) throw new DmaError('DMA_UNMAP splits a mapping', Errno.EINVAL);
     }
     let total = 0n;
-    for (const m of inside) {
+    for (const m of this.#maps.splice(first, last - first)) {
       this.#unmapOne(m);
-      this.#maps.splice(this.#maps.indexOf(m), 1);
       total += m.size;
     }
     return total;
@@ -219,4 +261,70 @@ export class DmaMappings {
     this.#maps.length = 0;
     return total;
   }
+}
+
+// ---------------------------------------------------------------- commands
+
+/** DMA_MAP: decodes the request and maps it into `dma`; takes ownership of `fds`. */
+export function dmaMapCommand(
+  r: Responder,
+  dma: DmaMappings,
+  h: RequestHeader,
+  b: Uint8Array,
+  fds: number[],
+) {
+  if (b.length < DMA_MAP.SIZE || view(b).getUint32(DMA_MAP.argsz, true) < DMA_MAP.SIZE || fds.length > 1) {
+    for (const fd of fds.splice(0)) sys.close(fd);
+    return r.error(h, Errno.EINVAL, 'malformed DMA_MAP');
+  }
+  const v = view(b);
+  const fd = fds.length === 1 ? (fds.pop() as number) : null;
+  try {
+    dma.map(
+      v.getBigUint64(DMA_MAP.address, true),
+      v.getBigUint64(DMA_MAP.size, true),
+      v.getBigUint64(DMA_MAP.offset, true),
+      v.getUint32(DMA_MAP.flags, true),
+      fd,
+    );
+  } catch (e) {
+    if (e instanceof DmaError) return r.error(h, e.errno, e.message);
+    throw e;
+  }
+  r.reply(h);
+}
+
+/** DMA_UNMAP (one range, or ALL); the reply echoes the request with the bytes unmapped. */
+export function dmaUnmapCommand(r: Responder, dma: DmaMappings, h: RequestHeader, b: Uint8Array) {
+  if (b.length < DMA_UNMAP.SIZE || view(b).getUint32(DMA_UNMAP.argsz, true) < DMA_UNMAP.SIZE) {
+    return r.error(h, Errno.EINVAL, 'malformed DMA_UNMAP');
+  }
+  const v = view(b);
+  const flags = v.getUint32(DMA_UNMAP.flags, true);
+  const address = v.getBigUint64(DMA_UNMAP.address, true);
+  const size = v.getBigUint64(DMA_UNMAP.size, true);
+  let unmapped: bigint;
+  try {
+    if (flags === DmaUnmapFlag.ALL) {
+      if (address !== 0n || size !== 0n)
+        return r.error(h, Errno.EINVAL, 'DMA_UNMAP ALL needs address 0, size 0');
+      unmapped = dma.unmapAll();
+    } else if (flags === 0) {
+      unmapped = dma.unmap(address, size);
+    } else {
+      return r.error(h, Errno.EINVAL, `unsupported DMA_UNMAP flags ${flags}`);
+    }
+  } catch (e) {
+    if (e instanceof DmaError) return r.error(h, e.errno, e.message);
+    throw e;
+  }
+  r.reply(
+    h,
+    makeBody(DMA_UNMAP.SIZE, (o) => {
+      o.setUint32(DMA_UNMAP.argsz, DMA_UNMAP.SIZE, true);
+      o.setUint32(DMA_UNMAP.flags, flags, true);
+      o.setBigUint64(DMA_UNMAP.address, address, true);
+      o.setBigUint64(DMA_UNMAP.size, unmapped, true);
+    }),
+  );
 }

@@ -7,7 +7,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { IoUring } from '../../lib/host/io-uring.js';
 import { Errno, libc } from '../../lib/host/libc.js';
 import { cleanupNamespaces } from '../../lib/host/netns.js';
-import { TUNGETVNETHDRSZ } from '../../lib/tap/tap-backend.js';
+import { TUNGETVNETHDRSZ } from '../../lib/tap/tap-fd.js';
 import { lines, PY_UDP_RECV, type TapFixture, tapFixture, unavailable } from './fixture.test-support.js';
 import { GUEST_IP, KERNEL_IP, udpFrame } from './frames.test-support.js';
 

@@ -8,14 +8,8 @@ import { BackendError, OptionsError } from '../../lib/errors.js';
 import { libc, O_CLOEXEC, O_RDWR } from '../../lib/host/libc.js';
 import { emptyOffload } from '../../lib/net/backend.js';
 import { cleanupNamespaces, uniqueName } from '../../lib/host/netns.js';
-import {
-  IFF_NO_PI,
-  IFF_TAP,
-  IFF_VNET_HDR,
-  TapBackend,
-  TUNSETIFF,
-  TUNSETVNETHDRSZ,
-} from '../../lib/tap/tap-backend.js';
+import { TapBackend } from '../../lib/tap/tap-backend.js';
+import { IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUNSETIFF, TUNSETVNETHDRSZ } from '../../lib/tap/tap-fd.js';
 import { lines, PY_UDP_SEND, type TapFixture, tapFixture, unavailable } from './fixture.test-support.js';
 import {
   arpRequest,

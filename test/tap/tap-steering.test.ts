@@ -23,18 +23,13 @@ import {
   VIRTIO_NET_RSS_HASH_TYPE_UDPv6,
 } from '../../lib/net/rss-hash.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
+import { BpfAssembler, R0, R1, R2, R3, R6 } from '../../lib/host/bpf.js';
+import { TapSteering } from '../../lib/tap/steering.js';
 import {
-  BpfAssembler,
   MAX_DEST_OPTIONS,
   MAX_IPV6_EXT_HEADERS,
-  R0,
-  R1,
-  R2,
-  R3,
-  R6,
   type RssSteeringConfig,
-  TapSteering,
-} from '../../lib/tap/steering.js';
+} from '../../lib/tap/steering-program.js';
 import { unavailable } from './fixture.test-support.js';
 import { CollectingSink, GUEST_MAC, KERNEL_MAC, mac, waitUntil } from './frames.test-support.js';
 

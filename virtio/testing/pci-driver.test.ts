@@ -109,6 +109,37 @@ describe('VirtioPciDriver against the transport', () => {
     expect(t.function.configRead(0x04, 2) & 0x7).toBe(0x7);
   });
 
+  it('reset re-enables a function whose command register the guest cleared (as pci_enable_device)', () => {
+    const { t, drv } = setup();
+    drv.probe();
+    drv.assignBars();
+    drv.negotiate(1n << 32n);
+    t.function.configWrite(0x04, 2, 0); // memory decoding and bus mastering off: BAR reads are all ones
+    expect(drv.status).toBe(0xff);
+    drv.reset();
+    expect(drv.status).toBe(0);
+    expect(t.function.configRead(0x04, 2) & 0x7).toBe(0x7);
+    expect(drv.negotiate(1n << 32n)).toBe(1n << 32n);
+  });
+
+  it('reset fails with a clear message when the function is gone (config space all ones)', () => {
+    const { t, memory } = setup();
+    let gone = false;
+    const target: PciTarget = {
+      configRead: (o, s) => (gone ? 2 ** (8 * s) - 1 : t.function.configRead(o, s)),
+      configWrite: (o, s, v) => (gone ? undefined : t.function.configWrite(o, s, v)),
+      barRead: (b, o, s) =>
+        gone ? (s === 8 ? 2n ** 64n - 1n : 2 ** (8 * s) - 1) : t.function.barRead(b, o, s),
+      barWrite: (b, o, s, v) => (gone ? undefined : t.function.barWrite(b, o, s, v)),
+    };
+    const drv = new VirtioPciDriver(target, memory);
+    drv.probe();
+    drv.assignBars();
+    drv.reset();
+    gone = true;
+    expect(() => drv.reset()).toThrow(/device_status reads 0xff after reset: the function is gone/);
+  });
+
   it('programs the MSI-X table through BAR1 and maps messages back to vectors', () => {
     const { t, drv, irq } = setup({ vectors: 3 });
     drv.probe();

@@ -15,7 +15,7 @@ import { BumpAllocator } from './bump-allocator.js';
 import { PackedDriverQueue } from './packed-driver.js';
 import { SplitDriverQueue } from './split-driver.js';
 
-/** What the driver needs from a device: the four accessors of `VirtioNetPci` / `VirtioPciTransport`. */
+/** What the driver needs from a device: the four accessors of `VirtioNetPci` / `PciFunction`. */
 export interface PciTarget {
   configRead(offset: number, size: 1 | 2 | 4): number;
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void;
@@ -385,11 +385,34 @@ export class VirtioPciDriver {
 
   // ------------------------------------------------------------------ initialisation (§3.1.1)
 
-  /** Writes 0 to device_status and waits (bounded) until it reads 0 (vp_modern_set_status / reset). */
+  /**
+   * Writes 0 to device_status and waits (bounded) until it reads 0 (vp_modern_set_status / reset).
+   * A function whose command register was cleared (BAR reads all ones) is first enabled again, as Linux's
+   * restore path does with pci_enable_device + pci_set_master. Throws, saying why, when the status never
+   * reads 0 (the function is gone, or was never enabled: call assignBars() first).
+   */
   reset(): void {
+    this.reenable();
     this.writeCommon(C.status, 1, 0);
     for (let i = 0; i < 1000; i++) if (this.status === 0) return;
-    throw new Error('virtio-pci: device_status did not read 0 after reset');
+    const t = this.target;
+    const status = this.status;
+    const cmd = t.configRead(0x04, 2);
+    const why =
+      t.configRead(0x00, 2) === 0xffff
+        ? 'the function is gone (config space reads all ones)'
+        : (cmd & 0x3) === 0
+          ? `the function does not decode its BARs (command 0x${cmd.toString(16)}; call assignBars())`
+          : 'the device does not complete the reset';
+    throw new Error(`virtio-pci: device_status reads 0x${status.toString(16)} after reset: ${why}`);
+  }
+
+  /** Sets I/O, memory decoding and bus mastering again (as assignBars did) if the guest cleared them. */
+  private reenable(): void {
+    if (this.bars.length === 0) return;
+    const t = this.target;
+    const cmd = t.configRead(0x04, 2);
+    if (cmd !== 0xffff && (cmd & 0x7) !== 0x7) t.configWrite(0x04, 2, cmd | 0x7);
   }
 
   /** All offered feature bits, windows 0..3 (bits 0-127). */

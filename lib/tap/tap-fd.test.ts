@@ -10,7 +10,7 @@ import {
   TUN_F_UFO,
   TUN_F_USO4,
   TUN_F_USO6,
-} from './tap-backend.js';
+} from './tap-fd.js';
 
 const offloads = fc.record<BackendOffloads>({
   csum: fc.boolean(),

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { GuestMemory } from '../memory/guest-memory.js';
-import { VfioUserClient } from './client.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { VfioUserClient } from '../../lib/vfio-user/client.js';
 import {
   body,
   Command,
@@ -21,10 +21,10 @@ import {
   MsgFlag,
   REGION_RW,
   view,
-} from './protocol.js';
-import { StandInDevice, StandInReg } from '../../devices/serve/stand-in-device.js';
-import * as sys from './sys.js';
-import { VfioUserServer } from './server.js';
+} from '../../lib/vfio-user/protocol.js';
+import { StandInDevice, StandInReg } from './stand-in-device.js';
+import * as sys from '../../lib/host/socket.js';
+import { VfioUserServer } from '../../lib/vfio-user/server.js';
 
 const fdCount = () => readdirSync('/proc/self/fd').length;
 const memfdMaps = () =>
@@ -454,6 +454,52 @@ describe('DMA', () => {
     expect(view(all.body).getBigUint64(16, true)).toBe(0x20000n);
     expect(server.dmaRegions()).toEqual([]);
     expect(() => memory.read(0, 1)).toThrow();
+    sys.close(fd);
+  });
+
+  it('maps more than 4 GiB in chunks of at most 1 GiB; accesses across chunk edges work; unmap releases all', async () => {
+    const GiB = 1 << 30;
+    // Just over 4 GiB (a single view of it used to abort the process), then a sparse 64 GiB memfd.
+    const small = sys.memfdCreate('vfu-test', 2 ** 32 + 4096);
+    const r0 = await client.request(Command.DMA_MAP, dmaMap(0x1_0000_0000n, 2n ** 32n + 4096n), [small]);
+    expect(isError(r0)).toBe(false);
+    expect(device.regions.size).toBe(5);
+    memory.write(0x1_0000_0000 + 2 ** 32, new Uint8Array([9]));
+    const one = new Uint8Array(1);
+    readSync(small, one, 0, 1, 2 ** 32);
+    expect(one[0]).toBe(9);
+    sys.close(small);
+    expect(isError(await client.request(Command.DMA_UNMAP, dmaUnmap(0n, 0n, 2)))).toBe(false);
+
+    const size = 64 * GiB;
+    const base = 0x10_0000_0000;
+    const fd = sys.memfdCreate('vfu-test', size);
+    writeSync(fd, new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]), 0, 8, GiB - 4); // straddles chunk 0/1
+    writeSync(fd, new Uint8Array([0xee]), 0, 1, size - 1);
+    const r = await client.request(Command.DMA_MAP, dmaMap(BigInt(base), BigInt(size)), [fd]);
+    expect(isError(r)).toBe(false);
+    expect(server.dmaRegions()).toEqual([
+      { address: BigInt(base), size: BigInt(size), flags: 3, mapped: true },
+    ]);
+    expect(device.regions.size).toBe(64);
+    for (const bytes of device.regions.values()) expect(bytes.byteLength).toBeLessThanOrEqual(GiB);
+    // Reads and scalar accesses spanning two chunks go through (GuestMemory copies across regions) ...
+    expect([...memory.read(base + GiB - 4, 8)]).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(memory.readU32(base + GiB - 2)).toBe(0x06050403);
+    expect(memory.readU8(base + size - 1)).toBe(0xee);
+    // ... a write spanning chunks 40/41 reaches the guest's file ...
+    memory.write(base + 41 * GiB - 3, new Uint8Array([0xa, 0xb, 0xc, 0xd, 0xe, 0xf]));
+    const back = new Uint8Array(6);
+    readSync(fd, back, 0, 6, 41 * GiB - 3);
+    expect([...back]).toEqual([0xa, 0xb, 0xc, 0xd, 0xe, 0xf]);
+    // ... while a zero-copy view cannot span two chunks: refused cleanly, as for any two regions.
+    expect(memory.tryView(base + GiB - 4, 8)).toBeNull();
+    expect(() => memory.read(base + size - 4, 8)).toThrow();
+    const u = await client.request(Command.DMA_UNMAP, dmaUnmap(BigInt(base), BigInt(size)));
+    expect(view(u.body).getBigUint64(16, true)).toBe(BigInt(size));
+    expect(device.regions.size).toBe(0);
+    expect(memfdMaps()).toBe(0);
+    expect(() => memory.read(base, 1)).toThrow();
     sys.close(fd);
   });
 
