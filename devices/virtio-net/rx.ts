@@ -55,6 +55,8 @@ export class RxPath {
   private hashReport = VIRTIO_NET_HASH_REPORT_NONE;
   /** A drain is scheduled after finding buffers on a re-check (recheck). */
   private recheckScheduled = false;
+  /** The last delivery found buffers, but too few bytes for the frame (set by popBuffers). */
+  private shortOfBytes = false;
   private readonly deliverSegment = (segment: Uint8Array) => {
     if (this.deliverFrame(segment, null) !== Delivery.Delivered) this.stats.rxDropped++;
   };
@@ -156,6 +158,9 @@ export class RxPath {
       const chain = chains[n]!;
       if (!q.pop(chain)) {
         for (let i = n - 1; i >= 0; i--) q.unpop(chains[i]!);
+        // Buffers were there, just too few bytes: our pops moved avail_event to the driver's current
+        // index, so its next buffer kicks (QEMU waits for that kick too); no need to look again.
+        this.shortOfBytes = n > 0;
         return 0;
       }
       requireWritable(chain);
@@ -168,6 +173,7 @@ export class RxPath {
 
   /** Delivers a frame, finishing offloads the guest did not negotiate in software. */
   private deliverOrSegment(frame: Uint8Array, offload: NetOffload | null): Delivery {
+    this.shortOfBytes = false;
     const q = this.shared.ctx?.queue(2 * this.pair);
     if (!q) {
       // The receive queue is not enabled or is being reset (an RSS table may name it): the frame is
@@ -251,7 +257,7 @@ export class RxPath {
    * barrier, and drain from the event loop if buffers are there.
    */
   private recheck(): void {
-    if (this.recheckScheduled) return;
+    if (this.recheckScheduled || this.shortOfBytes) return;
     memoryFence();
     const q = this.shared.ctx?.queue(2 * this.pair);
     if (!q?.hasAvailable()) return;
