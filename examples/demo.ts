@@ -8,6 +8,7 @@
  *   npm run demo -- --queues 4        multiqueue: one ping flow per queue pair
  *   npm run demo -- --queues 4 --rss  RSS configured by the guest: UDP flows from the peer spread by hash
  *   npm run demo -- --tap             as root: a tap in a fresh network namespace, the kernel as the peer
+ *   npm run demo -- --vfs             SR-IOV: two VFs ping each other through the embedded switch
  */
 
 import {
@@ -34,23 +35,26 @@ import {
 } from '../lib/net/rss-hash.js';
 import { TapBackend } from '../lib/tap/tap-backend.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
+import { sriovDemo } from './sriov-demo.js';
 
 interface Args {
   queues: number;
   rss: boolean;
   tap: boolean;
+  vfs: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { queues: 1, rss: false, tap: false };
+  const a: Args = { queues: 1, rss: false, tap: false, vfs: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--queues') a.queues = Number(argv[++i]);
     else if (arg.startsWith('--queues=')) a.queues = Number(arg.slice(9));
     else if (arg === '--rss') a.rss = true;
     else if (arg === '--tap') a.tap = true;
+    else if (arg === '--vfs') a.vfs = true;
     else if (arg === '--help' || arg === '-h') {
-      console.log('usage: npm run demo -- [--queues N] [--rss] [--tap]');
+      console.log('usage: npm run demo -- [--queues N] [--rss] [--tap] | --vfs');
       process.exit(0);
     } else fail(`unknown argument ${arg} (try --help)`);
   }
@@ -344,7 +348,7 @@ async function tapDemo(args: Args): Promise<number> {
 
 const args = parseArgs(process.argv.slice(2));
 try {
-  process.exitCode = args.tap ? await tapDemo(args) : await memoryDemo(args);
+  process.exitCode = args.vfs ? sriovDemo() : args.tap ? await tapDemo(args) : await memoryDemo(args);
 } catch (err) {
   console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
