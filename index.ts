@@ -1,6 +1,6 @@
 /**
  * virtio-net-ts: a QEMU-compatible virtio-net PCI device model for JavaScript VMMs.
- * The stable public surface (../shared/docs/api.md); everything else is internal.
+ * The stable public surface (the API contract: README.md and docs/architecture.md); everything else is internal.
  */
 
 export type { VfioUserDevice, VfioUserServerOptions } from './lib/vfio-user/server.js';

@@ -166,7 +166,7 @@ export type VirtioNetPciOptionsInput = z.input<typeof virtioNetPciOptionsSchema>
 /** Options after defaults are applied. */
 export type VirtioNetPciConfig = z.output<typeof virtioNetPciOptionsSchema>;
 
-/** Options of `createVirtioNetPci` (API contract, `../shared/docs/api.md`). */
+/** Options of `createVirtioNetPci` (the public API contract; QEMU property names). */
 export type VirtioNetPciOptions = VirtioNetPciOptionsInput;
 
 function describe(issue: z.core.$ZodIssue): string {
