@@ -115,8 +115,7 @@ interface Run {
  * down/up, and device snapshots at marks.
  */
 async function boot(options: Partial<VirtioNetPciOptions>, steps: string): Promise<Run> {
-  warmUpTapPoller();
-  const fds0 = fdCount();
+  const fds0 = await settledFdCount();
   const ns = NetNamespace.create('vntn');
   const queues = options.queues ?? 1;
   const tap = TapBackend.open({ name: TAP, queues, netns: ns.name });
@@ -340,10 +339,19 @@ async function expectBasics(run: Run, pings: number, hostPings: number): Promise
 }
 
 /** The process-wide tap poller keeps one eventfd for the life of the process: create it before counting. */
-function warmUpTapPoller(): void {
-  const t = TapBackend.open({ watchLink: false });
-  t.attach({ receive: () => {} });
-  t.close();
+/**
+ * The fd count once it stops moving: the shared tap poller releases its eventfd a moment after the last
+ * tap closes (an earlier test's), so count only when that has happened.
+ */
+async function settledFdCount(): Promise<number> {
+  let last = fdCount();
+  for (let stable = 0, i = 0; stable < 5 && i < 200; i++) {
+    await new Promise((res) => setTimeout(res, 20));
+    const n = fdCount();
+    stable = n === last ? stable + 1 : 0;
+    last = n;
+  }
+  return last;
 }
 
 describe.skipIf(reason !== null)(
