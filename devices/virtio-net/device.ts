@@ -217,11 +217,22 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   // ---- BackendSink -------------------------------------------------------------------------------
 
   receive(frame: Uint8Array, queuePair: number, offload: NetOffload | null): void {
+    // A backend is untrusted too: a queue it does not have is a counted drop, not a TypeError.
+    if (!this.validBackendQueue(queuePair)) {
+      this.shared.deviceStats.rxDroppedNotReady++;
+      return;
+    }
     try {
       this.rx.receive(frame, queuePair, offload);
     } catch (e) {
+      // The guest broke the ring under this frame: it is lost with the device, and counted.
+      this.shared.deviceStats.rxDroppedNotReady++;
       this.shared.guestError(e);
     }
+  }
+
+  private validBackendQueue(q: number): boolean {
+    return Number.isInteger(q) && q >= 0 && q < this.backend.capabilities.queuePairs;
   }
 
   linkChanged(up: boolean): void {
@@ -229,6 +240,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   }
 
   lendReceive(queuePair: number, headerSize: number, target: ReceiveTarget): boolean {
+    if (!this.validBackendQueue(queuePair)) return false;
     try {
       return this.direct.lend(queuePair, headerSize, target);
     } catch (e) {
@@ -241,6 +253,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     try {
       this.direct.complete(length, overflow);
     } catch (e) {
+      this.shared.deviceStats.rxDroppedNotReady++;
       this.shared.guestError(e);
     }
   }

@@ -20,7 +20,10 @@ export class QueueStats {
 
 /** Device-wide counters. */
 export interface NetDeviceStats {
-  /** Frames dropped before a queue was chosen (device not running, queue pair disabled). */
+  /**
+   * Frames dropped before a queue was chosen (device not running, queue pair disabled), handed over on a
+   * queue the backend does not have, or lost with a guest error that broke the device mid-frame.
+   */
   rxDroppedNotReady: number;
   ctrlCommands: number;
   ctrlErrors: number;
