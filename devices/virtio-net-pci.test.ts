@@ -402,6 +402,50 @@ describe('snapshot / restore', () => {
       ]);
     });
 
+  it('a state that changes read-only config bytes or has a bad device part is refused, the target untouched', () => {
+    const b = openBench({ mq: true, queues: 2 }, { queues: 2 });
+    const good = JSON.stringify(b.dev.snapshot());
+    const fresh = () =>
+      createVirtioNetPci({
+        memory: b.memory,
+        backend: new MemoryBackend({ queues: 2 }),
+        interrupts: b.irq,
+        mq: true,
+        queues: 2,
+      });
+    const corrupt = (at: number) => {
+      const snap = JSON.parse(good);
+      const cfg = Buffer.from(snap.pci.config, 'base64');
+      cfg[at] = (cfg[at] ?? 0) ^ 0x01;
+      snap.pci.config = cfg.toString('base64');
+      return snap;
+    };
+    // Device ID, a capability's next pointer (QEMU: "Bad config data"), then a device part naming a pair it lacks.
+    const capPtr = Buffer.from(JSON.parse(good).pci.config, 'base64')[0x34]!;
+    for (const [snap, msg] of [
+      [corrupt(0x02), /read-only config byte 0x2 differs/],
+      [corrupt(capPtr + 1), new RegExp(`read-only config byte 0x${(capPtr + 1).toString(16)} differs`)],
+      [
+        {
+          ...JSON.parse(good),
+          transport: {
+            transport: {
+              ...JSON.parse(good).transport.transport,
+              device: { ...JSON.parse(good).transport.transport.device, curQueuePairs: 9 },
+            },
+          },
+        },
+        /field "curQueuePairs"/,
+      ],
+    ] as const) {
+      const dev2 = fresh();
+      const before = JSON.stringify(dev2.snapshot());
+      expect(() => dev2.restore(snap)).toThrow(msg);
+      expect(JSON.stringify(dev2.snapshot())).toBe(before);
+    }
+    expect(() => fresh().restore(JSON.parse(good))).not.toThrow();
+  });
+
   it('restore tells the new backend the restored queue pairs and guest offloads', () => {
     const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
     expect(b.driver.setQueuePairs(3)).toBe(VIRTIO_NET_OK);

@@ -320,6 +320,8 @@ class VirtioNetPciDevice implements VirtioNetPci {
     const s = state as VirtioNetPciSnapshot;
     if (!s || typeof s !== 'object' || !s.transport)
       throw new TypeError('virtio-net-pci snapshot: malformed');
+    // Check the device part before anything is written, so a bad state leaves the function as it was.
+    this.net.validateSnapshot((s.transport as { transport?: { device?: unknown } }).transport?.device);
     this.function.restore(s.pci as never);
     if (this.transport.msix && s.msix) this.transport.msix.restore(s.msix as never);
     this.sriov?.syncAfterRestore();

@@ -28,7 +28,7 @@ import {
 import type { FlowSteering } from './flow-steering.js';
 import { backendOffloads, guestOffloadMask, hostOffloadMask } from './offloads.js';
 import type { VirtioNetPciConfig } from './options.js';
-import { type NetSnapshot, restoreNet, snapshotNet } from './persist.js';
+import { type NetSnapshot, parseNetSnapshot, restoreNet, snapshotNet } from './persist.js';
 import type { RssState } from './rss.js';
 import { Receiver } from './rx.js';
 import type { RxFilter } from './rx-filter.js';
@@ -203,6 +203,11 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
 
   snapshot(): NetSnapshot {
     return snapshotNet(this);
+  }
+
+  /** Throws (naming the field) if `state` is not a snapshot `restore` would take; writes nothing. */
+  validateSnapshot(state: unknown): void {
+    parseNetSnapshot(state, this.maxQueuePairs);
   }
 
   restore(state: unknown): void {

@@ -94,17 +94,20 @@ function snapshotSchema(maxQueuePairs: number) {
   });
 }
 
+/** `state` as a `NetSnapshot` for a device of `maxQueuePairs`, or a TypeError naming the bad field. */
+export function parseNetSnapshot(state: unknown, maxQueuePairs: number): NetSnapshot {
+  const r = snapshotSchema(maxQueuePairs).safeParse(state);
+  if (r.success) return r.data as NetSnapshot;
+  const issue = r.error.issues[0]!;
+  throw new TypeError(`virtio-net snapshot: field "${issue.path.join('.')}": ${issue.message}`);
+}
+
 /**
  * Writes a `NetSnapshot` back. A malformed or out-of-bounds state throws a TypeError naming the field and
  * leaves the device as it was.
  */
 export function restoreNet(n: NetPersistentState, state: unknown): void {
-  const r = snapshotSchema(n.maxQueuePairs).safeParse(state);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    throw new TypeError(`virtio-net snapshot: field "${issue.path.join('.')}": ${issue.message}`);
-  }
-  const s = r.data as NetSnapshot;
+  const s = parseNetSnapshot(state, n.maxQueuePairs);
   n.mac.set(s.mac);
   n.rxFilter.mac.set(n.mac);
   n.status = s.status;
