@@ -532,7 +532,14 @@ export class PciFunction {
       }
       return -1;
     };
-    for (const [o, n] of [[0x00, 4], [0x08, 4], [0x0e, 1], [0x2c, 4], [0x34, 1], [0x3d, 1]] as const) {
+    for (const [o, n] of [
+      [0x00, 4],
+      [0x08, 4],
+      [0x0e, 1],
+      [0x2c, 4],
+      [0x34, 1],
+      [0x3d, 1],
+    ] as const) {
       const r = check(o, n);
       if (r >= 0) return r;
     }
