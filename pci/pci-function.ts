@@ -4,6 +4,7 @@
  * Spec: PCI Local Bus 3.0 §6; PCIe Base §7.5; digest §1.1-§1.3.
  */
 import { OptionsError } from '../lib/errors.js';
+import { readOnlyMismatch } from './config-check.js';
 import { allOnes, ConfigSpace } from './config-space.js';
 import type { InterruptSink } from './interrupt-sink.js';
 
@@ -505,7 +506,7 @@ export class PciFunction {
     const bytes = typeof state?.config === 'string' ? Buffer.from(state.config, 'base64') : undefined;
     if (!bytes || bytes.length !== this.config.size)
       throw new OptionsError('PCI function snapshot does not match this function');
-    const bad = this.readOnlyMismatch(bytes);
+    const bad = readOnlyMismatch(this.config, bytes);
     if (bad >= 0)
       throw new OptionsError(
         `PCI function snapshot does not match this function: read-only config byte 0x${bad.toString(16)} differs`,
@@ -515,48 +516,6 @@ export class PciFunction {
     this.intxLevel = state.intx === true;
     this.updateMappings();
     this.updateIntx();
-  }
-
-  /**
-   * The first byte of the function's identity and structure that `bytes` would change although no guest
-   * write could (IDs, class, header type, subsystem, interrupt pin, every capability header), or -1.
-   * QEMU refuses such a state the same way (get_pci_config_device: "Bad config data").
-   */
-  private readOnlyMismatch(bytes: Uint8Array): number {
-    const cs = this.config;
-    const cur = cs.bytes;
-    const check = (o: number, n: number): number => {
-      for (let i = o; i < o + n && i < cur.length; i++) {
-        const ro = ~((cs.wmask[i] as number) | (cs.w1cmask[i] as number)) & 0xff;
-        if (((cur[i] as number) ^ (bytes[i] as number)) & ro) return i;
-      }
-      return -1;
-    };
-    for (const [o, n] of [
-      [0x00, 4],
-      [0x08, 4],
-      [0x0e, 1],
-      [0x2c, 4],
-      [0x34, 1],
-      [0x3d, 1],
-    ] as const) {
-      const r = check(o, n);
-      if (r >= 0) return r;
-    }
-    // Capability headers, walked in the current layout (bounded: a list cannot loop here).
-    for (let o = cur[0x34] as number, n = 0; o >= 0x40 && n < 48; o = cur[o + 1] as number, n++) {
-      const r = check(o, 2);
-      if (r >= 0) return r;
-    }
-    if (cs.size === 4096) {
-      for (let o = 0x100, n = 0; o >= 0x100 && n < 960; n++) {
-        const r = check(o, 4);
-        if (r >= 0) return r;
-        o = cs.getU32(o) >>> 20;
-        if (o === 0) break;
-      }
-    }
-    return -1;
   }
 
   // ---------------------------------------------------------------- reset

@@ -1,0 +1,42 @@
+/** Checks a restored config space against the live one (QEMU get_pci_config_device's "Bad config data"). */
+import type { ConfigSpace } from './config-space.js';
+
+/**
+ * The first byte of the function's identity and structure that `bytes` would change although no guest
+ * write could (IDs, class, header type, subsystem, interrupt pin, every capability header), or -1.
+ */
+export function readOnlyMismatch(cs: ConfigSpace, bytes: Uint8Array): number {
+  const cur = cs.bytes;
+  const check = (o: number, n: number): number => {
+    for (let i = o; i < o + n && i < cur.length; i++) {
+      const ro = ~((cs.wmask[i] as number) | (cs.w1cmask[i] as number)) & 0xff;
+      if (((cur[i] as number) ^ (bytes[i] as number)) & ro) return i;
+    }
+    return -1;
+  };
+  for (const [o, n] of [
+    [0x00, 4],
+    [0x08, 4],
+    [0x0e, 1],
+    [0x2c, 4],
+    [0x34, 1],
+    [0x3d, 1],
+  ] as const) {
+    const r = check(o, n);
+    if (r >= 0) return r;
+  }
+  // Capability headers, walked in the current layout (bounded: a list cannot loop here).
+  for (let o = cur[0x34] as number, n = 0; o >= 0x40 && n < 48; o = cur[o + 1] as number, n++) {
+    const r = check(o, 2);
+    if (r >= 0) return r;
+  }
+  if (cs.size === 4096) {
+    for (let o = 0x100, n = 0; o >= 0x100 && n < 960; n++) {
+      const r = check(o, 4);
+      if (r >= 0) return r;
+      o = cs.getU32(o) >>> 20;
+      if (o === 0) break;
+    }
+  }
+  return -1;
+}
