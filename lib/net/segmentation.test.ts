@@ -281,6 +281,10 @@ describe('SoftwareSegmenter: checksum only and validation', () => {
     );
     const cases: [Uint8Array, NetOffload, number][] = [
       [tcpFrame, offload(GsoType.TCPV4, 0, 54, 34, 16), SEGMENT_ERR_GSO_SIZE],
+      // From an untrusted backend: not a le16 (a frame that segmented to nothing went uncounted before).
+      [tcpFrame, offload(GsoType.TCPV4, Number.NaN, 54, 34, 16), SEGMENT_ERR_GSO_SIZE],
+      [tcpFrame, offload(GsoType.TCPV4, 2 ** 31, 54, 34, 16), SEGMENT_ERR_GSO_SIZE],
+      [tcpFrame, offload(GsoType.TCPV4, 1448.5, 54, 34, 16), SEGMENT_ERR_GSO_SIZE],
       [tcpFrame, offload(GsoType.TCPV4, 1448, tcpFrame.length + 1, 34, 16), SEGMENT_ERR_HDR_LEN],
       [tcpFrame, offload(GsoType.TCPV4, 1448, 54, tcpFrame.length, 0), SEGMENT_ERR_CSUM],
       [tcpFrame, offload(GsoType.TCPV4, 1448, 54, 34, tcpFrame.length), SEGMENT_ERR_CSUM],

@@ -118,7 +118,8 @@ export class SoftwareSegmenter {
     }
     // offload is non-null here (gso != NONE).
     const o = offload!;
-    if (o.gsoSize <= 0) return SEGMENT_ERR_GSO_SIZE;
+    // A backend is untrusted: gso_size is a le16 on the wire, anything else (NaN, 2^31) is malformed.
+    if (!(Number.isInteger(o.gsoSize) && o.gsoSize > 0 && o.gsoSize <= 0xffff)) return SEGMENT_ERR_GSO_SIZE;
     if (o.hdrLen > len) return SEGMENT_ERR_HDR_LEN;
     const pkt = parsePacket(frame, this.pkt);
     if (pkt.isFragment) return SEGMENT_ERR_PROTOCOL;
