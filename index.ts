@@ -16,7 +16,16 @@ export type {
   VirtioNetPciOptions,
 } from './devices/virtio-net/options.js';
 export { DEFAULT_MAC, parseQemuDevice, parseVirtioNetPciOptions } from './devices/virtio-net/options.js';
-export type { BarInfo, VirtioNetPci, VirtioNetPciSnapshot } from './devices/virtio-net-pci.js';
+export type {
+  BarInfo,
+  QueuePairStats,
+  VirtioNetPci,
+  VirtioNetPciSnapshot,
+  VirtioNetPciStats,
+} from './devices/virtio-net-pci.js';
+export type { VfInfo, VfLinkState, VfPolicy } from './devices/eswitch/policy.js';
+export type { PortStats } from './devices/eswitch/port.js';
+export type { SwitchStats } from './devices/eswitch/switch.js';
 export { createVirtioNetPci } from './devices/virtio-net-pci.js';
 export type { VirtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
 export { virtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
