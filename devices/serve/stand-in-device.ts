@@ -13,7 +13,13 @@
  * BAR0: 4 KiB mem32 echo (0x0 reads magic "VNTB", the rest reads back what was written, any size).
  * BAR1: 4 KiB mem32 for MSI-X (QEMU emulates the table; PBA reads 0).
  * BAR2/3: 16 KiB mem64 prefetchable echo.
+ *
+ * The config space is built with pci/ (PciFunction, PcieCapability, Msix: one codec per layout); BAR
+ * accesses go straight to the stand-in's memory, whatever the command register says, as before.
  */
+import { Msix } from '../../pci/msix.js';
+import { PciFunction } from '../../pci/pci-function.js';
+import { PcieCapability } from '../../pci/pcie-capability.js';
 
 /** The part of GuestMemory the stand-in needs (lib/memory/guest-memory.ts satisfies it). */
 export interface StandInMemory {
@@ -29,12 +35,17 @@ export const PROBE_PREFIX = 'VNT-DMA-PROBE:';
 /** Config offsets of the test registers. */
 export const StandInReg = { MAGIC: 0x108, DOORBELL: 0x10c, HITS: 0x110, SCRATCH: 0x114 } as const;
 
-const BAR_SIZES = [0x1000, 0x1000, 0x4000, 0, 0, 0];
+const VENDOR_CAP = 0x100;
+const VENDOR_CAP_LENGTH = 0x18;
+const PCI_EXT_CAP_ID_VNDR = 0x000b;
 
 export interface StandInOptions {
   memory: StandInMemory;
   msixVectors?: number;
 }
+
+/** BAR handlers never reached: the stand-in answers BAR accesses itself (see barRead/barWrite). */
+const UNUSED_BAR = { read: () => 0, write: () => {} };
 
 /** Records every access, so tests and the guest harness can assert what arrived. */
 export class StandInDevice {
@@ -48,9 +59,8 @@ export class StandInDevice {
   ];
   readonly msixVectors: number;
   readonly memory: StandInMemory;
-  readonly config = new Uint8Array(4096);
-  readonly #wmask = new Uint8Array(4096);
-  readonly #initial: Uint8Array;
+  /** The PCI function (config space, capabilities). */
+  readonly pci: PciFunction;
   readonly barMemory = [new Uint8Array(0x1000), new Uint8Array(0x1000), new Uint8Array(0x4000)];
   /** Live regions as handed to `memory` (address, bytes). */
   readonly regions = new Map<number | bigint, Uint8Array>();
@@ -72,51 +82,52 @@ export class StandInDevice {
         return inner.removeRegion(a);
       },
     };
-    const c = this.config;
-    const dv = new DataView(c.buffer);
-    dv.setUint16(0x00, STAND_IN_VENDOR, true);
-    dv.setUint16(0x02, STAND_IN_DEVICE, true);
-    dv.setUint16(0x06, 0x0010, true); // status: capability list
-    c[0x08] = 1; // revision
-    c.set([0x00, 0x00, 0xff], 0x09); // class ff0000
-    dv.setUint32(0x10, 0x0, true); // BAR0 mem32
-    dv.setUint32(0x14, 0x0, true); // BAR1 mem32
-    dv.setUint32(0x18, 0xc, true); // BAR2 mem64 prefetchable
-    dv.setUint16(0x2c, STAND_IN_VENDOR, true);
-    dv.setUint16(0x2e, 0x1100, true);
-    c[0x34] = 0x40;
-    c[0x3d] = 1; // INTA
-    // PCIe capability v2, endpoint.
-    c.set([0x10, 0x80, 0x02, 0x00], 0x40);
-    dv.setUint32(0x44, 0x10008000, true); // devcap: FLR
-    dv.setUint32(0x4c, 0x00000011, true); // lnkcap 2.5 GT/s x1
-    dv.setUint16(0x52, 0x0011, true); // lnksta
-    // MSI-X: next 0, table size N-1, table BAR1+0, PBA BAR1+0x800.
-    c.set([0x11, 0x00], 0x80);
-    dv.setUint16(0x82, Math.max(0, this.msixVectors - 1), true);
-    dv.setUint32(0x84, 0x000 | 1, true);
-    dv.setUint32(0x88, 0x800 | 1, true);
-    // Vendor-specific extended capability at 0x100: id 0x000b, version 1, next 0; header: id 0x7e57 rev 1 len 0x18.
-    dv.setUint32(0x100, 0x000b | (1 << 16), true);
-    dv.setUint32(0x104, 0x7e57 | (1 << 16) | (0x18 << 20), true);
-    dv.setUint32(StandInReg.MAGIC, STAND_IN_MAGIC, true);
-    // Writable bits: command, cache line, latency, interrupt line, BARs (size-aligned), MSI-X control, regs.
-    const m = this.#wmask;
-    m.set([0x07, 0x05], 0x04);
-    m[0x0c] = 0xff;
-    m[0x0d] = 0xff;
-    m[0x3c] = 0xff;
-    for (let i = 0; i < 3; i++) {
-      const bar = BAR_SIZES[i] as number;
-      new DataView(m.buffer).setUint32(0x10 + 4 * i, ~(bar - 1) & ~0xf, true);
-    }
-    new DataView(m.buffer).setUint32(0x1c, 0xffffffff, true); // BAR3 = upper half of BAR2
-    m.set([0x00, 0xc0], 0x82); // MSI-X enable, function mask
-    new DataView(m.buffer).setUint32(StandInReg.DOORBELL, 0xffffffff, true);
-    new DataView(m.buffer).setUint32(StandInReg.SCRATCH, 0xffffffff, true);
-    this.#initial = c.slice();
+    const fn = new PciFunction({
+      vendorId: STAND_IN_VENDOR,
+      deviceId: STAND_IN_DEVICE,
+      revision: 1,
+      classCode: 0xff0000,
+      subsystemVendorId: STAND_IN_VENDOR,
+      subsystemId: 0x1100,
+      interruptPin: 1, // INTA
+      express: true,
+    });
+    this.pci = fn;
+    fn.defineBar(0, { size: 0x1000, type: 'mem32', handler: UNUSED_BAR });
+    fn.defineBar(2, { size: 0x4000, type: 'mem64', prefetchable: true, handler: UNUSED_BAR });
+    // Capabilities go on the list head first: MSI-X at 0x80 (table BAR1+0, PBA BAR1+0x800), then the
+    // PCIe capability v2 (endpoint, FLR) at 0x40, so the list reads 0x40 -> 0x80. The client emulates the
+    // MSI-X table: the stand-in signals vectors straight to its sink.
+    new Msix(
+      fn,
+      {
+        vectors: Math.max(1, this.msixVectors),
+        bar: 1,
+        tableOffset: 0,
+        pbaOffset: 0x800,
+        barSize: 0x1000,
+        capOffset: 0x80,
+      },
+      {},
+    );
+    new PcieCapability(fn, { offset: 0x40 });
+    // Vendor-specific extended capability: header id 0x7e57 rev 1 length 0x18, then the test registers.
+    const cs = fn.config;
+    fn.addExtendedCapability(PCI_EXT_CAP_ID_VNDR, 1, VENDOR_CAP_LENGTH, VENDOR_CAP);
+    cs.setU32(VENDOR_CAP + 4, 0x7e57 | (1 << 16) | (VENDOR_CAP_LENGTH << 20));
+    cs.setU32(StandInReg.MAGIC, STAND_IN_MAGIC);
+    cs.setWritable(StandInReg.DOORBELL, 4, 0xffffffff);
+    cs.setWritable(StandInReg.SCRATCH, 4, 0xffffffff);
+    fn.onConfigWrite(StandInReg.DOORBELL, 4, () => this.#doorbell());
+    const registers = cs.bytes.slice(VENDOR_CAP, VENDOR_CAP + VENDOR_CAP_LENGTH);
+    fn.onReset(() => cs.bytes.set(registers, VENDOR_CAP));
     const b0 = new DataView(this.barMemory[0]!.buffer);
     b0.setUint32(0, STAND_IN_BAR_MAGIC, true);
+  }
+
+  /** The config space bytes (4 KiB). */
+  get config(): Uint8Array {
+    return this.pci.config.bytes;
   }
 
   setInterruptSink(sink: { vector(n: number): void; intx?(asserted: boolean): void }): void {
@@ -125,21 +136,12 @@ export class StandInDevice {
 
   configRead(offset: number, size: 1 | 2 | 4): number {
     this.counts.configReads++;
-    let v = 0;
-    for (let i = size - 1; i >= 0; i--) v = v * 256 + (this.config[offset + i] ?? 0xff);
-    return v;
+    return this.pci.configRead(offset, size);
   }
 
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
     this.counts.configWrites++;
-    for (let i = 0; i < size; i++) {
-      const o = offset + i;
-      if (o >= 4096) break;
-      const mk = this.#wmask[o] as number;
-      const b = (value >>> (8 * i)) & 0xff;
-      this.config[o] = ((this.config[o] as number) & ~mk) | (b & mk);
-    }
-    if (offset <= StandInReg.DOORBELL && StandInReg.DOORBELL < offset + size) this.#doorbell();
+    this.pci.configWrite(offset, size, value);
   }
 
   #doorbell(): void {
@@ -200,6 +202,6 @@ export class StandInDevice {
 
   reset(): void {
     this.counts.resets++;
-    this.config.set(this.#initial);
+    this.pci.reset();
   }
 }

@@ -53,7 +53,7 @@ describe.skipIf(reason !== null)(
       expect(res.standin_magic).toBe(`0x${STAND_IN_MAGIC.toString(16).padStart(8, '0')}`);
       expect(res.standin_scratch).toBe('0x5a5aa5a5');
       // A BAR read through /dev/mem is a REGION_READ answered by the device.
-      expect(Number(res.standin_bar0_magic)).toBe(STAND_IN_BAR_MAGIC);
+      expect(Number(res.standin_bar0_magic), diag).toBe(STAND_IN_BAR_MAGIC);
       // Guest RAM arrived through DMA_MAP: the device found the guest's probe string in its mappings.
       expect(Number(res.standin_probe_hits)).toBeGreaterThan(0);
       expect(device.probeFound).toContain(res.standin_probe);
