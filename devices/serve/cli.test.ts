@@ -7,7 +7,7 @@ import { cleanupNamespaces, NetNamespace, netnsUnavailableReason, uniqueName } f
 import { VfioUserClient } from '../../lib/vfio-user/client.js';
 import { Command, encodeVersionBody, view } from '../../lib/vfio-user/protocol.js';
 import { StandInDevice } from './stand-in-device.js';
-import { runCli } from './cli.js';
+import { cliInfo, runCli } from './cli.js';
 import type { VirtioNetVfioUserDevice } from './vfio-user.js';
 
 let dir: string;
@@ -94,6 +94,31 @@ describe('virtio-net-ts serve', () => {
     await expect(
       runCli(['serve', '--socket', join(dir, 'x'), '--device', 'stand-in', '--socket-mode', 'rw']),
     ).rejects.toThrow(/--socket-mode/);
+  });
+
+  it('--help, -h, serve --help and --version print and exit 0 without serving', async () => {
+    for (const argv of [['--help'], ['-h'], ['serve', '--help'], ['serve', '-h'], ['--version']]) {
+      const out = cliInfo(argv);
+      expect(out, argv.join(' ')).toMatch(
+        argv[0] === '--version' ? /^\d+\.\d+\.\d+\n$/ : /^usage: virtio-net-ts serve /,
+      );
+    }
+    expect(cliInfo(['serve', '--socket', 'x'])).toBeNull();
+    expect(cliInfo([])).toBeNull(); // no command: the usage as an error, exit 2
+    const child = spawn(process.execPath, [
+      '--import',
+      'tsx',
+      join(import.meta.dirname, 'cli.ts'),
+      'serve',
+      '--help',
+    ]);
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^usage: virtio-net-ts serve /);
   });
 
   it('refuses bad command lines with the reason', async () => {

@@ -9,8 +9,9 @@
  * While serving, SIGUSR1 takes the device's link down and SIGUSR2 brings it up (the guest sees
  * VIRTIO_NET_S_LINK_UP change; the tap's carrier follows).
  */
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
+import { readFileSync, realpathSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { StandInDevice } from './stand-in-device.js';
@@ -60,6 +61,35 @@ export const builtinFactories: Record<string, DeviceFactory> = {
   'stand-in': ({ memory, options }) =>
     new StandInDevice({ memory, msixVectors: options.vectors ? Number(options.vectors) : 4 }),
 };
+
+/**
+ * What `--help` / `-h` (alone or after `serve`) and `--version` print, or null for any other command line:
+ * those exit 0 without starting anything.
+ */
+export function cliInfo(argv: string[]): string | null {
+  const [a, b] = argv;
+  if (argv.length === 1 && a === '--version') return `${packageVersion()}\n`;
+  const help = (x: string | undefined) => x === '--help' || x === '-h';
+  if ((argv.length === 1 && help(a)) || (argv.length === 2 && a === 'serve' && help(b))) return `${USAGE}\n`;
+  return null;
+}
+
+/** The package's version, from the nearest package.json named virtio-net-ts above this file. */
+function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++, dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === 'virtio-net-ts' && pkg.version) return pkg.version;
+    } catch {
+      // not here; look one level up
+    }
+  }
+  return 'unknown';
+}
 
 /** A running `serve`: resolves `done` when the server has stopped. */
 export interface CliRun {
@@ -182,7 +212,11 @@ function isMain(): boolean {
   }
 }
 
-if (isMain()) {
+const info = isMain() ? cliInfo(process.argv.slice(2)) : null;
+if (info !== null) {
+  process.stdout.write(info);
+  process.exitCode = 0;
+} else if (isMain()) {
   runCli(process.argv.slice(2)).then(
     (r) => r.done.then(() => process.exit(0)),
     (e: Error) => {
