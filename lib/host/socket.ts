@@ -278,11 +278,15 @@ export function pollFd(
   onEvent: (ev: { readable: boolean; writable: boolean; disconnect: boolean }) => void,
 ): FdPoll {
   let handle: UvPollHandle | null = null;
+  // koffi keeps the callback it was given reachable after the handle is closed: hold the listener (and
+  // so the channel behind it) through a cell that close() empties, so only this small closure stays.
+  let target: typeof onEvent | null = onEvent;
   // koffi calls back with (status, events); a negative status (a poll error) is passed on as readable so
   // that the next recvmsg reports the socket's error.
   const cb = (status: number, ev: { readable: boolean; writable: boolean; disconnect: boolean }) => {
-    if (status < 0) onEvent({ readable: true, writable: false, disconnect: true });
-    else onEvent(ev);
+    if (target === null) return;
+    if (status < 0) target({ readable: true, writable: false, disconnect: true });
+    else target(ev);
   };
   return {
     start(events) {
@@ -300,6 +304,7 @@ export function pollFd(
     close() {
       handle?.close();
       handle = null;
+      target = null;
     },
   };
 }
