@@ -350,11 +350,14 @@ function execute(st: State, s: Step): void {
   }
   switch (s.op) {
     case 'ctrl':
-      return ctrl(st, s);
+      ctrl(st, s);
+      return;
     case 'admin':
-      return admin(st, s);
+      admin(st, s);
+      return;
     case 'frame':
-      return frame(st, s);
+      frame(st, s);
+      return;
     case 'sriov':
       if (!rig.config.device.sriov) return;
       rig.enableVfs(0, 0);
@@ -362,7 +365,8 @@ function execute(st: State, s: Step): void {
       st.counters.vfsEnabled = Math.max(st.counters.vfsEnabled ?? 0, rig.dev.vfs.length);
       return;
     case 'vfAlive':
-      return rig.checkVfAlive(s.k);
+      rig.checkVfAlive(s.k);
+      return;
     case 'reopen':
       reopen(st);
       rig.checkAlive('reopen');
