@@ -116,8 +116,9 @@ export function guardedTarget(dev: PciTarget, label: string): PciTarget {
 export class Rig {
   readonly memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(RAM) }]);
   readonly irq = new CountingInterrupts();
-  readonly backend: MemoryBackend;
-  readonly dev: VirtioNetPci;
+  backend: MemoryBackend;
+  /** The device (replaced by `migrate`; `target` always reaches the current one). */
+  dev: VirtioNetPci;
   readonly target: PciTarget;
   /** VF index → its current backend (a new one each time VFs are enabled). */
   readonly vfBackends = new Map<number, MemoryBackend>();
@@ -131,11 +132,25 @@ export class Rig {
   reopens = 0;
 
   constructor(readonly config: RigConfig) {
-    this.backend = new MemoryBackend(config.backend);
-    this.backend.onFrame(() => {
+    [this.dev, this.backend] = this.createDevice();
+    const current: PciTarget = {
+      configRead: (o, s) => this.dev.configRead(o, s),
+      configWrite: (o, s, v) => this.dev.configWrite(o, s, v),
+      barRead: (b, o, s) => this.dev.barRead(b, o, s),
+      barWrite: (b, o, s, v) => this.dev.barWrite(b, o, s, v),
+    };
+    this.target = guardedTarget(current, 'pf');
+    this.driver = this.newDriver();
+  }
+
+  /** A device with this rig's options on this rig's memory, with a new backend. */
+  private createDevice(): [VirtioNetPci, MemoryBackend] {
+    const config = this.config;
+    const backend = new MemoryBackend(config.backend);
+    backend.onFrame(() => {
       this.sent++;
     });
-    this.dev = guard('createVirtioNetPci', () =>
+    const dev = guard('createVirtioNetPci', () =>
       createVirtioNetPci({
         ...config.device,
         ...(config.device.sriov
@@ -151,12 +166,28 @@ export class Rig {
             }
           : {}),
         memory: this.memory,
-        backend: this.backend,
+        backend,
         interrupts: this.irq,
       } as VirtioNetPciOptions),
     );
-    this.target = guardedTarget(this.dev, 'pf');
-    this.driver = this.newDriver();
+    return [dev, backend];
+  }
+
+  /**
+   * Live migration: snapshot (through JSON, as a VMM stores it), a new device and backend on the same
+   * guest memory restore it, and the guest carries on with the new one. The old device is reset (its
+   * deferred work must not touch the rings any more) and closed. Returns both snapshots' JSON.
+   */
+  migrate(): { before: string; after: string } {
+    const old = this.dev;
+    const before = JSON.stringify(guard('snapshot()', () => old.snapshot()));
+    guard('reset()', () => old.reset());
+    guard('close()', () => old.close());
+    const [dev, backend] = this.createDevice();
+    guard('restore()', () => dev.restore(JSON.parse(before)));
+    this.dev = dev;
+    this.backend = backend;
+    return { before, after: JSON.stringify(guard('snapshot()', () => dev.snapshot())) };
   }
 
   private newDriver(): VirtioNetDriver {
@@ -234,8 +265,11 @@ export class Rig {
     // A 60-byte frame must fit one buffer unless buffers merge.
     const size = this.config.rxBufferSize ?? (d.has(15) ? 1536 + d.hdrSize : 65562);
     if (d.hdrSize + 60 > size && !d.has(15)) return;
-    // Enough buffers for the largest frame a backlog may hold, so what waits there drains first.
+    // Enough buffers for the largest frame a backlog may hold, so what waits there drains first. With
+    // buffers so small that a whole ring cannot hold one, such a frame wedges the queue for good (the
+    // guest's own doing, as in QEMU): no verdict on receive then.
     const count = Math.ceil(70_000 / size) + 4;
+    if (d.has(15) && size * d.queue(0).size < 70_000) return;
     for (let p = 0; p < d.maxPairs; p++) d.postRx(p, count);
     // Frames the backend held while the device was down arrive first: take them all.
     for (let i = 0; i < 1000; i++) {
@@ -316,11 +350,22 @@ export class Rig {
     );
   }
 
-  /** Some backend queue is paused: the device holds frames in its backlog waiting for rx buffers. */
+  /**
+   * The device may hold frames in its backlog waiting for rx buffers: a backend queue is paused, or
+   * frames went into a backlog at some point (it can only be emptied by buffers or a reset).
+   */
   backlogged(): boolean {
     const queues = this.backend.capabilities.queuePairs;
     for (let q = 0; q < queues; q++) if (this.backend.isPaused(q)) return true;
-    return false;
+    return rxAccount(this.dev, this.backend).backlogged > 0;
+  }
+
+  /** Rx buffers the driver may still post on one pair without running out of guest RAM for later. */
+  postable(count: number): number {
+    const d = this.driver;
+    const size = this.config.rxBufferSize ?? (d.has(15) ? 1536 + d.hdrSize : 65562);
+    const room = d.pci.allocator.remaining - (4 << 20); // kept for checkAlive and tx
+    return Math.max(0, Math.min(count, Math.floor(room / (size + 64))));
   }
 
   close(): void {

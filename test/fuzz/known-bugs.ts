@@ -25,6 +25,21 @@ export const KNOWN_BUGS: Record<string, KnownBug> = {
       'counted nowhere (not rxDropped, not rxDroppedNotReady): the device took it and it vanished from the stats.',
     repro: 'npm run fuzz -- --target guest-rings --seed 1 --case 3 --only 4,13,15',
   },
+  'restore-accepts-read-only-changes': {
+    summary:
+      "restore() writes the snapshot's config-space bytes wholesale (PciFunction.restore): a corrupted or " +
+      'mismatched state changes read-only registers (capability list links, virtio capability offsets, IDs) and ' +
+      'the function stays wrong even after a reset. QEMU refuses such a state (get_pci_config_device: "Bad config ' +
+      'data"); here it is taken, even when restore() then throws for another field.',
+    repro: 'npm run fuzz -- --target guest-snapshot --seed 2 --case 1 --only 167',
+  },
+  'sink-bad-queue-index': {
+    summary:
+      'BackendSink.receive() with a queue index that is negative or not an integer (-1, 0.5, NaN) throws a ' +
+      'TypeError out of the device (queueStats[pair] is undefined in receiveFrame) instead of counting a drop; ' +
+      'MemoryBackend filters such indexes itself, but another backend reaches the device with them.',
+    repro: 'npm run fuzz -- --target backend --seed 1 --case 0 --only 246',
+  },
 };
 
 export const ALL_KNOWN_BUGS = Object.keys(KNOWN_BUGS);
