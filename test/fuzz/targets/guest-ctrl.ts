@@ -395,7 +395,10 @@ function check(st: State): void {
   for (const [k, vf] of rig.dev.vfs.entries()) {
     const t = guardedTarget(vf, `vf${k}`);
     let regs = st.ro.get(vf);
-    if (!regs) st.ro.set(vf, (regs = readOnlyRegisters(t, true)));
+    if (!regs) {
+      regs = readOnlyRegisters(t, true);
+      st.ro.set(vf, regs);
+    }
     checkReadOnly(t, regs, `vf${k}`);
   }
   checkTxAccount(rxAccount(rig.dev, rig.backend), 'pf');
