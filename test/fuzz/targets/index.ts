@@ -5,6 +5,7 @@ import { guestConfig } from './guest-config.js';
 import { guestCtrl } from './guest-ctrl.js';
 import { guestRings } from './guest-rings.js';
 import { guestSnapshot } from './guest-snapshot.js';
+import { vfioUser } from './vfio-user.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: targets differ in state and step types
 export const targets: Record<string, FuzzTarget<any, any>> = {
@@ -13,4 +14,5 @@ export const targets: Record<string, FuzzTarget<any, any>> = {
   [guestCtrl.name]: guestCtrl,
   [guestSnapshot.name]: guestSnapshot,
   [backend.name]: backend,
+  [vfioUser.name]: vfioUser,
 };
