@@ -5,6 +5,7 @@ import { guestConfig } from './guest-config.js';
 import { guestCtrl } from './guest-ctrl.js';
 import { guestRings } from './guest-rings.js';
 import { guestSnapshot } from './guest-snapshot.js';
+import { steering } from './steering.js';
 import { vfioUser } from './vfio-user.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: targets differ in state and step types
@@ -15,4 +16,5 @@ export const targets: Record<string, FuzzTarget<any, any>> = {
   [guestSnapshot.name]: guestSnapshot,
   [backend.name]: backend,
   [vfioUser.name]: vfioUser,
+  [steering.name]: steering,
 };
