@@ -360,6 +360,14 @@ export class Rig {
     return rxAccount(this.dev, this.backend).backlogged > 0;
   }
 
+  /** No backend queue is paused or holds frames: a restore cannot set traffic going by resuming it. */
+  quiet(): boolean {
+    const queues = this.backend.capabilities.queuePairs;
+    for (let q = 0; q < queues; q++)
+      if (this.backend.isPaused(q) || this.backend.pending(q) > 0) return false;
+    return true;
+  }
+
   /** Rx buffers the driver may still post on one pair without running out of guest RAM for later. */
   postable(count: number): number {
     const d = this.driver;

@@ -7,8 +7,14 @@
  */
 export interface KnownBug {
   summary: string;
-  /** A minimal step list that shows it. */
-  repro: string;
+  /** A minimal step list that shows it: case `caseIndex` of `seed`, steps `only`. */
+  repro: { target: string; seed: number; caseIndex: number; only: number[] };
+}
+
+/** The command that replays a known bug's minimal step list. */
+export function reproCommand(b: KnownBug): string {
+  const r = b.repro;
+  return `npm run fuzz -- --target ${r.target} --seed ${r.seed} --case ${r.caseIndex} --only ${r.only.join(',')}`;
 }
 
 export const KNOWN_BUGS: Record<string, KnownBug> = {
@@ -17,13 +23,13 @@ export const KNOWN_BUGS: Record<string, KnownBug> = {
       'A frame waits in the device backlog for more mergeable rx buffers than the guest posted: recheckRx sees ' +
       '"buffers available" and reschedules drainBacklog with setImmediate forever (~13k turns/s, one core busy) ' +
       'until the guest posts more; dev.close() does not stop it (only a device reset does).',
-    repro: 'npm run fuzz -- --target guest-rings --seed 3 --case 0 --only 11',
+    repro: { target: 'guest-rings', seed: 3, caseIndex: 0, only: [11] },
   },
   'rx-frame-lost-on-guest-error': {
     summary:
       'A frame the backend hands over while the rx ring holds a broken chain sets DEVICE_NEEDS_RESET and is ' +
       'counted nowhere (not rxDropped, not rxDroppedNotReady): the device took it and it vanished from the stats.',
-    repro: 'npm run fuzz -- --target guest-rings --seed 1 --case 3 --only 4,13,15',
+    repro: { target: 'guest-rings', seed: 1, caseIndex: 3, only: [4, 13, 15] },
   },
   'restore-accepts-read-only-changes': {
     summary:
@@ -31,14 +37,14 @@ export const KNOWN_BUGS: Record<string, KnownBug> = {
       'mismatched state changes read-only registers (capability list links, virtio capability offsets, IDs) and ' +
       'the function stays wrong even after a reset. QEMU refuses such a state (get_pci_config_device: "Bad config ' +
       'data"); here it is taken, even when restore() then throws for another field.',
-    repro: 'npm run fuzz -- --target guest-snapshot --seed 2 --case 1 --only 167',
+    repro: { target: 'guest-snapshot', seed: 2, caseIndex: 1, only: [167] },
   },
   'sink-bad-queue-index': {
     summary:
       'BackendSink.receive() with a queue index that is negative or not an integer (-1, 0.5, NaN) throws a ' +
       'TypeError out of the device (queueStats[pair] is undefined in receiveFrame) instead of counting a drop; ' +
       'MemoryBackend filters such indexes itself, but another backend reaches the device with them.',
-    repro: 'npm run fuzz -- --target backend --seed 1 --case 0 --only 246',
+    repro: { target: 'backend', seed: 1, caseIndex: 0, only: [246] },
   },
 };
 

@@ -7,7 +7,7 @@
  * and a minimal step list exactly, and exits 1. `--target all` runs every target in turn.
  */
 import { formatResult, type FuzzOptions, runFuzz } from './engine.js';
-import { ALL_KNOWN_BUGS, KNOWN_BUGS } from './known-bugs.js';
+import { ALL_KNOWN_BUGS, KNOWN_BUGS, reproCommand } from './known-bugs.js';
 import { targets } from './targets/index.js';
 
 function usage(message?: string): never {
@@ -94,7 +94,7 @@ async function main(): Promise<number> {
     if (r.failure) failed = true;
     for (const b of Object.keys(r.knownBugHits))
       if (KNOWN_BUGS[b])
-        console.log(`  known bug ${b}: ${KNOWN_BUGS[b].summary}\n    repro: ${KNOWN_BUGS[b].repro}`);
+        console.log(`  known bug ${b}: ${KNOWN_BUGS[b].summary}\n    repro: ${reproCommand(KNOWN_BUGS[b])}`);
   }
   return failed ? 1 : 0;
 }

@@ -291,6 +291,8 @@ function execute(st: State, s: Step): void {
       });
       return;
     case 'roundTrip': {
+      // With frames held by a paused backend, restore (which resets and re-activates) lets them in.
+      if (!rig.quiet()) return;
       const a = JSON.stringify(guard('snapshot()', () => rig.dev.snapshot()));
       guard('restore()', () => rig.dev.restore(JSON.parse(a)));
       const b = JSON.stringify(guard('snapshot()', () => rig.dev.snapshot()));
