@@ -71,6 +71,8 @@ interface State {
   packed: boolean;
   kicked: Set<number>;
   resetQueues: Set<number>;
+  /** The guest scribbled on a used ring since the last reopen: used idx in memory is not the device's. */
+  usedScribbled: boolean;
   counters: Record<string, number>;
 }
 
@@ -103,7 +105,13 @@ function rawDesc(rng: Rng): RawDesc {
   };
 }
 
-function generate(rng: Rng): Step {
+/** Each step also says whether a guest that finds the device broken resets it first (keeps rings busy). */
+function generate(rng: Rng): Step & { heal: boolean } {
+  const heal = rng.chance(0.4);
+  return { ...generateOp(rng), heal };
+}
+
+function generateOp(rng: Rng): Step {
   const op = rng.weighted({
     post: 18,
     desc: 10,
@@ -265,9 +273,16 @@ function kick(st: State, index: number, value: number, size: 2 | 4, at: number |
   if (at === null) st.kicked.add(index & 0xffff);
 }
 
-function execute(st: State, s: Step): void {
+function execute(st: State, s: Step & { heal?: boolean }): void {
   const rig = st.rig;
   const mem = rig.memory;
+  if (s.heal && s.op !== 'reopen' && rig.needsReset()) {
+    rig.reopen();
+    st.resetQueues.clear();
+    st.kicked.clear();
+    st.usedScribbled = false;
+    st.counters.healed = (st.counters.healed ?? 0) + 1;
+  }
   const count = (k: string) => {
     st.counters[k] = (st.counters[k] ?? 0) + 1;
   };
@@ -281,6 +296,8 @@ function execute(st: State, s: Step): void {
       const readable = s.segs.filter((g) => !g.w).map((g) => ({ addr: segAddr(g), len: g.len }));
       const writable = s.segs.filter((g) => g.w).map((g) => ({ addr: segAddr(g), len: g.len }));
       if (!isTxOrCtrl(st, q.index) || s.segs.some((g) => g.where !== 'scratch')) rig.corrupted = true;
+      // A writable segment anywhere in RAM lets the device write over a used ring on the guest's behalf.
+      if (s.segs.some((g) => g.where !== 'scratch')) st.usedScribbled = true;
       tolerant(st, () => q.dq.add(readable, writable, { indirect: s.indirect }));
       if (s.kick) kick(st, q.index, q.index, 2, null);
       count('chainsPosted');
@@ -290,6 +307,7 @@ function execute(st: State, s: Step): void {
       const q = queueOf(st, s.q);
       if (!q) return;
       rig.corrupted = true;
+      st.usedScribbled = true; // its address may be a ring
       const slot = s.slot % q.dq.size;
       writeDesc(mem, q.dq.config.descAddr + 16 * slot, s.desc, st.packed);
       if (s.publish && !st.packed) {
@@ -303,6 +321,7 @@ function execute(st: State, s: Step): void {
       const q = queueOf(st, s.q);
       if (!q) return;
       rig.corrupted = true;
+      st.usedScribbled = true;
       const table = SCRATCH + s.at;
       for (const [i, e] of s.entries.entries()) writeDesc(mem, table + 16 * i, e, st.packed);
       const slot = s.slot % q.dq.size;
@@ -335,6 +354,7 @@ function execute(st: State, s: Step): void {
       const q = queueOf(st, s.q);
       if (!q) return;
       rig.corrupted = true;
+      st.usedScribbled = true;
       scribbleDeviceArea(mem, q.dq.config, st.packed, s.offset, s.value);
       return;
     }
@@ -397,6 +417,7 @@ function execute(st: State, s: Step): void {
       rig.reopen();
       st.resetQueues.clear();
       st.kicked.clear();
+      st.usedScribbled = false;
       rig.checkAlive('reopen');
       count('reopens');
       return;
@@ -411,7 +432,7 @@ function check(st: State): void {
   for (const index of st.kicked) {
     const dq = rig.driver.pci.queues.get(index);
     if (!dq || broken || !driverOk || st.resetQueues.has(index) || !isTxOrCtrl(st, index)) continue;
-    if (!st.packed) {
+    if (!st.packed && !st.usedScribbled) {
       const avail = splitAvailIdx(rig.memory, dq.config);
       const used = splitUsedIdx(rig.memory, dq.config);
       invariant(
@@ -431,14 +452,22 @@ function check(st: State): void {
   checkTxAccount(rxAccount(rig.dev, rig.backend), 'pf');
 }
 
-export const guestRings: FuzzTarget<State, Step> = {
+export const guestRings: FuzzTarget<State, Step & { heal: boolean }> = {
   name: 'guest-rings',
   summary: 'split and packed rings with random and corrupt descriptors, indices and kicks',
   stepsPerCase: 300,
   setup(rng: Rng, ctx: RunContext) {
     const rig = new Rig(randomRigConfig(rng));
     rig.reopen();
-    return { rig, ctx, packed: rig.driver.has(34), kicked: new Set(), resetQueues: new Set(), counters: {} };
+    return {
+      rig,
+      ctx,
+      packed: rig.driver.has(34),
+      kicked: new Set(),
+      resetQueues: new Set(),
+      usedScribbled: false,
+      counters: {},
+    };
   },
   generate,
   execute,
