@@ -46,6 +46,13 @@ export const KNOWN_BUGS: Record<string, KnownBug> = {
       'MemoryBackend filters such indexes itself, but another backend reaches the device with them.',
     repro: { target: 'backend', seed: 1, caseIndex: 0, only: [246] },
   },
+  'segmenter-lost-frame': {
+    summary:
+      'Software segmentation (lib/net/segmentation.ts) of a backend frame whose offload gsoSize is NaN or at ' +
+      'least 2^31 emits no segment and still returns SEGMENT_OK (UFO: gsoSize & ~7 turns negative; TSO/USO: ' +
+      'ceil(payload / NaN)): the device took the frame and it vanished uncounted.',
+    repro: { target: 'backend', seed: 424242, caseIndex: 15, only: [390, 394] },
+  },
 };
 
 export const ALL_KNOWN_BUGS = Object.keys(KNOWN_BUGS);
