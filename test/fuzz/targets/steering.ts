@@ -9,7 +9,7 @@
  * with the traffic; once updates have settled every frame is on the queue lib/net/rss-hash.ts `rssHash`
  * picks for the configuration in force (table[hash & (len - 1)] or the default queue, modulo 4).
  */
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { OptionsError } from '../../../lib/errors.js';
 import { NetNamespace, netnsUnavailableReason, uniqueName } from '../../../lib/host/netns.js';
 import { rssHash } from '../../../lib/net/rss-hash.js';
@@ -185,6 +185,16 @@ function describe(s: Step): string {
   }
 }
 
+/** Null when python3 (the frame sender inside the namespace) runs here. */
+function python(): string | null {
+  try {
+    execFileSync('python3', ['-c', 'pass'], { stdio: 'ignore' });
+    return null;
+  } catch {
+    return 'no python3';
+  }
+}
+
 const toConfig = (c: Config): RssSteeringConfig => ({ ...c, key: Uint8Array.from(c.key) });
 
 function expectedQueue(frame: Uint8Array, c: RssSteeringConfig): number {
@@ -277,8 +287,8 @@ export const steering: FuzzTarget<State, Step> = {
   stepsPerCase: 300,
   minimize: false,
   unavailable: () => {
-    const r = netnsUnavailableReason() ?? TapSteering.supported();
-    return r === null ? null : `needs root, /dev/net/tun and bpf(2): ${r}`;
+    const r = netnsUnavailableReason() ?? TapSteering.supported() ?? python();
+    return r === null ? null : `needs root, /dev/net/tun, bpf(2) and python3: ${r}`;
   },
   async setup(rng: Rng) {
     const config = toConfig(validConfig(rng));
