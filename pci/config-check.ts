@@ -3,7 +3,8 @@ import type { ConfigSpace } from './config-space.js';
 
 /**
  * The first byte of the function's identity and structure that `bytes` would change although no guest
- * write could (IDs, class, header type, subsystem, interrupt pin, every capability header), or -1.
+ * write could (IDs, class, header type, subsystem, interrupt pin, every capability header, the vendor
+ * and MSI-X capabilities whole), or -1.
  */
 export function readOnlyMismatch(cs: ConfigSpace, bytes: Uint8Array): number {
   const cur = cs.bytes;
@@ -27,7 +28,13 @@ export function readOnlyMismatch(cs: ConfigSpace, bytes: Uint8Array): number {
   }
   // Capability headers, walked in the current layout (bounded: a list cannot loop here).
   for (let o = cur[0x34] as number, n = 0; o >= 0x40 && n < 48; o = cur[o + 1] as number, n++) {
-    const r = check(o, 2);
+    // The header; a vendor capability (virtio's: type, BAR, offset, length) and MSI-X (table and PBA
+    // locations) are read-only as a whole, their writable fields excluded by the write masks.
+    const id = cur[o] as number;
+    const r = check(
+      o,
+      id === 0x09 ? Math.max(2, Math.min(cur[o + 2] as number, 0x100 - o)) : id === 0x11 ? 12 : 2,
+    );
     if (r >= 0) return r;
   }
   if (cs.size === 4096) {
