@@ -26,24 +26,41 @@ export function readOnlyMismatch(cs: ConfigSpace, bytes: Uint8Array): number {
     const r = check(o, n);
     if (r >= 0) return r;
   }
+  // Status: only the Capabilities List bit is fixed (interrupt status and error bits move).
+  if (((cur[0x06] as number) ^ (bytes[0x06] as number)) & 0x10) return 0x06;
   // Capability headers, walked in the current layout (bounded: a list cannot loop here).
   for (let o = cur[0x34] as number, n = 0; o >= 0x40 && n < 48; o = cur[o + 1] as number, n++) {
-    // The header; a vendor capability (virtio's: type, BAR, offset, length) and MSI-X (table and PBA
-    // locations) are read-only as a whole, their writable fields excluded by the write masks.
+    // Whole capabilities as QEMU's cmask has them; their writable fields are excluded by the masks.
     const id = cur[o] as number;
-    const r = check(
-      o,
-      id === 0x09 ? Math.max(2, Math.min(cur[o + 2] as number, 0x100 - o)) : id === 0x11 ? 12 : 2,
-    );
+    const r = check(o, capLength(id, o, cur));
     if (r >= 0) return r;
   }
   if (cs.size === 4096) {
     for (let o = 0x100, n = 0; o >= 0x100 && n < 960; n++) {
-      const r = check(o, 4);
+      // SR-IOV (0x40 bytes) and ARI (8) are read-only as a whole but for their writable registers.
+      const id = cs.getU32(o) & 0xffff;
+      const r = check(o, id === 0x10 ? 0x40 : id === 0x0e ? 8 : 4);
       if (r >= 0) return r;
       o = cs.getU32(o) >>> 20;
       if (o === 0) break;
     }
   }
   return -1;
+}
+
+/** Bytes of a standard capability at `o` that a restore must keep (at least its 2-byte header). */
+function capLength(id: number, o: number, cur: Uint8Array): number {
+  const max = 0x100 - o;
+  switch (id) {
+    case 0x01: // Power Management
+      return Math.min(8, max);
+    case 0x09: // vendor specific (virtio): its own length byte
+      return Math.max(2, Math.min(cur[o + 2] as number, max));
+    case 0x10: // PCI Express (v2)
+      return Math.min(0x3c, max);
+    case 0x11: // MSI-X: table and PBA locations
+      return Math.min(12, max);
+    default:
+      return 2;
+  }
 }
