@@ -6,8 +6,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cleanupNamespaces, NetNamespace, netnsUnavailableReason, uniqueName } from '../../lib/host/netns.js';
 import { VfioUserClient } from '../../lib/vfio-user/client.js';
 import { Command, encodeVersionBody, view } from '../../lib/vfio-user/protocol.js';
-import { StandInDevice } from './stand-in-device.js';
 import { cliInfo, runCli } from './cli.js';
+import { StandInDevice } from './stand-in-device.js';
 import type { VirtioNetVfioUserDevice } from './vfio-user.js';
 
 let dir: string;
@@ -131,7 +131,12 @@ describe('virtio-net-ts serve', () => {
     await expect(runCli(['serve', '--socket', join(dir, 'x')])).rejects.toThrow(/needs --tap NAME/);
     await expect(
       runCli(['serve', '--socket', join(dir, 'x'), '--tap', 'vntx0', '-o', 'nonsense=on']),
-    ).rejects.toThrow(/unknown property "nonsense"/);
+    ).rejects.toThrow(/unknown property "nonsense"; accepted: /);
+    // Options are checked before anything is created on the host: no tap appears.
+    await expect(
+      runCli(['serve', '--socket', join(dir, 'x'), '--tap', 'vntq0', '-o', 'queues=0']),
+    ).rejects.toThrow(/option "queues": expected 1..256/);
+    expect(existsSync('/sys/class/net/vntq0')).toBe(false);
     await expect(
       runCli(['serve', '--socket', join(dir, 'x'), '--tap', 'vntx0', '-o', 'mq=maybe']),
     ).rejects.toThrow(/"mq" expects on or off/);

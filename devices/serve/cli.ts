@@ -14,8 +14,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
-import { StandInDevice } from './stand-in-device.js';
 import { type VfioUserDevice, VfioUserServer } from '../../lib/vfio-user/server.js';
+import { StandInDevice } from './stand-in-device.js';
 import { virtioNetFromCommandLine } from './vfio-user.js';
 
 /** What a device factory gets from the command line. */

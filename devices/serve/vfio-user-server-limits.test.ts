@@ -4,7 +4,6 @@ import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { StandInDevice } from './stand-in-device.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { VfioUserClient } from '../../lib/vfio-user/client.js';
 import {
@@ -16,6 +15,7 @@ import {
   view,
 } from '../../lib/vfio-user/protocol.js';
 import { VfioUserServer, type VfioUserServerOptions } from '../../lib/vfio-user/server.js';
+import { StandInDevice } from './stand-in-device.js';
 
 let dir: string;
 let server: VfioUserServer;

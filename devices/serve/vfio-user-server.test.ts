@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import * as sys from '../../lib/host/socket.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { VfioUserClient } from '../../lib/vfio-user/client.js';
 import {
@@ -22,9 +23,8 @@ import {
   REGION_RW,
   view,
 } from '../../lib/vfio-user/protocol.js';
-import { StandInDevice, StandInReg } from './stand-in-device.js';
-import * as sys from '../../lib/host/socket.js';
 import { VfioUserServer } from '../../lib/vfio-user/server.js';
+import { StandInDevice, StandInReg } from './stand-in-device.js';
 
 const fdCount = () => readdirSync('/proc/self/fd').length;
 const memfdMaps = () =>

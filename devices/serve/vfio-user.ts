@@ -6,9 +6,14 @@
 
 import { OptionsError } from '../../lib/errors.js';
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { MemoryBackend } from '../../lib/net/memory-backend.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
 import type { VfioUserDevice, VfioUserInterruptSink } from '../../lib/vfio-user/server.js';
-import { parseQemuDevice, type VirtioNetPciOptions } from '../virtio-net/options.js';
+import {
+  parseQemuDevice,
+  parseVirtioNetPciOptions,
+  type VirtioNetPciOptions,
+} from '../virtio-net/options.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 
 /** A served virtio-net function: the vfio-user device interface plus the controls a VMM process needs. */
@@ -62,6 +67,15 @@ export function virtioNetFromCommandLine(input: {
   if (!input.tap) throw new OptionsError('--device virtio-net needs --tap NAME (the host tap interface)');
   const props: Partial<VirtioNetPciOptions> = {};
   for (const [k, v] of Object.entries(input.options)) Object.assign(props, parseQemuDevice(`${k}=${v}`));
+  // Validate the options before anything is created on the host (a stand-in backend of the same shape).
+  parseVirtioNetPciOptions({
+    ...props,
+    memory: input.memory,
+    backend: new MemoryBackend({
+      queues: Number.isInteger(props.queues) && (props.queues ?? 1) > 0 ? props.queues : 1,
+    }),
+    interrupts: { vector: () => {} },
+  });
   const tap = TapBackend.open({ name: input.tap, queues: props.queues ?? 1, netns: input.netns });
   try {
     return virtioNetVfioUserDevice({ ...props, memory: input.memory, backend: tap });

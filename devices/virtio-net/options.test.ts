@@ -68,8 +68,21 @@ describe('parseQemuDevice', () => {
     expect(parseQemuDevice('virtio-net-pci-non-transitional')).toEqual({ 'disable-legacy': true });
   });
 
+  it("ignores QEMU's plumbing: its bus id (pcie.0, a root port), ioeventfd, id, netdev, addr", () => {
+    const o = parseQemuDevice('virtio-net-pci,bus=pcie.0,ioeventfd=on,id=n0,netdev=hn0,addr=0x3,mq=on');
+    expect(o).toEqual({ mq: true });
+    expect(parseQemuDevice('virtio-net-pci,bus=rp0')).toEqual({});
+    expect(parseQemuDevice('virtio-net-pci,bus=pci')).toEqual({ bus: 'pci' });
+    expect(() =>
+      parseVirtioNetPciOptions({ ...base(), ...parseQemuDevice('virtio-net-pci,bus=pcie.0') }),
+    ).not.toThrow();
+  });
+
   it('rejects unknown properties and malformed values', () => {
-    expect(() => parseQemuDevice('virtio-net-pci,nonsense=on')).toThrow(/unknown property "nonsense"/);
+    expect(() => parseQemuDevice('virtio-net-pci,nonsense=on')).toThrow(
+      /unknown property "nonsense"; accepted: .*\bmq\b.*\brss\b.* \(ignored: id, netdev, addr/,
+    );
+    expect(() => parseQemuDevice('virtio-net-pci,memory=1')).toThrow(/unknown property "memory"/);
     expect(() => parseQemuDevice('virtio-net-pci,mq=maybe')).toThrow(/"mq" expects on or off/);
     expect(() => parseQemuDevice('virtio-net-pci,vectors=x')).toThrow(/"vectors" expects an integer/);
     expect(() => parseQemuDevice('e1000,mq=on')).toThrow(/not virtio-net-pci/);

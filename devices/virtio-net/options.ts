@@ -203,6 +203,8 @@ const BOOLEAN_WORDS: Record<string, boolean> = {
 };
 const NUMBER_OPTIONS = new Set(['queues', 'vectors', 'rx_queue_size', 'tx_queue_size', 'host_mtu', 'speed']);
 const STRING_OPTIONS = new Set(['mac', 'bus', 'duplex']);
+/** Options that are objects from the VMM, not `-device` properties. */
+const NOT_PROPERTIES = new Set(['memory', 'backend', 'interrupts', 'sriov']);
 /** QEMU properties that only wire the device into QEMU itself; accepted and ignored. */
 const IGNORED_OPTIONS = new Set([
   'id',
@@ -213,12 +215,15 @@ const IGNORED_OPTIONS = new Set([
   'multifunction',
   'x-txburst',
   'tx',
+  'ioeventfd',
 ]);
 
 /**
  * Parses a QEMU `-device` string ("virtio-net-pci,mq=on,rss=on,mac=...") into options, using the same
- * property names. Booleans take on/off (also true/false, yes/no); `bus` is not QEMU's bus id here but our
- * 'pcie' | 'pci' choice. Throws `OptionsError` for an unknown property or a malformed value.
+ * property names. Booleans take on/off (also true/false, yes/no); `bus=pcie` / `bus=pci` is our layout
+ * choice, any other `bus` value is QEMU's bus id (pcie.0, a root port's id) and, like `id`, `netdev`,
+ * `addr` and the rest of IGNORED_OPTIONS, only wires the device into QEMU: accepted and ignored.
+ * Throws `OptionsError` for an unknown property (listing the accepted ones) or a malformed value.
  */
 export function parseQemuDevice(spec: string): Partial<VirtioNetPciOptionsInput> {
   const parts = spec.split(',').filter((p) => p.length > 0);
@@ -241,9 +246,12 @@ export function parseQemuDevice(spec: string): Partial<VirtioNetPciOptionsInput>
     if (eq <= 0) throw new OptionsError(`parseQemuDevice: "${part}" is not property=value`);
     const key = part.slice(0, eq);
     const raw = part.slice(eq + 1);
-    if (IGNORED_OPTIONS.has(key)) continue;
-    if (!known.has(key) || key === 'memory' || key === 'backend' || key === 'interrupts' || key === 'sriov') {
-      throw new OptionsError(`parseQemuDevice: unknown property "${key}"`);
+    if (IGNORED_OPTIONS.has(key) || (key === 'bus' && raw !== 'pcie' && raw !== 'pci')) continue;
+    if (!known.has(key) || NOT_PROPERTIES.has(key)) {
+      const accepted = [...known].filter((k) => !NOT_PROPERTIES.has(k)).sort();
+      throw new OptionsError(
+        `parseQemuDevice: unknown property "${key}"; accepted: ${accepted.join(', ')} (ignored: ${[...IGNORED_OPTIONS].join(', ')})`,
+      );
     }
     if (NUMBER_OPTIONS.has(key)) {
       const n = Number(raw);
