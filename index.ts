@@ -3,12 +3,13 @@
  * The stable public surface (the API contract: README.md and docs/architecture.md); everything else is internal.
  */
 
-export type { VfioUserDevice, VfioUserServerOptions } from './lib/vfio-user/server.js';
-export { VfioUserServer } from './lib/vfio-user/server.js';
+export type { VfInfo, VfLinkState, VfPolicy } from './devices/eswitch/policy.js';
+export type { PortStats } from './devices/eswitch/port.js';
+export type { SwitchStats } from './devices/eswitch/switch.js';
+export { type CliRun, cliInfo, runCli } from './devices/serve/cli.js';
+export type { VirtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
+export { virtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
 export { VirtioNet } from './devices/virtio-net/device.js';
-export type { NetSnapshot } from './devices/virtio-net/persist.js';
-export type { NetDeviceStats } from './devices/virtio-net/stats.js';
-export { QueueStats } from './devices/virtio-net/stats.js';
 export { NetF } from './devices/virtio-net/features.js';
 export type {
   VirtioNetInterrupts,
@@ -16,6 +17,9 @@ export type {
   VirtioNetPciOptions,
 } from './devices/virtio-net/options.js';
 export { DEFAULT_MAC, parseQemuDevice, parseVirtioNetPciOptions } from './devices/virtio-net/options.js';
+export type { NetSnapshot } from './devices/virtio-net/persist.js';
+export type { NetDeviceStats } from './devices/virtio-net/stats.js';
+export { QueueStats } from './devices/virtio-net/stats.js';
 export type {
   BarInfo,
   QueuePairStats,
@@ -23,17 +27,10 @@ export type {
   VirtioNetPciSnapshot,
   VirtioNetPciStats,
 } from './devices/virtio-net-pci.js';
-export type { VfInfo, VfLinkState, VfPolicy } from './devices/eswitch/policy.js';
-export type { PortStats } from './devices/eswitch/port.js';
-export type { SwitchStats } from './devices/eswitch/switch.js';
 export { createVirtioNetPci } from './devices/virtio-net-pci.js';
-export type { VirtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
-export { virtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
 export { BackendError, GuestMemoryError, OptionsError, VirtioNetError } from './lib/errors.js';
 export type { GuestMemoryOptions, GuestMemoryRegion } from './lib/memory/guest-memory.js';
 export { GuestMemory } from './lib/memory/guest-memory.js';
-export type { MemoryBackendOptions, MemoryBackendStats } from './lib/net/memory-backend.js';
-export { MemoryBackend } from './lib/net/memory-backend.js';
 export type {
   BackendCapabilities,
   BackendOffloads,
@@ -44,11 +41,16 @@ export type {
   TransmitResult,
 } from './lib/net/backend.js';
 export { emptyOffload, ReceiveTarget } from './lib/net/backend.js';
+export type { MemoryBackendOptions, MemoryBackendStats } from './lib/net/memory-backend.js';
+export { MemoryBackend } from './lib/net/memory-backend.js';
 export { ParsedPacket, parsePacket } from './lib/net/packet-parser.js';
 export * from './lib/net/rss-hash.js';
+export { ToeplitzKey, toeplitzHash } from './lib/net/toeplitz.js';
 export type { TapAdoptOptions, TapOpenOptions, TapStats } from './lib/tap/tap-backend.js';
 export { TapBackend } from './lib/tap/tap-backend.js';
-export { ToeplitzKey, toeplitzHash } from './lib/net/toeplitz.js';
+export type { VfioUserDevice, VfioUserInterruptSink } from './lib/vfio-user/device.js';
+export type { VfioUserServerOptions } from './lib/vfio-user/server.js';
+export { VfioUserServer } from './lib/vfio-user/server.js';
 export type { InterruptSink } from './pci/msix.js';
 export type { BarMapping } from './pci/pci-function.js';
 export { PciRouter } from './pci/pci-router.js';

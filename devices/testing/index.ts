@@ -9,6 +9,7 @@ export { PackedDriverQueue } from '../../virtio/testing/packed-driver.js';
 export type {
   AssignedBar,
   DriverQueue,
+  PciDriverOptions,
   PciTarget,
   QueueSetupOptions,
   VirtioCap,
