@@ -446,6 +446,35 @@ describe('snapshot / restore', () => {
     expect(() => fresh().restore(JSON.parse(good))).not.toThrow();
   });
 
+  it('a state carries its format and the options it was taken with; a mismatch is refused by name, target untouched', () => {
+    const b = openBench({ mq: true, queues: 2 }, { queues: 2 });
+    const snap = JSON.parse(JSON.stringify(b.dev.snapshot()));
+    expect(snap.format).toBe('virtio-net-ts/1');
+    expect(snap.options).toMatchObject({ bus: 'pcie', queues: 2, totalVfs: 0, eswitch: false });
+    const make = (o: Record<string, unknown>) =>
+      createVirtioNetPci({
+        memory: b.memory,
+        backend: new MemoryBackend({ queues: 4 }),
+        interrupts: b.irq,
+        ...o,
+      });
+    for (const [target, msg] of [
+      [make({ mq: true, queues: 4 }), /option "queues" is 2 in the state, 4 on this device/],
+      [make({ mq: true, queues: 2, rss: true }), /option "features"/],
+      [make({ mq: true, queues: 2, bus: 'pci' }), /option "bus"/],
+    ] as const) {
+      const before = JSON.stringify(target.snapshot());
+      expect(() => target.restore(snap)).toThrow(msg);
+      expect(JSON.stringify(target.snapshot())).toBe(before);
+    }
+    const same = make({ mq: true, queues: 2 });
+    expect(() => same.restore({ ...snap, format: undefined })).toThrow(
+      /no "format" field .* cannot be restored/,
+    );
+    expect(() => same.restore({ ...snap, format: 'virtio-net-ts/0' })).toThrow(/format "virtio-net-ts\/0"/);
+    expect(() => same.restore(snap)).not.toThrow();
+  });
+
   it('restore tells the new backend the restored queue pairs and guest offloads', () => {
     const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
     expect(b.driver.setQueuePairs(3)).toBe(VIRTIO_NET_OK);

@@ -44,7 +44,24 @@ export interface BarInfo {
 }
 
 /** JSON-serialisable state of a function and its VFs. */
+/** The format `snapshot()` writes and `restore()` reads. */
+export const SNAPSHOT_FORMAT = 'virtio-net-ts/1';
+
+/** What a state was taken from: `restore()` refuses a device built differently, naming the field. */
+export interface SnapshotOptions {
+  bus: 'pcie' | 'pci';
+  queues: number;
+  /** The virtio features the device offered (hex). */
+  features: string;
+  vectors: number;
+  totalVfs: number;
+  /** The embedded switch is in use (SR-IOV without `sriov.vfBackend`). */
+  eswitch: boolean;
+}
+
 export interface VirtioNetPciSnapshot {
+  format: typeof SNAPSHOT_FORMAT;
+  options: SnapshotOptions;
   pci: unknown;
   msix: unknown;
   transport: VirtioPciSnapshot;
@@ -309,6 +326,8 @@ class VirtioNetPciDevice implements VirtioNetPci {
 
   snapshot(): VirtioNetPciSnapshot {
     return {
+      format: SNAPSHOT_FORMAT,
+      options: this.snapshotOptions(),
       pci: this.function.snapshot(),
       msix: this.transport.msix?.snapshot() ?? null,
       transport: this.transport.snapshot(),
@@ -318,8 +337,24 @@ class VirtioNetPciDevice implements VirtioNetPci {
 
   restore(state: unknown): void {
     const s = state as VirtioNetPciSnapshot;
-    if (!s || typeof s !== 'object' || !s.transport)
-      throw new TypeError('virtio-net-pci snapshot: malformed');
+    if (!s || typeof s !== 'object') throw new TypeError('virtio-net-pci snapshot: not an object');
+    if (s.format !== SNAPSHOT_FORMAT) {
+      throw new TypeError(
+        s.format === undefined
+          ? `virtio-net-pci snapshot: no "format" field (a state from before ${SNAPSHOT_FORMAT}); it cannot be restored`
+          : `virtio-net-pci snapshot: format ${JSON.stringify(s.format)} is not "${SNAPSHOT_FORMAT}"`,
+      );
+    }
+    const mine = this.snapshotOptions();
+    for (const key of Object.keys(mine) as (keyof SnapshotOptions)[]) {
+      const theirs = (s.options as Partial<SnapshotOptions> | undefined)?.[key];
+      if (theirs !== mine[key]) {
+        throw new TypeError(
+          `virtio-net-pci snapshot: option "${key}" is ${JSON.stringify(theirs)} in the state, ${JSON.stringify(mine[key])} on this device`,
+        );
+      }
+    }
+    if (!s.transport) throw new TypeError('virtio-net-pci snapshot: field "transport" missing');
     // Check the device part before anything is written, so a bad state leaves the function as it was.
     this.net.validateSnapshot((s.transport as { transport?: { device?: unknown } }).transport?.device);
     this.function.restore(s.pci as never);
@@ -327,6 +362,18 @@ class VirtioNetPciDevice implements VirtioNetPci {
     this.sriov?.syncAfterRestore();
     this.transport.restore(s.transport);
     for (const [i, vs] of (s.vfs ?? []).entries()) this.vfDevices[i]?.restore(vs);
+  }
+
+  private snapshotOptions(): SnapshotOptions {
+    const c = this.config;
+    return {
+      bus: c.bus,
+      queues: c.queues,
+      features: `0x${this.transport.offeredFeatures.toString(16)}`,
+      vectors: this.msixVectors,
+      totalVfs: c.sriov?.totalVfs ?? 0,
+      eswitch: this.eswitch !== null,
+    };
   }
 
   setVf(index: number, policy: VfPolicy): void {

@@ -289,13 +289,14 @@ describe('virtio-net-pci administration virtqueue', () => {
     const snap = JSON.parse(JSON.stringify(s.dev.snapshot()));
     expect(snap.transport.transport.admin.commands).toBeDefined();
 
-    // restore into a fresh device on the same memory and continue on the same admin ring
+    // restore into a fresh device built the same way (own VF backends, as setup) on the same memory, and
+    // continue on the same admin ring
     const d = createVirtioNetPci({
       memory: s.memory,
       backend: new MemoryBackend(),
       interrupts: s.irq,
       mac: PF_MAC,
-      sriov: { totalVfs: 2 },
+      sriov: { totalVfs: 2, vfBackend: () => new MemoryBackend() },
     });
     d.restore(snap);
     expect(d.vfs).toHaveLength(2);
