@@ -260,7 +260,7 @@ describe('embedded switch with the synthetic guest', () => {
     expect(sw(dev).vfs[0]!.dropVlan).toBe(1);
   });
 
-  it('link state: disable takes the VF link down (status bit, config interrupt) and drops; enable and auto bring it back', () => {
+  it('link state: disable takes the VF link down (status bit) and drops; enable and auto bring it back', () => {
     const { dev, vfs, uplink } = rig(2);
     const [a, b] = vfs as [VirtioNetDriver, VirtioNetDriver];
     expect(a.linkUp()).toBe(true);
