@@ -176,6 +176,8 @@ export function errnoName(errnum: number): string {
 }
 
 let cached: Libc | undefined;
+type PollHandleClass = new (fd: number) => UvPollHandle;
+let pollHandleClass: PollHandleClass | null = null;
 let loadError: BackendError | undefined;
 
 /**
@@ -290,7 +292,19 @@ function bind(): Libc {
     view: (ptr, length) => koffi.view(ptr, length),
     mmapPtr: (addr, length, prot, flags, fd, offset) => mmapPtr(addr, length, prot, flags, fd, offset),
     munmapPtr: (ptr, length) => munmapPtr(ptr, length),
-    uvPoll: (fd, opts, cb) => koffi.node.poll(fd, opts, cb),
+    uvPoll(fd, opts, cb) {
+      // koffi 2.x's node.poll() defines its PollHandle class afresh on every call, and N-API keeps every
+      // class definition until the process ends (~4.6 KiB each): a server that accepts connections in a
+      // loop grew without bound. The first handle's constructor is reused for every later one.
+      if (pollHandleClass === null) {
+        const first = koffi.node.poll(fd, opts, cb) as UvPollHandle;
+        pollHandleClass = (first as unknown as { constructor: PollHandleClass }).constructor;
+        return first;
+      }
+      const handle = new pollHandleClass(fd);
+      handle.start(opts, cb);
+      return handle;
+    },
     addressOf(bytes) {
       void bytes.buffer;
       return Number(koffi.address(memmove(bytes, bytes, 0)));

@@ -278,8 +278,7 @@ export function pollFd(
   onEvent: (ev: { readable: boolean; writable: boolean; disconnect: boolean }) => void,
 ): FdPoll {
   let handle: UvPollHandle | null = null;
-  // koffi keeps the callback it was given reachable after the handle is closed: hold the listener (and
-  // so the channel behind it) through a cell that close() empties, so only this small closure stays.
+  // Emptied by close(), so that nothing is delivered to a listener that closed its poll.
   let target: typeof onEvent | null = onEvent;
   // koffi calls back with (status, events); a negative status (a poll error) is passed on as readable so
   // that the next recvmsg reports the socket's error.

@@ -25,16 +25,7 @@ export function reproCommand(b: KnownBug): string {
     : `${base} --runs ${r.runs} --heap-mb ${r.heapMb}`;
 }
 
-export const KNOWN_BUGS: Record<string, KnownBug> = {
-  'poll-handle-leak': {
-    summary:
-      "Every MessageChannel (each vfio-user connection, on the server side and on a client's) leaves ~4.5 KiB of " +
-      'JS heap behind after close(): the callback given to koffi.node.poll in lib/vfio-user/sys.ts pollFd stays ' +
-      'reachable after the handle is closed (a bare pollFd start/close shows it), and with it the channel. A ' +
-      'client that reconnects in a loop grows the server without bound (~160 MiB over 17 000 connections in ' +
-      'three minutes of the vfio-user target).',
-    repro: { target: 'vfio-user', seed: 424242, runs: 5000, heapMb: 4 },
-  },
-};
+// Empty: every bug the targets found is fixed (docs/security.md, "Known bugs", lists them and their tests).
+export const KNOWN_BUGS: Record<string, KnownBug> = {};
 
 export const ALL_KNOWN_BUGS = Object.keys(KNOWN_BUGS);

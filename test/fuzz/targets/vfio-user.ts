@@ -407,7 +407,6 @@ export const vfioUser: FuzzTarget<State, Step> = {
   summary: 'a hostile vfio-user client: random messages, lying sizes, descriptors of every kind, disconnects',
   stepsPerCase: 250,
   minimize: true,
-  heapBug: 'poll-handle-leak',
   unavailable: () =>
     process.platform === 'linux' ? null : 'vfio-user needs Linux (AF_UNIX, memfd, eventfd)',
   async setup(rng: Rng) {
