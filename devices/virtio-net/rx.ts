@@ -117,6 +117,7 @@ export class RxPath {
     }
     if (backlog.push(frame, offload, hash, hashReport)) {
       this.stats.rxBacklogged++;
+      this.stats.rxBacklogDepth = backlog.count;
       this.flow.pause(backendQueue);
       this.recheck();
     } else {
@@ -136,6 +137,7 @@ export class RxPath {
         return;
       }
       backlog.shift();
+      this.stats.rxBacklogDepth = backlog.count;
     }
     this.flow.resumeAll();
   }
@@ -143,6 +145,7 @@ export class RxPath {
   /** Drops what waits (queue reset, device reset), counted. */
   clearBacklog(): void {
     this.stats.rxDropped += this.backlog.clear();
+    this.stats.rxBacklogDepth = 0;
   }
 
   /**
@@ -260,7 +263,16 @@ export class RxPath {
     if (this.recheckScheduled || this.shortOfBytes) return;
     memoryFence();
     const q = this.shared.ctx?.queue(2 * this.pair);
-    if (!q?.hasAvailable()) return;
+    // A ring the guest broke is the device's error, not the frame's: the frame that called us is in the
+    // backlog and counted there (it must not be counted lost as well), so the error stops here.
+    let available: boolean;
+    try {
+      available = q?.hasAvailable() ?? false;
+    } catch (e) {
+      this.shared.guestError(e);
+      return;
+    }
+    if (!available) return;
     this.recheckScheduled = true;
     setImmediate(() => {
       this.recheckScheduled = false;

@@ -8,7 +8,10 @@ export class QueueStats {
   rxDropped = 0;
   /** Frames the receive filter rejected (not counted in rxDropped). */
   rxFiltered = 0;
+  /** Frames that went into the backlog (each is later counted again: delivered or dropped). */
   rxBacklogged = 0;
+  /** Frames waiting in the backlog now (a gauge, not a counter). */
+  rxBacklogDepth = 0;
   rxInterrupts = 0;
   txPackets = 0;
   txBytes = 0;

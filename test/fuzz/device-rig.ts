@@ -349,7 +349,7 @@ export class Rig {
 
   /**
    * The device may hold frames in its backlog waiting for rx buffers: a backend queue is paused, or
-   * frames went into a backlog at some point (it can only be emptied by buffers or a reset).
+   * frames wait in a backlog (it can only be emptied by buffers or a reset).
    */
   backlogged(): boolean {
     const queues = this.backend.capabilities.queuePairs;
@@ -474,7 +474,7 @@ export interface RxAccount {
   taken: number;
   /** rxPackets + rxDropped + rxFiltered over the pairs, plus rxDroppedNotReady. */
   accounted: number;
-  /** Frames that went into the device's backlog (later delivered or dropped, each counted then). */
+  /** Frames waiting in the device's backlog now (each is counted in `accounted` when it leaves). */
   backlogged: number;
   /** Frames the device reports sent, and the frames the backend got. */
   txPackets: number;
@@ -487,7 +487,7 @@ export function rxAccount(dev: VirtioNetPci, backend: MemoryBackend): RxAccount 
   let backlogged = 0;
   for (const q of s.queues) {
     accounted += q.rxPackets + q.rxDropped + q.rxFiltered;
-    backlogged += q.rxBacklogged;
+    backlogged += q.rxBacklogDepth;
   }
   const b = backend.stats();
   return { taken: b.delivered, accounted, backlogged, txPackets: s.txPackets, transmitted: b.transmitted };
