@@ -314,7 +314,8 @@ export const steering: FuzzTarget<State, Step> = {
         buf = parts.pop() ?? '';
         lines.push(...parts);
       });
-      await waitUntil(() => lines.includes('ready'), 10_000, 'the sender in the namespace');
+      // Generous: python's start in a fresh namespace took over 10 s on a loaded 2-core machine.
+      await waitUntil(() => lines.includes('ready'), 60_000, 'the sender in the namespace');
       return { ns, tap, steering: prog, sink, sender, lines, config, counters: {} };
     } catch (e) {
       tap?.close();
