@@ -213,8 +213,11 @@ export class VirtioPciTransport {
       );
     this.doorbell = adminLegacy;
     // The legacy-only bits live in the legacy block alone (modernOffered masks them).
+    const withLegacy = legacy || adminLegacy;
     const offered =
-      device.deviceFeatures() | transportFeatures(options.features ?? {}, modern, legacy || adminLegacy);
+      device.deviceFeatures() |
+      transportFeatures(options.features ?? {}, modern, withLegacy) |
+      (withLegacy ? (device.legacyOnlyFeatures?.() ?? 0n) : 0n);
 
     const fn = new VirtioPciFunction({
       vendorId: PCI_VENDOR_ID_REDHAT_QUMRANET,
