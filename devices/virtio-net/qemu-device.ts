@@ -1,6 +1,6 @@
 /**
  * QEMU's `-device virtio-net-pci,...` vocabulary: every property QEMU 11.1 lists for the device
- * (`-device virtio-net-pci,help`, recorded in fixtures/qemu-11.1/virtio-net-pci.help.txt) and what we do
+ * (`-device virtio-net-pci,help`, recorded by the project's tests) and what we do
  * with it: honour it as an option, accept and ignore it where it only wires the device into QEMU itself,
  * accept only the value we implement, or refuse it. Refusals and ignores carry their reason.
  */
