@@ -12,11 +12,16 @@ export { virtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
 export { VirtioNet } from './devices/virtio-net/device.js';
 export { NetF } from './devices/virtio-net/features.js';
 export type {
+  OnOffAuto,
   VirtioNetInterrupts,
+  VirtioNetMsiInterrupts,
   VirtioNetPciConfig,
   VirtioNetPciOptions,
-} from './devices/virtio-net/options.js';
-export { DEFAULT_MAC, parseQemuDevice, parseVirtioNetPciOptions } from './devices/virtio-net/options.js';
+  VirtioNetSriovOptions,
+  VirtioNetVectorInterrupts,
+} from './devices/virtio-net/options-types.js';
+export { DEFAULT_MAC, parseVirtioNetPciOptions } from './devices/virtio-net/options.js';
+export { parseQemuDevice, QEMU_PROPERTIES, type QemuProperty } from './devices/virtio-net/qemu-device.js';
 export type { NetSnapshot } from './devices/virtio-net/persist.js';
 export type { NetDeviceStats } from './devices/virtio-net/stats.js';
 export { QueueStats } from './devices/virtio-net/stats.js';

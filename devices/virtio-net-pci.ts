@@ -229,6 +229,8 @@ class VirtioNetPciDevice implements VirtioNetPci {
         notificationData: config.notification_data,
         inOrder: config.in_order,
         accessPlatform: config.iommu_platform,
+        anyLayout: config.any_layout,
+        notifyOnEmpty: config.notify_on_empty,
       },
     });
     this.function = this.transport.function;

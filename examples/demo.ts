@@ -7,6 +7,7 @@
  *   npm run demo                      in-memory peer (MemoryBackend + PeerResponder), no privileges
  *   npm run demo -- --queues 4        multiqueue: one ping flow per queue pair
  *   npm run demo -- --queues 4 --rss  RSS configured by the guest: UDP flows from the peer spread by hash
+ *   npm run demo -- --tap --queues 4 --rss  the same with the kernel sending: the tap steers by the guest's RSS
  *   npm run demo -- --tap             as root: a tap in a fresh network namespace, the kernel as the peer
  *   npm run demo -- --vfs             SR-IOV: two VFs ping each other through the embedded switch
  */
@@ -247,9 +248,8 @@ async function pingPeer(guest: Guest, peerIp: string, count: number, timeoutMs: 
   return ok;
 }
 
-/** RSS: the guest programs a key and an indirection table; the peer sends UDP flows with many ports. */
-function rssDemo(guest: Guest, backend: MemoryBackend, peer: { peerIp: string; peerMac: string }): void {
-  const drv = guest.drv;
+/** RSS_CONFIG from the guest: IPv4 + TCPv4 + UDPv4 over a 128-entry table spreading all pairs. */
+function programRss(drv: VirtioNetDriver): void {
   const table = Array.from({ length: 128 }, (_, i) => i % drv.pairs);
   const key = Uint8Array.from({ length: 40 }, (_, i) => (i * 37 + 11) & 0xff);
   const types =
@@ -258,6 +258,11 @@ function rssDemo(guest: Guest, backend: MemoryBackend, peer: { peerIp: string; p
   console.log(
     `\nRSS_CONFIG (IPv4 + TCPv4 + UDPv4, 128-entry table over ${drv.pairs} pairs): ${ack === 0 ? 'OK' : 'ERR'}`,
   );
+}
+
+/** RSS: the guest programs a key and an indirection table; the peer sends UDP flows with many ports. */
+function rssDemo(guest: Guest, backend: MemoryBackend, peer: { peerIp: string; peerMac: string }): void {
+  programRss(guest.drv);
   const before = [...guest.rxPerPair];
   const flows = 64;
   for (let i = 0; i < flows; i++) {
@@ -333,6 +338,17 @@ async function tapDemo(args: Args): Promise<number> {
     const ok = await pingPeer(guest, TAP.peerIp, 3, 2000);
     const neigh = ns.ip('neigh', 'show', 'dev', tap.name).trim();
     console.log(`kernel neighbour table: ${neigh || '(empty)'}`);
+    if (args.rss) {
+      // The kernel sends 64 UDP flows (one source port each); the tap's eBPF program steers them by the
+      // guest's RSS configuration, and each lands on the pair its hash names.
+      programRss(up.drv);
+      const before = [...guest.rxPerPair];
+      const send = `const d=require('dgram');let n=0;for(let i=0;i<64;i++){const s=d.createSocket('udp4');s.send('flow '+i,5000,'${TAP.guestIp}',()=>{s.close();if(++n===64)process.exit(0)})}`;
+      ns.exec(process.execPath, ['-e', send], { timeoutMs: 10_000 });
+      await guest.until(() => guest.rxPerPair.reduce((a, n, p) => a + n - before[p]!, 0) >= 64, 2000);
+      const spread = guest.rxPerPair.map((n, p) => `pair ${p}: ${n - before[p]!}`);
+      console.log(`64 UDP flows from the kernel, steered by hash in the tap -> ${spread.join(', ')}`);
+    }
     printCounters(up.dev, guest);
     const ts = tap.stats();
     console.log(

@@ -1,6 +1,6 @@
 /**
  * One PCI/PCIe function: type 0 header, BARs with the sizing protocol and decode gating, capability
- * lists, INTx, function-level reset. Modelled on QEMU 7.2 hw/pci/pci.c (measured: fixtures/qemu-7.2).
+ * lists, INTx, function-level reset. Modelled on QEMU 7.2 hw/pci/pci.c (measured on QEMU 7.2).
  * Spec: PCI Local Bus 3.0 §6; PCIe Base §7.5; digest §1.1-§1.3.
  */
 import { OptionsError } from '../lib/errors.js';

@@ -1,6 +1,6 @@
 /**
  * PCI Express capability (ID 0x10, version 2, 0x3C bytes) for an endpoint, as QEMU 7.2's
- * pcie_endpoint_cap_init lays it out on virtio-net-pci (measured: fixtures/qemu-7.2/virtio-net-pcie.*).
+ * pcie_endpoint_cap_init lays it out on virtio-net-pci (measured on QEMU 7.2).
  * Spec: PCIe Base §7.5.3; digest §1.2.
  */
 import type { PciFunction } from './pci-function.js';
@@ -18,7 +18,7 @@ export const PCI_EXP_LNKSTA = 0x12;
 export const PCI_EXP_DEVCAP2 = 0x24;
 export const PCI_EXP_DEVCTL2 = 0x28;
 
-/** Extended Tag Field Supported: set by QEMU 11.1 (fixtures/qemu-11.1), not by 7.2. */
+/** Extended Tag Field Supported: set by QEMU 11.1 (measured), not by 7.2. */
 export const PCI_EXP_DEVCAP_EXT_TAG = 1 << 5;
 export const PCI_EXP_DEVCAP_RBER = 1 << 15;
 export const PCI_EXP_DEVCAP_FLR = 1 << 28;
@@ -48,7 +48,7 @@ export interface PcieCapabilityOptions {
   extendedTag?: boolean;
   /**
    * On a VF, DevCtl error-reporting enables and Link Control are RsvdP (default true: PCIe SR-IOV, QEMU
-   * 7.2's nvme VF). false: writable as on the PF (QEMU 11.1's virtio-net VF, fixtures/qemu-11.1).
+   * 7.2's nvme VF). false: writable as on the PF (QEMU 11.1's virtio-net VF, measured).
    */
   vfRsvdP?: boolean;
 }
@@ -75,7 +75,7 @@ export class PcieCapability {
     cs.setU16(off + PCI_EXP_LNKSTA, 0x11);
     cs.setU32(off + PCI_EXP_DEVCAP2, PCI_EXP_DEVCAP2_EFF_EETLPP);
     // On a VF the error-reporting enables and Link Control are RsvdP (PCIe SR-IOV; QEMU 7.2's nvme VF
-    // measured the same: fixtures/qemu-7.2/nvme-vf-probe.json).
+    // measured the same on QEMU 7.2's nvme VF).
     const vf = fn.isVf && (opts.vfRsvdP ?? true);
     cs.setWritable(
       off + PCI_EXP_DEVCTL,

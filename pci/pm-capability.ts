@@ -1,7 +1,7 @@
 /**
  * Power Management capability (ID 0x01, 8 bytes) as QEMU 7.2 puts it on virtio-net-pci behind a PCIe
  * port: PMC = 0x0003 (version 3, nothing else), PMCSR power state writable, cleared on reset
- * (measured: fixtures/qemu-7.2/virtio-net-pcie.wmask.json). Spec: PCI PM 1.2 §3.2.
+ * (write masks measured on QEMU 7.2). Spec: PCI PM 1.2 §3.2.
  */
 import type { PciFunction } from './pci-function.js';
 

@@ -1,6 +1,6 @@
 /**
  * SR-IOV extended capability (ID 0x0010, version 1, 0x40 bytes) of a physical function, with QEMU 7.2
- * hw/pci/pcie_sriov.c semantics (measured: fixtures/qemu-7.2/nvme-sriov.json). Spec: PCIe Base §9.3.3;
+ * hw/pci/pcie_sriov.c semantics (measured on QEMU 7.2's nvme SR-IOV). Spec: PCIe Base §9.3.3;
  * digest §1.5/§1.6.
  */
 import { OptionsError } from '../lib/errors.js';
@@ -58,7 +58,7 @@ export interface SriovOptions {
   /**
    * Control/NumVFs rules. 'qemu-7.2' (default): NumVFs always writable, VF Enable with NumVFs > TotalVFs
    * sets the bit but creates no VF, clearing VF Enable zeroes NumVFs. 'qemu-11.1' (current pcie_sriov,
-   * measured in fixtures/qemu-11.1): VF Enable cannot be set while NumVFs > TotalVFs, NumVFs is read-only
+   * measured on QEMU 11.1): VF Enable cannot be set while NumVFs > TotalVFs, NumVFs is read-only
    * while VF Enable is set, and clearing VF Enable keeps NumVFs.
    */
   rules?: 'qemu-7.2' | 'qemu-11.1';

@@ -67,6 +67,10 @@ export interface TransportFeatureOptions {
   inOrder?: boolean;
   /** VIRTIO_F_ACCESS_PLATFORM (QEMU iommu_platform, default off). */
   accessPlatform?: boolean;
+  /** VIRTIO_F_ANY_LAYOUT on the legacy interface (QEMU any_layout, default on). */
+  anyLayout?: boolean;
+  /** VIRTIO_F_NOTIFY_ON_EMPTY on the legacy interface (QEMU notify_on_empty, default on). */
+  notifyOnEmpty?: boolean;
 }
 
 /**
@@ -85,6 +89,10 @@ export function transportFeatures(o: TransportFeatureOptions, modern: boolean, l
     if (o.notificationData) f |= featureBit(VIRTIO_F_NOTIFICATION_DATA);
     if (o.queueReset ?? true) f |= featureBit(VIRTIO_F_RING_RESET);
   }
-  if (legacy) f |= LEGACY_ONLY_FEATURES;
+  if (legacy) {
+    f |= featureBit(VIRTIO_F_BAD_FEATURE);
+    if (o.anyLayout ?? true) f |= featureBit(VIRTIO_F_ANY_LAYOUT);
+    if (o.notifyOnEmpty ?? true) f |= featureBit(VIRTIO_F_NOTIFY_ON_EMPTY);
+  }
   return f;
 }

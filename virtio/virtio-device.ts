@@ -27,6 +27,8 @@ export interface VirtioDevice {
   readonly deviceId: number;
   /** Features the device offers (device-type and transport-independent bits it supports). */
   deviceFeatures(): bigint;
+  /** Device bits offered on the legacy interface only (QEMU `legacy_features`); none when absent. */
+  legacyOnlyFeatures?(): bigint;
   /**
    * The device's dependency rules for FEATURES_OK (§2.2.1, §5.1.3.1): returns null if the set is
    * acceptable, else why not. Bits not offered are rejected by the transport before this is asked.

@@ -9,11 +9,8 @@ import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../../lib/net/memory-backend.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
 import type { VfioUserDevice, VfioUserInterruptSink } from '../../lib/vfio-user/server.js';
-import {
-  parseQemuDevice,
-  parseVirtioNetPciOptions,
-  type VirtioNetPciOptions,
-} from '../virtio-net/options.js';
+import { parseVirtioNetPciOptions, type VirtioNetPciOptions } from '../virtio-net/options.js';
+import { parseQemuDevice } from '../virtio-net/qemu-device.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 
 /** A served virtio-net function: the vfio-user device interface plus the controls a VMM process needs. */

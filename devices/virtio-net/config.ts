@@ -40,6 +40,8 @@ export interface NetConfigSource {
   /** Offered features: which RSS / hash report limits are advertised. */
   readonly offered: bigint;
   readonly options: Pick<VirtioNetPciConfig, 'host_mtu' | 'speed' | 'duplex'>;
+  /** supported_hash_types (the `hash-*` options). */
+  readonly supportedHashTypes: number;
 }
 
 /** Byte `o` of `struct virtio_net_config` (little-endian fields; unknown offsets read 0). */
@@ -82,7 +84,7 @@ export function netConfigByte(c: NetConfigSource, o: number): number {
     case NetConfig.SUPPORTED_HASH_TYPES:
     case NetConfig.SUPPORTED_HASH_TYPES + 1:
       return has(offered, NetF.RSS) || has(offered, NetF.HASH_REPORT)
-        ? (0x1ff >> (8 * (o - NetConfig.SUPPORTED_HASH_TYPES))) & 0xff
+        ? (c.supportedHashTypes >> (8 * (o - NetConfig.SUPPORTED_HASH_TYPES))) & 0xff
         : 0;
     default:
       return 0;

@@ -19,6 +19,7 @@ import { DirectReceiver } from './direct-rx.js';
 import {
   GUEST_OFFLOAD_MASK,
   has,
+  legacyOnlyNetFeatures,
   NetF,
   netFeatureDependencyError,
   netHeaderSize,
@@ -27,7 +28,7 @@ import {
 } from './features.js';
 import type { FlowSteering } from './flow-steering.js';
 import { backendOffloads, guestOffloadMask, hostOffloadMask } from './offloads.js';
-import type { VirtioNetPciConfig } from './options.js';
+import { supportedHashTypes, type VirtioNetPciConfig } from './options.js';
 import { type NetSnapshot, parseNetSnapshot, restoreNet, snapshotNet } from './persist.js';
 import type { RssState } from './rss.js';
 import { Receiver } from './rx.js';
@@ -73,7 +74,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   ) {
     this.maxQueuePairs = options.mq || options.rss ? options.queues : 1;
     this.offered = offeredNetFeatures(options, backend.capabilities);
-    const shared = new NetShared(this.maxQueuePairs, backend);
+    const shared = new NetShared(this.maxQueuePairs, backend, supportedHashTypes(options));
     this.shared = shared;
     this.rxFilter = shared.rxFilter;
     this.rss = shared.rss;
@@ -88,6 +89,11 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.mac.set(this.configuredMac);
     this.resetState();
     backend.attach(this);
+  }
+
+  /** supported_hash_types in the config (§5.1.4), from the `hash-*` options. */
+  get supportedHashTypes(): number {
+    return this.rss.supportedHashTypes;
   }
 
   /** Link state; with VIRTIO_NET_F_STATUS the guest sees it in `status` (change it with setLink). */
@@ -112,6 +118,10 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
 
   deviceFeatures(): bigint {
     return this.offered | this.extraFeatures;
+  }
+
+  legacyOnlyFeatures(): bigint {
+    return legacyOnlyNetFeatures(this.options);
   }
 
   validateFeatures(features: bigint): string | null {

@@ -127,6 +127,8 @@ export function offeredNetFeatures(o: VirtioNetPciConfig, caps: BackendCapabilit
     [o.hash, NetF.HASH_REPORT],
     [o.rss, NetF.RSS],
     [o.speed >= 0 || o.duplex !== undefined, NetF.SPEED_DUPLEX],
+    // Only the bit: pairing with the primary (hiding it until the driver acks STANDBY) is the VMM's.
+    [o.failover, NetF.STANDBY],
   ];
   let f = 0n;
   for (const [enabled, b] of on) if (enabled) f |= bit(b);
@@ -143,6 +145,14 @@ export function offeredNetFeatures(o: VirtioNetPciConfig, caps: BackendCapabilit
 
   if (!has(f, NetF.CTRL_VQ)) for (const b of NEEDS_CTRL_VQ) f &= ~bit(b);
   return dropBrokenDependencies(f);
+}
+
+/**
+ * Device bits offered on the legacy interface only: VIRTIO_NET_F_GSO with `gso` (QEMU's
+ * virtio_net_class_init puts it in `legacy_features`, so the modern device_feature never shows it).
+ */
+export function legacyOnlyNetFeatures(o: VirtioNetPciConfig): bigint {
+  return o.gso ? bit(NetF.GSO) : 0n;
 }
 
 /** Removes bits whose prerequisites are absent, so the offered set itself satisfies §5.1.3.1. */

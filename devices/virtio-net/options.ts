@@ -1,13 +1,24 @@
 /**
- * Options of the embeddable virtio-net-pci device, with QEMU's `virtio-net-pci` property names and
- * defaults (hw/net/virtio-net.c `virtio_net_properties`, hw/virtio/virtio-pci.c, hw/virtio/virtio.c).
- * Validated with zod; an unknown option or a bad value throws an `OptionsError` naming the option and
- * the values it accepts.
+ * Validation of the embeddable virtio-net-pci device's options (options-types.ts), with QEMU's
+ * `virtio-net-pci` property names and defaults (hw/net/virtio-net.c `virtio_net_properties`,
+ * hw/virtio/virtio-pci.c, hw/virtio/virtio.c). An unknown option or a bad value throws an `OptionsError`
+ * naming the option and the values it accepts.
  */
 import { z } from 'zod';
 import { OptionsError } from '../../lib/errors.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { NetBackend } from '../../lib/net/backend.js';
+import type { VirtioNetInterrupts, VirtioNetPciConfig, VirtioNetPciOptions } from './options-types.js';
+
+export type {
+  OnOffAuto,
+  VirtioNetInterrupts,
+  VirtioNetMsiInterrupts,
+  VirtioNetPciConfig,
+  VirtioNetPciOptions,
+  VirtioNetSriovOptions,
+  VirtioNetVectorInterrupts,
+} from './options-types.js';
 
 /** Default MAC of QEMU's first NIC (net/net.c qemu_macaddr_default_if_unset). */
 export const DEFAULT_MAC = '52:54:00:12:34:56';
@@ -30,10 +41,12 @@ const interruptsSchema = z.custom<VirtioNetInterrupts>(
   (v) =>
     typeof v === 'object' &&
     v !== null &&
-    (typeof (v as VirtioNetInterrupts).msi === 'function' ||
-      typeof (v as VirtioNetInterrupts).vector === 'function'),
+    (typeof (v as { msi?: unknown }).msi === 'function' ||
+      typeof (v as { vector?: unknown }).vector === 'function'),
   'expected { msi(address, data) } or { vector(n) }, with an optional intx(asserted)',
 );
+
+const onOffAuto = z.enum(['on', 'off', 'auto']).default('auto');
 
 const backendSchema = z.custom<NetBackend>(
   (v) =>
@@ -60,8 +73,8 @@ const sriovSchema = z
   .strict();
 
 /**
- * Zod schema of `VirtioNetPciOptions`. Booleans also accept QEMU's "on"/"off" spellings so a
- * `-device` string maps 1:1.
+ * Zod schema of `VirtioNetPciOptions` (options-types.ts, checked below to agree). Booleans are JavaScript
+ * booleans here; QEMU's on/off spellings are `parseQemuDevice`'s business.
  */
 export const virtioNetPciOptionsSchema = z
   .object({
@@ -103,6 +116,16 @@ export const virtioNetPciOptionsSchema = z
     mq: z.boolean().default(false),
     rss: z.boolean().default(false),
     hash: z.boolean().default(false),
+    failover: z.boolean().default(false),
+    'hash-ipv4': onOffAuto,
+    'hash-tcp4': onOffAuto,
+    'hash-udp4': onOffAuto,
+    'hash-ipv6': onOffAuto,
+    'hash-tcp6': onOffAuto,
+    'hash-udp6': onOffAuto,
+    'hash-ipv6ex': onOffAuto,
+    'hash-tcp6ex': onOffAuto,
+    'hash-udp6ex': onOffAuto,
     rx_queue_size: queueSize.default(256),
     tx_queue_size: queueSize.default(256),
     /** 0 = not offered (QEMU's default); otherwise 68..65535. */
@@ -123,9 +146,11 @@ export const virtioNetPciOptionsSchema = z
     notification_data: z.boolean().default(false),
     in_order: z.boolean().default(false),
     iommu_platform: z.boolean().default(false),
+    any_layout: z.boolean().default(true),
+    notify_on_empty: z.boolean().default(true),
 
     // virtio-pci properties.
-    'disable-legacy': z.boolean().optional(),
+    'disable-legacy': z.union([z.boolean(), z.enum(['on', 'off', 'auto'])]).default('auto'),
     'disable-modern': z.boolean().default(false),
   })
   .strict()
@@ -135,7 +160,7 @@ export const virtioNetPciOptionsSchema = z
     if (o.mq && !o.ctrl_vq) ctx.addIssue({ code: 'custom', path: ['mq'], message: 'mq=on needs ctrl_vq=on' });
     if (o.queues > 1 && !o.mq && !o.rss)
       ctx.addIssue({ code: 'custom', path: ['queues'], message: 'queues > 1 needs mq=on or rss=on' });
-    if (o['disable-modern'] && o['disable-legacy'] === true)
+    if (o['disable-modern'] && (o['disable-legacy'] === true || o['disable-legacy'] === 'on'))
       ctx.addIssue({
         code: 'custom',
         path: ['disable-modern'],
@@ -152,22 +177,15 @@ export const virtioNetPciOptionsSchema = z
     }
   });
 
-/** The interrupt outputs of the device (API contract). */
-export interface VirtioNetInterrupts {
-  /** An MSI-X message, for VMMs that let the device emulate its MSI-X table. */
-  msi?(address: bigint, data: number): void;
-  /** "Vector n fired", for VMMs that emulate the MSI-X table themselves (QEMU's vfio-user client). */
-  vector?(n: number): void;
-  /** The INTx line level (used when MSI-X is disabled). */
-  intx?(asserted: boolean): void;
-}
-
-export type VirtioNetPciOptionsInput = z.input<typeof virtioNetPciOptionsSchema>;
-/** Options after defaults are applied. */
-export type VirtioNetPciConfig = z.output<typeof virtioNetPciOptionsSchema>;
-
-/** Options of `createVirtioNetPci` (the public API contract; QEMU property names). */
-export type VirtioNetPciOptions = VirtioNetPciOptionsInput;
+// The schema and the hand-written interfaces must agree both ways (a compile-time check).
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const inputAgrees: Same<z.input<typeof virtioNetPciOptionsSchema>, VirtioNetPciOptions> = true;
+const outputAgrees: Same<
+  Omit<z.output<typeof virtioNetPciOptionsSchema>, 'vectors' | 'disable-legacy'>,
+  Omit<VirtioNetPciConfig, 'vectors' | 'disable-legacy'>
+> = true;
+void inputAgrees;
+void outputAgrees;
 
 function describe(issue: z.core.$ZodIssue): string {
   const name = issue.path.length > 0 ? issue.path.join('.') : '(options)';
@@ -187,85 +205,29 @@ export function parseVirtioNetPciOptions(options: unknown): VirtioNetPciConfig {
     throw new OptionsError(`virtio-net-pci: ${result.error.issues.map(describe).join('; ')}`);
   }
   const o = result.data;
-  if (o.vectors === undefined) o.vectors = 2 * o.queues + 2; // hw/virtio/virtio-net-pci.c realize
-  // QEMU's disable-legacy=auto: legacy off behind a PCIe port, on for conventional PCI.
-  if (o['disable-legacy'] === undefined) o['disable-legacy'] = o.bus === 'pcie';
-  return o;
+  const legacy = o['disable-legacy'];
+  return {
+    ...o,
+    vectors: o.vectors ?? 2 * o.queues + 2, // hw/virtio/virtio-net-pci.c realize
+    // QEMU's disable-legacy=auto (virtio_pci_realize): legacy off behind a PCIe port, on for conventional PCI.
+    'disable-legacy': legacy === 'auto' ? o.bus === 'pcie' : legacy === true || legacy === 'on',
+  };
 }
 
-const BOOLEAN_WORDS: Record<string, boolean> = {
-  on: true,
-  off: false,
-  true: true,
-  false: false,
-  yes: true,
-  no: false,
-};
-const NUMBER_OPTIONS = new Set(['queues', 'vectors', 'rx_queue_size', 'tx_queue_size', 'host_mtu', 'speed']);
-const STRING_OPTIONS = new Set(['mac', 'bus', 'duplex']);
-/** Options that are objects from the VMM, not `-device` properties. */
-const NOT_PROPERTIES = new Set(['memory', 'backend', 'interrupts', 'sriov']);
-/** QEMU properties that only wire the device into QEMU itself; accepted and ignored. */
-const IGNORED_OPTIONS = new Set([
-  'id',
-  'netdev',
-  'addr',
-  'romfile',
-  'rombar',
-  'multifunction',
-  'x-txburst',
-  'tx',
-  'ioeventfd',
-]);
-
-/**
- * Parses a QEMU `-device` string ("virtio-net-pci,mq=on,rss=on,mac=...") into options, using the same
- * property names. Booleans take on/off (also true/false, yes/no); `bus=pcie` / `bus=pci` is our layout
- * choice, any other `bus` value is QEMU's bus id (pcie.0, a root port's id) and, like `id`, `netdev`,
- * `addr` and the rest of IGNORED_OPTIONS, only wires the device into QEMU: accepted and ignored.
- * Throws `OptionsError` for an unknown property (listing the accepted ones) or a malformed value.
- */
-export function parseQemuDevice(spec: string): Partial<VirtioNetPciOptionsInput> {
-  const parts = spec.split(',').filter((p) => p.length > 0);
-  const out: Record<string, unknown> = {};
-  if (parts.length > 0 && !parts[0]!.includes('=')) {
-    const driver = parts.shift()!;
-    if (
-      driver !== 'virtio-net-pci' &&
-      driver !== 'virtio-net-pci-non-transitional' &&
-      driver !== 'virtio-net-pci-transitional'
-    ) {
-      throw new OptionsError(`parseQemuDevice: driver "${driver}" is not virtio-net-pci`);
-    }
-    if (driver === 'virtio-net-pci-non-transitional') out['disable-legacy'] = true;
-    if (driver === 'virtio-net-pci-transitional') out['disable-legacy'] = false;
-  }
-  const known = new Set(Object.keys(virtioNetPciOptionsSchema.shape));
-  for (const part of parts) {
-    const eq = part.indexOf('=');
-    if (eq <= 0) throw new OptionsError(`parseQemuDevice: "${part}" is not property=value`);
-    const key = part.slice(0, eq);
-    const raw = part.slice(eq + 1);
-    if (IGNORED_OPTIONS.has(key) || (key === 'bus' && raw !== 'pcie' && raw !== 'pci')) continue;
-    if (!known.has(key) || NOT_PROPERTIES.has(key)) {
-      const accepted = [...known].filter((k) => !NOT_PROPERTIES.has(k)).sort();
-      throw new OptionsError(
-        `parseQemuDevice: unknown property "${key}"; accepted: ${accepted.join(', ')} (ignored: ${[...IGNORED_OPTIONS].join(', ')})`,
-      );
-    }
-    if (NUMBER_OPTIONS.has(key)) {
-      const n = Number(raw);
-      if (!Number.isInteger(n))
-        throw new OptionsError(`parseQemuDevice: property "${key}" expects an integer, got "${raw}"`);
-      out[key] = n;
-    } else if (STRING_OPTIONS.has(key)) {
-      out[key] = raw;
-    } else {
-      const b = BOOLEAN_WORDS[raw.toLowerCase()];
-      if (b === undefined)
-        throw new OptionsError(`parseQemuDevice: property "${key}" expects on or off, got "${raw}"`);
-      out[key] = b;
-    }
-  }
-  return out as Partial<VirtioNetPciOptionsInput>;
+/** supported_hash_types (§5.1.4) for the `hash-*` options: every type but those set 'off' (QEMU 10+). */
+export function supportedHashTypes(o: VirtioNetPciConfig): number {
+  const order = [
+    o['hash-ipv4'],
+    o['hash-tcp4'],
+    o['hash-udp4'],
+    o['hash-ipv6'],
+    o['hash-tcp6'],
+    o['hash-udp6'],
+    o['hash-ipv6ex'],
+    o['hash-tcp6ex'],
+    o['hash-udp6ex'],
+  ];
+  let mask = 0;
+  for (const [i, v] of order.entries()) if (v !== 'off') mask |= 1 << i;
+  return mask;
 }

@@ -90,7 +90,11 @@ export class RssState {
   /** Reused per frame. */
   readonly result = new RssHashResult();
 
-  constructor(readonly maxQueuePairs: number) {}
+  constructor(
+    readonly maxQueuePairs: number,
+    /** supported_hash_types (§5.1.4): a config naming any other type is refused. */
+    readonly supportedHashTypes: number = RSS_SUPPORTED_HASH_TYPES,
+  ) {}
 
   reset(): void {
     this.enabled = false;
@@ -115,7 +119,7 @@ export class RssState {
     const hashTypes = dv.getUint32(RssConfig.HASH_TYPES, true);
     const n = dv.getUint16(RssConfig.TABLE_MASK, true) + 1;
     const unclassified = dv.getUint16(RssConfig.UNCLASSIFIED, true);
-    if ((hashTypes & ~RSS_SUPPORTED_HASH_TYPES) !== 0) return null;
+    if ((hashTypes & ~this.supportedHashTypes) !== 0) return null;
     if ((n & (n - 1)) !== 0 || n > RSS_MAX_TABLE_LEN) return null;
     if (unclassified >= this.maxQueuePairs) return null;
     if (cmd.length < RssConfig.key(n)) return null;
@@ -148,7 +152,7 @@ export class RssState {
     if (cmd.length < HashConfig.KEY) return null;
     const dv = new DataView(cmd.buffer, cmd.byteOffset, cmd.byteLength);
     const hashTypes = dv.getUint32(HashConfig.HASH_TYPES, true);
-    if ((hashTypes & ~RSS_SUPPORTED_HASH_TYPES) !== 0) return null;
+    if ((hashTypes & ~this.supportedHashTypes) !== 0) return null;
     const keyLength = cmd[HashConfig.KEY_LENGTH]!;
     if (!this.acceptKey(cmd, HashConfig.KEY, keyLength, hashTypes)) return null;
     if (keyLength === 0) {

@@ -45,8 +45,9 @@ export class NetShared {
   constructor(
     readonly maxQueuePairs: number,
     readonly backend: NetBackend,
+    supportedHashTypes?: number,
   ) {
-    this.rss = new RssState(maxQueuePairs);
+    this.rss = new RssState(maxQueuePairs, supportedHashTypes);
   }
 
   /** The pair a backend queue feeds: itself, or wrapped onto the pairs in use. */

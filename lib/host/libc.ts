@@ -8,6 +8,7 @@
  * Linux x86-64 / aarch64 only (ioctl numbers and struct layouts below are those of the generic ABI).
  */
 import { createRequire } from 'node:module';
+import { getSystemErrorMap } from 'node:util';
 import { BackendError } from '../errors.js';
 
 /** A koffi pointer (an opaque External), e.g. from `alloc` or `mmapPtr`. */
@@ -149,6 +150,7 @@ export const SOCK_DGRAM = 2;
 export const Errno = {
   EPERM: 1,
   ENOENT: 2,
+  ENAMETOOLONG: 36,
   EINTR: 4,
   EIO: 5,
   ENXIO: 6,
@@ -172,7 +174,18 @@ const errnoNames: Record<number, string> = Object.fromEntries(Object.entries(Err
 
 /** Symbolic name of an errno value ("EPERM"), or "E<n>". */
 export function errnoName(errnum: number): string {
-  return errnoNames[errnum] ?? `E${errnum}`;
+  return errnoNames[errnum] ?? getSystemErrorMap().get(-errnum)?.[0] ?? `E${errnum}`;
+}
+
+/** An errno as people read it: "ENOENT (No such file or directory)" (libc's strerror when it is loaded). */
+export function describeErrno(errnum: number): string {
+  let text = '';
+  try {
+    text = libc().strerror(errnum);
+  } catch {
+    text = getSystemErrorMap().get(-errnum)?.[1] ?? '';
+  }
+  return text ? `${errnoName(errnum)} (${text})` : errnoName(errnum);
 }
 
 let cached: Libc | undefined;

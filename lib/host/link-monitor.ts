@@ -15,7 +15,7 @@
  */
 import { fstatSync } from 'node:fs';
 import { BackendError } from '../errors.js';
-import { type Libc, libc, type UvPollHandle } from './libc.js';
+import { describeErrno, type Libc, libc, type UvPollHandle } from './libc.js';
 
 /** linux/if.h interface flags (ifinfomsg.ifi_flags). */
 export const IFF_UP = 0x1;
@@ -156,11 +156,15 @@ function inNetns<T>(s: Libc, nsFd: number | undefined, fn: () => T): T {
   if (nsFd === undefined) return fn();
   const self = s.open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC, 0);
   if (self < 0)
-    throw new BackendError(`link monitor: open(/proc/thread-self/ns/net) failed: errno ${s.errno()}`);
+    throw new BackendError(
+      `link monitor: open(/proc/thread-self/ns/net) failed: ${describeErrno(s.errno())}`,
+    );
   try {
     if (fstatSync(self).ino === fstatSync(nsFd).ino) return fn(); // already there: no CAP_SYS_ADMIN needed
     if (s.setns(nsFd, CLONE_NEWNET) < 0)
-      throw new BackendError(`link monitor: setns into the interface's namespace failed: errno ${s.errno()}`);
+      throw new BackendError(
+        `link monitor: setns into the interface's namespace failed: ${describeErrno(s.errno())}`,
+      );
     let result: T | undefined;
     let failure: unknown;
     try {
@@ -170,7 +174,7 @@ function inNetns<T>(s: Libc, nsFd: number | undefined, fn: () => T): T {
     }
     // Going back cannot fail for a namespace we were just in; if it did, this thread would be stranded.
     if (s.setns(self, CLONE_NEWNET) < 0)
-      throw new BackendError(`link monitor: setns back to our namespace failed: errno ${s.errno()}`);
+      throw new BackendError(`link monitor: setns back to our namespace failed: ${describeErrno(s.errno())}`);
     if (failure !== undefined) throw failure;
     return result as T;
   } finally {
@@ -231,7 +235,8 @@ export class LinkMonitor {
     const fd = inNetns(s, opts.netnsFd, () =>
       s.socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE),
     );
-    if (fd < 0) throw new BackendError(`link monitor: socket(AF_NETLINK) failed: errno ${s.errno()}`);
+    if (fd < 0)
+      throw new BackendError(`link monitor: socket(AF_NETLINK) failed: ${describeErrno(s.errno())}`);
     try {
       // sockaddr_nl: family u16, pad u16, pid u32 (0: the kernel picks), groups u32.
       const sa = new Uint8Array(12);
@@ -239,10 +244,10 @@ export class LinkMonitor {
       sv.setUint16(0, AF_NETLINK, true);
       sv.setUint32(8, RTMGRP_LINK, true);
       if (s.bind(fd, sa, sa.length) < 0)
-        throw new BackendError(`link monitor: bind(RTMGRP_LINK) failed: errno ${s.errno()}`);
+        throw new BackendError(`link monitor: bind(RTMGRP_LINK) failed: ${describeErrno(s.errno())}`);
       const req = getLinkRequest(1, 0, opts.name);
       if (s.write(fd, req, req.length) !== req.length)
-        throw new BackendError(`link monitor: RTM_GETLINK failed: errno ${s.errno()}`);
+        throw new BackendError(`link monitor: RTM_GETLINK failed: ${describeErrno(s.errno())}`);
       const buf = new Uint8Array(RECV_SIZE);
       let state: LinkState | null = null;
       let error = 0;
@@ -260,7 +265,7 @@ export class LinkMonitor {
       }
       if (!state)
         throw new BackendError(
-          `link monitor: no interface '${opts.name}' in that namespace${error ? ` (errno ${error})` : ''}`,
+          `link monitor: no interface '${opts.name}' in that namespace${error ? ` (${describeErrno(error)})` : ''}`,
         );
       const mon = new LinkMonitor(s, fd, state, opts);
       // koffi calls back with (status, events); a negative status is a poll error.
@@ -431,7 +436,7 @@ export class TapLinkWatch {
     const s = libc();
     const ifr = new Uint8Array(40);
     if (s.ioctlPtr(this.#tapFd, TUNGETIFF, ifr) < 0)
-      throw new BackendError(`link monitor: TUNGETIFF failed: errno ${s.errno()} (not a tap fd?)`);
+      throw new BackendError(`link monitor: TUNGETIFF failed: ${describeErrno(s.errno())} (not a tap fd?)`);
     const end = ifr.indexOf(0);
     const name = Buffer.from(ifr.subarray(0, end < 0 || end > 16 ? 16 : end)).toString();
     const nsFd = s.ioctlVal(this.#tapFd, TUNGETDEVNETNS, 0); // Linux 5.2+; older: watch our own namespace

@@ -7,7 +7,15 @@
  * Structures are laid out by hand in native memory from `alloc`, so a call marshals nothing but integers
  * and pointers.
  */
-import { EFD_CLOEXEC, EFD_NONBLOCK, Errno, libc, type NativePointer, type UvPollHandle } from './libc.js';
+import {
+  describeErrno,
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  Errno,
+  libc,
+  type NativePointer,
+  type UvPollHandle,
+} from './libc.js';
 
 export {
   EFD_CLOEXEC,
@@ -55,14 +63,14 @@ export function cmsgSpace(dataLen: number): number {
   return CMSG.data + ((dataLen + 7) & ~7);
 }
 
-/** An errno from the last failed call, with the call's name. */
+/** An errno from the last failed call, with the call's name (and path): "bind(/x) failed: ENOENT (No such file or directory)". */
 export class SysError extends Error {
   override name = 'SysError';
   constructor(
     readonly call: string,
     readonly errno: number,
   ) {
-    super(`${call} failed: errno ${errno}`);
+    super(`${call} failed: ${describeErrno(errno)}`);
   }
 }
 
@@ -94,7 +102,8 @@ export class NativeBuffer {
 
 function sockaddrUn(path: string): NativeBuffer {
   const enc = Buffer.from(path, 'utf8');
-  if (enc.length >= 108) throw new SysError(`sockaddr_un path too long (${enc.length} bytes, max 107)`, 36);
+  if (enc.length >= 108)
+    throw new SysError(`sockaddr_un(${path}) (${enc.length} bytes, max 107)`, Errno.ENAMETOOLONG);
   const sa = new NativeBuffer(110);
   sa.bytes.fill(0);
   sa.view.setUint16(0, AF_UNIX, true);

@@ -1,7 +1,7 @@
 /**
  * Byte-level frame builders, the one implementation behind every layer's test frames: the parser, RSS,
- * checksum and segmentation tests (through frames.test-support.ts), the public synthetic-guest kit
- * (devices/testing/frames.ts) and the tap integration tests (test/tap/frames.test-support.ts). Not used
+ * checksum, segmentation and tap integration tests, and the public synthetic-guest kit
+ * (devices/testing/frames.ts). Not used
  * by the device itself. Checksums here use a deliberately naive one's-complement sum (RFC 1071),
  * independent of lib/net/checksum.ts, so the checksum tests compare two implementations.
  */

@@ -68,7 +68,7 @@ function allOffloads(on: boolean): BackendOffloads {
   return { csum: on, tso4: on, tso6: on, ecn: on, ufo: on, uso4: on, uso6: on };
 }
 
-/** An in-memory peer for the device (api.md `MemoryBackend`). */
+/** An in-memory peer for the device (docs/backends.md). */
 export class MemoryBackend implements NetBackend {
   readonly capabilities: BackendCapabilities;
   /** Every `setOffloads` call, in order (copies). */

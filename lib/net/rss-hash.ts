@@ -122,7 +122,7 @@ const scratchResult = new RssHashResult();
 
 /**
  * The RSS hash of an Ethernet frame (no virtio-net header) for enabled `hashTypes` and `key`
- * (api.md): `{ hash, reportType }`, or null when no enabled hash type applies (report NONE).
+ * `{ hash, reportType }`, or null when no enabled hash type applies (report NONE).
  * Never throws for any frame content.
  */
 export function rssHash(

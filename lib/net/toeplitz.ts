@@ -86,7 +86,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 const cachedKey = new ToeplitzKey();
 
 /**
- * Unsigned 32-bit Toeplitz hash of `input` under `key` (VIRTIO 1.3 §5.1.6.4.3; api.md). Uses a cached
+ * Unsigned 32-bit Toeplitz hash of `input` under `key` (VIRTIO 1.3 §5.1.6.4.3). Uses a cached
  * `ToeplitzKey`, so repeated calls with the same key do not rebuild tables.
  */
 export function toeplitzHash(key: Uint8Array, input: Uint8Array): number {

@@ -170,10 +170,7 @@ export class DmaMappings {
             offset + BigInt(off),
           );
         } catch (e) {
-          throw new DmaError(
-            `DMA_MAP mmap failed (errno ${(e as sys.SysError).errno})`,
-            (e as sys.SysError).errno || Errno.EFAULT,
-          );
+          throw new DmaError(`DMA_MAP ${(e as Error).message}`, (e as sys.SysError).errno || Errno.EFAULT);
         }
         const chunk: Chunk = {
           address: toAddress(m.address + BigInt(off)),

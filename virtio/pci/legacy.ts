@@ -7,7 +7,7 @@
  * which is also what QEMU's DEVICE_LITTLE_ENDIAN region + virtio_is_big_endian() give on x86; a
  * big-endian guest would need byte-swapped 16/32-bit fields (not supported).
  *
- * Register answers measured on QEMU 7.2 (fixtures/virtio-pci/transitional-rootbus.json): pieces that do
+ * Register answers measured on QEMU 7.2 (transitional device on the root bus): pieces that do
  * not start a register read all-ones; queue_num is read-only; writing PFN 0 resets the device.
  */
 import { featureWord, VIRTIO_F_BAD_FEATURE } from '../features.js';

@@ -4,7 +4,7 @@
  * pci_cfg_data (capability + 16) performs that access in the BAR. QEMU 7.2 (virtio_read_config /
  * virtio_write_config) does the access when config space is read or written; an access it cannot
  * make (length not 1/2/4, offset not a multiple of the length, outside the virtio structures) leaves
- * pci_cfg_data unchanged (measured: fixtures/virtio-pci/transport-behaviour.json pcicfg_*).
+ * pci_cfg_data unchanged (measured on QEMU).
  */
 
 /** Field offsets inside the capability (virtio_pci_cap + pci_cfg_data). */

@@ -3,8 +3,8 @@
  * no unaligned impl: softmmu/physmem.c memory_access_size): the access is cut into naturally aligned
  * pieces of at most 4 bytes, each dispatched to the register at exactly that offset. So an 8-byte access
  * is two 4-byte ones, a 4-byte read at offset 2 is two 2-byte reads, and a piece that does not start a
- * register reads 0 (or what the region's default is) and writes nothing. Measured on QEMU 7.2:
- * fixtures/virtio-pci/transport-behaviour.json (read_matrix_reset).
+ * register reads 0 (or what the region's default is) and writes nothing. Measured on QEMU 7.2
+ * (its read matrix at reset).
  */
 
 /** A region's per-piece accessors: `offset` is inside the region, `size` is 1, 2 or 4 and aligned. */

@@ -104,7 +104,7 @@ export class TransportCore {
     private readonly onGuestError?: (reason: string) => void,
   ) {
     this.offeredBits = offered;
-    this.modernOfferedBits = offered & ~LEGACY_ONLY_FEATURES;
+    this.modernOfferedBits = offered & ~(LEGACY_ONLY_FEATURES | (device.legacyOnlyFeatures?.() ?? 0n));
     const n = Math.min(VIRTIO_QUEUE_MAX, Math.max(device.numQueues(0n), device.numQueues(offered)));
     this.queues = [];
     for (let i = 0; i < n; i++) this.queues.push(this.freshQueue(i, 0n));

@@ -6,7 +6,7 @@
  * PCIe port, then COMMON, ISR, DEVICE, NOTIFY, PCI_CFG, MSI-X), each new one becoming the list head, so
  * the chain reads MSI-X@0xdc → PCI_CFG@0xc8 → NOTIFY@0xb4 → DEVICE@0xa4 → ISR@0x94 → COMMON@0x84 →
  * PM@0x7c → PCIe@0x40 behind a root port, and MSI-X@0x98 → … → COMMON@0x40 on a root bus
- * (fixtures/qemu-7.2/virtio-net-pcie*.bin, virtio-net-rootbus*.bin).
+ * (config spaces recorded from QEMU 7.2, behind a PCIe port and on the root bus).
  *
  * The transport creates its PciFunction itself (IDs follow from the device type and the legacy/modern
  * choice, as QEMU picks them), so callers cannot get the IDs wrong; it is `transport.function`.
@@ -213,8 +213,11 @@ export class VirtioPciTransport {
       );
     this.doorbell = adminLegacy;
     // The legacy-only bits live in the legacy block alone (modernOffered masks them).
+    const withLegacy = legacy || adminLegacy;
     const offered =
-      device.deviceFeatures() | transportFeatures(options.features ?? {}, modern, legacy || adminLegacy);
+      device.deviceFeatures() |
+      transportFeatures(options.features ?? {}, modern, withLegacy) |
+      (withLegacy ? (device.legacyOnlyFeatures?.() ?? 0n) : 0n);
 
     const fn = new VirtioPciFunction({
       vendorId: PCI_VENDOR_ID_REDHAT_QUMRANET,
