@@ -5,8 +5,9 @@
  * frame reaches a pair, also for a direct receive that falls back (direct-rx.ts): into guest buffers,
  * else the pair's backlog with the backend paused, else a counted drop.
  */
-import { emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
+
 import { memoryFence } from '../../lib/memory/fence.js';
+import { emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
 import { ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import { RssHashResult, VIRTIO_NET_HASH_REPORT_NONE } from '../../lib/net/rss-hash.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
@@ -110,7 +111,8 @@ export class RxPath {
     hashReport: number,
   ): void {
     const backlog = this.backlog;
-    if (backlog.count === 0) {
+    // Stopped: the frame waits without touching the ring (it is part of the device's state).
+    if (backlog.count === 0 && !this.shared.stopped) {
       this.hash = hash;
       this.hashReport = hashReport;
       if (this.deliverOrSegment(frame, offload) !== Delivery.NoBuffers) return;
@@ -126,6 +128,7 @@ export class RxPath {
 
   /** The guest posted rx buffers (or re-enabled the queue): deliver what waited, then let the backend go. */
   drain(): void {
+    if (this.shared.stopped) return;
     const backlog = this.backlog;
     while (backlog.count > 0) {
       this.hash = backlog.peekHash();
@@ -257,7 +260,7 @@ export class RxPath {
    * barrier, and drain from the event loop if buffers are there.
    */
   private recheck(): void {
-    if (this.recheckScheduled || this.shortOfBytes) return;
+    if (this.recheckScheduled || this.shortOfBytes || this.shared.stopped) return;
     memoryFence();
     const q = this.shared.ctx?.queue(2 * this.pair);
     if (!q?.hasAvailable()) return;
@@ -314,6 +317,18 @@ export class Receiver implements RxFlowControl {
 
   resumeAll(): void {
     for (let q = 0; q < this.shared.backend.capabilities.queuePairs; q++) this.resume(q);
+  }
+
+  /**
+   * After a restore that brought frames into backlogs: hold the backend back, as when they were taken,
+   * and try to deliver them from the event loop (the kick that would have drained them may be past).
+   */
+  restoredBacklogs(): void {
+    if (!this.pairs.some((rx) => rx.backlog.count > 0)) return;
+    for (let q = 0; q < this.shared.backend.capabilities.queuePairs; q++) this.pause(q);
+    setImmediate(() => {
+      for (const rx of this.pairs) if (rx.backlog.count > 0) this.shared.runGuarded(() => rx.drain());
+    });
   }
 }
 
