@@ -13,6 +13,7 @@ import type { InterruptSink } from '../pci/msix.js';
 import type { BarMapping, PciFunction } from '../pci/pci-function.js';
 import { SriovCapability } from '../pci/sriov.js';
 import { sriovDeviceGroup } from '../virtio/admin/admin-queue.js';
+import type { MigrationMember } from '../virtio/admin/migration-commands.js';
 import { featureBit, VIRTIO_F_SR_IOV } from '../virtio/features.js';
 import { validateTransportSnapshot } from '../virtio/pci/transport-schema.js';
 import {
@@ -39,7 +40,7 @@ import {
   type VirtioNetPciConfig,
   type VirtioNetPciOptions,
 } from './virtio-net/options.js';
-import type { NetSnapshot } from './virtio-net/persist.js';
+import { NET_STATE_PART, type NetSnapshot } from './virtio-net/persist.js';
 import { parseMac } from './virtio-net/rx-filter.js';
 import type { NetDeviceStats, QueueStats } from './virtio-net/stats.js';
 
@@ -273,10 +274,26 @@ class VirtioNetPciDevice implements VirtioNetPci {
           sriovDeviceGroup(this.sriov, {
             legacyMember: (vf) => member(vf)?.legacyMemberAccess() ?? null,
             legacyNotifyInfo: (vf) => member(vf)?.legacyNotifyInfo() ?? [],
+            migrationMember: (vf) => this.vfDevices[vf - 1]?.migrationMember() ?? null,
           }),
         ]);
       }
     }
+  }
+
+  /**
+   * This function as a member for its PF's VIRTIO 1.4 device-parts commands: the transport's parts plus
+   * one virtio-net-ts state part (docs/admin-queue.md "Device parts").
+   */
+  migrationMember(): MigrationMember {
+    const t = this.transport;
+    return {
+      mode: () => t.mode,
+      setMode: (m) => t.setMode(m),
+      getParts: () => t.deviceParts(NET_STATE_PART, SNAPSHOT_FORMAT),
+      setParts: (parts) =>
+        t.setDeviceParts(parts, NET_STATE_PART, SNAPSHOT_FORMAT, (d) => this.net.validateSnapshot(d)),
+    };
   }
 
   get vfs(): readonly VirtioNetPci[] {

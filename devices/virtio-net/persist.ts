@@ -23,6 +23,14 @@ export interface NetStatsSnapshot {
   device: NetDeviceStats;
 }
 
+/**
+ * Device part type of virtio-net-ts's state part (VIRTIO 1.4 device parts, docs/admin-queue.md): the
+ * transport snapshot (ring positions, registers) and this device's state, as JSON. 1.4 defines only
+ * VIRTIO_NET_DEV_PART_CVQ_CFG_PART (0x200) for virtio-net and no part for ring positions or queued
+ * frames; 0x5ff is the last of the net range 1.4 leaves reserved.
+ */
+export const NET_STATE_PART = 0x05ff;
+
 /** JSON-serialisable device state (the transport keeps queue state). */
 export interface NetSnapshot {
   mac: number[];

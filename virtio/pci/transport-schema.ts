@@ -52,7 +52,7 @@ const transportSchema = z
     queues: z.array(queueSchema).max(VIRTIO_QUEUE_MAX),
     admin: z
       .object({
-        commands: z.record(z.string(), z.string().regex(/^\d{1,20}$/)),
+        commands: z.record(z.string().max(16), z.string().max(65_536)),
         queues: z.array(queueSchema).max(VIRTIO_QUEUE_MAX),
       })
       .strict()
