@@ -136,7 +136,7 @@ export interface VirtioNetPci {
   setVf(index: number, policy: VfPolicy): void;
   /** VF `index`'s policy with every field set (PF only, with `sriov`). */
   vfInfo(index: number): VfInfo;
-  /** Releases the backends (PF and VFs). */
+  /** Releases the backends (PF and VFs) and stops the device touching guest memory or interrupting. */
   close(): void;
 }
 
@@ -338,6 +338,9 @@ class VirtioNetPciDevice implements VirtioNetPci {
 
   close(): void {
     for (const vf of this.vfs) vf.close();
+    // Deferred work (a scheduled drain, a transmit burst) must not touch guest memory after close: a
+    // device that migrated away is closed while its VM runs on elsewhere.
+    this.transport.setMode('frozen');
     this.net.backend.close();
   }
 

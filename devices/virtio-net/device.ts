@@ -100,6 +100,16 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.shared.linkUp = up;
   }
 
+  /** Backend queues paused for the backlogs (snapshots). */
+  get rxPaused(): readonly boolean[] {
+    return this.rx.pausedQueues;
+  }
+
+  /** Per pair: a delivery attempt is scheduled (snapshots). */
+  get rxRecheck(): readonly boolean[] {
+    return this.rx.pairs.map((p) => p.recheckPending);
+  }
+
   /** Each pair's receive backlog (snapshots). */
   get backlogs(): readonly Backlog[] {
     return this.rx.pairs.map((p) => p.backlog);
@@ -229,11 +239,12 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
 
   restore(state: unknown): void {
     restoreNet(this, state);
+    const { rxPaused: paused, rxRecheck: recheck } = state as NetSnapshot;
     // The transport re-activated us before this restore: tell the (new) backend the restored state.
     if (this.shared.ctx) {
       this.applyGuestOffloads();
       this.applyQueuePairs();
-      this.rx.restoredBacklogs();
+      this.rx.restoredBacklogs(paused, recheck);
     }
   }
 

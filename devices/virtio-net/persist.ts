@@ -5,6 +5,10 @@
 import { z } from 'zod';
 import { MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
 import type { Backlog } from './backlog.js';
+import type { FlowSteering } from './flow-steering.js';
+
+/** Slots of the flow table (FlowSteering's default size). */
+const FLOW_SLOTS = 4096;
 import { RSS_MAX_KEY_SIZE, RSS_MAX_TABLE_LEN, type RssSnapshot, type RssState } from './rss.js';
 import { MAC_TABLE_ENTRIES, type RxFilter, type RxFilterState } from './rx-filter.js';
 import type { NetDeviceStats, QueueStats } from './stats.js';
@@ -44,6 +48,12 @@ export interface NetSnapshot {
   backlog?: BacklogFrameSnapshot[][];
   /** Counters (absent in 'virtio-net-ts/1' states: the target keeps its own). */
   stats?: NetStatsSnapshot;
+  /** Backend queues held back for the backlogs (absent: all of them while any backlog holds frames). */
+  rxPaused?: boolean[];
+  /** Pairs with a delivery attempt scheduled from the event loop (absent: every pair with a backlog). */
+  rxRecheck?: boolean[];
+  /** Automatic steering's live flows: [slot, hash, pair, age ms] (absent: none). */
+  flows?: [number, number, number, number][];
 }
 
 /** The device state a snapshot holds. */
@@ -59,6 +69,11 @@ export interface NetPersistentState {
   readonly backlogs: readonly Backlog[];
   readonly queueStats: readonly QueueStats[];
   readonly deviceStats: NetDeviceStats;
+  /** Backend queues paused for the backlogs, by backend queue. */
+  readonly rxPaused: readonly boolean[];
+  /** Per pair: a delivery attempt is scheduled from the event loop. */
+  readonly rxRecheck: readonly boolean[];
+  readonly flows: FlowSteering;
 }
 
 export function snapshotNet(n: NetPersistentState): NetSnapshot {
@@ -84,6 +99,9 @@ export function snapshotNet(n: NetPersistentState): NetSnapshot {
     rxFilter: n.rxFilter.state(),
     rss: n.rss.snapshot(),
     backlog,
+    rxPaused: Array.from(n.rxPaused, (p) => p === true),
+    rxRecheck: [...n.rxRecheck],
+    flows: n.flows.snapshot(),
     stats: {
       queues: n.queueStats.map((q) => ({ ...q })),
       device: { ...n.deviceStats },
@@ -202,6 +220,23 @@ function snapshotSchema(maxQueuePairs: number, backlogCapacity: number) {
           .strict(),
       })
       .optional(),
+    rxPaused: z.array(z.boolean()).max(1024).optional(),
+    rxRecheck: z.array(z.boolean()).length(maxQueuePairs).optional(),
+    flows: z
+      .array(
+        z.tuple([
+          z
+            .number()
+            .int()
+            .min(0)
+            .max(FLOW_SLOTS - 1),
+          u32,
+          queue,
+          z.number().min(0).max(1e9),
+        ]),
+      )
+      .max(FLOW_SLOTS)
+      .optional(),
   });
 }
 
@@ -235,6 +270,7 @@ export function restoreNet(n: NetPersistentState, state: unknown): void {
     n.rxFilter.restore({ ...f, unicast: [], multicast: [], uniOverflow: true, multiOverflow: true });
   else n.rxFilter.restore(f);
   n.rss.restore(s.rss);
+  if (s.flows) n.flows.restore(s.flows);
   if (s.backlog) {
     for (const [pair, frames] of s.backlog.entries()) {
       const b = n.backlogs[pair]!;

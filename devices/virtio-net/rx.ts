@@ -56,6 +56,20 @@ export class RxPath {
   private hashReport = VIRTIO_NET_HASH_REPORT_NONE;
   /** A drain is scheduled after finding buffers on a re-check (recheck). */
   private recheckScheduled = false;
+
+  get recheckPending(): boolean {
+    return this.recheckScheduled;
+  }
+
+  /** Schedules the drain a source device had scheduled when its state was taken (restore). */
+  scheduleDrain(): void {
+    if (this.recheckScheduled) return;
+    this.recheckScheduled = true;
+    setImmediate(() => {
+      this.recheckScheduled = false;
+      this.shared.runGuarded(() => this.drain());
+    });
+  }
   /** The last delivery found buffers, but too few bytes for the frame (set by popBuffers). */
   private shortOfBytes = false;
   private readonly deliverSegment = (segment: Uint8Array) => {
@@ -278,6 +292,10 @@ export class Receiver implements RxFlowControl {
   /** Backend queues paused because their frames could not be delivered. */
   private readonly paused: boolean[] = [];
 
+  get pausedQueues(): readonly boolean[] {
+    return this.paused;
+  }
+
   constructor(
     private readonly shared: NetShared,
     stats: readonly QueueStats[],
@@ -323,12 +341,13 @@ export class Receiver implements RxFlowControl {
    * After a restore that brought frames into backlogs: hold the backend back, as when they were taken,
    * and try to deliver them from the event loop (the kick that would have drained them may be past).
    */
-  restoredBacklogs(): void {
+  restoredBacklogs(paused?: readonly boolean[], recheck?: readonly boolean[]): void {
     if (!this.pairs.some((rx) => rx.backlog.count > 0)) return;
-    for (let q = 0; q < this.shared.backend.capabilities.queuePairs; q++) this.pause(q);
-    setImmediate(() => {
-      for (const rx of this.pairs) if (rx.backlog.count > 0) this.shared.runGuarded(() => rx.drain());
-    });
+    // The queues the source held back and the drains it had scheduled (a /1 state says neither: all).
+    for (let q = 0; q < this.shared.backend.capabilities.queuePairs; q++)
+      if (paused ? paused[q] === true : true) this.pause(q);
+    for (const [i, rx] of this.pairs.entries())
+      if (rx.backlog.count > 0 && (recheck ? recheck[i] === true : true)) rx.scheduleDrain();
   }
 }
 

@@ -197,8 +197,11 @@ describe('VF migration through the admin queue (VIRTIO 1.4 device parts)', () =>
     const bad: [string, Uint8Array][] = [
       ['truncated list', parts.subarray(0, parts.length - 5)],
       ['no state part', parts.subarray(0, state.at)],
-      ['device features differ', edit((b) => (b[find(0x100).at + 16] ^= 1))],
-      ['driver features disagree with the state', edit((b) => (b[find(0x101).at + 16] ^= 4))],
+      ['device features differ', edit((b) => (b[find(0x100).at + 16] = (b[find(0x100).at + 16] ?? 0) ^ 1))],
+      [
+        'driver features disagree with the state',
+        edit((b) => (b[find(0x101).at + 16] = (b[find(0x101).at + 16] ?? 0) ^ 4)),
+      ],
       ['VQ_CFG length', edit((b) => new DataView(b.buffer).setUint32(find(0x104).at + 12, 31, true))],
       ['state not JSON', edit((b) => (b[state.at + 16] = 0x7b ^ 0xff))],
       ['ring outside memory', withState((j) => (j.transport.queues[0].desc = [0xffff_f000, 0x1000]))],

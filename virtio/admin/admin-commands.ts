@@ -332,7 +332,7 @@ export class AdminCommandProcessor {
     }
 
     // Commands addressing a member.
-    if (!group || !group.exists()) return fail(out, AdminStatusQualifier.INVALID_GROUP);
+    if (!group?.exists()) return fail(out, AdminStatusQualifier.INVALID_GROUP);
     const n = group.memberCount();
     const count = Number.isSafeInteger(n) && n > 0 ? n : 0;
     if (memberId < 1n || memberId > BigInt(count)) return fail(out, AdminStatusQualifier.INVALID_MEMBER);
