@@ -244,13 +244,23 @@ describe('VF migration through the admin queue (VIRTIO 1.4 device parts)', () =>
   });
 
   it("frozen pauses the VF's backend at once; stopped halts transmit and receive DMA; both resume on active", () => {
-    const { src, vf, mac } = rig();
+    const { src, vf, mac, irq } = rig();
     const port = src.dev.vfs[0]!;
     expect(src.admin.modeSet(1, DEV_MODE.FROZEN).status).toBe(0);
+    const messages = irq.messages.length;
     src.uplink.inject(udp(mac, OUT, 1)); // the switch port is paused: counted at the switch, not delivered
+    vf.send(udp(OUT, mac, 0));
+    src.dev.vfs[0]!.setLinkUp(false); // a config change: its interrupt waits too
     expect(vf.receive(0)).toEqual([]);
+    expect(src.toUplink).toEqual([]);
+    expect(irq.messages.length).toBe(messages);
+    src.dev.vfs[0]!.setLinkUp(true);
     expect(src.dev.stats().switch!.vfs[0]!.dropNoBuffer).toBe(1);
     expect(src.admin.modeSet(1, DEV_MODE.ACTIVE).status).toBe(0);
+    expect(irq.messages.length).toBeGreaterThan(messages); // the withheld config and tx interrupts
+    expect(src.toUplink).toEqual([udp(OUT, mac, 0)]);
+    src.toUplink.length = 0;
+    vf.reclaimTx(0);
     src.uplink.inject(udp(mac, OUT, 2));
     expect(vf.receive(0).map((r) => r.frame)).toEqual([udp(mac, OUT, 2)]);
     // Stopped: a frame arriving waits in the backlog (part of the state), delivered on resume.
