@@ -378,7 +378,12 @@ class VirtioNetPciDevice implements VirtioNetPci {
     const s = state as VirtioNetPciSnapshot;
     const pf =
       version === 2 && !this.isVf ? parsePfState(s, this.eswitch !== null, this.vfPolicies.length) : {};
-    validateTransportSnapshot(s.transport, (d) => this.net.validateSnapshot(d));
+    validateTransportSnapshot(
+      s.transport,
+      (d) => this.net.validateSnapshot(d),
+      'transport',
+      this.transport.limits(),
+    );
     const vfs = s.vfs ?? [];
     if (!Array.isArray(vfs) || vfs.length > (this.config.sriov?.totalVfs ?? 0))
       throw new TypeError('virtio-net-pci snapshot: field "vfs": more VFs than TotalVFs');
@@ -386,7 +391,13 @@ class VirtioNetPciDevice implements VirtioNetPci {
       if (vs?.format !== s.format)
         throw new TypeError(`virtio-net-pci snapshot: field "vfs.${i}.format" differs`);
       // A VF's device is built from the PF's options: the PF's validator fits it.
-      validateTransportSnapshot(vs.transport, (d) => this.net.validateSnapshot(d), `vfs.${i}.transport`);
+      const limits = (this.vfDevices[i] ?? this).transport.limits();
+      validateTransportSnapshot(
+        vs.transport,
+        (d) => this.net.validateSnapshot(d),
+        `vfs.${i}.transport`,
+        limits,
+      );
     }
     return pf;
   }
