@@ -102,7 +102,8 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
 
   /** Backend queues paused for the backlogs (snapshots). */
   get rxPaused(): readonly boolean[] {
-    return this.rx.pausedQueues;
+    const p = this.rx.pausedQueues;
+    return Array.from({ length: this.backend.capabilities.queuePairs }, (_, q) => p[q] === true);
   }
 
   /** Per pair: a delivery attempt is scheduled (snapshots). */
