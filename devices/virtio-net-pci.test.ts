@@ -449,7 +449,7 @@ describe('snapshot / restore', () => {
   it('a state carries its format and the options it was taken with; a mismatch is refused by name, target untouched', () => {
     const b = openBench({ mq: true, queues: 2 }, { queues: 2 });
     const snap = JSON.parse(JSON.stringify(b.dev.snapshot()));
-    expect(snap.format).toBe('virtio-net-ts/1');
+    expect(snap.format).toBe('virtio-net-ts/2');
     expect(snap.options).toMatchObject({ bus: 'pcie', queues: 2, totalVfs: 0, eswitch: false });
     const make = (o: Record<string, unknown>) =>
       createVirtioNetPci({

@@ -6,18 +6,16 @@
  * MSI-X messages (or per-vector signals) / INTx and DMA through `GuestMemory` out.
  */
 import { OptionsError } from '../lib/errors.js';
-import { MemoryBackend } from '../lib/net/memory-backend.js';
 import type { NetBackend } from '../lib/net/backend.js';
+import { MemoryBackend } from '../lib/net/memory-backend.js';
+import { AriCapability } from '../pci/ari-capability.js';
 import type { InterruptSink } from '../pci/msix.js';
 import type { BarMapping, PciFunction } from '../pci/pci-function.js';
-import { AriCapability } from '../pci/ari-capability.js';
-import { defaultVfInfo, parseVfPolicy, type VfInfo, type VfPolicy } from './eswitch/policy.js';
-import type { PortOwner } from './eswitch/port.js';
-import { EmbeddedSwitch, type SwitchStats } from './eswitch/switch.js';
-import { parseMac } from './virtio-net/rx-filter.js';
 import { SriovCapability } from '../pci/sriov.js';
 import { sriovDeviceGroup } from '../virtio/admin/admin-queue.js';
+import type { MigrationMember } from '../virtio/admin/migration-commands.js';
 import { featureBit, VIRTIO_F_SR_IOV } from '../virtio/features.js';
+import { validateTransportSnapshot } from '../virtio/pci/transport-schema.js';
 import {
   MODERN_BAR,
   MODERN_BAR_SIZE,
@@ -25,16 +23,26 @@ import {
   type VirtioPciSnapshot,
   VirtioPciTransport,
 } from '../virtio/pci/virtio-pci.js';
-import { VirtioNet } from './virtio-net/device.js';
-import type { NetSnapshot } from './virtio-net/persist.js';
-import type { NetDeviceStats, QueueStats } from './virtio-net/stats.js';
+import { defaultVfInfo, parseVfPolicy, type VfInfo, type VfPolicy } from './eswitch/policy.js';
+import type { PortOwner } from './eswitch/port.js';
+import { EmbeddedSwitch, type SwitchStats } from './eswitch/switch.js';
+import {
+  checkSnapshotEnvelope,
+  parsePfState,
+  SNAPSHOT_FORMAT,
+  type SnapshotOptions,
+} from './snapshot-format.js';
 import { NetConfig } from './virtio-net/config.js';
+import { VirtioNet } from './virtio-net/device.js';
 import {
   parseVirtioNetPciOptions,
   type VirtioNetInterrupts,
   type VirtioNetPciConfig,
   type VirtioNetPciOptions,
 } from './virtio-net/options.js';
+import { NET_STATE_PART, type NetSnapshot } from './virtio-net/persist.js';
+import { parseMac } from './virtio-net/rx-filter.js';
+import type { NetDeviceStats, QueueStats } from './virtio-net/stats.js';
 
 /** Size and kind of each of the six BARs (null where absent), for VMMs and the vfio-user server. */
 export interface BarInfo {
@@ -43,22 +51,9 @@ export interface BarInfo {
   prefetchable: boolean;
 }
 
-/** JSON-serialisable state of a function and its VFs. */
-/** The format `snapshot()` writes and `restore()` reads. */
-export const SNAPSHOT_FORMAT = 'virtio-net-ts/1';
+export { SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_V1, type SnapshotOptions } from './snapshot-format.js';
 
-/** What a state was taken from: `restore()` refuses a device built differently, naming the field. */
-export interface SnapshotOptions {
-  bus: 'pcie' | 'pci';
-  queues: number;
-  /** The virtio features the device offered (hex). */
-  features: string;
-  vectors: number;
-  totalVfs: number;
-  /** The embedded switch is in use (SR-IOV without `sriov.vfBackend`). */
-  eswitch: boolean;
-}
-
+/** JSON-serialisable state of a function and its VFs (format `virtio-net-ts/2`). */
 export interface VirtioNetPciSnapshot {
   format: typeof SNAPSHOT_FORMAT;
   options: SnapshotOptions;
@@ -66,6 +61,10 @@ export interface VirtioNetPciSnapshot {
   msix: unknown;
   transport: VirtioPciSnapshot;
   vfs: VirtioNetPciSnapshot[];
+  /** Per-VF switch policies (`setVf`), PF with the embedded switch only. */
+  vfPolicies?: VfInfo[];
+  /** The switch's counters, PF with the embedded switch only. */
+  switch?: SwitchStats;
 }
 
 /** One queue pair's counters in {@link VirtioNetPciStats}. */
@@ -137,7 +136,7 @@ export interface VirtioNetPci {
   setVf(index: number, policy: VfPolicy): void;
   /** VF `index`'s policy with every field set (PF only, with `sriov`). */
   vfInfo(index: number): VfInfo;
-  /** Releases the backends (PF and VFs). */
+  /** Releases the backends (PF and VFs) and stops the device touching guest memory or interrupting. */
   close(): void;
 }
 
@@ -188,6 +187,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
   private readonly vfPolicies: VfInfo[] = [];
   /** Indexed by VF number - 1; holes only while VF Enable is being cleared. */
   private readonly vfDevices: (VirtioNetPciDevice | undefined)[] = [];
+  private readonly isVf: boolean;
 
   constructor(
     private readonly config: VirtioNetPciConfig,
@@ -195,6 +195,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
     options: { vfIndex: number | null; routingId: number },
   ) {
     const isVf = options.vfIndex !== null;
+    this.isVf = isVf;
     this.memory = config.memory;
     if (config.sriov && !isVf && !config.sriov.vfBackend) {
       // The PF's backend becomes the uplink of the embedded switch; the PF gets a port of it.
@@ -275,10 +276,26 @@ class VirtioNetPciDevice implements VirtioNetPci {
           sriovDeviceGroup(this.sriov, {
             legacyMember: (vf) => member(vf)?.legacyMemberAccess() ?? null,
             legacyNotifyInfo: (vf) => member(vf)?.legacyNotifyInfo() ?? [],
+            migrationMember: (vf) => this.vfDevices[vf - 1]?.migrationMember() ?? null,
           }),
         ]);
       }
     }
+  }
+
+  /**
+   * This function as a member for its PF's VIRTIO 1.4 device-parts commands: the transport's parts plus
+   * one virtio-net-ts state part (docs/admin-queue.md "Device parts").
+   */
+  migrationMember(): MigrationMember {
+    const t = this.transport;
+    return {
+      mode: () => t.mode,
+      setMode: (m) => t.setMode(m),
+      getParts: () => t.deviceParts(NET_STATE_PART, SNAPSHOT_FORMAT),
+      setParts: (parts) =>
+        t.setDeviceParts(parts, NET_STATE_PART, SNAPSHOT_FORMAT, (d) => this.net.validateSnapshot(d)),
+    };
   }
 
   get vfs(): readonly VirtioNetPci[] {
@@ -323,6 +340,9 @@ class VirtioNetPciDevice implements VirtioNetPci {
 
   close(): void {
     for (const vf of this.vfs) vf.close();
+    // Deferred work (a scheduled drain, a transmit burst) must not touch guest memory after close: a
+    // device that migrated away is closed while its VM runs on elsewhere.
+    this.transport.setMode('frozen');
     this.net.backend.close();
   }
 
@@ -334,36 +354,54 @@ class VirtioNetPciDevice implements VirtioNetPci {
       msix: this.transport.msix?.snapshot() ?? null,
       transport: this.transport.snapshot(),
       vfs: this.vfs.map((vf) => vf.snapshot()),
+      ...(this.eswitch
+        ? { vfPolicies: this.vfPolicies.map((p) => ({ ...p })), switch: this.eswitch.stats() }
+        : {}),
     };
   }
 
   restore(state: unknown): void {
+    // Check everything that can be checked before anything is written: a refused state leaves the device as it was.
+    const pf = this.validateState(state);
     const s = state as VirtioNetPciSnapshot;
-    if (!s || typeof s !== 'object') throw new TypeError('virtio-net-pci snapshot: not an object');
-    if (s.format !== SNAPSHOT_FORMAT) {
-      throw new TypeError(
-        s.format === undefined
-          ? `virtio-net-pci snapshot: no "format" field (a state from before ${SNAPSHOT_FORMAT}); it cannot be restored`
-          : `virtio-net-pci snapshot: format ${JSON.stringify(s.format)} is not "${SNAPSHOT_FORMAT}"`,
-      );
-    }
-    const mine = this.snapshotOptions();
-    for (const key of Object.keys(mine) as (keyof SnapshotOptions)[]) {
-      const theirs = (s.options as Partial<SnapshotOptions> | undefined)?.[key];
-      if (theirs !== mine[key]) {
-        throw new TypeError(
-          `virtio-net-pci snapshot: option "${key}" is ${JSON.stringify(theirs)} in the state, ${JSON.stringify(mine[key])} on this device`,
-        );
-      }
-    }
-    if (!s.transport) throw new TypeError('virtio-net-pci snapshot: field "transport" missing');
-    // Check the device part before anything is written, so a bad state leaves the function as it was.
-    this.net.validateSnapshot((s.transport as { transport?: { device?: unknown } }).transport?.device);
     this.function.restore(s.pci as never);
     if (this.transport.msix && s.msix) this.transport.msix.restore(s.msix as never);
+    // Policies before the VFs come back: createVf gives each VF its own.
+    if (pf.vfPolicies) for (const [i, p] of pf.vfPolicies.entries()) this.vfPolicies[i] = { ...p };
     this.sriov?.syncAfterRestore();
     this.transport.restore(s.transport);
     for (const [i, vs] of (s.vfs ?? []).entries()) this.vfDevices[i]?.restore(vs);
+    if (pf.switch) this.eswitch?.restoreStats(pf.switch);
+  }
+
+  /** Every check `restore` makes before writing (the VFs' device parts included); returns the PF part. */
+  private validateState(state: unknown) {
+    const version = checkSnapshotEnvelope(state, this.snapshotOptions());
+    const s = state as VirtioNetPciSnapshot;
+    const pf =
+      version === 2 && !this.isVf ? parsePfState(s, this.eswitch !== null, this.vfPolicies.length) : {};
+    validateTransportSnapshot(
+      s.transport,
+      (d) => this.net.validateSnapshot(d),
+      'transport',
+      this.transport.limits(),
+    );
+    const vfs = s.vfs ?? [];
+    if (!Array.isArray(vfs) || vfs.length > (this.config.sriov?.totalVfs ?? 0))
+      throw new TypeError('virtio-net-pci snapshot: field "vfs": more VFs than TotalVFs');
+    for (const [i, vs] of vfs.entries()) {
+      if (vs?.format !== s.format)
+        throw new TypeError(`virtio-net-pci snapshot: field "vfs.${i}.format" differs`);
+      // A VF's device is built from the PF's options: the PF's validator fits it.
+      const limits = (this.vfDevices[i] ?? this).transport.limits();
+      validateTransportSnapshot(
+        vs.transport,
+        (d) => this.net.validateSnapshot(d),
+        `vfs.${i}.transport`,
+        limits,
+      );
+    }
+    return pf;
   }
 
   private snapshotOptions(): SnapshotOptions {

@@ -21,6 +21,13 @@ export interface VirtioDeviceContext {
   needsReset(reason: string): void;
 }
 
+/**
+ * A group member's mode (VIRTIO 1.4 DEV_MODE_SET, §2.12.1.5): 'stopped' is the spec's STOPPED flag (no
+ * transport requests: no ring or buffer access, no notifications); 'frozen' is this implementation's
+ * stronger form (also no input accepted from the host side), see docs/admin-queue.md.
+ */
+export type DeviceMode = 'active' | 'stopped' | 'frozen';
+
 /** A virtio device type as the transport sees it. */
 export interface VirtioDevice {
   /** Virtio device ID (1 = network). */
@@ -54,6 +61,12 @@ export interface VirtioDevice {
   queueEnabled?(index: number): void;
   /** Device reset (status 0, FLR, or VF removal): return to the post-construction state. */
   reset(): void;
+  /**
+   * The group owner changed this member's mode. The transport already withholds notifications and
+   * kicks while not 'active' and re-kicks every enabled queue on 'active'; the device stops its own
+   * deferred work and input (backend frames) from touching guest memory.
+   */
+  setMode?(mode: DeviceMode): void;
   /** Device-specific state for snapshots. */
   snapshot?(): unknown;
   restore?(state: unknown): void;

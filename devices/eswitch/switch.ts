@@ -129,6 +129,16 @@ export class EmbeddedSwitch implements SwitchCore {
     return { uplink: { ...this.uplinkStats }, pf: { ...this.pf.stats }, vfs };
   }
 
+  /** Puts counters of a snapshot back (validated by the caller); ports that do not exist are skipped. */
+  restoreStats(s: SwitchStats): void {
+    Object.assign(this.uplinkStats, s.uplink);
+    Object.assign(this.pf.stats, s.pf);
+    for (const { index, ...counters } of s.vfs) {
+      const p = this.vfPorts[index];
+      if (p) Object.assign(p.stats, counters);
+    }
+  }
+
   /** Switches a frame from `src` (null: the uplink). See the module comment for the rules. */
   forward(
     src: SwitchPort | null,

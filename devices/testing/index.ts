@@ -3,6 +3,15 @@
  * config-space and BAR accessors and guest memory, as a real driver does.
  */
 
+export type { AdminDriverOptions, AdminReply } from '../../virtio/testing/admin-driver.js';
+export {
+  ADMIN_GROUP_SELF,
+  ADMIN_GROUP_SRIOV,
+  AdminCmd,
+  AdminDriver,
+  DEV_MODE,
+  LINUX_ADMIN_CMD_BITMAP,
+} from '../../virtio/testing/admin-driver.js';
 export { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 export type { AddOptions, DriverBuffer, UsedBuffer } from '../../virtio/testing/driver-buffer.js';
 export { PackedDriverQueue } from '../../virtio/testing/packed-driver.js';

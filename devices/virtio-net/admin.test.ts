@@ -159,7 +159,8 @@ describe('virtio-net-pci administration virtqueue', () => {
       }
       s.drv.writeCommon(QSEL, 2, 9);
       expect(s.drv.readCommon(QSIZE, 2)).toBe(64);
-      expect(send(s, aq, request(LIST_QUERY, 0n)).result[0]).toBe(0x7f);
+      // Opcodes 0-6 (legacy access) and 7-0x11 (VIRTIO 1.4 capabilities, resource objects, device parts).
+      expect([...send(s, aq, request(LIST_QUERY, 0n)).result]).toEqual([0xff, 0xff, 0x03, 0, 0, 0, 0, 0]);
     }
   });
 
@@ -168,7 +169,7 @@ describe('virtio-net-pci administration virtqueue', () => {
     const aq = bringUp(s);
     const q = send(s, aq, request(LIST_QUERY, 0n));
     expect(q).toMatchObject({ status: 0, qualifier: 0, used: 16 });
-    expect([...q.result]).toEqual([0x7f, 0, 0, 0, 0, 0, 0, 0]);
+    expect([...q.result]).toEqual([0xff, 0xff, 0x03, 0, 0, 0, 0, 0]);
     expect(send(s, aq, request(LIST_USE, 0n, [0x7f, 0, 0, 0, 0, 0, 0, 0]))).toMatchObject({
       status: 0,
       used: 8,

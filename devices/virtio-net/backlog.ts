@@ -58,6 +58,17 @@ export class Backlog {
     this.count--;
   }
 
+  /** The frame `i` places behind the head, with its metadata (snapshots; not a hot path). */
+  at(i: number): { frame: Uint8Array; offload: NetOffload | null; hash: number; report: number } {
+    const slot = (this.head + i) % this.capacity;
+    return {
+      frame: this.frames[slot]!.subarray(0, this.lengths[slot]),
+      offload: this.hasOffload[slot] ? { ...this.offloads[slot]! } : null,
+      hash: this.hashes[slot]!,
+      report: this.reports[slot]!,
+    };
+  }
+
   /** Empties it; returns how many frames it held. */
   clear(): number {
     const n = this.count;

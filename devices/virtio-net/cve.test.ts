@@ -730,15 +730,20 @@ describe('state load: a snapshot is checked like a migration stream (CVE-2013-41
     if (!threw) expect(r.dev.net.rss.keyCopy().length).toBeLessThanOrEqual(40);
   });
 
-  it('more queues than the device has, and queue_select 0xffff: extra entries ignored, registers read 0', () => {
+  it('more queues than the device has: refused by name before anything is written; queue_select 0xffff reads 0', () => {
     const b = bench();
     const r = restorable(b);
+    const good = JSON.stringify(r.snap);
     const q0 = r.transport.queues[0];
     r.transport.queues = Array.from({ length: 2000 }, (_, i) =>
       i < 3 ? r.transport.queues[i] : { ...q0, enabled: false },
     );
-    r.transport.queueSelect = 0xffff;
-    expect(() => r.dev.restore(r.snap)).not.toThrow();
+    const before = JSON.stringify(r.dev.snapshot());
+    expect(() => r.dev.restore(r.snap)).toThrow(/field "transport\.transport\.queues"/);
+    expect(JSON.stringify(r.dev.snapshot())).toBe(before);
+    const ok = JSON.parse(good);
+    ok.transport.transport.queueSelect = 0xffff;
+    expect(() => r.dev.restore(ok)).not.toThrow();
     const common = b.driver.pci.caps.find((c) => c.cfgType === 1)!;
     for (const o of [0x16, 0x18, 0x1a, 0x1c, 0x1e, 0x20])
       expect(() => r.dev.barRead(common.bar, common.offset + o, 2)).not.toThrow();

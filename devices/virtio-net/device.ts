@@ -12,7 +12,8 @@
  */
 
 import type { BackendSink, NetBackend, NetOffload, ReceiveTarget } from '../../lib/net/backend.js';
-import type { VirtioDevice, VirtioDeviceContext } from '../../virtio/virtio-device.js';
+import type { DeviceMode, VirtioDevice, VirtioDeviceContext } from '../../virtio/virtio-device.js';
+import type { Backlog } from './backlog.js';
 import { NetStatus, netConfigByte, netConfigLength } from './config.js';
 import { ControlQueue, type ControlQueueHost } from './control-queue.js';
 import { DirectReceiver } from './direct-rx.js';
@@ -31,7 +32,7 @@ import { backendOffloads, guestOffloadMask, hostOffloadMask } from './offloads.j
 import { supportedHashTypes, type VirtioNetPciConfig } from './options.js';
 import { type NetSnapshot, parseNetSnapshot, restoreNet, snapshotNet } from './persist.js';
 import type { RssState } from './rss.js';
-import { Receiver } from './rx.js';
+import { Receiver, RX_BACKLOG } from './rx.js';
 import type { RxFilter } from './rx-filter.js';
 import { NetShared } from './shared.js';
 import { type NetDeviceStats, QueueStats } from './stats.js';
@@ -103,6 +104,22 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
 
   set linkUp(up: boolean) {
     this.shared.linkUp = up;
+  }
+
+  /** Backend queues paused for the backlogs (snapshots). */
+  get rxPaused(): readonly boolean[] {
+    const p = this.rx.pausedQueues;
+    return Array.from({ length: this.backend.capabilities.queuePairs }, (_, q) => p[q] === true);
+  }
+
+  /** Per pair: a delivery attempt is scheduled (snapshots). */
+  get rxRecheck(): readonly boolean[] {
+    return this.rx.pairs.map((p) => p.recheckPending);
+  }
+
+  /** Each pair's receive backlog (snapshots). */
+  get backlogs(): readonly Backlog[] {
+    return this.rx.pairs.map((p) => p.backlog);
   }
 
   /** Queue pairs in use (VQ_PAIRS_SET / RSS max_tx_vq); 1 after reset. */
@@ -202,7 +219,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   }
 
   queueEnabled(index: number): void {
-    if (this.shared.ctx && index < 2 * this.maxQueuePairs && (index & 1) === 0)
+    if (this.shared.ctx && !this.shared.stopped && index < 2 * this.maxQueuePairs && (index & 1) === 0)
       this.rx.pairs[index >> 1]!.drain();
   }
 
@@ -211,21 +228,34 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.resetState();
   }
 
+  /**
+   * The group owner's DEV_MODE_SET (VIRTIO 1.4 §2.12.1.5, docs/admin-queue.md): 'stopped' halts the data
+   * path (no ring or buffer access; backend frames wait in the bounded backlogs); 'frozen' also pauses
+   * every backend queue at once, so nothing arrives to change the state. The transport withholds
+   * interrupts and re-kicks every queue on 'active', which drains the backlogs and lets the backend go.
+   */
+  setMode(mode: DeviceMode): void {
+    this.shared.stopped = mode !== 'active';
+    if (mode === 'frozen') for (let q = 0; q < this.backend.capabilities.queuePairs; q++) this.rx.pause(q);
+  }
+
   snapshot(): NetSnapshot {
     return snapshotNet(this);
   }
 
   /** Throws (naming the field) if `state` is not a snapshot `restore` would take; writes nothing. */
   validateSnapshot(state: unknown): void {
-    parseNetSnapshot(state, this.maxQueuePairs);
+    parseNetSnapshot(state, this.maxQueuePairs, RX_BACKLOG);
   }
 
   restore(state: unknown): void {
     restoreNet(this, state);
+    const { rxPaused: paused, rxRecheck: recheck } = state as NetSnapshot;
     // The transport re-activated us before this restore: tell the (new) backend the restored state.
     if (this.shared.ctx) {
       this.applyGuestOffloads();
       this.applyQueuePairs();
+      this.rx.restoredBacklogs(paused, recheck);
     }
   }
 

@@ -12,7 +12,7 @@ import { readVnetHeader, writeVnetHeader } from '../../lib/net/vnet-header.js';
 import { scatterWritable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, type Virtqueue } from '../../virtio/queue/virtqueue.js';
 import { offloadPermitted } from './offloads.js';
-import { requireWritable, type RxPath } from './rx.js';
+import { type RxPath, requireWritable } from './rx.js';
 import type { NetShared } from './shared.js';
 
 /** Frame bytes the receive filter reads (MACs, one VLAN tag): a lent buffer's first segment holds them. */
@@ -278,7 +278,7 @@ export class DirectReceiver {
   lend(backendQueue: number, hs: number, t: ReceiveTarget): boolean {
     const s = this.shared;
     const ctx = s.ctx;
-    if (!ctx || s.broken || !s.linkUp || this.active >= 0) return false;
+    if (!ctx || s.broken || s.stopped || !s.linkUp || this.active >= 0) return false;
     const hdr = s.hdrSize;
     if (hs !== 0 && hs !== hdr) return false;
     // RSS must see the frame first, unless the backend applied it and no hash is reported.

@@ -57,6 +57,28 @@ export class FlowSteering {
     return this.queues[slot]!;
   }
 
+  /** Live entries as [slot, hash, queue pair, age in ms] (snapshots: ages survive a change of clock). */
+  snapshot(): [number, number, number, number][] {
+    const out: [number, number, number, number][] = [];
+    const now = this.now();
+    for (let s = 0; s <= this.mask; s++) {
+      const age = now - this.stamps[s]!;
+      if (this.hashes[s] !== 0 && age <= this.expireMs) out.push([s, this.hashes[s]!, this.queues[s]!, age]);
+    }
+    return out;
+  }
+
+  /** Puts `snapshot()` entries back (validated by the caller: slots below `size`). */
+  restore(entries: readonly (readonly [number, number, number, number])[]): void {
+    this.clear();
+    const now = this.now();
+    for (const [s, h, q, age] of entries) {
+      this.hashes[s] = h;
+      this.queues[s] = q;
+      this.stamps[s] = now - age;
+    }
+  }
+
   clear(): void {
     this.hashes.fill(0);
     this.stamps.fill(Number.NEGATIVE_INFINITY);

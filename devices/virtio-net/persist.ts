@@ -3,8 +3,37 @@
  * keeps the queue state. Restoring writes the fields back; the device then tells its backend.
  */
 import { z } from 'zod';
+import { MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
+import type { Backlog } from './backlog.js';
+import type { FlowSteering } from './flow-steering.js';
+
+/** Slots of the flow table (FlowSteering's default size). */
+const FLOW_SLOTS = 4096;
 import { RSS_MAX_KEY_SIZE, RSS_MAX_TABLE_LEN, type RssSnapshot, type RssState } from './rss.js';
 import { MAC_TABLE_ENTRIES, type RxFilter, type RxFilterState } from './rx-filter.js';
+import type { NetDeviceStats, QueueStats } from './stats.js';
+
+/** One frame waiting in a pair's backlog: bytes as base64, the backend's offload metadata, the hash. */
+export interface BacklogFrameSnapshot {
+  frame: string;
+  offload: NetOffload | null;
+  hash: number;
+  report: number;
+}
+
+/** Counters in a snapshot: per pair, and device-wide. */
+export interface NetStatsSnapshot {
+  queues: Record<keyof QueueStats, number>[];
+  device: NetDeviceStats;
+}
+
+/**
+ * Device part type of virtio-net-ts's state part (VIRTIO 1.4 device parts, docs/admin-queue.md): the
+ * transport snapshot (ring positions, registers) and this device's state, as JSON. 1.4 defines only
+ * VIRTIO_NET_DEV_PART_CVQ_CFG_PART (0x200) for virtio-net and no part for ring positions or queued
+ * frames; 0x5ff is the last of the net range 1.4 leaves reserved.
+ */
+export const NET_STATE_PART = 0x05ff;
 
 /** JSON-serialisable device state (the transport keeps queue state). */
 export interface NetSnapshot {
@@ -15,6 +44,16 @@ export interface NetSnapshot {
   guestOffloads: string;
   rxFilter: RxFilterState;
   rss: RssSnapshot;
+  /** Frames each pair held for lack of receive buffers (absent in 'virtio-net-ts/1' states: none). */
+  backlog?: BacklogFrameSnapshot[][];
+  /** Counters (absent in 'virtio-net-ts/1' states: the target keeps its own). */
+  stats?: NetStatsSnapshot;
+  /** Backend queues held back for the backlogs (absent: all of them while any backlog holds frames). */
+  rxPaused?: boolean[];
+  /** Pairs with a delivery attempt scheduled from the event loop (absent: every pair with a backlog). */
+  rxRecheck?: boolean[];
+  /** Automatic steering's live flows: [slot, hash, pair, age ms] (absent: none). */
+  flows?: [number, number, number, number][];
 }
 
 /** The device state a snapshot holds. */
@@ -27,9 +66,30 @@ export interface NetPersistentState {
   guestOffloads: bigint;
   readonly rxFilter: RxFilter;
   readonly rss: RssState;
+  readonly backlogs: readonly Backlog[];
+  readonly queueStats: readonly QueueStats[];
+  readonly deviceStats: NetDeviceStats;
+  /** Backend queues paused for the backlogs, by backend queue. */
+  readonly rxPaused: readonly boolean[];
+  /** Per pair: a delivery attempt is scheduled from the event loop. */
+  readonly rxRecheck: readonly boolean[];
+  readonly flows: FlowSteering;
 }
 
 export function snapshotNet(n: NetPersistentState): NetSnapshot {
+  const backlog = n.backlogs.map((b) => {
+    const out: BacklogFrameSnapshot[] = [];
+    for (let i = 0; i < b.count; i++) {
+      const e = b.at(i);
+      out.push({
+        frame: Buffer.from(e.frame).toString('base64'),
+        offload: e.offload,
+        hash: e.hash,
+        report: e.report,
+      });
+    }
+    return out;
+  });
   return {
     mac: Array.from(n.mac),
     status: n.status,
@@ -38,12 +98,56 @@ export function snapshotNet(n: NetPersistentState): NetSnapshot {
     guestOffloads: n.guestOffloads.toString(),
     rxFilter: n.rxFilter.state(),
     rss: n.rss.snapshot(),
+    backlog,
+    rxPaused: Array.from(n.rxPaused, (p) => p === true),
+    rxRecheck: [...n.rxRecheck],
+    flows: n.flows.snapshot(),
+    stats: {
+      queues: n.queueStats.map((q) => ({ ...q })),
+      device: { ...n.deviceStats },
+    },
   };
 }
 
 const byte = z.number().int().min(0).max(255);
 const u32 = z.number().int().min(0).max(0xffff_ffff);
 const macString = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i);
+const u16 = z.number().int().min(0).max(0xffff);
+const counter = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/** Base64 of 14..MAX_FRAME bytes (what `Receiver.receive` accepts). */
+const frameBase64 = z
+  .string()
+  .max(Math.ceil(MAX_FRAME / 3) * 4, `expected at most ${MAX_FRAME} bytes`)
+  .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'expected base64')
+  .refine((f) => {
+    const n = Buffer.from(f, 'base64').length;
+    return n >= 14 && n <= MAX_FRAME;
+  }, `expected a frame of 14..${MAX_FRAME} bytes`);
+const offloadSchema = z
+  .object({
+    flags: z.number().int().min(0).max(0xff),
+    gsoType: z.number().int().min(0).max(0xff),
+    hdrLen: u16,
+    gsoSize: u16,
+    csumStart: u16,
+    csumOffset: u16,
+  })
+  .strict();
+const queueStatsSchema = z
+  .object({
+    rxPackets: counter,
+    rxBytes: counter,
+    rxDropped: counter,
+    rxFiltered: counter,
+    rxBacklogged: counter,
+    rxInterrupts: counter,
+    txPackets: counter,
+    txBytes: counter,
+    txDropped: counter,
+    txInterrupts: counter,
+    txKicks: counter,
+  })
+  .strict();
 
 /**
  * The shape and bounds a snapshot must have before any of it is written: a state is as untrusted as a
@@ -51,7 +155,7 @@ const macString = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i);
  * pairs this device has (QEMU fails a load whose curr_queues exceeds max_queues), and the key and table
  * fit what RSS_CONFIG accepts.
  */
-function snapshotSchema(maxQueuePairs: number) {
+function snapshotSchema(maxQueuePairs: number, backlogCapacity: number) {
   const queue = z
     .number()
     .int()
@@ -91,12 +195,58 @@ function snapshotSchema(maxQueuePairs: number) {
       unclassified: queue,
       key: z.array(byte).max(RSS_MAX_KEY_SIZE),
     }),
+    backlog: z
+      .array(
+        z
+          .array(
+            z
+              .object({ frame: frameBase64, offload: offloadSchema.nullable(), hash: u32, report: u16 })
+              .strict(),
+          )
+          .max(backlogCapacity, `expected at most ${backlogCapacity} frames (the backlog's bound)`),
+      )
+      .length(maxQueuePairs, `expected one backlog per queue pair (${maxQueuePairs})`)
+      .optional(),
+    stats: z
+      .object({
+        queues: z.array(queueStatsSchema).length(maxQueuePairs, `expected ${maxQueuePairs} queue pairs`),
+        device: z
+          .object({
+            rxDroppedNotReady: counter,
+            ctrlCommands: counter,
+            ctrlErrors: counter,
+            guestErrors: counter,
+          })
+          .strict(),
+      })
+      .optional(),
+    rxPaused: z.array(z.boolean()).max(1024).optional(),
+    rxRecheck: z.array(z.boolean()).length(maxQueuePairs).optional(),
+    flows: z
+      .array(
+        z.tuple([
+          z
+            .number()
+            .int()
+            .min(0)
+            .max(FLOW_SLOTS - 1),
+          u32,
+          queue,
+          z.number().min(0).max(1e9),
+        ]),
+      )
+      .max(FLOW_SLOTS)
+      .optional(),
   });
 }
 
 /** `state` as a `NetSnapshot` for a device of `maxQueuePairs`, or a TypeError naming the bad field. */
-export function parseNetSnapshot(state: unknown, maxQueuePairs: number): NetSnapshot {
-  const r = snapshotSchema(maxQueuePairs).safeParse(state);
+export function parseNetSnapshot(
+  state: unknown,
+  maxQueuePairs: number,
+  backlogCapacity: number,
+): NetSnapshot {
+  const r = snapshotSchema(maxQueuePairs, backlogCapacity).safeParse(state);
   if (r.success) return r.data as NetSnapshot;
   const issue = r.error.issues[0]!;
   throw new TypeError(`virtio-net snapshot: field "${issue.path.join('.')}": ${issue.message}`);
@@ -107,7 +257,7 @@ export function parseNetSnapshot(state: unknown, maxQueuePairs: number): NetSnap
  * leaves the device as it was.
  */
 export function restoreNet(n: NetPersistentState, state: unknown): void {
-  const s = parseNetSnapshot(state, n.maxQueuePairs);
+  const s = parseNetSnapshot(state, n.maxQueuePairs, n.backlogs[0]?.capacity ?? 0);
   n.mac.set(s.mac);
   n.rxFilter.mac.set(n.mac);
   n.status = s.status;
@@ -120,4 +270,16 @@ export function restoreNet(n: NetPersistentState, state: unknown): void {
     n.rxFilter.restore({ ...f, unicast: [], multicast: [], uniOverflow: true, multiOverflow: true });
   else n.rxFilter.restore(f);
   n.rss.restore(s.rss);
+  if (s.flows) n.flows.restore(s.flows);
+  if (s.backlog) {
+    for (const [pair, frames] of s.backlog.entries()) {
+      const b = n.backlogs[pair]!;
+      b.clear();
+      for (const f of frames) b.push(Buffer.from(f.frame, 'base64'), f.offload, f.hash, f.report);
+    }
+  }
+  if (s.stats) {
+    for (const [pair, q] of s.stats.queues.entries()) Object.assign(n.queueStats[pair]!, q);
+    Object.assign(n.deviceStats, s.stats.device);
+  }
 }

@@ -5,8 +5,9 @@
  * frame reaches a pair, also for a direct receive that falls back (direct-rx.ts): into guest buffers,
  * else the pair's backlog with the backend paused, else a counted drop.
  */
-import { emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
+
 import { memoryFence } from '../../lib/memory/fence.js';
+import { emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
 import { ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import { RssHashResult, VIRTIO_NET_HASH_REPORT_NONE } from '../../lib/net/rss-hash.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
@@ -55,6 +56,20 @@ export class RxPath {
   private hashReport = VIRTIO_NET_HASH_REPORT_NONE;
   /** A drain is scheduled after finding buffers on a re-check (recheck). */
   private recheckScheduled = false;
+
+  get recheckPending(): boolean {
+    return this.recheckScheduled;
+  }
+
+  /** Schedules the drain a source device had scheduled when its state was taken (restore). */
+  scheduleDrain(): void {
+    if (this.recheckScheduled) return;
+    this.recheckScheduled = true;
+    setImmediate(() => {
+      this.recheckScheduled = false;
+      this.shared.runGuarded(() => this.drain());
+    });
+  }
   /** The last delivery found buffers, but too few bytes for the frame (set by popBuffers). */
   private shortOfBytes = false;
   private readonly deliverSegment = (segment: Uint8Array) => {
@@ -110,7 +125,8 @@ export class RxPath {
     hashReport: number,
   ): void {
     const backlog = this.backlog;
-    if (backlog.count === 0) {
+    // Stopped: the frame waits without touching the ring (it is part of the device's state).
+    if (backlog.count === 0 && !this.shared.stopped) {
       this.hash = hash;
       this.hashReport = hashReport;
       if (this.deliverOrSegment(frame, offload) !== Delivery.NoBuffers) return;
@@ -127,6 +143,7 @@ export class RxPath {
 
   /** The guest posted rx buffers (or re-enabled the queue): deliver what waited, then let the backend go. */
   drain(): void {
+    if (this.shared.stopped) return;
     const backlog = this.backlog;
     while (backlog.count > 0) {
       this.hash = backlog.peekHash();
@@ -260,7 +277,7 @@ export class RxPath {
    * barrier, and drain from the event loop if buffers are there.
    */
   private recheck(): void {
-    if (this.recheckScheduled || this.shortOfBytes) return;
+    if (this.recheckScheduled || this.shortOfBytes || this.shared.stopped) return;
     memoryFence();
     const q = this.shared.ctx?.queue(2 * this.pair);
     // A ring the guest broke is the device's error, not the frame's: the frame that called us is in the
@@ -286,6 +303,10 @@ export class Receiver implements RxFlowControl {
   readonly pairs: RxPath[];
   /** Backend queues paused because their frames could not be delivered. */
   private readonly paused: boolean[] = [];
+
+  get pausedQueues(): readonly boolean[] {
+    return this.paused;
+  }
 
   constructor(
     private readonly shared: NetShared,
@@ -326,6 +347,19 @@ export class Receiver implements RxFlowControl {
 
   resumeAll(): void {
     for (let q = 0; q < this.shared.backend.capabilities.queuePairs; q++) this.resume(q);
+  }
+
+  /**
+   * After a restore that brought frames into backlogs: hold the backend back, as when they were taken,
+   * and try to deliver them from the event loop (the kick that would have drained them may be past).
+   */
+  restoredBacklogs(paused?: readonly boolean[], recheck?: readonly boolean[]): void {
+    if (!this.pairs.some((rx) => rx.backlog.count > 0)) return;
+    // The queues the source held back and the drains it had scheduled (a /1 state says neither: all).
+    for (let q = 0; q < this.shared.backend.capabilities.queuePairs; q++)
+      if (paused ? paused[q] === true : true) this.pause(q);
+    for (const [i, rx] of this.pairs.entries())
+      if (rx.backlog.count > 0 && (recheck ? recheck[i] === true : true)) rx.scheduleDrain();
   }
 }
 

@@ -18,6 +18,11 @@ export class NetShared {
   ctx: VirtioDeviceContext | null = null;
   /** A guest error set DEVICE_NEEDS_RESET: nothing more is processed until reset (QEMU's vdev->broken). */
   broken = false;
+  /**
+   * Stopped or frozen by the group owner (VIRTIO 1.4 DEV_MODE_SET): no ring or buffer access, no
+   * interrupt; frames from the backend wait in the backlogs. Survives device reset.
+   */
+  stopped = false;
   linkUp = true;
   /** Negotiated `struct virtio_net_hdr` size (10, 12 or 20). */
   hdrSize = 12;
@@ -77,7 +82,7 @@ export class NetShared {
 
   /** Runs deferred device work (from the event loop) with the same guest-error handling as a kick. */
   runGuarded(work: () => void): void {
-    if (!this.ctx || this.broken) return;
+    if (!this.ctx || this.broken || this.stopped) return;
     try {
       work();
     } catch (e) {

@@ -185,6 +185,8 @@ export class Rig {
     guard('close()', () => old.close());
     const [dev, backend] = this.createDevice();
     guard('restore()', () => dev.restore(JSON.parse(before)));
+    // Counters come along (format /2); the new backend starts from zero.
+    txCarried.set(dev, guard('stats()', () => dev.stats()).txPackets);
     this.dev = dev;
     this.backend = backend;
     return { before, after: JSON.stringify(guard('snapshot()', () => dev.snapshot())) };
@@ -481,6 +483,9 @@ export interface RxAccount {
   transmitted: number;
 }
 
+/** Frames a migrated device counted as sent before it reached its current backend. */
+const txCarried = new WeakMap<VirtioNetPci, number>();
+
 export function rxAccount(dev: VirtioNetPci, backend: MemoryBackend): RxAccount {
   const s = guard('stats()', () => dev.stats());
   let accounted = s.rxDroppedNotReady;
@@ -490,7 +495,8 @@ export function rxAccount(dev: VirtioNetPci, backend: MemoryBackend): RxAccount 
     backlogged += q.rxBacklogDepth;
   }
   const b = backend.stats();
-  return { taken: b.delivered, accounted, backlogged, txPackets: s.txPackets, transmitted: b.transmitted };
+  const txPackets = s.txPackets - (txCarried.get(dev) ?? 0);
+  return { taken: b.delivered, accounted, backlogged, txPackets, transmitted: b.transmitted };
 }
 
 /** Every frame the device says it sent reached the backend, and no more. */

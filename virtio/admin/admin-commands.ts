@@ -11,6 +11,13 @@
  * Every failure is EINVAL and has no side effect.
  */
 import type { PieceHandler } from '../pci/region-access.js';
+import {
+  MIGRATION_SRIOV_OPCODES,
+  MigrationCommands,
+  type MigrationMember,
+  type MigrationOutcome,
+  SELF_OPCODES,
+} from './migration-commands.js';
 
 /** `struct virtio_admin_cmd`, device-readable header (§2.12.1). */
 export const ADMIN_CMD_HDR = {
@@ -42,8 +49,8 @@ export const AdminOpcode = {
   LEGACY_NOTIFY_INFO: 0x0006,
 } as const;
 
-/** Group type identifiers (§2.12). */
-export const AdminGroupType = { SRIOV: 0x0001 } as const;
+/** Group type identifiers (§2.12; SELF is VIRTIO 1.4's, served when a group offers migration). */
+export const AdminGroupType = { SELF: 0x0000, SRIOV: 0x0001 } as const;
 
 /** `status` values (§2.12.1): Linux errno numbers. */
 export const AdminStatus = { OK: 0, EAGAIN: 11, ENOMEM: 12, EINVAL: 22 } as const;
@@ -155,6 +162,11 @@ export interface DeviceGroup {
    * the 4 result entries must be the end marker). Absent: opcode 6 is not supported. Needs `legacyMember`.
    */
   legacyNotifyInfo?(id: number): readonly LegacyNotifyEntry[];
+  /**
+   * Member `id`'s side of the VIRTIO 1.4 device-parts commands (0xa-0x11), or null when it cannot be
+   * reached (INVALID_MEMBER). Present: the owner also serves the self group's capability commands.
+   */
+  migrationMember?(id: number): MigrationMember | null;
 }
 
 /** What one executed command produced. */
@@ -163,6 +175,8 @@ export interface AdminCommandOutcome {
   qualifier: number;
   /** Bytes of the device-writable part the command defines (header + result); used length = min(this, buffer). */
   length: number;
+  /** The device-writable bytes when they did not fit `out` (device parts); else they are in `out`. */
+  bytes?: Uint8Array;
 }
 
 /** Supported-opcode bitmap word 0 for a group (LIST_QUERY's result; we define no opcode above 63). */
@@ -173,6 +187,7 @@ export function supportedOpcodes(group: DeviceGroup): bigint {
     bits |= 0b1111n << BigInt(AdminOpcode.LEGACY_COMMON_CFG_WRITE);
     if (group.legacyNotifyInfo) bits |= 1n << BigInt(AdminOpcode.LEGACY_NOTIFY_INFO);
   }
+  if (group.migrationMember) bits |= MIGRATION_SRIOV_OPCODES;
   return bits;
 }
 
@@ -201,6 +216,9 @@ export class AdminCommandProcessor {
   private readonly groups = new Map<number, DeviceGroup>();
   private readonly inUse = new Map<number, bigint>();
   private readonly strictList: boolean;
+  /** VIRTIO 1.4 capabilities, resource objects and member modes, when a group offers migration. */
+  private readonly migration: MigrationCommands | null = null;
+  private readonly migrationGroup: DeviceGroup | null = null;
 
   constructor(groups: readonly DeviceGroup[], options: AdminCommandOptions = {}) {
     for (const g of groups) {
@@ -214,12 +232,24 @@ export class AdminCommandProcessor {
       this.groups.set(g.groupType, g);
     }
     this.strictList = options.listCommandsNeedGroup ?? false;
+    const mg = groups.find((g) => g.migrationMember) ?? null;
+    if (mg) {
+      if (this.groups.has(AdminGroupType.SELF)) throw new RangeError("the self group is the processor's own");
+      this.migrationGroup = mg;
+      this.migration = new MigrationCommands((id) =>
+        id >= 1 && id <= mg.memberCount() ? (mg.migrationMember?.(id) ?? null) : null,
+      );
+    }
     this.reset();
   }
 
   /** Device reset: only LIST_QUERY and LIST_USE are in use for every group again (§2.12.1). */
   reset(): void {
     for (const t of this.groups.keys()) this.inUse.set(t, 0b11n);
+    if (this.migration) {
+      this.inUse.set(AdminGroupType.SELF, 0b11n);
+      this.migration.reset();
+    }
   }
 
   /** The LIST_USE set of group type `groupType` (word 0), or null for an unsupported type. */
@@ -230,6 +260,7 @@ export class AdminCommandProcessor {
   snapshot(): AdminCommandState {
     const s: AdminCommandState = {};
     for (const [t, v] of this.inUse) s[String(t)] = v.toString();
+    if (this.migration) s.migration = JSON.stringify(this.migration.snapshot());
     return s;
   }
 
@@ -237,10 +268,18 @@ export class AdminCommandProcessor {
   restore(state: AdminCommandState): void {
     this.reset();
     for (const [t, v] of Object.entries(state)) {
+      if (t === 'migration' && this.migration) {
+        try {
+          this.migration.restore(JSON.parse(v));
+        } catch {
+          this.migration.restore(undefined);
+        }
+        continue;
+      }
       const type = Number(t);
-      const g = this.groups.get(type);
-      if (!g || !/^\d+$/.test(v)) continue;
-      this.inUse.set(type, BigInt(v) & supportedOpcodes(g));
+      const supported = this.supportedFor(type);
+      if (supported === null || !/^\d+$/.test(v)) continue;
+      this.inUse.set(type, BigInt(v) & supported);
     }
   }
 
@@ -258,15 +297,23 @@ export class AdminCommandProcessor {
     const data = request.length > ADMIN_CMD_HDR.size ? request.subarray(ADMIN_CMD_HDR.size) : EMPTY;
     out.fill(0, 0, ADMIN_CMD_RESULT.size);
 
-    const group = this.groups.get(groupType);
-    if (!group) return fail(out, AdminStatusQualifier.INVALID_GROUP);
-    const supported = supportedOpcodes(group);
-    const inUse = this.inUse.get(groupType) ?? 0n;
+    const supported = this.supportedFor(groupType);
+    if (supported === null) return fail(out, AdminStatusQualifier.INVALID_GROUP);
+    let inUse = this.inUse.get(groupType) ?? 0n;
+    // Linux enables the self group's commands with the SR-IOV group's LIST_USE and never sends one for the
+    // self group (virtio_pci_modern.c): either list enables them (docs/admin-queue.md).
+    if (groupType === AdminGroupType.SELF && this.migrationGroup)
+      inUse |= this.inUse.get(this.migrationGroup.groupType) ?? 0n;
     if (opcode >= 64 || ((supported & inUse) >> BigInt(opcode)) % 2n === 0n)
       return fail(out, AdminStatusQualifier.INVALID_OPCODE);
+    const self = groupType === AdminGroupType.SELF;
+    if (self && opcode >= 7) return this.migrationResult(out, this.migration!.executeSelf(opcode, data));
+    // The capability commands are for the self group only (admin-cmds-capabilities.tex device requirements).
+    if (opcode >= 7 && opcode <= 9) return fail(out, AdminStatusQualifier.INVALID_GROUP);
+    const group = this.groups.get(groupType);
 
     if (opcode === AdminOpcode.LIST_QUERY || opcode === AdminOpcode.LIST_USE) {
-      if (this.strictList && !group.exists()) return fail(out, AdminStatusQualifier.INVALID_GROUP);
+      if (this.strictList && group && !group.exists()) return fail(out, AdminStatusQualifier.INVALID_GROUP);
       if (opcode === AdminOpcode.LIST_QUERY) {
         // struct virtio_admin_cmd_list: DIV_ROUND_UP(max_cmd + 1, 64) words = 1 word here.
         setU64(out, ADMIN_CMD_RESULT.size, supported);
@@ -285,11 +332,16 @@ export class AdminCommandProcessor {
     }
 
     // Commands addressing a member.
-    if (!group.exists()) return fail(out, AdminStatusQualifier.INVALID_GROUP);
+    if (!group?.exists()) return fail(out, AdminStatusQualifier.INVALID_GROUP);
     const n = group.memberCount();
     const count = Number.isSafeInteger(n) && n > 0 ? n : 0;
     if (memberId < 1n || memberId > BigInt(count)) return fail(out, AdminStatusQualifier.INVALID_MEMBER);
     const id = Number(memberId);
+    if (opcode >= 0xa) {
+      const mm = group.migrationMember?.(id) ?? null;
+      if (!mm || !this.migration) return fail(out, AdminStatusQualifier.INVALID_MEMBER);
+      return this.migrationResult(out, this.migration.executeMember(opcode, id, mm, data, writableLength));
+    }
     const member = group.legacyMember?.(id) ?? null;
     if (!member) return fail(out, AdminStatusQualifier.INVALID_MEMBER);
 
@@ -336,6 +388,26 @@ export class AdminCommandProcessor {
       default:
         return fail(out, AdminStatusQualifier.INVALID_OPCODE);
     }
+  }
+
+  /** LIST_QUERY's word for group type `t` (the self group's when migration is served), or null. */
+  private supportedFor(t: number): bigint | null {
+    if (t === AdminGroupType.SELF && this.migration) return SELF_OPCODES;
+    const g = this.groups.get(t);
+    return g ? supportedOpcodes(g) : null;
+  }
+
+  /** Status header + result of a VIRTIO 1.4 command, in `out` when it fits. */
+  private migrationResult(out: Uint8Array, r: MigrationOutcome): AdminCommandOutcome {
+    const length = ADMIN_CMD_RESULT.size + r.result.length;
+    const bytes = length <= out.length ? out : new Uint8Array(length);
+    bytes.fill(0, 0, ADMIN_CMD_RESULT.size);
+    setU16(bytes, ADMIN_CMD_RESULT.status, r.status);
+    setU16(bytes, ADMIN_CMD_RESULT.statusQualifier, r.qualifier);
+    bytes.set(r.result, ADMIN_CMD_RESULT.size);
+    const outcome: AdminCommandOutcome = { status: r.status, qualifier: r.qualifier, length };
+    if (bytes !== out) outcome.bytes = bytes;
+    return outcome;
   }
 
   /**

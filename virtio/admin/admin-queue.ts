@@ -29,6 +29,7 @@ import {
   type LegacyMemberAccess,
   type LegacyNotifyEntry,
 } from './admin-commands.js';
+import { MAX_PARTS_BYTES, type MigrationMember } from './migration-commands.js';
 import { gatherReadable, scatterWritable } from '../queue/descriptor-chain.js';
 import { DescriptorChain, type Virtqueue, VirtqueueError } from '../queue/virtqueue.js';
 
@@ -105,14 +106,16 @@ export class AdminQueue {
   }
 
   private completeOne(ctx: AdminQueueContext, q: Virtqueue, chain: DescriptorChain): void {
-    const n = Math.min(chain.readableLength, MAX_REQUEST);
-    const req = this.request.subarray(0, n);
+    // DEV_PARTS_SET carries whole device states: larger requests get a buffer of their own (bounded).
+    const n = Math.min(chain.readableLength, ADMIN_CMD_HDR.size + MAX_PARTS_BYTES);
+    const req = n <= MAX_REQUEST ? this.request.subarray(0, n) : new Uint8Array(n);
     gatherReadable(ctx.memory, chain, req);
     const outcome = this.processor.execute(req, chain.writableLength, this.result);
     this.stats.commands++;
     if (outcome.status !== 0) this.stats.errors++;
     const len = Math.min(outcome.length, chain.writableLength);
-    const written = len > 0 ? scatterWritable(ctx.memory, chain, this.result.subarray(0, len)) : 0;
+    const bytes = outcome.bytes ?? this.result;
+    const written = len > 0 ? scatterWritable(ctx.memory, chain, bytes.subarray(0, len)) : 0;
     q.push(chain, written);
   }
 }
@@ -123,6 +126,8 @@ export interface SriovGroupOptions {
   legacyMember?(vf: number): LegacyMemberAccess | null;
   /** LEGACY_NOTIFY_INFO entries of VF `vf`; absent: opcode 6 is not offered (VF BAR0 need not be 0). */
   legacyNotifyInfo?(vf: number): readonly LegacyNotifyEntry[];
+  /** VF `vf`'s side of the VIRTIO 1.4 device-parts commands; absent: opcodes 7-0x11 are not offered. */
+  migrationMember?(vf: number): MigrationMember | null;
 }
 
 /**
@@ -138,5 +143,6 @@ export function sriovDeviceGroup(sriov: SriovCapability, options: SriovGroupOpti
   };
   if (options.legacyMember) group.legacyMember = options.legacyMember;
   if (options.legacyNotifyInfo) group.legacyNotifyInfo = options.legacyNotifyInfo;
+  if (options.migrationMember) group.migrationMember = options.migrationMember;
   return group;
 }

@@ -19,7 +19,7 @@ import {
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
 } from '../features.js';
-import type { VirtioDevice, VirtioDeviceContext } from '../virtio-device.js';
+import type { DeviceMode, VirtioDevice, VirtioDeviceContext } from '../virtio-device.js';
 import { type AdminQueueLayout, type AdminQueuesSnapshot, TransportAdminQueues } from './transport-admin.js';
 import {
   address,
@@ -64,6 +64,8 @@ export interface TransportSnapshot {
   queues: QueueSnapshot[];
   /** Administration virtqueues (only when the transport has them): LIST_USE state and queue registers. */
   admin?: AdminQueuesSnapshot;
+  /** DEV_MODE_SET state (absent: 'active'). */
+  mode?: DeviceMode;
   device?: unknown;
 }
 
@@ -84,6 +86,11 @@ export class TransportCore {
   /** Why the device last entered NEEDS_RESET (diagnostics for the VMM). */
   lastError: string | null = null;
   private brokenFlag = false;
+  /** The group owner's DEV_MODE_SET (VIRTIO 1.4): not 'active' withholds kicks and interrupts. */
+  private modeValue: DeviceMode = 'active';
+  /** Interrupts withheld while not active: the config change, and queue vectors (by queue index). */
+  private pendingConfig = false;
+  private readonly pendingQueues = new Set<number>();
   /** num_queues for the current driver features (kicks check it; devices may compute it with bigints). */
   private numQueuesCache = 0;
   readonly queues: QueueRegisters[];
@@ -311,6 +318,8 @@ export class TransportCore {
     this.configVector = VIRTIO_MSI_NO_VECTOR;
     this.isr = 0;
     this.legacyDriver = false;
+    this.pendingConfig = false;
+    this.pendingQueues.clear();
     for (let i = 0; i < this.queues.length; i++) this.queues[i] = this.freshQueue(i, 0n);
     this.numQueuesCache = Math.min(this.queues.length, this.device.numQueues(0n));
     // §2.13 / docs/admin-queue.md: a device reset (status 0, FLR) also resets the admin command state.
@@ -352,6 +361,10 @@ export class TransportCore {
     if (!this.activated || this.broken) return;
     const q = this.queues[i];
     if (!q?.enabled) return;
+    if (this.modeValue !== 'active') {
+      this.pendingQueues.add(i);
+      return;
+    }
     this.isr |= VIRTIO_ISR_QUEUE;
     this.signals.interrupt(q.vector);
   }
@@ -363,6 +376,10 @@ export class TransportCore {
   }
 
   private raiseConfigInterrupt(): void {
+    if (this.modeValue !== 'active') {
+      this.pendingConfig = true;
+      return;
+    }
     // QEMU virtio_notify_config sets ISR bits 0 and 1 (0x3); drivers look at bit 1 for config.
     this.isr |= VIRTIO_ISR_QUEUE | VIRTIO_ISR_CONFIG;
     this.signals.interrupt(this.configVector);
@@ -455,7 +472,8 @@ export class TransportCore {
 
   /** A driver notification for queue `i` (§4.1.5.2). Unknown, disabled or pre-DRIVER_OK queues are ignored. */
   kick(i: number): void {
-    if (!this.activated || this.broken) return;
+    // Stopped: notifications are accepted (§2.12.1.5) and served when the device resumes (every queue is re-kicked).
+    if (!this.activated || this.broken || this.modeValue !== 'active') return;
     const q = this.queues[i];
     if (!q?.enabled || !q.vq || i >= this.numQueues()) {
       if (this.admin !== null && this.adminQueueRegisters(i)?.enabled) this.kickAdmin(i);
@@ -471,6 +489,34 @@ export class TransportCore {
   private kickAdmin(i: number): void {
     const admin = this.admin as TransportAdminQueues;
     this.guard(() => admin.process(i));
+  }
+
+  // ------------------------------------------------------------------ device mode (VIRTIO 1.4)
+
+  get mode(): DeviceMode {
+    return this.modeValue;
+  }
+
+  /**
+   * DEV_MODE_SET from the group owner. Leaving 'active' withholds kicks and interrupts (and tells the
+   * device); back to 'active', every enabled queue is kicked (the driver may have notified meanwhile or
+   * restored parts may hold work) and the withheld interrupts are raised. Same mode again: no effect.
+   */
+  setMode(mode: DeviceMode): void {
+    if (mode === this.modeValue) return;
+    this.modeValue = mode;
+    this.device.setMode?.(mode);
+    if (mode !== 'active') return;
+    if (this.activated && !this.broken) {
+      for (let i = 0; i < this.numQueues(); i++) if (this.queues[i]?.enabled) this.kick(i);
+    }
+    const queues = [...this.pendingQueues];
+    this.pendingQueues.clear();
+    for (const i of queues) this.notifyQueue(i);
+    if (this.pendingConfig) {
+      this.pendingConfig = false;
+      if (this.status & VIRTIO_CONFIG_S_DRIVER_OK) this.raiseConfigInterrupt();
+    }
   }
 
   // ------------------------------------------------------------------ snapshot
@@ -491,6 +537,7 @@ export class TransportCore {
       legacyDriver: this.legacyDriver,
       queues: this.queues.map(queueSnapshot),
       ...(this.admin ? { admin: this.admin.snapshot() } : {}),
+      ...(this.modeValue !== 'active' ? { mode: this.modeValue } : {}),
       ...(this.device.snapshot ? { device: this.device.snapshot() } : {}),
     };
   }
@@ -515,6 +562,8 @@ export class TransportCore {
     this.isr = s.isr & 0xff;
     this.status = s.status & 0xff;
     this.brokenFlag = !!s.broken;
+    // Before the device is re-activated, so that a stopped device stays off its rings.
+    this.setMode(s.mode ?? 'active');
     for (let i = 0; i < this.queues.length && i < s.queues.length; i++) {
       const src = s.queues[i];
       if (src)

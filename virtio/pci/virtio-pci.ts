@@ -29,15 +29,18 @@ import {
   type LegacyNotifyEntry,
 } from '../admin/admin-commands.js';
 import { AdminQueue } from '../admin/admin-queue.js';
-import { CommonConfig } from './common-config.js';
+import type { DevicePart } from '../admin/device-parts.js';
 import { type TransportFeatureOptions, transportFeatures } from '../features.js';
+import type { DeviceMode, VirtioDevice } from '../virtio-device.js';
+import { CommonConfig } from './common-config.js';
 import { LEGACY_CONFIG_OFF, LEGACY_CONFIG_OFF_MSIX, LegacyInterface, legacyBarSize } from './legacy.js';
 import { NOTIFY_OFF_MULTIPLIER, notifyQueueIndex } from './notify.js';
 import { PCI_CFG_CAP, pciCfgWindow } from './pci-cfg-access.js';
 import { ones, type PieceHandler, splitRead, splitWrite } from './region-access.js';
 import { TransportCore, type TransportSnapshot } from './transport-core.js';
+import { checkParts, commonParts, type PartsContext, statePart } from './transport-parts.js';
 import { VIRTIO_MSI_NO_VECTOR } from './transport-registers.js';
-import type { VirtioDevice } from '../virtio-device.js';
+import { type TransportLimits, validateTransportSnapshot } from './transport-schema.js';
 
 export const PCI_VENDOR_ID_REDHAT_QUMRANET = 0x1af4;
 /** QEMU's PCI_SUBDEVICE_ID_QEMU, the subsystem ID of modern-only virtio functions. */
@@ -431,6 +434,63 @@ export class VirtioPciTransport {
     if (!state || typeof state !== 'object' || !state.transport)
       throw new TypeError('virtio-pci snapshot: malformed');
     this.core.restore(state.transport);
+  }
+
+  // ------------------------------------------------------------------ group member (VIRTIO 1.4)
+
+  /** This function's mode as its group owner set it (DEV_MODE_SET). */
+  get mode(): DeviceMode {
+    return this.core.mode;
+  }
+
+  /** DEV_MODE_SET from the group owner: see `TransportCore.setMode`. */
+  setMode(mode: DeviceMode): void {
+    this.core.setMode(mode);
+  }
+
+  /** What a restore of this transport checks against: memory, queue count and sizes, offered features. */
+  limits(): TransportLimits {
+    const core = this.core;
+    const device = this.device;
+    return {
+      memory: core.memory,
+      offered: core.offered,
+      queueCount: core.queues.length,
+      maxQueueSize: (i, f) => (i < device.numQueues(f) ? device.maxQueueSize(i, f) : 0),
+    };
+  }
+
+  private partsContext(): PartsContext {
+    return { offered: this.core.modernOffered, numQueues: (f) => this.device.numQueues(f) };
+  }
+
+  /** DEV_PARTS_GET: the common parts and the device-type state part `type` (docs/admin-queue.md). */
+  deviceParts(type: number, format: string): DevicePart[] {
+    const t = this.core.snapshot();
+    return [...commonParts(t, this.partsContext()), statePart(type, format, t)];
+  }
+
+  /**
+   * DEV_PARTS_SET: checks `parts` whole (the state part validated against this transport and by
+   * `validateDevice`, every common part consistent with it), then restores; the mode stays as it is.
+   * Returns why the parts were refused (nothing changed then), or null.
+   */
+  setDeviceParts(
+    parts: readonly DevicePart[],
+    type: number,
+    format: string,
+    validateDevice: (device: unknown) => void,
+  ): string | null {
+    const r = checkParts(
+      parts,
+      type,
+      format,
+      (t) => commonParts(t, this.partsContext()),
+      (s) => validateTransportSnapshot(s, validateDevice, 'parts', this.limits()),
+    );
+    if (typeof r === 'string') return r;
+    this.core.restore({ ...r.transport, mode: this.core.mode });
+    return null;
   }
 
   // ------------------------------------------------------------------ regions

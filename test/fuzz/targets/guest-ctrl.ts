@@ -110,7 +110,13 @@ function ctrlData(rng: Rng, cls: number, cmd: number): number[] {
 
 /** Admin command-specific data: a legacy offset (+ data for writes), a LIST_USE bitmap, or noise. */
 function adminData(rng: Rng, opcode: number): number[] {
-  if (opcode === 1) return [rng.chance(0.7) ? 0x7f : rng.int(0, 255), 0, 0, 0, 0, 0, 0, 0];
+  if (opcode === 1)
+    return rng.chance(0.7)
+      ? [rng.pick([0x7f, 0xff]), rng.pick([0, 0xff]), rng.pick([0, 3]), 0, 0, 0, 0, 0]
+      : [rng.int(0, 255), 0, 0, 0, 0, 0, 0, 0];
+  // DEV_MODE_SET: resume or invalid flags only; a stopped VF would fail the traffic invariants by design
+  // (stop and freeze are tested in devices/virtio-net/vf-migration.test.ts).
+  if (opcode === 0x11) return [rng.pick([0, 2, 4, 0x80])];
   if (opcode === 3 || opcode === 5)
     return [rng.chance(0.7) ? rng.pick([0, 4, 8, 12, 14, 16, 18, 19, 20, 22]) : rng.int(0, 255)];
   if (opcode === 2 || opcode === 4) {
@@ -150,7 +156,7 @@ function generate(rng: Rng): Step {
       };
     }
     case 'admin': {
-      const opcode = rng.chance(0.85) ? rng.int(0, 6) : rng.pick([7, 0x7fff, 0x8000, 0xffff]);
+      const opcode = rng.chance(0.85) ? rng.int(0, 0x11) : rng.pick([0x12, 0x7fff, 0x8000, 0xffff]);
       return {
         op,
         opcode,
@@ -314,11 +320,16 @@ function admin(st: State, s: Extract<Step, { op: 'admin' }>): void {
   const out = st.rig.memory.read(ws[0]!.addr, Math.min(used.len, s.resultLen));
   const status = out[0]! | (out[1]! << 8);
   const qualifier = out[2]! | (out[3]! << 8);
-  invariant([0, 11, 12, 22].includes(status), `admin status ${status} is not one §2.12.1 defines`);
+  // VIRTIO 1.4's status table (ENXIO, EBUSY, ENOSPC) and RESOURCE_OBJ_CREATE's EEXIST.
+  invariant([0, 6, 11, 12, 16, 17, 22, 28].includes(status), `admin status ${status} is not one 1.4 defines`);
   invariant(qualifier <= 7, `admin status qualifier ${qualifier} is not one §2.12.1 defines`);
   invariant((status === 0) === (qualifier === 0), `admin status ${status} with qualifier ${qualifier}`);
   if (s.opcode === 0 && s.group === 1 && status === 0 && used.len >= 9)
-    invariant(out[8] === 0x7f, `LIST_QUERY reports opcodes 0x${out[8]!.toString(16)}, not 0x7f`);
+    // Opcodes 0-6 (legacy access) and 7-0x11 (VIRTIO 1.4 migration commands).
+    invariant(
+      out[8] === 0xff && (used.len < 10 || out[9] === 0xff) && (used.len < 11 || out[10] === 0x03),
+      `LIST_QUERY reports opcodes 0x${Array.from(out.subarray(8, 11), (b) => b.toString(16)).join(',')}, not ff,ff,03`,
+    );
   st.counters[status === 0 ? 'adminOk' : 'adminErr'] =
     (st.counters[status === 0 ? 'adminOk' : 'adminErr'] ?? 0) + 1;
 }
