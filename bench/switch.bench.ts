@@ -35,7 +35,7 @@ import type {
 import { PCI_SRIOV_BAR, PCI_SRIOV_CTRL, PCI_SRIOV_NUM_VF } from '../pci/sriov.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
-import { type BenchResult, bench, gcExposed, report } from './harness.js';
+import { type BenchResult, bench, gcExposed } from './harness.js';
 
 const BATCH = 128;
 const LAPS = Number(process.env.SWITCH_BENCH_LAPS ?? 4000);
@@ -145,8 +145,10 @@ function txSide(memory: GuestMemory, target: VirtioNetPci, drv: VirtioNetDriver,
   return [() => target.barWrite(bar, off, 2, index), recycler(memory, drv, index, 0)] as const;
 }
 
-type Kind = 'pf-tx' | 'pf-rx' | 'vf-vf';
+type Kind = 'pf-tx' | 'pf-rx' | 'vf-vf' | 'vf-tx' | 'vf-rx';
 const KINDS: Kind[] = ['pf-tx', 'pf-rx', 'vf-vf'];
+/** Halves of VF→VF through the switch, for locating its cost (SWITCH_BENCH_ONLY only). */
+const PARTS: Kind[] = ['vf-tx', 'vf-rx'];
 
 interface Scenario {
   name: string;
@@ -161,7 +163,7 @@ interface Scenario {
 
 function setup(kind: Kind, size: number): Scenario {
   const name = `${kind} ${size}`;
-  if (kind !== 'vf-vf') {
+  if (kind === 'pf-tx' || kind === 'pf-rx') {
     // No VF enabled: the switch is a pass-through and the PF's port hands frames straight on.
     const a = rig(0);
     const close = () => a.dev.close();
@@ -184,6 +186,29 @@ function setup(kind: Kind, size: number): Scenario {
   }
   const b = rig(2);
   const [v0, v1] = b.vfDrivers as [VirtioNetDriver, VirtioNetDriver];
+  if (kind === 'vf-tx') {
+    // VF0 → a MAC nobody owns: the switch sends it to the uplink.
+    const [run, repost] = txSide(b.memory, b.dev.vfs[0]!, v0, frameOf(size, '02:00:00:00:00:99', v0.mac()));
+    const before = b.uplink.packets;
+    return {
+      name,
+      run,
+      repost,
+      close: () => b.dev.close(),
+      verify: () => `uplink got ${b.uplink.packets - before}`,
+    };
+  }
+  if (kind === 'vf-rx') {
+    // The uplink → VF1's MAC: the switch forwards it to VF1's receive.
+    const repost = recycler(b.memory, v1, v1.rxIndex(0), BATCH);
+    const frame = frameOf(size, v1.mac(), '02:00:00:00:00:99');
+    const sink = b.uplink.sink!;
+    const run = () => {
+      for (let i = 0; i < BATCH; i++) sink.receive(frame, 0, null);
+    };
+    const verify = () => `VF1 got ${b.dev.stats().vfs[1]!.rxPackets}`;
+    return { name, run, repost, close: () => b.dev.close(), verify };
+  }
   const [run, repostVf0] = txSide(b.memory, b.dev.vfs[0]!, v0, frameOf(size, v1.mac(), v0.mac()));
   // VF1's first batch went through the switch while txSide posted; start from its ring as it is now.
   v1.receive(0);
@@ -289,10 +314,14 @@ async function main(): Promise<void> {
   const only = process.env.SWITCH_BENCH_ONLY;
   if (only !== undefined) {
     const [kind, size] = only.split(' ') as [Kind, string];
-    if (!KINDS.includes(kind) || !SIZES.includes(Number(size)))
+    if (!(KINDS.includes(kind) || PARTS.includes(kind)) || !SIZES.includes(Number(size)))
       throw new Error(`SWITCH_BENCH_ONLY: unknown scenario ${only}`);
     const row = await runScenario(kind, Number(size));
-    report([row.timed]);
+    const t = row.timed;
+    console.log(
+      `${t.name}: ${t.nsPerOp.toFixed(1)} ns/frame wall, ${t.cpuNsPerOp.toFixed(1)} ns/frame CPU; ` +
+        `allocation check ${row.alloc.frames} frames: GCs ${row.alloc.minorGcs}/${row.alloc.majorGcs}, heap ${row.alloc.heapDelta} B; ${row.verify}`,
+    );
     console.log(`@@ROW ${JSON.stringify(row)}`);
     return;
   }

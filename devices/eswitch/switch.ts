@@ -232,8 +232,9 @@ export class EmbeddedSwitch implements SwitchCore {
     const b = this.outBytes;
     const o = this.outOffset;
     const l = this.outLength;
-    // The device's receive takes a view: one small allocation per switched frame (docs/performance.md).
-    sink.receive(o === 0 && l === b.length ? b : b.subarray(o, o + l), dq, this.outOffload);
+    // A range, not a view: the device copies it straight from where it lies (no allocation per frame).
+    if (sink.receiveRange !== undefined) sink.receiveRange(b, o, l, dq, this.outOffload);
+    else sink.receive(o === 0 && l === b.length ? b : b.subarray(o, o + l), dq, this.outOffload);
   }
 
   private toUplink(
