@@ -72,6 +72,26 @@ class NullUplink implements NetBackend {
   close(): void {}
 }
 
+/** An uplink that hands every frame straight back (as a range): the PF's transmit feeds its own receive. */
+class HairpinUplink extends NullUplink {
+  override transmit(f: Uint8Array, q: number, o: NetOffload | null): TransmitResult {
+    this.packets++;
+    this.sink!.receive(f, q, o);
+    return 'sent';
+  }
+  override transmitRange(
+    b: Uint8Array,
+    at: number,
+    l: number,
+    q: number,
+    o: NetOffload | null,
+  ): TransmitResult {
+    this.packets++;
+    this.sink!.receiveRange!(b, at, l, q, o);
+    return 'sent';
+  }
+}
+
 /** A ring the bench re-posts by bumping the avail idx (the avail slots repeat the first batch's heads). */
 function recycler(memory: GuestMemory, drv: VirtioNetDriver, index: number, firstPosted: number) {
   const q = drv.queue(index);
@@ -103,9 +123,8 @@ function frameOf(size: number, dst: string, src: string): Uint8Array {
   return f;
 }
 
-function rig(vfs: number) {
+function rig(vfs: number, uplink = new NullUplink()) {
   const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(192 << 20) }]);
-  const uplink = new NullUplink();
   const dev = createVirtioNetPci({
     memory,
     backend: uplink,
@@ -145,10 +164,16 @@ function txSide(memory: GuestMemory, target: VirtioNetPci, drv: VirtioNetDriver,
   return [() => target.barWrite(bar, off, 2, index), recycler(memory, drv, index, 0)] as const;
 }
 
-type Kind = 'pf-tx' | 'pf-rx' | 'vf-vf' | 'vf-tx' | 'vf-rx';
+type Kind = 'pf-tx' | 'pf-rx' | 'vf-vf' | 'vf-tx' | 'vf-rx' | 'pf-loop';
 const KINDS: Kind[] = ['pf-tx', 'pf-rx', 'vf-vf'];
-/** Halves of VF→VF through the switch, for locating its cost (SWITCH_BENCH_ONLY only). */
-const PARTS: Kind[] = ['vf-tx', 'vf-rx'];
+/**
+ * For locating the cost: the halves of VF→VF through the switch (SWITCH_BENCH_ONLY only), and `pf-loop`,
+ * the PF's transmit handed straight back to its own receive by the uplink (no switch, no VF): the same
+ * nesting and guest-memory-to-guest-memory copy as VF→VF, so VF→VF − pf-loop is what the switch adds.
+ */
+const PARTS: Kind[] = ['vf-tx', 'vf-rx', 'pf-loop'];
+/** What each round runs, in this order. */
+const ROUND_KINDS: Kind[] = ['pf-tx', 'pf-rx', 'pf-loop', 'vf-vf'];
 
 interface Scenario {
   name: string;
@@ -163,6 +188,21 @@ interface Scenario {
 
 function setup(kind: Kind, size: number): Scenario {
   const name = `${kind} ${size}`;
+  if (kind === 'pf-loop') {
+    const a = rig(0, new HairpinUplink());
+    const [run, repostTx] = txSide(a.memory, a.dev, a.pf, frameOf(size, a.pf.mac(), '02:00:00:00:00:99'));
+    a.pf.receive(0);
+    const repostRx = recycler(a.memory, a.pf, a.pf.rxIndex(0), BATCH);
+    const repost = () => {
+      repostTx();
+      repostRx();
+    };
+    const verify = () => {
+      const q = a.dev.stats().queues[0]!;
+      return `PF got ${q.rxPackets}, dropped ${q.rxDropped}`;
+    };
+    return { name, run, repost, close: () => a.dev.close(), verify };
+  }
   if (kind === 'pf-tx' || kind === 'pf-rx') {
     // No VF enabled: the switch is a pass-through and the PF's port hands frames straight on.
     const a = rig(0);
@@ -332,7 +372,7 @@ async function main(): Promise<void> {
   const rows = new Map<string, Row[]>();
   for (let round = 0; round < ROUNDS; round++) {
     for (const size of SIZES) {
-      for (const kind of KINDS) {
+      for (const kind of ROUND_KINDS) {
         const key = `${kind} ${size}`;
         const r = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
           // The allocation check once per scenario (first round).
@@ -352,36 +392,48 @@ async function main(): Promise<void> {
       }
     }
   }
+  const fps = (ns: number) => `${(1e3 / ns).toFixed(2)} M/s`;
+  const wall = (r: Row) => r.timed.nsPerOp;
+  const cpu = (r: Row) => r.timed.cpuNsPerOp;
   console.log(
-    '\n| frame | PF → uplink (tx) | uplink → PF (rx) | PF tx + rx | VF0 → VF1 | switch cost | GCs minor/major over the allocation check (tx / rx / VF→VF) |',
+    '\nPer-frame time, median over the rounds (CPU time / wall time). Cost = the median over rounds of ' +
+      'a / b − 1 (CPU time; wall time in brackets).',
   );
-  console.log('|---|---|---|---|---|---|---|');
-  const fps = (ns: number) => `${(1e3 / ns).toFixed(2)} Mframes/s`;
+  console.log(
+    '\n| frame | PF → uplink (tx) | uplink → PF (rx) | PF tx + rx | PF hairpin (tx → own rx) | VF0 → VF1 | ' +
+      'switch cost: VF→VF vs PF tx + rx | of it, nesting: hairpin vs tx + rx | of it, the switch: VF→VF vs hairpin | ' +
+      'GCs over the allocation check (tx / rx / hairpin / VF→VF) |',
+  );
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  const verdicts: string[] = [];
   for (const size of SIZES) {
-    const [tx, rx, vv] = KINDS.map((k) => rows.get(`${k} ${size}`)!);
-    const ns = (rs: Row[]) => median(rs.map((r) => r.timed.nsPerOp));
-    const costs = vv!.map((v, i) => v.timed.nsPerOp / (tx![i]!.timed.nsPerOp + rx![i]!.timed.nsPerOp) - 1);
-    const base = ns(tx!) + ns(rx!);
+    const [tx, rx, loop, vv] = ROUND_KINDS.map((k) => rows.get(`${k} ${size}`)!) as [
+      Row[],
+      Row[],
+      Row[],
+      Row[],
+    ];
+    const t = (rs: Row[], f: (r: Row) => number) => median(rs.map(f));
+    const both = (rs: Row[]) => `${t(rs, cpu).toFixed(0)} / ${t(rs, wall).toFixed(0)} ns`;
+    const base = (f: (r: Row) => number) => t(tx, f) + t(rx, f);
+    const cost = (a: Row[], b: (i: number, f: (r: Row) => number) => number, f: (r: Row) => number) =>
+      median(a.map((r, i) => f(r) / b(i, f) - 1));
+    const vsBase = (a: Row[], f: (r: Row) => number) => cost(a, (i, g) => g(tx[i]!) + g(rx[i]!), f);
+    const vsLoop = (f: (r: Row) => number) => cost(vv, (i, g) => g(loop[i]!), f);
     const gcs = (rs: Row[]) => `${rs[0]!.alloc.minorGcs}/${rs[0]!.alloc.majorGcs}`;
-    const frames = vv![0]!.alloc.frames;
     console.log(
-      `| ${size} B | ${ns(tx!).toFixed(0)} ns (${fps(ns(tx!))}) | ${ns(rx!).toFixed(0)} ns | ${base.toFixed(0)} ns | ` +
-        `${ns(vv!).toFixed(0)} ns (${fps(ns(vv!))}) | ${pct(median(costs))} (rounds ${pct(Math.min(...costs))} … ${pct(Math.max(...costs))}) | ` +
-        `${gcs(tx!)} / ${gcs(rx!)} / ${gcs(vv!)} over ${frames.toLocaleString('en-US')} frames each, VF→VF heap ${vv![0]!.alloc.heapDelta} B |`,
+      `| ${size} B | ${both(tx)} | ${both(rx)} | ${base(cpu).toFixed(0)} / ${base(wall).toFixed(0)} ns | ${both(loop)} | ` +
+        `${both(vv)} (${fps(t(vv, cpu))}) | ${pct(vsBase(vv, cpu))} (${pct(vsBase(vv, wall))}) | ` +
+        `${pct(vsBase(loop, cpu))} (${pct(vsBase(loop, wall))}) | ${pct(vsLoop(cpu))} (${pct(vsLoop(wall))}) | ` +
+        `${gcs(tx)} / ${gcs(rx)} / ${gcs(loop)} / ${gcs(vv)} over ${vv[0]!.alloc.frames.toLocaleString('en-US')} frames each |`,
+    );
+    const m = vsBase(vv, cpu);
+    verdicts.push(
+      `${size} B: VF→VF ${fps(t(vv, cpu))} (wall ${fps(t(vv, wall))}) beside PF→uplink ${fps(t(tx, cpu))} (wall ${fps(t(tx, wall))}); ` +
+        `switch cost ${pct(m)} of a PF tx + rx (goal ≤ +20 %: ${m <= 0.2 ? 'met' : 'NOT met'}); ${vv.at(-1)!.verify}`,
     );
   }
-  for (const size of SIZES) {
-    const [tx, , vv] = KINDS.map((k) => rows.get(`${k} ${size}`)!);
-    const costs = vv!.map((v, i) => {
-      const base = tx![i]!.timed.nsPerOp + rows.get(`pf-rx ${size}`)![i]!.timed.nsPerOp;
-      return v.timed.nsPerOp / base - 1;
-    });
-    const m = median(costs);
-    console.log(
-      `${size} B: VF→VF ${fps(median(vv!.map((r) => r.timed.nsPerOp)))} beside PF→uplink ${fps(median(tx!.map((r) => r.timed.nsPerOp)))}; ` +
-        `switch cost ${pct(m)} of a PF tx + rx (goal ≤ +20 %: ${m <= 0.2 ? 'met' : 'NOT met'}); ${vv!.at(-1)!.verify}`,
-    );
-  }
+  console.log(`\n${verdicts.join('\n')}`);
 }
 
 await main();

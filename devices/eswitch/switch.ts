@@ -333,6 +333,29 @@ export class EmbeddedSwitch implements SwitchCore {
       }
       this.forward(null, frame, 0, frame.length, queuePair, offload, false);
     },
+    receiveRange: (bytes, offset, length, queuePair, offload) => {
+      if (this.passthrough) {
+        const sink = this.pf.sink;
+        if (sink === null) this.uplinkStats.dropNoOwner++;
+        else if (sink.receiveRange !== undefined)
+          sink.receiveRange(bytes, offset, length, queuePair, offload);
+        else sink.receive(bytes.subarray(offset, offset + length), queuePair, offload);
+        return;
+      }
+      // An untrusted backend's range: checked before the switch reads it.
+      if (
+        !(
+          Number.isInteger(offset) &&
+          Number.isInteger(length) &&
+          offset >= 0 &&
+          offset + length <= bytes.length
+        )
+      ) {
+        this.uplinkStats.dropNoOwner++;
+        return;
+      }
+      this.forward(null, bytes, offset, length, queuePair, offload, false);
+    },
     lendReceive: (queuePair, headerSize, target) => {
       // Zero copy into the PF's buffers only while it is the sole receiver.
       const sink = this.pf.sink;
