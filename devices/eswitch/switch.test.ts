@@ -266,3 +266,72 @@ describe('embedded switch', () => {
     expect(parseVfPolicy(0, { trust: true, maxTxRateMbps: 10 })).toEqual({ trust: true, maxTxRateMbps: 10 });
   });
 });
+
+describe('ranges, not views', () => {
+  /** An uplink that keeps the switch's sink, so the test can call it as a backend would. */
+  function capturingUplink() {
+    const up = new MemoryBackend({ receive: 'copy' });
+    let sink: BackendSink | null = null;
+    const attachUp = up.attach.bind(up);
+    up.attach = (s: BackendSink) => {
+      sink = s;
+      attachUp(s);
+    };
+    return { up, sink: () => sink! };
+  }
+  /** A port whose function takes ranges: records the array itself, the offset and the length. */
+  function rangeSink(port: SwitchPort, mac: string) {
+    const got: { bytes: Uint8Array; offset: number; length: number; frame: Uint8Array }[] = [];
+    port.owner = { mac: parseMac(mac), accepts: () => true };
+    port.attach({
+      receive: () => {
+        throw new Error('receive with a view');
+      },
+      receiveRange: (bytes, offset, length) =>
+        got.push({ bytes, offset, length, frame: bytes.slice(offset, offset + length) }),
+    });
+    return got;
+  }
+
+  it('a port and the uplink hand a frame on as the same bytes at an offset; a bad uplink range is counted', () => {
+    const { up, sink } = capturingUplink();
+    const sw = new EmbeddedSwitch(up);
+    attach(sw.pf, PF);
+    const a = sw.addVf(0, 1, defaultVfInfo(VF0));
+    rangeSink(a, VF0);
+    const b = rangeSink(sw.addVf(1, 1, defaultVfInfo(VF1)), VF1);
+    const buf = new Uint8Array(200).fill(0xee);
+    buf.set(frame(VF1, VF0), 5);
+    expect(a.transmitRange(buf, 5, 60, 0, null)).toBe('sent');
+    buf.set(frame(VF1, OUT), 100);
+    sink().receiveRange!(buf, 100, 60, 0, null);
+    expect(b.map((g) => [g.bytes === buf, g.offset, g.length])).toEqual([
+      [true, 5, 60],
+      [true, 100, 60],
+    ]);
+    expect(b.map((g) => g.frame)).toEqual([frame(VF1, VF0), frame(VF1, OUT)]);
+    for (const [o, l] of [
+      [-1, 60],
+      [150, 60],
+      [100.5, 60],
+    ] as const)
+      sink().receiveRange!(buf, o, l, 0, null);
+    expect(b).toHaveLength(2);
+    expect(sw.stats().uplink.dropNoOwner).toBe(3);
+  });
+
+  it('in pass-through the PF gets the range, or a view of exactly it when its sink takes no ranges', () => {
+    const { up, sink } = capturingUplink();
+    const sw = new EmbeddedSwitch(up);
+    const got = rangeSink(sw.pf, PF);
+    const buf = new Uint8Array(100).fill(0xee);
+    buf.set(frame(PF, OUT), 20);
+    sink().receiveRange!(buf, 20, 60, 0, null);
+    expect(got.map((g) => [g.bytes === buf, g.offset, g.length])).toEqual([[true, 20, 60]]);
+    const { up: up2, sink: sink2 } = capturingUplink();
+    const sw2 = new EmbeddedSwitch(up2);
+    const pf = attach(sw2.pf, PF);
+    sink2().receiveRange!(buf, 20, 60, 0, null);
+    expect(pf.got.map((g) => g.frame)).toEqual([frame(PF, OUT)]);
+  });
+});
