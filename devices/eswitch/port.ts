@@ -57,6 +57,8 @@ export interface SwitchCore {
     offload: NetOffload | null,
     stable: boolean,
   ): TransmitResult;
+  /** Delivers the unicast queued for function-to-function forwarding (at a sender's flushTransmit). */
+  flushPending(): void;
   /** The switch is in passthrough mode (no VF enabled). */
   readonly passthrough: boolean;
   /** The uplink's link state. */
@@ -142,6 +144,7 @@ export class SwitchPort implements NetBackend {
   }
 
   flushTransmit(queuePair: number): number {
+    this.core.flushPending();
     const up = this.core.uplink;
     if (up.flushTransmit === undefined) return 0;
     return up.flushTransmit(queuePair % up.capabilities.queuePairs);

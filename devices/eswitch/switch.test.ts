@@ -266,3 +266,123 @@ describe('embedded switch', () => {
     expect(parseVfPolicy(0, { trust: true, maxTxRateMbps: 10 })).toEqual({ trust: true, maxTxRateMbps: 10 });
   });
 });
+
+describe('ranges, not views', () => {
+  /** An uplink that keeps the switch's sink, so the test can call it as a backend would. */
+  function capturingUplink() {
+    const up = new MemoryBackend({ receive: 'copy' });
+    let sink: BackendSink | null = null;
+    const attachUp = up.attach.bind(up);
+    up.attach = (s: BackendSink) => {
+      sink = s;
+      attachUp(s);
+    };
+    return { up, sink: () => sink! };
+  }
+  /** A port whose function takes ranges: records the array itself, the offset and the length. */
+  function rangeSink(port: SwitchPort, mac: string) {
+    const got: { bytes: Uint8Array; offset: number; length: number; frame: Uint8Array }[] = [];
+    port.owner = { mac: parseMac(mac), accepts: () => true };
+    port.attach({
+      receive: () => {
+        throw new Error('receive with a view');
+      },
+      receiveRange: (bytes, offset, length) =>
+        got.push({ bytes, offset, length, frame: bytes.slice(offset, offset + length) }),
+    });
+    return got;
+  }
+
+  it('a port and the uplink hand a frame on as the same bytes at an offset; a bad uplink range is counted', () => {
+    const { up, sink } = capturingUplink();
+    const sw = new EmbeddedSwitch(up);
+    attach(sw.pf, PF);
+    const a = sw.addVf(0, 1, defaultVfInfo(VF0));
+    rangeSink(a, VF0);
+    const b = rangeSink(sw.addVf(1, 1, defaultVfInfo(VF1)), VF1);
+    const buf = new Uint8Array(200).fill(0xee);
+    buf.set(frame(VF1, VF0), 5);
+    expect(a.transmitRange(buf, 5, 60, 0, null)).toBe('sent');
+    // Guest memory of a chain not yet completed: delivered at the sender's flushTransmit.
+    expect(b).toHaveLength(0);
+    a.flushTransmit(0);
+    expect(b).toHaveLength(1);
+    buf.set(frame(VF1, OUT), 100);
+    sink().receiveRange!(buf, 100, 60, 0, null);
+    expect(b.map((g) => [g.bytes === buf, g.offset, g.length])).toEqual([
+      [true, 5, 60],
+      [true, 100, 60],
+    ]);
+    expect(b.map((g) => g.frame)).toEqual([frame(VF1, VF0), frame(VF1, OUT)]);
+    for (const [o, l] of [
+      [-1, 60],
+      [150, 60],
+      [100.5, 60],
+    ] as const)
+      sink().receiveRange!(buf, o, l, 0, null);
+    expect(b).toHaveLength(2);
+    expect(sw.stats().uplink.dropNoOwner).toBe(3);
+  });
+
+  it('in pass-through the PF gets the range, or a view of exactly it when its sink takes no ranges', () => {
+    const { up, sink } = capturingUplink();
+    const sw = new EmbeddedSwitch(up);
+    const got = rangeSink(sw.pf, PF);
+    const buf = new Uint8Array(100).fill(0xee);
+    buf.set(frame(PF, OUT), 20);
+    sink().receiveRange!(buf, 20, 60, 0, null);
+    expect(got.map((g) => [g.bytes === buf, g.offset, g.length])).toEqual([[true, 20, 60]]);
+    const { up: up2, sink: sink2 } = capturingUplink();
+    const sw2 = new EmbeddedSwitch(up2);
+    const pf = attach(sw2.pf, PF);
+    sink2().receiveRange!(buf, 20, 60, 0, null);
+    expect(pf.got.map((g) => g.frame)).toEqual([frame(PF, OUT)]);
+  });
+
+  it('queued unicast reaches the receiver before a later flood, a frame from the uplink or a plain transmit', () => {
+    const { up, sink } = capturingUplink();
+    const sw = new EmbeddedSwitch(up);
+    attach(sw.pf, PF);
+    const a = sw.addVf(0, 1, defaultVfInfo(VF0));
+    rangeSink(a, VF0);
+    const b = rangeSink(sw.addVf(1, 1, defaultVfInfo(VF1)), VF1);
+    const mem = new Uint8Array(400);
+    const first = frame(VF1, VF0, 46, 0x0801);
+    mem.set(first, 0);
+    a.transmitRange(mem, 0, 60, 0, null);
+    a.transmit(frame(BCAST, VF0), 0, null);
+    mem.set(frame(VF1, VF0, 46, 0x0802), 100);
+    a.transmitRange(mem, 100, 60, 0, null);
+    sink().receive(frame(VF1, OUT), 0, null);
+    mem.set(frame(VF1, VF0, 46, 0x0803), 200);
+    a.transmitRange(mem, 200, 60, 0, null);
+    a.transmit(frame(VF1, VF0, 46, 0x0804), 0, null);
+    expect(b.map((g) => (g.frame[12]! << 8) | g.frame[13]!)).toEqual([
+      0x0801, 0x0800, 0x0802, 0x0800, 0x0803, 0x0804,
+    ]);
+    expect(b[1]!.frame.subarray(0, 6)).toEqual(parseMac(BCAST));
+    expect(b[3]!.frame.subarray(6, 12)).toEqual(parseMac(OUT));
+  });
+
+  it('a burst longer than the queue is delivered whole and in order; disabling the receiver delivers first', () => {
+    const { up } = capturingUplink();
+    const sw = new EmbeddedSwitch(up);
+    attach(sw.pf, PF);
+    const a = sw.addVf(0, 1, defaultVfInfo(VF0));
+    rangeSink(a, VF0);
+    const b = rangeSink(sw.addVf(1, 1, defaultVfInfo(VF1)), VF1);
+    const mem = new Uint8Array(600 * 64);
+    for (let i = 0; i < 600; i++) {
+      const f = frame(VF1, VF0);
+      f[14] = i & 0xff;
+      f[15] = i >> 8;
+      mem.set(f, i * 64);
+      a.transmitRange(mem, i * 64, 60, 0, null);
+    }
+    sw.removeVf(1);
+    expect(b.map((g) => g.frame[14]! | (g.frame[15]! << 8))).toEqual(
+      Array.from({ length: 600 }, (_, i) => i),
+    );
+    expect(sw.stats().vfs.find((v) => v.index === 0)!.txFrames).toBe(600);
+  });
+});

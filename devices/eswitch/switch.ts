@@ -15,6 +15,12 @@
  *
  * One copy per frame: frames are read where they lie and written once, into the receiver's buffers; only a
  * frame whose VLAN tag must be added or removed is rebuilt in the switch's scratch first.
+ *
+ * Unicast from one function to another that lies in the sender's guest memory is queued and delivered at
+ * the sender's flushTransmit (the batching-backend contract of transmitRange: its chain is not completed
+ * before), so a burst is sent, then received, in two loops instead of a receive nested in every transmit.
+ * Anything delivered at once (a flood, a frame from the uplink, one in a scratch) first delivers what is
+ * queued, so each receiver sees frames in the order they were switched.
  */
 import {
   type BackendSink,
@@ -36,6 +42,9 @@ export interface SwitchStats {
 }
 
 const VLAN_TPID = 0x8100;
+/** Queued unicast deliveries at most (a device's tx burst is 256 chains); a full queue is delivered. */
+const PENDING = 256;
+const NO_BYTES = new Uint8Array(0);
 const QINQ_TPID = 0x88a8;
 
 function isTagged(bytes: Uint8Array, at: number): boolean {
@@ -68,6 +77,18 @@ export class EmbeddedSwitch implements SwitchCore {
   private outOffset = 0;
   private outLength = 0;
   private outOffload: NetOffload | null = null;
+  // The queue of deliveries (see the module comment), as parallel arrays reused across bursts.
+  private readonly pSrc: (SwitchPort | null)[] = new Array<SwitchPort | null>(PENDING).fill(null);
+  private readonly pDst: (SwitchPort | null)[] = new Array<SwitchPort | null>(PENDING).fill(null);
+  private readonly pBytes: Uint8Array[] = new Array<Uint8Array>(PENDING).fill(NO_BYTES);
+  private readonly pOffset = new Float64Array(PENDING);
+  private readonly pLength = new Int32Array(PENDING);
+  private readonly pQueue = new Int32Array(PENDING);
+  private readonly pVid = new Int32Array(PENDING);
+  private readonly pHasOffload = new Uint8Array(PENDING);
+  private readonly pOffload: NetOffload[] = Array.from({ length: PENDING }, emptyOffload);
+  private pendingHead = 0;
+  private pendingCount = 0;
 
   constructor(
     readonly uplink: NetBackend,
@@ -101,6 +122,7 @@ export class EmbeddedSwitch implements SwitchCore {
   removeVf(index: number): void {
     const port = this.vfPorts[index];
     if (port === undefined) return;
+    this.flushPending();
     this.vfPorts[index] = undefined;
     this.ports.splice(this.ports.indexOf(port), 1);
     if (this.passthrough) {
@@ -179,6 +201,7 @@ export class EmbeddedSwitch implements SwitchCore {
     src?.charge(length);
 
     if ((bytes[offset]! & 1) !== 0) {
+      if (this.pendingCount > 0) this.flushPending();
       const ports = this.ports;
       for (let i = 0; i < ports.length; i++) {
         const d = ports[i]!;
@@ -192,10 +215,15 @@ export class EmbeddedSwitch implements SwitchCore {
       const d = ports[i]!;
       if (d === src || d.owner === null || !equalMac(bytes, offset, d.owner.mac)) continue;
       if (d.vlan !== 0 && d.vlan !== vid) continue;
-      this.deliver(src, d, bytes, offset, length, queuePair, offload, vid, false);
+      if (stable && src !== null) this.enqueue(src, d, bytes, offset, length, queuePair, offload, vid);
+      else {
+        if (this.pendingCount > 0) this.flushPending();
+        this.deliver(src, d, bytes, offset, length, queuePair, offload, vid, false);
+      }
       return 'sent';
     }
     if (src === null) {
+      if (this.pendingCount > 0) this.flushPending();
       // From outside and nobody owns it: the PF is the default port if its own filter takes it.
       const pf = this.pf;
       if (pf.owner?.accepts(bytes, offset, length)) {
@@ -204,6 +232,60 @@ export class EmbeddedSwitch implements SwitchCore {
       return 'sent';
     }
     return this.toUplink(src, bytes, offset, length, queuePair, offload, stable);
+  }
+
+  /** Delivers the queued unicast, in order (also when a receiver's interrupt re-enters the switch). */
+  flushPending(): void {
+    while (this.pendingHead < this.pendingCount) {
+      const i = this.pendingHead++;
+      const bytes = this.pBytes[i]!;
+      this.pBytes[i] = NO_BYTES;
+      this.deliver(
+        this.pSrc[i]!,
+        this.pDst[i]!,
+        bytes,
+        this.pOffset[i]!,
+        this.pLength[i]!,
+        this.pQueue[i]!,
+        this.pHasOffload[i] === 1 ? this.pOffload[i]! : null,
+        this.pVid[i]!,
+        false,
+      );
+    }
+    this.pendingHead = 0;
+    this.pendingCount = 0;
+  }
+
+  private enqueue(
+    src: SwitchPort,
+    d: SwitchPort,
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    queuePair: number,
+    offload: NetOffload | null,
+    vid: number,
+  ): void {
+    if (this.pendingCount === PENDING) this.flushPending();
+    const i = this.pendingCount++;
+    this.pSrc[i] = src;
+    this.pDst[i] = d;
+    this.pBytes[i] = bytes;
+    this.pOffset[i] = offset;
+    this.pLength[i] = length;
+    this.pQueue[i] = queuePair;
+    this.pVid[i] = vid;
+    // The sender reuses its offload object for the next frame: keep a copy.
+    this.pHasOffload[i] = offload === null ? 0 : 1;
+    if (offload !== null) {
+      const o = this.pOffload[i]!;
+      o.flags = offload.flags;
+      o.gsoType = offload.gsoType;
+      o.gsoSize = offload.gsoSize;
+      o.hdrLen = offload.hdrLen;
+      o.csumStart = offload.csumStart;
+      o.csumOffset = offload.csumOffset;
+    }
   }
 
   private deliver(
@@ -242,8 +324,9 @@ export class EmbeddedSwitch implements SwitchCore {
     const b = this.outBytes;
     const o = this.outOffset;
     const l = this.outLength;
-    // The device's receive takes a view: one small allocation per switched frame (docs/performance.md).
-    sink.receive(o === 0 && l === b.length ? b : b.subarray(o, o + l), dq, this.outOffload);
+    // A range, not a view: the device copies it straight from where it lies (no allocation per frame).
+    if (sink.receiveRange !== undefined) sink.receiveRange(b, o, l, dq, this.outOffload);
+    else sink.receive(o === 0 && l === b.length ? b : b.subarray(o, o + l), dq, this.outOffload);
   }
 
   private toUplink(
@@ -341,6 +424,29 @@ export class EmbeddedSwitch implements SwitchCore {
         return;
       }
       this.forward(null, frame, 0, frame.length, queuePair, offload, false);
+    },
+    receiveRange: (bytes, offset, length, queuePair, offload) => {
+      if (this.passthrough) {
+        const sink = this.pf.sink;
+        if (sink === null) this.uplinkStats.dropNoOwner++;
+        else if (sink.receiveRange !== undefined)
+          sink.receiveRange(bytes, offset, length, queuePair, offload);
+        else sink.receive(bytes.subarray(offset, offset + length), queuePair, offload);
+        return;
+      }
+      // An untrusted backend's range: checked before the switch reads it.
+      if (
+        !(
+          Number.isInteger(offset) &&
+          Number.isInteger(length) &&
+          offset >= 0 &&
+          offset + length <= bytes.length
+        )
+      ) {
+        this.uplinkStats.dropNoOwner++;
+        return;
+      }
+      this.forward(null, bytes, offset, length, queuePair, offload, false);
     },
     lendReceive: (queuePair, headerSize, target) => {
       // Zero copy into the PF's buffers only while it is the sole receiver.

@@ -262,13 +262,28 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   // ---- BackendSink -------------------------------------------------------------------------------
 
   receive(frame: Uint8Array, queuePair: number, offload: NetOffload | null): void {
-    // A backend is untrusted too: a queue it does not have is a counted drop, not a TypeError.
-    if (!this.validBackendQueue(queuePair)) {
+    this.receiveRange(frame, 0, frame.length, queuePair, offload);
+  }
+
+  receiveRange(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    queuePair: number,
+    offload: NetOffload | null,
+  ): void {
+    // A backend is untrusted too: a queue it does not have, or a range outside its bytes, is a counted
+    // drop, not a TypeError.
+    if (
+      !this.validBackendQueue(queuePair) ||
+      !(Number.isInteger(offset) && Number.isInteger(length) && offset >= 0 && length >= 0) ||
+      offset + length > bytes.length
+    ) {
       this.shared.deviceStats.rxDroppedNotReady++;
       return;
     }
     try {
-      this.rx.receive(frame, queuePair, offload);
+      this.rx.receive(bytes, offset, length, queuePair, offload);
     } catch (e) {
       // The guest broke the ring under this frame: it is lost with the device, and counted.
       this.shared.deviceStats.rxDroppedNotReady++;

@@ -12,7 +12,7 @@ import { ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import { RssHashResult, VIRTIO_NET_HASH_REPORT_NONE } from '../../lib/net/rss-hash.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
 import { writeVnetHeader } from '../../lib/net/vnet-header.js';
-import { scatterWritable } from '../../virtio/queue/descriptor-chain.js';
+import { scatterWritable, scatterWritableRange } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, type Virtqueue, VirtqueueError } from '../../virtio/queue/virtqueue.js';
 import { Backlog } from './backlog.js';
 import { isGso, offloadPermitted } from './offloads.js';
@@ -73,7 +73,7 @@ export class RxPath {
   /** The last delivery found buffers, but too few bytes for the frame (set by popBuffers). */
   private shortOfBytes = false;
   private readonly deliverSegment = (segment: Uint8Array) => {
-    if (this.deliverFrame(segment, null) !== Delivery.Delivered) this.stats.rxDropped++;
+    if (this.deliverFrame(segment, 0, segment.length, null) !== Delivery.Delivered) this.stats.rxDropped++;
   };
 
   constructor(
@@ -87,7 +87,7 @@ export class RxPath {
    * The receive queue pair for a frame that arrived on the backend queue feeding this pair: RSS
    * (§5.1.6.5.7, hash in `steered`), else automatic steering (§5.1.6.5.5), else this pair.
    */
-  steer(frame: Uint8Array): number {
+  steer(bytes: Uint8Array, offset: number, length: number): number {
     const s = this.shared;
     let pair = this.pair;
     // RSS applied by the backend: its queue is the RSS queue; hash only for the hash report.
@@ -99,13 +99,14 @@ export class RxPath {
     // Automatic steering unless RSS redirects (hash report alone, from HASH_CONFIG, does not).
     const needFlow = s.autoSteering();
     if (needHash || needFlow) {
-      parsePacket(frame, this.pkt);
+      // The parsed offsets index `bytes`, which is what the hash and the flow lookup read.
+      parsePacket(bytes, this.pkt, offset, offset + length);
       if (needHash) {
-        const steered = s.rss.steer(frame, this.pkt, r);
+        const steered = s.rss.steer(bytes, this.pkt, r);
         if (steered >= 0 && !steeredByBackend) pair = steered;
       }
       if (needFlow) {
-        const p = s.flows.lookupRx(frame, this.pkt);
+        const p = s.flows.lookupRx(bytes, this.pkt);
         if (p >= 0 && p < s.curQueuePairs) pair = p;
       }
     }
@@ -124,13 +125,28 @@ export class RxPath {
     hash: number,
     hashReport: number,
   ): void {
+    this.deliverRange(frame, 0, frame.length, offload, backendQueue, hash, hashReport);
+  }
+
+  /** `deliver` of the frame at `bytes[offset, offset + length)`. */
+  deliverRange(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    offload: NetOffload | null,
+    backendQueue: number,
+    hash: number,
+    hashReport: number,
+  ): void {
     const backlog = this.backlog;
     // Stopped: the frame waits without touching the ring (it is part of the device's state).
     if (backlog.count === 0 && !this.shared.stopped) {
       this.hash = hash;
       this.hashReport = hashReport;
-      if (this.deliverOrSegment(frame, offload) !== Delivery.NoBuffers) return;
+      if (this.deliverOrSegment(bytes, offset, length, offload) !== Delivery.NoBuffers) return;
     }
+    // Out of buffers (not the steady state): the backlog copies from a view.
+    const frame = offset === 0 && length === bytes.length ? bytes : bytes.subarray(offset, offset + length);
     if (backlog.push(frame, offload, hash, hashReport)) {
       this.stats.rxBacklogged++;
       this.stats.rxBacklogDepth = backlog.count;
@@ -148,7 +164,8 @@ export class RxPath {
     while (backlog.count > 0) {
       this.hash = backlog.peekHash();
       this.hashReport = backlog.peekReport();
-      const r = this.deliverOrSegment(backlog.peekFrame(), backlog.peekOffload());
+      const f = backlog.peekFrame();
+      const r = this.deliverOrSegment(f, 0, f.length, backlog.peekOffload());
       if (r === Delivery.NoBuffers) {
         this.recheck();
         return;
@@ -192,7 +209,12 @@ export class RxPath {
   }
 
   /** Delivers a frame, finishing offloads the guest did not negotiate in software. */
-  private deliverOrSegment(frame: Uint8Array, offload: NetOffload | null): Delivery {
+  private deliverOrSegment(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    offload: NetOffload | null,
+  ): Delivery {
     this.shortOfBytes = false;
     const q = this.shared.ctx?.queue(2 * this.pair);
     if (!q) {
@@ -206,10 +228,12 @@ export class RxPath {
       const o = Object.assign(this.offloadCopy, offload);
       if (isGso(o) && !q.hasAvailable()) return Delivery.NoBuffers;
       this.segmenter ??= new SoftwareSegmenter();
+      // A view for the segmenter: one per offloaded frame the guest cannot take (not per segment).
+      const frame = offset === 0 && length === bytes.length ? bytes : bytes.subarray(offset, offset + length);
       if (this.segmenter.process(frame, o, this.deliverSegment) !== SEGMENT_OK) this.stats.rxDropped++;
       return Delivery.Delivered;
     }
-    const r = this.deliverFrame(frame, offload);
+    const r = this.deliverFrame(bytes, offset, length, offload);
     if (r === Delivery.Dropped) this.stats.rxDropped++;
     return r;
   }
@@ -218,13 +242,13 @@ export class RxPath {
    * Writes header + frame into rx buffers (§5.1.6.3.2): one chain without MRG_RXBUF, else as many as
    * needed with num_buffers in the first header, all published at once.
    */
-  private deliverFrame(frame: Uint8Array, offload: NetOffload | null): Delivery {
+  private deliverFrame(bytes: Uint8Array, at: number, length: number, offload: NetOffload | null): Delivery {
     const ctx = this.shared.ctx!;
     const index = 2 * this.pair;
     const q = ctx.queue(index);
     if (!q) return Delivery.NoBuffers;
     const hdr = this.shared.hdrSize;
-    const total = hdr + frame.length;
+    const total = hdr + length;
     const mem = ctx.memory;
     const used = this.popBuffers(q, total, this.shared.mergeable ? Number.POSITIVE_INFINITY : 1);
     if (used === 0) return Delivery.NoBuffers;
@@ -252,18 +276,15 @@ export class RxPath {
       const pos = offset + written;
       const fStart = pos - hdr;
       const n = Math.min(cap - written, total - pos);
-      if (fStart >= 0 && n > 0) {
-        // The whole frame in one buffer (the common case) needs no view.
-        const part = fStart === 0 && n === frame.length ? frame : frame.subarray(fStart, fStart + n);
-        written += scatterWritable(mem, chain, part, written);
-      }
+      // The frame's part for this buffer, as a range (no view).
+      if (fStart >= 0 && n > 0) written += scatterWritableRange(mem, chain, bytes, at + fStart, n, written);
       offset += written;
       q.addUsed(chain, written);
     }
     q.publishUsed();
     const stats = this.stats;
     stats.rxPackets++;
-    stats.rxBytes += frame.length;
+    stats.rxBytes += length;
     if (q.needsNotification()) {
       stats.rxInterrupts++;
       ctx.notifyQueue(index);
@@ -315,20 +336,29 @@ export class Receiver implements RxFlowControl {
     this.pairs = stats.map((s, pair) => new RxPath(pair, shared, s, this));
   }
 
-  /** A frame from backend queue `backendQueue` (BackendSink.receive). */
-  receive(frame: Uint8Array, backendQueue: number, offload: NetOffload | null): void {
+  /**
+   * The frame at `bytes[offset, offset + length)` from backend queue `backendQueue` (BackendSink.receive
+   * and receiveRange; the range was checked against `bytes`).
+   */
+  receive(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    backendQueue: number,
+    offload: NetOffload | null,
+  ): void {
     const s = this.shared;
-    if (!s.ctx || s.broken || frame.length < 14 || frame.length > MAX_FRAME || !s.linkUp) {
+    if (!s.ctx || s.broken || length < 14 || length > MAX_FRAME || !s.linkUp) {
       s.deviceStats.rxDroppedNotReady++;
       return;
     }
     const home = this.pairs[s.pairOf(backendQueue)]!;
-    const rx = this.pairs[home.steer(frame)]!;
-    if (!s.rxFilter.accepts(frame)) {
+    const rx = this.pairs[home.steer(bytes, offset, length)]!;
+    if (!s.rxFilter.acceptsAt(bytes, offset, length)) {
       rx.stats.rxFiltered++;
       return;
     }
-    rx.deliver(frame, offload, backendQueue, home.steered.hash, home.steered.reportType);
+    rx.deliverRange(bytes, offset, length, offload, backendQueue, home.steered.hash, home.steered.reportType);
   }
 
   pause(q: number): void {

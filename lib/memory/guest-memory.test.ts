@@ -48,6 +48,24 @@ describe('GuestMemory', () => {
     expect(readAddress(mem, 0x1008)).toBe(-1);
   });
 
+  it('writeRange writes exactly the range: from a region into itself (overlap too), from another array, across regions', () => {
+    const { mem, a, b } = twoRegions();
+    a.forEach((_, i) => {
+      a[i] = i;
+    });
+    mem.read(0x1000, 1); // `a` is the region looked up last: the copy stays inside its bytes
+    mem.writeRange(0x1080, a, 0x10, 0x20);
+    expect([...a.subarray(0x80, 0xa0)]).toEqual(Array.from({ length: 0x20 }, (_, i) => 0x10 + i));
+    expect(a[0xa0]).toBe(0xa0);
+    mem.writeRange(0x1004, a, 0, 8); // overlapping: as memmove
+    expect([...a.subarray(4, 12)]).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    const src = Uint8Array.from({ length: 32 }, (_, i) => 200 + i);
+    mem.writeRange(0x10fc, src, 3, 8); // another array, spanning into `b`
+    expect([...a.subarray(0xfc), ...b.subarray(0, 4)]).toEqual([203, 204, 205, 206, 207, 208, 209, 210]);
+    expect(b[4]).toBe(0);
+    expectGme(() => mem.writeRange(0x11fc, src, 0, 8), 0x11fc, 8);
+  });
+
   it('accesses scalars and byte ranges across adjacent regions', () => {
     const { mem, a, b } = twoRegions();
     mem.writeU32(0x10fe, 0x44332211);

@@ -180,6 +180,28 @@ export class GuestMemory {
     }
   }
 
+  /**
+   * Writes `src[srcOffset, srcOffset + length)` at `address`. No view of `src` is made when it is the
+   * whole of `src`, or when `src` is the bytes of the region written to (a frame copied from guest memory
+   * into guest memory, as the SR-IOV switch does: copyWithin, which allows overlap); otherwise as `write`
+   * of a view. The caller checked `srcOffset` and `length` against `src`.
+   */
+  writeRange(address: number | bigint, src: Uint8Array, srcOffset: number, length: number): void {
+    if (srcOffset === 0 && length === src.length) {
+      this.write(address, src);
+      return;
+    }
+    if (typeof address === 'number' && this.translateFn === undefined) {
+      const r = this.last;
+      const off = address - r.start;
+      if (src === r.bytes && off >>> 0 === off && off + length <= r.size) {
+        r.bytes.copyWithin(off, srcOffset, srcOffset + length);
+        return;
+      }
+    }
+    this.write(address, src.subarray(srcOffset, srcOffset + length));
+  }
+
   /** A live view (no copy) of a range inside one region; throws if the range is invalid or spans regions. */
   view(address: number | bigint, length: number): Uint8Array {
     const v = this.tryView(address, length);

@@ -92,6 +92,17 @@ export interface BackendSink {
    * The device always takes the frame: it delivers, queues in its bounded backlog, or counts a drop.
    */
   receive(frame: Uint8Array, queuePair: number, offload: NetOffload | null): void;
+  /**
+   * Optional: `receive` of the frame at `bytes[offset, offset + length)`, with no view of it (the SR-IOV
+   * switch hands a frame it reads in guest memory to another function this way).
+   */
+  receiveRange?(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    queuePair: number,
+    offload: NetOffload | null,
+  ): void;
   /** The backend's link went down or up (tap carrier, peer gone). */
   linkChanged?(up: boolean): void;
   /**

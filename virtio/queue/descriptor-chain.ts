@@ -5,8 +5,8 @@
  * access throws `GuestMemoryError`.
  *
  * Allocation: pieces up to SMALL_COPY bytes are copied byte by byte (no allocation); larger ones go
- * through `Uint8Array.set`, which needs one short-lived view per piece (JS has no allocation-free copy
- * between two ArrayBuffers).
+ * through `Uint8Array.set`, which needs one short-lived view per piece that is not a whole array (JS has
+ * no allocation-free copy between two ArrayBuffers; within one, copyWithin: GuestMemory.writeRange).
  */
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { DescriptorChain } from './virtqueue.js';
@@ -55,9 +55,23 @@ export function scatterWritable(
   src: Uint8Array,
   offset = 0,
 ): number {
+  return scatterWritableRange(memory, chain, src, 0, src.length, offset);
+}
+
+/**
+ * `scatterWritable` of `src[srcStart, srcStart + want)` without a view of it (GuestMemory.writeRange:
+ * none either when `src` is guest memory itself). The caller checked the range against `src`.
+ */
+export function scatterWritableRange(
+  memory: GuestMemory,
+  chain: DescriptorChain,
+  src: Uint8Array,
+  srcStart: number,
+  want: number,
+  offset = 0,
+): number {
   let skip = offset;
   let done = 0;
-  const want = src.length;
   const end = chain.readableCount + chain.writableCount;
   for (let i = chain.readableCount; i < end && done < want; i++) {
     const len = chain.len[i]!;
@@ -68,9 +82,9 @@ export function scatterWritable(
     const n = Math.min(len - skip, want - done);
     const addr = chain.addr[i]! + skip;
     if (n <= SMALL_COPY) {
-      for (let k = 0; k < n; k++) memory.writeU8(addr + k, src[done + k]!);
+      for (let k = 0; k < n; k++) memory.writeU8(addr + k, src[srcStart + done + k]!);
     } else {
-      memory.write(addr, n === want ? src : src.subarray(done, done + n));
+      memory.writeRange(addr, src, srcStart + done, n);
     }
     done += n;
     skip = 0;
