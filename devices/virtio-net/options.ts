@@ -56,6 +56,16 @@ const sriovSchema = z
         'expected a function (index) => NetBackend',
       )
       .optional(),
+    /**
+     * The guest memory of VF `index` (default: the PF's `memory`). A VMM that assigns each VF to a guest
+     * of its own, or a vfio-user server whose VFs each have a client mapping its own memory, passes one per VF.
+     */
+    vfMemory: z
+      .custom<(index: number) => GuestMemory>(
+        (v) => typeof v === 'function',
+        'expected a function (index) => GuestMemory',
+      )
+      .optional(),
   })
   .strict();
 
@@ -157,7 +167,7 @@ export interface VirtioNetInterrupts {
   /** An MSI-X message, for VMMs that let the device emulate its MSI-X table. */
   msi?(address: bigint, data: number): void;
   /** "Vector n fired", for VMMs that emulate the MSI-X table themselves (QEMU's vfio-user client). */
-  vector?(n: number): void;
+  vector?(n: number, vf?: number): void;
   /** The INTx line level (used when MSI-X is disabled). */
   intx?(asserted: boolean): void;
 }
