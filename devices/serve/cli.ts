@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * Command line: `virtio-net-ts serve --socket PATH [--tap NAME [--netns NS]] [--device KIND] [-o key=value]...`
- * serves one device over vfio-user until SIGINT/SIGTERM (or, with --once, until the client disconnects).
+ * serves one device over vfio-user until SIGINT/SIGTERM (or, with --once, until the client disconnects);
+ * with `--vfs N` also each host-enabled SR-IOV VF, on PATH.vf0 .. PATH.vf<N-1> (devices/serve/sriov.ts).
  *
  * Device kinds come from a table of factories: `virtio-net` (the default: createVirtioNetPci on a
  * TapBackend, `-o` taking QEMU virtio-net-pci properties) and `stand-in` (a test function, see
