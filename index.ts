@@ -9,6 +9,12 @@ export type { SwitchStats } from './devices/eswitch/switch.js';
 export { type CliRun, cliInfo, runCli } from './devices/serve/cli.js';
 export type { VirtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
 export { virtioNetVfioUserDevice } from './devices/serve/vfio-user.js';
+export {
+  type SriovPfFunction,
+  type VirtioNetSriovFunctions,
+  type VirtioNetSriovVfioUserOptions,
+  virtioNetSriovVfioUser,
+} from './devices/serve/sriov.js';
 export { VirtioNet } from './devices/virtio-net/device.js';
 export { NetF } from './devices/virtio-net/features.js';
 export type {

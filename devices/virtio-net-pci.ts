@@ -478,6 +478,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
     const mac = policy?.mac ?? vfMac(this.config.mac, index);
     const vfConfig: VirtioNetPciConfig = {
       ...this.config,
+      memory: sr.vfMemory?.(index) ?? this.config.memory,
       mac,
       sriov: undefined,
       backend,

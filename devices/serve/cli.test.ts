@@ -144,6 +144,28 @@ describe('virtio-net-ts serve', () => {
       runCli(['serve', '--socket', join(dir, 'x'), '--device', 'stand-in', '-o', 'novalue']),
     ).rejects.toThrow(/key=value/);
     await expect(runCli(['serve', '--socket', join(dir, 'x'), '--bogus'])).rejects.toThrow();
+    // SR-IOV flags: counts, policies and devices without VFs are refused before a tap is created.
+    const x = join(dir, 'x');
+    await expect(runCli(['serve', '--socket', x, '--tap', 'vntv0', '--vfs', '0'])).rejects.toThrow(
+      /--vfs wants a VF count 1..255/,
+    );
+    await expect(runCli(['serve', '--socket', x, '--tap', 'vntv0', '--vf', '0,trust=on'])).rejects.toThrow(
+      /--vf needs --vfs N/,
+    );
+    await expect(
+      runCli(['serve', '--socket', x, '--tap', 'vntv0', '--vfs', '2', '--vf', '2,trust=on']),
+    ).rejects.toThrow(/--vf 2: no such VF/);
+    await expect(
+      runCli(['serve', '--socket', x, '--tap', 'vntv0', '--vfs', '1', '--vf', '0,mac=ff:00:00:00:00:01']),
+    ).rejects.toThrow(/field "mac": expected a unicast MAC/);
+    await expect(
+      runCli(['serve', '--socket', x, '--tap', 'vntv0', '--vfs', '1', '--vf', '0,state=sometimes']),
+    ).rejects.toThrow(/field "linkState"/);
+    expect(existsSync('/sys/class/net/vntv0')).toBe(false);
+    await expect(runCli(['serve', '--socket', x, '--device', 'stand-in', '--vfs', '1'])).rejects.toThrow(
+      /--device stand-in cannot serve --vfs 1/,
+    );
+    expect(existsSync(x)).toBe(false);
   });
 
   it('runs as a program (stand-in device) and exits on SIGTERM', async () => {
@@ -230,6 +252,50 @@ describe.skipIf(noTap !== null)(
       await run.stop();
       expect(existsSync(sock)).toBe(false);
       // A non-persistent tap disappears with its last fd.
+      expect(ns.ip('link', 'show')).not.toContain(tap);
+      ns.delete();
+    });
+
+    it('--vfs 2: the PF on PATH and each VF on PATH.vfI, sharing one switch whose uplink is the tap; --vf sets policy', async () => {
+      const ns = NetNamespace.create('vntc');
+      const tap = uniqueName('vtc');
+      const sock = join(dir, 's.sock');
+      const lines: string[] = [];
+      const run = await runCli(
+        ['serve', '--socket', sock, '--tap', tap, '--netns', ns.name, '--vfs', '2'].concat([
+          '--vf',
+          '1,mac=02:00:00:00:01:01,trust=on,state=disable',
+          '--vf',
+          '0,spoofchk=off',
+        ]),
+        { out: (l) => lines.push(l), handleSignals: false },
+      );
+      expect(lines).toEqual([
+        `listening ${sock}`,
+        `listening ${sock}.vf0 (vf 0)`,
+        `listening ${sock}.vf1 (vf 1)`,
+      ]);
+      expect(run.vfServers).toHaveLength(2);
+      const dev = run.device as VirtioNetVfioUserDevice;
+      expect(dev.net.vfs).toHaveLength(2);
+      expect(dev.net.vfInfo(1)).toMatchObject({
+        mac: '02:00:00:00:01:01',
+        trust: true,
+        linkState: 'disable',
+      });
+      expect(dev.net.vfInfo(0)).toMatchObject({ spoofCheck: false, trust: false });
+      expect(ns.ip('-d', 'link', 'show', 'dev', tap)).toMatch(/tun type tap/);
+      for (const [path, id] of [
+        [sock, 0x10411af4],
+        [`${sock}.vf1`, 0x10411af4],
+      ] as const) {
+        const c = VfioUserClient.connect(path);
+        await c.request(Command.VERSION, version());
+        expect(await readConfig(c, 0)).toBe(id);
+        c.close();
+      }
+      await run.stop();
+      expect([sock, `${sock}.vf0`, `${sock}.vf1`].some((p) => existsSync(p))).toBe(false);
       expect(ns.ip('link', 'show')).not.toContain(tap);
       ns.delete();
     });

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * Command line: `virtio-net-ts serve --socket PATH [--tap NAME [--netns NS]] [--device KIND] [-o key=value]...`
- * serves one device over vfio-user until SIGINT/SIGTERM (or, with --once, until the client disconnects).
+ * serves one device over vfio-user until SIGINT/SIGTERM (or, with --once, until the client disconnects);
+ * with `--vfs N` also each host-enabled SR-IOV VF, on PATH.vf0 .. PATH.vf<N-1> (devices/serve/sriov.ts).
  *
  * Device kinds come from a table of factories: `virtio-net` (the default: createVirtioNetPci on a
  * TapBackend, `-o` taking QEMU virtio-net-pci properties) and `stand-in` (a test function, see
@@ -15,6 +16,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { type VfioUserDevice, VfioUserServer } from '../../lib/vfio-user/server.js';
+import type { VfPolicy } from '../eswitch/policy.js';
+import { parseVfFlag } from './sriov.js';
 import { StandInDevice } from './stand-in-device.js';
 import { virtioNetFromCommandLine } from './vfio-user.js';
 
@@ -28,10 +31,21 @@ export interface DeviceFactoryInput {
   netns?: string;
   /** Every `-o key=value` (QEMU virtio-net-pci property names for the real device). */
   options: Record<string, string>;
+  /** --vfs N: SR-IOV VFs the host enables, each served on `PATH.vfI` (a factory without VFs refuses it). */
+  vfs?: number;
+  /** --vf I,key=value,...: VF policies by VF index. */
+  vfPolicies?: Record<number, VfPolicy>;
 }
 
-/** A device to serve; `close` (release the backend) and `setLinkUp` are used when present. */
-export type ServedDevice = VfioUserDevice & { close?(): void; setLinkUp?(up: boolean): void };
+/**
+ * A device to serve; `close` (release the backend) and `setLinkUp` are used when present; `vfFunctions`
+ * (with --vfs) are served on sockets of their own, `PATH.vf0`, `PATH.vf1`, ...
+ */
+export type ServedDevice = VfioUserDevice & {
+  close?(): void;
+  setLinkUp?(up: boolean): void;
+  vfFunctions?: readonly VfioUserDevice[];
+};
 
 export type DeviceFactory = (input: DeviceFactoryInput) => ServedDevice | Promise<ServedDevice>;
 
@@ -44,7 +58,7 @@ export interface CliDeps {
   handleSignals?: boolean;
 }
 
-const USAGE = `usage: virtio-net-ts serve --socket PATH [--socket-mode M] [--socket-group G] [--tap NAME [--netns NS]] [--device KIND] [-o key=value]... [--once] [--verbose]
+const USAGE = `usage: virtio-net-ts serve --socket PATH [--socket-mode M] [--socket-group G] [--tap NAME [--netns NS]] [--device KIND] [-o key=value]... [--vfs N [--vf I,key=value,...]...] [--once] [--verbose]
   --socket PATH   UNIX socket to listen on (QEMU: -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":PATH}}')
   --socket-mode M socket file mode, octal (default 0600: only this user may connect; 0660 with --socket-group)
   --socket-group G group of the socket file (name or id), so that group's members may connect
@@ -52,6 +66,10 @@ const USAGE = `usage: virtio-net-ts serve --socket PATH [--socket-mode M] [--soc
   --netns NAME    move the tap into this existing network namespace
   --device KIND   device to serve (default virtio-net; built in: virtio-net, stand-in)
   -o key=value    device option (QEMU virtio-net-pci property names, e.g. mq=on queues=4 mac=...), repeatable
+  --vfs N         SR-IOV: the tap becomes the uplink of an embedded switch; N VFs are enabled and each is
+                  served on a socket of its own, PATH.vf0 .. PATH.vf<N-1> (PATH stays the PF's)
+  --vf I,k=v,...  VF I's policy, as ip link set DEV vf I ...: mac=M vlan=V qos=Q spoofchk=on|off trust=on|off
+                  state=auto|enable|disable max_tx_rate=MBPS (repeatable)
   --once          exit when the first client disconnects
   --verbose       log connection events and rejected messages to stderr
 While serving: SIGUSR1 = link down, SIGUSR2 = link up (the guest's VIRTIO_NET_S_LINK_UP).`;
@@ -94,6 +112,8 @@ function packageVersion(): string {
 /** A running `serve`: resolves `done` when the server has stopped. */
 export interface CliRun {
   server: VfioUserServer;
+  /** With --vfs: VF i's server (on `vfSocketPath(PATH, i)`). */
+  vfServers: VfioUserServer[];
   device: ServedDevice;
   stop(): Promise<void>;
   done: Promise<void>;
@@ -116,6 +136,8 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
       netns: { type: 'string' },
       device: { type: 'string', default: 'virtio-net' },
       o: { type: 'string', short: 'o', multiple: true },
+      vfs: { type: 'string' },
+      vf: { type: 'string', multiple: true },
       'socket-mode': { type: 'string' },
       'socket-group': { type: 'string' },
       once: { type: 'boolean', default: false },
@@ -139,25 +161,55 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
     }
     socketMode = Number.parseInt(values['socket-mode'], 8);
   }
+  let vfs: number | undefined;
+  if (values.vfs !== undefined) {
+    vfs = Number(values.vfs);
+    if (!/^\d+$/.test(values.vfs) || vfs < 1 || vfs > 255)
+      throw new Error(`--vfs wants a VF count 1..255, got "${values.vfs}"`);
+  }
+  const vfPolicies: Record<number, VfPolicy> = {};
+  for (const flag of values.vf ?? []) {
+    const [i, p] = parseVfFlag(flag);
+    vfPolicies[i] = { ...vfPolicies[i], ...p };
+  }
+  if (values.vf && vfs === undefined) throw new Error('--vf needs --vfs N');
   const factories = { ...builtinFactories, ...deps.factories };
   const kind = values.device as string;
   const factory = factories[kind];
   if (!factory) throw new Error(`unknown --device ${kind}; available: ${Object.keys(factories).join(', ')}`);
   const memory = new GuestMemory();
-  const device = await factory({ memory, tap: values.tap, netns: values.netns, options });
-  const server = new VfioUserServer(device, {
-    socketPath: values.socket,
-    socketMode,
-    socketGroup: values['socket-group'],
-    log: values.verbose ? (l) => err(`vfio-user: ${l}`) : undefined,
+  const device = await factory({
+    memory,
+    tap: values.tap,
+    netns: values.netns,
+    options,
+    ...(vfs ? { vfs, vfPolicies } : {}),
   });
+  if (vfs && device.vfFunctions?.length !== vfs) {
+    device.close?.();
+    throw new Error(`--device ${kind} cannot serve --vfs ${vfs}`);
+  }
+  const serve = (fn: VfioUserDevice, socketPath: string, name: string) =>
+    new VfioUserServer(fn, {
+      socketPath,
+      socketMode,
+      socketGroup: values['socket-group'],
+      log: values.verbose ? (l) => err(`vfio-user ${name}: ${l}`) : undefined,
+    });
+  const server = serve(device, values.socket, 'pf');
+  const vfServers = (device.vfFunctions ?? []).map((fn, i) =>
+    serve(fn, vfSocketPath(values.socket as string, i), `vf${i}`),
+  );
+  const all = [server, ...vfServers];
   try {
-    await server.listen();
+    for (const s of all) await s.listen();
   } catch (e) {
+    for (const s of all) await s.close();
     device.close?.();
     throw e;
   }
   out(`listening ${values.socket}`);
+  for (let i = 0; i < vfServers.length; i++) out(`listening ${vfSocketPath(values.socket, i)} (vf ${i})`);
   let resolveDone: () => void = () => {};
   const done = new Promise<void>((r) => {
     resolveDone = r;
@@ -166,7 +218,7 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
   const stop = async () => {
     if (stopping) return done;
     stopping = true;
-    await server.close();
+    for (const s of all) await s.close();
     device.close?.();
     resolveDone();
   };
@@ -199,7 +251,12 @@ export async function runCli(argv: string[], deps: CliDeps = {}): Promise<CliRun
       process.off('SIGUSR2', linkUp);
     });
   }
-  return { server, device, stop, done };
+  return { server, vfServers, device, stop, done };
+}
+
+/** Where VF `index` is served with `--vfs`: the PF's socket path + `.vf` + index. */
+export function vfSocketPath(socket: string, index: number): string {
+  return `${socket}.vf${index}`;
 }
 
 function isMain(): boolean {

@@ -9,9 +9,11 @@ import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../../lib/net/memory-backend.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
 import type { VfioUserDevice, VfioUserInterruptSink } from '../../lib/vfio-user/server.js';
+import { parseVfPolicy, type VfPolicy } from '../eswitch/policy.js';
 import { parseVirtioNetPciOptions, type VirtioNetPciOptions } from '../virtio-net/options.js';
 import { parseQemuDevice } from '../virtio-net/qemu-device.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
+import { virtioNetSriovVfioUser } from './sriov.js';
 
 /** A served virtio-net function: the vfio-user device interface plus the controls a VMM process needs. */
 export interface VirtioNetVfioUserDevice extends VfioUserDevice {
@@ -51,16 +53,21 @@ export function virtioNetVfioUserDevice(
 }
 
 /**
- * `virtio-net-ts serve --tap NAME [-o prop=value]...`: QEMU `virtio-net-pci` properties (parseQemuDevice)
- * on a TapBackend opened on NAME (created if absent; an existing multiqueue tap is attached to) with one
- * fd per queue pair, moved into `netns` when given. Throws OptionsError for a missing tap name or a bad property.
+ * `virtio-net-ts serve --tap NAME [-o prop=value]... [--vfs N [--vf I,key=value,...]...]`: QEMU
+ * `virtio-net-pci` properties (parseQemuDevice) on a TapBackend opened on NAME (created if absent; an
+ * existing multiqueue tap is attached to) with one fd per queue pair, moved into `netns` when given. With
+ * `vfs`, an SR-IOV PF whose tap is the embedded switch's uplink, with that many VFs enabled by the host
+ * (devices/serve/sriov.ts), returned in `vfFunctions`. Throws OptionsError for a missing tap name or a bad
+ * property or policy, before the tap is created.
  */
 export function virtioNetFromCommandLine(input: {
   memory: GuestMemory;
   tap?: string;
   netns?: string;
   options: Record<string, string>;
-}): VirtioNetVfioUserDevice {
+  vfs?: number;
+  vfPolicies?: Record<number, VfPolicy>;
+}): VirtioNetVfioUserDevice & { vfFunctions?: readonly VfioUserDevice[] } {
   if (!input.tap) throw new OptionsError('--device virtio-net needs --tap NAME (the host tap interface)');
   const props: Partial<VirtioNetPciOptions> = {};
   for (const [k, v] of Object.entries(input.options)) Object.assign(props, parseQemuDevice(`${k}=${v}`));
@@ -72,9 +79,23 @@ export function virtioNetFromCommandLine(input: {
       queues: Number.isInteger(props.queues) && (props.queues ?? 1) > 0 ? props.queues : 1,
     }),
     interrupts: { vector: () => {} },
+    ...(input.vfs ? { sriov: { totalVfs: input.vfs } } : {}),
   });
+  for (const [i, p] of Object.entries(input.vfPolicies ?? {})) {
+    if (!input.vfs || Number(i) >= input.vfs)
+      throw new OptionsError(`--vf ${i}: no such VF (--vfs ${input.vfs ?? 0})`);
+    parseVfPolicy(Number(i), p);
+  }
   const tap = TapBackend.open({ name: input.tap, queues: props.queues ?? 1, netns: input.netns });
   try {
+    if (input.vfs) {
+      const f = virtioNetSriovVfioUser({
+        options: { ...props, memory: input.memory, backend: tap },
+        vfs: input.vfs,
+        policies: input.vfPolicies,
+      });
+      return { ...f.pf, vfFunctions: f.vfs };
+    }
     return virtioNetVfioUserDevice({ ...props, memory: input.memory, backend: tap });
   } catch (err) {
     tap.close();

@@ -12,15 +12,15 @@ export interface VirtioNetMsiInterrupts {
   /** An MSI-X message: write `data` (le32) to `address`. */
   msi(address: bigint, data: number): void;
   /** Not called when `msi` is given (the device then emulates the table itself). */
-  vector?(n: number): void;
+  vector?(n: number, vf?: number): void;
   /** The INTx line level (used when MSI-X is disabled). */
   intx?(asserted: boolean): void;
 }
 
 /** Interrupts per vector, for VMMs that emulate the MSI-X table themselves (QEMU's vfio-user client). */
 export interface VirtioNetVectorInterrupts {
-  /** Vector `n` fired. */
-  vector(n: number): void;
+  /** Vector `n` fired (of VF `vf` when an SR-IOV VF raised it; of the PF when undefined). */
+  vector(n: number, vf?: number): void;
   /** Absent in this form (with `msi` the object is a `VirtioNetMsiInterrupts`). */
   msi?: undefined;
   /** The INTx line level (used when MSI-X is disabled). */
@@ -38,6 +38,11 @@ export interface VirtioNetSriovOptions {
   vfDeviceId?: number;
   /** The backend of VF `index`; default: a MemoryBackend per VF. */
   vfBackend?: (index: number) => NetBackend;
+  /**
+   * The guest memory of VF `index` (default: the PF's `memory`): for a VMM that gives each VF its own
+   * guest, or a vfio-user server whose VFs each have a client mapping its own memory.
+   */
+  vfMemory?: (index: number) => GuestMemory;
 }
 
 /** QEMU's OnOffAuto. */

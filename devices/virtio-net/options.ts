@@ -69,6 +69,16 @@ const sriovSchema = z
         'expected a function (index) => NetBackend',
       )
       .optional(),
+    /**
+     * The guest memory of VF `index` (default: the PF's `memory`). A VMM that assigns each VF to a guest
+     * of its own, or a vfio-user server whose VFs each have a client mapping its own memory, passes one per VF.
+     */
+    vfMemory: z
+      .custom<(index: number) => GuestMemory>(
+        (v) => typeof v === 'function',
+        'expected a function (index) => GuestMemory',
+      )
+      .optional(),
   })
   .strict();
 

@@ -161,6 +161,73 @@ step_tcpsyn() {
   done
   R "tcpsyn_done=$1"
 }
+# --- SR-IOV container-in-VM steps (test/guest/sriov.test.ts): two VF netdevs, found by MAC (vnt.vf0mac,
+# vnt.vf1mac), each moved into a network namespace of its own (namespace A: 10.88.0.1, B: 10.88.0.2; the
+# host's tap behind the uplink: vnt.peer). The guest has no bridge: A <-> B goes through the device's switch.
+ifbymac() { for n in /sys/class/net/*; do [ "$(cat $n/address)" = "$1" ] && { basename $n; return 0; }; done; return 1; }
+ina() { nsenter -t $NSA -n "$@"; }
+inb() { nsenter -t $NSB -n "$@"; }
+# LOWER_UP in the flags is netif_carrier_ok (a moved netdev's sysfs is not visible from here).
+carrier_of() { inb ip link show dev $1 | grep -q LOWER_UP && echo 1 || echo 0; }
+# vfns: both namespaces, each owning one VF netdev, up with its address.
+step_vfns() {
+  IFA=$(ifbymac $(arg vf0mac)); IFB=$(ifbymac $(arg vf1mac))
+  R "vf_ifa=$IFA vf_ifb=$IFB"
+  [ -n "$IFA" ] && [ -n "$IFB" ] || return 1
+  unshare -n sleep 100000 & NSA=$!
+  unshare -n sleep 100000 & NSB=$!
+  sleep 0.2
+  ip link set dev $IFA netns $NSA && ip link set dev $IFB netns $NSB || return 1
+  ina ip link set lo up; ina ip link set $IFA up; ina ip addr add 10.88.0.1/24 dev $IFA
+  inb ip link set lo up; inb ip link set $IFB up; inb ip addr add 10.88.0.2/24 dev $IFB
+  for i in $(seq 30); do [ "$(carrier_of $IFB)" = 1 ] && break; sleep 0.1; done
+  R "vfns_root_has_ifa=$([ -e /sys/class/net/$IFA ] && echo 1 || echo 0) vf_b_carrier=$(carrier_of $IFB)"
+}
+# vfping:N  A pings B.
+step_vfping() {
+  out=$(ina ping -c ${1:-3} -W 2 10.88.0.2 2>&1); rc=$?
+  R "vfping_rc=$rc vfping_received=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')"
+}
+# vftcp: BYTES random bytes from A to B over TCP; both sides' SHA-256.
+step_vftcp() {
+  # The receiver's stdin must not end: busybox nc half-closes on stdin EOF, and the sender quits on that.
+  mkfifo /tmp/vfhold; sleep 100000 > /tmp/vfhold & h=$!
+  inb sh -c "nc -l -p 5003 < /tmp/vfhold > /tmp/vfrx" & p=$!
+  sleep 0.3
+  dd if=/dev/urandom of=/tmp/vftx bs=65536 count=$((BYTES / 65536)) 2>/dev/null
+  ina nc -w 10 10.88.0.2 5003 < /tmp/vftx; R "vftcp_tx_rc=$?"
+  wait $p
+  R "vftcp_tx_sha256=$(sha256sum /tmp/vftx | cut -d' ' -f1) vftcp_rx_bytes=$(wc -c < /tmp/vfrx) vftcp_rx_sha256=$(sha256sum /tmp/vfrx | cut -d' ' -f1)"
+  kill $h; rm -f /tmp/vftx /tmp/vfrx /tmp/vfhold
+}
+# vfuplink:N  A pings the host's tap (PEER) through the switch's uplink.
+step_vfuplink() {
+  out=$(ina ping -c ${1:-3} -W 2 $PEER 2>&1); rc=$?
+  R "vfuplink_rc=$rc vfuplink_received=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')"
+}
+# vfspoof: A (untrusted) asks for another MAC (refused: MAC_ADDR_SET answered VIRTIO_NET_ERR), then sends
+# frames with a forged source MAC through a macvlan on its VF (ARP requests for 10.89.0.2).
+step_vfspoof() {
+  ina ip link set dev $IFA address 02:11:22:33:44:55 2>/dev/null; rc=$?
+  R "vfmac_set_rc=$rc vfmac_after=$(ina ip link show dev $IFA | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p')"
+  insmod /mods/macvlan.ko 2>/dev/null
+  ina ip link add link $IFA name mv0 type macvlan || { R "macvlan=failed"; return 1; }
+  ina ip link set dev mv0 address 02:11:22:33:44:66; ina ip link set mv0 up; ina ip addr add 10.89.0.1/24 dev mv0
+  R "mark=spoof_start"
+  out=$(ina ping -c ${1:-4} -W 1 10.89.0.2 2>&1)
+  R "vfspoof_received=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')"
+  ina ip link del mv0
+}
+# vfcarrier: B's carrier while the host sets its VF's link state to disable, then back to auto.
+step_vfcarrier() {
+  R "vfcarrier_wait=down"
+  for i in $(seq 100); do [ "$(carrier_of $IFB)" = 0 ] && break; sleep 0.1; done
+  R "vfcarrier_seen_down=$((1 - $(carrier_of $IFB))) vfcarrier_flags=$(inb ip link show dev $IFB | sed -n 's/.*<\([^>]*\)>.*/\1/p')"
+  R "vfcarrier_wait=up"
+  for i in $(seq 100); do [ "$(carrier_of $IFB)" = 1 ] && break; sleep 0.1; done
+  R "vfcarrier_seen_up=$(carrier_of $IFB)"
+  kill $NSA $NSB 2>/dev/null
+}
 # mark:NAME  a point where the host snapshots its side (device counters) to compare with the guest's.
 step_mark() { R "mark=$1"; }
 # sleep:S

@@ -10,7 +10,7 @@ cp "$G/bb/bin/busybox" "$T/bin/"
 for a in $("$G/bb/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$T/bin/$a"; done
 K=$(ls -d "$G"/kpkg/lib/modules/*/kernel)
 for m in net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/virtio/virtio drivers/virtio/virtio_ring \
-  drivers/virtio/virtio_pci drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci_modern_dev; do
+  drivers/virtio/virtio_pci drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci_modern_dev drivers/net/macvlan; do
   [ -f "$K/$m.ko" ] && cp "$K/$m.ko" "$T/mods/"
 done
 E=$(find "$G/ethtool" -path '*bin/ethtool' -type f 2>/dev/null | head -1)
