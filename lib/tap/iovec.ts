@@ -29,4 +29,12 @@ export class HostAddresses {
     this.lastAddress = a;
     return a;
   }
+
+  /**
+   * Drops the strong reference to the last array (call after a burst): a guest-memory region the VMM
+   * removed (a vfio-user DMA unmap) must not be kept alive by the cache; the WeakMap entry goes with it.
+   */
+  forget(): void {
+    this.lastBytes = null;
+  }
 }

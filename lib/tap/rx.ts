@@ -16,6 +16,8 @@ import { isGoneErrno } from './tap-fd.js';
 
 /** Frames read per ready fd before yielding back to the event loop. */
 const RX_BUDGET = 256;
+/** What a ReceiveTarget slot holds between bursts (no guest region kept alive). */
+const NO_BYTES = new Uint8Array(0);
 
 /** Per queue pair state (transmit and the ioctls use `fd` and `attached` too). */
 export interface TapQueue {
@@ -163,6 +165,25 @@ export class TapRx {
 
   /** True when the budget ran out with the fd possibly still readable. */
   private readBatch(q: TapQueue, revents: number): boolean {
+    try {
+      return this.readFrames(q, revents);
+    } finally {
+      this.dropGuestViews();
+    }
+  }
+
+  /**
+   * Forgets the guest-memory arrays of the last lends: a region removed afterwards (a vfio-user client
+   * gone, its memory unmapped) would otherwise stay referenced, with its placeholder mapping, until the
+   * next lend overwrote the slot.
+   */
+  private dropGuestViews(): void {
+    const b = this.target.bytes;
+    for (let i = 0; i < b.length; i++) b[i] = NO_BYTES;
+    this.addresses.forget();
+  }
+
+  private readFrames(q: TapQueue, revents: number): boolean {
     const sink = this.sink;
     if (!sink) return false;
     const c = this.c;

@@ -131,6 +131,8 @@ export class TapTx {
   flush(): number {
     const failed = this.txFailedUnreported + (this.txQueued > 0 ? this.sendQueued() : 0);
     this.txFailedUnreported = 0;
+    // The burst is out: keep no guest region alive through the address cache (docs/vfio-user.md).
+    this.addresses.forget();
     return failed;
   }
 

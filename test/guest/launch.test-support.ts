@@ -83,6 +83,8 @@ export interface GuestRunOptions {
   qemuArgs?: string[];
   /** Run QEMU inside this network namespace (`ip netns exec`), so its tap devices live there. */
   netns?: string;
+  /** Called with the QEMU process once spawned (it execs in place: killing it kills QEMU). */
+  onSpawn?(qemu: ChildProcess): void;
 }
 
 export interface GuestRunResult {
@@ -201,6 +203,7 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
       : ['setpriv', argv];
     const child = spawn(cmd, args as string[], { stdio: ['ignore', 'pipe', 'pipe'] });
     qemu = child;
+    opts.onSpawn?.(child);
     const timeoutMs = opts.timeoutMs ?? 120_000;
     let timedOut = false;
     const timer = setTimeout(() => {
