@@ -86,7 +86,8 @@ export function attachToV86(emulator: V86Emulator, options: V86AttachOptions): V
   const cpu = cpuOf(emulator);
   const pci = cpu.devices.pci!;
   const { backend, slot = 8, invalidateJit = true, acpiHotplugPorts = true, ...deviceOptions } = options;
-  if (!Number.isInteger(slot) || slot < 1 || slot > 31) throw new OptionsError(`attachToV86: slot ${slot} is not 1..31`);
+  if (!Number.isInteger(slot) || slot < 1 || slot > 31)
+    throw new OptionsError(`attachToV86: slot ${slot} is not 1..31`);
   const bdf = slot << 3;
   if (pci.devices[bdf] !== undefined) {
     throw new OptionsError(`attachToV86: slot ${slot} is taken by v86's ${pci.devices[bdf]!.name}`);

@@ -11,11 +11,14 @@ import type { ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { cleanupNamespaces, ip, NetNamespace } from '../../lib/host/netns.js';
+import { readFileSync } from 'node:fs';
+import { bootV86, KIT, type V86Guest, v86UnavailableReason } from '../../examples/v86-guest.js';
+import { cleanupNamespaces, ip, NetNamespace, netnsUnavailableReason } from '../../lib/host/netns.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
-import { bootV86, KIT, type V86Guest, v86UnavailableReason } from './v86.test-support.js';
 
-const reason = v86UnavailableReason();
+const reason = v86UnavailableReason() ?? netnsUnavailableReason();
+/** The same /init steps as the QEMU guest tests. */
+const INIT_SH = readFileSync(join(import.meta.dirname, '../guest/init.sh'));
 if (reason && process.env.CI) throw new Error(`v86 test cannot run in CI: ${reason}`);
 const PEER = join(import.meta.dirname, '../guest/tcp-peer.mjs');
 const HOST_BUSYBOX = join(KIT, 'host/busybox');
@@ -49,7 +52,7 @@ interface Run {
   /** How many times v86's wasm memory buffer was replaced while the guest ran (sampled every 20 ms). */
   bufferChanges: number;
   diag: string;
-  stats: ReturnType<V86Guest['attachment']['stats']>;
+  stats: ReturnType<NonNullable<V86Guest['attachment']>['stats']>;
   leftovers(): Promise<void>;
 }
 
@@ -71,6 +74,7 @@ async function boot(mode: 'msix' | 'intx'): Promise<Run> {
     received.catch((e) => errors.push(String(e)));
     await lineFrom(recv, /^ready$/);
     g = await bootV86({
+      initSh: INIT_SH,
       device: { backend: tap, mac: MAC },
       acpi: mode === 'msix',
       // INTx: the legacy interface (I/O BAR0, ISR read to acknowledge), and no MSI even if offered.
@@ -109,13 +113,14 @@ async function boot(mode: 'msix' | 'intx'): Promise<Run> {
     await g.done(150_000);
   } finally {
     clearInterval(sampler);
-    if (g) await g.destroy(); // detaches the device, which closes the tap
+    if (g)
+      await g.destroy(); // detaches the device, which closes the tap
     else tap.close();
     ns.delete();
   }
   const guest = g!;
-  const stats = guest.attachment.stats();
-  const diag = `\n${guest.lines.slice(-60).join('\n')}\nerrors: ${errors.join('; ')}\nstats: ${JSON.stringify({ attach: stats, dev: guest.attachment.device.stats().queues })}`;
+  const stats = guest.attachment!.stats();
+  const diag = `\n${guest.lines.slice(-60).join('\n')}\nerrors: ${errors.join('; ')}\nstats: ${JSON.stringify({ attach: stats, dev: guest.attachment!.device.stats().queues })}`;
   return {
     g: guest,
     res: guest.results,
@@ -158,27 +163,30 @@ async function expectNetworking(run: Run): Promise<void> {
   await run.leftovers();
 }
 
-describe.skipIf(reason !== null && !process.env.CI)(`v86 guest with virtio-net-ts${reason ? ` (skipped: ${reason})` : ''}`, () => {
-  it('MSI-X: modern virtio-pci, ping both ways, 4 MiB TCP each way', { timeout: 200_000 }, async () => {
-    const run = await boot('msix');
-    await expectNetworking(run);
-    // Every interrupt went through the local APIC; the per-queue MSI-X vectors were used.
-    expect(run.stats.msiDelivered, run.diag).toBeGreaterThan(100);
-    expect(run.stats.msiDropped).toBe(0);
-    expect(run.stats.intxAsserts).toBe(0);
-    expect(Number(run.res['irq_virtio0-input.0']), run.diag).toBeGreaterThan(0);
-    // The modern interface: BAR4 (MMIO) and the MSI-X table in BAR1, both decoded.
-    expect(run.res.virtio_status).toBe('0x0000000f');
-    console.log(`v86 MSI-X boot to /init: ${Math.round(run.g.bootMs ?? -1)} ms`);
-  });
+describe.skipIf(reason !== null && !process.env.CI)(
+  `v86 guest with virtio-net-ts${reason ? ` (skipped: ${reason})` : ''}`,
+  () => {
+    it('MSI-X: modern virtio-pci, ping both ways, 4 MiB TCP each way', { timeout: 200_000 }, async () => {
+      const run = await boot('msix');
+      await expectNetworking(run);
+      // Every interrupt went through the local APIC; the per-queue MSI-X vectors were used.
+      expect(run.stats.msiDelivered, run.diag).toBeGreaterThan(100);
+      expect(run.stats.msiDropped).toBe(0);
+      expect(run.stats.intxAsserts).toBe(0);
+      expect(Number(run.res['irq_virtio0-input.0']), run.diag).toBeGreaterThan(0);
+      // The modern interface: BAR4 (MMIO) and the MSI-X table in BAR1, both decoded.
+      expect(run.res.virtio_status).toBe('0x0000000f');
+      console.log(`v86 MSI-X boot to /init: ${Math.round(run.g.bootMs ?? -1)} ms`);
+    });
 
-  it('INTx: legacy virtio-pci on the I/O BAR, pci=nomsi, the 8259 PIC', { timeout: 200_000 }, async () => {
-    const run = await boot('intx');
-    await expectNetworking(run);
-    expect(run.stats.msiDelivered).toBe(0);
-    expect(run.stats.intxAsserts, run.diag).toBeGreaterThan(100);
-    // Legacy drivers have no per-queue vectors: /proc/interrupts has one "virtio0" line, no virtio0-*.
-    expect(Object.keys(run.res).filter((k) => k.startsWith('irq_virtio0-'))).toEqual([]);
-    console.log(`v86 INTx boot to /init: ${Math.round(run.g.bootMs ?? -1)} ms`);
-  });
-});
+    it('INTx: legacy virtio-pci on the I/O BAR, pci=nomsi, the 8259 PIC', { timeout: 200_000 }, async () => {
+      const run = await boot('intx');
+      await expectNetworking(run);
+      expect(run.stats.msiDelivered).toBe(0);
+      expect(run.stats.intxAsserts, run.diag).toBeGreaterThan(100);
+      // Legacy drivers have no per-queue vectors: /proc/interrupts has one "virtio0" line, no virtio0-*.
+      expect(Object.keys(run.res).filter((k) => k.startsWith('irq_virtio0-'))).toEqual([]);
+      console.log(`v86 INTx boot to /init: ${Math.round(run.g.bootMs ?? -1)} ms`);
+    });
+  },
+);

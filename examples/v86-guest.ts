@@ -1,33 +1,33 @@
 /**
- * Boots v86 (npm `v86`) in this process with Debian's SeaBIOS, Debian's i386 kernel and a busybox
- * initramfs (the kit test/v86/prepare.sh caches), our device attached as its only NIC, and collects the
- * guest's `RESULT key=value` lines from its serial console. The guest runs test/guest/init.sh, the same
- * /init as the QEMU guest tests, behind a two-line wrapper that installs busybox's applets.
+ * Boots v86 (npm `v86`, an optional peer dependency) in this process with Debian's SeaBIOS, Debian's i386
+ * kernel and a busybox initramfs (the kit test/v86/prepare.sh caches), virtio-net-ts attached as its only
+ * NIC, and collects the guest's `RESULT key=value` lines from its serial console. The guest runs the
+ * shell script it is given as /init.sh, behind a two-line wrapper that installs busybox's applets. Used
+ * by `npm run demo -- --v86`, the v86 guest test and the v86 bench.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { V86 } from 'v86';
-import { attachToV86, type V86Attachment, type V86AttachOptions } from '../../devices/v86/attach.js';
-import type { V86Emulator } from '../../devices/v86/v86-types.js';
-import { netnsUnavailableReason } from '../../lib/host/netns.js';
+import { attachToV86, type V86Attachment, type V86AttachOptions } from '../devices/v86/attach.js';
+import type { V86Emulator } from '../devices/v86/v86-types.js';
 
 export const KIT = process.env.VNT_V86_KIT ?? '/var/cache/virtio-net-ts/v86-kit';
-const INIT_SH = join(import.meta.dirname, '../guest/init.sh');
 const require = createRequire(import.meta.url);
 
 /** Why the v86 guest test cannot run here, or null. */
 export function v86UnavailableReason(): string | null {
   for (const f of ['vmlinuz', 'bios.bin', 'busybox', 'mods/virtio_net.ko', 'host/busybox']) {
-    if (!existsSync(join(KIT, f))) return `v86 kit incomplete (${join(KIT, f)}): run test/v86/prepare.sh as root`;
+    if (!existsSync(join(KIT, f)))
+      return `v86 kit incomplete (${join(KIT, f)}): run test/v86/prepare.sh as root`;
   }
   try {
     require.resolve('v86/build/v86.wasm');
   } catch {
     return 'the v86 package is not installed (npm install)';
   }
-  return netnsUnavailableReason();
+  return null;
 }
 
 // ---- initramfs ------------------------------------------------------------------------------------
@@ -47,25 +47,52 @@ function cpio(entries: CpioEntry[]): Buffer {
   for (const e of [...entries, { name: 'TRAILER!!!', mode: 0 }] as CpioEntry[]) {
     const data = e.data ?? new Uint8Array(0);
     const name = Buffer.from(`${e.name}\0`);
-    const f = [ino++, e.mode, 0, 0, 1, 0, data.length, 0, 0, e.rdev?.[0] ?? 0, e.rdev?.[1] ?? 0, name.length, 0];
+    const f = [
+      ino++,
+      e.mode,
+      0,
+      0,
+      1,
+      0,
+      data.length,
+      0,
+      0,
+      e.rdev?.[0] ?? 0,
+      e.rdev?.[1] ?? 0,
+      name.length,
+      0,
+    ];
     const head = Buffer.from(`070701${f.map((v) => v.toString(16).padStart(8, '0')).join('')}`);
     parts.push(head, name, pad(head.length + name.length), Buffer.from(data), pad(data.length));
   }
   return Buffer.concat(parts);
 }
 
-/** The guest's initramfs: busybox, the virtio modules, init.sh behind an applet-installing /init. */
-export function buildInitrd(): Buffer {
+/** The guest's initramfs: busybox, the virtio modules, `initSh` behind an applet-installing /init. */
+export function buildInitrd(initSh: string | Uint8Array): Buffer {
   const dir = 0o040755;
   const file = 0o100755;
-  const entries: CpioEntry[] = ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'mods'].map(
-    (name) => ({ name, mode: dir }),
-  );
+  const entries: CpioEntry[] = [
+    'bin',
+    'sbin',
+    'usr',
+    'usr/bin',
+    'usr/sbin',
+    'dev',
+    'proc',
+    'sys',
+    'tmp',
+    'mods',
+  ].map((name) => ({ name, mode: dir }));
   entries.push({ name: 'dev/console', mode: 0o020600, rdev: [5, 1] });
   entries.push({ name: 'bin/busybox', mode: file, data: readFileSync(join(KIT, 'busybox')) });
   const init = '#!/bin/busybox sh\n/bin/busybox --install -s\nexec /bin/sh /init.sh\n';
   entries.push({ name: 'init', mode: file, data: Buffer.from(init) });
-  entries.push({ name: 'init.sh', mode: file, data: readFileSync(INIT_SH) });
+  entries.push({
+    name: 'init.sh',
+    mode: file,
+    data: typeof initSh === 'string' ? Buffer.from(initSh) : initSh,
+  });
   for (const m of readdirSync(join(KIT, 'mods'))) {
     entries.push({ name: `mods/${m}`, mode: 0o100644, data: readFileSync(join(KIT, 'mods', m)) });
   }
@@ -75,7 +102,10 @@ export function buildInitrd(): Buffer {
 // ---- boot -----------------------------------------------------------------------------------------
 
 export interface V86BootOptions {
-  device: V86AttachOptions;
+  /** The guest's /init.sh (busybox sh); it prints `RESULT key=value` lines and ends with `RESULT done=1`. */
+  initSh: string | Uint8Array;
+  /** Our device (attachToV86's options), or v86's own NIC (`{ v86Nic: … }`, for comparisons). */
+  device: V86AttachOptions | { v86Nic: 'virtio' | 'ne2k' };
   /** v86's ACPI (and with it the local APIC and I/O APIC); without it the guest stays on the PIC. */
   acpi: boolean;
   /** init.sh parameters (vnt.KEY=VALUE). */
@@ -89,7 +119,8 @@ export interface V86BootOptions {
 
 export interface V86Guest {
   emulator: V86Emulator;
-  attachment: V86Attachment;
+  /** Null when the guest has v86's own NIC. */
+  attachment: V86Attachment | null;
   lines: string[];
   results: Record<string, string>;
   pairs: [string, string][];
@@ -101,7 +132,9 @@ export interface V86Guest {
   destroy(): Promise<void>;
 }
 
-type V86Ctor = new (options: Record<string, unknown>) => V86Emulator & {
+type V86Ctor = new (
+  options: Record<string, unknown>,
+) => V86Emulator & {
   run(): Promise<void>;
   destroy(): Promise<void>;
 };
@@ -112,7 +145,8 @@ export async function bootV86(o: V86BootOptions): Promise<V86Guest> {
     const b = readFileSync(join(KIT, f));
     return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
   };
-  const initrd = buildInitrd();
+  const initrd = buildInitrd(o.initSh);
+  const ownNic = 'v86Nic' in o.device ? o.device.v86Nic : null;
   const params = Object.entries(o.params)
     .map(([k, v]) => `vnt.${k}=${v}`)
     .join(' ');
@@ -124,7 +158,7 @@ export async function bootV86(o: V86BootOptions): Promise<V86Guest> {
     cmdline: `console=ttyS0 mitigations=off ${o.cmdline ?? ''} ${params}`,
     memory_size: (o.memoryMiB ?? 128) << 20,
     acpi: o.acpi,
-    net_device: { type: 'none' },
+    net_device: { type: ownNic ?? 'none' },
     autostart: false,
     disable_keyboard: true,
     disable_mouse: true,
@@ -160,10 +194,11 @@ export async function bootV86(o: V86BootOptions): Promise<V86Guest> {
       }
     } else if (byte !== 0) partial += String.fromCharCode(byte);
   });
-  const attachment = await new Promise<V86Attachment>((resolve, reject) => {
+  const device = o.device;
+  const attachment = await new Promise<V86Attachment | null>((resolve, reject) => {
     emulator.add_listener('emulator-loaded', () => {
       try {
-        resolve(attachToV86(emulator, o.device));
+        resolve('v86Nic' in device ? null : attachToV86(emulator, device));
       } catch (e) {
         reject(e);
       }
@@ -197,7 +232,7 @@ export async function bootV86(o: V86BootOptions): Promise<V86Guest> {
       if (destroyed) return;
       destroyed = true;
       await emulator.destroy();
-      attachment.detach();
+      attachment?.detach();
     },
   };
 }
