@@ -113,6 +113,8 @@ export interface V86BootOptions {
   /** Extra kernel parameters. */
   cmdline?: string;
   memoryMiB?: number;
+  /** Called for each console line. */
+  onLine?: (line: string) => void;
   /** Called for each RESULT pair as it arrives. */
   onResult?: (key: string, value: string) => void;
 }
@@ -177,6 +179,7 @@ export async function bootV86(o: V86BootOptions): Promise<V86Guest> {
       const line = partial.replace(/\r$/, '');
       partial = '';
       lines.push(line);
+      o.onLine?.(line);
       const m = /^RESULT (.*)$/.exec(line);
       if (!m) return;
       for (const kv of m[1]!.split(' ')) {
