@@ -10,6 +10,7 @@
  *   npm run demo -- --tap --queues 4 --rss  the same with the kernel sending: the tap steers by the guest's RSS
  *   npm run demo -- --tap             as root: a tap in a fresh network namespace, the kernel as the peer
  *   npm run demo -- --vfs             SR-IOV: two VFs ping each other through the embedded switch
+ *   npm run demo -- --v86             v86 boots Debian's i386 Linux with the device as its NIC (examples/v86-demo.ts)
  */
 
 import {
@@ -43,10 +44,11 @@ interface Args {
   rss: boolean;
   tap: boolean;
   vfs: boolean;
+  v86: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { queues: 1, rss: false, tap: false, vfs: false };
+  const a: Args = { queues: 1, rss: false, tap: false, vfs: false, v86: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--queues') a.queues = Number(argv[++i]);
@@ -54,8 +56,9 @@ function parseArgs(argv: string[]): Args {
     else if (arg === '--rss') a.rss = true;
     else if (arg === '--tap') a.tap = true;
     else if (arg === '--vfs') a.vfs = true;
+    else if (arg === '--v86') a.v86 = true;
     else if (arg === '--help' || arg === '-h') {
-      console.log('usage: npm run demo -- [--queues N] [--rss] [--tap] | --vfs');
+      console.log('usage: npm run demo -- [--queues N] [--rss] [--tap] | --vfs | --v86');
       process.exit(0);
     } else fail(`unknown argument ${arg} (try --help)`);
   }
@@ -364,7 +367,14 @@ async function tapDemo(args: Args): Promise<number> {
 
 const args = parseArgs(process.argv.slice(2));
 try {
-  process.exitCode = args.vfs ? sriovDemo() : args.tap ? await tapDemo(args) : await memoryDemo(args);
+  // v86 is an optional peer dependency: its demo is loaded only when asked for.
+  process.exitCode = args.v86
+    ? await (await import('./v86-demo.js')).v86Demo()
+    : args.vfs
+      ? sriovDemo()
+      : args.tap
+        ? await tapDemo(args)
+        : await memoryDemo(args);
 } catch (err) {
   console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;

@@ -24,6 +24,8 @@ class PairLend {
   private readonly chains: DescriptorChain[] = [new DescriptorChain(8)];
   private count = 0;
   private readonly end = new Float64Array(ReceiveTarget.MAX_SEGMENTS);
+  /** Guest address of each lent segment, for the memory's write hook (GuestMemory.noteWritten). */
+  private readonly segAddr = new Float64Array(ReceiveTarget.MAX_SEGMENTS);
   /** Bytes written into each extra buffer of a mergeable overflow (the buffers are rx.chains). */
   private readonly extraLength: number[] = [];
   /** Running average of directly received lengths: how much to lend with mergeable buffers. */
@@ -100,6 +102,7 @@ class PairLend {
       const bytes = mem.locate(chain.addr[i]!, chain.len[i]!, true);
       if (bytes === null) return false;
       t.bytes[count] = bytes;
+      this.segAddr[count] = chain.addr[i]! + cut;
       t.offsets[count] = mem.locatedOffset + cut;
       t.lengths[count] = len;
       count++;
@@ -130,6 +133,7 @@ class PairLend {
     const hs = this.headerSize;
     const hdr = s.hdrSize;
     const frameLength = n - hs;
+    this.noteWrites(ctx.memory, t, n);
     // Also NaN-safe: a backend that reports a length it cannot have read gives the buffers back.
     if (
       !(Number.isInteger(n) && frameLength >= 14 && frameLength <= MAX_FRAME) ||
@@ -173,6 +177,7 @@ class PairLend {
       extra--;
     }
     writeVnetHeader(b0, headerAt, offload, hdr, used + extra, 0, VIRTIO_NET_HASH_REPORT_NONE);
+    ctx.memory.noteWritten(this.segAddr[0]! - (hdr - hs), hdr);
     let before = 0;
     for (let i = 0; i < used; i++) {
       const end = Math.min(n, this.end[i]!);
@@ -206,6 +211,19 @@ class PairLend {
     const frame = this.copyFrame(t, n, overflow);
     this.unpop(q, 0);
     this.rx.deliver(frame, offload, this.backendQueue, 0, VIRTIO_NET_HASH_REPORT_NONE);
+  }
+
+  /**
+   * Tells the memory's write hook what the backend wrote into the lent segments: the first `n` bytes, or
+   * every lent byte when `n` is not a length it could have written.
+   */
+  private noteWrites(mem: GuestMemory, t: ReceiveTarget, n: number): void {
+    let left = Number.isInteger(n) && n >= 0 ? n : t.capacity;
+    for (let i = 0; i < t.count && left > 0; i++) {
+      const len = Math.min(t.lengths[i]!, left);
+      mem.noteWritten(this.segAddr[i]!, len);
+      left -= len;
+    }
   }
 
   /** Gathers the frame of the lend (without the backend's header) into the scratch; returns a view of it. */

@@ -6,6 +6,11 @@
  * Addresses are `number | bigint`. The number path is the fast one: one cached last-hit region and one
  * `DataView` per region, no allocation in the 16/32-bit accessors. Addresses must be below 2^53 (the range
  * a `number` holds exactly); anything above, or `address + length` beyond 2^64, is a `GuestMemoryError`.
+ *
+ * A region may follow a buffer that is replaced while the VM runs (a growing `WebAssembly.Memory`
+ * detaches its old `ArrayBuffer`): the fast paths compare against the view's own length, which reads 0
+ * once its buffer is detached, so a stale view falls to the slow path, which views the current buffer.
+ * An optional write hook tells a VMM with a JIT which guest bytes the device wrote.
  */
 import { GuestMemoryError } from '../errors.js';
 
@@ -15,12 +20,33 @@ export interface GuestMemoryRegion {
   bytes: Uint8Array;
 }
 
+/**
+ * A region over memory whose `ArrayBuffer` can be replaced, such as a `WebAssembly.Memory` that grows
+ * (each `grow` detaches the old buffer): the region is `[offset, offset + size)` of whatever buffer
+ * `buffer` holds at the time of the access. Growth is noticed without a callback (a detached view has
+ * length 0); `GuestMemory.remaps` counts the re-views.
+ */
+export interface GrowableMemoryRegion {
+  address: number | bigint;
+  /** A `WebAssembly.Memory` (anything with a `buffer` property), or a getter of the current buffer. */
+  buffer: { readonly buffer: ArrayBufferLike } | (() => ArrayBufferLike);
+  /** Byte offset of guest address `address` in the buffer. */
+  offset: number;
+  size: number;
+}
+
 export interface GuestMemoryOptions {
   /**
    * VIRTIO_F_ACCESS_PLATFORM (§6.1): maps a device address (IOVA) to a guest-physical address for the
    * whole range `[address, address + length)`. It throws `GuestMemoryError` when the IOMMU refuses.
    */
   translate?: (address: number, length: number, write: boolean) => number;
+  /**
+   * Called after the device wrote guest-physical `[address, address + length)` (scalars, `write`, and
+   * ranges written through `locate(…, true)` and reported with `noteWritten`), e.g. so a VMM with a JIT
+   * drops code compiled from those bytes. It must not throw.
+   */
+  onWrite?: (address: number, length: number) => void;
 }
 
 interface Region {
@@ -28,6 +54,9 @@ interface Region {
   size: number;
   bytes: Uint8Array;
   dv: DataView;
+  /** Growable regions: the current buffer and where the region starts in it; null for fixed bytes. */
+  source: (() => ArrayBufferLike) | null;
+  offset: number;
 }
 
 const MAX_ADDRESS = Number.MAX_SAFE_INTEGER; // 2^53 - 1
@@ -37,6 +66,8 @@ const NO_REGION: Region = {
   size: 0,
   bytes: new Uint8Array(0),
   dv: new DataView(new ArrayBuffer(0)),
+  source: null,
+  offset: 0,
 };
 const TWO_32 = 0x1_0000_0000;
 
@@ -51,15 +82,50 @@ export class GuestMemory {
   private regions: Region[] = [];
   private last: Region = NO_REGION;
   private readonly translateFn: ((address: number, length: number, write: boolean) => number) | undefined;
+  private readonly onWrite: ((address: number, length: number) => void) | undefined;
+  /** How many times a growable region was re-viewed over a new buffer. */
+  remaps = 0;
 
-  constructor(regions: GuestMemoryRegion[] = [], options: GuestMemoryOptions = {}) {
+  constructor(regions: (GuestMemoryRegion | GrowableMemoryRegion)[] = [], options: GuestMemoryOptions = {}) {
     this.translateFn = options.translate;
+    this.onWrite = options.onWrite;
     for (const r of regions) this.addRegion(r);
   }
 
   /** Registers a region (vfio-user DMA_MAP); throws `GuestMemoryError` if it overlaps another one. */
-  addRegion(region: GuestMemoryRegion): void {
-    const size = region.bytes.byteLength;
+  addRegion(region: GuestMemoryRegion | GrowableMemoryRegion): void {
+    let source: (() => ArrayBufferLike) | null = null;
+    let bytes: Uint8Array;
+    let offset = 0;
+    if ('bytes' in region) {
+      bytes = region.bytes;
+    } else {
+      const b = region.buffer;
+      source = typeof b === 'function' ? b : () => b.buffer;
+      offset = region.offset;
+      if (
+        !Number.isSafeInteger(offset) ||
+        offset < 0 ||
+        !Number.isSafeInteger(region.size) ||
+        region.size < 0
+      ) {
+        throw new GuestMemoryError(
+          `growable region offset ${offset} / size ${region.size} invalid`,
+          region.address,
+          0,
+        );
+      }
+      try {
+        bytes = new Uint8Array(source(), offset, region.size);
+      } catch (e) {
+        throw new GuestMemoryError(
+          `growable region [${offset}, +${region.size}) is outside its buffer: ${(e as Error).message}`,
+          region.address,
+          region.size,
+        );
+      }
+    }
+    const size = bytes.byteLength;
     const start = this.checkRange(region.address, size);
     const rs = this.regions;
     // Sorted and disjoint: find the first region starting after `start`; only the region before it
@@ -88,9 +154,8 @@ export class GuestMemory {
         size,
       );
     }
-    const bytes = region.bytes;
     const dv = new DataView(bytes.buffer, bytes.byteOffset, size);
-    rs.splice(lo, 0, { start, size, bytes, dv });
+    rs.splice(lo, 0, { start, size, bytes, dv, source, offset });
     this.last = NO_REGION;
   }
 
@@ -116,7 +181,7 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && length >>> 0 === length && off + length <= r.size) return true;
+      if (off >>> 0 === off && length >>> 0 === length && off + length <= r.bytes.length) return true;
     }
     try {
       const a = this.resolve(address, length, false);
@@ -140,7 +205,7 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && off + length <= r.size) {
+      if (off >>> 0 === off && off + length <= r.bytes.length) {
         dst.set(r.bytes.subarray(off, off + length));
         return;
       }
@@ -163,8 +228,9 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && off + length <= r.size) {
+      if (off >>> 0 === off && off + length <= r.bytes.length) {
         r.bytes.set(data, off);
+        if (this.onWrite !== undefined && length > 0) this.onWrite(address, length);
         return;
       }
     }
@@ -178,6 +244,16 @@ export class GuestMemory {
       r.bytes.set(n === length ? data : data.subarray(done, done + n), off);
       done += n;
     }
+    if (this.onWrite !== undefined && length > 0) this.onWrite(a, length);
+  }
+
+  /**
+   * Reports that `[address, address + length)` was written through bytes from `locate(…, true)` (direct
+   * receive), so the write hook sees it; nothing without a hook.
+   */
+  noteWritten(address: number | bigint, length: number): void {
+    if (this.onWrite === undefined || length <= 0) return;
+    this.onWrite(this.resolve(address, length, true), length);
   }
 
   /**
@@ -231,7 +307,7 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && length >>> 0 === length && off + length <= r.size) {
+      if (off >>> 0 === off && length >>> 0 === length && off + length <= r.bytes.length) {
         this.locatedOffset = off;
         return r.bytes;
       }
@@ -258,7 +334,7 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && off < r.size) return r.bytes[off]!;
+      if (off >>> 0 === off && off < r.bytes.length) return r.bytes[off]!;
     }
     return this.slowRead(address, 1) as number;
   }
@@ -267,7 +343,7 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && off + 2 <= r.size) return r.dv.getUint16(off, true);
+      if (off >>> 0 === off && off + 2 <= r.bytes.length) return r.dv.getUint16(off, true);
     }
     return this.slowRead(address, 2) as number;
   }
@@ -276,7 +352,7 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && off + 4 <= r.size) return r.dv.getUint32(off, true);
+      if (off >>> 0 === off && off + 4 <= r.bytes.length) return r.dv.getUint32(off, true);
     }
     return this.slowRead(address, 4) as number;
   }
@@ -285,7 +361,7 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && off + 8 <= r.size) return r.dv.getBigUint64(off, true);
+      if (off >>> 0 === off && off + 8 <= r.bytes.length) return r.dv.getBigUint64(off, true);
     }
     return this.slowRead(address, 8) as bigint;
   }
@@ -294,8 +370,9 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && off < r.size) {
+      if (off >>> 0 === off && off < r.bytes.length) {
         r.bytes[off] = value;
+        if (this.onWrite !== undefined) this.onWrite(address, 1);
         return;
       }
     }
@@ -306,8 +383,9 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && off + 2 <= r.size) {
+      if (off >>> 0 === off && off + 2 <= r.bytes.length) {
         r.dv.setUint16(off, value, true);
+        if (this.onWrite !== undefined) this.onWrite(address, 2);
         return;
       }
     }
@@ -318,8 +396,9 @@ export class GuestMemory {
     if (typeof address === 'number' && this.translateFn === undefined) {
       const r = this.last;
       const off = address - r.start;
-      if (off >>> 0 === off && off + 4 <= r.size) {
+      if (off >>> 0 === off && off + 4 <= r.bytes.length) {
         r.dv.setUint32(off, value, true);
+        if (this.onWrite !== undefined) this.onWrite(address, 4);
         return;
       }
     }
@@ -417,11 +496,37 @@ export class GuestMemory {
       if (a < r.start) hi = mid - 1;
       else if (a >= r.start + r.size) lo = mid + 1;
       else {
+        // A growable region whose buffer was replaced: its view reads length 0 (detached) or short.
+        if (r.bytes.length !== r.size) this.remap(r);
         this.last = r;
         return r;
       }
     }
     return undefined;
+  }
+
+  /** Views a growable region over its current buffer; a fixed region whose bytes went away throws. */
+  private remap(r: Region): void {
+    const src = r.source;
+    let bytes: Uint8Array | null = null;
+    if (src !== null) {
+      try {
+        const buf = src();
+        if (r.offset + r.size <= buf.byteLength) bytes = new Uint8Array(buf, r.offset, r.size);
+      } catch {
+        bytes = null;
+      }
+    }
+    if (bytes === null) {
+      throw new GuestMemoryError(
+        `guest memory region ${describe(r.start, r.size)} has no buffer (detached or shrunk)`,
+        r.start,
+        r.size,
+      );
+    }
+    r.bytes = bytes;
+    r.dv = new DataView(bytes.buffer, bytes.byteOffset, r.size);
+    this.remaps++;
   }
 
   /** How many bytes from guest-physical `a` are covered by adjacent regions, up to `length`. */
@@ -471,14 +576,15 @@ export class GuestMemory {
     const r = this.find(a);
     if (r !== undefined && a + size <= r.start + r.size) {
       writeScalar(r.dv, a - r.start, size, value);
-      return;
+    } else {
+      this.requireCovered(address, a, size);
+      writeScalar(this.scratchView, 0, size, value);
+      for (let done = 0; done < size; done++) {
+        const q = this.find(a + done)!;
+        q.bytes[a + done - q.start] = this.scratch[done]!;
+      }
     }
-    this.requireCovered(address, a, size);
-    writeScalar(this.scratchView, 0, size, value);
-    for (let done = 0; done < size; done++) {
-      const q = this.find(a + done)!;
-      q.bytes[a + done - q.start] = this.scratch[done]!;
-    }
+    if (this.onWrite !== undefined) this.onWrite(a, size);
   }
 }
 

@@ -5,6 +5,7 @@
 #   vnt.match=VVVV:DDDD   the PCI function under test (vendor:device, hex without 0x)
 #   vnt.steps=a,b:arg,... steps, in order (see `step_*` below)
 #   vnt.ip=ADDR/LEN vnt.peer=ADDR vnt.port=N vnt.bytes=N    network parameters
+#   vnt.MODULE=PARAM=VALUE[:PARAM=VALUE]   parameters for the module's insmod (e.g. vnt.virtio_pci=force_legacy=1)
 export PATH=/bin:/sbin:/usr/sbin:/usr/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 dmesg -n 1
@@ -65,7 +66,8 @@ step_standin() {
 # virtio: load the stock virtio stack and report what virtio_net made of the function.
 step_virtio() {
   for m in failover net_failover virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net; do
-    [ -f /mods/$m.ko ] && { insmod /mods/$m.ko 2>/dev/null || R "insmod_failed=$m"; }
+    # vnt.MODULE=p1=v1:p2=v2 passes module parameters (insmod reads none from the command line).
+    [ -f /mods/$m.ko ] && { insmod /mods/$m.ko $(arg $m | tr ':' ' ') 2>/dev/null || R "insmod_failed=$m"; }
   done
   for i in $(seq 50); do [ -e /sys/class/net/$IF ] && break; sleep 0.1; done
   R "virtio_driver=$(basename "$(readlink $D/driver)" 2>/dev/null)"
