@@ -116,6 +116,7 @@ describe("snapshot format 'virtio-net-ts/2'", () => {
       ['VF state', (j) => (j.vfs[0].transport.transport.device.curQueuePairs = 3), /curQueuePairs/],
       ['VF format', (j) => (j.vfs[0].format = 'virtio-net-ts/1'), /vfs\.0\.format/],
       ['options', (j) => (j.options.totalVfs = 4), /option "totalVfs"/],
+      ['hash types (hash-* options)', (j) => (j.options.hashTypes = '0x1'), /option "hashTypes"/],
       ['format', (j) => (j.format = 'virtio-net-ts/3'), /format "virtio-net-ts\/3"/],
     ];
     for (const [what, mutate, msg] of cases) {

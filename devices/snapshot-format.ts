@@ -27,7 +27,12 @@ export interface SnapshotOptions {
   totalVfs: number;
   /** The embedded switch is in use (SR-IOV without `sriov.vfBackend`). */
   eswitch: boolean;
+  /** supported_hash_types from the `hash-*` options (hex); absent in states taken before it was saved. */
+  hashTypes?: string;
 }
+
+/** Options older states did not record: compared only when the state has them. */
+const LATER_KEYS: ReadonlySet<keyof SnapshotOptions> = new Set(['hashTypes']);
 
 /**
  * Checks a state's format and options against `mine`; returns the format version (1 or 2) or throws a
@@ -45,6 +50,7 @@ export function checkSnapshotEnvelope(state: unknown, mine: SnapshotOptions): 1 
   }
   for (const key of Object.keys(mine) as (keyof SnapshotOptions)[]) {
     const theirs = s.options?.[key];
+    if (theirs === undefined && LATER_KEYS.has(key)) continue;
     if (theirs !== mine[key]) {
       throw new TypeError(
         `virtio-net-pci snapshot: option "${key}" is ${JSON.stringify(theirs)} in the state, ${JSON.stringify(mine[key])} on this device`,

@@ -413,6 +413,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
       vectors: this.msixVectors,
       totalVfs: c.sriov?.totalVfs ?? 0,
       eswitch: this.eswitch !== null,
+      hashTypes: `0x${this.net.supportedHashTypes.toString(16)}`,
     };
   }
 

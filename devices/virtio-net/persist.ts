@@ -23,7 +23,8 @@ export interface BacklogFrameSnapshot {
 
 /** Counters in a snapshot: per pair, and device-wide. */
 export interface NetStatsSnapshot {
-  queues: Record<keyof QueueStats, number>[];
+  /** Counters only: the gauge rxBacklogDepth follows from the saved backlog. */
+  queues: Record<Exclude<keyof QueueStats, 'rxBacklogDepth'>, number>[];
   device: NetDeviceStats;
 }
 
@@ -103,7 +104,7 @@ export function snapshotNet(n: NetPersistentState): NetSnapshot {
     rxRecheck: [...n.rxRecheck],
     flows: n.flows.snapshot(),
     stats: {
-      queues: n.queueStats.map((q) => ({ ...q })),
+      queues: n.queueStats.map(({ rxBacklogDepth: _, ...q }) => q),
       device: { ...n.deviceStats },
     },
   };
@@ -282,4 +283,5 @@ export function restoreNet(n: NetPersistentState, state: unknown): void {
     for (const [pair, q] of s.stats.queues.entries()) Object.assign(n.queueStats[pair]!, q);
     Object.assign(n.deviceStats, s.stats.device);
   }
+  for (const [pair, q] of n.queueStats.entries()) q.rxBacklogDepth = n.backlogs[pair]?.count ?? 0;
 }

@@ -299,13 +299,7 @@ function execute(st: State, s: Step): void {
     }
     case 'sink': {
       const f = build(s.frame);
-      try {
-        accounted(st, s.offload, () =>
-          guard('sink.receive', () => sinkOf(rig).receive(f, s.queue, s.offload)),
-        );
-      } catch (e) {
-        throw e;
-      }
+      accounted(st, s.offload, () => guard('sink.receive', () => sinkOf(rig).receive(f, s.queue, s.offload)));
       return;
     }
     case 'lend':
