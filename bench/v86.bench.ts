@@ -1,7 +1,7 @@
 // v86 with virtio-net-ts beside v86 with its own virtio-net, in one run: boot to /init and guest TCP
 // throughput (4 MiB each way, timed by the guest) over a tap in a fresh network namespace. v86's NIC is
 // bridged to its tap through v86's bus events (net0-send / net0-receive). Root; the v86 kit
-// (test/v86/prepare.sh). Run: flock /work/wt/heavy.lock node --import tsx bench/v86.bench.ts
+// (test/v86/prepare.sh). Run: node --import tsx bench/v86.bench.ts
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { bootV86, v86UnavailableReason } from '../examples/v86-guest.js';
