@@ -324,7 +324,12 @@ function admin(st: State, s: Extract<Step, { op: 'admin' }>): void {
   invariant([0, 6, 11, 12, 16, 17, 22, 28].includes(status), `admin status ${status} is not one 1.4 defines`);
   invariant(qualifier <= 7, `admin status qualifier ${qualifier} is not one §2.12.1 defines`);
   invariant((status === 0) === (qualifier === 0), `admin status ${status} with qualifier ${qualifier}`);
-  if (s.opcode === 0 && s.group === 1 && status === 0 && used.len >= 9)
+  // A header cut short reads zero-extended (§2.13): opcode and group are what the device saw.
+  const seen = new Uint8Array(4);
+  seen.set(readable.subarray(0, 4));
+  const opcode = seen[0]! | (seen[1]! << 8);
+  const group = seen[2]! | (seen[3]! << 8);
+  if (opcode === 0 && group === 1 && status === 0 && used.len >= 9)
     // Opcodes 0-6 (legacy access) and 7-0x11 (VIRTIO 1.4 migration commands).
     invariant(
       out[8] === 0xff && (used.len < 10 || out[9] === 0xff) && (used.len < 11 || out[10] === 0x03),
