@@ -33,5 +33,5 @@ export {
 } from '../../virtio/testing/pci-driver.js';
 export { SplitDriverQueue } from '../../virtio/testing/split-driver.js';
 export * as frames from './frames.js';
-export type { NetDriverOptions, ReceivedFrame } from './net-driver.js';
+export type { ControlReply, NetDriverOptions, ReceivedFrame, StatsReply } from './net-driver.js';
 export { LINUX_6_1_FEATURES, VirtioNetDriver } from './net-driver.js';

@@ -13,10 +13,18 @@ import { NetHdr, readVnetHeader, writeVnetHeader } from '../../lib/net/vnet-head
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import type { DriverQueue, PciTarget } from '../../virtio/testing/pci-driver.js';
 import { InterruptCollector, VirtioPciDriver } from '../../virtio/testing/pci-driver.js';
-import { CtrlClass, CtrlMac, CtrlMq, CtrlVlan, VIRTIO_NET_OK } from '../virtio-net/control-queue.js';
-import { encodeHashConfig, encodeRssConfig } from '../virtio-net/rss.js';
 import { NetConfig } from '../virtio-net/config.js';
+import {
+  CtrlClass,
+  CtrlMac,
+  CtrlMq,
+  CtrlNotfCoal,
+  CtrlStats,
+  CtrlVlan,
+  VIRTIO_NET_OK,
+} from '../virtio-net/control-queue.js';
 import { NetF, netHeaderSize } from '../virtio-net/features.js';
+import { encodeHashConfig, encodeRssConfig } from '../virtio-net/rss.js';
 
 /** Feature bits Linux 6.1's virtio_net and virtio core accept (virtnet features[] + transport bits). */
 export const LINUX_6_1_FEATURES: bigint = [
@@ -84,6 +92,20 @@ export interface NetDriverOptions {
   /** Guest RAM the driver may use for rings and buffers. */
   allocator?: BumpAllocator;
   interrupts?: InterruptCollector;
+}
+
+/** One STATS_GET reply: its header fields and le64 counters (VIRTIO 1.3 "Device Statistics"). */
+export interface StatsReply {
+  type: number;
+  vqIndex: number;
+  size: number;
+  counters: bigint[];
+}
+
+/** A command's ack and the command-specific-result buffer as the device left it. */
+export interface ControlReply {
+  ack: number;
+  result: Uint8Array;
 }
 
 interface PostedRx {
@@ -404,6 +426,97 @@ export class VirtioNetDriver {
     return this.memory.readU8(ackAddr);
   }
 
+  /**
+   * A control command with a command-specific-result (STATS, NOTF_COAL VQ_GET): the device-writable part
+   * is a `resultLength`-byte buffer, then the ack byte, as Linux's virtnet_send_command_reply lays it
+   * out. `ack` is -1 when the device returned no answer.
+   */
+  controlReply(cls: number, cmd: number, data: Uint8Array, resultLength: number): ControlReply {
+    const index = this.ctrlIndex;
+    const q = this.queue(index);
+    const cmdLen = 2 + data.length;
+    const cmdAddr = this.pci.allocator.alloc(cmdLen + resultLength + 1, 64);
+    this.memory.write(cmdAddr, Uint8Array.of(cls, cmd));
+    this.memory.write(cmdAddr + 2, data);
+    const resAddr = cmdAddr + cmdLen;
+    const ackAddr = resAddr + resultLength;
+    this.memory.write(resAddr, new Uint8Array(resultLength));
+    this.memory.writeU8(ackAddr, 0xff);
+    const writable = resultLength > 0 ? [{ addr: resAddr, len: resultLength }] : [];
+    q.add([{ addr: cmdAddr, len: cmdLen }], [...writable, { addr: ackAddr, len: 1 }]);
+    this.pci.kick(index);
+    const result = this.memory.read(resAddr, resultLength).slice();
+    return { ack: q.getUsed() ? this.memory.readU8(ackAddr) : -1, result };
+  }
+
+  /** VIRTIO_NET_CTRL_STATS_QUERY: the ack and supported_stats_types (as Linux's probe sends it). */
+  statsQuery(): { ack: number; capabilities: bigint } {
+    const r = this.controlReply(CtrlClass.STATS, CtrlStats.QUERY, new Uint8Array(0), 8);
+    return { ack: r.ack, capabilities: new DataView(r.result.buffer).getBigUint64(0, true) };
+  }
+
+  /**
+   * VIRTIO_NET_CTRL_STATS_GET for `requests` (vq index, types_bitmap): the ack and the replies parsed
+   * from a result buffer of `resultLength` bytes (default: exactly what the requested types need, as
+   * Linux sizes it). Parsing stops at a reply header of size 0 or past the buffer.
+   */
+  statsGet(
+    requests: { vq: number; types: bigint }[],
+    resultLength?: number,
+  ): { ack: number; replies: StatsReply[]; raw: Uint8Array } {
+    const data = new Uint8Array(16 * requests.length);
+    const dv = new DataView(data.buffer);
+    let need = 0;
+    requests.forEach((r, i) => {
+      dv.setUint16(16 * i, r.vq, true);
+      dv.setBigUint64(16 * i + 8, r.types, true);
+      for (let t = 0n; t < 64n; t++) if ((r.types >> t) & 1n) need += STATS_SIZES[Number(t)] ?? 0;
+    });
+    const r = this.controlReply(CtrlClass.STATS, CtrlStats.GET, data, resultLength ?? need);
+    const replies: StatsReply[] = [];
+    const rv = new DataView(r.result.buffer);
+    for (let o = 0; r.ack === VIRTIO_NET_OK && o + 8 <= r.result.length; ) {
+      const size = rv.getUint16(o + 6, true);
+      if (size < 8 || o + size > r.result.length) break;
+      const counters: bigint[] = [];
+      for (let c = o + 8; c + 8 <= o + size; c += 8) counters.push(rv.getBigUint64(c, true));
+      replies.push({ type: r.result[o]!, vqIndex: rv.getUint16(o + 2, true), size, counters });
+      o += size;
+    }
+    return { ack: r.ack, replies, raw: r.result };
+  }
+
+  /** VIRTIO_NET_CTRL_NOTF_COAL_RX_SET (what `ethtool -C rx-frames / rx-usecs` sends). */
+  setRxCoalescing(maxPackets: number, maxUsecs: number): number {
+    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.RX_SET, coal(maxPackets, maxUsecs));
+  }
+
+  /** VIRTIO_NET_CTRL_NOTF_COAL_TX_SET (`ethtool -C tx-frames / tx-usecs`). */
+  setTxCoalescing(maxPackets: number, maxUsecs: number): number {
+    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.TX_SET, coal(maxPackets, maxUsecs));
+  }
+
+  /** VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET for virtqueue `vq` (`ethtool --per-queue ... -C`). */
+  setVqCoalescing(vq: number, maxPackets: number, maxUsecs: number): number {
+    const b = new Uint8Array(12);
+    b[0] = vq & 0xff;
+    b[1] = vq >> 8;
+    b.set(coal(maxPackets, maxUsecs), 4);
+    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.VQ_SET, b);
+  }
+
+  /** VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET for virtqueue `vq`: the ack and the device's parameters. */
+  getVqCoalescing(vq: number): { ack: number; maxPackets: number; maxUsecs: number } {
+    const r = this.controlReply(
+      CtrlClass.NOTF_COAL,
+      CtrlNotfCoal.VQ_GET,
+      Uint8Array.of(vq & 0xff, vq >> 8, 0, 0),
+      8,
+    );
+    const dv = new DataView(r.result.buffer);
+    return { ack: r.ack, maxPackets: dv.getUint32(0, true), maxUsecs: dv.getUint32(4, true) };
+  }
+
   rxMode(cmd: number, on: boolean): number {
     return this.control(CtrlClass.RX, cmd, Uint8Array.of(on ? 1 : 0));
   }
@@ -469,6 +582,28 @@ export class VirtioNetDriver {
   announceAck(): number {
     return this.control(CtrlClass.ANNOUNCE, 0);
   }
+}
+
+/** Reply sizes of the STATS_GET types (header included), by type bit (VIRTIO 1.3 "Device Statistics"). */
+const STATS_SIZES: Readonly<Record<number, number>> = {
+  0: 56, // RX_BASIC
+  1: 40, // RX_CSUM
+  2: 40, // RX_GSO
+  3: 24, // RX_SPEED
+  16: 56, // TX_BASIC
+  17: 24, // TX_CSUM
+  18: 56, // TX_GSO
+  19: 24, // TX_SPEED
+  32: 24, // CVQ
+};
+
+/** `struct virtio_net_ctrl_coal`: le32 max_packets, le32 max_usecs. */
+function coal(maxPackets: number, maxUsecs: number): Uint8Array {
+  const b = new Uint8Array(8);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, maxPackets, true);
+  dv.setUint32(4, maxUsecs, true);
+  return b;
 }
 
 function macBytes(mac: string): Uint8Array {

@@ -189,10 +189,7 @@ class PairLend {
     q.publishUsed();
     stats.rxPackets++;
     stats.rxBytes += frameLength;
-    if (q.needsNotification()) {
-      stats.rxInterrupts++;
-      ctx.notifyQueue(2 * pair);
-    }
+    s.coalescers[2 * pair]!.used(1, q.needsNotification());
   }
 
   /**

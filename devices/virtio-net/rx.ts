@@ -154,6 +154,7 @@ export class RxPath {
       this.recheck();
     } else {
       this.stats.rxDropped++;
+      this.stats.rxDropOverruns++;
     }
   }
 
@@ -285,10 +286,7 @@ export class RxPath {
     const stats = this.stats;
     stats.rxPackets++;
     stats.rxBytes += length;
-    if (q.needsNotification()) {
-      stats.rxInterrupts++;
-      ctx.notifyQueue(index);
-    }
+    this.shared.coalescers[index]!.used(1, q.needsNotification());
     return Delivery.Delivered;
   }
 

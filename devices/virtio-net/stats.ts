@@ -13,11 +13,17 @@ export class QueueStats {
   /** Frames waiting in the backlog now (a gauge, not a counter). */
   rxBacklogDepth = 0;
   rxInterrupts = 0;
+  /** Driver notifications (kicks) of the rx queue (DEVICE_STATS rx_notifications). */
+  rxKicks = 0;
+  /** Frames dropped because the guest had no buffers and the backlog was full (rx_drop_overruns; in rxDropped too). */
+  rxDropOverruns = 0;
   txPackets = 0;
   txBytes = 0;
   /** Frames taken from the tx queue and not sent: malformed, too big, backend refused, link down. */
   txDropped = 0;
   txInterrupts = 0;
+  /** Frames dropped as malformed: too short or long, an offload that cannot be done (in txDropped too). */
+  txDropMalformed = 0;
   txKicks = 0;
 }
 

@@ -74,7 +74,6 @@ export class TxPath {
     const index = 2 * this.pair + 1;
     const q = ctx?.queue(index);
     if (!ctx || !q) return;
-    const stats = this.stats;
     const chain = this.chain;
     let done = 0;
     q.disableNotification();
@@ -94,10 +93,8 @@ export class TxPath {
         if (batch > 0) {
           this.flushTransmit();
           q.publishUsed();
-          if (q.needsNotification()) {
-            stats.txInterrupts++;
-            ctx.notifyQueue(index);
-          }
+          // Sent, held or suppressed by the coalescing of this queue (coalesce.ts).
+          this.shared.coalescers[index]!.used(batch, q.needsNotification());
         }
       }
       if (this.blocked) return; // `ready` picks up where this stopped
@@ -135,6 +132,7 @@ export class TxPath {
     const frameLength = total - hdr;
     if (frameLength < 14 || frameLength > MAX_FRAME) {
       stats.txDropped++;
+      stats.txDropMalformed++;
       return;
     }
     if (!shared.linkUp) {
@@ -179,7 +177,10 @@ export class TxPath {
     // No vnet header on the backend (or an offload the guest may not use): finish it in software.
     this.segmenter ??= new SoftwareSegmenter();
     const frame = bytes.subarray(at, at + frameLength);
-    if (this.segmenter.process(frame, offload, this.emitSegment) !== SEGMENT_OK) stats.txDropped++;
+    if (this.segmenter.process(frame, offload, this.emitSegment) !== SEGMENT_OK) {
+      stats.txDropped++;
+      stats.txDropMalformed++;
+    }
   }
 
   /** Lets a batching backend write what it queued for this pair; its failures become counted drops. */
