@@ -194,6 +194,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.driverVersion1 = has(f, VIRTIO_F_VERSION_1);
     s.hdrSize = netHeaderSize(f);
     s.mergeable = has(f, NetF.MRG_RXBUF);
+    s.exactHdrLen = has(f, NetF.GUEST_HDRLEN);
     s.hostOffloadMask = hostOffloadMask(f);
     s.multiqueue = has(f, NetF.MQ) || has(f, NetF.RSS);
     this.rxFilter.setVlanDefault(has(f, NetF.CTRL_VLAN));
@@ -449,6 +450,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.features = 0n;
     s.hdrSize = 12;
     s.mergeable = false;
+    s.exactHdrLen = false;
     s.multiqueue = false;
     this.driverVersion1 = false;
     s.curQueuePairs = 1;

@@ -27,6 +27,8 @@ export class NetShared implements CoalesceHost {
   linkUp = true;
   /** Negotiated `struct virtio_net_hdr` size (10, 12 or 20). */
   hdrSize = 12;
+  /** VIRTIO_NET_F_GUEST_HDRLEN negotiated: a GSO frame's hdr_len must be its exact header length. */
+  exactHdrLen = false;
   /** VIRTIO_NET_F_MRG_RXBUF negotiated. */
   mergeable = false;
   /** MQ or RSS negotiated: the control queue moves to index 2 * maxQueuePairs. */

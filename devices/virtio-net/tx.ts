@@ -7,7 +7,7 @@
 import { emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
 import { ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
-import { readVnetHeader } from '../../lib/net/vnet-header.js';
+import { GsoType, readVnetHeader } from '../../lib/net/vnet-header.js';
 import { gatherReadable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, VirtqueueError } from '../../virtio/queue/virtqueue.js';
 import { offloadPermitted, wantsOffload } from './offloads.js';
@@ -163,6 +163,16 @@ export class TxPath {
       at = hdr;
     }
     const offload = readVnetHeader(headerBytes, 0, this.offload);
+    if (shared.exactHdrLen && (offload.gsoType & ~GsoType.ECN) !== GsoType.NONE) {
+      // GUEST_HDRLEN: hdr_len is the driver's exact header length (VIRTIO 1.3 §5.1.6.2); a frame
+      // whose headers say otherwise is malformed (the spec's caution against a lying driver).
+      const p = parsePacket(bytes, this.pkt, at, at + frameLength);
+      if (p.l4HeaderLength === 0 || p.l4Offset + p.l4HeaderLength - at !== offload.hdrLen) {
+        stats.txDropped++;
+        stats.txDropMalformed++;
+        return;
+      }
+    }
     if (shared.autoSteering()) {
       shared.flows.recordTx(bytes, parsePacket(bytes, this.pkt, at, at + frameLength), this.pair);
     }
