@@ -1,0 +1,164 @@
+// VIRTIO_NET_CTRL_STATS through the synthetic guest (VIRTIO 1.3 "Device Statistics"): STATS_QUERY's
+// capability bytes, STATS_GET replies byte for byte from the device's counters, in request order, cut to
+// whole replies when the buffer is short, and every malformed request answered ERR with nothing written.
+import { describe, expect, it } from 'vitest';
+import { LINUX_6_1_FEATURES } from '../testing/net-driver.js';
+import { DEV_MAC, openBench, PEER_MAC, rawFrame } from './bench.test-support.js';
+import { CtrlClass, CtrlStats, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
+import { NetF } from './features.js';
+
+const bit = (b: number) => 1n << BigInt(b);
+const STATS = { device_stats: true };
+const WANT = { wanted: LINUX_6_1_FEATURES | bit(NetF.DEVICE_STATS) };
+const RX_BASIC = 1n << 0n;
+const TX_BASIC = 1n << 16n;
+const CVQ = 1n << 32n;
+
+/** A reply as the spec lays it out: type, reserved, le16 vq_index, le16 reserved1, le16 size, le64s. */
+function reply(type: number, vq: number, counters: number[]): number[] {
+  const size = 8 + 8 * counters.length;
+  const out = [type, 0, vq & 0xff, vq >> 8, 0, 0, size & 0xff, size >> 8];
+  for (const c of counters) {
+    const lo = c % 2 ** 32;
+    const hi = Math.floor(c / 2 ** 32);
+    for (let i = 0; i < 4; i++) out.push((lo >>> (8 * i)) & 0xff);
+    for (let i = 0; i < 4; i++) out.push((hi >>> (8 * i)) & 0xff);
+  }
+  return out;
+}
+
+describe('STATS_QUERY', () => {
+  it('offered only with device_stats; the capabilities are CVQ, RX_BASIC and TX_BASIC, le64', () => {
+    expect(openBench().dev.net.offered & bit(NetF.DEVICE_STATS)).toBe(0n);
+    const b = openBench(STATS, {}, WANT);
+    expect(b.driver.has(NetF.DEVICE_STATS)).toBe(true);
+    const r = b.driver.controlReply(CtrlClass.STATS, CtrlStats.QUERY, new Uint8Array(0), 8);
+    expect(r.ack).toBe(VIRTIO_NET_OK);
+    expect(Array.from(r.result)).toEqual([0x01, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00]);
+    expect(b.driver.statsQuery()).toEqual({ ack: VIRTIO_NET_OK, capabilities: CVQ | RX_BASIC | TX_BASIC });
+  });
+
+  it('ERR without DEVICE_STATS negotiated or without 8 bytes of room; nothing written', () => {
+    const off = openBench(STATS);
+    expect(off.driver.has(NetF.DEVICE_STATS)).toBe(false);
+    const r = off.driver.controlReply(CtrlClass.STATS, CtrlStats.QUERY, new Uint8Array(0), 8);
+    expect(r.ack).toBe(VIRTIO_NET_ERR);
+    expect(Array.from(r.result)).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+    const b = openBench(STATS, {}, WANT);
+    const short = b.driver.controlReply(CtrlClass.STATS, CtrlStats.QUERY, new Uint8Array(0), 7);
+    expect(short.ack).toBe(VIRTIO_NET_ERR);
+    expect(Array.from(short.result)).toEqual([0, 0, 0, 0, 0, 0, 0]);
+    expect(b.driver.controlReply(CtrlClass.STATS, 2, new Uint8Array(0), 8).ack).toBe(VIRTIO_NET_ERR);
+  });
+});
+
+describe('STATS_GET', () => {
+  it("replies byte for byte from the device's counters, in request order (as Linux's ethtool -S asks)", () => {
+    const b = openBench(STATS, {}, WANT);
+    const d = b.driver;
+    for (let i = 0; i < 3; i++) b.backend.inject(rawFrame(100 + i, DEV_MAC, PEER_MAC, i));
+    d.receive(0);
+    d.send(rawFrame(70, PEER_MAC, DEV_MAC));
+    d.send(new Uint8Array(10)); // malformed: shorter than an Ethernet header
+    const s = b.dev.stats();
+    const q = s.queues[0]!;
+    expect(q.txDropMalformed).toBe(1);
+    const commands = s.ctrlCommands;
+    const ok = commands - s.ctrlErrors;
+    const r = d.statsGet([
+      { vq: 0, types: RX_BASIC },
+      { vq: 1, types: TX_BASIC },
+      { vq: 2, types: CVQ },
+    ]);
+    expect(r.ack).toBe(VIRTIO_NET_OK);
+    expect(Array.from(r.raw)).toEqual([
+      ...reply(0, 0, [q.rxKicks, 3, 303, q.rxInterrupts, 0, 0]),
+      ...reply(16, 1, [q.txKicks, 1, 70, q.txInterrupts, 1, 1]),
+      ...reply(32, 2, [commands + 1, ok + 1]),
+    ]);
+    expect(q.rxKicks).toBeGreaterThan(0);
+    expect(q.txKicks).toBe(2);
+    expect(r.replies.map((x) => [x.type, x.vqIndex, x.size])).toEqual([
+      [0, 0, 56],
+      [16, 1, 56],
+      [32, 2, 24],
+    ]);
+  });
+
+  it('rx_drop_overruns counts frames dropped for lack of buffers (a full backlog), also in rx_drops', () => {
+    const b = openBench(STATS, {}, { ...WANT, rxBuffers: 0 });
+    // Straight into the device, as a backend that ignores pauses would (the backlog holds 256).
+    for (let i = 0; i < 260; i++) b.dev.net.receive(rawFrame(64, DEV_MAC, PEER_MAC, i), 0, null);
+    const q = b.dev.stats().queues[0]!;
+    expect([q.rxDropOverruns, q.rxDropped]).toEqual([4, 4]);
+    const c = b.driver.statsGet([{ vq: 0, types: RX_BASIC }]).replies[0]!.counters;
+    expect(c[4]).toBe(BigInt(q.rxDropped));
+    expect(c[5]).toBe(BigInt(q.rxDropOverruns));
+  });
+
+  it('a short result buffer gets the whole replies that fit, nothing of the next', () => {
+    const b = openBench(STATS, {}, WANT);
+    const r = b.driver.statsGet(
+      [
+        { vq: 2, types: CVQ },
+        { vq: 0, types: RX_BASIC },
+      ],
+      24 + 55,
+    );
+    expect(r.ack).toBe(VIRTIO_NET_OK);
+    expect(r.replies.map((x) => x.type)).toEqual([32]);
+    expect(Array.from(r.raw.subarray(24))).toEqual(new Array(55).fill(0));
+  });
+
+  it('with MQ the control queue is 2 * max pairs and every pair answers', () => {
+    const b = openBench({ ...STATS, mq: true, queues: 2 }, { queues: 2 }, WANT);
+    const r = b.driver.statsGet([
+      { vq: 3, types: TX_BASIC },
+      { vq: 4, types: CVQ },
+    ]);
+    expect(r.ack).toBe(VIRTIO_NET_OK);
+    expect(r.replies.map((x) => [x.type, x.vqIndex])).toEqual([
+      [16, 3],
+      [32, 4],
+    ]);
+    expect(b.driver.statsGet([{ vq: 2, types: CVQ }]).ack).toBe(VIRTIO_NET_ERR); // rx queue of pair 1
+  });
+
+  it('one bad entry fails the whole command: vq out of range, unknown type, wrong queue type, length', () => {
+    const b = openBench(STATS, {}, WANT);
+    const d = b.driver;
+    const bad: { vq: number; types: bigint }[][] = [
+      [{ vq: 3, types: TX_BASIC }], // no such queue without MQ
+      [{ vq: 0xffff, types: RX_BASIC }],
+      [{ vq: 0, types: TX_BASIC }], // a tx type on an rx queue
+      [{ vq: 1, types: RX_BASIC }],
+      [{ vq: 0, types: CVQ }], // CVQ on a data queue
+      [{ vq: 2, types: RX_BASIC }], // a data type on the control queue
+      [{ vq: 0, types: 1n << 1n }], // RX_CSUM: not supported
+      [{ vq: 1, types: 1n << 19n }], // TX_SPEED: not supported
+      [{ vq: 0, types: 1n << 40n }], // unknown
+      [{ vq: 2, types: 1n << 63n }],
+      [
+        { vq: 0, types: RX_BASIC },
+        { vq: 1, types: RX_BASIC },
+      ],
+    ];
+    for (const req of bad) {
+      const r = d.statsGet(req, 112);
+      expect(
+        r.ack,
+        JSON.stringify(req, (_, v) => (typeof v === 'bigint' ? v.toString() : v)),
+      ).toBe(VIRTIO_NET_ERR);
+      expect(r.raw.every((x) => x === 0)).toBe(true);
+    }
+    // Not a whole number of 16-byte entries, or none.
+    for (const len of [0, 15, 17]) {
+      const r = d.controlReply(CtrlClass.STATS, CtrlStats.GET, new Uint8Array(len), 56);
+      expect(r.ack, `length ${len}`).toBe(VIRTIO_NET_ERR);
+      expect(r.result).toEqual(new Uint8Array(56));
+    }
+    // Without DEVICE_STATS negotiated.
+    const off = openBench(STATS);
+    expect(off.driver.statsGet([{ vq: 0, types: RX_BASIC }]).ack).toBe(VIRTIO_NET_ERR);
+  });
+});
