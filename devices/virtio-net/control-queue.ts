@@ -186,8 +186,9 @@ export class ControlQueue {
 
   /**
    * VIRTIO 1.3 "Notifications Coalescing": TX_SET / RX_SET (`struct virtio_net_ctrl_coal`, le32
-   * max_packets, le32 max_usecs) set every transmit / receive virtqueue; VQ_SET / VQ_GET (le16 vq_index,
-   * le16 reserved, then the coal struct written or returned) one enabled data virtqueue.
+   * max_packets, le32 max_usecs) set every transmit / receive virtqueue; VQ_SET (le16 vq_index, le16
+   * reserved, the coal struct) and VQ_GET (vq_index in, the coal struct as result) one enabled data
+   * virtqueue.
    */
   private notfCoal(cmd: number, data: Uint8Array): number {
     const net = this.net;
@@ -203,7 +204,8 @@ export class ControlQueue {
       return VIRTIO_NET_OK;
     }
     if (cmd !== CtrlNotfCoal.VQ_SET && cmd !== CtrlNotfCoal.VQ_GET) return VIRTIO_NET_ERR;
-    if (!has(f, NetF.VQ_NOTF_COAL) || data.length < 4) return VIRTIO_NET_ERR;
+    // VQ_GET needs only vq_index: Linux's probe (virtnet_get_coal_init_value) sends the le16 alone.
+    if (!has(f, NetF.VQ_NOTF_COAL) || data.length < 2) return VIRTIO_NET_ERR;
     const vq = data[0]! | (data[1]! << 8);
     // "an enabled transmit or receive virtqueue": not the control queue, nor one the driver left off.
     if (vq >= net.dataQueues || vq >= coal.length || !net.context?.queue(vq)) return VIRTIO_NET_ERR;

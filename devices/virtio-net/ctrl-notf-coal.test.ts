@@ -84,6 +84,10 @@ describe('NOTF_COAL commands', () => {
     const r = b.driver.controlReply(CtrlClass.NOTF_COAL, CtrlNotfCoal.VQ_GET, Uint8Array.of(1, 0, 0, 0), 8);
     expect(r.ack).toBe(VIRTIO_NET_OK);
     expect(Array.from(r.result)).toEqual([0x04, 0x03, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a]);
+    // Linux's probe sends vq_index alone (2 bytes, no reserved): answered the same.
+    const linux = b.driver.controlReply(CtrlClass.NOTF_COAL, CtrlNotfCoal.VQ_GET, Uint8Array.of(1, 0), 8);
+    expect(linux.ack).toBe(VIRTIO_NET_OK);
+    expect(Array.from(linux.result)).toEqual([0x04, 0x03, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a]);
     // A larger result buffer: the struct first, the ack still last.
     const big = b.driver.controlReply(
       CtrlClass.NOTF_COAL,
@@ -109,7 +113,7 @@ describe('NOTF_COAL commands', () => {
       [CtrlNotfCoal.VQ_SET, vqSet(3, 1, 1)], // no such queue
       [CtrlNotfCoal.VQ_SET, vqSet(0xffff, 1, 1)],
       [CtrlNotfCoal.VQ_GET, Uint8Array.of(2, 0, 0, 0)],
-      [CtrlNotfCoal.VQ_GET, Uint8Array.of(0, 0)], // short
+      [CtrlNotfCoal.VQ_GET, Uint8Array.of(0)], // short
       [4, vqSet(0, 1, 1)], // unknown command
     ];
     for (const [cmd, data] of cases) {
