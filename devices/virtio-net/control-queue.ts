@@ -122,11 +122,12 @@ export class ControlQueue {
       let used = 1;
       if (cls === CtrlClass.STATS || cls === CtrlClass.NOTF_COAL) {
         // These place the result first and `ack` in the last writable byte (struct virtio_net_ctrl).
+        // The used length counts the bytes written: the result (on OK) and the ack.
         if (status === VIRTIO_NET_OK && this.resultLength > 0) {
           scatterWritable(ctx.memory, chain, this.result!.subarray(0, this.resultLength));
+          used += this.resultLength;
         }
         scatterWritable(ctx.memory, chain, this.ack, chain.writableLength - 1);
-        used = chain.writableLength;
       } else scatterWritable(ctx.memory, chain, this.ack);
       q.push(chain, used);
       handled++;

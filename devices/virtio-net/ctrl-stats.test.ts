@@ -1,6 +1,7 @@
 // VIRTIO_NET_CTRL_STATS through the synthetic guest (VIRTIO 1.3 "Device Statistics"): STATS_QUERY's
 // capability bytes, STATS_GET replies byte for byte from the device's counters, in request order, cut to
 // whole replies when the buffer is short, and every malformed request answered ERR with nothing written.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LINUX_6_1_FEATURES } from '../testing/net-driver.js';
 import { DEV_MAC, openBench, PEER_MAC, rawFrame } from './bench.test-support.js';
@@ -160,5 +161,34 @@ describe('STATS_GET', () => {
     // Without DEVICE_STATS negotiated.
     const off = openBench(STATS);
     expect(off.driver.statsGet([{ vq: 0, types: RX_BASIC }]).ack).toBe(VIRTIO_NET_ERR);
+  });
+});
+
+describe('hostile STATS and NOTF_COAL commands', () => {
+  it('random payloads and result sizes: always an ack, nothing thrown, parameters valid u32s', () => {
+    const b = openBench(
+      { ...STATS, notf_coal: true, vq_notf_coal: true },
+      {},
+      { wanted: WANT.wanted | bit(NetF.VQ_NOTF_COAL) },
+    );
+    fc.assert(
+      fc.property(
+        fc.constantFrom(CtrlClass.STATS, CtrlClass.NOTF_COAL),
+        fc.integer({ min: 0, max: 5 }),
+        fc.uint8Array({ maxLength: 80 }),
+        fc.integer({ min: 0, max: 200 }),
+        (cls, cmd, data, room) => {
+          const r = b.driver.controlReply(cls, cmd, data, room);
+          expect([VIRTIO_NET_OK, VIRTIO_NET_ERR]).toContain(r.ack);
+          for (const c of b.dev.net.coalescers) {
+            expect(Number.isInteger(c.maxPackets) && c.maxPackets >= 0 && c.maxPackets <= 0xffff_ffff).toBe(
+              true,
+            );
+          }
+        },
+      ),
+      { numRuns: 400, seed: 18 },
+    );
+    expect(b.driver.pci.status & 0x40).toBe(0); // never DEVICE_NEEDS_RESET
   });
 });
