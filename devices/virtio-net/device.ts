@@ -275,7 +275,8 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
       this.applyQueuePairs();
       this.rx.restoredBacklogs(paused, recheck);
       // A notification the source held is sent within its max_usecs (at once without coalescing).
-      coalesce?.queues.forEach((q, i) => q[2] && this.shared.coalescers[i]?.used(0, true));
+      for (const [i, q] of (coalesce?.queues ?? []).entries())
+        if (q[2]) this.shared.coalescers[i]?.used(0, true);
     }
   }
 
