@@ -106,6 +106,8 @@ export interface StatsReply {
 export interface ControlReply {
   ack: number;
   result: Uint8Array;
+  /** The used length the device reported (ack + result bytes written), -1 without an answer. */
+  usedLength: number;
 }
 
 interface PostedRx {
@@ -428,25 +430,30 @@ export class VirtioNetDriver {
 
   /**
    * A control command with a command-specific-result (STATS, NOTF_COAL VQ_GET): the device-writable part
-   * is a `resultLength`-byte buffer, then the ack byte, as Linux's virtnet_send_command_reply lays it
-   * out. `ack` is -1 when the device returned no answer.
+   * is the ack byte, then a `resultLength`-byte buffer (struct virtio_net_ctrl; Linux's
+   * virtnet_send_command_reply adds the status before the result too). `ack` is -1 when the device
+   * returned no answer.
    */
   controlReply(cls: number, cmd: number, data: Uint8Array, resultLength: number): ControlReply {
     const index = this.ctrlIndex;
     const q = this.queue(index);
     const cmdLen = 2 + data.length;
-    const cmdAddr = this.pci.allocator.alloc(cmdLen + resultLength + 1, 64);
+    const cmdAddr = this.pci.allocator.alloc(cmdLen + 1 + resultLength, 64);
     this.memory.write(cmdAddr, Uint8Array.of(cls, cmd));
     this.memory.write(cmdAddr + 2, data);
-    const resAddr = cmdAddr + cmdLen;
-    const ackAddr = resAddr + resultLength;
-    this.memory.write(resAddr, new Uint8Array(resultLength));
+    const ackAddr = cmdAddr + cmdLen;
+    const resAddr = ackAddr + 1;
     this.memory.writeU8(ackAddr, 0xff);
-    const writable = resultLength > 0 ? [{ addr: resAddr, len: resultLength }] : [];
-    q.add([{ addr: cmdAddr, len: cmdLen }], [...writable, { addr: ackAddr, len: 1 }]);
+    this.memory.write(resAddr, new Uint8Array(resultLength));
+    const result = resultLength > 0 ? [{ addr: resAddr, len: resultLength }] : [];
+    q.add([{ addr: cmdAddr, len: cmdLen }], [{ addr: ackAddr, len: 1 }, ...result]);
     this.pci.kick(index);
-    const result = this.memory.read(resAddr, resultLength).slice();
-    return { ack: q.getUsed() ? this.memory.readU8(ackAddr) : -1, result };
+    const used = q.getUsed();
+    return {
+      ack: used ? this.memory.readU8(ackAddr) : -1,
+      result: this.memory.read(resAddr, resultLength).slice(),
+      usedLength: used ? used.len : -1,
+    };
   }
 
   /** VIRTIO_NET_CTRL_STATS_QUERY: the ack and supported_stats_types (as Linux's probe sends it). */
@@ -463,7 +470,7 @@ export class VirtioNetDriver {
   statsGet(
     requests: { vq: number; types: bigint }[],
     resultLength?: number,
-  ): { ack: number; replies: StatsReply[]; raw: Uint8Array } {
+  ): { ack: number; replies: StatsReply[]; raw: Uint8Array; usedLength: number } {
     const data = new Uint8Array(16 * requests.length);
     const dv = new DataView(data.buffer);
     let need = 0;
@@ -483,7 +490,7 @@ export class VirtioNetDriver {
       replies.push({ type: r.result[o]!, vqIndex: rv.getUint16(o + 2, true), size, counters });
       o += size;
     }
-    return { ack: r.ack, replies, raw: r.result };
+    return { ack: r.ack, replies, raw: r.result, usedLength: r.usedLength };
   }
 
   /** VIRTIO_NET_CTRL_NOTF_COAL_RX_SET (what `ethtool -C rx-frames / rx-usecs` sends). */

@@ -109,26 +109,20 @@ export class ControlQueue {
       let status = VIRTIO_NET_ERR;
       this.resultRoom = Math.min(chain.writableLength - 1, MAX_RESULT);
       this.resultLength = -1;
-      let cls = -1;
       if (chain.readableLength <= MAX_COMMAND) {
         const cmd = this.buffer.subarray(0, chain.readableLength);
         gatherReadable(ctx.memory, chain, cmd);
-        cls = cmd[0]!;
-        status = this.execute(cls, cmd[1]!, cmd.subarray(2));
+        status = this.execute(cmd[0]!, cmd[1]!, cmd.subarray(2));
       }
       this.net.deviceStats.ctrlCommands++;
       if (status !== VIRTIO_NET_OK) this.net.deviceStats.ctrlErrors++;
       this.ack[0] = status;
+      scatterWritable(ctx.memory, chain, this.ack);
       let used = 1;
-      if (cls === CtrlClass.STATS || cls === CtrlClass.NOTF_COAL) {
-        // These place the result first and `ack` in the last writable byte (struct virtio_net_ctrl).
-        // The used length counts the bytes written: the result (on OK) and the ack.
-        if (status === VIRTIO_NET_OK && this.resultLength > 0) {
-          scatterWritable(ctx.memory, chain, this.result!.subarray(0, this.resultLength));
-          used += this.resultLength;
-        }
-        scatterWritable(ctx.memory, chain, this.ack, chain.writableLength - 1);
-      } else scatterWritable(ctx.memory, chain, this.ack);
+      // struct virtio_net_ctrl: the ack, then command-specific-result (STATS, VQ_GET) on OK.
+      if (status === VIRTIO_NET_OK && this.resultLength > 0) {
+        used += scatterWritable(ctx.memory, chain, this.result!.subarray(0, this.resultLength), 1);
+      }
       q.push(chain, used);
       handled++;
     }

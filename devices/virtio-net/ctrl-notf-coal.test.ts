@@ -78,17 +78,28 @@ describe('NOTF_COAL commands', () => {
     ]);
   });
 
-  it('VQ_GET reply bytes: le32 max_packets, le32 max_usecs, then the ack in the last writable byte', () => {
+  it('VQ_GET reply bytes: the ack, then le32 max_packets, le32 max_usecs (struct virtio_net_ctrl)', () => {
     const b = openBench(COAL, {}, WANT);
     expect(b.driver.setVqCoalescing(1, 0x01020304, 0x0a0b0c0d)).toBe(VIRTIO_NET_OK);
     const r = b.driver.controlReply(CtrlClass.NOTF_COAL, CtrlNotfCoal.VQ_GET, Uint8Array.of(1, 0, 0, 0), 8);
     expect(r.ack).toBe(VIRTIO_NET_OK);
     expect(Array.from(r.result)).toEqual([0x04, 0x03, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a]);
+    expect(r.usedLength).toBe(9);
+    // Ack and result in one writable descriptor: byte 0 is the ack.
+    const mem = b.memory;
+    const at = b.driver.pci.allocator.alloc(16, 64);
+    mem.write(at, Uint8Array.of(CtrlClass.NOTF_COAL, CtrlNotfCoal.VQ_GET, 1, 0, 0, 0));
+    mem.write(at + 8, new Uint8Array(8).fill(0xee));
+    const q = b.driver.queue(b.driver.ctrlIndex);
+    q.add([{ addr: at, len: 6 }], [{ addr: at + 7, len: 9 }]);
+    b.driver.pci.kick(b.driver.ctrlIndex);
+    expect(q.getUsed()?.len).toBe(9);
+    expect(Array.from(mem.read(at + 7, 9))).toEqual([0, 0x04, 0x03, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a]);
     // Linux's probe sends vq_index alone (2 bytes, no reserved): answered the same.
     const linux = b.driver.controlReply(CtrlClass.NOTF_COAL, CtrlNotfCoal.VQ_GET, Uint8Array.of(1, 0), 8);
     expect(linux.ack).toBe(VIRTIO_NET_OK);
     expect(Array.from(linux.result)).toEqual([0x04, 0x03, 0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a]);
-    // A larger result buffer: the struct first, the ack still last.
+    // A larger result buffer: the struct at its start, the rest untouched.
     const big = b.driver.controlReply(
       CtrlClass.NOTF_COAL,
       CtrlNotfCoal.VQ_GET,
@@ -120,6 +131,7 @@ describe('NOTF_COAL commands', () => {
       const r = d.controlReply(CtrlClass.NOTF_COAL, cmd, data, 8);
       expect(r.ack, `cmd ${cmd} len ${data.length}`).toBe(VIRTIO_NET_ERR);
       expect(Array.from(r.result)).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+      expect(r.usedLength).toBe(1);
     }
     // VQ_GET with no room for the struct.
     expect(d.controlReply(CtrlClass.NOTF_COAL, CtrlNotfCoal.VQ_GET, Uint8Array.of(0, 0, 0, 0), 7).ack).toBe(

@@ -36,6 +36,7 @@ describe('STATS_QUERY', () => {
     const r = b.driver.controlReply(CtrlClass.STATS, CtrlStats.QUERY, new Uint8Array(0), 8);
     expect(r.ack).toBe(VIRTIO_NET_OK);
     expect(Array.from(r.result)).toEqual([0x01, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00]);
+    expect(r.usedLength).toBe(9);
     expect(b.driver.statsQuery()).toEqual({ ack: VIRTIO_NET_OK, capabilities: CVQ | RX_BASIC | TX_BASIC });
   });
 
@@ -77,6 +78,7 @@ describe('STATS_GET', () => {
       ...reply(16, 1, [q.txKicks, 1, 70, q.txInterrupts, 1, 1]),
       ...reply(32, 2, [commands + 1, ok + 1]),
     ]);
+    expect(r.usedLength).toBe(1 + 56 + 56 + 24);
     expect(q.rxKicks).toBeGreaterThan(0);
     expect(q.txKicks).toBe(2);
     expect(r.replies.map((x) => [x.type, x.vqIndex, x.size])).toEqual([
