@@ -4,7 +4,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LINUX_6_1_FEATURES } from '../testing/net-driver.js';
-import { DEV_MAC, openBench, PEER_MAC, rawFrame } from './bench.test-support.js';
+import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
+import { DEV_MAC, offload, openBench, PEER_MAC, pattern, rawFrame, tcp4Frame } from './bench.test-support.js';
 import { CtrlClass, CtrlStats, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { NetF } from './features.js';
 
@@ -14,6 +15,10 @@ const WANT = { wanted: LINUX_6_1_FEATURES | bit(NetF.DEVICE_STATS) };
 const RX_BASIC = 1n << 0n;
 const TX_BASIC = 1n << 16n;
 const CVQ = 1n << 32n;
+const RX_CSUM = 1n << 1n;
+const RX_GSO = 1n << 2n;
+const TX_CSUM = 1n << 17n;
+const TX_GSO = 1n << 18n;
 
 /** A reply as the spec lays it out: type, reserved, le16 vq_index, le16 reserved1, le16 size, le64s. */
 function reply(type: number, vq: number, counters: number[]): number[] {
@@ -29,15 +34,34 @@ function reply(type: number, vq: number, counters: number[]): number[] {
 }
 
 describe('STATS_QUERY', () => {
-  it('offered only with device_stats; the capabilities are CVQ, RX_BASIC and TX_BASIC, le64', () => {
+  it('offered only with device_stats; the capabilities follow the negotiated offloads, le64', () => {
     expect(openBench().dev.net.offered & bit(NetF.DEVICE_STATS)).toBe(0n);
     const b = openBench(STATS, {}, WANT);
     expect(b.driver.has(NetF.DEVICE_STATS)).toBe(true);
     const r = b.driver.controlReply(CtrlClass.STATS, CtrlStats.QUERY, new Uint8Array(0), 8);
     expect(r.ack).toBe(VIRTIO_NET_OK);
-    expect(Array.from(r.result)).toEqual([0x01, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00]);
+    // Linux 6.1's features have CSUM, GUEST_CSUM, GUEST_TSO4/6, HOST_TSO4/6: both csum and gso groups.
+    expect(Array.from(r.result)).toEqual([0x07, 0x00, 0x07, 0x00, 0x01, 0x00, 0x00, 0x00]);
     expect(r.usedLength).toBe(9);
-    expect(b.driver.statsQuery()).toEqual({ ack: VIRTIO_NET_OK, capabilities: CVQ | RX_BASIC | TX_BASIC });
+    expect(b.driver.statsQuery()).toEqual({
+      ack: VIRTIO_NET_OK,
+      capabilities: CVQ | RX_BASIC | RX_CSUM | RX_GSO | TX_BASIC | TX_CSUM | TX_GSO,
+    });
+    // Without the offloads only the basic groups (the speed groups never).
+    const offloads = [
+      NetF.CSUM,
+      NetF.GUEST_CSUM,
+      NetF.GUEST_TSO4,
+      NetF.GUEST_TSO6,
+      NetF.GUEST_ECN,
+      NetF.GUEST_UFO,
+    ]
+      .concat([NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.HOST_ECN, NetF.HOST_UFO, NetF.CTRL_GUEST_OFFLOADS])
+      .reduce((m, x) => m | bit(x), 0n);
+    const bare = openBench(STATS, {}, { wanted: WANT.wanted & ~offloads });
+    expect(bare.driver.statsQuery()).toEqual({ ack: VIRTIO_NET_OK, capabilities: CVQ | RX_BASIC | TX_BASIC });
+    expect(bare.driver.statsGet([{ vq: 0, types: RX_CSUM }]).ack).toBe(VIRTIO_NET_ERR);
+    expect(bare.driver.statsGet([{ vq: 1, types: TX_GSO }]).ack).toBe(VIRTIO_NET_ERR);
   });
 
   it('ERR without DEVICE_STATS negotiated or without 8 bytes of room; nothing written', () => {
@@ -85,6 +109,39 @@ describe('STATS_GET', () => {
       [0, 0, 56],
       [16, 1, 56],
       [32, 2, 24],
+    ]);
+  });
+
+  it('checksum and GSO groups: counted per frame from the headers, byte for byte', () => {
+    // HOST_TSO4 left out: a TCPv4 GSO frame is then segmented by the device (3 segments of 1000).
+    const b = openBench(STATS, {}, { wanted: WANT.wanted & ~(bit(NetF.HOST_TSO4) | bit(NetF.HOST_ECN)) });
+    const d = b.driver;
+    const tcp = tcp4Frame({ payload: pattern(3000, 1), csum: 'partial', dst: PEER_MAC, src: DEV_MAC });
+    const csum = offload({ flags: NetHdrFlags.NEEDS_CSUM, csumStart: 34, csumOffset: 16 });
+    const tso = { ...csum, gsoType: GsoType.TCPV4, hdrLen: 54, gsoSize: 1000 };
+    d.send(tcp, { offload: tso }); // segmented: 3 segments
+    d.send(tcp, { offload: { ...tso, gsoType: GsoType.TCPV6 } }); // TSO6 negotiated: to the backend whole
+    d.send(tcp, { offload: csum });
+    d.send(rawFrame(60, PEER_MAC, DEV_MAC));
+    const segBytes = b.sent.slice(0, 3).reduce((n, x) => n + x.frame.length, 0);
+    expect(b.sent).toHaveLength(6);
+    const rxTcp = tcp4Frame({ payload: pattern(2000, 2), csum: 'partial' });
+    b.backend.inject(rxTcp, 0, csum);
+    b.backend.inject(rxTcp, 0, offload({ flags: NetHdrFlags.DATA_VALID }));
+    b.backend.inject(rxTcp, 0, { ...tso, gsoSize: 1400 });
+    b.backend.inject(rawFrame(70, DEV_MAC, PEER_MAC));
+    expect(d.receive(0)).toHaveLength(4);
+    const r = d.statsGet([
+      { vq: 0, types: RX_CSUM | RX_GSO },
+      { vq: 1, types: TX_CSUM | TX_GSO },
+    ]);
+    expect(r.ack).toBe(VIRTIO_NET_OK);
+    const n = tcp.length;
+    expect(Array.from(r.raw)).toEqual([
+      ...reply(1, 0, [1, 2, 1, 0]), // valid, needs (csum + gso), none, bad
+      ...reply(2, 0, [1, rxTcp.length, 0, 0]),
+      ...reply(17, 1, [1, 3]), // none, needs
+      ...reply(18, 1, [2, 2 * n, 3, segBytes, 1, n]),
     ]);
   });
 
@@ -137,7 +194,8 @@ describe('STATS_GET', () => {
       [{ vq: 1, types: RX_BASIC }],
       [{ vq: 0, types: CVQ }], // CVQ on a data queue
       [{ vq: 2, types: RX_BASIC }], // a data type on the control queue
-      [{ vq: 0, types: 1n << 1n }], // RX_CSUM: not supported
+      [{ vq: 0, types: 1n << 3n }], // RX_SPEED: not supported
+      [{ vq: 0, types: TX_CSUM }], // a tx group on an rx queue
       [{ vq: 1, types: 1n << 19n }], // TX_SPEED: not supported
       [{ vq: 0, types: 1n << 40n }], // unknown
       [{ vq: 2, types: 1n << 63n }],

@@ -24,21 +24,32 @@ export const StatsType = {
 export const STATS_REPLY_SIZE: Readonly<Record<number, number>> = {
   [StatsType.CVQ]: 8 + 2 * 8,
   [StatsType.RX_BASIC]: 8 + 6 * 8,
+  [StatsType.RX_CSUM]: 8 + 4 * 8,
+  [StatsType.RX_GSO]: 8 + 4 * 8,
   [StatsType.TX_BASIC]: 8 + 6 * 8,
+  [StatsType.TX_CSUM]: 8 + 2 * 8,
+  [StatsType.TX_GSO]: 8 + 6 * 8,
 };
 
 /** One `struct virtio_net_ctrl_queue_stats` entry: le16 vq_index, le16 reserved[3], le64 types_bitmap. */
 const REQUEST_ENTRY = 16;
 
+const typeBit = (t: number) => 1n << BigInt(t);
+
 /**
- * The types this device supports for the negotiated features. Only the basic groups and the control
- * queue's: the checksum and GSO groups need counters per checksum / GSO kind the data paths do not keep,
- * and the speed groups count drops for exceeding `speed`, which this device never does.
+ * The types this device supports for the negotiated features: the control queue's and both basic
+ * groups always; a checksum or GSO group when the feature the spec ties it to is negotiated (RX_CSUM:
+ * GUEST_CSUM, TX_CSUM: CSUM, RX_GSO: GUEST_TSO4/6, TX_GSO: HOST_TSO4/6 or HOST_USO). Never the speed
+ * groups: they count drops for exceeding `speed`, which this device never makes.
  */
-export function statsCapabilities(_negotiated: bigint): bigint {
-  return (
-    (1n << BigInt(StatsType.CVQ)) | (1n << BigInt(StatsType.RX_BASIC)) | (1n << BigInt(StatsType.TX_BASIC))
-  );
+export function statsCapabilities(f: bigint): bigint {
+  let caps = typeBit(StatsType.CVQ) | typeBit(StatsType.RX_BASIC) | typeBit(StatsType.TX_BASIC);
+  if (has(f, NetF.GUEST_CSUM)) caps |= typeBit(StatsType.RX_CSUM);
+  if (has(f, NetF.CSUM)) caps |= typeBit(StatsType.TX_CSUM);
+  if (has(f, NetF.GUEST_TSO4) || has(f, NetF.GUEST_TSO6)) caps |= typeBit(StatsType.RX_GSO);
+  if (has(f, NetF.HOST_TSO4) || has(f, NetF.HOST_TSO6) || has(f, NetF.HOST_USO))
+    caps |= typeBit(StatsType.TX_GSO);
+  return caps;
 }
 
 /** What STATS_GET reads. */
@@ -132,21 +143,41 @@ function writeReply(src: StatsSource, type: number, vq: number, out: Uint8Array,
     return;
   }
   const q = src.queueStats[vq >> 1]!;
-  if (type === StatsType.RX_BASIC) {
-    put64(out, c, q.rxKicks);
-    put64(out, c + 8, q.rxPackets);
-    put64(out, c + 16, q.rxBytes);
-    put64(out, c + 24, q.rxInterrupts);
-    put64(out, c + 32, q.rxDropped);
-    put64(out, c + 40, q.rxDropOverruns);
-  } else {
-    put64(out, c, q.txKicks);
-    put64(out, c + 8, q.txPackets);
-    put64(out, c + 16, q.txBytes);
-    put64(out, c + 24, q.txInterrupts);
-    put64(out, c + 32, q.txDropped);
-    put64(out, c + 40, q.txDropMalformed);
+  switch (type) {
+    case StatsType.RX_BASIC:
+      put64s(out, c, q.rxKicks, q.rxPackets, q.rxBytes, q.rxInterrupts, q.rxDropped, q.rxDropOverruns);
+      return;
+    case StatsType.RX_CSUM:
+      // rx_csum_bad: frames are delivered without being checked, none is known bad.
+      put64s(out, c, q.rxCsumValid, q.rxNeedsCsum, q.rxCsumNone, 0);
+      return;
+    case StatsType.RX_GSO:
+      // The coalesced pair: the device never merges frames (no RSC).
+      put64s(out, c, q.rxGsoPackets, q.rxGsoBytes, 0, 0);
+      return;
+    case StatsType.TX_BASIC:
+      put64s(out, c, q.txKicks, q.txPackets, q.txBytes, q.txInterrupts, q.txDropped, q.txDropMalformed);
+      return;
+    case StatsType.TX_CSUM:
+      put64s(out, c, q.txCsumNone, q.txNeedsCsum);
+      return;
+    case StatsType.TX_GSO:
+      put64s(
+        out,
+        c,
+        q.txGsoPackets,
+        q.txGsoBytes,
+        q.txGsoSegments,
+        q.txGsoSegmentsBytes,
+        q.txGsoPacketsNoseg,
+        q.txGsoBytesNoseg,
+      );
+      return;
   }
+}
+
+function put64s(b: Uint8Array, o: number, ...v: number[]): void {
+  for (let i = 0; i < v.length; i++) put64(b, o + 8 * i, v[i]!);
 }
 
 /** STATS_QUERY's `struct virtio_net_stats_capabilities` (le64 supported_stats_types[1]) into `out`. */

@@ -170,6 +170,19 @@ const queueStatsSchema = z
     rxKicks: counter.optional(),
     rxDropOverruns: counter.optional(),
     txDropMalformed: counter.optional(),
+    rxCsumValid: counter.optional(),
+    rxNeedsCsum: counter.optional(),
+    rxCsumNone: counter.optional(),
+    rxGsoPackets: counter.optional(),
+    rxGsoBytes: counter.optional(),
+    txCsumNone: counter.optional(),
+    txNeedsCsum: counter.optional(),
+    txGsoPackets: counter.optional(),
+    txGsoBytes: counter.optional(),
+    txGsoSegments: counter.optional(),
+    txGsoSegmentsBytes: counter.optional(),
+    txGsoPacketsNoseg: counter.optional(),
+    txGsoBytesNoseg: counter.optional(),
   })
   .strict();
 

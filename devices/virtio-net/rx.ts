@@ -17,7 +17,7 @@ import { DescriptorChain, type Virtqueue, VirtqueueError } from '../../virtio/qu
 import { Backlog } from './backlog.js';
 import { isGso, offloadPermitted } from './offloads.js';
 import type { NetShared } from './shared.js';
-import type { QueueStats } from './stats.js';
+import { countRxHeader, type QueueStats } from './stats.js';
 
 /** Frames held per rx queue while the guest has no buffers (then counted as dropped). */
 export const RX_BACKLOG = 256;
@@ -286,6 +286,8 @@ export class RxPath {
     const stats = this.stats;
     stats.rxPackets++;
     stats.rxBytes += length;
+    if (offload) countRxHeader(stats, offload.flags, isGso(offload), length);
+    else stats.rxCsumNone++;
     this.shared.coalescers[index]!.used(1, q.needsNotification());
     return Delivery.Delivered;
   }
