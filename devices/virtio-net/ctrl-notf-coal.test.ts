@@ -192,46 +192,48 @@ describe('coalesced interrupts as the guest sees them', () => {
     ['split ring, NO_INTERRUPT flag', false, false],
     ['packed ring, event suppression with descriptor index', true, true],
     ['packed ring, event suppression flags', true, false],
-  ] as const) {
-    it(`${name}: held and released by count and timer; nothing while the guest suppresses`, () => {
-      const wanted = eventIdx ? WANT.wanted : WANT.wanted & ~bit(29);
-      const b = openBench({ ...COAL, packed }, {}, { wanted });
-      expect(b.driver.has(29)).toBe(eventIdx);
-      expect(b.driver.has(34)).toBe(packed);
-      const v = () => b.irq.takeVectors().filter((x) => x === rxVector).length;
-      expect(b.driver.setRxCoalescing(3, 5000)).toBe(VIRTIO_NET_OK);
-      b.irq.takeVectors();
-      b.backend.inject(frame(0));
-      b.backend.inject(frame(1));
-      expect(v()).toBe(0);
-      b.backend.inject(frame(2));
-      expect(v()).toBe(1);
-      expect(b.driver.receive(0)).toHaveLength(3);
-      // The guest polls (interrupts off): nothing is sent and no timer runs, however many frames come.
-      const q = b.driver.queue(0);
-      q.disableInterrupts();
-      // A split ring with EVENT_IDX ignores the flag: a used_event left behind (entry 1 of the 3 used)
-      // is how the driver says "no more", as Linux's stale used_event does while it polls.
-      if (eventIdx && !packed) (q as SplitDriverQueue).setUsedEvent(1);
-      // Suppressed frames still count: 7 of them close two windows of 3 and leave 1 counted.
-      for (let i = 0; i < 7; i++) b.backend.inject(frame(10 + i));
-      expect(vi.getTimerCount()).toBe(0);
-      vi.advanceTimersByTime(10);
-      expect(v()).toBe(0);
-      expect(b.driver.receive(0)).toHaveLength(7); // re-enables interrupts, as NAPI completion does
-      b.backend.inject(frame(20)); // 2 counted: held, the timer runs
-      expect(v()).toBe(0);
-      vi.advanceTimersByTime(4);
-      expect(v()).toBe(0);
-      vi.advanceTimersByTime(1);
-      expect(v()).toBe(1);
-      b.driver.receive(0);
-      b.backend.inject(frame(21));
-      b.backend.inject(frame(22));
-      b.backend.inject(frame(23));
-      expect(v()).toBe(1); // the 3rd of a fresh window, at once
-    });
-  }
+  ] as const)
+    for (const receive of ['direct', 'copy'] as const) {
+      it(`${name}, ${receive} receive: held and released by count and timer; nothing while the guest suppresses`, () => {
+        const wanted = eventIdx ? WANT.wanted : WANT.wanted & ~bit(29);
+        const b = openBench({ ...COAL, packed }, { receive }, { wanted });
+        expect(b.driver.has(29)).toBe(eventIdx);
+        expect(b.driver.has(34)).toBe(packed);
+        const v = () => b.irq.takeVectors().filter((x) => x === rxVector).length;
+        expect(b.driver.setRxCoalescing(3, 5000)).toBe(VIRTIO_NET_OK);
+        b.irq.takeVectors();
+        b.backend.inject(frame(0));
+        b.backend.inject(frame(1));
+        expect(v()).toBe(0);
+        b.backend.inject(frame(2));
+        expect(v()).toBe(1);
+        expect(b.driver.receive(0)).toHaveLength(3);
+        // The guest polls (interrupts off): nothing is sent and no timer runs, however many frames come.
+        const q = b.driver.queue(0);
+        q.disableInterrupts();
+        // A split ring with EVENT_IDX ignores the flag: a used_event left behind (entry 1 of the 3 used)
+        // is how the driver says "no more", as Linux's stale used_event does while it polls.
+        if (eventIdx && !packed) (q as SplitDriverQueue).setUsedEvent(1);
+        // Suppressed frames still count: 7 of them close two windows of 3 and leave 1 counted.
+        for (let i = 0; i < 7; i++) b.backend.inject(frame(10 + i));
+        expect(vi.getTimerCount()).toBe(0);
+        vi.advanceTimersByTime(10);
+        expect(v()).toBe(0);
+        expect(b.driver.receive(0)).toHaveLength(7); // re-enables interrupts, as NAPI completion does
+        b.backend.inject(frame(20)); // 2 counted: held, the timer runs
+        expect(v()).toBe(0);
+        vi.advanceTimersByTime(4);
+        expect(v()).toBe(0);
+        vi.advanceTimersByTime(1);
+        expect(v()).toBe(1);
+        b.driver.receive(0);
+        b.backend.inject(frame(21));
+        b.backend.inject(frame(22));
+        b.backend.inject(frame(23));
+        expect(v()).toBe(1); // the 3rd of a fresh window, at once
+        expect(b.backend.stats().deliveredDirect > 0).toBe(receive === 'direct');
+      });
+    }
 
   it('tx: completions of a burst signal once at max_packets', () => {
     const b = openBench(COAL, {}, WANT);
