@@ -5,7 +5,16 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LINUX_6_1_FEATURES } from '../testing/net-driver.js';
 import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
-import { DEV_MAC, offload, openBench, PEER_MAC, pattern, rawFrame, tcp4Frame } from './bench.test-support.js';
+import {
+  DEV_MAC,
+  makeBench,
+  offload,
+  openBench,
+  PEER_MAC,
+  pattern,
+  rawFrame,
+  tcp4Frame,
+} from './bench.test-support.js';
 import { CtrlClass, CtrlStats, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { NetF } from './features.js';
 
@@ -250,5 +259,24 @@ describe('hostile STATS and NOTF_COAL commands', () => {
       { numRuns: 400, seed: 18 },
     );
     expect(b.driver.pci.status & 0x40).toBe(0); // never DEVICE_NEEDS_RESET
+  });
+});
+
+describe('DEVICE_STATS counters in snapshots', () => {
+  it('travel with the state; a state from before them (earlier /2) restores and keeps the target's', () => {
+    const a = openBench(STATS, {}, WANT);
+    a.driver.send(new Uint8Array(10));
+    a.driver.send(rawFrame(60, PEER_MAC, DEV_MAC));
+    const state = JSON.parse(JSON.stringify(a.dev.snapshot()));
+    const q = state.transport.transport.device.stats.queues[0];
+    expect([q.txDropMalformed, q.txCsumNone, q.rxKicks > 0]).toEqual([1, 1, true]);
+    const b = makeBench(STATS, {}, WANT);
+    b.dev.restore(state);
+    expect(b.dev.stats().queues[0]).toMatchObject({ txDropMalformed: 1, txCsumNone: 1 });
+    for (const k of ['rxKicks', 'rxDropOverruns', 'txDropMalformed', 'txCsumNone', 'txGsoPackets'])
+      delete q[k];
+    const c = makeBench(STATS, {}, WANT);
+    c.dev.restore(state);
+    expect(c.dev.stats().queues[0]).toMatchObject({ txDropMalformed: 0, txCsumNone: 0, txPackets: 1 });
   });
 });
