@@ -44,6 +44,20 @@ describe('GUEST_HDRLEN', () => {
     expect(b.sent).toHaveLength(2);
   });
 
+  it('negotiated: a VLAN tag is part of the header length (Linux: skb_transport_offset + TCP header)', () => {
+    const b = openBench({ guest_hdrlen: true }, {}, { wanted: LINUX_6_1_FEATURES | bit(NetF.GUEST_HDRLEN) });
+    const plain = tcp4Frame(spec);
+    const tagged = new Uint8Array(plain.length + 4);
+    tagged.set(plain.subarray(0, 12), 0);
+    tagged.set([0x81, 0x00, 0x00, 0x05], 12);
+    tagged.set(plain.subarray(12), 16);
+    const o = (hdrLen: number) => ({ ...tso(hdrLen), csumStart: 38 });
+    b.driver.send(tagged, { offload: o(54) });
+    expect(b.sent).toHaveLength(0);
+    b.driver.send(tagged, { offload: o(58) });
+    expect(b.sent.map((x) => hexOf(x.frame))).toEqual([hexOf(tagged)]);
+  });
+
   it('not negotiated: a wrong hdr_len is only a hint, the frame goes', () => {
     const b = openBench({ guest_hdrlen: true });
     expect(b.driver.has(NetF.GUEST_HDRLEN)).toBe(false);
