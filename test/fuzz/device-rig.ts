@@ -75,7 +75,7 @@ export function randomRigConfig(rng: Rng, o: { sriov?: boolean; queues?: number 
       notification_data: rng.chance(0.2),
       notf_coal: rng.chance(0.3),
       vq_notf_coal: rng.chance(0.3),
-      device_stats: rng.chance(0.3),
+      device_stats: rng.chance(0.5),
       ...(o.sriov ? { sriov: { totalVfs: rng.int(1, 4) } } : {}),
     },
     backend: {

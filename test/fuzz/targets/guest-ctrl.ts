@@ -28,7 +28,7 @@ import {
 } from '../device-rig.js';
 import type { Rng } from '../rng.js';
 
-type Layout = 'one' | 'split' | 'noAck' | 'short' | 'bigAck' | 'huge';
+type Layout = 'one' | 'split' | 'noAck' | 'short' | 'bigAck' | 'huge' | 'result';
 type Step =
   | { op: 'ctrl'; cls: number; cmd: number; data: number[]; layout: Layout; cut: number }
   | {
@@ -117,9 +117,14 @@ function ctrlData(rng: Rng, cls: number, cmd: number): number[] {
       // STATS_GET: entries of le16 vq, 6 reserved bytes, le64 types (the known bits, or noise)
       const out: number[] = [];
       for (let n = rng.int(0, 4); n > 0; n--) {
-        out.push(...le(rng.chance(0.8) ? rng.int(0, 9) : rng.edge(16), 2), 0, 0, 0, 0, 0, 0);
-        const types = rng.chance(0.8) ? rng.pick([1, 2, 4, 7, 0x10000, 0x70000, 0x80000]) : rng.edge(32);
-        out.push(...le(types, 4), ...le(rng.chance(0.8) ? rng.int(0, 1) : rng.edge(32), 4));
+        const vq = rng.chance(0.8) ? rng.int(0, 8) : rng.edge(16);
+        out.push(...le(vq, 2), 0, 0, 0, 0, 0, 0);
+        // Mostly types that fit the queue kind (rx even, tx odd, CVQ in the high word), else noise.
+        const lo = rng.chance(0.8)
+          ? rng.pick(vq & 1 ? [0x10000, 0x20000, 0x40000, 0x70000] : [1, 2, 4, 7])
+          : rng.edge(32);
+        const cvq = rng.chance(0.3);
+        out.push(...le(cvq ? 0 : lo, 4), ...le(cvq ? 1 : rng.chance(0.9) ? 0 : rng.edge(32), 4));
       }
       return out;
     }
@@ -161,11 +166,18 @@ function generate(rng: Rng): Step {
   switch (op) {
     case 'ctrl': {
       const cls = rng.chance(0.75) ? rng.int(0, 5) : rng.chance(0.6) ? rng.pick([6, 8]) : rng.int(6, 255);
-      const cmd = rng.chance(0.85) ? rng.int(0, 5) : rng.int(6, 255);
-      const layout = rng.weighted({ one: 10, split: 5, noAck: 1, short: 1, bigAck: 2, huge: 1 } as Record<
-        Layout,
-        number
-      >);
+      // STATS has 2 commands, NOTF_COAL 4: mostly those.
+      const top = cls === 8 ? 1 : cls === 6 ? 3 : 5;
+      const cmd = rng.chance(0.85) ? rng.int(0, top) : rng.int(top + 1, 255);
+      const layout = rng.weighted({
+        one: 10,
+        split: 5,
+        noAck: 1,
+        short: 1,
+        bigAck: 2,
+        huge: 1,
+        result: 3,
+      } as Record<Layout, number>);
       return {
         op,
         cls,
@@ -278,6 +290,8 @@ function ctrl(st: State, s: Extract<Step, { op: 'ctrl' }>): void {
   } else if (s.layout === 'noAck') writable = [];
   else if (s.layout === 'short') readable = [full.subarray(0, 1)];
   else if (s.layout === 'bigAck') writable = [16];
+  else if (s.layout === 'result')
+    writable = [1, 512]; // the ack, then room for a STATS / VQ_GET result
   else if (s.layout === 'huge') readable = [full, { addr: 0x200000, len: 70_000 }]; // larger than any command
   const wellFormed =
     readable.reduce((n, r) => n + (r instanceof Uint8Array ? r.length : r.len), 0) >= 2 &&
@@ -307,6 +321,10 @@ function ctrl(st: State, s: Extract<Step, { op: 'ctrl' }>): void {
   invariant(ack === 0 || ack === 1, `control ack ${ack} is neither OK nor ERR`);
   invariant(after.ctrlCommands === before.ctrlCommands + 1, 'a control command was not counted');
   st.counters[ack === 0 ? 'ctrlOk' : 'ctrlErr'] = (st.counters[ack === 0 ? 'ctrlOk' : 'ctrlErr'] ?? 0) + 1;
+  if (ack === 0 && (s.cls === 6 || s.cls === 8)) {
+    const k = s.cls === 6 ? 'coalOk' : 'statsOk';
+    st.counters[k] = (st.counters[k] ?? 0) + 1;
+  }
   // What accepted commands must have done (exact-size data only).
   if (s.cls === 4 && s.cmd === 0 && data.length === 2) {
     const pairs = data[0]! | (data[1]! << 8);
