@@ -24,6 +24,10 @@ import {
   VIRTIO_NET_OK,
 } from '../virtio-net/control-queue.js';
 import { NetF, netHeaderSize } from '../virtio-net/features.js';
+import { encodeCoal } from '../virtio-net/coalesce.js';
+import { encodeStatsRequest, parseStatsReplies, type StatsReply } from '../virtio-net/device-stats.js';
+
+export type { StatsReply } from '../virtio-net/device-stats.js';
 import { encodeHashConfig, encodeRssConfig } from '../virtio-net/rss.js';
 
 /** Feature bits Linux 6.1's virtio_net and virtio core accept (virtnet features[] + transport bits). */
@@ -92,14 +96,6 @@ export interface NetDriverOptions {
   /** Guest RAM the driver may use for rings and buffers. */
   allocator?: BumpAllocator;
   interrupts?: InterruptCollector;
-}
-
-/** One STATS_GET reply: its header fields and le64 counters (VIRTIO 1.3 "Device Statistics"). */
-export interface StatsReply {
-  type: number;
-  vqIndex: number;
-  size: number;
-  counters: bigint[];
 }
 
 /** A command's ack and the command-specific-result buffer as the device left it. */
@@ -471,36 +467,24 @@ export class VirtioNetDriver {
     requests: { vq: number; types: bigint }[],
     resultLength?: number,
   ): { ack: number; replies: StatsReply[]; raw: Uint8Array; usedLength: number } {
-    const data = new Uint8Array(16 * requests.length);
-    const dv = new DataView(data.buffer);
-    let need = 0;
-    requests.forEach((r, i) => {
-      dv.setUint16(16 * i, r.vq, true);
-      dv.setBigUint64(16 * i + 8, r.types, true);
-      for (let t = 0n; t < 64n; t++) if ((r.types >> t) & 1n) need += STATS_SIZES[Number(t)] ?? 0;
-    });
+    const { data, need } = encodeStatsRequest(requests);
     const r = this.controlReply(CtrlClass.STATS, CtrlStats.GET, data, resultLength ?? need);
-    const replies: StatsReply[] = [];
-    const rv = new DataView(r.result.buffer);
-    for (let o = 0; r.ack === VIRTIO_NET_OK && o + 8 <= r.result.length; ) {
-      const size = rv.getUint16(o + 6, true);
-      if (size < 8 || o + size > r.result.length) break;
-      const counters: bigint[] = [];
-      for (let c = o + 8; c + 8 <= o + size; c += 8) counters.push(rv.getBigUint64(c, true));
-      replies.push({ type: r.result[o]!, vqIndex: rv.getUint16(o + 2, true), size, counters });
-      o += size;
-    }
+    const replies = r.ack === VIRTIO_NET_OK ? parseStatsReplies(r.result) : [];
     return { ack: r.ack, replies, raw: r.result, usedLength: r.usedLength };
   }
 
   /** VIRTIO_NET_CTRL_NOTF_COAL_RX_SET (what `ethtool -C rx-frames / rx-usecs` sends). */
   setRxCoalescing(maxPackets: number, maxUsecs: number): number {
-    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.RX_SET, coal(maxPackets, maxUsecs));
+    const b = new Uint8Array(8);
+    encodeCoal(b, 0, maxPackets, maxUsecs);
+    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.RX_SET, b);
   }
 
   /** VIRTIO_NET_CTRL_NOTF_COAL_TX_SET (`ethtool -C tx-frames / tx-usecs`). */
   setTxCoalescing(maxPackets: number, maxUsecs: number): number {
-    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.TX_SET, coal(maxPackets, maxUsecs));
+    const b = new Uint8Array(8);
+    encodeCoal(b, 0, maxPackets, maxUsecs);
+    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.TX_SET, b);
   }
 
   /** VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET for virtqueue `vq` (`ethtool --per-queue ... -C`). */
@@ -508,7 +492,7 @@ export class VirtioNetDriver {
     const b = new Uint8Array(12);
     b[0] = vq & 0xff;
     b[1] = vq >> 8;
-    b.set(coal(maxPackets, maxUsecs), 4);
+    encodeCoal(b, 4, maxPackets, maxUsecs);
     return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.VQ_SET, b);
   }
 
@@ -589,28 +573,6 @@ export class VirtioNetDriver {
   announceAck(): number {
     return this.control(CtrlClass.ANNOUNCE, 0);
   }
-}
-
-/** Reply sizes of the STATS_GET types (header included), by type bit (VIRTIO 1.3 "Device Statistics"). */
-const STATS_SIZES: Readonly<Record<number, number>> = {
-  0: 56, // RX_BASIC
-  1: 40, // RX_CSUM
-  2: 40, // RX_GSO
-  3: 24, // RX_SPEED
-  16: 56, // TX_BASIC
-  17: 24, // TX_CSUM
-  18: 56, // TX_GSO
-  19: 24, // TX_SPEED
-  32: 24, // CVQ
-};
-
-/** `struct virtio_net_ctrl_coal`: le32 max_packets, le32 max_usecs. */
-function coal(maxPackets: number, maxUsecs: number): Uint8Array {
-  const b = new Uint8Array(8);
-  const dv = new DataView(b.buffer);
-  dv.setUint32(0, maxPackets, true);
-  dv.setUint32(4, maxUsecs, true);
-  return b;
 }
 
 function macBytes(mac: string): Uint8Array {

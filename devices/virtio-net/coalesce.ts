@@ -159,3 +159,17 @@ export class Coalescer {
     }
   }
 }
+
+/** `struct virtio_net_ctrl_coal` (le32 max_packets, le32 max_usecs) at `b[o]`. */
+export function decodeCoal(b: Uint8Array, o: number): [number, number] {
+  const u32 = (at: number) => (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+  return [u32(o), u32(o + 4)];
+}
+
+/** `struct virtio_net_ctrl_coal` into `b[o]` (8 bytes). */
+export function encodeCoal(b: Uint8Array, o: number, maxPackets: number, maxUsecs: number): void {
+  for (let i = 0; i < 4; i++) {
+    b[o + i] = (maxPackets >>> (8 * i)) & 0xff;
+    b[o + 4 + i] = (maxUsecs >>> (8 * i)) & 0xff;
+  }
+}

@@ -9,7 +9,7 @@ import type { NetBackend } from '../../lib/net/backend.js';
 import { gatherReadable, scatterWritable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, VirtqueueError } from '../../virtio/queue/virtqueue.js';
 import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
-import type { Coalescer } from './coalesce.js';
+import { type Coalescer, decodeCoal, encodeCoal } from './coalesce.js';
 import { type StatsSource, statsGet, statsQuery } from './device-stats.js';
 import { GUEST_OFFLOAD_MASK, has, NetF } from './features.js';
 import type { RssState } from './rss.js';
@@ -191,7 +191,7 @@ export class ControlQueue {
     const coal = net.coalescers;
     if (cmd === CtrlNotfCoal.TX_SET || cmd === CtrlNotfCoal.RX_SET) {
       if (!has(f, NetF.NOTF_COAL) || data.length < 8) return VIRTIO_NET_ERR;
-      const p: [number, number] = [le32(data, 0), le32(data, 4)];
+      const p = decodeCoal(data, 0);
       const odd = cmd === CtrlNotfCoal.TX_SET ? 1 : 0;
       if (odd) net.coalesceTx = p;
       else net.coalesceRx = p;
@@ -207,13 +207,13 @@ export class ControlQueue {
     const c = coal[vq]!;
     if (cmd === CtrlNotfCoal.VQ_SET) {
       if (data.length < 12) return VIRTIO_NET_ERR;
-      c.set(le32(data, 4), le32(data, 8));
+      const [packets, usecs] = decodeCoal(data, 4);
+      c.set(packets, usecs);
       return VIRTIO_NET_OK;
     }
     const out = this.resultBuffer();
     if (out.length < 8) return VIRTIO_NET_ERR;
-    put32(out, 0, c.maxPackets);
-    put32(out, 4, c.maxUsecs);
+    encodeCoal(out, 0, c.maxPackets, c.maxUsecs);
     this.resultLength = 8;
     return VIRTIO_NET_OK;
   }
@@ -331,10 +331,6 @@ export class ControlQueue {
     net.setGuestOffloads(requested);
     return VIRTIO_NET_OK;
   }
-}
-
-function put32(b: Uint8Array, o: number, v: number): void {
-  for (let i = 0; i < 4; i++) b[o + i] = (v >>> (8 * i)) & 0xff;
 }
 
 function le32(b: Uint8Array, o: number): number {

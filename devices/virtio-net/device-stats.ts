@@ -20,15 +20,17 @@ export const StatsType = {
   CVQ: 32,
 } as const;
 
-/** Reply sizes in bytes, header included (8-byte header + 8 per counter). */
+/** Reply sizes in bytes by type, header included (8-byte header + 8 per counter), every type 1.3 defines. */
 export const STATS_REPLY_SIZE: Readonly<Record<number, number>> = {
   [StatsType.CVQ]: 8 + 2 * 8,
   [StatsType.RX_BASIC]: 8 + 6 * 8,
   [StatsType.RX_CSUM]: 8 + 4 * 8,
   [StatsType.RX_GSO]: 8 + 4 * 8,
+  [StatsType.RX_SPEED]: 8 + 2 * 8,
   [StatsType.TX_BASIC]: 8 + 6 * 8,
   [StatsType.TX_CSUM]: 8 + 2 * 8,
   [StatsType.TX_GSO]: 8 + 6 * 8,
+  [StatsType.TX_SPEED]: 8 + 2 * 8,
 };
 
 /** One `struct virtio_net_ctrl_queue_stats` entry: le16 vq_index, le16 reserved[3], le64 types_bitmap. */
@@ -186,4 +188,46 @@ export function statsQuery(negotiated: bigint, out: Uint8Array): number {
   const caps = statsCapabilities(negotiated);
   put64(out, 0, Number(caps & 0xffff_ffffn) + Number(caps >> 32n) * 0x1_0000_0000);
   return 8;
+}
+
+/** One STATS_GET reply as a driver reads it: header fields and the le64 counters. */
+export interface StatsReply {
+  type: number;
+  vqIndex: number;
+  size: number;
+  counters: bigint[];
+}
+
+/**
+ * The driver's side: `struct virtio_net_ctrl_queue_stats` for `requests` and the result size the
+ * requested types need (as Linux sizes its buffer). For the synthetic guest and tests.
+ */
+export function encodeStatsRequest(requests: { vq: number; types: bigint }[]): {
+  data: Uint8Array;
+  need: number;
+} {
+  const data = new Uint8Array(REQUEST_ENTRY * requests.length);
+  const dv = new DataView(data.buffer);
+  let need = 0;
+  requests.forEach((r, i) => {
+    dv.setUint16(REQUEST_ENTRY * i, r.vq, true);
+    dv.setBigUint64(REQUEST_ENTRY * i + 8, r.types, true);
+    for (let t = 0n; t < 64n; t++) if ((r.types >> t) & 1n) need += STATS_REPLY_SIZE[Number(t)] ?? 0;
+  });
+  return { data, need };
+}
+
+/** The driver's side: the replies in a STATS_GET result, walked by each header's size (Linux does). */
+export function parseStatsReplies(result: Uint8Array): StatsReply[] {
+  const replies: StatsReply[] = [];
+  const rv = new DataView(result.buffer, result.byteOffset, result.byteLength);
+  for (let o = 0; o + 8 <= result.length; ) {
+    const size = rv.getUint16(o + 6, true);
+    if (size < 8 || o + size > result.length) break;
+    const counters: bigint[] = [];
+    for (let c = o + 8; c + 8 <= o + size; c += 8) counters.push(rv.getBigUint64(c, true));
+    replies.push({ type: result[o]!, vqIndex: rv.getUint16(o + 2, true), size, counters });
+    o += size;
+  }
+  return replies;
 }
