@@ -148,6 +148,38 @@ describe('STATS_GET', () => {
     ]);
   });
 
+  it("Linux's ethtool -S: every advertised type of every queue in use plus the control queue, sized exactly", () => {
+    const b = openBench({ ...STATS, mq: true, queues: 3 }, { queues: 3 }, WANT);
+    const d = b.driver;
+    expect(d.setQueuePairs(2)).toBe(VIRTIO_NET_OK);
+    const caps = d.statsQuery().capabilities;
+    const rxTypes = caps & 0xffffn;
+    const txTypes = caps & 0xffff0000n;
+    // virtnet_get_hw_stats: queues 0 .. 2 * curr_queue_pairs - 1, then vq 2 * max_queue_pairs for CVQ.
+    const req = [0, 1, 2, 3].map((vq) => ({ vq, types: vq & 1 ? txTypes : rxTypes }));
+    req.push({ vq: 6, types: caps & CVQ });
+    const r = d.statsGet(req);
+    expect(r.ack).toBe(VIRTIO_NET_OK);
+    // Linux walks the buffer by hdr->size until res_size: the replies must tile it exactly.
+    expect(r.replies.reduce((n, x) => n + x.size, 0)).toBe(r.raw.length);
+    expect(r.replies.map((x) => [x.vqIndex, x.type])).toEqual([
+      [0, 0],
+      [0, 1],
+      [0, 2],
+      [1, 16],
+      [1, 17],
+      [1, 18],
+      [2, 0],
+      [2, 1],
+      [2, 2],
+      [3, 16],
+      [3, 17],
+      [3, 18],
+      [6, 32],
+    ]);
+    expect(r.usedLength).toBe(1 + r.raw.length);
+  });
+
   it('rx_drop_overruns counts frames dropped for lack of buffers (a full backlog), also in rx_drops', () => {
     const b = openBench(STATS, {}, { ...WANT, rxBuffers: 0 });
     // Straight into the device, as a backend that ignores pauses would (the backlog holds 256).
