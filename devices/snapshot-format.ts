@@ -9,7 +9,11 @@ import type { VfInfo } from './eswitch/policy.js';
 import { PortStats } from './eswitch/port.js';
 import type { SwitchStats } from './eswitch/switch.js';
 
-/** The format `snapshot()` writes. */
+/**
+ * The format `snapshot()` writes. Fields added within /2 are optional in the device state so earlier /2
+ * states still restore: `coalesce` (NOTF_COAL parameters; absent = none) and the DEVICE_STATS counters
+ * (absent = the target keeps its own).
+ */
 export const SNAPSHOT_FORMAT = 'virtio-net-ts/2';
 /**
  * The previous format, still read: it lacks the backlogs, counters, VF policies and modes (a /1 target

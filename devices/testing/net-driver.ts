@@ -13,10 +13,22 @@ import { NetHdr, readVnetHeader, writeVnetHeader } from '../../lib/net/vnet-head
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import type { DriverQueue, PciTarget } from '../../virtio/testing/pci-driver.js';
 import { InterruptCollector, VirtioPciDriver } from '../../virtio/testing/pci-driver.js';
-import { CtrlClass, CtrlMac, CtrlMq, CtrlVlan, VIRTIO_NET_OK } from '../virtio-net/control-queue.js';
-import { encodeHashConfig, encodeRssConfig } from '../virtio-net/rss.js';
 import { NetConfig } from '../virtio-net/config.js';
+import {
+  CtrlClass,
+  CtrlMac,
+  CtrlMq,
+  CtrlNotfCoal,
+  CtrlStats,
+  CtrlVlan,
+  VIRTIO_NET_OK,
+} from '../virtio-net/control-queue.js';
 import { NetF, netHeaderSize } from '../virtio-net/features.js';
+import { encodeCoal } from '../virtio-net/coalesce.js';
+import { encodeStatsRequest, parseStatsReplies, type StatsReply } from '../virtio-net/device-stats.js';
+
+export type { StatsReply } from '../virtio-net/device-stats.js';
+import { encodeHashConfig, encodeRssConfig } from '../virtio-net/rss.js';
 
 /** Feature bits Linux 6.1's virtio_net and virtio core accept (virtnet features[] + transport bits). */
 export const LINUX_6_1_FEATURES: bigint = [
@@ -84,6 +96,14 @@ export interface NetDriverOptions {
   /** Guest RAM the driver may use for rings and buffers. */
   allocator?: BumpAllocator;
   interrupts?: InterruptCollector;
+}
+
+/** A command's ack and the command-specific-result buffer as the device left it. */
+export interface ControlReply {
+  ack: number;
+  result: Uint8Array;
+  /** The used length the device reported (ack + result bytes written), -1 without an answer. */
+  usedLength: number;
 }
 
 interface PostedRx {
@@ -402,6 +422,90 @@ export class VirtioNetDriver {
     const used = q.getUsed();
     if (!used) return -1;
     return this.memory.readU8(ackAddr);
+  }
+
+  /**
+   * A control command with a command-specific-result (STATS, NOTF_COAL VQ_GET): the device-writable part
+   * is the ack byte, then a `resultLength`-byte buffer (struct virtio_net_ctrl; Linux's
+   * virtnet_send_command_reply adds the status before the result too). `ack` is -1 when the device
+   * returned no answer.
+   */
+  controlReply(cls: number, cmd: number, data: Uint8Array, resultLength: number): ControlReply {
+    const index = this.ctrlIndex;
+    const q = this.queue(index);
+    const cmdLen = 2 + data.length;
+    const cmdAddr = this.pci.allocator.alloc(cmdLen + 1 + resultLength, 64);
+    this.memory.write(cmdAddr, Uint8Array.of(cls, cmd));
+    this.memory.write(cmdAddr + 2, data);
+    const ackAddr = cmdAddr + cmdLen;
+    const resAddr = ackAddr + 1;
+    this.memory.writeU8(ackAddr, 0xff);
+    this.memory.write(resAddr, new Uint8Array(resultLength));
+    const result = resultLength > 0 ? [{ addr: resAddr, len: resultLength }] : [];
+    q.add([{ addr: cmdAddr, len: cmdLen }], [{ addr: ackAddr, len: 1 }, ...result]);
+    this.pci.kick(index);
+    const used = q.getUsed();
+    return {
+      ack: used ? this.memory.readU8(ackAddr) : -1,
+      result: this.memory.read(resAddr, resultLength).slice(),
+      usedLength: used ? used.len : -1,
+    };
+  }
+
+  /** VIRTIO_NET_CTRL_STATS_QUERY: the ack and supported_stats_types (as Linux's probe sends it). */
+  statsQuery(): { ack: number; capabilities: bigint } {
+    const r = this.controlReply(CtrlClass.STATS, CtrlStats.QUERY, new Uint8Array(0), 8);
+    return { ack: r.ack, capabilities: new DataView(r.result.buffer).getBigUint64(0, true) };
+  }
+
+  /**
+   * VIRTIO_NET_CTRL_STATS_GET for `requests` (vq index, types_bitmap): the ack and the replies parsed
+   * from a result buffer of `resultLength` bytes (default: exactly what the requested types need, as
+   * Linux sizes it). Parsing stops at a reply header of size 0 or past the buffer.
+   */
+  statsGet(
+    requests: { vq: number; types: bigint }[],
+    resultLength?: number,
+  ): { ack: number; replies: StatsReply[]; raw: Uint8Array; usedLength: number } {
+    const { data, need } = encodeStatsRequest(requests);
+    const r = this.controlReply(CtrlClass.STATS, CtrlStats.GET, data, resultLength ?? need);
+    const replies = r.ack === VIRTIO_NET_OK ? parseStatsReplies(r.result) : [];
+    return { ack: r.ack, replies, raw: r.result, usedLength: r.usedLength };
+  }
+
+  /** VIRTIO_NET_CTRL_NOTF_COAL_RX_SET (what `ethtool -C rx-frames / rx-usecs` sends). */
+  setRxCoalescing(maxPackets: number, maxUsecs: number): number {
+    const b = new Uint8Array(8);
+    encodeCoal(b, 0, maxPackets, maxUsecs);
+    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.RX_SET, b);
+  }
+
+  /** VIRTIO_NET_CTRL_NOTF_COAL_TX_SET (`ethtool -C tx-frames / tx-usecs`). */
+  setTxCoalescing(maxPackets: number, maxUsecs: number): number {
+    const b = new Uint8Array(8);
+    encodeCoal(b, 0, maxPackets, maxUsecs);
+    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.TX_SET, b);
+  }
+
+  /** VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET for virtqueue `vq` (`ethtool --per-queue ... -C`). */
+  setVqCoalescing(vq: number, maxPackets: number, maxUsecs: number): number {
+    const b = new Uint8Array(12);
+    b[0] = vq & 0xff;
+    b[1] = vq >> 8;
+    encodeCoal(b, 4, maxPackets, maxUsecs);
+    return this.control(CtrlClass.NOTF_COAL, CtrlNotfCoal.VQ_SET, b);
+  }
+
+  /** VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET for virtqueue `vq`: the ack and the device's parameters. */
+  getVqCoalescing(vq: number): { ack: number; maxPackets: number; maxUsecs: number } {
+    const r = this.controlReply(
+      CtrlClass.NOTF_COAL,
+      CtrlNotfCoal.VQ_GET,
+      Uint8Array.of(vq & 0xff, vq >> 8, 0, 0),
+      8,
+    );
+    const dv = new DataView(r.result.buffer);
+    return { ack: r.ack, maxPackets: dv.getUint32(0, true), maxUsecs: dv.getUint32(4, true) };
   }
 
   rxMode(cmd: number, on: boolean): number {

@@ -4,16 +4,30 @@
  * VIRTIO_NET_ERR the way hw/net/virtio-net.c `virtio_net_handle_ctrl_iov` does. A command without room
  * for the class/command header or the ack byte is a broken driver: DEVICE_NEEDS_RESET, as in QEMU.
  */
+
+import type { NetBackend } from '../../lib/net/backend.js';
 import { gatherReadable, scatterWritable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, VirtqueueError } from '../../virtio/queue/virtqueue.js';
-import type { NetBackend } from '../../lib/net/backend.js';
 import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
+import { type Coalescer, decodeCoal, encodeCoal } from './coalesce.js';
+import { type StatsSource, statsGet, statsQuery } from './device-stats.js';
 import { GUEST_OFFLOAD_MASK, has, NetF } from './features.js';
 import type { RssState } from './rss.js';
 import { MAC_TABLE_ENTRIES, MAX_VLAN, type RxFilter, RxMode } from './rx-filter.js';
-import type { NetDeviceStats } from './stats.js';
+import type { NetDeviceStats, QueueStats } from './stats.js';
 
-export const CtrlClass = { RX: 0, MAC: 1, VLAN: 2, ANNOUNCE: 3, MQ: 4, GUEST_OFFLOADS: 5 } as const;
+export const CtrlClass = {
+  RX: 0,
+  MAC: 1,
+  VLAN: 2,
+  ANNOUNCE: 3,
+  MQ: 4,
+  GUEST_OFFLOADS: 5,
+  NOTF_COAL: 6,
+  STATS: 8,
+} as const;
+export const CtrlNotfCoal = { TX_SET: 0, RX_SET: 1, VQ_SET: 2, VQ_GET: 3 } as const;
+export const CtrlStats = { QUERY: 0, GET: 1 } as const;
 export const CtrlMac = { TABLE_SET: 0, ADDR_SET: 1 } as const;
 export const CtrlVlan = { ADD: 0, DEL: 1 } as const;
 export const CtrlMq = { VQ_PAIRS_SET: 0, RSS_CONFIG: 1, HASH_CONFIG: 2 } as const;
@@ -28,9 +42,11 @@ const CTRL_BURST = 64;
 
 /** Commands larger than this are answered ERR without being read (a MAC table of 64 entries is 780 bytes). */
 const MAX_COMMAND = 1 << 16;
+/** Room for a command-specific-result (STATS_GET of 4096 entries is far below it); more is left unwritten. */
+const MAX_RESULT = 1 << 16;
 
 /** What the control queue needs of the device (VirtioNet implements it). */
-export interface ControlQueueHost {
+export interface ControlQueueHost extends StatsSource {
   /** The running device's context; null while the driver has not activated it. */
   readonly context: VirtioDeviceContext | null;
   /** Negotiated features. */
@@ -38,6 +54,12 @@ export interface ControlQueueHost {
   readonly maxQueuePairs: number;
   readonly backend: Pick<NetBackend, 'capabilities'>;
   readonly deviceStats: Pick<NetDeviceStats, 'ctrlCommands' | 'ctrlErrors'>;
+  readonly queueStats: readonly QueueStats[];
+  /** Notification coalescing per data virtqueue, by index. */
+  readonly coalescers: readonly Coalescer[];
+  /** The last RX_SET / TX_SET [max_packets, max_usecs] (a reset queue returns to them). */
+  coalesceRx: [number, number];
+  coalesceTx: [number, number];
   readonly rxFilter: RxFilter;
   readonly rss: RssState;
   controlQueueIndex(): number;
@@ -62,6 +84,10 @@ export class ControlQueue {
   private readonly chain = new DescriptorChain(8);
   private readonly buffer = new Uint8Array(MAX_COMMAND);
   private readonly ack = new Uint8Array(1);
+  /** A command's command-specific-result (STATS, VQ_GET): `resultLength` bytes, room `resultRoom`. */
+  private result: Uint8Array | null = null;
+  private resultLength = -1;
+  private resultRoom = MAX_RESULT;
   private scheduled = false;
 
   constructor(private readonly net: ControlQueueHost) {}
@@ -81,6 +107,8 @@ export class ControlQueue {
         throw new VirtqueueError('length-overflow', 'virtio-net ctrl missing headers');
       }
       let status = VIRTIO_NET_ERR;
+      this.resultRoom = Math.min(chain.writableLength - 1, MAX_RESULT);
+      this.resultLength = -1;
       if (chain.readableLength <= MAX_COMMAND) {
         const cmd = this.buffer.subarray(0, chain.readableLength);
         gatherReadable(ctx.memory, chain, cmd);
@@ -90,7 +118,12 @@ export class ControlQueue {
       if (status !== VIRTIO_NET_OK) this.net.deviceStats.ctrlErrors++;
       this.ack[0] = status;
       scatterWritable(ctx.memory, chain, this.ack);
-      q.push(chain, 1);
+      let used = 1;
+      // struct virtio_net_ctrl: the ack, then command-specific-result (STATS, VQ_GET) on OK.
+      if (status === VIRTIO_NET_OK && this.resultLength > 0) {
+        used += scatterWritable(ctx.memory, chain, this.result!.subarray(0, this.resultLength), 1);
+      }
+      q.push(chain, used);
       handled++;
     }
     if (handled > 0 && q.needsNotification()) ctx.notifyQueue(index);
@@ -119,9 +152,81 @@ export class ControlQueue {
         return this.mq(cmd, data);
       case CtrlClass.GUEST_OFFLOADS:
         return this.guestOffloads(cmd, data);
+      case CtrlClass.NOTF_COAL:
+        return this.notfCoal(cmd, data);
+      case CtrlClass.STATS:
+        return this.stats(cmd, data);
       default:
         return VIRTIO_NET_ERR;
     }
+  }
+
+  /**
+   * The command-specific-result of the last command executed (STATS_QUERY, STATS_GET, VQ_GET), or null.
+   * Public for unit tests.
+   */
+  lastResult(): Uint8Array | null {
+    return this.resultLength >= 0 ? this.result!.subarray(0, this.resultLength) : null;
+  }
+
+  /** Room for a result in the command `execute` runs next (the queue sets it per chain). For unit tests. */
+  setResultRoom(room: number): void {
+    this.resultRoom = Math.min(room, MAX_RESULT);
+  }
+
+  private resultBuffer(): Uint8Array {
+    this.result ??= new Uint8Array(MAX_RESULT);
+    return this.result.subarray(0, this.resultRoom);
+  }
+
+  /**
+   * VIRTIO 1.3 "Notifications Coalescing": TX_SET / RX_SET (`struct virtio_net_ctrl_coal`, le32
+   * max_packets, le32 max_usecs) set every transmit / receive virtqueue; VQ_SET (le16 vq_index, le16
+   * reserved, the coal struct) and VQ_GET (vq_index in, the coal struct as result) one enabled data
+   * virtqueue.
+   */
+  private notfCoal(cmd: number, data: Uint8Array): number {
+    const net = this.net;
+    const f = net.negotiated;
+    const coal = net.coalescers;
+    if (cmd === CtrlNotfCoal.TX_SET || cmd === CtrlNotfCoal.RX_SET) {
+      if (!has(f, NetF.NOTF_COAL) || data.length < 8) return VIRTIO_NET_ERR;
+      const p = decodeCoal(data, 0);
+      const odd = cmd === CtrlNotfCoal.TX_SET ? 1 : 0;
+      if (odd) net.coalesceTx = p;
+      else net.coalesceRx = p;
+      for (let i = odd; i < coal.length; i += 2) coal[i]!.set(p[0], p[1]);
+      return VIRTIO_NET_OK;
+    }
+    if (cmd !== CtrlNotfCoal.VQ_SET && cmd !== CtrlNotfCoal.VQ_GET) return VIRTIO_NET_ERR;
+    // VQ_GET needs only vq_index: Linux's probe (virtnet_get_coal_init_value) sends the le16 alone.
+    if (!has(f, NetF.VQ_NOTF_COAL) || data.length < 2) return VIRTIO_NET_ERR;
+    const vq = data[0]! | (data[1]! << 8);
+    // "an enabled transmit or receive virtqueue": not the control queue, nor one the driver left off.
+    if (vq >= net.dataQueues || vq >= coal.length || !net.context?.queue(vq)) return VIRTIO_NET_ERR;
+    const c = coal[vq]!;
+    if (cmd === CtrlNotfCoal.VQ_SET) {
+      if (data.length < 12) return VIRTIO_NET_ERR;
+      const [packets, usecs] = decodeCoal(data, 4);
+      c.set(packets, usecs);
+      return VIRTIO_NET_OK;
+    }
+    const out = this.resultBuffer();
+    if (out.length < 8) return VIRTIO_NET_ERR;
+    encodeCoal(out, 0, c.maxPackets, c.maxUsecs);
+    this.resultLength = 8;
+    return VIRTIO_NET_OK;
+  }
+
+  /** VIRTIO 1.3 "Device Statistics": STATS_QUERY and STATS_GET (device-stats.ts). */
+  private stats(cmd: number, data: Uint8Array): number {
+    const out = this.resultBuffer();
+    let n = -1;
+    if (cmd === CtrlStats.QUERY) n = statsQuery(this.net.negotiated, out);
+    else if (cmd === CtrlStats.GET) n = statsGet(this.net, data, out);
+    if (n < 0) return VIRTIO_NET_ERR;
+    this.resultLength = n;
+    return VIRTIO_NET_OK;
   }
 
   /** §5.1.6.5.1: one byte, on or off. QEMU does not check CTRL_RX / CTRL_RX_EXTRA negotiation. */

@@ -14,6 +14,7 @@
 import type { BackendSink, NetBackend, NetOffload, ReceiveTarget } from '../../lib/net/backend.js';
 import type { DeviceMode, VirtioDevice, VirtioDeviceContext } from '../../virtio/virtio-device.js';
 import type { Backlog } from './backlog.js';
+import { Coalescer } from './coalesce.js';
 import { NetStatus, netConfigByte, netConfigLength } from './config.js';
 import { ControlQueue, type ControlQueueHost } from './control-queue.js';
 import { DirectReceiver } from './direct-rx.js';
@@ -68,6 +69,9 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   private readonly configuredMac: Uint8Array;
   private features = 0n;
   private driverVersion1 = false;
+  /** The last RX_SET / TX_SET [max_packets, max_usecs]: a reset queue returns to them. */
+  coalesceRx: [number, number] = [0, 0];
+  coalesceTx: [number, number] = [0, 0];
 
   constructor(
     readonly options: VirtioNetPciConfig,
@@ -82,6 +86,8 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.flows = shared.flows;
     this.deviceStats = shared.deviceStats;
     this.queueStats = Array.from({ length: this.maxQueuePairs }, () => new QueueStats());
+    for (let i = 0; i < 2 * this.maxQueuePairs; i++)
+      shared.coalescers.push(new Coalescer(i, shared, this.queueStats[i >> 1]!));
     this.tx = this.queueStats.map((s, pair) => new TxPath(pair, shared, s));
     this.rx = new Receiver(shared, this.queueStats);
     this.direct = new DirectReceiver(shared, this.rx.pairs);
@@ -188,6 +194,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.driverVersion1 = has(f, VIRTIO_F_VERSION_1);
     s.hdrSize = netHeaderSize(f);
     s.mergeable = has(f, NetF.MRG_RXBUF);
+    s.exactHdrLen = has(f, NetF.GUEST_HDRLEN);
     s.hostOffloadMask = hostOffloadMask(f);
     s.multiqueue = has(f, NetF.MQ) || has(f, NetF.RSS);
     this.rxFilter.setVlanDefault(has(f, NetF.CTRL_VLAN));
@@ -207,7 +214,10 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
       else if (index < 2 * this.maxQueuePairs) {
         const pair = index >> 1;
         if (index & 1) this.tx[pair]!.kick();
-        else this.rx.pairs[pair]!.drain();
+        else {
+          this.queueStats[pair]!.rxKicks++;
+          this.rx.pairs[pair]!.drain();
+        }
       }
     } catch (e) {
       s.guestError(e);
@@ -215,7 +225,11 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   }
 
   queueReset(index: number): void {
-    if (index < 2 * this.maxQueuePairs && (index & 1) === 0) this.rx.pairs[index >> 1]!.clearBacklog();
+    if (index >= 2 * this.maxQueuePairs) return;
+    if ((index & 1) === 0) this.rx.pairs[index >> 1]!.clearBacklog();
+    // A re-enabled queue takes the TX_SET / RX_SET parameters (VIRTIO 1.3 "Notifications Coalescing").
+    const d = index & 1 ? this.coalesceTx : this.coalesceRx;
+    this.shared.coalescers[index]!.reset(d[0], d[1]);
   }
 
   queueEnabled(index: number): void {
@@ -236,6 +250,10 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
    */
   setMode(mode: DeviceMode): void {
     this.shared.stopped = mode !== 'active';
+    // A notification held while stopped (its timer found the device stopped) goes out now.
+    for (const c of this.shared.coalescers)
+      if (mode === 'active') c.flush();
+      else c.suspend();
     if (mode === 'frozen') for (let q = 0; q < this.backend.capabilities.queuePairs; q++) this.rx.pause(q);
   }
 
@@ -250,12 +268,15 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
 
   restore(state: unknown): void {
     restoreNet(this, state);
-    const { rxPaused: paused, rxRecheck: recheck } = state as NetSnapshot;
+    const { rxPaused: paused, rxRecheck: recheck, coalesce } = state as NetSnapshot;
     // The transport re-activated us before this restore: tell the (new) backend the restored state.
     if (this.shared.ctx) {
       this.applyGuestOffloads();
       this.applyQueuePairs();
       this.rx.restoredBacklogs(paused, recheck);
+      // A notification the source held is sent within its max_usecs (at once without coalescing).
+      for (const [i, q] of (coalesce?.queues ?? []).entries())
+        if (q[2]) this.shared.coalescers[i]?.used(0, true);
     }
   }
 
@@ -361,6 +382,15 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     return this.shared.ctx;
   }
 
+  /** Data virtqueues of the driver's layout (2 per pair, every pair with MQ or RSS). */
+  get dataQueues(): number {
+    return 2 * (this.shared.multiqueue ? this.maxQueuePairs : 1);
+  }
+
+  get coalescers(): readonly Coalescer[] {
+    return this.shared.coalescers;
+  }
+
   controlQueueIndex(): number {
     return 2 * (this.shared.multiqueue ? this.maxQueuePairs : 1);
   }
@@ -421,6 +451,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.features = 0n;
     s.hdrSize = 12;
     s.mergeable = false;
+    s.exactHdrLen = false;
     s.multiqueue = false;
     this.driverVersion1 = false;
     s.curQueuePairs = 1;
@@ -433,6 +464,10 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.rss.reset();
     this.flows.clear();
     this.status = s.linkUp ? NetStatus.LINK_UP : 0;
+    // "Upon reset, a device MUST initialize all coalescing parameters to 0"; no timer survives.
+    this.coalesceRx = [0, 0];
+    this.coalesceTx = [0, 0];
+    for (const c of s.coalescers) c.reset();
     for (let q = 0; q < this.maxQueuePairs; q++) {
       this.rx.pairs[q]!.clearBacklog();
       this.tx[q]!.reset();

@@ -11,9 +11,10 @@ import { VIRTIO_NET_HASH_REPORT_NONE } from '../../lib/net/rss-hash.js';
 import { readVnetHeader, writeVnetHeader } from '../../lib/net/vnet-header.js';
 import { scatterWritable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, type Virtqueue } from '../../virtio/queue/virtqueue.js';
-import { offloadPermitted } from './offloads.js';
+import { isGso, offloadPermitted } from './offloads.js';
 import { type RxPath, requireWritable } from './rx.js';
 import type { NetShared } from './shared.js';
+import { countRxHeader } from './stats.js';
 
 /** Frame bytes the receive filter reads (MACs, one VLAN tag): a lent buffer's first segment holds them. */
 const FILTER_BYTES = 16;
@@ -189,10 +190,9 @@ class PairLend {
     q.publishUsed();
     stats.rxPackets++;
     stats.rxBytes += frameLength;
-    if (q.needsNotification()) {
-      stats.rxInterrupts++;
-      ctx.notifyQueue(2 * pair);
-    }
+    if (offload) countRxHeader(stats, offload.flags, isGso(offload), frameLength);
+    else stats.rxCsumNone++;
+    s.coalescers[2 * pair]!.used(1, q.needsNotification());
   }
 
   /**

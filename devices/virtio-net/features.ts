@@ -31,6 +31,9 @@ export const NetF = {
   GUEST_ANNOUNCE: 21,
   MQ: 22,
   CTRL_MAC_ADDR: 23,
+  DEVICE_STATS: 50,
+  VQ_NOTF_COAL: 52,
+  NOTF_COAL: 53,
   GUEST_USO4: 54,
   GUEST_USO6: 55,
   HOST_USO: 56,
@@ -73,6 +76,9 @@ const VNET_HDR_ONLY = [
   NetF.GUEST_USO4,
   NetF.GUEST_USO6,
   NetF.HASH_REPORT,
+  NetF.NOTF_COAL,
+  NetF.VQ_NOTF_COAL,
+  NetF.DEVICE_STATS,
 ];
 
 /** Bits that require CTRL_VQ (§5.1.3.1). */
@@ -86,6 +92,9 @@ const NEEDS_CTRL_VQ = [
   NetF.CTRL_GUEST_OFFLOADS,
   NetF.RSS,
   NetF.HASH_REPORT,
+  NetF.NOTF_COAL,
+  NetF.VQ_NOTF_COAL,
+  NetF.DEVICE_STATS,
 ];
 
 /**
@@ -129,6 +138,10 @@ export function offeredNetFeatures(o: VirtioNetPciConfig, caps: BackendCapabilit
     [o.speed >= 0 || o.duplex !== undefined, NetF.SPEED_DUPLEX],
     // Only the bit: pairing with the primary (hiding it until the driver acks STANDBY) is the VMM's.
     [o.failover, NetF.STANDBY],
+    [o.notf_coal, NetF.NOTF_COAL],
+    [o.vq_notf_coal, NetF.VQ_NOTF_COAL],
+    [o.device_stats, NetF.DEVICE_STATS],
+    [o.guest_hdrlen, NetF.GUEST_HDRLEN],
   ];
   let f = 0n;
   for (const [enabled, b] of on) if (enabled) f |= bit(b);
@@ -184,6 +197,9 @@ const dependencyRules: Array<[number, (f: bigint) => boolean]> = [
   [NetF.CTRL_GUEST_OFFLOADS, (f) => has(f, NetF.CTRL_VQ)],
   [NetF.RSS, (f) => has(f, NetF.CTRL_VQ)],
   [NetF.HASH_REPORT, (f) => has(f, NetF.CTRL_VQ)],
+  [NetF.NOTF_COAL, (f) => has(f, NetF.CTRL_VQ)],
+  [NetF.VQ_NOTF_COAL, (f) => has(f, NetF.CTRL_VQ)],
+  [NetF.DEVICE_STATS, (f) => has(f, NetF.CTRL_VQ)],
   [NetF.RSC_EXT, (f) => has(f, NetF.HOST_TSO4) || has(f, NetF.HOST_TSO6)],
 ];
 

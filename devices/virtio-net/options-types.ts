@@ -122,6 +122,14 @@ export interface VirtioNetPciOptions {
   hash?: boolean;
   /** VIRTIO_NET_F_STANDBY: this NIC is the standby of a failover pair (default false; §5.1.3). */
   failover?: boolean;
+  /** VIRTIO_NET_F_NOTF_COAL: TX_SET / RX_SET notification coalescing (default false; VIRTIO 1.3 "Notifications Coalescing"). */
+  notf_coal?: boolean;
+  /** VIRTIO_NET_F_VQ_NOTF_COAL: per-virtqueue VQ_SET / VQ_GET coalescing (default false; VIRTIO 1.3 "Notifications Coalescing"). */
+  vq_notf_coal?: boolean;
+  /** VIRTIO_NET_F_DEVICE_STATS: STATS_QUERY / STATS_GET (default false; VIRTIO 1.3 "Device Statistics"). */
+  device_stats?: boolean;
+  /** VIRTIO_NET_F_GUEST_HDRLEN: the driver's hdr_len is exact for GSO frames (default false; VIRTIO 1.3 §5.1.6.2). */
+  guest_hdrlen?: boolean;
   /** Hash types offered in supported_hash_types (§5.1.4): 'off' withholds one; 'auto' and 'on' offer it. */
   'hash-ipv4'?: OnOffAuto;
   /** See `hash-ipv4`. */

@@ -127,6 +127,11 @@ export const virtioNetPciOptionsSchema = z
     rss: z.boolean().default(false),
     hash: z.boolean().default(false),
     failover: z.boolean().default(false),
+    // Not QEMU 11.1 properties (it lacks these features): names in its style, off by default.
+    notf_coal: z.boolean().default(false),
+    vq_notf_coal: z.boolean().default(false),
+    device_stats: z.boolean().default(false),
+    guest_hdrlen: z.boolean().default(false),
     'hash-ipv4': onOffAuto,
     'hash-tcp4': onOffAuto,
     'hash-udp4': onOffAuto,

@@ -5,10 +5,12 @@
 import { z } from 'zod';
 import { MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
 import type { Backlog } from './backlog.js';
+import type { Coalescer } from './coalesce.js';
 import type { FlowSteering } from './flow-steering.js';
 
 /** Slots of the flow table (FlowSteering's default size). */
 const FLOW_SLOTS = 4096;
+
 import { RSS_MAX_KEY_SIZE, RSS_MAX_TABLE_LEN, type RssSnapshot, type RssState } from './rss.js';
 import { MAC_TABLE_ENTRIES, type RxFilter, type RxFilterState } from './rx-filter.js';
 import type { NetDeviceStats, QueueStats } from './stats.js';
@@ -55,6 +57,15 @@ export interface NetSnapshot {
   rxRecheck?: boolean[];
   /** Automatic steering's live flows: [slot, hash, pair, age ms] (absent: none). */
   flows?: [number, number, number, number][];
+  /** Notification coalescing (absent in states from before NOTF_COAL: all 0, nothing held). */
+  coalesce?: CoalesceSnapshot;
+}
+
+/** RX_SET / TX_SET parameters and, per data virtqueue, [max_packets, max_usecs, notification held]. */
+export interface CoalesceSnapshot {
+  rx: [number, number];
+  tx: [number, number];
+  queues: [number, number, boolean][];
 }
 
 /** The device state a snapshot holds. */
@@ -75,6 +86,9 @@ export interface NetPersistentState {
   /** Per pair: a delivery attempt is scheduled from the event loop. */
   readonly rxRecheck: readonly boolean[];
   readonly flows: FlowSteering;
+  coalesceRx: [number, number];
+  coalesceTx: [number, number];
+  readonly coalescers: readonly Coalescer[];
 }
 
 export function snapshotNet(n: NetPersistentState): NetSnapshot {
@@ -103,6 +117,11 @@ export function snapshotNet(n: NetPersistentState): NetSnapshot {
     rxPaused: Array.from(n.rxPaused, (p) => p === true),
     rxRecheck: [...n.rxRecheck],
     flows: n.flows.snapshot(),
+    coalesce: {
+      rx: [...n.coalesceRx],
+      tx: [...n.coalesceTx],
+      queues: n.coalescers.map((c) => [c.maxPackets, c.maxUsecs, c.holding]),
+    },
     stats: {
       queues: n.queueStats.map(({ rxBacklogDepth: _, ...q }) => q),
       device: { ...n.deviceStats },
@@ -147,6 +166,23 @@ const queueStatsSchema = z
     txDropped: counter,
     txInterrupts: counter,
     txKicks: counter,
+    // Absent in states from before DEVICE_STATS.
+    rxKicks: counter.optional(),
+    rxDropOverruns: counter.optional(),
+    txDropMalformed: counter.optional(),
+    rxCsumValid: counter.optional(),
+    rxNeedsCsum: counter.optional(),
+    rxCsumNone: counter.optional(),
+    rxGsoPackets: counter.optional(),
+    rxGsoBytes: counter.optional(),
+    txCsumNone: counter.optional(),
+    txNeedsCsum: counter.optional(),
+    txGsoPackets: counter.optional(),
+    txGsoBytes: counter.optional(),
+    txGsoSegments: counter.optional(),
+    txGsoSegmentsBytes: counter.optional(),
+    txGsoPacketsNoseg: counter.optional(),
+    txGsoBytesNoseg: counter.optional(),
   })
   .strict();
 
@@ -238,6 +274,16 @@ function snapshotSchema(maxQueuePairs: number, backlogCapacity: number) {
       )
       .max(FLOW_SLOTS)
       .optional(),
+    coalesce: z
+      .object({
+        rx: z.tuple([u32, u32]),
+        tx: z.tuple([u32, u32]),
+        queues: z
+          .array(z.tuple([u32, u32, z.boolean()]))
+          .length(2 * maxQueuePairs, `expected ${2 * maxQueuePairs} data virtqueues`),
+      })
+      .strict()
+      .optional(),
   });
 }
 
@@ -282,6 +328,15 @@ export function restoreNet(n: NetPersistentState, state: unknown): void {
   if (s.stats) {
     for (const [pair, q] of s.stats.queues.entries()) Object.assign(n.queueStats[pair]!, q);
     Object.assign(n.deviceStats, s.stats.device);
+  }
+  if (s.coalesce) {
+    n.coalesceRx = [...s.coalesce.rx];
+    n.coalesceTx = [...s.coalesce.tx];
+    for (const [i, q] of s.coalesce.queues.entries()) n.coalescers[i]!.reset(q[0], q[1]);
+  } else {
+    n.coalesceRx = [0, 0];
+    n.coalesceTx = [0, 0];
+    for (const c of n.coalescers) c.reset();
   }
   for (const [pair, q] of n.queueStats.entries()) q.rxBacklogDepth = n.backlogs[pair]?.count ?? 0;
 }

@@ -30,7 +30,10 @@ const COMPAT = "a compatibility switch for QEMU's older machine types; the curre
 const TUNNEL =
   "QEMU offers UDP-tunnel GSO only when its backend can do it; none of ours can, so it is never offered (QEMU's behaviour over such a backend)";
 
-/** Every property of QEMU 11.1's virtio-net-pci, plus `bus` / `id` (qdev's) and `queues` (ours). */
+/**
+ * Every property of QEMU 11.1's virtio-net-pci, plus `bus` / `id` (qdev's), `queues` and the switches of
+ * features QEMU 11.1 lacks (`notf_coal`, `vq_notf_coal`, `device_stats`, `guest_hdrlen`; ours).
+ */
 export const QEMU_PROPERTIES: Readonly<Record<string, QemuProperty>> = {
   // qdev and PCI placement.
   id: ignored(`the device's QEMU id; ${PLUMBING}`),
@@ -134,6 +137,11 @@ export const QEMU_PROPERTIES: Readonly<Record<string, QemuProperty>> = {
   rss: bool,
   hash: bool,
   failover: bool,
+  // Ours, in QEMU's style: QEMU 11.1 has none of these features (docs/compatibility.md).
+  notf_coal: bool,
+  vq_notf_coal: bool,
+  device_stats: bool,
+  guest_hdrlen: bool,
   'hash-ipv4': onOffAuto,
   'hash-tcp4': onOffAuto,
   'hash-udp4': onOffAuto,

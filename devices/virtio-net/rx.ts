@@ -17,7 +17,7 @@ import { DescriptorChain, type Virtqueue, VirtqueueError } from '../../virtio/qu
 import { Backlog } from './backlog.js';
 import { isGso, offloadPermitted } from './offloads.js';
 import type { NetShared } from './shared.js';
-import type { QueueStats } from './stats.js';
+import { countRxHeader, type QueueStats } from './stats.js';
 
 /** Frames held per rx queue while the guest has no buffers (then counted as dropped). */
 export const RX_BACKLOG = 256;
@@ -154,6 +154,7 @@ export class RxPath {
       this.recheck();
     } else {
       this.stats.rxDropped++;
+      this.stats.rxDropOverruns++;
     }
   }
 
@@ -285,10 +286,9 @@ export class RxPath {
     const stats = this.stats;
     stats.rxPackets++;
     stats.rxBytes += length;
-    if (q.needsNotification()) {
-      stats.rxInterrupts++;
-      ctx.notifyQueue(index);
-    }
+    if (offload) countRxHeader(stats, offload.flags, isGso(offload), length);
+    else stats.rxCsumNone++;
+    this.shared.coalescers[index]!.used(1, q.needsNotification());
     return Delivery.Delivered;
   }
 

@@ -8,12 +8,13 @@ import { GuestMemoryError } from '../../lib/errors.js';
 import type { NetBackend } from '../../lib/net/backend.js';
 import { VirtqueueError } from '../../virtio/queue/virtqueue.js';
 import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
+import type { CoalesceHost, Coalescer } from './coalesce.js';
 import { FlowSteering } from './flow-steering.js';
 import { RssState } from './rss.js';
 import { RxFilter } from './rx-filter.js';
 import type { NetDeviceStats } from './stats.js';
 
-export class NetShared {
+export class NetShared implements CoalesceHost {
   /** Set while the driver has the device running (activate .. reset). */
   ctx: VirtioDeviceContext | null = null;
   /** A guest error set DEVICE_NEEDS_RESET: nothing more is processed until reset (QEMU's vdev->broken). */
@@ -26,6 +27,8 @@ export class NetShared {
   linkUp = true;
   /** Negotiated `struct virtio_net_hdr` size (10, 12 or 20). */
   hdrSize = 12;
+  /** VIRTIO_NET_F_GUEST_HDRLEN negotiated: a GSO frame's hdr_len must be its exact header length. */
+  exactHdrLen = false;
   /** VIRTIO_NET_F_MRG_RXBUF negotiated. */
   mergeable = false;
   /** MQ or RSS negotiated: the control queue moves to index 2 * maxQueuePairs. */
@@ -37,6 +40,8 @@ export class NetShared {
   guestOffloadMask = 0;
   /** The backend steers by the guest's RSS configuration (NetBackend.setRssSteering accepted it). */
   rssInBackend = false;
+  /** Notification coalescing of each data virtqueue, by queue index (filled by the device). */
+  readonly coalescers: Coalescer[] = [];
   readonly rxFilter = new RxFilter();
   readonly rss: RssState;
   readonly flows = new FlowSteering();
@@ -78,6 +83,11 @@ export class NetShared {
     if (!this.multiqueue || this.curQueuePairs < 2 || (this.rss.enabled && this.rss.redirect)) return false;
     const caps = this.backend.capabilities;
     return !(caps.steersFlows === true && caps.queuePairs >= this.curQueuePairs);
+  }
+
+  /** Raises queue `index`'s used buffer notification (the coalescers call it). */
+  notifyQueue(index: number): void {
+    this.ctx?.notifyQueue(index);
   }
 
   /** Runs deferred device work (from the event loop) with the same guest-error handling as a kick. */

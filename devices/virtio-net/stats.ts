@@ -13,11 +13,35 @@ export class QueueStats {
   /** Frames waiting in the backlog now (a gauge, not a counter). */
   rxBacklogDepth = 0;
   rxInterrupts = 0;
+  /** Driver notifications (kicks) of the rx queue (DEVICE_STATS rx_notifications). */
+  rxKicks = 0;
+  /** Frames dropped because the guest had no buffers and the backlog was full (rx_drop_overruns; in rxDropped too). */
+  rxDropOverruns = 0;
+  /** Frames delivered with DATA_VALID / NEEDS_CSUM / neither in their header (DEVICE_STATS RX_CSUM). */
+  rxCsumValid = 0;
+  rxNeedsCsum = 0;
+  rxCsumNone = 0;
+  /** Frames delivered with a gso_type, and their bytes (RX_GSO). */
+  rxGsoPackets = 0;
+  rxGsoBytes = 0;
   txPackets = 0;
   txBytes = 0;
   /** Frames taken from the tx queue and not sent: malformed, too big, backend refused, link down. */
   txDropped = 0;
   txInterrupts = 0;
+  /** Frames dropped as malformed: too short or long, an offload that cannot be done (in txDropped too). */
+  txDropMalformed = 0;
+  /** Frames from the driver without / with NEEDS_CSUM (DEVICE_STATS TX_CSUM). */
+  txCsumNone = 0;
+  txNeedsCsum = 0;
+  /** GSO frames from the driver and their bytes; the segments we made of some, and their bytes (TX_GSO). */
+  txGsoPackets = 0;
+  txGsoBytes = 0;
+  txGsoSegments = 0;
+  txGsoSegmentsBytes = 0;
+  /** GSO frames handed to the backend unsegmented, and their bytes. */
+  txGsoPacketsNoseg = 0;
+  txGsoBytesNoseg = 0;
   txKicks = 0;
 }
 
@@ -32,4 +56,15 @@ export interface NetDeviceStats {
   ctrlErrors: number;
   /** Guest errors that set DEVICE_NEEDS_RESET. */
   guestErrors: number;
+}
+
+/** Counts a delivered frame's header in the RX_CSUM and RX_GSO groups (no allocation). */
+export function countRxHeader(s: QueueStats, flags: number, gso: boolean, length: number): void {
+  if (flags & 1) s.rxNeedsCsum++;
+  else if (flags & 2) s.rxCsumValid++;
+  else s.rxCsumNone++;
+  if (gso) {
+    s.rxGsoPackets++;
+    s.rxGsoBytes += length;
+  }
 }

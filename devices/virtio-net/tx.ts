@@ -7,10 +7,10 @@
 import { emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
 import { ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
-import { readVnetHeader } from '../../lib/net/vnet-header.js';
+import { NetHdrFlags, readVnetHeader } from '../../lib/net/vnet-header.js';
 import { gatherReadable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, VirtqueueError } from '../../virtio/queue/virtqueue.js';
-import { offloadPermitted, wantsOffload } from './offloads.js';
+import { isGso, offloadPermitted, wantsOffload } from './offloads.js';
 import type { NetShared } from './shared.js';
 import type { QueueStats } from './stats.js';
 
@@ -33,8 +33,15 @@ export class TxPath {
   private blocked = false;
   /** Frames a batching backend reported 'sent' since its last flushTransmit. */
   private unflushed = 0;
-  private readonly emitSegment = (segment: Uint8Array) =>
+  /** The software segmenter is cutting a GSO frame: its segments count in TX_GSO. */
+  private segmentingGso = false;
+  private readonly emitSegment = (segment: Uint8Array) => {
+    if (this.segmentingGso) {
+      this.stats.txGsoSegments++;
+      this.stats.txGsoSegmentsBytes += segment.length;
+    }
     this.transmitOne(segment, 0, segment.length, null, false);
+  };
 
   constructor(
     readonly pair: number,
@@ -74,7 +81,6 @@ export class TxPath {
     const index = 2 * this.pair + 1;
     const q = ctx?.queue(index);
     if (!ctx || !q) return;
-    const stats = this.stats;
     const chain = this.chain;
     let done = 0;
     q.disableNotification();
@@ -94,10 +100,8 @@ export class TxPath {
         if (batch > 0) {
           this.flushTransmit();
           q.publishUsed();
-          if (q.needsNotification()) {
-            stats.txInterrupts++;
-            ctx.notifyQueue(index);
-          }
+          // Sent, held or suppressed by the coalescing of this queue (coalesce.ts).
+          this.shared.coalescers[index]!.used(batch, q.needsNotification());
         }
       }
       if (this.blocked) return; // `ready` picks up where this stopped
@@ -135,6 +139,7 @@ export class TxPath {
     const frameLength = total - hdr;
     if (frameLength < 14 || frameLength > MAX_FRAME) {
       stats.txDropped++;
+      stats.txDropMalformed++;
       return;
     }
     if (!shared.linkUp) {
@@ -165,21 +170,52 @@ export class TxPath {
       at = hdr;
     }
     const offload = readVnetHeader(headerBytes, 0, this.offload);
+    if (shared.exactHdrLen && isGso(offload)) {
+      // GUEST_HDRLEN: hdr_len is the driver's exact header length (VIRTIO 1.3 §5.1.6.2); a frame
+      // whose headers say otherwise is malformed (the spec's caution against a lying driver).
+      const p = parsePacket(bytes, this.pkt, at, at + frameLength);
+      if (p.l4HeaderLength === 0 || p.l4Offset + p.l4HeaderLength - at !== offload.hdrLen) {
+        stats.txDropped++;
+        stats.txDropMalformed++;
+        return;
+      }
+    }
     if (shared.autoSteering()) {
       shared.flows.recordTx(bytes, parsePacket(bytes, this.pkt, at, at + frameLength), this.pair);
+    }
+    if (offload.flags & NetHdrFlags.NEEDS_CSUM) stats.txNeedsCsum++;
+    else stats.txCsumNone++;
+    const gso = isGso(offload);
+    if (gso) {
+      stats.txGsoPackets++;
+      stats.txGsoBytes += frameLength;
     }
     if (!wantsOffload(offload)) {
       this.transmitOne(bytes, at, frameLength, null, inGuestMemory);
       return;
     }
     if (shared.backend.capabilities.vnetHeader && offloadPermitted(offload, shared.hostOffloadMask)) {
+      if (gso) {
+        stats.txGsoPacketsNoseg++;
+        stats.txGsoBytesNoseg += frameLength;
+      }
       this.transmitOne(bytes, at, frameLength, offload, inGuestMemory);
       return;
     }
     // No vnet header on the backend (or an offload the guest may not use): finish it in software.
     this.segmenter ??= new SoftwareSegmenter();
     const frame = bytes.subarray(at, at + frameLength);
-    if (this.segmenter.process(frame, offload, this.emitSegment) !== SEGMENT_OK) stats.txDropped++;
+    this.segmentingGso = gso;
+    let r: number;
+    try {
+      r = this.segmenter.process(frame, offload, this.emitSegment);
+    } finally {
+      this.segmentingGso = false;
+    }
+    if (r !== SEGMENT_OK) {
+      stats.txDropped++;
+      stats.txDropMalformed++;
+    }
   }
 
   /** Lets a batching backend write what it queued for this pair; its failures become counted drops. */

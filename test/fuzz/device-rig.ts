@@ -57,7 +57,8 @@ export function randomRigConfig(rng: Rng, o: { sriov?: boolean; queues?: number 
   const mq = queues > 1 || rng.chance(0.3);
   const rss = mq && rng.chance(0.5);
   // Drop a few random offered features now and then: odd combinations reach other code paths.
-  let wanted = LINUX_6_1_FEATURES;
+  // Linux 6.1's set plus DEVICE_STATS and VQ_NOTF_COAL (Linux 7.2 drives both).
+  let wanted = LINUX_6_1_FEATURES | (1n << 50n) | (1n << 52n);
   if (rng.chance(0.4)) for (let i = 0; i < 3; i++) wanted &= ~(1n << BigInt(rng.int(0, 40)));
   return {
     device: {
@@ -72,6 +73,9 @@ export function randomRigConfig(rng: Rng, o: { sriov?: boolean; queues?: number 
       mrg_rxbuf: rng.chance(0.7),
       in_order: rng.chance(0.2),
       notification_data: rng.chance(0.2),
+      notf_coal: rng.chance(0.3),
+      vq_notf_coal: rng.chance(0.3),
+      device_stats: rng.chance(0.5),
       ...(o.sriov ? { sriov: { totalVfs: rng.int(1, 4) } } : {}),
     },
     backend: {

@@ -5,7 +5,7 @@
  * frames of any destination (own, broadcast, multicast, other, VLAN-tagged) crossing the filters.
  *
  * Invariants: a control command with room for its header and ack is answered OK or ERR in one used
- * entry of length 1 and counted, never NEEDS_RESET; one without that room is NEEDS_RESET; accepted
+ * entry of length 1 (more only for a STATS or VQ_GET result, within the writable part) and counted, never NEEDS_RESET; one without that room is NEEDS_RESET; accepted
  * commands take effect (VQ_PAIRS_SET within 1..max sets the pairs in use, out of range is refused;
  * MAC_ADDR_SET changes the config MAC); an admin command always comes back with a status the spec
  * allows and OK only with qualifier OK; LIST_QUERY reports the 7 opcodes; frames are accounted once each;
@@ -28,7 +28,7 @@ import {
 } from '../device-rig.js';
 import type { Rng } from '../rng.js';
 
-type Layout = 'one' | 'split' | 'noAck' | 'short' | 'bigAck' | 'huge';
+type Layout = 'one' | 'split' | 'noAck' | 'short' | 'bigAck' | 'huge' | 'result';
 type Step =
   | { op: 'ctrl'; cls: number; cmd: number; data: number[]; layout: Layout; cut: number }
   | {
@@ -103,6 +103,31 @@ function ctrlData(rng: Rng, cls: number, cmd: number): number[] {
     }
     case 5: // GUEST_OFFLOADS_SET: le64
       return Array.from({ length: 8 }, () => (rng.chance(0.5) ? 0 : rng.int(0, 255)));
+    case 6: // NOTF_COAL: TX_SET / RX_SET le32 pair; VQ_SET / VQ_GET le16 vq, le16 reserved, le32 pair
+      if (cmd < 2)
+        return [...le(rng.edge(32), 4), ...le(rng.chance(0.7) ? rng.int(0, 3000) : rng.edge(32), 4)];
+      return [
+        ...le(rng.chance(0.8) ? rng.int(0, 9) : rng.edge(16), 2),
+        0,
+        0,
+        ...le(rng.int(0, 8), 4),
+        ...le(rng.int(0, 3000), 4),
+      ];
+    case 8: {
+      // STATS_GET: entries of le16 vq, 6 reserved bytes, le64 types (the known bits, or noise)
+      const out: number[] = [];
+      for (let n = rng.int(0, 4); n > 0; n--) {
+        const vq = rng.chance(0.8) ? rng.int(0, 8) : rng.edge(16);
+        out.push(...le(vq, 2), 0, 0, 0, 0, 0, 0);
+        // Mostly types that fit the queue kind (rx even, tx odd, CVQ in the high word), else noise.
+        const lo = rng.chance(0.8)
+          ? rng.pick(vq & 1 ? [0x10000, 0x20000, 0x40000, 0x70000] : [1, 2, 4, 7])
+          : rng.edge(32);
+        const cvq = rng.chance(0.3);
+        out.push(...le(cvq ? 0 : lo, 4), ...le(cvq ? 1 : rng.chance(0.9) ? 0 : rng.edge(32), 4));
+      }
+      return out;
+    }
     default:
       return Array.from({ length: rng.length(64) }, () => rng.int(0, 255));
   }
@@ -140,12 +165,19 @@ function generate(rng: Rng): Step {
   const op = rng.weighted({ ctrl: 40, admin: 25, frame: 20, sriov: 4, vfAlive: 2, reopen: 3 });
   switch (op) {
     case 'ctrl': {
-      const cls = rng.chance(0.9) ? rng.int(0, 5) : rng.int(6, 255);
-      const cmd = rng.chance(0.85) ? rng.int(0, 5) : rng.int(6, 255);
-      const layout = rng.weighted({ one: 10, split: 5, noAck: 1, short: 1, bigAck: 2, huge: 1 } as Record<
-        Layout,
-        number
-      >);
+      const cls = rng.chance(0.75) ? rng.int(0, 5) : rng.chance(0.6) ? rng.pick([6, 8]) : rng.int(6, 255);
+      // STATS has 2 commands, NOTF_COAL 4: mostly those.
+      const top = cls === 8 ? 1 : cls === 6 ? 3 : 5;
+      const cmd = rng.chance(0.85) ? rng.int(0, top) : rng.int(top + 1, 255);
+      const layout = rng.weighted({
+        one: 10,
+        split: 5,
+        noAck: 1,
+        short: 1,
+        bigAck: 2,
+        huge: 1,
+        result: 3,
+      } as Record<Layout, number>);
       return {
         op,
         cls,
@@ -258,6 +290,8 @@ function ctrl(st: State, s: Extract<Step, { op: 'ctrl' }>): void {
   } else if (s.layout === 'noAck') writable = [];
   else if (s.layout === 'short') readable = [full.subarray(0, 1)];
   else if (s.layout === 'bigAck') writable = [16];
+  else if (s.layout === 'result')
+    writable = [1, 512]; // the ack, then room for a STATS / VQ_GET result
   else if (s.layout === 'huge') readable = [full, { addr: 0x200000, len: 70_000 }]; // larger than any command
   const wellFormed =
     readable.reduce((n, r) => n + (r instanceof Uint8Array ? r.length : r.len), 0) >= 2 &&
@@ -276,11 +310,21 @@ function ctrl(st: State, s: Extract<Step, { op: 'ctrl' }>): void {
   }
   invariant(used !== null, 'a well-formed control command got no used entry');
   invariant((after.status & 0x40) === 0, `a well-formed control command set NEEDS_RESET: ${after.lastError}`);
-  invariant(used.len === 1, `a control command's used length is ${used.len}, not 1`);
   const ack = rig.memory.readU8(ws[0]!.addr);
+  // STATS and NOTF_COAL VQ_GET answer OK with a result after the ack, within the writable part.
+  const room = writable.reduce((n, w) => n + w, 0);
+  const withResult = ack === 0 && (s.cls === 8 || (s.cls === 6 && s.cmd === 3));
+  invariant(
+    used.len === 1 || (withResult && used.len <= room),
+    `a control command's used length is ${used.len} (writable ${room})`,
+  );
   invariant(ack === 0 || ack === 1, `control ack ${ack} is neither OK nor ERR`);
   invariant(after.ctrlCommands === before.ctrlCommands + 1, 'a control command was not counted');
   st.counters[ack === 0 ? 'ctrlOk' : 'ctrlErr'] = (st.counters[ack === 0 ? 'ctrlOk' : 'ctrlErr'] ?? 0) + 1;
+  if (ack === 0 && (s.cls === 6 || s.cls === 8)) {
+    const k = s.cls === 6 ? 'coalOk' : 'statsOk';
+    st.counters[k] = (st.counters[k] ?? 0) + 1;
+  }
   // What accepted commands must have done (exact-size data only).
   if (s.cls === 4 && s.cmd === 0 && data.length === 2) {
     const pairs = data[0]! | (data[1]! << 8);
