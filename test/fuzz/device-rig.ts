@@ -340,7 +340,7 @@ export class Rig {
    * is delivered, dropped, filtered or backlogged, exactly once — or at least once when it carries a GSO
    * request the device may segment in software. Returns the frames the backend handed over (0 or 1).
    */
-  checkedInject(ctx: RunContext, frame: Uint8Array, queue: number, offload?: NetOffload | null): number {
+  checkedInject(_ctx: RunContext, frame: Uint8Array, queue: number, offload?: NetOffload | null): number {
     const a0 = rxAccount(this.dev, this.backend);
     guard('backend.inject', () => this.backend.inject(frame, queue, offload));
     const a1 = rxAccount(this.dev, this.backend);
