@@ -17,7 +17,7 @@ const INIT = `export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 dmesg -n 1
 echo "RESULT init=1"
-for m in failover net_failover virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net; do
+for m in failover net_failover virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net; do
   insmod /mods/$m.ko
 done
 ip link set eth0 up && ip addr add ${GUEST}/24 dev eth0
@@ -44,7 +44,7 @@ function lineFrom(child: ChildProcess, re: RegExp): Promise<string> {
   });
 }
 
-async function run(nic: 'virtio-net-ts' | 'v86 virtio'): Promise<string> {
+async function run(nic: 'virtio-net-ts' | 'v86 virtio', acpi: boolean): Promise<string> {
   const ns = NetNamespace.create('vntb');
   const tap = TapBackend.open({ name: 'vntb0', netns: ns.name, vnetHeader: nic === 'virtio-net-ts' });
   ns.configure('vntb0', `${HOST}/24`);
@@ -54,8 +54,8 @@ async function run(nic: 'virtio-net-ts' | 'v86 virtio'): Promise<string> {
     const g = await bootV86({
       initSh: INIT,
       device: nic === 'virtio-net-ts' ? { backend: tap, mac: '52:54:00:77:07:02' } : { v86Nic: 'virtio' },
-      acpi: true,
-      cmdline: 'quiet',
+      acpi,
+      cmdline: acpi ? 'quiet' : 'quiet pci=nomsi',
       params: {},
       onResult: (k, v) => {
         if (k === 'rx_listening') ns.spawn('node', [PEER, 'send', GUEST, v, String(BYTES)]);
@@ -74,7 +74,7 @@ async function run(nic: 'virtio-net-ts' | 'v86 virtio'): Promise<string> {
     await g.destroy();
     const r = g.results;
     const mbps = (s: string | undefined) => ((BYTES * 8) / Number(s) / 1e6).toFixed(1);
-    return `| ${nic} | ${((g.bootMs ?? 0) / 1000).toFixed(1)} s | ${mbps(r.tx_s)} Mbit/s (${r.tx_s} s) | ${mbps(r.rx_s)} Mbit/s (${r.rx_s} s, ${r.rx_bytes} B) |`;
+    return `| ${nic}, ${acpi ? 'ACPI, MSI-X' : 'no ACPI, INTx (8259 PIC)'} | ${g.bootMs === null ? '?' : (g.bootMs / 1000).toFixed(1)} s | ${mbps(r.tx_s)} Mbit/s (${r.tx_s} s) | ${mbps(r.rx_s)} Mbit/s (${r.rx_s} s, ${r.rx_bytes} B) |`;
   } finally {
     if (nic !== 'virtio-net-ts') tap.close();
     ns.delete();
@@ -87,5 +87,10 @@ if (why) {
   process.exit(1);
 }
 console.log('| NIC | boot to /init | guest → host TCP | host → guest TCP |\n| --- | --- | --- | --- |');
-for (const nic of ['virtio-net-ts', 'v86 virtio'] as const) console.log(await run(nic));
+// v86's own NIC has no MSI-X, and with ACPI its guest loses every PCI slot but the bridges (SeaBIOS's
+// hotplug ports read as all ones, which the adapter fixes only for itself): it runs without ACPI, beside
+// ours both ways.
+console.log(await run('virtio-net-ts', true));
+console.log(await run('virtio-net-ts', false));
+console.log(await run('v86 virtio', false));
 process.exit(0);

@@ -14,12 +14,13 @@ const GUEST_IP = '10.0.0.2';
 const INIT = `export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 dmesg -n 1
-for m in failover net_failover virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net; do
+echo "RESULT init=1"
+for m in failover net_failover virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net; do
   insmod /mods/$m.ko
 done
 ip link set eth0 up && ip addr add ${GUEST_IP}/24 dev eth0
-D=$(readlink /sys/class/net/eth0/device)
-echo "DEMO eth0 $(cat /sys/class/net/eth0/address), PCI $(basename $D), driver $(basename $(readlink $D/driver))"
+P=$(readlink -f /sys/class/net/eth0/device/..)
+echo "DEMO eth0 $(cat /sys/class/net/eth0/address), PCI $(basename $P), driver $(basename $(readlink $P/driver))"
 ping -c 3 ${PEER.ip} 2>&1 | sed 's/^/DEMO /'
 echo "RESULT done=1"
 poweroff -f
@@ -56,7 +57,7 @@ export async function v86Demo(): Promise<number> {
   }
   const s = g.attachment!.stats();
   console.log(
-    `booted to /init in ${((g.bootMs ?? 0) / 1000).toFixed(1)} s, done after ${((performance.now() - t0) / 1000).toFixed(1)} s; ` +
+    `booted to /init in ${g.bootMs === null ? '?' : (g.bootMs / 1000).toFixed(1)} s, done after ${((performance.now() - t0) / 1000).toFixed(1)} s; ` +
       `peer answered ${peer.arpAnswered} ARP, ${peer.echoAnswered} echo; ${s.msiDelivered} MSI-X messages, wasm memory re-viewed ${s.memoryRemaps}x`,
   );
   return peer.echoAnswered >= 3 ? 0 : 1;

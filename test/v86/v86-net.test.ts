@@ -10,11 +10,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { bootV86, KIT, type V86Guest, v86UnavailableReason } from '../../examples/v86-guest.js';
 import { cleanupNamespaces, ip, NetNamespace, netnsUnavailableReason } from '../../lib/host/netns.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
+import { v86Demo } from '../../examples/v86-demo.js';
 
 const reason = v86UnavailableReason() ?? netnsUnavailableReason();
 /** The same /init steps as the QEMU guest tests. */
@@ -187,6 +188,27 @@ describe.skipIf(reason !== null && !process.env.CI)(
       // Legacy drivers have no per-queue vectors: /proc/interrupts has one "virtio0" line, no virtio0-*.
       expect(Object.keys(run.res).filter((k) => k.startsWith('irq_virtio0-'))).toEqual([]);
       console.log(`v86 INTx boot to /init: ${Math.round(run.g.bootMs ?? -1)} ms`);
+    });
+
+    it('npm run demo -- --v86: the guest names its PCI function and driver and pings the in-memory peer', {
+      timeout: 300_000,
+    }, async () => {
+      const out: string[] = [];
+      const log = vi
+        .spyOn(console, 'log')
+        .mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
+      let rc: number;
+      try {
+        rc = await v86Demo();
+      } finally {
+        log.mockRestore();
+      }
+      const text = out.join('\n');
+      expect(rc, text).toBe(0);
+      expect(text).toMatch(/guest: eth0 52:54:00:12:34:56, PCI 0000:00:[0-9a-f]{2}\.0, driver virtio-pci/);
+      expect(text).toContain('3 packets transmitted, 3 packets received, 0% packet loss');
+      expect(text).toMatch(/booted to \/init in \d+\.\d s/);
+      expect(text).toMatch(/peer answered \d+ ARP, 3 echo/);
     });
   },
 );
