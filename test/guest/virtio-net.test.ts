@@ -104,6 +104,8 @@ interface Mark {
   /** Control-queue commands handled (VIRTIO_NET_STATS_TYPE_CVQ counts them too) and admin commands. */
   ctrlCommands: number;
   adminCommands: number;
+  /** Admin commands answered with an error status. */
+  adminErrors: number;
   /** Each data virtqueue's coalescing parameters [max_packets, max_usecs]. */
   coal: [number, number][];
 }
@@ -233,6 +235,7 @@ async function boot(kernel: GuestKernel, options: Partial<VirtioNetPciOptions>, 
             queuePairs: snap.queuePairs,
             ctrlCommands: snap.ctrlCommands,
             adminCommands: net.transport.admin?.stats.commands ?? 0,
+            adminErrors: net.transport.admin?.stats.errors ?? 0,
             coal: net.net.coalescers.map((c) => [c.maxPackets, c.maxUsecs]),
           });
         }
@@ -666,6 +669,7 @@ for (const kernel of GUEST_KERNELS) {
           };
           // The admin queue answered the activation sequence (LIST_QUERY, LIST_USE, CAP_ID_LIST_QUERY, …).
           expect(mark('up').adminCommands, diag).toBeGreaterThanOrEqual(3);
+          expect(mark('end').adminErrors, diag).toBe(0);
           expect([res.channels_max, res.channels]).toEqual(['4', '4']);
 
           // ethtool -S: the driver's STATS_GET of every queue shows our counters (the guest is idle between
