@@ -34,6 +34,6 @@ export {
 export { SplitDriverQueue } from '../../virtio/testing/split-driver.js';
 export * as frames from './frames.js';
 export type { ControlReply, NetDriverOptions, ReceivedFrame, StatsReply } from './net-driver.js';
-export { LINUX_6_1_FEATURES, VirtioNetDriver } from './net-driver.js';
+export { LINUX_6_1_FEATURES, LINUX_7_2_FEATURES, VirtioNetDriver } from './net-driver.js';
 /** VIRTIO_NET_STATS_TYPE_* bit numbers for `VirtioNetDriver.statsGet` (VIRTIO 1.3 "Device Statistics"). */
 export { StatsType } from '../virtio-net/device-stats.js';

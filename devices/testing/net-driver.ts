@@ -69,6 +69,29 @@ export const LINUX_6_1_FEATURES: bigint = [
   40, // RING_RESET
 ].reduce((m, b) => m | (1n << BigInt(b)), 0n);
 
+/**
+ * Feature bits Linux 7.2's virtio_net and virtio core accept from a modern virtio-pci device: the 6.1 set
+ * plus USO, VQ_NOTF_COAL, DEVICE_STATS, GUEST_HDRLEN, the UDP tunnel GSO bits 65-68 (VIRTIO 1.4 §5.1.3),
+ * IN_ORDER, NOTIFICATION_DATA and ADMIN_VQ (virtnet `features[]`, `vring_transport_features`,
+ * `vp_transport_features`). A mask for comparing what a Linux 7.2 guest negotiated; `VirtioNetDriver`
+ * itself drives the 6.1 set (no admin queue, no in-order or notification-data rings).
+ */
+export const LINUX_7_2_FEATURES: bigint = [
+  NetF.HOST_USO,
+  NetF.GUEST_USO4,
+  NetF.GUEST_USO6,
+  NetF.VQ_NOTF_COAL,
+  NetF.DEVICE_STATS,
+  NetF.GUEST_HDRLEN,
+  65, // GUEST_UDP_TUNNEL_GSO
+  66, // GUEST_UDP_TUNNEL_GSO_CSUM
+  67, // HOST_UDP_TUNNEL_GSO
+  68, // HOST_UDP_TUNNEL_GSO_CSUM
+  35, // IN_ORDER
+  38, // NOTIFICATION_DATA
+  41, // ADMIN_VQ
+].reduce((m, b) => m | (1n << BigInt(b)), LINUX_6_1_FEATURES);
+
 /** A frame the guest received, reassembled from its buffers. */
 export interface ReceivedFrame {
   frame: Uint8Array;

@@ -42,6 +42,8 @@ step_pci() {
   if ! find_dev; then R "pci_found=0"; return 1; fi
   R "pci_found=1 pci_slot=$(basename $D) pci_vendor=$(cat $D/vendor) pci_device=$(cat $D/device) pci_class=$(cat $D/class)"
   R "pci_config_size=$(wc -c < $D/config) pci_irq=$(cat $D/irq)"
+  # Whether the guest sees an SR-IOV capability (Linux accepts VIRTIO_F_SR_IOV only then).
+  R "pci_sriov=$([ -e $D/sriov_totalvfs ] && echo 1 || echo 0)"
   i=0
   while read -r s e f; do
     [ "$s" != 0x0000000000000000 ] && R "pci_bar${i}_start=$s pci_bar${i}_size=$(printf 0x%x $((e - s + 1))) pci_bar${i}_flags=$f"
@@ -132,8 +134,25 @@ step_irqs() {
     R "irq_${name}=$sum"
   done
 }
-# stats: virtio_net's per-queue counters (ethtool -S), as stat_<name>=value.
-step_stats() { ethtool -S $IF 2>/dev/null | sed -n 's/^ *\([a-z0-9_]*\): \([0-9]*\)$/RESULT stat_\1=\2/p'; }
+# stats: virtio_net's counters (ethtool -S: Linux 6.1 names its per-queue ones rx_queue_0_packets, Linux 7.2
+# rx0_kicks and, with VIRTIO_NET_F_DEVICE_STATS, the device's rx0_hw_packets), as stat_<name>=value; and
+# the interface's totals as stat_if_rx_packets / stat_if_tx_packets.
+step_stats() {
+  ethtool -S $IF 2>/dev/null | sed -n 's/^ *\([a-z0-9_]*\): \([0-9]*\)$/RESULT stat_\1=\2/p'
+  R "stat_if_rx_packets=$(cat /sys/class/net/$IF/statistics/rx_packets) stat_if_tx_packets=$(cat /sys/class/net/$IF/statistics/tx_packets)"
+}
+# coal:ARGS  ethtool -C with ARGS ('.' for spaces: rx-usecs.20000.rx-frames.64); the values read back.
+step_coal() {
+  ethtool -C $IF $(echo $1 | tr '.' ' '); R "ethtool_C_rc=$?"
+  c=$(ethtool -c $IF 2>&1)
+  R "coal_rx_usecs=$(echo "$c" | sed -n 's/^rx-usecs:[[:space:]]*//p') coal_rx_frames=$(echo "$c" | sed -n 's/^rx-frames:[[:space:]]*//p')"
+}
+# pqcoal:MASK:ARGS  ethtool --per-queue QUEUE_MASK --coalesce ARGS; the queues' rx-usecs/rx-frames read back.
+step_pqcoal() {
+  m=${1%%:*}; ethtool --per-queue $IF queue_mask $m --coalesce $(echo ${1#*:} | tr '.' ' '); R "ethtool_pqC_rc=$?"
+  c=$(ethtool --per-queue $IF queue_mask 0xf --show-coalesce 2>&1)
+  R "pqcoal_rx_usecs=$(echo "$c" | sed -n 's/^rx-usecs:[[:space:]]*//p' | tr '\n' '.' | sed 's/\.$//') pqcoal_rx_frames=$(echo "$c" | sed -n 's/^rx-frames:[[:space:]]*//p' | tr '\n' '.' | sed 's/\.$//')"
+}
 # carrier: announces, then waits for the host to take the link down and up again.
 step_carrier() {
   R "carrier_wait=down"
@@ -152,9 +171,9 @@ waitcount() {
 }
 # hostping:N  asks the host to ping us N times (host_ping_go) and counts the echo requests answered.
 step_hostping() { b=$(snmp Icmp InEchos); R "host_ping_go=$1"; R "host_ping_in=$(waitcount Icmp InEchos $b $1)"; }
-# udp:N  asks the host for N UDP datagrams from many source ports (udp_go) and counts their arrival
-# (no listener: each one is a NoPorts).
-step_udp() { b=$(snmp Udp NoPorts); R "udp_go=$1"; R "udp_in=$(waitcount Udp NoPorts $b $1)"; }
+# udp:N[.BURST.MS]  asks the host for N UDP datagrams from many source ports (udp_go), BURST of them every
+# MS milliseconds (default 8 every 2), and counts their arrival (no listener: each one is a NoPorts).
+step_udp() { b=$(snmp Udp NoPorts); R "udp_go=$1"; R "udp_in=$(waitcount Udp NoPorts $b ${1%%.*})"; }
 # tcpsyn:N  N connection attempts to PEER port 9 (closed: a SYN out, a RST back) from distinct source
 # ports on each CPU in turn, so XPS and the flow hash spread the guest's transmits over its tx queues.
 step_tcpsyn() {

@@ -1,6 +1,7 @@
 /**
- * Boots a stock Linux guest (Debian 12 kernel, busybox /init from init.sh) under QEMU 11.x with our
- * vfio-user server as a PCI function, and collects the guest's `RESULT key=value` lines.
+ * Boots a stock Linux guest (Debian 12's Linux 6.1 or Debian sid's Linux 7.2, busybox /init from init.sh)
+ * under QEMU 11.x with our vfio-user server as a PCI function, and collects the guest's `RESULT key=value`
+ * lines.
  *
  * QEMU runs from the cached Debian sid root (prepare.sh) as
  *   setpriv --pdeathsig KILL -- unshare --mount --propagation private -- sh -c 'mount …; exec chroot ROOT qemu…'
@@ -24,17 +25,22 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 
 export const DEFAULT_CACHE = process.env.VNT_GUEST_CACHE ?? '/var/cache/virtio-net-ts';
 
+/** The guest kernels prepare.sh caches: Debian 12's (guest-kit) and Debian sid's (guest-kit-7.2). */
+export type GuestKernel = '6.1' | '7.2';
+export const GUEST_KERNELS: readonly GuestKernel[] = ['6.1', '7.2'];
+
 export interface GuestPaths {
   qemuRoot: string;
   guestKit: string;
 }
 
-export function guestPaths(cacheDir = DEFAULT_CACHE): GuestPaths {
-  return { qemuRoot: join(cacheDir, 'qemu-root'), guestKit: join(cacheDir, 'guest-kit') };
+export function guestPaths(cacheDir = DEFAULT_CACHE, kernel: GuestKernel = '6.1'): GuestPaths {
+  const kit = kernel === '6.1' ? 'guest-kit' : `guest-kit-${kernel}`;
+  return { qemuRoot: join(cacheDir, 'qemu-root'), guestKit: join(cacheDir, kit) };
 }
 
-/** Why the guest harness cannot run here, or null when it can. */
-export function guestUnavailableReason(cacheDir = DEFAULT_CACHE): string | null {
+/** Why the guest harness cannot run here with `kernel`, or null when it can. */
+export function guestUnavailableReason(cacheDir = DEFAULT_CACHE, kernel: GuestKernel = '6.1'): string | null {
   if (process.platform !== 'linux') return `needs Linux (this is ${process.platform})`;
   if (typeof process.getuid === 'function' && process.getuid() !== 0)
     return 'needs root (chroot, mount namespace)';
@@ -43,7 +49,7 @@ export function guestUnavailableReason(cacheDir = DEFAULT_CACHE): string | null 
   } catch {
     return 'needs /dev/net/tun';
   }
-  const p = guestPaths(cacheDir);
+  const p = guestPaths(cacheDir, kernel);
   if (!existsSync(join(p.qemuRoot, 'usr/bin/qemu-system-x86_64')))
     return `no QEMU root in ${p.qemuRoot} (run test/guest/prepare.sh)`;
   if (!existsSync(join(p.guestKit, 'vmlinuz')))
@@ -69,6 +75,8 @@ export interface GuestRunOptions {
   /** `vnt.*` parameters for init.sh, e.g. { match: '1af4:1041', steps: 'pci,virtio,up,ping:3' }. */
   params: Record<string, string | number>;
   cacheDir?: string;
+  /** The guest kernel (its kit from prepare.sh). Default '6.1'. */
+  kernel?: GuestKernel;
   smp?: number;
   memoryMiB?: number;
   /** Kills QEMU after this long. Default 120 s. */
@@ -115,9 +123,10 @@ function parseResult(line: string): [string, string][] {
 /** Boots the guest once and resolves when it powered off (or was killed at the timeout). */
 export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
   const cacheDir = opts.cacheDir ?? DEFAULT_CACHE;
-  const reason = guestUnavailableReason(cacheDir);
+  const kernel = opts.kernel ?? '6.1';
+  const reason = guestUnavailableReason(cacheDir, kernel);
   if (reason) throw new Error(`guest harness unavailable: ${reason}`);
-  const { qemuRoot, guestKit } = guestPaths(cacheDir);
+  const { qemuRoot, guestKit } = guestPaths(cacheDir, kernel);
   const run = mkdtempSync(join(tmpdir(), 'vnt-guest-'));
   let server: ServerHandle | null = null;
   let qemu: ChildProcess | null = null;
@@ -130,7 +139,8 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
     const mem = opts.memoryMiB ?? 512;
     const append = [
       'console=ttyS0',
-      'quiet',
+      // VNT_GUEST_VERBOSE=1 keeps the kernel's boot messages (a probe that hangs shows where).
+      ...(process.env.VNT_GUEST_VERBOSE ? [] : ['quiet']),
       'panic=-1',
       ...Object.entries(opts.params).map(([k, v]) => `vnt.${k}=${v}`),
     ].join(' ');

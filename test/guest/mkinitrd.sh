@@ -8,10 +8,14 @@ G=$1; O=$2; H=$(dirname "$(readlink -f "$0")")
 T=$O/initrd; rm -rf "$T"; mkdir -p "$T/bin" "$T/proc" "$T/sys" "$T/dev" "$T/tmp" "$T/mods" "$T/usr/sbin" "$T/lib64"
 cp "$G/bb/bin/busybox" "$T/bin/"
 for a in $("$G/bb/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$T/bin/$a"; done
-K=$(ls -d "$G"/kpkg/lib/modules/*/kernel)
+# Debian 12 ships /lib/modules/*/*.ko; sid (Linux 7.2) ships /usr/lib/modules/*/*.ko.xz, decompressed here
+# with busybox's xz so init.sh's insmod reads plain .ko on either kit.
+K=$(ls -d "$G"/kpkg/lib/modules/*/kernel "$G"/kpkg/usr/lib/modules/*/kernel 2>/dev/null | head -1)
 for m in net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/virtio/virtio drivers/virtio/virtio_ring \
   drivers/virtio/virtio_pci drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci_modern_dev drivers/net/macvlan; do
-  [ -f "$K/$m.ko" ] && cp "$K/$m.ko" "$T/mods/"
+  n=${m##*/}
+  if [ -f "$K/$m.ko" ]; then cp "$K/$m.ko" "$T/mods/"
+  elif [ -f "$K/$m.ko.xz" ]; then "$G/bb/bin/busybox" xz -dc "$K/$m.ko.xz" > "$T/mods/$n.ko"; fi
 done
 E=$(find "$G/ethtool" -path '*bin/ethtool' -type f 2>/dev/null | head -1)
 if [ -n "$E" ]; then

@@ -2,6 +2,8 @@
 # Prepares what the guest test needs, in a cache that later runs reuse (idempotent; run as root):
 #   $VNT_GUEST_CACHE/qemu-root   Debian sid root with QEMU 11.x (-device vfio-user-pci), ~1.8 GB, ~2 min once
 #   $VNT_GUEST_CACHE/guest-kit   Debian 12 cloud kernel + modules, busybox-static, ethtool + its libraries
+#   $VNT_GUEST_CACHE/guest-kit-7.2  Debian sid's Linux 7.2 cloud kernel + modules (.ko.xz), same busybox and
+#                                ethtool (copied from guest-kit), ~100 MB download once
 # Default cache: /var/cache/virtio-net-ts. Everything comes from the host's own Debian mirror; the host's
 # installed packages are left alone (only debootstrap is installed if missing). A warm cache takes ~1 s.
 set -e
@@ -50,3 +52,26 @@ if [ -z "$(find "$K/ethtool" -path '*bin/ethtool' -type f 2>/dev/null)" ]; then
   rm -rf "$K/ethtool"; mv "$K/ethtool.tmp/root" "$K/ethtool"; rm -rf "$K/ethtool.tmp"
 fi
 echo "guest-kit: kernel $(ls "$K/kpkg/lib/modules"), $(find "$K/ethtool" -path '*bin/ethtool' -type f | head -1)"
+
+# --- Linux 7.2 guest kit: Debian sid's cloud kernel (linux-binary-7.2.*-cloud-amd64) and its modules
+# package, downloaded by the sid root's apt (private mount namespace, as above). busybox and ethtool are
+# the 6.1 kit's: the guest's userland does not depend on the kernel.
+K7=$C/guest-kit-7.2
+if [ ! -f "$K7/vmlinuz" ] || [ -z "$(ls "$K7"/kpkg/usr/lib/modules 2>/dev/null)" ]; then
+  rm -rf "$K7/dl"; mkdir -p "$K7/dl"
+  # Runs inside the root (the download folder is bound at /mnt); a stale package list is refreshed once.
+  cat > "$K7/dl/get.sh" <<'EOS'
+pick() { apt-cache pkgnames "$1" | grep -- '-cloud-amd64$' | sort -V | tail -1; }
+get() { b=$(pick linux-binary-7.2.) && m=$(pick linux-modules-7.2.) && [ -n "$b" ] &&
+  cd /mnt && apt-get download "$b" $m >/dev/null 2>&1; }
+get || { apt-get -o Acquire::Check-Valid-Until=false update -qq && get; }
+EOS
+  unshare --mount --propagation private sh -c "
+    mount -t proc proc '$R/proc' && mount --bind /dev '$R/dev' && mount --bind '$K7/dl' '$R/mnt' &&
+    chroot '$R' sh /mnt/get.sh"
+  (cd "$K7" && rm -rf kpkg && for d in dl/*.deb; do dpkg -x "$d" kpkg; done &&
+    cp kpkg/usr/lib/modules/*/vmlinuz vmlinuz && rm -rf dl)
+fi
+[ -d "$K7/bb" ] || cp -a "$K/bb" "$K7/bb"
+[ -d "$K7/ethtool" ] || { [ -d "$K/ethtool" ] && cp -a "$K/ethtool" "$K7/ethtool"; }
+echo "guest-kit-7.2: kernel $(ls "$K7/kpkg/usr/lib/modules")"

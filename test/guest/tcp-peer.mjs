@@ -1,8 +1,9 @@
 // Host side of the guest's TCP steps, run inside the test's network namespace (`ip netns exec NS node tcp-peer.mjs …`).
 //   recv ADDR PORT         accept one connection, print `ready`, then `bytes=N sha256=HEX` when the peer closes
 //   send ADDR PORT BYTES   connect (retrying for 10 s), send BYTES random bytes, print `bytes=N sha256=HEX`
-//   udp ADDR PORT COUNT FLOWS [P1,P2,...]  send COUNT datagrams to ADDR:PORT round-robin from FLOWS sockets
-//                          (source ports P1..., or kernel-chosen; RSS spreads them), paced; print `sent=N`
+//   udp ADDR PORT COUNT FLOWS [P1,P2,...] [BURST] [MS]  send COUNT datagrams to ADDR:PORT round-robin from
+//                          FLOWS sockets (source ports P1..., or kernel-chosen; RSS spreads them), BURST (8)
+//                          every MS (2) milliseconds; print `sent=N`
 // Exits by itself after 60 s whatever happens.
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
@@ -57,10 +58,12 @@ if (mode === 'recv') {
   const ports = (process.argv[7] ?? '').split(',').filter(Boolean).map(Number);
   const socks = Array.from({ length: flows }, () => createSocket('udp4'));
   const payload = Buffer.from('virtio-net-ts rss probe');
+  const per = Number(process.argv[8] ?? 8);
+  const everyMs = Number(process.argv[9] ?? 2);
   let sent = 0;
   const burst = () => {
-    for (let i = 0; i < 8 && sent < count; i++, sent++) socks[sent % flows].send(payload, port, addr);
-    if (sent < count) setTimeout(burst, 2);
+    for (let i = 0; i < per && sent < count; i++, sent++) socks[sent % flows].send(payload, port, addr);
+    if (sent < count) setTimeout(burst, everyMs);
     else
       setTimeout(() => {
         console.log(`sent=${sent}`);
@@ -74,7 +77,7 @@ if (mode === 'recv') {
     });
 } else {
   console.error(
-    'usage: tcp-peer.mjs recv ADDR PORT | send ADDR PORT BYTES | udp ADDR PORT COUNT FLOWS [P1,P2,...]',
+    'usage: tcp-peer.mjs recv ADDR PORT | send ADDR PORT BYTES | udp ADDR PORT COUNT FLOWS [P1,P2,...] [BURST] [MS]',
   );
   process.exit(2);
 }
