@@ -42,6 +42,8 @@ interface Sample {
   notifyWrites: number;
   kicksByEventfd: number;
   regionWritesBar4: number;
+  /** REGION_READs of any region (a guest register read costs a round trip). */
+  regionReads: number;
   irqs: number;
   frames: number;
   at: number;
@@ -75,6 +77,7 @@ describe.skipIf(reason !== null)(
           notifyWrites,
           kicksByEventfd: st?.kicksByEventfd ?? 0,
           regionWritesBar4: st?.regionWrites[MODERN_BAR] ?? 0,
+          regionReads: Object.values(st?.regionReads ?? {}).reduce((a, b) => a + b, 0),
           irqs: st?.irqsSignalled ?? 0,
           frames: ds.rxPackets + ds.txPackets,
           at: performance.now(),
@@ -143,6 +146,7 @@ describe.skipIf(reason !== null)(
           kicksPer1000Frames: per1000(t0, t1, 'notifyWrites'),
           kicksByEventfd: t1.kicksByEventfd - t0.kicksByEventfd,
           irqsPer1000Frames: per1000(t0, t1, 'irqs'),
+          regionReads: t1.regionReads - t0.regionReads,
         },
         hostToGuest: {
           ms: Math.round(timings.hostToGuestMs ?? -1),
@@ -150,6 +154,7 @@ describe.skipIf(reason !== null)(
           kicksPer1000Frames: per1000(t1, t2, 'notifyWrites'),
           kicksByEventfd: t2.kicksByEventfd - t1.kicksByEventfd,
           irqsPer1000Frames: per1000(t1, t2, 'irqs'),
+          regionReads: t2.regionReads - t1.regionReads,
         },
       };
       console.log(`kick-path: ${JSON.stringify(figures)}`);
