@@ -229,6 +229,24 @@ describe('GET_REGION_IO_FDS', () => {
     expect(client.unmatched).toEqual([]);
   });
 
+  it('a kick by eventfd never passes the writes the client sent before it', async () => {
+    const dev = fakeDevice(queueDoorbells(1), new GuestMemory());
+    await start(dev);
+    const r = await ask(4);
+    // More posted writes than the server handles in one wake (64), then the kick.
+    const w = new Uint8Array(REGION_RW.SIZE + 4);
+    view(w).setUint32(REGION_RW.region, 0, true);
+    view(w).setUint32(REGION_RW.count, 4, true);
+    for (let i = 0; i < 200; i++) {
+      view(w).setBigUint64(REGION_RW.offset, BigInt(4 * (i % 1024)), true);
+      client.post(Command.REGION_WRITE, w);
+    }
+    sys.eventfdSignal(r.fds[0] as number);
+    for (let i = 0; i < 100 && dev.writes.length < 201; i++) await tick();
+    expect(dev.writes).toHaveLength(201);
+    expect(dev.writes.findIndex((x) => x[0] === 4)).toBe(200);
+  });
+
   it('a device that throws on the replayed write is contained', async () => {
     const dev = fakeDevice(queueDoorbells(1), new GuestMemory());
     await start(dev);

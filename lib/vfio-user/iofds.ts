@@ -42,12 +42,24 @@ export class VfioUserIoFds {
   readonly #maxFds: number;
   readonly #stats: IoFdStats;
   readonly #r: Responder;
+  readonly #beforeRing: () => void;
   /** Armed doorbells per region index (created on the region's first request). */
   readonly #armed = new Map<number, Armed[]>();
 
-  /** `maxFds`: most descriptors in one reply (the doorbells past it stay REGION_WRITE only). */
-  constructor(device: VfioUserDevice, maxFds: number, stats: IoFdStats, responder: Responder) {
+  /**
+   * `maxFds`: most descriptors in one reply (the doorbells past it stay REGION_WRITE only). `beforeRing`
+   * runs before a doorbell's write: the server handles what is already on the socket, so that a kick
+   * never passes the client's earlier writes (say the queue enable and DRIVER_OK it posted).
+   */
+  constructor(
+    device: VfioUserDevice,
+    maxFds: number,
+    stats: IoFdStats,
+    responder: Responder,
+    beforeRing: () => void = () => {},
+  ) {
     this.#device = device;
+    this.#beforeRing = beforeRing;
     this.#maxFds = maxFds;
     this.#stats = stats;
     this.#r = responder;
@@ -95,6 +107,7 @@ export class VfioUserIoFds {
   #ring(a: Armed): void {
     const n = sys.eventfdRead(a.fd);
     if (n === 0n) return;
+    this.#beforeRing();
     this.#stats.kicksByEventfd++;
     this.#stats.kickSignalsByEventfd += Number(n);
     const d = a.doorbell;

@@ -173,7 +173,9 @@ export class VfioUserServer {
     this.#responder = r;
     this.#irqs = new VfioUserIrqs(device.msixVectors, this.#stats, r);
     this.#regions = new VfioUserRegions(device, this.#caps.maxDataXferSize, this.#stats, r);
-    this.#ioFds = new VfioUserIoFds(device, this.#caps.maxMsgFds, this.#stats, r);
+    this.#ioFds = new VfioUserIoFds(device, this.#caps.maxMsgFds, this.#stats, r, () =>
+      this.#conn?.drain(this.#maxQueued),
+    );
     device.setInterruptSink({ vector: (n) => this.#irqs.signalMsix(n), intx: (a) => this.#irqs.setIntx(a) });
   }
 
