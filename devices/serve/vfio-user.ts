@@ -8,7 +8,8 @@ import { OptionsError } from '../../lib/errors.js';
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../../lib/net/memory-backend.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
-import type { VfioUserDevice, VfioUserInterruptSink } from '../../lib/vfio-user/server.js';
+import type { VfioUserDevice, VfioUserDoorbell, VfioUserInterruptSink } from '../../lib/vfio-user/server.js';
+import { MODERN_BAR } from '../../virtio/pci/virtio-pci.js';
 import { parseVfPolicy, type VfPolicy } from '../eswitch/policy.js';
 import { parseVirtioNetPciOptions, type VirtioNetPciOptions } from '../virtio-net/options.js';
 import { parseQemuDevice } from '../virtio-net/qemu-device.js';
@@ -34,6 +35,11 @@ export function virtioNetVfioUserDevice(
     ...options,
     interrupts: { vector: (n) => sink?.vector(n), intx: (a) => sink?.intx?.(a) },
   });
+  // Each virtqueue's notify slot (BAR4, one address per queue): any write there is that queue's kick, so
+  // the eventfd needs no width or datamatch, and the replay writes the queue index as Linux does.
+  const doorbells: VfioUserDoorbell[] = net.transport
+    .queueNotifyOffsets()
+    .map((offset, q) => ({ bar: MODERN_BAR, offset, size: 0, replay: { size: 2, value: q } }));
   return {
     net,
     configRead: (o, s) => net.configRead(o, s),
@@ -47,6 +53,7 @@ export function virtioNetVfioUserDevice(
       sink = s;
     },
     reset: () => net.reset(),
+    doorbells: () => doorbells,
     setLinkUp: (up) => net.setLinkUp(up),
     close: () => net.close(),
   };

@@ -161,6 +161,25 @@ export class MessageChannel {
     this.#h.closed(error);
   }
 
+  /**
+   * Handles the messages already waiting on the socket, past the per-wake budget (up to `maxBytes`): a
+   * kick that came by eventfd must not pass the writes the client sent before it (lib/vfio-user/iofds.ts).
+   */
+  drain(maxBytes: number): void {
+    if (this.#closed || this.#dispatching) return;
+    this.#dispatching = true;
+    try {
+      for (let bytes = 0; !this.#closed && !this.#paused && bytes < maxBytes; ) {
+        const n = this.#recv(this.#wanted());
+        if (n < 0) return; // EAGAIN or closed
+        bytes += n;
+        this.#consume(n);
+      }
+    } finally {
+      this.#dispatching = false;
+    }
+  }
+
   #onPoll(ev: { readable: boolean; writable: boolean; disconnect: boolean }): void {
     if (this.#closed) return;
     if (ev.writable) this.#flush();

@@ -10,6 +10,8 @@ import * as sys from '../host/socket.js';
 export interface ClientReply {
   header: MessageHeader;
   body: Uint8Array;
+  /** Descriptors that came with a reply to `request` (the caller owns them); always empty for unmatched. */
+  fds: number[];
 }
 
 export class VfioUserClient {
@@ -30,12 +32,14 @@ export class VfioUserClient {
       fd,
       {
         message: (m: ReceivedMessage) => {
-          for (const f of m.fds) sys.close(f);
           const p = this.#pending.get(m.header.id);
           if (p && (m.header.flags & MsgFlag.TYPE_MASK) === MsgFlag.REPLY) {
             this.#pending.delete(m.header.id);
-            p.resolve({ header: m.header, body: m.body });
-          } else this.unmatched.push({ header: m.header, body: m.body });
+            p.resolve({ header: m.header, body: m.body, fds: m.fds });
+          } else {
+            for (const f of m.fds) sys.close(f);
+            this.unmatched.push({ header: m.header, body: m.body, fds: [] });
+          }
         },
         rejected: () => {},
         closed: () => {

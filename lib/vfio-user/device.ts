@@ -16,6 +16,22 @@ export interface VfioUserInterruptSink {
 }
 
 /**
+ * A doorbell the server may hand to the client as an ioeventfd (DEVICE_GET_REGION_IO_FDS), so that a guest
+ * write there reaches the server as an eventfd signal instead of a REGION_WRITE message.
+ */
+export interface VfioUserDoorbell {
+  /** BAR index (0..5). */
+  bar: number;
+  offset: number;
+  /** Width of the writes that ring it; 0: any width (their value is then not known to the server). */
+  size: 0 | 1 | 2 | 4 | 8;
+  /** Only writes of this value ring it (KVM_IOEVENTFD_FLAG_DATAMATCH); needs a non-zero size. */
+  datamatch?: bigint;
+  /** The barWrite the server makes at `offset` when the eventfd fires (coalesced signals make one). */
+  replay: { size: 1 | 2 | 4 | 8; value: number | bigint };
+}
+
+/**
  * The PCI function the server exposes. Accesses arrive in naturally aligned pieces of 1, 2, 4 (config) or
  * 1, 2, 4, 8 bytes (BARs), offsets relative to the region. Must not throw for guest-chosen values.
  */
@@ -30,6 +46,8 @@ export interface VfioUserDevice {
   /** Guest memory: DMA_MAP regions are added here and removed on DMA_UNMAP / disconnect. */
   readonly memory: DmaMemory;
   setInterruptSink(sink: VfioUserInterruptSink): void;
+  /** Writes that may be served as ioeventfds; without it, GET_REGION_IO_FDS answers no sub-regions. */
+  doorbells?(): readonly VfioUserDoorbell[];
   /** Function-level reset (DEVICE_RESET, and when the client disconnects). */
   reset(): void;
 }

@@ -111,6 +111,26 @@ export const WRITE_MULTI = {
   maxEntries: 200,
 } as const;
 
+/**
+ * DEVICE_GET_REGION_IO_FDS (vfio-user.rst): request {argsz, flags, index, count} (flags and count zero),
+ * reply the same header then `count` sub-regions, each {u64 offset, u64 size, u32 fd_index, u32 type,
+ * u32 flags, u32 padding, u64 datamatch}; the descriptors ride in the reply's SCM_RIGHTS.
+ */
+export const REGION_IO_FDS = { argsz: 0, flags: 4, index: 8, count: 12, subRegions: 16, SIZE: 16 } as const;
+export const IO_FD_SUB_REGION = {
+  offset: 0,
+  size: 8,
+  fdIndex: 16,
+  type: 20,
+  flags: 24,
+  datamatch: 32,
+  SIZE: 40,
+} as const;
+/** Sub-region types; only IOEVENTFD is served. */
+export const IoFdType = { IOEVENTFD: 0, IOREGIONFD: 1, IOEVENTFD_SHADOW: 2 } as const;
+/** Sub-region flags for an ioeventfd (KVM_IOEVENTFD_FLAG_*). */
+export const IoEventfdFlag = { DATAMATCH: 1, PIO: 2 } as const;
+
 /** A decoded message header. */
 export interface MessageHeader {
   id: number;

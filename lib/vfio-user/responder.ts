@@ -8,8 +8,8 @@ export interface RequestHeader {
 }
 
 export interface Responder {
-  /** A success reply with `body` (nothing for NO_REPLY requests). */
-  reply(h: RequestHeader, body?: Uint8Array): void;
+  /** A success reply with `body` and descriptors to pass (still owned by the caller); nothing for NO_REPLY. */
+  reply(h: RequestHeader, body?: Uint8Array, fds?: number[]): void;
   /** An error reply (counted and logged; nothing sent for NO_REPLY requests). */
   error(h: RequestHeader, errno: number, why: string): void;
   /** Runs a device callback; false (logged) when it threw. */

@@ -12,7 +12,8 @@
  * process, leak descriptors or mappings, or reach memory outside what it mapped.
  *
  * This file accepts the client and dispatches its messages; the commands live with their state:
- * regions.ts (region info and access), irqs.ts (irq info, SET_IRQS, signalling), dma.ts (DMA_MAP/UNMAP),
+ * regions.ts (region info and access), irqs.ts (irq info, SET_IRQS, signalling), iofds.ts (doorbells as
+ * ioeventfds, GET_REGION_IO_FDS), dma.ts (DMA_MAP/UNMAP),
  * socket-file.ts (the socket's mode and group), device.ts (the device interface).
  */
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
@@ -24,6 +25,7 @@ import {
 } from './channel.js';
 import type { VfioUserDevice } from './device.js';
 import { DmaMappings, type DmaRegionInfo, dmaMapCommand, dmaUnmapCommand } from './dma.js';
+import { VfioUserIoFds } from './iofds.js';
 import { VfioUserIrqs } from './irqs.js';
 import {
   Command,
@@ -48,7 +50,7 @@ import type { Responder } from './responder.js';
 import { secureSocketFile } from './socket-file.js';
 import * as sys from '../host/socket.js';
 
-export type { VfioUserBar, VfioUserDevice, VfioUserInterruptSink } from './device.js';
+export type { VfioUserBar, VfioUserDevice, VfioUserDoorbell, VfioUserInterruptSink } from './device.js';
 
 const NUM_REGIONS = Region.COUNT;
 const NUM_IRQS = Irq.COUNT;
@@ -94,6 +96,9 @@ export interface VfioUserServerStats {
   /** MSI-X / INTx eventfd signals written, and signals dropped for want of an eventfd. */
   irqsSignalled: number;
   irqsDropped: number;
+  /** Doorbell writes made on an ioeventfd wake-up (GET_REGION_IO_FDS), and the signals they took in. */
+  kicksByEventfd: number;
+  kickSignalsByEventfd: number;
   /** The most reply bytes ever waiting to be sent to a client. */
   replyQueuePeak: number;
   /** Times reading paused because a client did not take its replies. */
@@ -118,6 +123,7 @@ export class VfioUserServer {
   #closedWaiters: (() => void)[] = [];
   readonly #irqs: VfioUserIrqs;
   readonly #regions: VfioUserRegions;
+  readonly #ioFds: VfioUserIoFds;
   readonly #stats: VfioUserServerStats = {
     connections: 0,
     requests: {},
@@ -126,6 +132,8 @@ export class VfioUserServer {
     regionWrites: {},
     irqsSignalled: 0,
     irqsDropped: 0,
+    kicksByEventfd: 0,
+    kickSignalsByEventfd: 0,
     replyQueuePeak: 0,
     readPauses: 0,
   };
@@ -157,7 +165,7 @@ export class VfioUserServer {
     this.#maxQueued = options.maxQueuedReplyBytes ?? 4 << 20;
     this.#stallMs = options.replyStallMs ?? 10_000;
     const r: Responder = {
-      reply: (h, body) => this.#reply(h, body),
+      reply: (h, body, fds) => this.#reply(h, body, fds),
       error: (h, errno, why) => this.#error(h, errno, why),
       safe: (fn) => this.#safe(fn),
       log: (line) => this.#log(line),
@@ -165,6 +173,9 @@ export class VfioUserServer {
     this.#responder = r;
     this.#irqs = new VfioUserIrqs(device.msixVectors, this.#stats, r);
     this.#regions = new VfioUserRegions(device, this.#caps.maxDataXferSize, this.#stats, r);
+    this.#ioFds = new VfioUserIoFds(device, this.#caps.maxMsgFds, this.#stats, r, () =>
+      this.#conn?.drain(this.#maxQueued),
+    );
     device.setInterruptSink({ vector: (n) => this.#irqs.signalMsix(n), intx: (a) => this.#irqs.setIntx(a) });
   }
 
@@ -301,6 +312,7 @@ export class VfioUserServer {
     this.#conn = null;
     this.#dma.unmapAll();
     this.#irqs.disableAll();
+    this.#ioFds.closeAll();
     this.#safe(() => this.#device.reset());
     const waiters = this.#closedWaiters;
     this.#closedWaiters = [];
@@ -362,6 +374,8 @@ export class VfioUserServer {
           return this.#deviceInfo(h, m.body);
         case Command.DEVICE_GET_REGION_INFO:
           return this.#regions.info(h, m.body);
+        case Command.DEVICE_GET_REGION_IO_FDS:
+          return this.#ioFds.get(h, m.body);
         case Command.DEVICE_GET_IRQ_INFO:
           return this.#irqs.info(h, m.body);
         case Command.DEVICE_SET_IRQS:
@@ -385,9 +399,9 @@ export class VfioUserServer {
     }
   }
 
-  #reply(h: { id: number; command: number; flags: number }, body?: Uint8Array): void {
+  #reply(h: { id: number; command: number; flags: number }, body?: Uint8Array, fds?: number[]): void {
     if (h.flags & MsgFlag.NO_REPLY) return;
-    this.#send(encodeReply(h, body));
+    this.#conn?.send(encodeReply(h, body), fds);
   }
 
   #safe(fn: () => void): boolean {

@@ -397,6 +397,17 @@ export class VirtioPciTransport {
     return this.legacyMember;
   }
 
+  /**
+   * Where each virtqueue is notified (§4.1.4.4): BAR4 offset of queue i's slot in the notify area. Every
+   * queue has its own address (multiplier 4), so a write of any width and value there is that queue's kick.
+   */
+  queueNotifyOffsets(): number[] {
+    return Array.from(
+      { length: this.core.queues.length },
+      (_, i) => MODERN_REGIONS.notify + i * NOTIFY_OFF_MULTIPLIER,
+    );
+  }
+
   /** LEGACY_NOTIFY_INFO entries of this function (its BAR4 doorbell), empty unless `legacyAccessForAdmin`. */
   legacyNotifyInfo(): readonly LegacyNotifyEntry[] {
     return this.notifyInfo;

@@ -109,6 +109,13 @@ function body(rng: Rng, command: number): number[] {
       return [...le(rng.chance(0.8) ? 16 : rng.edgeU32(), 4), ...u32(), ...u32(), ...u32()];
     case Command.DEVICE_GET_REGION_INFO:
       return [...le(rng.chance(0.8) ? 32 : rng.edgeU32(), 4), ...u32(), ...le(rng.int(0, 10), 4), ...u32()];
+    case Command.DEVICE_GET_REGION_IO_FDS:
+      return [
+        ...le(rng.chance(0.8) ? rng.pick([16, 56, 400, 4096, 15]) : rng.edgeU32(), 4),
+        ...le(rng.chance(0.8) ? 0 : rng.edgeU32(), 4),
+        ...le(rng.chance(0.5) ? 4 : rng.int(0, 10), 4),
+        ...le(rng.chance(0.8) ? 0 : rng.edgeU32(), 4),
+      ];
     case Command.DEVICE_GET_IRQ_INFO:
       return [...le(16, 4), ...u32(), ...le(rng.int(0, 6), 4), ...u32()];
     case Command.DEVICE_SET_IRQS: {
@@ -260,6 +267,12 @@ async function ask(
   );
   const r = await within(p, st.budgetMs);
   invariant(r !== null, `request ${command} (body ${b.length} bytes) got no answer within ${st.budgetMs} ms`);
+  if (r !== 'closed' && r.fds.length > 0) {
+    // GET_REGION_IO_FDS eventfds: ring one (a kick the server must survive), then drop ours.
+    sys.eventfdSignal(r.fds[0] as number);
+    st.counters.ioFdsReceived = (st.counters.ioFdsReceived ?? 0) + r.fds.length;
+    for (const fd of r.fds.splice(0)) sys.close(fd);
+  }
   if (r === 'closed') {
     st.client = null;
     st.counters.serverClosed = (st.counters.serverClosed ?? 0) + 1;
