@@ -98,6 +98,7 @@ const TIMESPEC_SIZE = 16;
 export const IORING_OP_NOP = 0;
 export const IORING_OP_READV = 1;
 export const IORING_OP_WRITEV = 2;
+export const IORING_OP_READ = 22;
 export const IORING_OP_WRITE = 23;
 
 /** RWF_NOWAIT (rw_flags of a read): fail with -EAGAIN instead of waiting for data (no poll armed). */
@@ -403,6 +404,11 @@ export class IoUring {
    */
   queueReadv(fd: number, iovAddress: number, iovCount: number, userData: number, rwFlags = 0): boolean {
     return this.queue(IORING_OP_READV, fd, iovAddress, iovCount, -1, userData, rwFlags);
+  }
+
+  /** Queues IORING_OP_READ of up to `length` bytes into host address `address`; as `queueReadv`. */
+  queueRead(fd: number, address: number, length: number, userData: number, rwFlags = 0): boolean {
+    return this.queue(IORING_OP_READ, fd, address, length, -1, userData, rwFlags);
   }
 
   /** Queues IORING_OP_WRITE of `length` bytes at host address `address`; as `queueWritev`. */

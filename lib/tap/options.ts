@@ -37,7 +37,7 @@ export interface TapOpenOptions {
    */
   batchTx?: boolean;
   /**
-   * Read up to 32 frames per kernel entry: io_uring READV submissions with RWF_NOWAIT into slots of the
+   * Read up to 64 frames per kernel entry: io_uring READ submissions with RWF_NOWAIT into slots of the
    * backend's own memory, the device copying each frame out (docs/backends.md). Used while a queue's
    * frames average under 8 KiB and its last reads found frames waiting; larger frames still go one per
    * `readv` into lent guest buffers. Needs io_uring (else a read per frame, as with false). Default true.

@@ -1,9 +1,10 @@
 /**
  * Receive (tap -> guest) for TapBackend. The queues' fds sit in the process-wide poller (poller.ts); when
- * one is readable it is drained here with non-blocking reads, up to a budget. Each read is a `readv(2)`
- * straight into the guest's receive buffer when the device lends one (BackendSink.lendReceive), with a
- * reused buffer of ours as the overflow iovec so no frame is ever truncated; otherwise a `read(2)` into
- * that buffer and the device copies. `pause(qp)` takes the fd out of the poll set (the kernel queues,
+ * one is readable it is drained here with non-blocking reads, up to a budget. While frames keep coming
+ * they are read in batches, many per io_uring submission into slots of ours (rx-batch.ts, `batchRx`).
+ * A single read is a `readv(2)` straight into the guest's receive buffer when the device lends one
+ * (BackendSink.lendReceive), with a reused buffer of ours as the overflow iovec so no frame is ever
+ * truncated; otherwise a `read(2)` into that buffer and the device copies. `pause(qp)` takes the fd out of the poll set (the kernel queues,
  * then drops, as for a slow QEMU). The per-frame cost is one FFI call and no allocation.
  */
 import { Errno, type Libc, POLLERR, POLLHUP, POLLNVAL } from '../host/libc.js';
@@ -214,11 +215,11 @@ export class TapRx {
       sink.lendReceive !== undefined &&
       sink.completeReceive !== undefined &&
       sink.cancelReceive !== undefined;
-    const batch = this.batchReader(sink);
+    const batch = this.batchReader();
     for (let i = 0; i < RX_BUDGET; ) {
       if (q.paused || !q.attached || this.down) return false;
       let end: number;
-      if (batch !== null && batch.usable && q.rxBatch > 1 && q.rxAverage < BATCH_RX_MAX_AVERAGE) {
+      if (batch?.usable && q.rxBatch > 1 && q.rxAverage < BATCH_RX_MAX_AVERAGE) {
         const want = Math.min(q.rxBatch, RX_BATCH, RX_BUDGET - i);
         end = this.readMany(q, sink, batch, want);
         i += want;
@@ -242,9 +243,9 @@ export class TapRx {
     return false;
   }
 
-  /** The batch reader when batches apply (batchRx, io_uring usable, a sink that takes ranges), else null. */
-  private batchReader(sink: BackendSink): RxBatch | null {
-    if (!this.batchRx || sink.receiveRange === undefined) return null;
+  /** The batch reader when batches apply (batchRx, io_uring usable), else null. */
+  private batchReader(): RxBatch | null {
+    if (!this.batchRx) return null;
     if (this.batch === undefined) this.batch = RxBatch.create(this.c, this.error);
     if (this.batch !== null && !this.batch.usable) this.batch = null;
     return this.batch;
@@ -317,25 +318,21 @@ export class TapRx {
         if (e === READ_GONE || end !== READ_GONE) end = e;
         continue;
       }
-      // The kernel's length is checked like any backend input: inside the slot, a whole header.
-      if (n < hs || n === 0 || n > RX_SLOT) {
+      // The kernel's answer is checked like any backend input: a slot we queued, a whole header, no more
+      // than the slot holds.
+      const slot = batch.slot[k] as number;
+      if (n < hs || n === 0 || n > RX_SLOT || !(slot < want)) {
         this.s.rxErrors++;
         continue;
       }
-      const at = (batch.slot[k] as number) * RX_SLOT;
       const len = n - hs;
       q.rxAverage += (len - q.rxAverage) / 8;
       frames++;
       this.s.rxFrames++;
       this.s.rxBytes += len;
       this.s.rxBatchedFrames++;
-      sink.receiveRange!(
-        slots,
-        at + hs,
-        len,
-        q.qp,
-        hs > 0 ? readVnetHeader(slots, at, this.rxOffload) : null,
-      );
+      const off = hs > 0 ? readVnetHeader(slots, slot * RX_SLOT, this.rxOffload) : null;
+      sink.receive(batch.frame(slot, hs, len), q.qp, off);
     }
     q.rxBatch = frames === want ? Math.min(2 * want, RX_BATCH) : Math.max(1, frames);
     return end;

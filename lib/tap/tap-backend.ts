@@ -6,7 +6,8 @@
  * this module converts to/from the caller's `NetOffload` record.
  *
  * The rooms: tap-fd.ts opens (or adopts) the fds and wraps the TUN* ioctls; rx.ts reads frames when the
- * process-wide poller (poller.ts) finds an fd readable, straight into lent guest buffers where that pays;
+ * process-wide poller (poller.ts) finds an fd readable, up to 64 per io_uring submission with `batchRx`
+ * (rx-batch.ts), or one at a time straight into lent guest buffers where that pays;
  * tx.ts writes guest frames from guest memory, a burst per io_uring submission with `batchTx`; this class
  * wires them to the device and owns the lifecycle (close, the tap vanishing under us).
  *

@@ -54,7 +54,7 @@ function fixture(options: DeviceFixtureOptions = {}): DeviceFixture {
 /** The sequence number of a datagram to PORT, or -1. */
 function seqOf(f: GuestFrame): number {
   const p = parseIpv4(f.frame);
-  if (!p || p.proto !== 17 || ((p.l4[2]! << 8) | p.l4[3]!) !== PORT) return -1;
+  if (p?.proto !== 17 || ((p.l4[2]! << 8) | p.l4[3]!) !== PORT) return -1;
   return ((p.l4[8]! << 24) | (p.l4[9]! << 16) | (p.l4[10]! << 8) | p.l4[11]!) >>> 0;
 }
 
