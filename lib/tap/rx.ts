@@ -4,8 +4,9 @@
  * they are read in batches, many per io_uring submission into slots of ours (rx-batch.ts, `batchRx`).
  * A single read is a `readv(2)` straight into the guest's receive buffer when the device lends one
  * (BackendSink.lendReceive), with a reused buffer of ours as the overflow iovec so no frame is ever
- * truncated; otherwise a `read(2)` into that buffer and the device copies. `pause(qp)` takes the fd out of the poll set (the kernel queues,
- * then drops, as for a slow QEMU). The per-frame cost is one FFI call and no allocation.
+ * truncated; otherwise a `read(2)` into that buffer and the device copies. `pause(qp)` takes the fd out
+ * of the poll set (the kernel queues, then drops, as for a slow QEMU). The per-frame cost is at most one
+ * FFI call and no allocation.
  */
 import { Errno, type Libc, POLLERR, POLLHUP, POLLNVAL } from '../host/libc.js';
 import { type BackendSink, emptyOffload, type NetOffload, ReceiveTarget, MAX_FRAME } from '../net/backend.js';
