@@ -10,6 +10,7 @@ import { BackendError } from '../../lib/errors.js';
 import { IoUring } from '../../lib/host/io-uring.js';
 import { Errno } from '../../lib/host/libc.js';
 import type { BackendSink } from '../../lib/net/backend.js';
+import { RX_SLOT, RxBatch } from '../../lib/tap/rx-batch.js';
 import { parseIpv4 } from '../tap/frames.test-support.js';
 import {
   type DeviceFixture,
@@ -147,6 +148,33 @@ describe.skipIf(unavailable !== null || IoUring.supported() !== null)(
         expect(fx.tap.lastError).toBeNull();
         expect(accounted(fx)).toBe(t.rxFrames);
       });
+
+    it('completions are checked like any backend input: a length past the slot, a slot never queued, a length short of the header are counted errors, the rest delivered in order', async () => {
+      const fx = fixture();
+      const N = 100;
+      queueBurst(fx, 64, 0, N);
+      const real = RxBatch.prototype.read;
+      let corrupted = -1;
+      vi.spyOn(RxBatch.prototype, 'read').mockImplementation(function (this: RxBatch, fd: number, n: number) {
+        const got = real.call(this, fd, n);
+        // The first batch of 8 (after the wake-up's single read and batches of 2 and 4): its first three.
+        if (n === 8 && corrupted < 0 && got === 8) {
+          this.res[0] = RX_SLOT + 1;
+          this.slot[1] = n;
+          this.res[2] = 5; // shorter than the 12-byte header
+          corrupted = got;
+        }
+        return got;
+      });
+      fx.tap.resume(0);
+      await fx.until(() => received(fx, 64).length === N - 3, 15_000, `${N - 3} datagrams`);
+      expect(corrupted).toBe(8);
+      const lost = [7, 8, 9]; // 1 single read + 2 + 4 frames came before the batch of 8
+      expect(received(fx, 64)).toEqual(range(0, N).filter((s) => !lost.includes(s)));
+      const t = fx.tap.stats();
+      expect([t.rxErrors, t.rxFrames]).toEqual([3, N - 3]);
+      expect(accounted(fx)).toBe(t.rxFrames);
+    });
 
     it('batchRx: false reads one frame per call, as before (and large frames straight into guest buffers)', async () => {
       const fx = fixture({ batchRx: false });
