@@ -11,7 +11,9 @@ import {
   decodeParams,
   encodeParams,
   IORING_FEAT_SINGLE_MMAP,
+  IORING_OP_READ,
   IORING_OP_WRITEV,
+  RWF_NOWAIT,
   IORING_SETUP_SUBMIT_ALL,
   IoUring,
   PARAMS,
@@ -89,6 +91,23 @@ describe('io_uring layouts', () => {
         '0000', // personality
         '00000000', // splice_fd_in
         '00'.repeat(16), // pad
+      ].join(''),
+    );
+  });
+
+  it('writes a READ SQE with RWF_NOWAIT in rw_flags, byte for byte', () => {
+    const b = new Uint8Array(64).fill(0xaa);
+    writeSqe(new DataView(b.buffer), 0, IORING_OP_READ, 5, 0x1000, 65600, -1, 63, RWF_NOWAIT);
+    expect(hex(b)).toBe(
+      [
+        '16000000', // opcode READ (22), flags 0, ioprio 0
+        '05000000', // fd
+        'ffffffffffffffff', // off -1: the file position (a tap ignores it)
+        '0010000000000000', // addr
+        '40000100', // len 65600
+        '08000000', // rw_flags RWF_NOWAIT
+        '3f00000000000000', // user_data 63
+        '00'.repeat(24), // buf_index, personality, splice_fd_in, pad
       ].join(''),
     );
   });

@@ -96,9 +96,13 @@ const TIMESPEC_SIZE = 16;
 
 /** Opcodes (enum io_uring_op). */
 export const IORING_OP_NOP = 0;
+export const IORING_OP_READV = 1;
 export const IORING_OP_WRITEV = 2;
+export const IORING_OP_READ = 22;
 export const IORING_OP_WRITE = 23;
 
+/** RWF_NOWAIT (rw_flags of a read): fail with -EAGAIN instead of waiting for data (no poll armed). */
+export const RWF_NOWAIT = 0x8;
 /** io_uring_setup flags. */
 export const IORING_SETUP_SUBMIT_ALL = 1 << 7;
 /** io_uring_params.features. */
@@ -179,6 +183,7 @@ export function writeSqe(
   len: number,
   off: number,
   userData: number,
+  rwFlags = 0,
 ): void {
   // Each 32-bit word written once (this runs per frame): opcode with flags = 0 and ioprio = 0 above it.
   v.setUint32(at + SQE.opcode, opcode & 0xff, true);
@@ -186,7 +191,7 @@ export function writeSqe(
   setU64(v, at + SQE.off, off);
   setU64(v, at + SQE.addr, addr);
   v.setUint32(at + SQE.len, len, true);
-  v.setUint32(at + SQE.rwFlags, 0, true);
+  v.setUint32(at + SQE.rwFlags, rwFlags, true);
   setU64(v, at + SQE.userData, userData);
   for (let i = SQE.bufIndex; i < SQE.size; i += 4) v.setUint32(at + i, 0, true);
 }
@@ -392,6 +397,20 @@ export class IoUring {
     return this.queue(IORING_OP_WRITEV, fd, iovAddress, iovCount, offset, userData);
   }
 
+  /**
+   * Queues IORING_OP_READV into `iovCount` struct iovec at `iovAddress` (as `queueWritev`: the arrays
+   * stay reachable until the completion is reaped). `rwFlags` RWF_NOWAIT: the read completes with
+   * -EAGAIN when there is no data instead of staying armed until some arrives.
+   */
+  queueReadv(fd: number, iovAddress: number, iovCount: number, userData: number, rwFlags = 0): boolean {
+    return this.queue(IORING_OP_READV, fd, iovAddress, iovCount, -1, userData, rwFlags);
+  }
+
+  /** Queues IORING_OP_READ of up to `length` bytes into host address `address`; as `queueReadv`. */
+  queueRead(fd: number, address: number, length: number, userData: number, rwFlags = 0): boolean {
+    return this.queue(IORING_OP_READ, fd, address, length, -1, userData, rwFlags);
+  }
+
   /** Queues IORING_OP_WRITE of `length` bytes at host address `address`; as `queueWritev`. */
   queueWrite(fd: number, address: number, length: number, userData: number, offset = -1): boolean {
     return this.queue(IORING_OP_WRITE, fd, address, length, offset, userData);
@@ -409,9 +428,20 @@ export class IoUring {
     len: number,
     off: number,
     userData: number,
+    rwFlags = 0,
   ): boolean {
     if (this.space <= 0) return false;
-    writeSqe(this.sqes, (this.sqTail & this.sqMask) * SQE.size, opcode, fd, addr, len, off, userData);
+    writeSqe(
+      this.sqes,
+      (this.sqTail & this.sqMask) * SQE.size,
+      opcode,
+      fd,
+      addr,
+      len,
+      off,
+      userData,
+      rwFlags,
+    );
     this.sqTail = (this.sqTail + 1) >>> 0;
     this.pending++;
     return true;

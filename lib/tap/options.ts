@@ -37,6 +37,13 @@ export interface TapOpenOptions {
    */
   batchTx?: boolean;
   /**
+   * Read up to 64 frames per kernel entry: io_uring READ submissions with RWF_NOWAIT into slots of the
+   * backend's own memory, the device copying each frame out (docs/backends.md). Used while a queue's
+   * frames average under 8 KiB and its last reads found frames waiting; larger frames still go one per
+   * `readv` into lent guest buffers. Needs io_uring (else a read per frame, as with false). Default true.
+   */
+  batchRx?: boolean;
+  /**
    * Apply the guest's RSS configuration in the kernel with an eBPF steering program
    * (lib/tap/steering.ts, TUNSETSTEERINGEBPF) on a multiqueue tap. Default true; where the kernel
    * refuses the program the device does RSS in software (the reason is in `lastError`).
@@ -54,6 +61,8 @@ export interface TapAdoptOptions {
   rssSteering?: boolean;
   /** As TapOpenOptions.batchTx. Default true. */
   batchTx?: boolean;
+  /** As TapOpenOptions.batchRx. Default true. */
+  batchRx?: boolean;
   /** As TapOpenOptions.zeroCopyRxMinBytes. Default 512. */
   zeroCopyRxMinBytes?: number;
 }
@@ -67,6 +76,9 @@ export interface TapStats {
   rxDirectBytes: number;
   /** read(2) failures other than EAGAIN/EINTR, and frames shorter than the vnet header. */
   rxErrors: number;
+  /** io_uring submissions of batched reads (batchRx), and the frames they delivered (of rxFrames). */
+  rxBatches: number;
+  rxBatchedFrames: number;
   /** poll wake-ups that found this backend's fds ready (frames per wake-up = rxFrames / rxWakeups). */
   rxWakeups: number;
   txFrames: number;
@@ -98,6 +110,8 @@ export function newTapStats(): TapStats {
     rxDirect: 0,
     rxDirectBytes: 0,
     rxErrors: 0,
+    rxBatches: 0,
+    rxBatchedFrames: 0,
     rxWakeups: 0,
     txFrames: 0,
     txBytes: 0,

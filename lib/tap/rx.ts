@@ -1,10 +1,12 @@
 /**
  * Receive (tap -> guest) for TapBackend. The queues' fds sit in the process-wide poller (poller.ts); when
- * one is readable it is drained here with non-blocking reads, up to a budget. Each read is a `readv(2)`
- * straight into the guest's receive buffer when the device lends one (BackendSink.lendReceive), with a
- * reused buffer of ours as the overflow iovec so no frame is ever truncated; otherwise a `read(2)` into
- * that buffer and the device copies. `pause(qp)` takes the fd out of the poll set (the kernel queues,
- * then drops, as for a slow QEMU). The per-frame cost is one FFI call and no allocation.
+ * one is readable it is drained here with non-blocking reads, up to a budget. While frames keep coming
+ * they are read in batches, many per io_uring submission into slots of ours (rx-batch.ts, `batchRx`).
+ * A single read is a `readv(2)` straight into the guest's receive buffer when the device lends one
+ * (BackendSink.lendReceive), with a reused buffer of ours as the overflow iovec so no frame is ever
+ * truncated; otherwise a `read(2)` into that buffer and the device copies. `pause(qp)` takes the fd out
+ * of the poll set (the kernel queues, then drops, as for a slow QEMU). The per-frame cost is at most one
+ * FFI call and no allocation.
  */
 import { Errno, type Libc, POLLERR, POLLHUP, POLLNVAL } from '../host/libc.js';
 import { type BackendSink, emptyOffload, type NetOffload, ReceiveTarget, MAX_FRAME } from '../net/backend.js';
@@ -12,10 +14,22 @@ import { readVnetHeader, VNET_HDR_OFFLOAD_BYTES } from '../net/vnet-header.js';
 import { type HostAddresses, setIovec } from './iovec.js';
 import { ZERO_COPY_RX_MIN_BYTES, type TapStats } from './options.js';
 import { type PollEntry, type SharedPoller, sharedPoller } from './poller.js';
+import { RX_BATCH, RX_SLOT, RxBatch } from './rx-batch.js';
 import { isGoneErrno } from './tap-fd.js';
+import type { BackendError } from '../errors.js';
 
 /** Frames read per ready fd before yielding back to the event loop. */
 const RX_BUDGET = 256;
+/**
+ * Batches serve queues whose frames average less than this; larger ones (GSO bulk) are read one per
+ * `readv` into lent guest buffers, where not copying them saves more than a syscall costs.
+ */
+export const BATCH_RX_MAX_AVERAGE = 8192;
+/** What one read or batch ended with. */
+const READ_FRAME = 1;
+const READ_SKIP = 0;
+const READ_STOP = -1;
+const READ_GONE = -2;
 /** What a ReceiveTarget slot holds between bursts (no guest region kept alive). */
 const NO_BYTES = new Uint8Array(0);
 
@@ -30,6 +44,8 @@ export interface TapQueue {
   draining: boolean;
   /** Running average (1/8) of received frame lengths: small frames are cheaper to copy than to readv. */
   rxAverage: number;
+  /** Reads the next batch submits (1: a single read; grows while every read finds a frame). */
+  rxBatch: number;
   entry: PollEntry;
 }
 
@@ -42,10 +58,14 @@ export class TapRx {
   zeroCopy = true;
   /** TapOpenOptions.zeroCopyRxMinBytes. */
   zeroCopyRxMinBytes = ZERO_COPY_RX_MIN_BYTES;
+  /** TapOpenOptions.batchRx. */
+  batchRx = true;
   /** The backend is closed or its tap gone: nothing is read. */
   down = false;
   private sink: BackendSink | null = null;
   private poller: SharedPoller | undefined;
+  /** Batched reads (created on first use; null where io_uring is refused or failed). */
+  private batch: RxBatch | null | undefined;
   /** rx buffer: [vnet header][frame]; views over it are cached per length so receive allocates nothing. */
   private readonly rxBuf = new Uint8Array(VNET_HDR_OFFLOAD_BYTES + 10 + MAX_FRAME);
   private rxFrameViews: Uint8Array[] = [];
@@ -65,6 +85,8 @@ export class TapRx {
     /** A read found the tap deleted. */
     private readonly vanished: () => void,
     hdrSize: number,
+    /** A failure worth keeping in `lastError` (io_uring refused or failed for batched reads). */
+    private readonly error: (e: BackendError) => void = () => {},
   ) {
     this.hdrSize = hdrSize;
     this.queues = fds.map((fd, qp) => {
@@ -75,6 +97,7 @@ export class TapRx {
         attached: true,
         drainScheduled: false,
         rxAverage: 0,
+        rxBatch: 1,
         draining: false,
         entry: { fd, enabled: false, ready: (revents) => this.onReadable(q, revents) },
       };
@@ -100,6 +123,8 @@ export class TapRx {
       q.entry.enabled = false;
       this.poller?.remove(q.entry);
     }
+    this.batch?.close();
+    this.batch = null;
   }
 
   /** A new header size (TUNSETVNETHDRSZ succeeded). */
@@ -186,71 +211,140 @@ export class TapRx {
   private readFrames(q: TapQueue, revents: number): boolean {
     const sink = this.sink;
     if (!sink) return false;
-    const c = this.c;
-    const buf = this.rxBuf;
     const direct =
       this.zeroCopy &&
       sink.lendReceive !== undefined &&
       sink.completeReceive !== undefined &&
       sink.cancelReceive !== undefined;
-    for (let i = 0; i < RX_BUDGET; i++) {
+    const batch = this.batchReader();
+    for (let i = 0; i < RX_BUDGET; ) {
       if (q.paused || !q.attached || this.down) return false;
-      const hs = this.hdrSize;
-      let lent = direct && q.rxAverage >= this.zeroCopyRxMinBytes && sink.lendReceive!(q.qp, hs, this.target);
-      let n: number;
-      if (lent) {
-        const cnt = this.rxIovecs();
-        if (cnt === 0) {
-          sink.cancelReceive!();
-          lent = false;
-          n = c.read(q.fd, buf, buf.length);
-        } else n = c.readv(q.fd, this.rxIov, cnt);
-      } else n = c.read(q.fd, buf, buf.length);
-      if (n < 0) {
-        if (lent) sink.cancelReceive!();
-        const e = c.errno();
-        if (e === Errno.EAGAIN || e === Errno.EINTR) break;
-        if (isGoneErrno(e)) {
-          this.vanished();
-          return false;
-        }
-        this.s.rxErrors++;
-        break;
+      let end: number;
+      if (batch?.usable && q.rxBatch > 1 && q.rxAverage < BATCH_RX_MAX_AVERAGE) {
+        const want = Math.min(q.rxBatch, RX_BATCH, RX_BUDGET - i);
+        end = this.readMany(q, sink, batch, want);
+        i += want;
+      } else {
+        end = this.readOne(q, sink, direct);
+        if (end === READ_FRAME && batch !== null) q.rxBatch = 2;
+        i++;
       }
-      if (n < hs || n === 0) {
-        if (lent) sink.cancelReceive!();
+      if (end === READ_GONE) {
+        this.vanished();
+        return false;
+      }
+      if (end === READ_STOP) break;
+      if (i >= RX_BUDGET) return true;
+    }
+    if (revents & (POLLERR | POLLHUP | POLLNVAL) && !this.down) {
+      // tun reports POLLERR once its device is gone; confirm with a read before declaring it.
+      const n = this.c.read(q.fd, this.rxBuf, this.rxBuf.length);
+      if (n < 0 && isGoneErrno(this.c.errno())) this.vanished();
+    }
+    return false;
+  }
+
+  /** The batch reader when batches apply (batchRx, io_uring usable), else null. */
+  private batchReader(): RxBatch | null {
+    if (!this.batchRx) return null;
+    if (this.batch === undefined) this.batch = RxBatch.create(this.c, this.error);
+    if (this.batch !== null && !this.batch.usable) this.batch = null;
+    return this.batch;
+  }
+
+  /**
+   * One frame with one syscall: `readv` into a lent guest buffer, or `read` into rxBuf and the device
+   * copies. READ_FRAME, READ_SKIP (a bad frame, counted), READ_STOP (EAGAIN or an error) or READ_GONE.
+   */
+  private readOne(q: TapQueue, sink: BackendSink, direct: boolean): number {
+    const c = this.c;
+    const buf = this.rxBuf;
+    const hs = this.hdrSize;
+    let lent = direct && q.rxAverage >= this.zeroCopyRxMinBytes && sink.lendReceive!(q.qp, hs, this.target);
+    let n: number;
+    if (lent) {
+      const cnt = this.rxIovecs();
+      if (cnt === 0) {
+        sink.cancelReceive!();
+        lent = false;
+        n = c.read(q.fd, buf, buf.length);
+      } else n = c.readv(q.fd, this.rxIov, cnt);
+    } else n = c.read(q.fd, buf, buf.length);
+    if (n < 0) {
+      if (lent) sink.cancelReceive!();
+      return this.readFailed(c.errno());
+    }
+    if (n < hs || n === 0) {
+      if (lent) sink.cancelReceive!();
+      this.s.rxErrors++;
+      return READ_SKIP;
+    }
+    const len = n - hs;
+    q.rxAverage += (len - q.rxAverage) / 8;
+    this.s.rxFrames++;
+    this.s.rxBytes += len;
+    if (lent) {
+      this.s.rxDirect++;
+      this.s.rxDirectBytes += len;
+      sink.completeReceive!(n, buf);
+      return READ_FRAME;
+    }
+    let frame = this.rxFrameViews[len];
+    if (frame === undefined) {
+      frame = buf.subarray(hs, n);
+      this.rxFrameViews[len] = frame;
+    }
+    sink.receive(frame, q.qp, hs > 0 ? readVnetHeader(buf, 0, this.rxOffload) : null);
+    return READ_FRAME;
+  }
+
+  /**
+   * `want` reads with one io_uring submission (rx-batch.ts), then every frame they got handed to the
+   * device in order. All of them are delivered even when the device pauses (or a queue is detached)
+   * half way: they have left the tap, and the device backlogs or counts what it cannot place. The next
+   * batch doubles while every read found a frame, and shrinks to what the last one found otherwise.
+   */
+  private readMany(q: TapQueue, sink: BackendSink, batch: RxBatch, want: number): number {
+    const got = batch.read(q.fd, want);
+    if (got < 0) return READ_SKIP; // the ring failed before reading anything: single reads from now on
+    this.s.rxBatches++;
+    const hs = this.hdrSize;
+    const slots = batch.slots;
+    let end = got < want ? READ_STOP : READ_FRAME;
+    let frames = 0;
+    for (let k = 0; k < got; k++) {
+      const n = batch.res[k] as number;
+      if (n < 0) {
+        const e = this.readFailed(-n);
+        if (e === READ_GONE || end !== READ_GONE) end = e;
+        continue;
+      }
+      // The kernel's answer is checked like any backend input: a slot we queued, a whole header, no more
+      // than the slot holds.
+      const slot = batch.slot[k] as number;
+      if (n < hs || n === 0 || n > RX_SLOT || !(slot < want)) {
         this.s.rxErrors++;
         continue;
       }
       const len = n - hs;
       q.rxAverage += (len - q.rxAverage) / 8;
-      if (lent) {
-        this.s.rxFrames++;
-        this.s.rxDirect++;
-        this.s.rxDirectBytes += len;
-        this.s.rxBytes += len;
-        sink.completeReceive!(n, buf);
-        if (i === RX_BUDGET - 1) return true;
-        continue;
-      }
-      let frame = this.rxFrameViews[len];
-      if (frame === undefined) {
-        frame = buf.subarray(hs, n);
-        this.rxFrameViews[len] = frame;
-      }
-      let off: NetOffload | null = null;
-      if (hs > 0) off = readVnetHeader(buf, 0, this.rxOffload);
+      frames++;
       this.s.rxFrames++;
       this.s.rxBytes += len;
-      sink.receive(frame, q.qp, off);
-      if (i === RX_BUDGET - 1) return true;
+      this.s.rxBatchedFrames++;
+      const off = hs > 0 ? readVnetHeader(slots, slot * RX_SLOT, this.rxOffload) : null;
+      sink.receive(batch.frame(slot, hs, len), q.qp, off);
     }
-    if (revents & (POLLERR | POLLHUP | POLLNVAL) && !this.down) {
-      // tun reports POLLERR once its device is gone; confirm with a read before declaring it.
-      const n = c.read(q.fd, buf, buf.length);
-      if (n < 0 && isGoneErrno(c.errno())) this.vanished();
-    }
-    return false;
+    q.rxBatch = frames === want ? Math.min(2 * want, RX_BATCH) : Math.max(1, frames);
+    return end;
+  }
+
+  /** Classifies a failed read: READ_STOP (EAGAIN, EINTR, an error counted in rxErrors) or READ_GONE. */
+  private readFailed(e: number): number {
+    if (e === Errno.EAGAIN || e === Errno.EINTR) return READ_STOP;
+    if (isGoneErrno(e)) return READ_GONE;
+    this.s.rxErrors++;
+    return READ_STOP;
   }
 
   /**

@@ -6,7 +6,8 @@
  * this module converts to/from the caller's `NetOffload` record.
  *
  * The rooms: tap-fd.ts opens (or adopts) the fds and wraps the TUN* ioctls; rx.ts reads frames when the
- * process-wide poller (poller.ts) finds an fd readable, straight into lent guest buffers where that pays;
+ * process-wide poller (poller.ts) finds an fd readable, up to 64 per io_uring submission with `batchRx`
+ * (rx-batch.ts), or one at a time straight into lent guest buffers where that pays;
  * tx.ts writes guest frames from guest memory, a burst per io_uring submission with `batchTx`; this class
  * wires them to the device and owns the lifecycle (close, the tap vanishing under us).
  *
@@ -98,7 +99,17 @@ export class TapBackend implements NetBackend {
     this.multiQueue = (flags & IFF_MULTI_QUEUE) !== 0;
     this.hdrSize = this.vnetHeader ? vnetHeaderSize(c, fds[0] as number, VNET_HDR_OFFLOAD_BYTES) : 0;
     const addresses = new HostAddresses(c);
-    this.rx = new TapRx(c, fds, this.s, addresses, () => this.vanished(), this.hdrSize);
+    this.rx = new TapRx(
+      c,
+      fds,
+      this.s,
+      addresses,
+      () => this.vanished(),
+      this.hdrSize,
+      (e) => {
+        this.lastError = e;
+      },
+    );
     this.queues = this.rx.queues;
     this.tx = new TapTx(
       c,
@@ -145,6 +156,7 @@ export class TapBackend implements NetBackend {
       b.zeroCopy = options.zeroCopy ?? true;
       b.rssSteering = options.rssSteering ?? true;
       b.batchTx = options.batchTx ?? true;
+      b.batchRx = options.batchRx ?? true;
       b.zeroCopyRxMinBytes = zeroCopyRxMin(options.zeroCopyRxMinBytes, 'open');
       return b;
     } catch (err) {
@@ -165,6 +177,7 @@ export class TapBackend implements NetBackend {
     tap.zeroCopy = options.zeroCopy ?? true;
     tap.rssSteering = options.rssSteering ?? true;
     tap.batchTx = options.batchTx ?? true;
+    tap.batchRx = options.batchRx ?? true;
     tap.zeroCopyRxMinBytes = zeroCopyRxMin(options.zeroCopyRxMinBytes, 'adopt');
     return tap;
   }
@@ -192,6 +205,14 @@ export class TapBackend implements NetBackend {
   }
   set batchTx(on: boolean) {
     this.tx.batchTx = on;
+  }
+
+  /** TapOpenOptions.batchRx. */
+  get batchRx(): boolean {
+    return this.rx.batchRx;
+  }
+  set batchRx(on: boolean) {
+    this.rx.batchRx = on;
   }
 
   /** The header size on the fds now (TUNGETVNETHDRSZ as last set; 0 without IFF_VNET_HDR). */

@@ -61,6 +61,8 @@ export interface DeviceFixtureOptions {
   rssSteering?: boolean;
   /** TapOpenOptions.batchTx (default true). */
   batchTx?: boolean;
+  /** TapOpenOptions.batchRx (default true). */
+  batchRx?: boolean;
   /** TapOpenOptions.zeroCopyRxMinBytes (default 512; 0: read every frame into guest buffers). */
   zeroCopyRxMinBytes?: number;
 }
@@ -79,6 +81,7 @@ export function deviceFixture(options: DeviceFixtureOptions = {}): DeviceFixture
       zeroCopy: options.zeroCopy,
       rssSteering: options.rssSteering,
       batchTx: options.batchTx,
+      batchRx: options.batchRx,
       zeroCopyRxMinBytes: options.zeroCopyRxMinBytes,
     });
     ns.adopt(tap.name);

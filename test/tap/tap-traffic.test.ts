@@ -347,27 +347,40 @@ time.sleep(5)
       expect(seqs).toEqual([1, 2, 3, 4, 5]);
     });
 
-    it('stops reading as soon as the sink pauses from inside receive (backpressure), in order after resume', async () => {
-      const { tap, sink } = fixture();
-      let budget = 3;
-      sink.onReceive = (r) => {
-        if (parseIpv4(r.frame)?.proto === 1 && --budget === 0) tap.pause(0);
-      };
-      tap.pause(0);
-      for (let seq = 1; seq <= 10; seq++)
-        tap.transmit(icmpEcho(GUEST_IP, KERNEL_IP, 11, seq, new Uint8Array(8)), 0, null);
-      await new Promise((r) => setTimeout(r, 200)); // the replies are now queued in the tap
-      const echoes = () =>
-        sink.frames.filter((f) => parseIpv4(f.frame)?.proto === 1).map((f) => f.frame[14 + 20 + 7]);
-      tap.resume(0);
-      await waitUntil(() => echoes().length === 3, 10_000, '3 replies');
-      await new Promise((r) => setTimeout(r, 100));
-      expect(echoes()).toEqual([1, 2, 3]);
-      budget = 100;
-      tap.resume(0);
-      await waitUntil(() => echoes().length === 10, 10_000, '10 replies');
-      expect(echoes()).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    });
+    for (const batchRx of [false, true])
+      it(`${batchRx ? 'with batched reads, a pause from inside receive takes effect after the batch being delivered' : 'without batched reads, stops reading as soon as the sink pauses from inside receive'} (backpressure), nothing lost, in order after resume`, async () => {
+        const { tap, sink } = fixture({ batchRx });
+        let budget = 3;
+        sink.onReceive = (r) => {
+          if (parseIpv4(r.frame)?.proto === 1 && --budget === 0) tap.pause(0);
+        };
+        tap.pause(0);
+        for (let seq = 1; seq <= 40; seq++)
+          tap.transmit(icmpEcho(GUEST_IP, KERNEL_IP, 11, seq, new Uint8Array(8)), 0, null);
+        await new Promise((r) => setTimeout(r, 200)); // the replies are now queued in the tap
+        const echoes = () =>
+          sink.frames.filter((f) => parseIpv4(f.frame)?.proto === 1).map((f) => f.frame[14 + 20 + 7]);
+        tap.resume(0);
+        await waitUntil(() => echoes().length >= 3, 10_000, '3 replies');
+        await new Promise((r) => setTimeout(r, 100));
+        // Batches after a wake-up: a single read, then 2, 4, …; the pause lands on the 3rd frame, at
+        // the end of the 2-read batch. Without batches the 3rd frame is the last read.
+        expect(echoes()).toEqual([1, 2, 3]);
+        const seen = tap.stats().rxFrames;
+        budget = 20;
+        tap.resume(0);
+        await waitUntil(() => echoes().length >= 23, 10_000, '23 replies');
+        await new Promise((r) => setTimeout(r, 100));
+        // The pause on the 23rd frame: without batches it stops there; with them the batch it came in
+        // (reads 4..7, 8..15, 16..31: the 8th read of the third) is delivered whole.
+        expect(echoes()).toEqual(Array.from({ length: batchRx ? 31 : 23 }, (_, i) => i + 1));
+        expect(tap.stats().rxFrames - seen).toBe(batchRx ? 28 : 20);
+        expect(tap.stats().rxBatches > 0).toBe(batchRx);
+        budget = 100;
+        tap.resume(0);
+        await waitUntil(() => echoes().length === 40, 10_000, '40 replies');
+        expect(echoes()).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+      });
 
     it('works with a 20-byte vnet header (hash report layout) and a plain tap without a header', async () => {
       const a = fixture();
