@@ -26,8 +26,8 @@ export interface NetOffload {
   csumOffset: number;
   /**
    * UDP tunnel GSO (VIRTIO 1.4, gsoType | UDP_TUNNEL_IPV4/6): offsets of the outer UDP header and of the
-   * inner network header in the frame. Absent or 0 otherwise; a backend that reads or writes 24-byte
-   * headers sets both.
+   * inner network header in the frame. Undefined when the header has no such fields (shorter than 24
+   * bytes); a backend that reads or writes 24-byte headers sets both.
    */
   outerThOffset?: number;
   innerNhOffset?: number;
@@ -216,7 +216,7 @@ export function emptyOffload(): NetOffload {
     gsoSize: 0,
     csumStart: 0,
     csumOffset: 0,
-    outerThOffset: 0,
-    innerNhOffset: 0,
+    outerThOffset: undefined,
+    innerNhOffset: undefined,
   };
 }

@@ -53,14 +53,17 @@ export function innerGsoType(o: NetOffload): number {
  * DATA_VALID; an inner TCPV4, TCPV6 or UDP_L4 (UFO is not carried in tunnels); `outer_th_offset` the UDP
  * header of the outer IPv4/IPv6 packet; `inner_nh_offset` an IP header at least 8 bytes past it, of the
  * version TCPV4/TCPV6 name; `csum_start` its TCP/UDP header and `csum_offset` that header's checksum.
- * Fills `outer` (from the Ethernet header) and `inner` (from `inner_nh_offset`) with absolute offsets.
- * Returns TUNNEL_OK or a TUNNEL_ERR_* code; never throws.
+ * The frame is `bytes[start, end)` (offsets in `o` count from `start`, so a frame in guest memory needs
+ * no view); `outer` (from the Ethernet header) and `inner` (from `inner_nh_offset`) get offsets that
+ * index `bytes`. Returns TUNNEL_OK or a TUNNEL_ERR_* code; never throws.
  */
 export function checkTunnelOffload(
-  frame: Uint8Array,
+  bytes: Uint8Array,
   o: NetOffload,
   outer: ParsedPacket,
   inner: ParsedPacket,
+  start = 0,
+  end = bytes.length,
 ): number {
   const tunnel = o.gsoType & GSO_UDP_TUNNEL;
   if (tunnel === 0 || tunnel === GSO_UDP_TUNNEL) return TUNNEL_ERR_GSO_TYPE;
@@ -68,19 +71,19 @@ export function checkTunnelOffload(
   if (gso !== GsoType.TCPV4 && gso !== GsoType.TCPV6 && gso !== GsoType.UDP_L4) return TUNNEL_ERR_GSO_TYPE;
   if ((o.flags & NetHdrFlags.NEEDS_CSUM) === 0 || (o.flags & NetHdrFlags.DATA_VALID) !== 0)
     return TUNNEL_ERR_FLAGS;
-  const len = frame.length;
+  const len = end - start;
   const outerTh = o.outerThOffset ?? 0;
   const innerNh = o.innerNhOffset ?? 0;
-  parsePacket(frame, outer);
+  parsePacket(bytes, outer, start, end);
   if (
     (outer.l3Kind !== L3_IPV4 && outer.l3Kind !== L3_IPV6) ||
     outer.isFragment ||
     outer.l4Kind !== L4_UDP ||
-    outer.l4Offset !== outerTh
+    outer.l4Offset - start !== outerTh
   )
     return TUNNEL_ERR_OUTER;
   if (!Number.isInteger(innerNh) || innerNh < outerTh + UDP_HLEN || innerNh >= len) return TUNNEL_ERR_INNER;
-  parseIpPacket(frame, inner, innerNh, len);
+  parseIpPacket(bytes, inner, start + innerNh, end);
   if (inner.isFragment || inner.truncated || inner.malformed) return TUNNEL_ERR_INNER;
   if (gso === GsoType.UDP_L4) {
     if (inner.l4Kind !== L4_UDP || o.csumOffset !== UDP_CSUM) return TUNNEL_ERR_INNER;
@@ -88,8 +91,8 @@ export function checkTunnelOffload(
     const wantL3 = gso === GsoType.TCPV4 ? L3_IPV4 : L3_IPV6;
     if (inner.l3Kind !== wantL3 || inner.l4Kind !== L4_TCP || o.csumOffset !== TCP_CSUM)
       return TUNNEL_ERR_INNER;
-    if (inner.l4HeaderLength < 20 || inner.l4Offset + inner.l4HeaderLength > len) return TUNNEL_ERR_INNER;
+    if (inner.l4HeaderLength < 20 || inner.l4Offset + inner.l4HeaderLength > end) return TUNNEL_ERR_INNER;
   }
-  if (inner.l4Offset !== o.csumStart) return TUNNEL_ERR_INNER;
+  if (inner.l4Offset - start !== o.csumStart) return TUNNEL_ERR_INNER;
   return TUNNEL_OK;
 }

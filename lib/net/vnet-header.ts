@@ -52,7 +52,7 @@ export const GSO_UDP_TUNNEL = GsoType.UDP_TUNNEL_IPV4 | GsoType.UDP_TUNNEL_IPV6;
 
 /**
  * Reads the offload fields of a header of `size` bytes at `bytes[at]` into `out`; returns `out`. The
- * tunnel offsets are read from a 24-byte header and are 0 otherwise.
+ * tunnel offsets are read from a 24-byte header and are undefined otherwise.
  */
 export function readVnetHeader(
   bytes: Uint8Array,
@@ -67,8 +67,8 @@ export function readVnetHeader(
   out.csumStart = le16(bytes, at + NetHdr.CSUM_START);
   out.csumOffset = le16(bytes, at + NetHdr.CSUM_OFFSET);
   const tunnel = size >= VNET_HDR_TUNNEL_BYTES;
-  out.outerThOffset = tunnel ? le16(bytes, at + NetHdr.OUTER_TH_OFFSET) : 0;
-  out.innerNhOffset = tunnel ? le16(bytes, at + NetHdr.INNER_NH_OFFSET) : 0;
+  out.outerThOffset = tunnel ? le16(bytes, at + NetHdr.OUTER_TH_OFFSET) : undefined;
+  out.innerNhOffset = tunnel ? le16(bytes, at + NetHdr.INNER_NH_OFFSET) : undefined;
   return out;
 }
 
