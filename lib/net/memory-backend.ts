@@ -14,7 +14,12 @@ import {
   ReceiveTarget,
   type TransmitResult,
 } from './backend.js';
-import { VNET_HDR_OFFLOAD_BYTES, VNET_HDR_TUNNEL_BYTES, writeVnetHeader } from './vnet-header.js';
+import {
+  GSO_UDP_TUNNEL,
+  VNET_HDR_OFFLOAD_BYTES,
+  VNET_HDR_TUNNEL_BYTES,
+  writeVnetHeader,
+} from './vnet-header.js';
 
 /** Options of `MemoryBackend`. */
 export interface MemoryBackendOptions {
@@ -273,7 +278,9 @@ export class MemoryBackend implements NetBackend {
     this.s.delivered++;
     const sink = this.sink as BackendSink;
     const hs = this.capabilities.vnetHeader ? this.hdrSize : 0;
-    if (this.direct && sink.completeReceive && sink.lendReceive?.(qp, hs, this.target)) {
+    // Tunnel offsets need a 24-byte header; a shorter one cannot carry them (tun would not deliver it).
+    const fits = hs >= VNET_HDR_TUNNEL_BYTES || off === null || (off.gsoType & GSO_UDP_TUNNEL) === 0;
+    if (this.direct && fits && sink.completeReceive && sink.lendReceive?.(qp, hs, this.target)) {
       this.s.deliveredDirect++;
       sink.completeReceive(this.writeLent(hs, off, frame), this.overflow);
       return;
