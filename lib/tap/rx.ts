@@ -239,7 +239,7 @@ export class TapRx {
         this.rxFrameViews[len] = frame;
       }
       let off: NetOffload | null = null;
-      if (hs > 0) off = readVnetHeader(buf, 0, this.rxOffload);
+      if (hs > 0) off = readVnetHeader(buf, 0, this.rxOffload, hs);
       this.s.rxFrames++;
       this.s.rxBytes += len;
       sink.receive(frame, q.qp, off);
