@@ -11,6 +11,7 @@ import { LINUX_6_1_FEATURES } from '../../devices/testing/net-driver.js';
 import { NetF } from '../../devices/virtio-net/features.js';
 import * as fb from '../../lib/net/frames.js';
 import { ParsedPacket } from '../../lib/net/packet-parser.js';
+import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
 import { checkTunnelOffload, TUNNEL_OK } from '../../lib/net/tunnel.js';
 import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { lines, PY_UDP_RECV } from '../tap/fixture.test-support.js';
@@ -164,4 +165,72 @@ describe.skipIf(unavailable !== null)('UDP tunnel GSO on a real tap (VXLAN)', ()
       expect(got).toEqual([0, 1200, 2400].map((o) => hex(data.subarray(o, o + 1200))));
     });
   }
+
+  it("software segments of VXLAN super-frames (the device's segmenter) pass the kernel's checksum checks", async () => {
+    const fx = fixture();
+    vxlanToGuest(fx);
+    const outer = {
+      dstMac: '02:00:00:00:00:01',
+      srcMac: GUEST_MAC,
+      src: GUEST_IP,
+      dst: KERNEL_IP,
+      sport: 50001,
+    };
+    const seg = new SoftwareSegmenter();
+    const send = (frame: Uint8Array, gsoType: number, csumOffset: number, l4Len: number) =>
+      seg.process(
+        frame,
+        {
+          flags: NetHdrFlags.NEEDS_CSUM | NetHdrFlags.UDP_TUNNEL_CSUM,
+          gsoType,
+          hdrLen: VXLAN4_OFFSETS.innerNhOffset + 20 + l4Len,
+          gsoSize: 1000,
+          csumStart: VXLAN4_OFFSETS.innerNhOffset + 20,
+          csumOffset,
+          ...VXLAN4_OFFSETS,
+        },
+        (s) => expect(fx.tap.transmit(s, 0, null)).toBe('sent'),
+      );
+    const innerEth = (ip: Uint8Array) =>
+      fb.ethernet(fb.macAddr(VX_KERNEL_MAC), fb.macAddr(VX_GUEST_MAC), 0x0800, ip);
+    // Inner USO: the kernel's UDP socket gets each datagram only if inner and outer checksums hold.
+    const child = fx.ns.spawn('python3', ['-c', PY_UDP_RECV, VX_KERNEL_IP, '9001', '3']);
+    const out = lines(child);
+    await out.waitFor(/^ready$/);
+    const data = Uint8Array.from({ length: 2500 }, (_, i) => (i * 5 + 1) & 0xff);
+    const udpIp = fb.ipv4({
+      src: VX_GUEST_IP,
+      dst: VX_KERNEL_IP,
+      proto: 17,
+      payload: fb.udp(40001, 9001, data),
+    });
+    const udpFrame = vxlan4({ ...outer, id: 1 }, 42, innerEth(udpIp), 'pseudo');
+    expect(send(udpFrame, GsoType.UDP_L4 | GsoType.UDP_TUNNEL_IPV4, 6, 8)).toBe(SEGMENT_OK);
+    await fx.until(() => out.all.filter((l) => l.endsWith(' 40001')).length === 3, 10_000, 'three datagrams');
+    expect(out.all.filter((l) => l.endsWith(' 40001')).map((l) => l.split(' ')[0])).toEqual(
+      [0, 1000, 2000].map((o) => hex(data.subarray(o, o + 1000))),
+    );
+    // Inner TSO to a closed port: the kernel answers each valid segment with a RST, back through vxlan.
+    const tcpIp = fb.ipv4({
+      src: VX_GUEST_IP,
+      dst: VX_KERNEL_IP,
+      proto: 6,
+      payload: fb.tcp(40002, 9, data, 0x18, 1000, 1),
+      id: 5,
+    });
+    const tcpFrame = vxlan4({ ...outer, id: 2 }, 42, innerEth(tcpIp), 'pseudo');
+    expect(send(tcpFrame, GsoType.TCPV4 | GsoType.UDP_TUNNEL_IPV4, 16, 20)).toBe(SEGMENT_OK);
+    const innerTcp = VXLAN4_OFFSETS.innerNhOffset + 20;
+    const rsts = () =>
+      fx.frames.filter(
+        (f) =>
+          f.frame.length >= innerTcp + 20 &&
+          f.frame[innerTcp + 2] === 0x9c &&
+          (f.frame[innerTcp + 13]! & 4) !== 0,
+      );
+    await fx.until(() => rsts().length === 3, 10_000, 'three RSTs');
+    // A RST answers an ACK segment with seq = its ack (1): one per segment the kernel found valid.
+    const seqs = rsts().map((f) => new DataView(f.frame.buffer, f.frame.byteOffset).getUint32(innerTcp + 4));
+    expect(seqs).toEqual([1, 1, 1]);
+  });
 });
