@@ -1,6 +1,7 @@
 // VIRTIO 1.4 UDP tunnel GSO through the public device and the synthetic guest: the offer (QEMU 11.1's
 // properties and the spec's dependencies), the 24-byte header both ways, pass-through to a backend that
 // takes tunnel GSO, software segmentation where it or the guest cannot, and malformed requests.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as fb from '../../lib/net/frames.test-support.js';
 import type { NetOffload } from '../../lib/net/backend.js';
@@ -282,3 +283,61 @@ for (const receive of ['direct', 'copy'] as const) {
     });
   });
 }
+
+describe('UDP tunnel GSO: hostile headers and backends (property)', () => {
+  const base = superFrame({ payload: pattern(2000, 4), seq: 9, mss: 700, outerCsum: 'pseudo' });
+  const u16 = fc.integer({ min: 0, max: 0xffff });
+  const hostile = fc.record({
+    flags: fc.integer({ min: 0, max: 0xff }),
+    gsoType: fc.constantFrom(0x21, 0x41, 0x24, 0x44, 0x25, 0x45, 0x61, 0x23, 0x20, 0xa1, 0x05, 0x01),
+    hdrLen: u16,
+    gsoSize: fc.oneof(u16, fc.constantFrom(1, 700, 1400)),
+    csumStart: fc.oneof(u16, fc.constant(84)),
+    csumOffset: fc.oneof(fc.integer({ min: 0, max: 40 }), fc.constant(16)),
+    outerThOffset: fc.oneof(u16, fc.constant(34)),
+    innerNhOffset: fc.oneof(u16, fc.constant(64)),
+  });
+  const mutation = fc.array(fc.tuple(fc.nat(base.frame.length - 1), fc.integer({ min: 0, max: 0xff })), {
+    maxLength: 4,
+  });
+
+  it('tx: every frame sent whole, as segments, or counted as dropped; nothing thrown, no reset', () => {
+    const b = openBench({}, { offloads: { tunnel: false } }, { wanted: WANT_TUNNEL });
+    fc.assert(
+      fc.property(hostile, mutation, fc.nat(200), (o, muts, cut) => {
+        const f = base.frame.slice(0, base.frame.length - cut);
+        for (const [i, v] of muts) if (i < f.length) f[i] = v;
+        const before = b.dev.stats().queues[0]!;
+        const sent = b.sent.length;
+        expect(() => b.driver.send(f, { offload: o })).not.toThrow();
+        const after = b.dev.stats().queues[0]!;
+        expect(b.driver.pci.status & 0x40).toBe(0);
+        const out = b.sent.length - sent;
+        expect(out + (after.txDropped - before.txDropped)).toBeGreaterThan(0);
+        expect(after.txPackets - before.txPackets).toBe(out);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('rx: hostile tunnel metadata from the backend is delivered, segmented or dropped, never thrown', () => {
+    for (const wanted of [WANT_TUNNEL, LINUX_6_1_FEATURES]) {
+      const b = openBench({}, {}, { wanted });
+      fc.assert(
+        fc.property(hostile, mutation, (o, muts) => {
+          const f = base.frame.slice();
+          f.set(fb.macAddr(DEV_MAC), 0);
+          for (const [i, v] of muts) if (i >= 6 && i < f.length) f[i] = v;
+          expect(() => b.backend.inject(f, 0, o)).not.toThrow();
+          for (const r of b.driver.receive()) {
+            expect(r.frame.length).toBeGreaterThanOrEqual(14);
+            // What reaches a guest without tunnel GSO never carries tunnel bits.
+            if (wanted === LINUX_6_1_FEATURES) expect(r.offload.gsoType & 0x60).toBe(0);
+          }
+          expect(b.driver.pci.status & 0x40).toBe(0);
+        }),
+        { numRuns: 300 },
+      );
+    }
+  });
+});
