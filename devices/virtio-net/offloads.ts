@@ -9,7 +9,7 @@ import { GSO_UDP_TUNNEL, GsoType, NetHdrFlags } from '../../lib/net/vnet-header.
 import { has, NetF } from './features.js';
 
 /** Offload kinds as bits; TUNNEL(_CSUM): GSO over a UDP tunnel (and its outer checksum), VIRTIO 1.4. */
-export const Offload = {
+const Offload = {
   CSUM: 1,
   TSO4: 2,
   TSO6: 4,
