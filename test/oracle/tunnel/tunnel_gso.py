@@ -13,7 +13,7 @@ usage: see README.md (the host configures the probe's namespace with iproute2 wh
 "configure PID", then creates the file `go` in the output folder).
 """
 import json, os, socket, struct, subprocess, sys, time
-sys.path.insert(0, os.environ.get("ORACLE_LIB", "/work/shared/qemu-oracle"))
+sys.path.insert(0, os.environ["ORACLE_LIB"])  # set by qemu-11.1-run.sh
 from qtest import *
 from virtio_pci import *
 import virtio_net_dump as vnd
