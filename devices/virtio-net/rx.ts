@@ -7,7 +7,7 @@
  */
 
 import { memoryFence } from '../../lib/memory/fence.js';
-import { emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
+import { copyOffload, emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
 import { ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import { RssHashResult, VIRTIO_NET_HASH_REPORT_NONE } from '../../lib/net/rss-hash.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
@@ -238,7 +238,7 @@ export class RxPath {
     }
     if (offload && !offloadPermitted(offload, this.shared.guestOffloadMask)) {
       // Copy the metadata: the backend owns `offload` and segmentation calls back into delivery.
-      const o = Object.assign(this.offloadCopy, offload);
+      const o = copyOffload(this.offloadCopy, offload);
       if (isGso(o) && !q.hasAvailable()) return Delivery.NoBuffers;
       this.segmenter ??= new SoftwareSegmenter();
       // A view for the segmenter: one per offloaded frame the guest cannot take (not per segment).

@@ -270,6 +270,19 @@ for (const receive of ['direct', 'copy'] as const) {
       expect(g.driver.setGuestOffloads(base | bit(NetF.GUEST_UDP_TUNNEL_GSO))).toBe(1);
     });
 
+    it('a tunnel frame waiting in the backlog keeps its offsets, through a snapshot too', () => {
+      const b = openBench({}, { receive }, { wanted: WANT_TUNNEL, rxBuffers: 0 });
+      const { frame, off } = superFrame(s);
+      b.backend.inject(frame, 0, off);
+      const state = JSON.parse(JSON.stringify(b.dev.snapshot()));
+      expect(JSON.stringify(state)).toContain('"outerThOffset":34,"innerNhOffset":64');
+      b.dev.restore(state);
+      b.driver.postRx(0);
+      b.driver.pci.kick(0);
+      const got = b.driver.receive();
+      expect(got.map((r) => r.offload)).toEqual([off]);
+    });
+
     it('tunnel offsets from the backend that do not fit the frame: a counted drop, nothing delivered', () => {
       for (const wanted of [WANT_TUNNEL, LINUX_6_1_FEATURES]) {
         const b = openBench({}, { receive }, { wanted });

@@ -220,3 +220,19 @@ export function emptyOffload(): NetOffload {
     innerNhOffset: undefined,
   };
 }
+
+/**
+ * Copies `from` into `to` field by field, the tunnel offsets too when `from` has none (a record from a
+ * short header must not keep a previous frame's offsets). Returns `to`.
+ */
+export function copyOffload(to: NetOffload, from: NetOffload): NetOffload {
+  to.flags = from.flags;
+  to.gsoType = from.gsoType;
+  to.hdrLen = from.hdrLen;
+  to.gsoSize = from.gsoSize;
+  to.csumStart = from.csumStart;
+  to.csumOffset = from.csumOffset;
+  to.outerThOffset = from.outerThOffset;
+  to.innerNhOffset = from.innerNhOffset;
+  return to;
+}
