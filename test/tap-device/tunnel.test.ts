@@ -166,6 +166,59 @@ describe.skipIf(unavailable !== null)('UDP tunnel GSO on a real tap (VXLAN)', ()
     });
   }
 
+  it("guest to host: a VXLAN TSO super-frame goes to the tap whole; the kernel's vxlan takes it and TCP answers", async () => {
+    const fx = fixture();
+    vxlanToGuest(fx);
+    const data = Uint8Array.from({ length: 3500 }, (_, i) => (i * 3 + 7) & 0xff);
+    // To a closed port: the kernel's TCP answers with a RST back through vxlan.
+    const tcpIp = fb.withL4ChecksumV4(
+      fb.ipv4({
+        src: VX_GUEST_IP,
+        dst: VX_KERNEL_IP,
+        proto: 6,
+        payload: fb.tcp(40003, 9, data, 0x18, 1000, 1),
+        id: 3,
+      }),
+      true,
+    );
+    const inner = fb.ethernet(fb.macAddr(VX_KERNEL_MAC), fb.macAddr(VX_GUEST_MAC), 0x0800, tcpIp);
+    const frame = vxlan4(
+      { dstMac: '02:00:00:00:00:01', srcMac: GUEST_MAC, src: GUEST_IP, dst: KERNEL_IP, sport: 50002, id: 4 },
+      42,
+      inner,
+      'pseudo',
+    );
+    fx.drv.send(frame, {
+      offload: {
+        flags: NetHdrFlags.NEEDS_CSUM | NetHdrFlags.UDP_TUNNEL_CSUM,
+        gsoType: GsoType.TCPV4 | GsoType.UDP_TUNNEL_IPV4,
+        hdrLen: VXLAN4_OFFSETS.innerNhOffset + 40,
+        gsoSize: 1000,
+        csumStart: VXLAN4_OFFSETS.innerNhOffset + 20,
+        csumOffset: 16,
+        ...VXLAN4_OFFSETS,
+      },
+    });
+    const q = fx.dev.stats().queues[0]!;
+    expect([q.txGsoPackets, q.txGsoPacketsNoseg, q.txDropped]).toEqual([1, 1, 0]);
+    const innerTcp = VXLAN4_OFFSETS.innerNhOffset + 20;
+    const rsts = () =>
+      fx.frames.filter(
+        (f) =>
+          f.frame.length >= innerTcp + 20 &&
+          f.frame[innerTcp] === 0 &&
+          f.frame[innerTcp + 1] === 9 &&
+          (f.frame[innerTcp + 13]! & 4) !== 0,
+      );
+    await fx.until(() => rsts().length > 0, 10_000, 'a RST');
+    await new Promise((r) => setTimeout(r, 300));
+    fx.poll();
+    // Delivered locally, the GSO packet is not cut: one RST for it, seq = its ack (1).
+    expect(
+      rsts().map((f) => new DataView(f.frame.buffer, f.frame.byteOffset).getUint32(innerTcp + 4)),
+    ).toEqual([1]);
+  });
+
   it("software segments of VXLAN super-frames (the device's segmenter) pass the kernel's checksum checks", async () => {
     const fx = fixture();
     vxlanToGuest(fx);
