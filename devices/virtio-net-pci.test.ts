@@ -505,6 +505,8 @@ describe('snapshot / restore', () => {
       ufo: false,
       uso4: false,
       uso6: false,
+      tunnel: false,
+      tunnelCsum: false,
     });
     expect(backend2.vnetHeaderSizeCalls.at(-1)).toBe(12);
   });

@@ -1,6 +1,6 @@
 /**
  * Frame builders for the synthetic guest and its peers: Ethernet, ARP, IPv4 with ICMP echo, UDP and TCP,
- * checksums complete. Plus `PeerResponder`, a tiny host that answers ARP requests and ICMP echo
+ * checksums complete, and VXLAN encapsulation with the offsets a UDP tunnel GSO header names. Plus `PeerResponder`, a tiny host that answers ARP requests and ICMP echo
  * requests, used by the demo and tests as the far end of a `MemoryBackend`. The bytes come from the
  * shared builders in lib/net/frames.ts; this module gives them string addresses.
  */
@@ -64,6 +64,29 @@ export function tcp4(
 ): Uint8Array {
   return F.withL4ChecksumV4(ipv4(src, dst, 6, F.tcp(sport, dport, data, flags, seq, 0)));
 }
+
+/** VXLAN's IANA port (RFC 7348). */
+export const VXLAN_PORT = 4789;
+
+/**
+ * `inner` (an Ethernet frame) in VXLAN (RFC 7348, VNI `vni`) over UDP/IPv4 from `src` to `dst`, outer
+ * UDP checksum 0 (none) unless `udpChecksum`: 'full' computes it, 'pseudo' leaves the pseudo-header sum a
+ * driver leaves with VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM. Outer IPv4 ID `id`, DF set.
+ */
+export function vxlan4(
+  outer: { dstMac: string; srcMac: string; src: string; dst: string; sport: number; id?: number },
+  vni: number,
+  inner: Uint8Array,
+  udpChecksum: 'none' | 'full' | 'pseudo' = 'none',
+): Uint8Array {
+  const body = F.concat(Uint8Array.of(0x08, 0, 0, 0), F.u32(vni << 8), inner);
+  let ip = ipv4(outer.src, outer.dst, 17, F.udp(outer.sport, VXLAN_PORT, body), outer.id ?? 0);
+  if (udpChecksum !== 'none') ip = F.withL4ChecksumV4(ip, udpChecksum === 'pseudo');
+  return ethernet(outer.dstMac, outer.srcMac, 0x0800, ip);
+}
+
+/** The UDP tunnel offsets of a `vxlan4` frame (VIRTIO 1.4 outer_th_offset, inner_nh_offset). */
+export const VXLAN4_OFFSETS = { outerThOffset: 14 + 20, innerNhOffset: 14 + 20 + 8 + 8 + 14 } as const;
 
 /**
  * A host on the other side of a backend that answers ARP requests for its IP and ICMP echo requests to

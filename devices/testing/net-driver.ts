@@ -98,7 +98,7 @@ export interface ReceivedFrame {
   /** The header's offload fields. */
   offload: NetOffload;
   numBuffers: number;
-  /** With VIRTIO_NET_F_HASH_REPORT (20-byte header), else 0. */
+  /** With VIRTIO_NET_F_HASH_REPORT (20- or 24-byte header), else 0. */
   hashValue: number;
   hashReport: number;
 }
@@ -287,17 +287,16 @@ export class VirtioNetDriver {
       const dv = new DataView(head.buffer, head.byteOffset, head.byteLength);
       out.push({
         frame,
-        offload: readVnetHeader(head, 0, {
-          flags: 0,
-          gsoType: 0,
-          hdrLen: 0,
-          gsoSize: 0,
-          csumStart: 0,
-          csumOffset: 0,
-        }),
+        // A 24-byte header (UDP tunnel GSO) also gives outer_th_offset / inner_nh_offset.
+        offload: readVnetHeader(
+          head,
+          0,
+          { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 },
+          hdr,
+        ),
         numBuffers,
-        hashValue: hdr >= 20 ? dv.getUint32(NetHdr.HASH_VALUE, true) : 0,
-        hashReport: hdr >= 20 ? dv.getUint16(NetHdr.HASH_REPORT, true) : 0,
+        hashValue: this.has(NetF.HASH_REPORT) ? dv.getUint32(NetHdr.HASH_VALUE, true) : 0,
+        hashReport: this.has(NetF.HASH_REPORT) ? dv.getUint16(NetHdr.HASH_REPORT, true) : 0,
       });
     }
     // As virtnet_poll's napi completion: ask for an interrupt for the next used entry (EVENT_IDX used_event).
@@ -587,9 +586,14 @@ export class VirtioNetDriver {
     return this.control(CtrlClass.MQ, CtrlMq.HASH_CONFIG, b);
   }
 
+  /**
+   * CTRL_GUEST_OFFLOADS_SET with `offloads` in feature-bit layout; the tunnel bits (65, 66) go out as bits
+   * 46 and 47 of the le64, as VIRTIO 1.4 lays them out (bits above 63 are otherwise dropped).
+   */
   setGuestOffloads(offloads: bigint): number {
     const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, offloads, true);
+    const tunnel = (offloads >> BigInt(NetF.GUEST_UDP_TUNNEL_GSO)) & 3n;
+    new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, offloads) | (tunnel << 46n), true);
     return this.control(CtrlClass.GUEST_OFFLOADS, 0, b);
   }
 

@@ -3,7 +3,7 @@
  * when the backlog is full, frames are counted drops). Bounded, slots reused: no allocation once a slot
  * has seen a frame as large.
  */
-import { emptyOffload, type NetOffload } from '../../lib/net/backend.js';
+import { copyOffload, emptyOffload, type NetOffload } from '../../lib/net/backend.js';
 
 export class Backlog {
   private readonly frames: Uint8Array[] = [];
@@ -30,7 +30,7 @@ export class Backlog {
     buf.set(frame);
     this.lengths[slot] = frame.length;
     this.hasOffload[slot] = offload !== null;
-    if (offload) Object.assign(this.offloads[slot]!, offload);
+    if (offload) copyOffload(this.offloads[slot]!, offload);
     this.hashes[slot] = hash;
     this.reports[slot] = report;
     this.count++;

@@ -11,7 +11,7 @@ import { DescriptorChain, VirtqueueError } from '../../virtio/queue/virtqueue.js
 import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
 import { type Coalescer, decodeCoal, encodeCoal } from './coalesce.js';
 import { type StatsSource, statsGet, statsQuery } from './device-stats.js';
-import { GUEST_OFFLOAD_MASK, has, NetF } from './features.js';
+import { GUEST_OFFLOAD_MASK, guestOffloadsFromCtrl, has, NetF } from './features.js';
 import type { RssState } from './rss.js';
 import { MAC_TABLE_ENTRIES, MAX_VLAN, type RxFilter, RxMode } from './rx-filter.js';
 import type { NetDeviceStats, QueueStats } from './stats.js';
@@ -325,7 +325,7 @@ export class ControlQueue {
     if (!net.backend.capabilities.vnetHeader) return VIRTIO_NET_ERR;
     const offloads = BigInt(le32(data, 0)) | (BigInt(le32(data, 4)) << 32n);
     // QEMU strips RSC_EXT (it selects RSC, not an offload) before checking.
-    const requested = offloads & ~(1n << BigInt(NetF.RSC_EXT));
+    const requested = guestOffloadsFromCtrl(offloads) & ~(1n << BigInt(NetF.RSC_EXT));
     const supported = net.negotiated & GUEST_OFFLOAD_MASK;
     if ((requested & ~supported) !== 0n) return VIRTIO_NET_ERR;
     net.setGuestOffloads(requested);

@@ -74,6 +74,8 @@ describe('acks like QEMU 7.2', () => {
       ufo: false,
       uso4: false,
       uso6: false,
+      tunnel: false,
+      tunnelCsum: false,
     });
     // Extra payload bytes are ignored (QEMU reads 8).
     expect(b.driver.control(CtrlClass.GUEST_OFFLOADS, 0, new Uint8Array(9))).toBe(VIRTIO_NET_OK);

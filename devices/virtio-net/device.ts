@@ -193,6 +193,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.features = f;
     this.driverVersion1 = has(f, VIRTIO_F_VERSION_1);
     s.hdrSize = netHeaderSize(f);
+    s.hashReport = has(f, NetF.HASH_REPORT);
     s.mergeable = has(f, NetF.MRG_RXBUF);
     s.exactHdrLen = has(f, NetF.GUEST_HDRLEN);
     s.hostOffloadMask = hostOffloadMask(f);
@@ -450,6 +451,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.direct.reset();
     this.features = 0n;
     s.hdrSize = 12;
+    s.hashReport = false;
     s.mergeable = false;
     s.exactHdrLen = false;
     s.multiqueue = false;

@@ -7,7 +7,9 @@
  */
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { emptyOffload, MAX_FRAME, type NetOffload, ReceiveTarget } from '../../lib/net/backend.js';
+import { ParsedPacket } from '../../lib/net/packet-parser.js';
 import { VIRTIO_NET_HASH_REPORT_NONE } from '../../lib/net/rss-hash.js';
+import { checkTunnelOffload, isTunnelGso, TUNNEL_OK } from '../../lib/net/tunnel.js';
 import { readVnetHeader, writeVnetHeader } from '../../lib/net/vnet-header.js';
 import { scatterWritable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, type Virtqueue } from '../../virtio/queue/virtqueue.js';
@@ -35,6 +37,8 @@ class PairLend {
   private headerSize = 0;
   private backendQueue = 0;
   private readonly offload = emptyOffload();
+  private readonly outerPkt = new ParsedPacket();
+  private readonly innerPkt = new ParsedPacket();
   /** A lend that falls back to copying gathers its frame here (allocated on first use). */
   private scratch: Uint8Array | null = null;
 
@@ -157,9 +161,15 @@ class PairLend {
     }
     // EWMA (1/8) of what frames needed, as Linux sizes its mergeable buffers.
     this.average += (n - this.average) / 8;
-    const offload = hs > 0 ? readVnetHeader(b0, headerAt, this.offload) : null;
-    if ((offload && !offloadPermitted(offload, s.guestOffloadMask)) || (n > t.capacity && !s.mergeable)) {
-      // Software offloads, or (without mergeable buffers) a frame larger than the buffer.
+    const offload = hs > 0 ? readVnetHeader(b0, headerAt, this.offload, hs) : null;
+    if (
+      (offload &&
+        (!offloadPermitted(offload, s.guestOffloadMask) ||
+          !this.tunnelInPlace(offload, b0, frameAt, frameAt + frameLength, t))) ||
+      (n > t.capacity && !s.mergeable)
+    ) {
+      // Software offloads, a tunnel frame whose headers are not all in the first segment (the copy path
+      // checks it), or (without mergeable buffers) a frame larger than the buffer.
       this.deliverCopy(q, t, n, overflow, offload);
       return;
     }
@@ -193,6 +203,22 @@ class PairLend {
     if (offload) countRxHeader(stats, offload.flags, isGso(offload), frameLength);
     else stats.rxCsumNone++;
     s.coalescers[2 * pair]!.used(1, q.needsNotification());
+  }
+
+  /**
+   * Not a tunnel GSO frame, or one whose tunnel headers check out within the first lent segment (VIRTIO
+   * 1.4 §5.1.6.4: the backend's offsets are checked before the guest sees them).
+   */
+  private tunnelInPlace(
+    o: NetOffload,
+    b0: Uint8Array,
+    frameAt: number,
+    frameEnd: number,
+    t: ReceiveTarget,
+  ): boolean {
+    if (!isTunnelGso(o)) return true;
+    const end = Math.min(frameEnd, t.offsets[0]! + t.lengths[0]!);
+    return checkTunnelOffload(b0, o, this.outerPkt, this.innerPkt, frameAt, end) === TUNNEL_OK;
   }
 
   /**
@@ -300,7 +326,7 @@ export class DirectReceiver {
     const hdr = s.hdrSize;
     if (hs !== 0 && hs !== hdr) return false;
     // RSS must see the frame first, unless the backend applied it and no hash is reported.
-    if (s.rss.enabled && !(s.rssInBackend && s.rss.redirect && hdr < 20)) return false;
+    if (s.rss.enabled && !(s.rssInBackend && s.rss.redirect && !s.hashReport)) return false;
     if (s.autoSteering()) return false;
     const pair = s.pairOf(backendQueue);
     if (this.rx[pair]!.backlog.count > 0) return false;

@@ -43,11 +43,19 @@ export const NetF = {
   RSC_EXT: 61,
   STANDBY: 62,
   SPEED_DUPLEX: 63,
+  // VIRTIO 1.4, feature word 2.
+  GUEST_UDP_TUNNEL_GSO: 65,
+  GUEST_UDP_TUNNEL_GSO_CSUM: 66,
+  HOST_UDP_TUNNEL_GSO: 67,
+  HOST_UDP_TUNNEL_GSO_CSUM: 68,
 } as const;
 
 export { bit, has, VIRTIO_F_VERSION_1 };
 
-/** Guest offload bits (also the CTRL_GUEST_OFFLOADS_SET bitmask layout, §5.1.6.5.6.1). */
+/**
+ * Guest offload bits, in feature-bit layout (also the CTRL_GUEST_OFFLOADS_SET bitmask layout,
+ * §5.1.6.5.6.1, except for the tunnel bits: see `guestOffloadsFromCtrl`).
+ */
 export const GUEST_OFFLOAD_BITS = [
   NetF.GUEST_CSUM,
   NetF.GUEST_TSO4,
@@ -56,9 +64,20 @@ export const GUEST_OFFLOAD_BITS = [
   NetF.GUEST_UFO,
   NetF.GUEST_USO4,
   NetF.GUEST_USO6,
+  NetF.GUEST_UDP_TUNNEL_GSO,
+  NetF.GUEST_UDP_TUNNEL_GSO_CSUM,
 ] as const;
 
 export const GUEST_OFFLOAD_MASK = GUEST_OFFLOAD_BITS.reduce((m, b) => m | bit(b), 0n);
+
+/**
+ * The le64 of CTRL_GUEST_OFFLOADS_SET in feature-bit layout: the tunnel offloads, whose feature bits
+ * (65, 66) do not fit 64 bits, travel as bits 46 and 47 (VIRTIO 1.4 "Setting Offloads State").
+ */
+export function guestOffloadsFromCtrl(v: bigint): bigint {
+  const mapped = (v >> 46n) & 3n;
+  return (v & ~(3n << 46n)) | (mapped << BigInt(NetF.GUEST_UDP_TUNNEL_GSO));
+}
 
 /** Bits that exist only if the backend passes a vnet header (QEMU: `peer_has_vnet_hdr`). */
 const VNET_HDR_ONLY = [
@@ -79,6 +98,10 @@ const VNET_HDR_ONLY = [
   NetF.NOTF_COAL,
   NetF.VQ_NOTF_COAL,
   NetF.DEVICE_STATS,
+  NetF.GUEST_UDP_TUNNEL_GSO,
+  NetF.GUEST_UDP_TUNNEL_GSO_CSUM,
+  NetF.HOST_UDP_TUNNEL_GSO,
+  NetF.HOST_UDP_TUNNEL_GSO_CSUM,
 ];
 
 /** Bits that require CTRL_VQ (§5.1.3.1). */
@@ -142,6 +165,10 @@ export function offeredNetFeatures(o: VirtioNetPciConfig, caps: BackendCapabilit
     [o.vq_notf_coal, NetF.VQ_NOTF_COAL],
     [o.device_stats, NetF.DEVICE_STATS],
     [o.guest_hdrlen, NetF.GUEST_HDRLEN],
+    [o.guest_tunnel, NetF.GUEST_UDP_TUNNEL_GSO],
+    [o.guest_tunnel_csum, NetF.GUEST_UDP_TUNNEL_GSO_CSUM],
+    [o.host_tunnel, NetF.HOST_UDP_TUNNEL_GSO],
+    [o.host_tunnel_csum, NetF.HOST_UDP_TUNNEL_GSO_CSUM],
   ];
   let f = 0n;
   for (const [enabled, b] of on) if (enabled) f |= bit(b);
@@ -155,6 +182,10 @@ export function offeredNetFeatures(o: VirtioNetPciConfig, caps: BackendCapabilit
   if (!off.tso4) f &= ~bit(NetF.GUEST_TSO4);
   if (!off.tso6) f &= ~bit(NetF.GUEST_TSO6);
   if (!off.ecn) f &= ~bit(NetF.GUEST_ECN);
+  // Tunnel GSO towards the guest only from a backend that delivers it; from the guest we segment in
+  // software what the backend cannot take, so HOST_UDP_TUNNEL_GSO needs only the vnet header.
+  if (!off.tunnel) f &= ~bit(NetF.GUEST_UDP_TUNNEL_GSO);
+  if (!off.tunnelCsum) f &= ~bit(NetF.GUEST_UDP_TUNNEL_GSO_CSUM);
 
   if (!has(f, NetF.CTRL_VQ)) for (const b of NEEDS_CTRL_VQ) f &= ~bit(b);
   return dropBrokenDependencies(f);
@@ -201,6 +232,21 @@ const dependencyRules: Array<[number, (f: bigint) => boolean]> = [
   [NetF.VQ_NOTF_COAL, (f) => has(f, NetF.CTRL_VQ)],
   [NetF.DEVICE_STATS, (f) => has(f, NetF.CTRL_VQ)],
   [NetF.RSC_EXT, (f) => has(f, NetF.HOST_TSO4) || has(f, NetF.HOST_TSO6)],
+  // VIRTIO 1.4: after the TSO/USO rules, so pruning them prunes these too.
+  [
+    NetF.GUEST_UDP_TUNNEL_GSO,
+    (f) =>
+      has(f, NetF.GUEST_TSO4) &&
+      has(f, NetF.GUEST_TSO6) &&
+      has(f, NetF.GUEST_USO4) &&
+      has(f, NetF.GUEST_USO6),
+  ],
+  [NetF.GUEST_UDP_TUNNEL_GSO_CSUM, (f) => has(f, NetF.GUEST_UDP_TUNNEL_GSO)],
+  [
+    NetF.HOST_UDP_TUNNEL_GSO,
+    (f) => has(f, NetF.HOST_TSO4) && has(f, NetF.HOST_TSO6) && has(f, NetF.HOST_USO),
+  ],
+  [NetF.HOST_UDP_TUNNEL_GSO_CSUM, (f) => has(f, NetF.HOST_UDP_TUNNEL_GSO)],
 ];
 
 /** Why `features` (as the driver would accept them) break §5.1.3.1, or null. */
@@ -214,8 +260,9 @@ export function netFeatureDependencyError(features: bigint): string | null {
   return null;
 }
 
-/** Size of the virtio-net header for the negotiated features (§5.1.6). */
+/** Size of the virtio-net header for the negotiated features (§5.1.6; 24 with VIRTIO 1.4 tunnel GSO). */
 export function netHeaderSize(features: bigint): number {
+  if (has(features, NetF.GUEST_UDP_TUNNEL_GSO) || has(features, NetF.HOST_UDP_TUNNEL_GSO)) return 24;
   if (has(features, NetF.HASH_REPORT)) return 20;
   if (has(features, VIRTIO_F_VERSION_1) || has(features, NetF.MRG_RXBUF)) return 12;
   return 10;

@@ -130,6 +130,20 @@ export interface VirtioNetPciOptions {
   device_stats?: boolean;
   /** VIRTIO_NET_F_GUEST_HDRLEN: the driver's hdr_len is exact for GSO frames (default false; VIRTIO 1.3 §5.1.6.2). */
   guest_hdrlen?: boolean;
+  /**
+   * VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO: tunnel GSO frames from the backend reach the guest as they are
+   * (default true, as QEMU 11.1; VIRTIO 1.4 §5.1.6.4). Offered when the backend can deliver them.
+   */
+  guest_tunnel?: boolean;
+  /** VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO_CSUM: ... with the outer UDP checksum left partial (default true). */
+  guest_tunnel_csum?: boolean;
+  /**
+   * VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO: the guest may send VXLAN/GENEVE-style tunnel GSO frames, passed to a
+   * backend that takes them, else segmented in software (default true, as QEMU 11.1; VIRTIO 1.4 §5.1.6.2).
+   */
+  host_tunnel?: boolean;
+  /** VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO_CSUM: ... with the outer UDP checksum offloaded too (default true). */
+  host_tunnel_csum?: boolean;
   /** Hash types offered in supported_hash_types (§5.1.4): 'off' withholds one; 'auto' and 'on' offer it. */
   'hash-ipv4'?: OnOffAuto;
   /** See `hash-ipv4`. */

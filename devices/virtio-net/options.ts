@@ -132,6 +132,11 @@ export const virtioNetPciOptionsSchema = z
     vq_notf_coal: z.boolean().default(false),
     device_stats: z.boolean().default(false),
     guest_hdrlen: z.boolean().default(false),
+    // VIRTIO 1.4 UDP tunnel GSO (QEMU 11.1 properties, default on).
+    guest_tunnel: z.boolean().default(true),
+    guest_tunnel_csum: z.boolean().default(true),
+    host_tunnel: z.boolean().default(true),
+    host_tunnel_csum: z.boolean().default(true),
     'hash-ipv4': onOffAuto,
     'hash-tcp4': onOffAuto,
     'hash-udp4': onOffAuto,

@@ -151,6 +151,9 @@ const offloadSchema = z
     gsoSize: u16,
     csumStart: u16,
     csumOffset: u16,
+    // A tunnel GSO frame's offsets (VIRTIO 1.4), when the backend delivered 24-byte headers.
+    outerThOffset: u16.optional(),
+    innerNhOffset: u16.optional(),
   })
   .strict();
 const queueStatsSchema = z
@@ -207,7 +210,7 @@ function snapshotSchema(maxQueuePairs: number, backlogCapacity: number) {
       .int()
       .min(1, `expected 1..${maxQueuePairs}`)
       .max(maxQueuePairs, `expected 1..${maxQueuePairs}`),
-    guestOffloads: z.string().regex(/^\d{1,20}$/, 'expected a decimal feature mask'),
+    guestOffloads: z.string().regex(/^\d{1,39}$/, 'expected a decimal feature mask'),
     rxFilter: z.object({
       promisc: z.boolean(),
       allmulti: z.boolean(),

@@ -133,7 +133,7 @@ describe("QEMU 11.1's virtio-net-pci properties", () => {
       'virtio-net-pci,netdev=n0,id=nic0,bus=pcie.0,addr=0x3,romfile=,bootindex=1,mq=on,vectors=10,' +
         'disable-legacy=auto,failover=on,host_tunnel=on,ioeventfd=off,x-pcie-flr-init=on',
     );
-    expect(o).toEqual({ mq: true, vectors: 10, 'disable-legacy': 'auto', failover: true });
+    expect(o).toEqual({ mq: true, vectors: 10, 'disable-legacy': 'auto', failover: true, host_tunnel: true });
     expect(() => createVirtioNetPci({ ...base(), ...o })).not.toThrow();
   });
 });

@@ -27,8 +27,6 @@ const only = (values: readonly string[], reason: string): QemuProperty => ({ kin
 
 const PLUMBING = 'wires the device into QEMU itself (the VMM does this)';
 const COMPAT = "a compatibility switch for QEMU's older machine types; the current behaviour is modelled";
-const TUNNEL =
-  "QEMU offers UDP-tunnel GSO only when its backend can do it; none of ours can, so it is never offered (QEMU's behaviour over such a backend)";
 
 /**
  * Every property of QEMU 11.1's virtio-net-pci, plus `bus` / `id` (qdev's), `queues` and the switches of
@@ -63,10 +61,6 @@ export const QEMU_PROPERTIES: Readonly<Record<string, QemuProperty>> = {
     'lifts a check for device types without a legacy interface; virtio-net has one either way',
   ),
   rsc_interval: ignored('the coalescing timer of guest_rsc_ext, which is not implemented'),
-  guest_tunnel: ignored(TUNNEL),
-  guest_tunnel_csum: ignored(TUNNEL),
-  host_tunnel: ignored(TUNNEL),
-  host_tunnel_csum: ignored(TUNNEL),
   'x-ats-page-aligned': ignored('only matters with ats=on, which is refused'),
   'x-pcie-err-unc-mask': ignored('only matters with aer=on, which is refused'),
 
@@ -137,6 +131,10 @@ export const QEMU_PROPERTIES: Readonly<Record<string, QemuProperty>> = {
   rss: bool,
   hash: bool,
   failover: bool,
+  guest_tunnel: bool,
+  guest_tunnel_csum: bool,
+  host_tunnel: bool,
+  host_tunnel_csum: bool,
   // Ours, in QEMU's style: QEMU 11.1 has none of these features (docs/compatibility.md).
   notf_coal: bool,
   vq_notf_coal: bool,

@@ -552,6 +552,8 @@ describe('rx offload metadata', () => {
       ufo: true,
       uso4: false,
       uso6: false,
+      tunnel: false,
+      tunnelCsum: false,
     });
     expect(b.driver.setGuestOffloads(bit(NetF.GUEST_CSUM))).toBe(VIRTIO_NET_OK);
     expect(last()).toEqual({
@@ -562,6 +564,8 @@ describe('rx offload metadata', () => {
       ufo: false,
       uso4: false,
       uso6: false,
+      tunnel: false,
+      tunnelCsum: false,
     });
     const { spec, off } = TSO(pattern(3000, 5));
     b.backend.inject(tcp4Frame(spec), 0, off);
@@ -583,6 +587,8 @@ describe('rx offload metadata', () => {
       ufo: false,
       uso4: false,
       uso6: false,
+      tunnel: false,
+      tunnelCsum: false,
     });
   });
 

@@ -7,10 +7,11 @@
  */
 
 import { memoryFence } from '../../lib/memory/fence.js';
-import { emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
+import { copyOffload, emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
 import { ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import { RssHashResult, VIRTIO_NET_HASH_REPORT_NONE } from '../../lib/net/rss-hash.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
+import { checkTunnelOffload, isTunnelGso, TUNNEL_OK } from '../../lib/net/tunnel.js';
 import { writeVnetHeader } from '../../lib/net/vnet-header.js';
 import { scatterWritable, scatterWritableRange } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, type Virtqueue, VirtqueueError } from '../../virtio/queue/virtqueue.js';
@@ -46,7 +47,9 @@ export class RxPath {
   /** Hash of frames that arrive on this pair's backend queue (steer); report NONE when none was computed. */
   readonly steered = new RssHashResult();
   private readonly pkt = new ParsedPacket();
-  private readonly header = new Uint8Array(20);
+  /** Inner headers of a tunnel GSO frame being checked. */
+  private readonly innerPkt = new ParsedPacket();
+  private readonly header = new Uint8Array(24);
   /** Views of the first n bytes of `header`, by n (a fresh subarray per frame would allocate). */
   private readonly headerViews: Uint8Array[] = [];
   private readonly offloadCopy = emptyOffload();
@@ -92,7 +95,7 @@ export class RxPath {
     let pair = this.pair;
     // RSS applied by the backend: its queue is the RSS queue; hash only for the hash report.
     const steeredByBackend = s.rssInBackend && s.rss.redirect;
-    const needHash = s.rss.enabled && (!steeredByBackend || s.hdrSize >= 20);
+    const needHash = s.rss.enabled && (!steeredByBackend || s.hashReport);
     const r = this.steered;
     r.hash = 0;
     r.reportType = VIRTIO_NET_HASH_REPORT_NONE;
@@ -224,9 +227,18 @@ export class RxPath {
       this.stats.rxDropped++;
       return Delivery.Dropped;
     }
+    if (
+      offload &&
+      isTunnelGso(offload) &&
+      checkTunnelOffload(bytes, offload, this.pkt, this.innerPkt, offset, offset + length) !== TUNNEL_OK
+    ) {
+      // The backend is untrusted too: tunnel offsets that do not fit the frame (VIRTIO 1.4 §5.1.6.4).
+      this.stats.rxDropped++;
+      return Delivery.Dropped;
+    }
     if (offload && !offloadPermitted(offload, this.shared.guestOffloadMask)) {
       // Copy the metadata: the backend owns `offload` and segmentation calls back into delivery.
-      const o = Object.assign(this.offloadCopy, offload);
+      const o = copyOffload(this.offloadCopy, offload);
       if (isGso(o) && !q.hasAvailable()) return Delivery.NoBuffers;
       this.segmenter ??= new SoftwareSegmenter();
       // A view for the segmenter: one per offloaded frame the guest cannot take (not per segment).
@@ -259,7 +271,8 @@ export class RxPath {
       return Delivery.Dropped;
     }
     const header = this.header;
-    writeVnetHeader(header, 0, offload, hdr, used, this.hash, this.hashReport);
+    const report = this.shared.hashReport;
+    writeVnetHeader(header, 0, offload, hdr, used, report ? this.hash : 0, report ? this.hashReport : 0);
     // Header and frame are one stream over the buffers: a (non-conforming) first buffer smaller than
     // the header continues the header in the next one.
     let offset = 0; // into header+frame

@@ -25,8 +25,10 @@ export class NetShared implements CoalesceHost {
    */
   stopped = false;
   linkUp = true;
-  /** Negotiated `struct virtio_net_hdr` size (10, 12 or 20). */
+  /** Negotiated `struct virtio_net_hdr` size (10, 12, 20 or 24). */
   hdrSize = 12;
+  /** VIRTIO_NET_F_HASH_REPORT negotiated: the header's hash fields carry the hash (not implied by size 24). */
+  hashReport = false;
   /** VIRTIO_NET_F_GUEST_HDRLEN negotiated: a GSO frame's hdr_len must be its exact header length. */
   exactHdrLen = false;
   /** VIRTIO_NET_F_MRG_RXBUF negotiated. */

@@ -7,10 +7,11 @@
 import { emptyOffload, MAX_FRAME, type NetOffload } from '../../lib/net/backend.js';
 import { ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
 import { SEGMENT_OK, SoftwareSegmenter } from '../../lib/net/segmentation.js';
+import { checkTunnelOffload, isTunnelGso, TUNNEL_OK } from '../../lib/net/tunnel.js';
 import { NetHdrFlags, readVnetHeader } from '../../lib/net/vnet-header.js';
 import { gatherReadable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, VirtqueueError } from '../../virtio/queue/virtqueue.js';
-import { isGso, offloadPermitted, wantsOffload } from './offloads.js';
+import { isGso, offloadPermitted, tunnelTxRefused, wantsOffload } from './offloads.js';
 import type { NetShared } from './shared.js';
 import type { QueueStats } from './stats.js';
 
@@ -21,11 +22,13 @@ export class TxPath {
   private readonly chain = new DescriptorChain(64);
   /** Header and frame of a chain whose frame is not one guest-memory segment (allocated on first use). */
   private scratch: Uint8Array | null = null;
-  private readonly header = new Uint8Array(20);
+  private readonly header = new Uint8Array(24);
   /** Views of the first n bytes of `header`, by n (a fresh subarray per frame would allocate). */
   private readonly headerViews: Uint8Array[] = [];
   private readonly offload = emptyOffload();
   private readonly pkt = new ParsedPacket();
+  /** Inner headers of a tunnel GSO frame (`pkt` holds the outer ones). */
+  private readonly innerPkt = new ParsedPacket();
   private segmenter: SoftwareSegmenter | null = null;
   /** A burst continues from the event loop. */
   private pending = false;
@@ -169,11 +172,23 @@ export class TxPath {
       headerBytes = bytes = this.scratch;
       at = hdr;
     }
-    const offload = readVnetHeader(headerBytes, 0, this.offload);
+    const offload = readVnetHeader(headerBytes, 0, this.offload, hdr);
+    const tunnel = isTunnelGso(offload);
+    if (
+      tunnelTxRefused(offload, shared.hostOffloadMask) ||
+      (tunnel &&
+        checkTunnelOffload(bytes, offload, this.pkt, this.innerPkt, at, at + frameLength) !== TUNNEL_OK)
+    ) {
+      // VIRTIO 1.4 §5.1.6.2: a tunnel request that was not negotiated or does not fit the frame.
+      stats.txDropped++;
+      stats.txDropMalformed++;
+      return;
+    }
     if (shared.exactHdrLen && isGso(offload)) {
       // GUEST_HDRLEN: hdr_len is the driver's exact header length (VIRTIO 1.3 §5.1.6.2); a frame
-      // whose headers say otherwise is malformed (the spec's caution against a lying driver).
-      const p = parsePacket(bytes, this.pkt, at, at + frameLength);
+      // whose headers say otherwise is malformed (the spec's caution against a lying driver). Over a
+      // tunnel it ends with the inner transport header (VIRTIO 1.4).
+      const p = tunnel ? this.innerPkt : parsePacket(bytes, this.pkt, at, at + frameLength);
       if (p.l4HeaderLength === 0 || p.l4Offset + p.l4HeaderLength - at !== offload.hdrLen) {
         stats.txDropped++;
         stats.txDropMalformed++;
@@ -194,7 +209,11 @@ export class TxPath {
       this.transmitOne(bytes, at, frameLength, null, inGuestMemory);
       return;
     }
-    if (shared.backend.capabilities.vnetHeader && offloadPermitted(offload, shared.hostOffloadMask)) {
+    if (
+      shared.backend.capabilities.vnetHeader &&
+      offloadPermitted(offload, shared.hostOffloadMask) &&
+      (!tunnel || this.backendTakesTunnel(offload))
+    ) {
       if (gso) {
         stats.txGsoPacketsNoseg++;
         stats.txGsoBytesNoseg += frameLength;
@@ -216,6 +235,13 @@ export class TxPath {
       stats.txDropped++;
       stats.txDropMalformed++;
     }
+  }
+
+  /** The backend takes this tunnel GSO frame as it is (TUN_F_UDP_TUNNEL_GSO[_CSUM] and a 24-byte header). */
+  private backendTakesTunnel(o: NetOffload): boolean {
+    const off = this.shared.backend.capabilities.offloads;
+    if (off.tunnel !== true) return false;
+    return (o.flags & NetHdrFlags.UDP_TUNNEL_CSUM) === 0 || off.tunnelCsum === true;
   }
 
   /** Lets a batching backend write what it queued for this pair; its failures become counted drops. */

@@ -16,14 +16,21 @@ export const MAX_FRAME = 65535 + 14 + 8;
 
 /** Offload metadata of one frame: the fields of `struct virtio_net_hdr` (VIRTIO 1.3 §5.1.6) a host needs. */
 export interface NetOffload {
-  /** VIRTIO_NET_HDR_F_* (NEEDS_CSUM 1, DATA_VALID 2, RSC_INFO 4). */
+  /** VIRTIO_NET_HDR_F_* (NEEDS_CSUM 1, DATA_VALID 2, RSC_INFO 4, UDP_TUNNEL_CSUM 8). */
   flags: number;
-  /** VIRTIO_NET_HDR_GSO_* (NONE 0, TCPV4 1, UDP 3, TCPV6 4, UDP_L4 5) | ECN 0x80. */
+  /** VIRTIO_NET_HDR_GSO_* (NONE 0, TCPV4 1, UDP 3, TCPV6 4, UDP_L4 5) | UDP_TUNNEL_IPV4/6 0x20/0x40 | ECN 0x80. */
   gsoType: number;
   hdrLen: number;
   gsoSize: number;
   csumStart: number;
   csumOffset: number;
+  /**
+   * UDP tunnel GSO (VIRTIO 1.4, gsoType | UDP_TUNNEL_IPV4/6): offsets of the outer UDP header and of the
+   * inner network header in the frame. Undefined when the header has no such fields (shorter than 24
+   * bytes); a backend that reads or writes 24-byte headers sets both.
+   */
+  outerThOffset?: number;
+  innerNhOffset?: number;
 }
 
 /** Offloads the backend can accept from the guest (TUNSETOFFLOAD's TUN_F_* in tap terms). */
@@ -35,6 +42,12 @@ export interface BackendOffloads {
   ufo: boolean;
   uso4: boolean;
   uso6: boolean;
+  /**
+   * GSO over a UDP tunnel (TUN_F_UDP_TUNNEL_GSO, VIRTIO 1.4) and with the outer UDP checksum offloaded
+   * as well (TUN_F_UDP_TUNNEL_GSO_CSUM). Absent means no: frames carry no tunnel metadata.
+   */
+  tunnel?: boolean;
+  tunnelCsum?: boolean;
 }
 
 /**
@@ -173,7 +186,7 @@ export interface NetBackend {
   resume(queuePair: number): void;
   /** The guest's offload choice for frames towards it (TUNSETOFFLOAD); the backend segments what is off. */
   setOffloads?(offloads: BackendOffloads): void;
-  /** The negotiated header size (10, 12 or 20): a tap sets TUNSETVNETHDRSZ. */
+  /** The negotiated header size (10, 12, 20 or 24): a tap sets TUNSETVNETHDRSZ. */
   setVnetHeaderSize?(size: number): void;
   /** Attach or detach a queue pair (VQ_PAIRS_SET; TUNSETQUEUE on a multiqueue tap). */
   setQueuePairEnabled?(queuePair: number, enabled: boolean): void;
@@ -196,5 +209,30 @@ export interface NetBackend {
 
 /** A reusable NetOffload with every field zero (no offload). */
 export function emptyOffload(): NetOffload {
-  return { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
+  return {
+    flags: 0,
+    gsoType: 0,
+    hdrLen: 0,
+    gsoSize: 0,
+    csumStart: 0,
+    csumOffset: 0,
+    outerThOffset: undefined,
+    innerNhOffset: undefined,
+  };
+}
+
+/**
+ * Copies `from` into `to` field by field, the tunnel offsets too when `from` has none (a record from a
+ * short header must not keep a previous frame's offsets). Returns `to`.
+ */
+export function copyOffload(to: NetOffload, from: NetOffload): NetOffload {
+  to.flags = from.flags;
+  to.gsoType = from.gsoType;
+  to.hdrLen = from.hdrLen;
+  to.gsoSize = from.gsoSize;
+  to.csumStart = from.csumStart;
+  to.csumOffset = from.csumOffset;
+  to.outerThOffset = from.outerThOffset;
+  to.innerNhOffset = from.innerNhOffset;
+  return to;
 }

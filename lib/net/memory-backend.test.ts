@@ -34,7 +34,17 @@ describe('MemoryBackend', () => {
   it('advertises a vnet header with every offload by default, none without it', () => {
     expect(new MemoryBackend().capabilities).toEqual({
       vnetHeader: true,
-      offloads: { csum: true, tso4: true, tso6: true, ecn: true, ufo: true, uso4: true, uso6: true },
+      offloads: {
+        csum: true,
+        tso4: true,
+        tso6: true,
+        ecn: true,
+        ufo: true,
+        uso4: true,
+        uso6: true,
+        tunnel: true,
+        tunnelCsum: true,
+      },
       queuePairs: 1,
       steersFlows: false,
     });

@@ -14,7 +14,12 @@ import {
   ReceiveTarget,
   type TransmitResult,
 } from './backend.js';
-import { writeVnetHeader } from './vnet-header.js';
+import {
+  GSO_UDP_TUNNEL,
+  VNET_HDR_OFFLOAD_BYTES,
+  VNET_HDR_TUNNEL_BYTES,
+  writeVnetHeader,
+} from './vnet-header.js';
 
 /** Options of `MemoryBackend`. */
 export interface MemoryBackendOptions {
@@ -65,7 +70,17 @@ interface Held {
 }
 
 function allOffloads(on: boolean): BackendOffloads {
-  return { csum: on, tso4: on, tso6: on, ecn: on, ufo: on, uso4: on, uso6: on };
+  return {
+    csum: on,
+    tso4: on,
+    tso6: on,
+    ecn: on,
+    ufo: on,
+    uso4: on,
+    uso6: on,
+    tunnel: on,
+    tunnelCsum: on,
+  };
 }
 
 /** An in-memory peer for the device (docs/backends.md). */
@@ -95,7 +110,7 @@ export class MemoryBackend implements NetBackend {
   private hdrSize = 10;
   private readonly target = new ReceiveTarget();
   private overflow = new Uint8Array(0);
-  private readonly header = new Uint8Array(10);
+  private readonly header = new Uint8Array(VNET_HDR_TUNNEL_BYTES);
   private pumping = false;
   private readonly s: MemoryBackendStats = {
     injected: 0,
@@ -263,7 +278,9 @@ export class MemoryBackend implements NetBackend {
     this.s.delivered++;
     const sink = this.sink as BackendSink;
     const hs = this.capabilities.vnetHeader ? this.hdrSize : 0;
-    if (this.direct && sink.completeReceive && sink.lendReceive?.(qp, hs, this.target)) {
+    // Tunnel offsets need a 24-byte header; a shorter one cannot carry them (tun would not deliver it).
+    const fits = hs >= VNET_HDR_TUNNEL_BYTES || off === null || (off.gsoType & GSO_UDP_TUNNEL) === 0;
+    if (this.direct && fits && sink.completeReceive && sink.lendReceive?.(qp, hs, this.target)) {
       this.s.deliveredDirect++;
       sink.completeReceive(this.writeLent(hs, off, frame), this.overflow);
       return;
@@ -272,18 +289,20 @@ export class MemoryBackend implements NetBackend {
   }
 
   /**
-   * What tun's read does with a vnet header: the 10 offload bytes, the rest of the header skipped (left
-   * as it was), then the frame, over the lent segments and then the overflow. Returns the bytes written.
+   * What tun's read does with a vnet header: the 10 offload bytes (24 with the tunnel offsets when the
+   * header is that large), the rest of the header skipped (left as it was), then the frame, over the lent
+   * segments and then the overflow. Returns the bytes written.
    */
   private writeLent(hs: number, off: NetOffload | null, frame: Uint8Array): number {
     const t = this.target;
     const total = hs + frame.length;
     if (this.overflow.length < total) this.overflow = new Uint8Array(total);
     const h = this.header;
-    writeVnetHeader(h, 0, hs > 0 ? off : null);
+    const written = hs >= VNET_HDR_TUNNEL_BYTES ? VNET_HDR_TUNNEL_BYTES : VNET_HDR_OFFLOAD_BYTES;
+    writeVnetHeader(h, 0, hs > 0 ? off : null, written);
     const put = (dst: Uint8Array, o: number, from: number, to: number) => {
-      // Stream bytes [from, to) at dst[o...]: header bytes 10..hs are skipped, not written.
-      for (let p = from; p < Math.min(to, hs, 10); p++) dst[o + p - from] = h[p] as number;
+      // Stream bytes [from, to) at dst[o...]: header bytes past `written` are skipped, not written.
+      for (let p = from; p < Math.min(to, hs, written); p++) dst[o + p - from] = h[p] as number;
       const f = Math.max(from, hs);
       if (f < to) dst.set(frame.subarray(f - hs, to - hs), o + f - from);
     };

@@ -173,6 +173,30 @@ export function parsePacket(
   return out;
 }
 
+/**
+ * Parses the IP packet (no Ethernet header) at `frame[start, end)` into `out`, IPv4 or IPv6 by the
+ * version nibble: the inner packet of a tunnel (VIRTIO 1.4 `inner_nh_offset`). `l2Length` is 0, offsets
+ * index `frame`; a version other than 4 or 6 is `malformed`. Never throws.
+ */
+export function parseIpPacket(
+  frame: Uint8Array,
+  out: ParsedPacket,
+  start: number,
+  end: number,
+): ParsedPacket {
+  out.reset(end - start);
+  out.l3Offset = start;
+  if (start >= end) {
+    out.truncated = true;
+    return out;
+  }
+  const version = frame[start]! >> 4;
+  if (version === 4) parseIpv4(frame, start, end, out);
+  else if (version === 6) parseIpv6(frame, start, end, out);
+  else out.malformed = true;
+  return out;
+}
+
 function parseIpv4(b: Uint8Array, off: number, len: number, out: ParsedPacket): void {
   if (off + IPV4_MIN_HLEN > len) {
     out.truncated = true;

@@ -10,6 +10,11 @@
  *   into fragments of gso_size rounded down to 8 bytes (same ID, MF on all but the last).
  * - USO (GSO_UDP_L4): each segment is a full UDP datagram of gso_size payload bytes with its own length
  *   and checksum (Linux __udp_gso_segment).
+ * - Over a UDP tunnel (| GSO_UDP_TUNNEL_IPV4/6, VIRTIO 1.4; checked by tunnel.ts): TSO or USO of the
+ *   inner packet as above, each segment with the outer headers copied and fixed: outer IP length (and
+ *   IPv4 ID +i, header checksum), outer UDP length, and the outer UDP checksum computed when the frame
+ *   has VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM, else kept as the sender wrote it (0: none), as Linux's
+ *   __skb_udp_tunnel_segment does.
  * Guest-controlled fields are validated; a bad frame yields a SEGMENT_ERR_* code (a counted drop),
  * never an exception. Segments are built in one reused scratch buffer.
  */
@@ -24,6 +29,7 @@ import {
 } from './checksum.js';
 import type { NetOffload } from './backend.js';
 import { L3_IPV4, L3_IPV6, L4_TCP, L4_UDP, ParsedPacket, parsePacket } from './packet-parser.js';
+import { checkTunnelOffload, innerGsoType, isTunnelGso, TUNNEL_OK } from './tunnel.js';
 import { GsoType, NetHdrFlags } from './vnet-header.js';
 
 /** Result codes of `SoftwareSegmenter.process`. */
@@ -38,6 +44,8 @@ export const SEGMENT_ERR_CSUM = 3;
 export const SEGMENT_ERR_PROTOCOL = 4;
 /** A gso_type we do not segment (unknown value, UFO over IPv6). */
 export const SEGMENT_ERR_UNSUPPORTED = 5;
+/** A UDP tunnel GSO request whose flags, type or offsets do not fit the frame (tunnel.ts). */
+export const SEGMENT_ERR_TUNNEL = 6;
 
 const TCP_FLAG_FIN = 0x01;
 const TCP_FLAG_PSH = 0x08;
@@ -83,6 +91,11 @@ export class SoftwareSegmenter {
   private scratch = new Uint8Array(2048);
   private view: Uint8Array = this.scratch.subarray(0, 0);
   private readonly pkt = new ParsedPacket();
+  /** Outer headers of a tunnel GSO frame (`pkt` then holds the inner ones). */
+  private readonly outerPkt = new ParsedPacket();
+  /** The frame being segmented is a tunnel GSO frame; `outerCsum`: its outer UDP checksum is computed. */
+  private tunnel = false;
+  private outerCsum = false;
   /** IPv4 header for the second and later UFO fragments (only options with the copy bit kept). */
   private readonly fragHeader = new Uint8Array(60);
   /** Segments emitted by the last `process` call. */
@@ -121,6 +134,7 @@ export class SoftwareSegmenter {
     // A backend is untrusted: gso_size is a le16 on the wire, anything else (NaN, 2^31) is malformed.
     if (!(Number.isInteger(o.gsoSize) && o.gsoSize > 0 && o.gsoSize <= 0xffff)) return SEGMENT_ERR_GSO_SIZE;
     if (o.hdrLen > len) return SEGMENT_ERR_HDR_LEN;
+    if (isTunnelGso(o)) return this.tunnelGso(frame, o, emit);
     const pkt = parsePacket(frame, this.pkt);
     if (pkt.isFragment) return SEGMENT_ERR_PROTOCOL;
     switch (gso) {
@@ -143,6 +157,32 @@ export class SoftwareSegmenter {
     }
   }
 
+  /** TSO/USO of the inner packet of a tunnel GSO frame, outer headers fixed per segment. */
+  private tunnelGso(frame: Uint8Array, o: NetOffload, emit: SegmentSink): number {
+    if (checkTunnelOffload(frame, o, this.outerPkt, this.pkt) !== TUNNEL_OK) return SEGMENT_ERR_TUNNEL;
+    this.tunnel = true;
+    this.outerCsum = (o.flags & NetHdrFlags.UDP_TUNNEL_CSUM) !== 0;
+    try {
+      return innerGsoType(o) === GsoType.UDP_L4
+        ? this.uso(frame, this.pkt, o.gsoSize, emit)
+        : this.tso(frame, this.pkt, o.gsoSize, emit);
+    } finally {
+      this.tunnel = false;
+    }
+  }
+
+  /**
+   * Fixes the outer headers of the tunnel segment in scratch ending at `end` (after its inner headers):
+   * IP length, IPv4 ID + `idDelta` and header checksum, UDP length, and the UDP checksum if offloaded.
+   */
+  private fixOuter(buf: Uint8Array, end: number, idDelta: number): void {
+    const outer = this.outerPkt;
+    const udp = outer.l4Offset;
+    this.fixIp(buf, outer, end - udp, idDelta);
+    put16(buf, udp + 4, end - udp);
+    if (this.outerCsum) this.l4Checksum(buf, outer, end, 6, true);
+  }
+
   private ensure(size: number): Uint8Array {
     if (this.scratch.length < size) {
       this.scratch = new Uint8Array(Math.max(size, this.scratch.length * 2));
@@ -157,6 +197,11 @@ export class SoftwareSegmenter {
       this.view = this.scratch.subarray(0, length);
     }
     return this.view;
+  }
+
+  /** Where the outermost IP packet of a segment starts: its length bounds the segment size. */
+  private ipStart(pkt: ParsedPacket): number {
+    return this.tunnel ? this.outerPkt.l3Offset : pkt.l3Offset;
   }
 
   /** Writes IP lengths (and IPv4 ID/checksum) of the segment in scratch whose IP payload is `ipPayload`. */
@@ -195,7 +240,7 @@ export class SoftwareSegmenter {
   private tso(frame: Uint8Array, pkt: ParsedPacket, mss: number, emit: SegmentSink): number {
     const hdr = pkt.l4Offset + pkt.l4HeaderLength;
     const payload = frame.length - hdr;
-    if (hdr - pkt.l3Offset + Math.min(mss, payload) > IP_MAX_LENGTH) return SEGMENT_ERR_GSO_SIZE;
+    if (hdr - this.ipStart(pkt) + Math.min(mss, payload) > IP_MAX_LENGTH) return SEGMENT_ERR_GSO_SIZE;
     const count = payload === 0 ? 1 : Math.ceil(payload / mss);
     const buf = this.ensure(hdr + Math.min(mss, payload));
     const l4 = pkt.l4Offset;
@@ -218,6 +263,7 @@ export class SoftwareSegmenter {
       if (i !== 0) flags &= ~TCP_FLAG_CWR;
       buf[l4 + 13] = flags;
       this.l4Checksum(buf, pkt, hdr + chunk, 16, false);
+      if (this.tunnel) this.fixOuter(buf, hdr + chunk, i);
       this.segments++;
       emit(this.viewOf(hdr + chunk));
     }
@@ -227,7 +273,7 @@ export class SoftwareSegmenter {
   private uso(frame: Uint8Array, pkt: ParsedPacket, mss: number, emit: SegmentSink): number {
     const hdr = pkt.l4Offset + 8;
     const payload = frame.length - hdr;
-    if (hdr - pkt.l3Offset + Math.min(mss, payload) > IP_MAX_LENGTH) return SEGMENT_ERR_GSO_SIZE;
+    if (hdr - this.ipStart(pkt) + Math.min(mss, payload) > IP_MAX_LENGTH) return SEGMENT_ERR_GSO_SIZE;
     const count = payload === 0 ? 1 : Math.ceil(payload / mss);
     const buf = this.ensure(hdr + Math.min(mss, payload));
     for (let i = 0; i < count; i++) {
@@ -238,6 +284,7 @@ export class SoftwareSegmenter {
       this.fixIp(buf, pkt, 8 + chunk, i);
       put16(buf, pkt.l4Offset + 4, 8 + chunk);
       this.l4Checksum(buf, pkt, hdr + chunk, 6, true);
+      if (this.tunnel) this.fixOuter(buf, hdr + chunk, i);
       this.segments++;
       emit(this.viewOf(hdr + chunk));
     }

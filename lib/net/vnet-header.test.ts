@@ -1,7 +1,14 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { emptyOffload } from './backend.js';
-import { readVnetHeader, VNET_HDR_OFFLOAD_BYTES, writeVnetHeader } from './vnet-header.js';
+import {
+  GsoType,
+  NetHdrFlags,
+  readVnetHeader,
+  VNET_HDR_OFFLOAD_BYTES,
+  VNET_HDR_TUNNEL_BYTES,
+  writeVnetHeader,
+} from './vnet-header.js';
 
 describe('struct virtio_net_hdr wire layout (VIRTIO 1.3 §5.1.6)', () => {
   it('writes flags, gso_type and four little-endian u16 fields, byte for byte', () => {
@@ -28,6 +35,29 @@ describe('struct virtio_net_hdr wire layout (VIRTIO 1.3 §5.1.6)', () => {
     expect([...b.subarray(11)]).toEqual([1, 0, 0x44, 0x33, 0x22, 0x11, 7, 0, 0, 0, 0xee]);
   });
 
+  it('24-byte layout (VIRTIO 1.4 UDP tunnel GSO): hash fields, then le16 outer_th_offset and inner_nh_offset', () => {
+    const b = new Uint8Array(26).fill(0xee);
+    const o = {
+      flags: NetHdrFlags.NEEDS_CSUM | NetHdrFlags.UDP_TUNNEL_CSUM,
+      gsoType: GsoType.TCPV4 | GsoType.UDP_TUNNEL_IPV4,
+      hdrLen: 104,
+      gsoSize: 1400,
+      csumStart: 84,
+      csumOffset: 16,
+      outerThOffset: 34,
+      innerNhOffset: 0x0140,
+    };
+    writeVnetHeader(b, 1, o, VNET_HDR_TUNNEL_BYTES, 1);
+    expect([...b]).toEqual([
+      0xee, 9, 0x21, 104, 0, 0x78, 5, 84, 0, 16, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 34, 0, 0x40, 1, 0xee,
+    ]);
+    expect(readVnetHeader(b, 1, emptyOffload(), 24)).toEqual(o);
+    // Shorter layouts carry no tunnel offsets.
+    expect(readVnetHeader(b, 1, emptyOffload(), 20).outerThOffset).toBeUndefined();
+    writeVnetHeader(b, 1, null, 24);
+    expect([...b.subarray(1, 25)]).toEqual(new Array(24).fill(0));
+  });
+
   it('reads back what it writes (property)', () => {
     const u16 = fc.integer({ min: 0, max: 0xffff });
     const u8 = fc.integer({ min: 0, max: 0xff });
@@ -45,6 +75,10 @@ describe('struct virtio_net_hdr wire layout (VIRTIO 1.3 §5.1.6)', () => {
           const b = new Uint8Array(at + 10);
           writeVnetHeader(b, at, o);
           expect(readVnetHeader(b, at, emptyOffload())).toEqual(o);
+          const t = { ...o, outerThOffset: csumOffset ^ 0x5a5a, innerNhOffset: hdrLen ^ 0xa5 };
+          const b24 = new Uint8Array(at + 24);
+          writeVnetHeader(b24, at, t, 24);
+          expect(readVnetHeader(b24, at, emptyOffload(), 24)).toEqual(t);
         },
       ),
     );

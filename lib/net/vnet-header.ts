@@ -20,31 +20,62 @@ export const NetHdr = {
   HASH_VALUE: 12,
   HASH_REPORT: 16,
   PADDING: 18,
+  /** 24-byte layout (VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO or _GUEST_UDP_TUNNEL_GSO, VIRTIO 1.4 §5.1.6). */
+  OUTER_TH_OFFSET: 20,
+  INNER_NH_OFFSET: 22,
 } as const;
 
 /** Bytes of the header that carry a NetOffload: sizeof(struct virtio_net_hdr), what a tap reads and writes. */
 export const VNET_HDR_OFFLOAD_BYTES = 10;
 
-/** VIRTIO_NET_HDR_F_*. */
-export const NetHdrFlags = { NEEDS_CSUM: 1, DATA_VALID: 2, RSC_INFO: 4 } as const;
-/** VIRTIO_NET_HDR_GSO_*; ECN is a flag or-ed onto a GSO type. */
-export const GsoType = { NONE: 0, TCPV4: 1, UDP: 3, TCPV6: 4, UDP_L4: 5, ECN: 0x80 } as const;
+/** Size of the header with the UDP tunnel fields (`struct virtio_net_hdr_v1_hash_tunnel`). */
+export const VNET_HDR_TUNNEL_BYTES = 24;
 
-/** Reads the offload fields of a header at `bytes[at]` into `out`; returns `out`. */
-export function readVnetHeader(bytes: Uint8Array, at: number, out: NetOffload): NetOffload {
+/** VIRTIO_NET_HDR_F_*; UDP_TUNNEL_CSUM: the outer UDP checksum is offloaded too (VIRTIO 1.4). */
+export const NetHdrFlags = { NEEDS_CSUM: 1, DATA_VALID: 2, RSC_INFO: 4, UDP_TUNNEL_CSUM: 8 } as const;
+/**
+ * VIRTIO_NET_HDR_GSO_*; ECN is a flag or-ed onto a GSO type, and so are UDP_TUNNEL_IPV4 / _IPV6 (VIRTIO
+ * 1.4: the GSO type is carried in a UDP tunnel, `outer_th_offset` / `inner_nh_offset` say where).
+ */
+export const GsoType = {
+  NONE: 0,
+  TCPV4: 1,
+  UDP: 3,
+  TCPV6: 4,
+  UDP_L4: 5,
+  UDP_TUNNEL_IPV4: 0x20,
+  UDP_TUNNEL_IPV6: 0x40,
+  ECN: 0x80,
+} as const;
+/** Both tunnel bits. */
+export const GSO_UDP_TUNNEL = GsoType.UDP_TUNNEL_IPV4 | GsoType.UDP_TUNNEL_IPV6;
+
+/**
+ * Reads the offload fields of a header of `size` bytes at `bytes[at]` into `out`; returns `out`. The
+ * tunnel offsets are read from a 24-byte header and are undefined otherwise.
+ */
+export function readVnetHeader(
+  bytes: Uint8Array,
+  at: number,
+  out: NetOffload,
+  size = VNET_HDR_OFFLOAD_BYTES,
+): NetOffload {
   out.flags = bytes[at + NetHdr.FLAGS]!;
   out.gsoType = bytes[at + NetHdr.GSO_TYPE]!;
   out.hdrLen = le16(bytes, at + NetHdr.HDR_LEN);
   out.gsoSize = le16(bytes, at + NetHdr.GSO_SIZE);
   out.csumStart = le16(bytes, at + NetHdr.CSUM_START);
   out.csumOffset = le16(bytes, at + NetHdr.CSUM_OFFSET);
+  const tunnel = size >= VNET_HDR_TUNNEL_BYTES;
+  out.outerThOffset = tunnel ? le16(bytes, at + NetHdr.OUTER_TH_OFFSET) : undefined;
+  out.innerNhOffset = tunnel ? le16(bytes, at + NetHdr.INNER_NH_OFFSET) : undefined;
   return out;
 }
 
 /**
- * Writes a header of `size` bytes (10, the default, 12 or 20) at `bytes[at]`: the offload fields from
- * `o` (zeros for null), then for 12 and 20 bytes num_buffers, for 20 the hash value and report
- * (§5.1.6.4.3) and zero padding.
+ * Writes a header of `size` bytes (10, the default, 12, 20 or 24) at `bytes[at]`: the offload fields from
+ * `o` (zeros for null), then for 12 and more num_buffers, for 20 and 24 the hash value and report
+ * (§5.1.6.4.3) and zero padding, for 24 the tunnel offsets (VIRTIO 1.4; zeros for null).
  */
 export function writeVnetHeader(
   bytes: Uint8Array,
@@ -70,6 +101,10 @@ export function writeVnetHeader(
     put32(bytes, at + NetHdr.HASH_VALUE, hashValue);
     put16(bytes, at + NetHdr.HASH_REPORT, hashReport);
     put16(bytes, at + NetHdr.PADDING, 0);
+  }
+  if (size >= VNET_HDR_TUNNEL_BYTES) {
+    put16(bytes, at + NetHdr.OUTER_TH_OFFSET, o?.outerThOffset ?? 0);
+    put16(bytes, at + NetHdr.INNER_NH_OFFSET, o?.innerNhOffset ?? 0);
   }
 }
 

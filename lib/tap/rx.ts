@@ -294,7 +294,7 @@ export class TapRx {
       frame = buf.subarray(hs, n);
       this.rxFrameViews[len] = frame;
     }
-    sink.receive(frame, q.qp, hs > 0 ? readVnetHeader(buf, 0, this.rxOffload) : null);
+    sink.receive(frame, q.qp, hs > 0 ? readVnetHeader(buf, 0, this.rxOffload, hs) : null);
     return READ_FRAME;
   }
 
@@ -332,7 +332,7 @@ export class TapRx {
       this.s.rxFrames++;
       this.s.rxBytes += len;
       this.s.rxBatchedFrames++;
-      const off = hs > 0 ? readVnetHeader(slots, slot * RX_SLOT, this.rxOffload) : null;
+      const off = hs > 0 ? readVnetHeader(slots, slot * RX_SLOT, this.rxOffload, hs) : null;
       sink.receive(batch.frame(slot, hs, len), q.qp, off);
     }
     q.rxBatch = frames === want ? Math.min(2 * want, RX_BATCH) : Math.max(1, frames);

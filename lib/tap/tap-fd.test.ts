@@ -7,6 +7,8 @@ import {
   TUN_F_TSO_ECN,
   TUN_F_TSO4,
   TUN_F_TSO6,
+  TUN_F_UDP_TUNNEL_GSO,
+  TUN_F_UDP_TUNNEL_GSO_CSUM,
   TUN_F_UFO,
   TUN_F_USO4,
   TUN_F_USO6,
@@ -20,6 +22,8 @@ const offloads = fc.record<BackendOffloads>({
   ufo: fc.boolean(),
   uso4: fc.boolean(),
   uso6: fc.boolean(),
+  tunnel: fc.boolean(),
+  tunnelCsum: fc.boolean(),
 });
 const ALL: BackendOffloads = {
   csum: true,
@@ -41,6 +45,26 @@ describe('offloadBits (TUNSETOFFLOAD argument)', () => {
     );
   });
 
+  it('UDP tunnel GSO (TUN_F_UDP_TUNNEL_GSO 0x80, _CSUM 0x100): only over a TSO or USO, its csum only with it', () => {
+    const all = { ...ALL, tunnel: true, tunnelCsum: true };
+    expect(offloadBits(all, all)).toBe(
+      TUN_F_CSUM |
+        TUN_F_TSO4 |
+        TUN_F_TSO6 |
+        TUN_F_TSO_ECN |
+        TUN_F_UFO |
+        TUN_F_USO4 |
+        TUN_F_USO6 |
+        TUN_F_UDP_TUNNEL_GSO |
+        TUN_F_UDP_TUNNEL_GSO_CSUM,
+    );
+    expect([TUN_F_UDP_TUNNEL_GSO, TUN_F_UDP_TUNNEL_GSO_CSUM]).toEqual([0x80, 0x100]);
+    const noPlain = { ...all, tso4: false, tso6: false, uso4: false, uso6: false };
+    expect(offloadBits(noPlain, all)).toBe(TUN_F_CSUM | TUN_F_UFO);
+    expect(offloadBits({ ...all, tunnel: false }, all) & 0x180).toBe(0);
+    expect(offloadBits(all, { ...all, tunnelCsum: false }) & 0x180).toBe(TUN_F_UDP_TUNNEL_GSO);
+  });
+
   it('property: only combinations the kernel accepts, within what the tap can do and the guest wants', () => {
     fc.assert(
       fc.property(offloads, offloads, (want, can) => {
@@ -51,6 +75,10 @@ describe('offloadBits (TUNSETOFFLOAD argument)', () => {
         // ECN only with a TSO; USO4 and USO6 only together.
         if (has(TUN_F_TSO_ECN)) expect(has(TUN_F_TSO4) || has(TUN_F_TSO6)).toBe(true);
         expect(has(TUN_F_USO4)).toBe(has(TUN_F_USO6));
+        // Tunnel GSO only over a plain GSO; its csum only with it.
+        if (has(TUN_F_UDP_TUNNEL_GSO))
+          expect(has(TUN_F_TSO4) || has(TUN_F_TSO6) || has(TUN_F_USO4)).toBe(true);
+        if (has(TUN_F_UDP_TUNNEL_GSO_CSUM)) expect(has(TUN_F_UDP_TUNNEL_GSO)).toBe(true);
         const map: [keyof BackendOffloads, number][] = [
           ['csum', TUN_F_CSUM],
           ['tso4', TUN_F_TSO4],
@@ -59,6 +87,8 @@ describe('offloadBits (TUNSETOFFLOAD argument)', () => {
           ['ufo', TUN_F_UFO],
           ['uso4', TUN_F_USO4],
           ['uso6', TUN_F_USO6],
+          ['tunnel', TUN_F_UDP_TUNNEL_GSO],
+          ['tunnelCsum', TUN_F_UDP_TUNNEL_GSO_CSUM],
         ];
         for (const [k, b] of map) if (has(b)) expect(want[k] && can[k]).toBe(true);
         // Maximal: with csum wanted and possible, every single offload wanted and possible is on.

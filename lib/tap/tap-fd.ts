@@ -44,6 +44,9 @@ export const TUN_F_TSO_ECN = 0x08;
 export const TUN_F_UFO = 0x10;
 export const TUN_F_USO4 = 0x20;
 export const TUN_F_USO6 = 0x40;
+/** GSO over UDP tunnels (Linux 6.17+), and with the outer UDP checksum partial. */
+export const TUN_F_UDP_TUNNEL_GSO = 0x80;
+export const TUN_F_UDP_TUNNEL_GSO_CSUM = 0x100;
 
 const IFNAMSIZ = 16;
 const IFREQ_SIZE = 40;
@@ -202,7 +205,17 @@ export function setCarrier(c: Libc, fd: number, up: boolean): boolean {
 }
 
 export function noOffloads(): BackendOffloads {
-  return { csum: false, tso4: false, tso6: false, ecn: false, ufo: false, uso4: false, uso6: false };
+  return {
+    csum: false,
+    tso4: false,
+    tso6: false,
+    ecn: false,
+    ufo: false,
+    uso4: false,
+    uso6: false,
+    tunnel: false,
+    tunnelCsum: false,
+  };
 }
 
 /** TUN_F_* bits for `want`, limited to `can` and to the combinations the kernel takes. */
@@ -214,6 +227,11 @@ export function offloadBits(want: BackendOffloads, can: BackendOffloads): number
   if (want.ecn && can.ecn && bits & (TUN_F_TSO4 | TUN_F_TSO6)) bits |= TUN_F_TSO_ECN;
   if (want.ufo && can.ufo) bits |= TUN_F_UFO;
   if (want.uso4 && want.uso6 && can.uso4 && can.uso6) bits |= TUN_F_USO4 | TUN_F_USO6;
+  // tun takes tunnel GSO only on top of a plain one (TSO or USO), its checksum only with it.
+  if (want.tunnel && can.tunnel && bits & (TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4)) {
+    bits |= TUN_F_UDP_TUNNEL_GSO;
+    if (want.tunnelCsum && can.tunnelCsum) bits |= TUN_F_UDP_TUNNEL_GSO_CSUM;
+  }
   return bits;
 }
 
@@ -229,8 +247,14 @@ export function probeOffloads(c: Libc, fd: number): BackendOffloads {
     ufo: csum && ok(TUN_F_CSUM | TUN_F_UFO),
     uso4: false,
     uso6: false,
+    tunnel: false,
+    tunnelCsum: false,
   };
   o.uso4 = o.uso6 = csum && ok(TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6);
+  // As QEMU's tap_probe_has_tunnel: on top of TSO4; the kernel has both tunnel bits or neither.
+  const tunnel = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_UDP_TUNNEL_GSO;
+  o.tunnel = o.tso4 && ok(tunnel);
+  o.tunnelCsum = o.tunnel && ok(tunnel | TUN_F_UDP_TUNNEL_GSO_CSUM);
   c.ioctlVal(fd, TUNSETOFFLOAD, 0);
   return o;
 }

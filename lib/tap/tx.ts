@@ -9,7 +9,7 @@ import { BackendError } from '../errors.js';
 import { IoUring } from '../host/io-uring.js';
 import { Errno, type Libc } from '../host/libc.js';
 import { type NetOffload, MAX_FRAME, type TransmitResult } from '../net/backend.js';
-import { VNET_HDR_OFFLOAD_BYTES, writeVnetHeader } from '../net/vnet-header.js';
+import { VNET_HDR_OFFLOAD_BYTES, VNET_HDR_TUNNEL_BYTES, writeVnetHeader } from '../net/vnet-header.js';
 import { type HostAddresses, setIovec } from './iovec.js';
 import type { TapStats } from './options.js';
 import { isGoneErrno } from './tap-fd.js';
@@ -20,6 +20,14 @@ const TX_SLOTS = 256;
 const TX_SLOT_HEADER = 24;
 /** Longest wait for a batch of tap writes to complete (they complete inside the submission). */
 const TX_BATCH_WAIT_MS = 1000;
+
+/**
+ * Header bytes tun reads offload data from: 10, or 24 with the UDP tunnel offsets (tun parses those
+ * when its header size is at least 24, Linux 6.17+ tun_vnet_hdr_guest_features).
+ */
+function offloadBytes(hdrSize: number): number {
+  return hdrSize >= VNET_HDR_TUNNEL_BYTES ? VNET_HDR_TUNNEL_BYTES : VNET_HDR_OFFLOAD_BYTES;
+}
 
 /** What transmit needs of a queue pair. */
 export interface TxQueue {
@@ -65,7 +73,7 @@ export class TapTx {
   private readonly txIov = new Uint32Array(8);
   /** Host address of txBuf (0: not resolved yet); kept apart so the region cache stays hot. */
   private txBufAddress = 0;
-  /** The first 10 header bytes in txBuf hold a previous frame's offload (not all zero). */
+  /** The header bytes in txBuf hold a previous frame's offload (not all zero). */
   private txHdrDirty = false;
 
   constructor(
@@ -159,9 +167,10 @@ export class TapTx {
     if (hs > 0) {
       const h = this.txSlotHeaders;
       const o = i * TX_SLOT_HEADER;
-      // Bytes past the first 10 (num_buffers, hash) stay zero: the kernel skips them on tx.
-      writeVnetHeader(h, o, offload);
-      if (hs > VNET_HDR_OFFLOAD_BYTES) h.fill(0, o + VNET_HDR_OFFLOAD_BYTES, o + hs);
+      // Bytes past the offload fields (num_buffers, hash) stay zero: the kernel skips them on tx.
+      const written = offloadBytes(hs);
+      writeVnetHeader(h, o, offload, written);
+      if (hs > written) h.fill(0, o + written, o + hs);
       if (this.txSlotHeadersAddress === 0) this.txSlotHeadersAddress = this.c.addressOf(h);
       setIovec(iov, 2 * i + n++, this.txSlotHeadersAddress + o, hs);
     }
@@ -248,9 +257,9 @@ export class TapTx {
   /** The vnet header of the next frame in txBuf[0, hdrSize). */
   private putTxHeader(offload: NetOffload | null): void {
     if (this.hdrSize === 0) return;
-    // Bytes past the first 10 (num_buffers, hash) stay zero: the kernel skips them on tx.
+    // Bytes past the offload fields (num_buffers, hash) stay zero: the kernel skips them on tx.
     if (offload === null && !this.txHdrDirty) return;
-    writeVnetHeader(this.txBuf, 0, offload);
+    writeVnetHeader(this.txBuf, 0, offload, offloadBytes(this.hdrSize));
     this.txHdrDirty = offload !== null;
   }
 

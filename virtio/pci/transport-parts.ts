@@ -39,9 +39,16 @@ export function commonParts(t: TransportSnapshot, c: PartsContext): DevicePart[]
   const none = new Uint8Array(8);
   const features = BigInt(`0x${t.driverFeatures}`);
   const numQueues = Math.min(c.numQueues(features), t.queues.length);
+  // le64 feature_bits[]: as many words as the offered bits need (two past bit 63, e.g. VIRTIO 1.4's 65-68).
+  const featureBytes = c.offered >> 64n === 0n ? 8 : 16;
   const parts: DevicePart[] = [
-    { type: DevPart.DEV_FEATURES, flags: DEV_PART_F_OPTIONAL, selector: none, value: le(c.offered, 8) },
-    { type: DevPart.DRV_FEATURES, flags: 0, selector: none, value: le(features, 8) },
+    {
+      type: DevPart.DEV_FEATURES,
+      flags: DEV_PART_F_OPTIONAL,
+      selector: none,
+      value: le(c.offered, featureBytes),
+    },
+    { type: DevPart.DRV_FEATURES, flags: 0, selector: none, value: le(features, featureBytes) },
   ];
   const field: Record<number, number> = {
     0: t.deviceFeatureSelect,
