@@ -13,7 +13,6 @@ import { NetHdr, readVnetHeader, writeVnetHeader } from '../../lib/net/vnet-head
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import type { DriverQueue, PciTarget } from '../../virtio/testing/pci-driver.js';
 import { InterruptCollector, VirtioPciDriver } from '../../virtio/testing/pci-driver.js';
-import { encodeCoal } from '../virtio-net/coalesce.js';
 import { NetConfig } from '../virtio-net/config.js';
 import {
   CtrlClass,
@@ -24,11 +23,11 @@ import {
   CtrlVlan,
   VIRTIO_NET_OK,
 } from '../virtio-net/control-queue.js';
-import { encodeStatsRequest, parseStatsReplies, type StatsReply } from '../virtio-net/device-stats.js';
 import { NetF, netHeaderSize } from '../virtio-net/features.js';
+import { encodeCoal } from '../virtio-net/coalesce.js';
+import { encodeStatsRequest, parseStatsReplies, type StatsReply } from '../virtio-net/device-stats.js';
 
 export type { StatsReply } from '../virtio-net/device-stats.js';
-
 import { encodeHashTunnel } from '../virtio-net/hash-tunnel.js';
 import { encodeHashConfig, encodeRssConfig, type RssConfigFields } from '../virtio-net/rss.js';
 import { CtrlRssCtx, encodeRssContext, encodeRssContextDel } from '../virtio-net/rss-context.js';
