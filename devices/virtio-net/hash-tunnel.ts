@@ -1,12 +1,12 @@
 /**
- * Inner header hash state (VIRTIO 1.4 §5.1.6.4.3 "Inner Header Hash"): `enabled_tunnel_types`, set by
+ * Inner header hash state (VIRTIO 1.4 §5.1.6 "Inner Header Hash"): `enabled_tunnel_types`, set by
  * VIRTIO_NET_CTRL_HASH_TUNNEL_SET (class 7, command 0, `struct virtnet_hash_tunnel { le32
  * enabled_tunnel_types; }`). The hash configuration in force (RSS_CONFIG, HASH_CONFIG or an RSS context)
  * hashes the inner headers of frames of the enabled encapsulation types (lib/net/tunnel.ts).
  */
 import { HASH_TUNNEL_SUPPORTED_TYPES } from '../../lib/net/tunnel.js';
 
-/** VIRTIO_NET_CTRL_HASH_TUNNEL and its one command (§5.1.6.4.3). */
+/** VIRTIO_NET_CTRL_HASH_TUNNEL and its one command (VIRTIO 1.4 "Inner Header Hash"). */
 export const CTRL_HASH_TUNNEL = 7;
 export const CTRL_HASH_TUNNEL_SET = 0;
 
@@ -30,7 +30,7 @@ export class HashTunnel {
 
   /**
    * HASH_TUNNEL_SET. False (VIRTIO_NET_ERR, state unchanged) for fewer than 4 bytes or a bit outside
-   * `supported_tunnel_types` (the device SHOULD refuse it, §5.1.6.4.3.9). Bytes after the structure are
+   * `supported_tunnel_types` (the device SHOULD refuse it: "Inner Header Hash" device requirements). Bytes after the structure are
    * ignored, as for the other fixed-size commands.
    */
   set(data: Uint8Array): boolean {

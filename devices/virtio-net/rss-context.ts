@@ -1,5 +1,5 @@
 /**
- * RSS contexts (VIRTIO 1.4 §5.1.6.5.8, VIRTIO_NET_F_RSS_CONTEXT): extra RSS configurations besides the
+ * RSS contexts (VIRTIO 1.4 §5.1.6.5 "RSS Context", VIRTIO_NET_F_RSS_CONTEXT): extra RSS configurations besides the
  * default one, each a full `struct virtio_net_rss_config`, managed with the VIRTNET_RSS_CTX_CTRL class
  * (9): CAP_GET (result `le16 max_rss_contexts`), ADD and MOD (`le16 rss_ctx_id`, `u8 reserved[6]`, the
  * RSS config), DEL (`le16 rss_ctx_id`). A rejected command leaves every context as it was.
@@ -18,7 +18,7 @@ import {
   RssState,
 } from './rss.js';
 
-/** VIRTNET_RSS_CTX_CTRL and its commands (§5.1.6.5.8.1). */
+/** VIRTNET_RSS_CTX_CTRL and its commands ("Querying RSS Context Capability", "Setting RSS Context Parameters"). */
 export const CTRL_RSS_CTX = 9;
 export const CtrlRssCtx = { CAP_GET: 0, ADD: 1, MOD: 2, DEL: 3 } as const;
 

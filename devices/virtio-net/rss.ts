@@ -122,9 +122,9 @@ export class RssState {
   }
 
   /**
-   * An RSS context's `struct virtio_net_rss_config` (VIRTIO 1.4 §5.1.6.5.8): the same rules as RSS_CONFIG,
+   * An RSS context's `struct virtio_net_rss_config` (VIRTIO 1.4 "RSS Context"): the same rules as RSS_CONFIG,
    * but the context always redirects: without a key (and so without hash types) every frame goes to its
-   * unclassified queue, as §5.1.6.5.7.2 sends frames for which no hash was computed.
+   * unclassified queue, as "RSS processing" sends frames for which no hash was computed.
    */
   contextConfig(cmd: Uint8Array): RssCommandResult {
     return this.configure(cmd, true);

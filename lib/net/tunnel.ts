@@ -1,5 +1,5 @@
 /**
- * Encapsulation recognition for the inner header hash (VIRTIO 1.4 §5.1.6.4.3 "Inner Header Hash",
+ * Encapsulation recognition for the inner header hash (VIRTIO 1.4 §5.1.6 "Inner Header Hash",
  * "Encapsulation types supported/enabled for inner header hash"): given the parsed outer headers of a
  * frame and the enabled `VIRTIO_NET_HASH_TUNNEL_TYPE_*` bits, finds the inner packet of a tunnel of an
  * enabled type and parses it, so the RSS hash can be computed over the inner headers.
@@ -28,7 +28,7 @@ import {
   parsePacket,
 } from './packet-parser.js';
 
-/** `VIRTIO_NET_HASH_TUNNEL_TYPE_*` (VIRTIO 1.4 §5.1.6.4.3.7). */
+/** `VIRTIO_NET_HASH_TUNNEL_TYPE_*` (VIRTIO 1.4 §5.1.6, "Encapsulation types supported/enabled for inner header hash"). */
 export const HashTunnelType = {
   GRE_2784: 1 << 0,
   GRE_2890: 1 << 1,
