@@ -16,6 +16,7 @@ import { NetConfig, netConfigLength } from './config.js';
 import { CtrlClass, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { NetF } from './features.js';
 import { encodeHashTunnel } from './hash-tunnel.js';
+import { parseQemuDevice } from './qemu-device.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 const KEY = hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');
@@ -91,6 +92,27 @@ describe('VIRTIO_NET_F_HASH_TUNNEL offer and config', () => {
     expect([0, 1, 2, 3].map((i) => b.driver.readConfig(24 + i, 1))).toEqual([0xff, 0x01, 0, 0]);
     expect(netConfigLength(b.dev.net.offered)).toBe(28);
     expect(netConfigLength(makeBench({ rss: true }).dev.net.offered)).toBe(24);
+  });
+});
+
+describe('parseQemuDevice: hash_tunnel and rss_context in QEMU style', () => {
+  it('on/off like the other boolean properties, off by default; a bad value names the property', () => {
+    expect(parseQemuDevice('virtio-net-pci,mq=on,rss=on,hash_tunnel=on,rss_context=on')).toEqual({
+      mq: true,
+      rss: true,
+      hash_tunnel: true,
+      rss_context: true,
+    });
+    expect(parseQemuDevice('virtio-net-pci,hash_tunnel=off,rss_context=false')).toEqual({
+      hash_tunnel: false,
+      rss_context: false,
+    });
+    expect(() => parseQemuDevice('virtio-net-pci,hash_tunnel=maybe')).toThrow(/hash_tunnel/);
+    const o = parseQemuDevice('virtio-net-pci,mq=on,rss=on,hash_tunnel=on,rss_context=on');
+    const offered = makeBench({ ...o, queues: 2 }).dev.net.offered;
+    expect([(offered >> 51n) & 1n, (offered >> 64n) & 1n]).toEqual([1n, 1n]);
+    const dflt = makeBench({ mq: true, rss: true, hash: true, queues: 2 }).dev.net.offered;
+    expect([(dflt >> 51n) & 1n, (dflt >> 64n) & 1n]).toEqual([0n, 0n]);
   });
 });
 
