@@ -246,7 +246,14 @@ function snapshotSchema(maxQueuePairs: number, backlogCapacity: number) {
       .refine((t) => (t & ~HASH_TUNNEL_SUPPORTED_TYPES) === 0, 'expected supported tunnel types')
       .optional(),
     rssContexts: z
-      .array(z.object({ id: z.number().int().min(1).max(RSS_MAX_CONTEXTS), rss: rssSchema }).strict())
+      .array(
+        z
+          .object({
+            id: z.number().int().min(1).max(RSS_MAX_CONTEXTS),
+            rss: rssSchema.refine((r) => r.enabled && r.redirect, 'expected a configured context'),
+          })
+          .strict(),
+      )
       .max(RSS_MAX_CONTEXTS)
       .refine((l) => new Set(l.map((c) => c.id)).size === l.length, 'expected distinct context ids')
       .optional(),

@@ -287,6 +287,9 @@ describe('RSS contexts across reset and snapshot/restore', () => {
       expect(() => d4.restore(bad)).toThrow(/rssContexts/);
       expect(d4.net.rssContexts.size).toBe(0);
     }
+    const off = JSON.parse(JSON.stringify(snap));
+    (dev(off).rssContexts as { rss: { enabled: boolean } }[])[0]!.rss.enabled = false;
+    expect(() => fresh().restore(off)).toThrow(/configured context/);
     const dup = JSON.parse(JSON.stringify(snap));
     (dev(dup).rssContexts as { id: number }[])[1]!.id = 1;
     expect(() => fresh().restore(dup)).toThrow(/distinct/);

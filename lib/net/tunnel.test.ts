@@ -3,7 +3,7 @@
 // do not recognise, or an unknown payload falls back to the outer header; no read outside the frame.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { concat, eth, guarded, hex, toeplitzBitSerial, u16 } from './frames.test-support.js';
+import { concat, eth, guarded, hex, ipv4, toeplitzBitSerial, u16, udp } from './frames.test-support.js';
 import { ParsedPacket, parsePacket } from './packet-parser.js';
 import { RssHashResult, rssHashParsed, VIRTIO_NET_RSS_SUPPORTED_HASH_TYPES } from './rss-hash.js';
 import { ToeplitzKey } from './toeplitz.js';
@@ -126,6 +126,25 @@ describe('inner header hash per encapsulation type', () => {
         false,
       );
     }
+  });
+
+  it('VLAN tags on the outer frame and on the inner Ethernet frame are walked', () => {
+    const f = FLOWS[2]!;
+    const inner = eth(0x86dd, ipPacket(f), [[0x8100, 0x0064]]);
+    const vxlan = concat(Uint8Array.of(0x08, 0, 0, 0, 0, 0, 0x2a, 0), inner);
+    const outer = eth(
+      0x0800,
+      ipv4({ src: '192.0.2.1', dst: '192.0.2.2', proto: 17, payload: udp(1, 4789, vxlan) }),
+      [
+        [0x88a8, 0x0005],
+        [0x8100, 0x0006],
+      ],
+    );
+    expect(deviceHash(outer, HashTunnelType.VXLAN)).toEqual({
+      matched: true,
+      hash: toeplitzBitSerial(KEY, tuple(f, true)),
+      report: report(f),
+    });
   });
 
   it('a recognised tunnel whose inner packet is cut short gets no hash (the inner header is the one used)', () => {
