@@ -11,8 +11,8 @@ import type { SwitchStats } from './eswitch/switch.js';
 
 /**
  * The format `snapshot()` writes. Fields added within /2 are optional in the device state so earlier /2
- * states still restore: `coalesce` (NOTF_COAL parameters; absent = none) and the DEVICE_STATS counters
- * (absent = the target keeps its own).
+ * states still restore: `coalesce` (NOTF_COAL parameters; absent = none), the DEVICE_STATS counters
+ * (absent = the target keeps its own), `hashTunnel` and `rssContexts` (VIRTIO 1.4; absent = off, none).
  */
 export const SNAPSHOT_FORMAT = 'virtio-net-ts/2';
 /**

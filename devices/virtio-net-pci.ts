@@ -522,7 +522,8 @@ const NET_CONFIG_FIELDS: readonly (readonly [number, number])[] = [
   [NetConfig.DUPLEX, NetConfig.RSS_MAX_KEY_SIZE],
   [NetConfig.RSS_MAX_KEY_SIZE, NetConfig.RSS_MAX_INDIRECTION_TABLE_LENGTH],
   [NetConfig.RSS_MAX_INDIRECTION_TABLE_LENGTH, NetConfig.SUPPORTED_HASH_TYPES],
-  [NetConfig.SUPPORTED_HASH_TYPES, NetConfig.SIZE],
+  [NetConfig.SUPPORTED_HASH_TYPES, NetConfig.SUPPORTED_TUNNEL_TYPES],
+  [NetConfig.SUPPORTED_TUNNEL_TYPES, NetConfig.SIZE],
 ];
 
 /** Whether a legacy config access stays inside one virtio-net config field. */

@@ -37,3 +37,5 @@ export type { ControlReply, NetDriverOptions, ReceivedFrame, StatsReply } from '
 export { LINUX_6_1_FEATURES, LINUX_7_2_FEATURES, VirtioNetDriver } from './net-driver.js';
 /** VIRTIO_NET_STATS_TYPE_* bit numbers for `VirtioNetDriver.statsGet` (VIRTIO 1.3 "Device Statistics"). */
 export { StatsType } from '../virtio-net/device-stats.js';
+/** VIRTIO_NET_HASH_TUNNEL_TYPE_* bits for `VirtioNetDriver.setHashTunnel` (VIRTIO 1.4 "Inner Header Hash"). */
+export { HASH_TUNNEL_SUPPORTED_TYPES, HashTunnelType } from '../../lib/net/tunnel-inner.js';

@@ -28,7 +28,9 @@ import { encodeCoal } from '../virtio-net/coalesce.js';
 import { encodeStatsRequest, parseStatsReplies, type StatsReply } from '../virtio-net/device-stats.js';
 
 export type { StatsReply } from '../virtio-net/device-stats.js';
-import { encodeHashConfig, encodeRssConfig } from '../virtio-net/rss.js';
+import { encodeHashTunnel } from '../virtio-net/hash-tunnel.js';
+import { encodeHashConfig, encodeRssConfig, type RssConfigFields } from '../virtio-net/rss.js';
+import { CtrlRssCtx, encodeRssContext, encodeRssContextDel } from '../virtio-net/rss-context.js';
 
 /** Feature bits Linux 6.1's virtio_net and virtio core accept (virtnet features[] + transport bits). */
 export const LINUX_6_1_FEATURES: bigint = [
@@ -584,6 +586,32 @@ export class VirtioNetDriver {
   setHashConfig(hashTypes: number, key: Uint8Array): number {
     const b = encodeHashConfig(hashTypes, key);
     return this.control(CtrlClass.MQ, CtrlMq.HASH_CONFIG, b);
+  }
+
+  /** VIRTIO 1.4 VIRTIO_NET_CTRL_HASH_TUNNEL_SET: the `VIRTIO_NET_HASH_TUNNEL_TYPE_*` to hash inside. */
+  setHashTunnel(enabledTunnelTypes: number): number {
+    return this.control(CtrlClass.HASH_TUNNEL, 0, encodeHashTunnel(enabledTunnelTypes));
+  }
+
+  /** VIRTIO 1.4 VIRTNET_RSS_CTX_CTRL_CAP_GET: the ack and max_rss_contexts. */
+  rssContextCapGet(): { ack: number; maxContexts: number } {
+    const r = this.controlReply(CtrlClass.RSS_CTX, CtrlRssCtx.CAP_GET, new Uint8Array(0), 2);
+    return { ack: r.ack, maxContexts: r.result[0]! | (r.result[1]! << 8) };
+  }
+
+  /** VIRTIO 1.4 VIRTNET_RSS_CTX_CTRL_ADD (`modify` false) or _MOD of context `id`. */
+  setRssContext(
+    id: number,
+    o: Omit<RssConfigFields, 'maxTxVq'> & { maxTxVq?: number },
+    modify = false,
+  ): number {
+    const b = encodeRssContext(id, { ...o, maxTxVq: o.maxTxVq ?? this.pairs });
+    return this.control(CtrlClass.RSS_CTX, modify ? CtrlRssCtx.MOD : CtrlRssCtx.ADD, b);
+  }
+
+  /** VIRTIO 1.4 VIRTNET_RSS_CTX_CTRL_DEL of context `id`. */
+  deleteRssContext(id: number): number {
+    return this.control(CtrlClass.RSS_CTX, CtrlRssCtx.DEL, encodeRssContextDel(id));
   }
 
   /**

@@ -3,6 +3,7 @@
  * the offered features (hw/net/virtio-net.c `feature_sizes`): bytes past the length read as 0xff through
  * the transport.
  */
+import { HASH_TUNNEL_SUPPORTED_TYPES } from '../../lib/net/tunnel-inner.js';
 import { has, NetF } from './features.js';
 import type { VirtioNetPciConfig } from './options.js';
 
@@ -16,7 +17,8 @@ export const NetConfig = {
   RSS_MAX_KEY_SIZE: 17, // u8
   RSS_MAX_INDIRECTION_TABLE_LENGTH: 18, // le16
   SUPPORTED_HASH_TYPES: 20, // le32
-  SIZE: 24,
+  SUPPORTED_TUNNEL_TYPES: 24, // le32 (VIRTIO 1.4, HASH_TUNNEL)
+  SIZE: 28,
 } as const;
 
 export const NetStatus = { LINK_UP: 1, ANNOUNCE: 2 } as const;
@@ -29,6 +31,7 @@ export function netConfigLength(offered: bigint): number {
   if (has(offered, NetF.MTU)) end = 12;
   if (has(offered, NetF.SPEED_DUPLEX)) end = 17;
   if (has(offered, NetF.RSS) || has(offered, NetF.HASH_REPORT)) end = 24;
+  if (has(offered, NetF.HASH_TUNNEL)) end = 28;
   return end;
 }
 
@@ -85,6 +88,11 @@ export function netConfigByte(c: NetConfigSource, o: number): number {
     case NetConfig.SUPPORTED_HASH_TYPES + 1:
       return has(offered, NetF.RSS) || has(offered, NetF.HASH_REPORT)
         ? (c.supportedHashTypes >> (8 * (o - NetConfig.SUPPORTED_HASH_TYPES))) & 0xff
+        : 0;
+    case NetConfig.SUPPORTED_TUNNEL_TYPES:
+    case NetConfig.SUPPORTED_TUNNEL_TYPES + 1:
+      return has(offered, NetF.HASH_TUNNEL)
+        ? (HASH_TUNNEL_SUPPORTED_TYPES >> (8 * (o - NetConfig.SUPPORTED_TUNNEL_TYPES))) & 0xff
         : 0;
     default:
       return 0;

@@ -12,7 +12,9 @@ import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
 import { type Coalescer, decodeCoal, encodeCoal } from './coalesce.js';
 import { type StatsSource, statsGet, statsQuery } from './device-stats.js';
 import { GUEST_OFFLOAD_MASK, guestOffloadsFromCtrl, has, NetF } from './features.js';
+import { CTRL_HASH_TUNNEL, CTRL_HASH_TUNNEL_SET } from './hash-tunnel.js';
 import type { RssState } from './rss.js';
+import { CTRL_RSS_CTX, CtrlRssCtx, type RssContexts } from './rss-context.js';
 import { MAC_TABLE_ENTRIES, MAX_VLAN, type RxFilter, RxMode } from './rx-filter.js';
 import type { NetDeviceStats, QueueStats } from './stats.js';
 
@@ -24,7 +26,11 @@ export const CtrlClass = {
   MQ: 4,
   GUEST_OFFLOADS: 5,
   NOTF_COAL: 6,
+  /** VIRTIO 1.4 inner header hash. */
+  HASH_TUNNEL: CTRL_HASH_TUNNEL,
   STATS: 8,
+  /** VIRTIO 1.4 RSS contexts (VIRTNET_RSS_CTX_CTRL). */
+  RSS_CTX: CTRL_RSS_CTX,
 } as const;
 export const CtrlNotfCoal = { TX_SET: 0, RX_SET: 1, VQ_SET: 2, VQ_GET: 3 } as const;
 export const CtrlStats = { QUERY: 0, GET: 1 } as const;
@@ -62,6 +68,9 @@ export interface ControlQueueHost extends StatsSource {
   coalesceTx: [number, number];
   readonly rxFilter: RxFilter;
   readonly rss: RssState;
+  readonly rssContexts: RssContexts;
+  /** The hash configuration changed outside an MQ command (HASH_TUNNEL_SET). */
+  rssChanged(): void;
   controlQueueIndex(): number;
   /** Runs deferred work with the guest-error handling of a kick. */
   runGuarded(work: () => void): void;
@@ -156,6 +165,10 @@ export class ControlQueue {
         return this.notfCoal(cmd, data);
       case CtrlClass.STATS:
         return this.stats(cmd, data);
+      case CtrlClass.HASH_TUNNEL:
+        return this.hashTunnel(cmd, data);
+      case CtrlClass.RSS_CTX:
+        return this.rssContext(cmd, data);
       default:
         return VIRTIO_NET_ERR;
     }
@@ -229,6 +242,32 @@ export class ControlQueue {
     return VIRTIO_NET_OK;
   }
 
+  /** VIRTIO 1.4 "Inner Header Hash": HASH_TUNNEL_SET, the only command of its class. */
+  private hashTunnel(cmd: number, data: Uint8Array): number {
+    const net = this.net;
+    if (!has(net.negotiated, NetF.HASH_TUNNEL) || cmd !== CTRL_HASH_TUNNEL_SET) return VIRTIO_NET_ERR;
+    if (!net.rss.tunnel.set(data)) return VIRTIO_NET_ERR;
+    net.rssChanged();
+    return VIRTIO_NET_OK;
+  }
+
+  /** VIRTIO 1.4 "RSS Context": CAP_GET (no data; result le16 max_rss_contexts), ADD, MOD, DEL. */
+  private rssContext(cmd: number, data: Uint8Array): number {
+    const ctxs = this.net.rssContexts;
+    if (!has(this.net.negotiated, NetF.RSS_CONTEXT)) return VIRTIO_NET_ERR;
+    let ok = false;
+    if (cmd === CtrlRssCtx.CAP_GET) {
+      const n = data.length === 0 ? ctxs.capGet(this.resultBuffer()) : -1;
+      if (n > 0) this.resultLength = n;
+      ok = n > 0;
+    } else if (cmd === CtrlRssCtx.ADD || cmd === CtrlRssCtx.MOD) {
+      ok = ctxs.addOrModify(data, cmd === CtrlRssCtx.ADD);
+    } else if (cmd === CtrlRssCtx.DEL) {
+      ok = ctxs.del(data);
+    }
+    return ok ? VIRTIO_NET_OK : VIRTIO_NET_ERR;
+  }
+
   /** §5.1.6.5.1: one byte, on or off. QEMU does not check CTRL_RX / CTRL_RX_EXTRA negotiation. */
   private rxMode(cmd: number, data: Uint8Array): number {
     if (data.length < 1) return VIRTIO_NET_ERR;
@@ -296,6 +335,8 @@ export class ControlQueue {
         if (!has(f, NetF.MQ) || data.length < 2) return VIRTIO_NET_ERR;
         const pairs = data[0]! | (data[1]! << 8);
         if (pairs < VQ_PAIRS_MIN || pairs > VQ_PAIRS_MAX || pairs > net.maxQueuePairs) return VIRTIO_NET_ERR;
+        // VIRTIO 1.4: the driver MUST NOT send it while an RSS context exists; refused, nothing changes.
+        if (net.rssContexts.size > 0) return VIRTIO_NET_ERR;
         // "The last command wins" between automatic steering and RSS (§5.1.6.5.5).
         if (net.rss.redirect) net.rss.reset();
         net.setQueuePairs(pairs);

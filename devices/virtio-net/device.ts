@@ -33,6 +33,7 @@ import { backendOffloads, guestOffloadMask, hostOffloadMask } from './offloads.j
 import { supportedHashTypes, type VirtioNetPciConfig } from './options.js';
 import { type NetSnapshot, parseNetSnapshot, restoreNet, snapshotNet } from './persist.js';
 import type { RssState } from './rss.js';
+import type { RssContexts } from './rss-context.js';
 import { Receiver, RX_BACKLOG } from './rx.js';
 import type { RxFilter } from './rx-filter.js';
 import { NetShared } from './shared.js';
@@ -46,6 +47,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   readonly mac = new Uint8Array(6);
   readonly rxFilter: RxFilter;
   readonly rss: RssState;
+  readonly rssContexts: RssContexts;
   readonly flows: FlowSteering;
   readonly queueStats: QueueStats[];
   readonly deviceStats: NetDeviceStats;
@@ -83,6 +85,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.shared = shared;
     this.rxFilter = shared.rxFilter;
     this.rss = shared.rss;
+    this.rssContexts = shared.rssContexts;
     this.flows = shared.flows;
     this.deviceStats = shared.deviceStats;
     this.queueStats = Array.from({ length: this.maxQueuePairs }, () => new QueueStats());
@@ -403,6 +406,11 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.flows.clear();
   }
 
+  /** HASH_TUNNEL_SET changed how frames are hashed: the backend may no longer be able to steer. */
+  rssChanged(): void {
+    this.syncRssSteering();
+  }
+
   setGuestOffloads(offloads: bigint): void {
     this.guestOffloads = offloads;
     this.applyGuestOffloads();
@@ -464,6 +472,8 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.mac.set(this.configuredMac);
     this.rxFilter.mac.set(this.mac);
     this.rss.reset();
+    this.rss.tunnel.reset();
+    this.rssContexts.reset();
     this.flows.clear();
     this.status = s.linkUp ? NetStatus.LINK_UP : 0;
     // "Upon reset, a device MUST initialize all coalescing parameters to 0"; no timer survives.
@@ -500,7 +510,9 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     const s = this.shared;
     const rss = this.rss;
     const queues = Math.min(s.curQueuePairs, b.capabilities.queuePairs);
-    let fits = s.ctx !== null && rss.enabled && rss.redirect && rss.unclassified < queues;
+    // The kernel program hashes outer headers only: an inner header hash stays in software.
+    let fits =
+      s.ctx !== null && rss.enabled && rss.redirect && rss.unclassified < queues && rss.tunnel.types === 0;
     for (let i = 0; fits && i < rss.table.length; i++) fits = rss.table[i]! < queues;
     if (fits) {
       s.rssInBackend = b.setRssSteering({

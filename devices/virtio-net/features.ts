@@ -32,6 +32,8 @@ export const NetF = {
   MQ: 22,
   CTRL_MAC_ADDR: 23,
   DEVICE_STATS: 50,
+  /** VIRTIO 1.4: inner header hash. */
+  HASH_TUNNEL: 51,
   VQ_NOTF_COAL: 52,
   NOTF_COAL: 53,
   GUEST_USO4: 54,
@@ -43,6 +45,8 @@ export const NetF = {
   RSC_EXT: 61,
   STANDBY: 62,
   SPEED_DUPLEX: 63,
+  /** VIRTIO 1.4: RSS contexts (feature word 2). */
+  RSS_CONTEXT: 64,
   // VIRTIO 1.4, feature word 2.
   GUEST_UDP_TUNNEL_GSO: 65,
   GUEST_UDP_TUNNEL_GSO_CSUM: 66,
@@ -118,6 +122,8 @@ const NEEDS_CTRL_VQ = [
   NetF.NOTF_COAL,
   NetF.VQ_NOTF_COAL,
   NetF.DEVICE_STATS,
+  NetF.HASH_TUNNEL,
+  NetF.RSS_CONTEXT,
 ];
 
 /**
@@ -169,6 +175,8 @@ export function offeredNetFeatures(o: VirtioNetPciConfig, caps: BackendCapabilit
     [o.guest_tunnel_csum, NetF.GUEST_UDP_TUNNEL_GSO_CSUM],
     [o.host_tunnel, NetF.HOST_UDP_TUNNEL_GSO],
     [o.host_tunnel_csum, NetF.HOST_UDP_TUNNEL_GSO_CSUM],
+    [o.hash_tunnel, NetF.HASH_TUNNEL],
+    [o.rss_context, NetF.RSS_CONTEXT],
   ];
   let f = 0n;
   for (const [enabled, b] of on) if (enabled) f |= bit(b);
@@ -231,6 +239,9 @@ const dependencyRules: Array<[number, (f: bigint) => boolean]> = [
   [NetF.NOTF_COAL, (f) => has(f, NetF.CTRL_VQ)],
   [NetF.VQ_NOTF_COAL, (f) => has(f, NetF.CTRL_VQ)],
   [NetF.DEVICE_STATS, (f) => has(f, NetF.CTRL_VQ)],
+  // VIRTIO 1.4 §5.1.3.1 (after RSS and HASH_REPORT, whose pruning they follow).
+  [NetF.HASH_TUNNEL, (f) => has(f, NetF.CTRL_VQ) && (has(f, NetF.RSS) || has(f, NetF.HASH_REPORT))],
+  [NetF.RSS_CONTEXT, (f) => has(f, NetF.CTRL_VQ) && has(f, NetF.RSS)],
   [NetF.RSC_EXT, (f) => has(f, NetF.HOST_TSO4) || has(f, NetF.HOST_TSO6)],
   // VIRTIO 1.4: after the TSO/USO rules, so pruning them prunes these too.
   [

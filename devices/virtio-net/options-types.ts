@@ -144,6 +144,10 @@ export interface VirtioNetPciOptions {
   host_tunnel?: boolean;
   /** VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO_CSUM: ... with the outer UDP checksum offloaded too (default true). */
   host_tunnel_csum?: boolean;
+  /** VIRTIO_NET_F_HASH_TUNNEL: inner header hash of encapsulated frames (default false; VIRTIO 1.4 "Inner Header Hash"). Needs rss or hash. */
+  hash_tunnel?: boolean;
+  /** VIRTIO_NET_F_RSS_CONTEXT: RSS contexts besides the default configuration (default false; VIRTIO 1.4 "RSS Context"). Needs rss. */
+  rss_context?: boolean;
   /** Hash types offered in supported_hash_types (§5.1.4): 'off' withholds one; 'auto' and 'on' offer it. */
   'hash-ipv4'?: OnOffAuto;
   /** See `hash-ipv4`. */

@@ -137,6 +137,8 @@ export const virtioNetPciOptionsSchema = z
     guest_tunnel_csum: z.boolean().default(true),
     host_tunnel: z.boolean().default(true),
     host_tunnel_csum: z.boolean().default(true),
+    hash_tunnel: z.boolean().default(false),
+    rss_context: z.boolean().default(false),
     'hash-ipv4': onOffAuto,
     'hash-tcp4': onOffAuto,
     'hash-udp4': onOffAuto,
@@ -177,6 +179,14 @@ export const virtioNetPciOptionsSchema = z
   .superRefine((o, ctx) => {
     if (o.rss && !o.ctrl_vq)
       ctx.addIssue({ code: 'custom', path: ['rss'], message: 'rss=on needs ctrl_vq=on' });
+    if (o.hash_tunnel && !o.rss && !o.hash)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['hash_tunnel'],
+        message: 'hash_tunnel=on needs rss=on or hash=on',
+      });
+    if (o.rss_context && !o.rss)
+      ctx.addIssue({ code: 'custom', path: ['rss_context'], message: 'rss_context=on needs rss=on' });
     if (o.mq && !o.ctrl_vq) ctx.addIssue({ code: 'custom', path: ['mq'], message: 'mq=on needs ctrl_vq=on' });
     if (o.queues > 1 && !o.mq && !o.rss)
       ctx.addIssue({ code: 'custom', path: ['queues'], message: 'queues > 1 needs mq=on or rss=on' });

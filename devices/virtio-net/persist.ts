@@ -11,7 +11,9 @@ import type { FlowSteering } from './flow-steering.js';
 /** Slots of the flow table (FlowSteering's default size). */
 const FLOW_SLOTS = 4096;
 
+import { HASH_TUNNEL_SUPPORTED_TYPES } from '../../lib/net/tunnel-inner.js';
 import { RSS_MAX_KEY_SIZE, RSS_MAX_TABLE_LEN, type RssSnapshot, type RssState } from './rss.js';
+import { RSS_MAX_CONTEXTS, type RssContextSnapshot, type RssContexts } from './rss-context.js';
 import { MAC_TABLE_ENTRIES, type RxFilter, type RxFilterState } from './rx-filter.js';
 import type { NetDeviceStats, QueueStats } from './stats.js';
 
@@ -59,6 +61,10 @@ export interface NetSnapshot {
   flows?: [number, number, number, number][];
   /** Notification coalescing (absent in states from before NOTF_COAL: all 0, nothing held). */
   coalesce?: CoalesceSnapshot;
+  /** VIRTIO 1.4 enabled_tunnel_types (absent in older states: 0, inner header hash off). */
+  hashTunnel?: number;
+  /** VIRTIO 1.4 RSS contexts (absent in older states: none). */
+  rssContexts?: RssContextSnapshot[];
 }
 
 /** RX_SET / TX_SET parameters and, per data virtqueue, [max_packets, max_usecs, notification held]. */
@@ -78,6 +84,7 @@ export interface NetPersistentState {
   guestOffloads: bigint;
   readonly rxFilter: RxFilter;
   readonly rss: RssState;
+  readonly rssContexts: RssContexts;
   readonly backlogs: readonly Backlog[];
   readonly queueStats: readonly QueueStats[];
   readonly deviceStats: NetDeviceStats;
@@ -113,6 +120,8 @@ export function snapshotNet(n: NetPersistentState): NetSnapshot {
     guestOffloads: n.guestOffloads.toString(),
     rxFilter: n.rxFilter.state(),
     rss: n.rss.snapshot(),
+    hashTunnel: n.rss.tunnel.types,
+    rssContexts: n.rssContexts.snapshot(),
     backlog,
     rxPaused: Array.from(n.rxPaused, (p) => p === true),
     rxRecheck: [...n.rxRecheck],
@@ -201,6 +210,17 @@ function snapshotSchema(maxQueuePairs: number, backlogCapacity: number) {
     .int()
     .min(0)
     .max(maxQueuePairs - 1, `expected a queue pair below ${maxQueuePairs}`);
+  const rssSchema = z.object({
+    enabled: z.boolean(),
+    redirect: z.boolean(),
+    hashTypes: u32,
+    table: z
+      .array(queue)
+      .max(RSS_MAX_TABLE_LEN)
+      .refine((t) => (t.length & (t.length - 1)) === 0, 'expected a power-of-two length'),
+    unclassified: queue,
+    key: z.array(byte).max(RSS_MAX_KEY_SIZE),
+  });
   return z.object({
     mac: z.array(byte).length(6),
     status: z.number().int().min(0).max(0xffff),
@@ -224,17 +244,22 @@ function snapshotSchema(maxQueuePairs: number, backlogCapacity: number) {
       multiOverflow: z.boolean(),
       vlans: z.array(u32).length(128),
     }),
-    rss: z.object({
-      enabled: z.boolean(),
-      redirect: z.boolean(),
-      hashTypes: u32,
-      table: z
-        .array(queue)
-        .max(RSS_MAX_TABLE_LEN)
-        .refine((t) => (t.length & (t.length - 1)) === 0, 'expected a power-of-two length'),
-      unclassified: queue,
-      key: z.array(byte).max(RSS_MAX_KEY_SIZE),
-    }),
+    rss: rssSchema,
+    hashTunnel: u32
+      .refine((t) => (t & ~HASH_TUNNEL_SUPPORTED_TYPES) === 0, 'expected supported tunnel types')
+      .optional(),
+    rssContexts: z
+      .array(
+        z
+          .object({
+            id: z.number().int().min(1).max(RSS_MAX_CONTEXTS),
+            rss: rssSchema.refine((r) => r.enabled && r.redirect, 'expected a configured context'),
+          })
+          .strict(),
+      )
+      .max(RSS_MAX_CONTEXTS)
+      .refine((l) => new Set(l.map((c) => c.id)).size === l.length, 'expected distinct context ids')
+      .optional(),
     backlog: z
       .array(
         z
@@ -320,6 +345,8 @@ export function restoreNet(n: NetPersistentState, state: unknown): void {
     n.rxFilter.restore({ ...f, unicast: [], multicast: [], uniOverflow: true, multiOverflow: true });
   else n.rxFilter.restore(f);
   n.rss.restore(s.rss);
+  n.rss.tunnel.types = s.hashTunnel ?? 0;
+  n.rssContexts.restore(s.rssContexts ?? []);
   if (s.flows) n.flows.restore(s.flows);
   if (s.backlog) {
     for (const [pair, frames] of s.backlog.entries()) {

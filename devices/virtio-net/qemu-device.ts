@@ -30,7 +30,8 @@ const COMPAT = "a compatibility switch for QEMU's older machine types; the curre
 
 /**
  * Every property of QEMU 11.1's virtio-net-pci, plus `bus` / `id` (qdev's), `queues` and the switches of
- * features QEMU 11.1 lacks (`notf_coal`, `vq_notf_coal`, `device_stats`, `guest_hdrlen`; ours).
+ * features QEMU 11.1 lacks (`notf_coal`, `vq_notf_coal`, `device_stats`, `guest_hdrlen`,
+ * `hash_tunnel`, `rss_context`; ours).
  */
 export const QEMU_PROPERTIES: Readonly<Record<string, QemuProperty>> = {
   // qdev and PCI placement.
@@ -140,6 +141,8 @@ export const QEMU_PROPERTIES: Readonly<Record<string, QemuProperty>> = {
   vq_notf_coal: bool,
   device_stats: bool,
   guest_hdrlen: bool,
+  hash_tunnel: bool,
+  rss_context: bool,
   'hash-ipv4': onOffAuto,
   'hash-tcp4': onOffAuto,
   'hash-udp4': onOffAuto,

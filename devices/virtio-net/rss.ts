@@ -7,6 +7,8 @@
 import type { ParsedPacket } from '../../lib/net/packet-parser.js';
 import { RssHashResult, rssHashParsed, VIRTIO_NET_RSS_SUPPORTED_HASH_TYPES } from '../../lib/net/rss-hash.js';
 import { ToeplitzKey } from '../../lib/net/toeplitz.js';
+import { parseTunnelInner } from '../../lib/net/tunnel-inner.js';
+import { HashTunnel } from './hash-tunnel.js';
 
 /** QEMU's VIRTIO_NET_RSS_MAX_KEY_SIZE / VIRTIO_NET_RSS_MAX_TABLE_LEN. */
 export const RSS_MAX_KEY_SIZE = 40;
@@ -94,6 +96,8 @@ export class RssState {
     readonly maxQueuePairs: number,
     /** supported_hash_types (§5.1.4): a config naming any other type is refused. */
     readonly supportedHashTypes: number = RSS_SUPPORTED_HASH_TYPES,
+    /** Inner header hash (VIRTIO 1.4): shared with the RSS contexts; not cleared by `reset`. */
+    readonly tunnel: HashTunnel = new HashTunnel(),
   ) {}
 
   reset(): void {
@@ -114,6 +118,19 @@ export class RssState {
    * key disables RSS (§5.1.6.5.7.1).
    */
   rssConfig(cmd: Uint8Array): RssCommandResult {
+    return this.configure(cmd, false);
+  }
+
+  /**
+   * An RSS context's `struct virtio_net_rss_config` (VIRTIO 1.4 "RSS Context"): the same rules as RSS_CONFIG,
+   * but the context always redirects: without a key (and so without hash types) every frame goes to its
+   * unclassified queue, as "RSS processing" sends frames for which no hash was computed.
+   */
+  contextConfig(cmd: Uint8Array): RssCommandResult {
+    return this.configure(cmd, true);
+  }
+
+  private configure(cmd: Uint8Array, context: boolean): RssCommandResult {
     const dv = new DataView(cmd.buffer, cmd.byteOffset, cmd.byteLength);
     if (cmd.length < RssConfig.TABLE) return null;
     const hashTypes = dv.getUint32(RssConfig.HASH_TYPES, true);
@@ -133,7 +150,7 @@ export class RssState {
     if (maxTxVq === 0 || maxTxVq > this.maxQueuePairs) return null;
     const keyLength = cmd[RssConfig.keyLength(n)]!;
     if (!this.acceptKey(cmd, RssConfig.key(n), keyLength, hashTypes)) return null;
-    if (keyLength === 0) {
+    if (keyLength === 0 && !context) {
       this.reset();
       return { queuePairs: maxTxVq };
     }
@@ -199,7 +216,10 @@ export class RssState {
    * queue pair can steer with its own `out`.
    */
   steer(frame: Uint8Array, pkt: ParsedPacket, out: RssHashResult = this.result): number {
-    const hashed = rssHashParsed(frame, pkt, this.hashTypes, this.key, out);
+    // Inner header hash: a tunnel of an enabled type is hashed over its inner headers (out.inner).
+    const t = this.tunnel.types;
+    const p = t !== 0 && parseTunnelInner(frame, pkt, t, out.inner) ? out.inner : pkt;
+    const hashed = rssHashParsed(frame, p, this.hashTypes, this.key, out);
     if (!this.redirect) return -1;
     return hashed ? this.table[out.hash & this.tableMask]! : this.unclassified;
   }

@@ -11,6 +11,7 @@ import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
 import type { CoalesceHost, Coalescer } from './coalesce.js';
 import { FlowSteering } from './flow-steering.js';
 import { RssState } from './rss.js';
+import { RssContexts } from './rss-context.js';
 import { RxFilter } from './rx-filter.js';
 import type { NetDeviceStats } from './stats.js';
 
@@ -46,6 +47,8 @@ export class NetShared implements CoalesceHost {
   readonly coalescers: Coalescer[] = [];
   readonly rxFilter = new RxFilter();
   readonly rss: RssState;
+  /** RSS contexts (VIRTIO 1.4); the inner header hash state is `rss.tunnel`. */
+  readonly rssContexts: RssContexts;
   readonly flows = new FlowSteering();
   readonly deviceStats: NetDeviceStats = {
     rxDroppedNotReady: 0,
@@ -60,6 +63,7 @@ export class NetShared implements CoalesceHost {
     supportedHashTypes?: number,
   ) {
     this.rss = new RssState(maxQueuePairs, supportedHashTypes);
+    this.rssContexts = new RssContexts(this.rss);
   }
 
   /** The pair a backend queue feeds: itself, or wrapped onto the pairs in use. */

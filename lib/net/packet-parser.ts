@@ -197,6 +197,27 @@ export function parseIpPacket(
   return out;
 }
 
+/**
+ * Parses an IP packet without link-layer header at `frame[start, end)` (the payload of a GRE, IP-in-IP or
+ * VXLAN-GPE tunnel) into `out`, as `parsePacket` would after an Ethernet header of EtherType `etherType`.
+ * `l2Length` is 0. Never throws and never reads outside `[start, end)`.
+ */
+export function parseIpPacketAs(
+  frame: Uint8Array,
+  etherType: number,
+  out: ParsedPacket,
+  start: number,
+  end: number,
+): ParsedPacket {
+  out.reset(end - start);
+  out.etherType = etherType;
+  out.l3Offset = start;
+  if (etherType === ETH_P_IPV4) parseIpv4(frame, start, end, out);
+  else if (etherType === ETH_P_IPV6) parseIpv6(frame, start, end, out);
+  else out.l3Kind = L3_OTHER;
+  return out;
+}
+
 function parseIpv4(b: Uint8Array, off: number, len: number, out: ParsedPacket): void {
   if (off + IPV4_MIN_HLEN > len) {
     out.truncated = true;

@@ -49,6 +49,8 @@ export class RssHashResult {
   hash = 0;
   /** VIRTIO_NET_HASH_REPORT_*; NONE when no enabled type applies. */
   reportType = VIRTIO_NET_HASH_REPORT_NONE;
+  /** Scratch for a tunnel's inner headers (inner header hash), owned by whoever owns this result. */
+  readonly inner = new ParsedPacket();
 }
 
 /**

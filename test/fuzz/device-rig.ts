@@ -57,8 +57,9 @@ export function randomRigConfig(rng: Rng, o: { sriov?: boolean; queues?: number 
   const mq = queues > 1 || rng.chance(0.3);
   const rss = mq && rng.chance(0.5);
   // Drop a few random offered features now and then: odd combinations reach other code paths.
-  // Linux 6.1's set plus DEVICE_STATS and VQ_NOTF_COAL (Linux 7.2 drives both).
-  let wanted = LINUX_6_1_FEATURES | (1n << 50n) | (1n << 52n);
+  // Linux 6.1's set plus DEVICE_STATS and VQ_NOTF_COAL (Linux 7.2 drives both), and the VIRTIO 1.4
+  // HASH_TUNNEL (51) and RSS_CONTEXT (64), offered with RSS (no extra draw: seeds keep their cases).
+  let wanted = LINUX_6_1_FEATURES | (1n << 50n) | (1n << 52n) | (1n << 51n) | (1n << 64n);
   if (rng.chance(0.4)) for (let i = 0; i < 3; i++) wanted &= ~(1n << BigInt(rng.int(0, 40)));
   return {
     device: {
@@ -67,6 +68,8 @@ export function randomRigConfig(rng: Rng, o: { sriov?: boolean; queues?: number 
       mq,
       rss,
       hash: rss && rng.bool(),
+      hash_tunnel: rss,
+      rss_context: rss,
       packed: rng.chance(0.4),
       event_idx: rng.chance(0.7),
       indirect_desc: rng.chance(0.8),

@@ -41,7 +41,7 @@ const transportSchema = z
     status: u8,
     deviceFeatureSelect: u32,
     driverFeatureSelect: u32,
-    driverFeatures: z.string().regex(/^[0-9a-f]{1,32}$/i, 'expected a hex feature mask'),
+    driverFeatures: z.string().regex(/^[0-9a-f]{1,32}$/i, 'expected a hex feature mask (up to 128 bits)'),
     configVector: u16,
     queueSelect: u16,
     configGeneration: u8,

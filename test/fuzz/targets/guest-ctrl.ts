@@ -5,7 +5,7 @@
  * frames of any destination (own, broadcast, multicast, other, VLAN-tagged) crossing the filters.
  *
  * Invariants: a control command with room for its header and ack is answered OK or ERR in one used
- * entry of length 1 (more only for a STATS or VQ_GET result, within the writable part) and counted, never NEEDS_RESET; one without that room is NEEDS_RESET; accepted
+ * entry of length 1 (more only for a STATS, VQ_GET or RSS context CAP_GET result, within the writable part) and counted, never NEEDS_RESET; one without that room is NEEDS_RESET; accepted
  * commands take effect (VQ_PAIRS_SET within 1..max sets the pairs in use, out of range is refused;
  * MAC_ADDR_SET changes the config MAC); an admin command always comes back with a status the spec
  * allows and OK only with qualifier OK; LIST_QUERY reports the 7 opcodes; frames are accounted once each;
@@ -13,19 +13,19 @@
  */
 import type { VirtioNetPci } from '../../../devices/virtio-net-pci.js';
 import type { DriverQueue } from '../../../virtio/testing/pci-driver.js';
-import { type FuzzTarget, guard, InvariantError, invariant, type RunContext } from '../engine.js';
 import {
   checkReadOnly,
   checkTxAccount,
   DEV_MAC,
   describeRigConfig,
   guardedTarget,
+  Rig,
   randomRigConfig,
   readOnlyRegisters,
-  Rig,
   rxAccount,
   SCRATCH,
 } from '../device-rig.js';
+import { type FuzzTarget, guard, InvariantError, invariant, type RunContext } from '../engine.js';
 import type { Rng } from '../rng.js';
 
 type Layout = 'one' | 'split' | 'noAck' | 'short' | 'bigAck' | 'huge' | 'result';
@@ -101,6 +101,15 @@ function ctrlData(rng: Rng, cls: number, cmd: number): number[] {
         ...key,
       ];
     }
+    case 7: // HASH_TUNNEL_SET: le32 enabled_tunnel_types (supported 0x1ff, or noise)
+      return le(rng.chance(0.7) ? rng.int(0, 0x1ff) : rng.edge(32), 4);
+    case 9: {
+      // RSS contexts: CAP_GET no data; DEL le16 id; ADD / MOD le16 id, 6 reserved, an RSS config.
+      const id = le(rng.chance(0.8) ? rng.int(0, 17) : rng.edge(16), 2);
+      if (cmd === 0) return rng.chance(0.8) ? [] : [0, 0];
+      if (cmd === 3) return id;
+      return [...id, 0, 0, 0, 0, 0, 0, ...ctrlData(rng, 4, 1)];
+    }
     case 5: // GUEST_OFFLOADS_SET: le64
       return Array.from({ length: 8 }, () => (rng.chance(0.5) ? 0 : rng.int(0, 255)));
     case 6: // NOTF_COAL: TX_SET / RX_SET le32 pair; VQ_SET / VQ_GET le16 vq, le16 reserved, le32 pair
@@ -165,9 +174,13 @@ function generate(rng: Rng): Step {
   const op = rng.weighted({ ctrl: 40, admin: 25, frame: 20, sriov: 4, vfAlive: 2, reopen: 3 });
   switch (op) {
     case 'ctrl': {
-      const cls = rng.chance(0.75) ? rng.int(0, 5) : rng.chance(0.6) ? rng.pick([6, 8]) : rng.int(6, 255);
-      // STATS has 2 commands, NOTF_COAL 4: mostly those.
-      const top = cls === 8 ? 1 : cls === 6 ? 3 : 5;
+      const cls = rng.chance(0.75)
+        ? rng.int(0, 5)
+        : rng.chance(0.6)
+          ? rng.pick([6, 7, 8, 9])
+          : rng.int(6, 255);
+      // STATS has 2 commands, NOTF_COAL and RSS_CTX 4, HASH_TUNNEL 1: mostly those.
+      const top = cls === 8 ? 1 : cls === 6 || cls === 9 ? 3 : cls === 7 ? 0 : 5;
       const cmd = rng.chance(0.85) ? rng.int(0, top) : rng.int(top + 1, 255);
       const layout = rng.weighted({
         one: 10,
@@ -313,7 +326,8 @@ function ctrl(st: State, s: Extract<Step, { op: 'ctrl' }>): void {
   const ack = rig.memory.readU8(ws[0]!.addr);
   // STATS and NOTF_COAL VQ_GET answer OK with a result after the ack, within the writable part.
   const room = writable.reduce((n, w) => n + w, 0);
-  const withResult = ack === 0 && (s.cls === 8 || (s.cls === 6 && s.cmd === 3));
+  const withResult =
+    ack === 0 && (s.cls === 8 || (s.cls === 6 && s.cmd === 3) || (s.cls === 9 && s.cmd === 0));
   invariant(
     used.len === 1 || (withResult && used.len <= room),
     `a control command's used length is ${used.len} (writable ${room})`,
@@ -321,9 +335,15 @@ function ctrl(st: State, s: Extract<Step, { op: 'ctrl' }>): void {
   invariant(ack === 0 || ack === 1, `control ack ${ack} is neither OK nor ERR`);
   invariant(after.ctrlCommands === before.ctrlCommands + 1, 'a control command was not counted');
   st.counters[ack === 0 ? 'ctrlOk' : 'ctrlErr'] = (st.counters[ack === 0 ? 'ctrlOk' : 'ctrlErr'] ?? 0) + 1;
-  if (ack === 0 && (s.cls === 6 || s.cls === 8)) {
-    const k = s.cls === 6 ? 'coalOk' : 'statsOk';
+  if (ack === 0 && (s.cls === 6 || s.cls === 7 || s.cls === 8 || s.cls === 9)) {
+    const k = s.cls === 6 ? 'coalOk' : s.cls === 7 ? 'hashTunnelOk' : s.cls === 8 ? 'statsOk' : 'rssCtxOk';
     st.counters[k] = (st.counters[k] ?? 0) + 1;
+  }
+  // RSS context CAP_GET: le16 max_rss_contexts (16) after the ack.
+  if (s.cls === 9 && s.cmd === 0 && ack === 0) {
+    invariant(used.len === 3, `RSS_CTX CAP_GET used length ${used.len}`);
+    const w = ws.length > 1 ? rig.memory.read(ws[1]!.addr, 2) : rig.memory.read(ws[0]!.addr + 1, 2);
+    invariant(w[0] === 16 && w[1] === 0, `RSS_CTX CAP_GET answered ${w[0]},${w[1]}`);
   }
   // What accepted commands must have done (exact-size data only).
   if (s.cls === 4 && s.cmd === 0 && data.length === 2) {
