@@ -30,7 +30,8 @@ describe.skipIf(unavailable !== null)(
       const region = new WeakRef(bytes);
       const memory = new GuestMemory([{ address: 0, bytes }]);
       bytes = undefined;
-      const r = faultRig({ queues: 2, memory });
+      // Batched reads copy from the tap's own slots: this is about the lent (zero-copy) path, so one read each.
+      const r = faultRig({ queues: 2, memory, tap: { batchRx: false } });
       try {
         const child = r.ns.spawn('python3', ['-c', PY_FLOOD, GUEST_IP, '7000', '8', '1000', '200000']);
         // Frames of 1000 bytes are read straight into guest buffers (lent); the guest's go out by transmitRange.

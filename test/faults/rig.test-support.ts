@@ -21,6 +21,7 @@ import type {
   NetOffload,
   ReceiveTarget,
 } from '../../lib/net/backend.js';
+import type { TapOpenOptions } from '../../lib/tap/options.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
 import { GUEST_IP, GUEST_MAC, KERNEL_IP, KERNEL_MAC } from '../tap/frames.test-support.js';
@@ -121,6 +122,8 @@ export interface FaultRigOptions {
   rxBuffers?: number;
   /** Guest memory (default: 80 MiB at 0). */
   memory?: GuestMemory;
+  /** Tap options besides name and queues (e.g. `batchRx: false` to keep every read a lent one). */
+  tap?: Omit<TapOpenOptions, 'name' | 'queues'>;
   /** Interrupt callback run after the collector saw it (e.g. a VMM resetting the device from it). */
   onInterrupt?: () => void;
 }
@@ -131,7 +134,7 @@ export function faultRig(o: FaultRigOptions = {}): FaultRig {
   let tap: TapBackend | undefined;
   let dev: VirtioNetPci | undefined;
   try {
-    tap = TapBackend.open({ name: uniqueName('vf'), queues });
+    tap = TapBackend.open({ ...o.tap, name: uniqueName('vf'), queues });
     ns.adopt(tap.name);
     ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${tap.name}.disable_ipv6=1`]);
     ns.configure(tap.name, `${KERNEL_IP}/24`, KERNEL_MAC);
