@@ -1,7 +1,7 @@
 // v86 with virtio-net-ts beside v86 with its own virtio-net, in one run: boot to /init and guest TCP
 // throughput (4 MiB each way, timed by the guest) over a tap in a fresh network namespace. v86's NIC is
 // bridged to its tap through v86's bus events (net0-send / net0-receive). Root; the v86 kit
-// (test/v86/prepare.sh). Run: node --import tsx bench/v86.bench.ts
+// (test/v86/prepare.sh). Run: node --import tsx bench/v86.bench.ts [msix] [intx] [v86]
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { bootV86, v86UnavailableReason } from '../examples/v86-guest.js';
@@ -20,10 +20,13 @@ echo "RESULT init=1"
 for m in failover net_failover virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_net; do
   insmod /mods/$m.ko
 done
+echo "RESULT stage=modules"
 ip link set eth0 up && ip addr add ${GUEST}/24 dev eth0
 up() { cut -d' ' -f1 /proc/uptime; }
 ping -c 2 -W 5 ${HOST} >/dev/null
+echo "RESULT stage=pinged"
 dd if=/dev/urandom of=/tmp/tx bs=65536 count=${BYTES / 65536} 2>/dev/null
+echo "RESULT stage=tx"
 a=$(up); nc -w 10 ${HOST} 5001 < /tmp/tx; b=$(up); echo "RESULT tx_s=$(echo $b $a | awk '{print $1 - $2}')"
 rm /tmp/tx
 nc -l -p 5002 > /tmp/rx & p=$!; sleep 0.2; echo "RESULT rx_listening=5002"
@@ -90,7 +93,10 @@ console.log('| NIC | boot to /init | guest → host TCP | host → guest TCP |\n
 // v86's own NIC has no MSI-X, and with ACPI its guest loses every PCI slot but the bridges (SeaBIOS's
 // hotplug ports read as all ones, which the adapter fixes only for itself): it runs without ACPI, beside
 // ours both ways.
-console.log(await run('virtio-net-ts', true));
-console.log(await run('virtio-net-ts', false));
-console.log(await run('v86 virtio', false));
+// Arguments pick rows (msix, intx, v86); none: all three.
+const rows = process.argv.slice(2);
+const want = (r: string) => rows.length === 0 || rows.includes(r);
+if (want('msix')) console.log(await run('virtio-net-ts', true));
+if (want('intx')) console.log(await run('virtio-net-ts', false));
+if (want('v86')) console.log(await run('v86 virtio', false));
 process.exit(0);
