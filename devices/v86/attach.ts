@@ -98,6 +98,21 @@ export function attachToV86(emulator: V86Emulator, options: V86AttachOptions): V
   );
   const msi = new LapicMsi(cpu);
   let intxAsserts = 0;
+  // v86 enters an interrupt the moment a line rises (device_raise_irq → handle_irqs), also from inside the
+  // guest's MMIO access that made the device raise it (a kick, for instance): a JIT-compiled block then goes
+  // on in the interrupt's context and the 8259 keeps the IRQ in service without the guest's EOI (modern
+  // virtio-pci on INTx stalled). So the line rises after the access, once the JS stack has unwound (v86's
+  // main loop yields between slices); it falls at once (an ISR read, with interrupts off).
+  let intxWanted = false;
+  let intxRaised = false;
+  let intxQueued = false;
+  const raiseIntx = () => {
+    intxQueued = false;
+    if (detached || !intxWanted || intxRaised) return;
+    intxRaised = true;
+    intxAsserts++;
+    pci.raise_irq(bdf);
+  };
   let detached = false;
   const device = createVirtioNetPci({
     ...deviceOptions,
@@ -111,10 +126,16 @@ export function attachToV86(emulator: V86Emulator, options: V86AttachOptions): V
       },
       intx: (asserted) => {
         if (detached) return;
+        intxWanted = asserted;
         if (asserted) {
-          intxAsserts++;
-          pci.raise_irq(bdf);
-        } else pci.lower_irq(bdf);
+          if (!intxQueued) {
+            intxQueued = true;
+            queueMicrotask(raiseIntx);
+          }
+        } else if (intxRaised) {
+          intxRaised = false;
+          pci.lower_irq(bdf);
+        }
       },
     },
   } as VirtioNetPciOptions);
