@@ -3,6 +3,8 @@
  * config-space and BAR accessors and guest memory, as a real driver does.
  */
 
+/** VIRTIO_NET_HASH_TUNNEL_TYPE_* bits for `VirtioNetDriver.setHashTunnel` (VIRTIO 1.4 "Inner Header Hash"). */
+export { HASH_TUNNEL_SUPPORTED_TYPES, HashTunnelType } from '../../lib/net/tunnel-inner.js';
 export type { AdminDriverOptions, AdminReply } from '../../virtio/testing/admin-driver.js';
 export {
   ADMIN_GROUP_SELF,
@@ -32,10 +34,8 @@ export {
   VirtioPciDriver,
 } from '../../virtio/testing/pci-driver.js';
 export { SplitDriverQueue } from '../../virtio/testing/split-driver.js';
+/** VIRTIO_NET_STATS_TYPE_* bit numbers for `VirtioNetDriver.statsGet` (VIRTIO 1.3 "Device Statistics"). */
+export { StatsType } from '../virtio-net/device-stats.js';
 export * as frames from './frames.js';
 export type { ControlReply, NetDriverOptions, ReceivedFrame, StatsReply } from './net-driver.js';
 export { LINUX_6_1_FEATURES, LINUX_7_2_FEATURES, VirtioNetDriver } from './net-driver.js';
-/** VIRTIO_NET_STATS_TYPE_* bit numbers for `VirtioNetDriver.statsGet` (VIRTIO 1.3 "Device Statistics"). */
-export { StatsType } from '../virtio-net/device-stats.js';
-/** VIRTIO_NET_HASH_TUNNEL_TYPE_* bits for `VirtioNetDriver.setHashTunnel` (VIRTIO 1.4 "Inner Header Hash"). */
-export { HASH_TUNNEL_SUPPORTED_TYPES, HashTunnelType } from '../../lib/net/tunnel-inner.js';
