@@ -23,6 +23,7 @@ import { createVirtioNetPci, type VirtioNetPci } from '../devices/virtio-net-pci
 import { GuestMemory } from '../lib/memory/guest-memory.js';
 import { libc } from '../lib/host/libc.js';
 import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/host/netns.js';
+import { RX_BATCH, RxBatch } from '../lib/tap/rx-batch.js';
 import { TapBackend } from '../lib/tap/tap-backend.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 
@@ -58,11 +59,17 @@ interface Paired {
   raw: number;
   device: number;
   ratio: number;
+  /** tap->guest with batched reads: the same io_uring batches with no device (the kernel's own ceiling). */
+  rawBatch?: number;
+  rawBatchRatio?: number;
 }
-const paired = (raw: number[], dev: number[]): Paired => ({
+const paired = (raw: number[], dev: number[], rawBatch: number[] = []): Paired => ({
   raw: median(raw),
   device: median(dev),
   ratio: median(dev.map((d, i) => d / raw[i]!)),
+  ...(rawBatch.length > 0
+    ? { rawBatch: median(rawBatch), rawBatchRatio: median(rawBatch.map((b, i) => b / raw[i]!)) }
+    : {}),
 });
 
 /** The guest's view of one queue: avail slots repeat the first batch's heads, so re-posting is an idx store. */
@@ -170,6 +177,8 @@ async function benchRx(ns: NetNamespace, tap: TapBackend, size: number): Promise
   const buf = new Uint8Array(70_000);
   const raw: number[] = [];
   const devRates: number[] = [];
+  const rawBatchRates: number[] = [];
+  const ring = tap.batchRx ? RxBatch.create(c, (e) => console.error(e.message)) : null;
   const rawRound = () => {
     tap.pause(0);
     if (fill(ns, size) !== RX_FRAMES) throw new Error('the sender could not queue every datagram');
@@ -179,6 +188,21 @@ async function benchRx(ns: NetNamespace, tap: TapBackend, size: number): Promise
     raw.push(fps(n, t0));
     if (n !== RX_FRAMES)
       throw new Error(`${n} of ${RX_FRAMES} frames were queued in the tap (raise txqueuelen)`);
+    if (ring === null) return;
+    // The same reads the backend submits (64 per io_uring_enter, RWF_NOWAIT), no device: what is left
+    // of a frame's cost once the syscall entry is shared.
+    if (fill(ns, size) !== RX_FRAMES) throw new Error('the sender could not queue every datagram');
+    let b = 0;
+    const t1 = process.hrtime.bigint();
+    for (;;) {
+      const got = ring.read(fd, RX_BATCH);
+      let frames = 0;
+      for (let i = 0; i < got; i++) if (ring.res[i]! > 0) frames++;
+      b += frames;
+      if (frames < RX_BATCH) break;
+    }
+    rawBatchRates.push(fps(b, t1));
+    if (b !== RX_FRAMES) throw new Error(`raw batches read ${b} of ${RX_FRAMES} frames`);
   };
   const deviceRound = async () => {
     tap.pause(0);
@@ -228,7 +252,8 @@ async function benchRx(ns: NetNamespace, tap: TapBackend, size: number): Promise
     );
   if (!tap.batchRx && tap.stats().rxDirect > 0 !== expectDirect)
     throw new Error(`rx: ${tap.stats().rxDirect} frames read into guest buffers (expected ${expectDirect})`);
-  return paired(raw, devRates);
+  ring?.close();
+  return paired(raw, devRates, rawBatchRates);
 }
 
 async function main(): Promise<void> {
@@ -292,12 +317,12 @@ async function main(): Promise<void> {
   }
   const k = (x: number) => `${(x / 1000).toFixed(0)} k`;
   console.log(
-    '| direction | frame | tap mode | frames zero copy | raw koffi loop | device + TapBackend | ratio |',
+    '| direction | frame | tap mode | frames zero copy | raw koffi loop | device + TapBackend | ratio | raw io_uring batches, no device (ratio) |',
   );
-  console.log('|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|');
   for (const { direction, size, mode, p, direct } of rows)
     console.log(
-      `| ${direction} | ${size} B | ${mode} | ${direct} | ${k(p.raw)} fps | ${k(p.device)} fps | ${p.ratio.toFixed(2)} |`,
+      `| ${direction} | ${size} B | ${mode} | ${direct} | ${k(p.raw)} fps | ${k(p.device)} fps | ${p.ratio.toFixed(2)} | ${p.rawBatch === undefined ? '' : `${k(p.rawBatch)} fps (${p.rawBatchRatio!.toFixed(2)})`} |`,
     );
 }
 
