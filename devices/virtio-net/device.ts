@@ -286,6 +286,11 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
 
   // ---- BackendSink -------------------------------------------------------------------------------
 
+  /** BackendSink.receiveRoom (lib/net/backend.ts). */
+  receiveRoom(queuePair: number): number {
+    return this.rx.room(queuePair);
+  }
+
   receive(frame: Uint8Array, queuePair: number, offload: NetOffload | null): void {
     this.receiveRange(frame, 0, frame.length, queuePair, offload);
   }

@@ -374,6 +374,26 @@ export class Receiver implements RxFlowControl {
     rx.deliverRange(bytes, offset, length, offload, backendQueue, home.steered.hash, home.steered.reportType);
   }
 
+  /**
+   * BackendSink.receiveRoom: the free entries of the ring backend queue `backendQueue` feeds; Infinity when
+   * the device chooses the pair per frame (RSS or automatic steering here) or the ring cannot say.
+   */
+  room(backendQueue: number): number {
+    const s = this.shared;
+    if (!s.ctx || s.broken || s.stopped || !s.linkUp) return Infinity;
+    if ((s.rss.enabled && !(s.rssInBackend && s.rss.redirect)) || s.autoSteering()) return Infinity;
+    const rx = this.pairs[s.pairOf(backendQueue)];
+    if (rx === undefined) return Infinity;
+    if (rx.backlog.count > 0) return 0;
+    const q = s.ctx.queue(2 * rx.pair);
+    if (q === null) return Infinity;
+    try {
+      return q.availableCount();
+    } catch {
+      return Infinity; // a broken ring: the frame's own delivery reports it
+    }
+  }
+
   pause(q: number): void {
     if (this.paused[q]) return;
     this.paused[q] = true;

@@ -119,6 +119,14 @@ export interface BackendSink {
   /** The backend's link went down or up (tap carrier, peer gone). */
   linkChanged?(up: boolean): void;
   /**
+   * Optional: how many frames backend queue `queuePair` can hand over now and find guest buffers (the free
+   * entries of the receive ring it feeds; Infinity when the device picks the ring per frame or cannot
+   * tell). A backend that reads in batches reads no more than this (at least one: a frame that finds no
+   * buffer is what pauses the queue), so frames past the ring's end wait in the host's queue instead of
+   * being copied into the device's backlog. Never throws.
+   */
+  receiveRoom?(queuePair: number): number;
+  /**
    * Direct receive, optional (a backend that reads with scatter I/O uses it to skip the copy): lends the
    * guest's next receive buffer for backend queue `queuePair`. The backend writes `[vnet header of
    * headerSize bytes (0: none)][frame]` over `target`'s segments in order, the rest (a frame larger than

@@ -221,7 +221,9 @@ export class TapRx {
       if (q.paused || !q.attached || this.down) return false;
       let end: number;
       if (batch?.usable && q.rxBatch > 1 && q.rxAverage < BATCH_RX_MAX_AVERAGE) {
-        const want = Math.min(q.rxBatch, RX_BATCH, RX_BUDGET - i);
+        // No more than the guest has buffers for (at least one: a frame without a buffer pauses the queue).
+        const room = sink.receiveRoom?.(q.qp) ?? RX_BATCH;
+        const want = Math.max(1, Math.min(q.rxBatch, RX_BATCH, RX_BUDGET - i, room));
         end = this.readMany(q, sink, batch, want);
         i += want;
       } else {
@@ -335,7 +337,9 @@ export class TapRx {
       const off = hs > 0 ? readVnetHeader(slots, slot * RX_SLOT, this.rxOffload, hs) : null;
       sink.receive(batch.frame(slot, hs, len), q.qp, off);
     }
-    q.rxBatch = frames === want ? Math.min(2 * want, RX_BATCH) : Math.max(1, frames);
+    // Every read found a frame: grow (a read capped by the guest's room says nothing about the tap, so
+    // it never shrinks the batch); otherwise shrink to what the tap had.
+    q.rxBatch = frames === want ? Math.min(Math.max(2 * want, q.rxBatch), RX_BATCH) : Math.max(1, frames);
     return end;
   }
 

@@ -176,6 +176,38 @@ describe.skipIf(unavailable !== null || IoUring.supported() !== null)(
       expect(accounted(fx)).toBe(t.rxFrames);
     });
 
+    it('a batch reads no more frames than the guest has buffers for: only a read made with none left backlogs a frame', async () => {
+      const fx = fixture(); // the guest posts 64 rx buffers and re-posts every 2 ms
+      const N = 1000;
+      queueBurst(fx, 64, 0, N);
+      const sink = (fx.tap as unknown as { sink: BackendSink }).sink;
+      const room = sink.receiveRoom!.bind(sink);
+      let lastRoom = -1;
+      sink.receiveRoom = (qp) => {
+        lastRoom = room(qp);
+        return lastRoom;
+      };
+      const reads: [number, number][] = [];
+      const real = RxBatch.prototype.read;
+      vi.spyOn(RxBatch.prototype, 'read').mockImplementation(function (this: RxBatch, fd: number, n: number) {
+        reads.push([n, lastRoom]);
+        lastRoom = -1;
+        return real.call(this, fd, n);
+      });
+      fx.tap.resume(0);
+      await fx.until(() => received(fx, 64).length === N, 20_000, `${N} datagrams`);
+      expect(received(fx, 64)).toEqual(range(0, N));
+      expect(reads.length).toBeGreaterThan(0);
+      for (const [n, r] of reads)
+        expect(n, `a read of ${n} with room ${r}`).toBeLessThanOrEqual(Math.max(1, r));
+      // The ring filled more than once (1000 frames, 64 buffers): capped reads happened.
+      expect(reads.some(([n, r]) => r > 0 && r < 64 && n === r)).toBe(true);
+      const backlogged = (fx.dev.stats() as unknown as { queues: { rxBacklogged: number }[] }).queues[0]!
+        .rxBacklogged;
+      expect(backlogged).toBeLessThanOrEqual(reads.filter(([, r]) => r === 0).length);
+      expect(accounted(fx)).toBe(fx.tap.stats().rxFrames);
+    });
+
     it('batchRx: false reads one frame per call, as before (and large frames straight into guest buffers)', async () => {
       const fx = fixture({ batchRx: false });
       queueBurst(fx, 1400, 0, 200);

@@ -120,6 +120,10 @@ export class PackedRing implements Virtqueue {
     }
   }
 
+  availableCount(): number {
+    return this.hasAvailable() ? this.size : 0;
+  }
+
   /**
    * Takes the next chain. On a `VirtqueueError` nothing is consumed (the chain's extent is unknown), so
    * the device must reset the queue (NEEDS_RESET).

@@ -121,6 +121,14 @@ export class SplitRing implements Virtqueue {
     }
   }
 
+  availableCount(): number {
+    try {
+      return (this.availIdx() - this.lastAvail) & 0xffff;
+    } catch (e) {
+      throw toVirtqueueError(this, e);
+    }
+  }
+
   pop(chain: DescriptorChain): boolean {
     try {
       if (this.shadowAvail === this.lastAvail && this.availIdx() === this.lastAvail) return false;

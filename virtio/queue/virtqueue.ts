@@ -106,6 +106,12 @@ export interface Virtqueue {
 
   /** Whether the driver has made a chain available that `pop` would return. */
   hasAvailable(): boolean;
+  /**
+   * How many chains the driver has made available and the device has not taken: exact on a split ring
+   * (avail idx − the device's next index), on a packed ring the queue size when one is available, else 0
+   * (counting would walk the ring). A backend sizes its reads by it.
+   */
+  availableCount(): number;
   /** Takes the next available chain into `chain`; false when none is available. */
   pop(chain: DescriptorChain): boolean;
   /** Gives back the most recently popped chain (LIFO), e.g. when mergeable rx buffers run short. */
