@@ -62,6 +62,8 @@ interface Paired {
   /** tap->guest with batched reads: the same io_uring batches with no device (the kernel's own ceiling). */
   rawBatch?: number;
   rawBatchRatio?: number;
+  /** tap->guest: frames that found the ring full and went through the device's backlog. */
+  backlogged?: number;
 }
 const paired = (raw: number[], dev: number[], rawBatch: number[] = []): Paired => ({
   raw: median(raw),
@@ -238,7 +240,7 @@ async function benchRx(ns: NetNamespace, tap: TapBackend, size: number): Promise
     }
   }
   tap.pause(0);
-  const s = dev.stats() as { rxDropped: number; rxPackets: number };
+  const s = dev.stats() as { rxDropped: number; rxPackets: number; queues: { rxBacklogged: number }[] };
   if (s.rxDropped !== 0) throw new Error(`rx: the device dropped ${s.rxDropped} frames`);
   // Zero copy reads frames in place once they average zeroCopyRxMinBytes (512 B by default); batched
   // reads (under 8 KiB) copy.
@@ -253,7 +255,7 @@ async function benchRx(ns: NetNamespace, tap: TapBackend, size: number): Promise
   if (!tap.batchRx && tap.stats().rxDirect > 0 !== expectDirect)
     throw new Error(`rx: ${tap.stats().rxDirect} frames read into guest buffers (expected ${expectDirect})`);
   ring?.close();
-  return paired(raw, devRates, rawBatchRates);
+  return { ...paired(raw, devRates, rawBatchRates), backlogged: s.queues[0]!.rxBacklogged };
 }
 
 async function main(): Promise<void> {
@@ -305,7 +307,7 @@ async function main(): Promise<void> {
           const direct =
             direction === 'guest->tap'
               ? `${t.txDirect}/${t.txFrames}, ${t.txBatchedFrames} in ${t.txBatches} batches`
-              : `${t.rxDirect}/${t.rxFrames}${t.rxBatches > 0 ? `, ${t.rxBatchedFrames} in ${t.rxBatches} batches` : ''}`;
+              : `${t.rxDirect}/${t.rxFrames}${t.rxBatches > 0 ? `, ${t.rxBatchedFrames} in ${t.rxBatches} batches` : ''}, ${p.backlogged} backlogged`;
           if (direction === 'guest->tap' && t.txBatches > 0 !== batchTx)
             throw new Error(`tx: ${t.txBatches} io_uring batches with batchTx ${batchTx}`);
           rows.push({ direction, size, mode, p, direct });
