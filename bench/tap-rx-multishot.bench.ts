@@ -117,7 +117,8 @@ async function main() {
     const pools: Uint8Array[] = [];
     const add = (k: string, n: number, t0: bigint) => {
       if (n !== FRAMES) throw new Error(`${k}: read ${n} of ${FRAMES}`);
-      (rates[k] ??= []).push(n / (Number(process.hrtime.bigint() - t0) / 1e9));
+      rates[k] ??= [];
+      rates[k].push(n / (Number(process.hrtime.bigint() - t0) / 1e9));
     };
     const slotBytes = 2048 * Math.ceil((size + 64) / 2048);
     const methods: [string, () => void][] = [
