@@ -249,6 +249,21 @@ step_vfcarrier() {
   R "vfcarrier_seen_up=$(carrier_of $IFB)"
   kill $NSA $NSB 2>/dev/null
 }
+# vxlan:VNI:ADDR/LEN:TPEER[:csum]  a VXLAN link vxVNI to PEER over $IF (iproute2's /usr/sbin/ip: busybox's
+# cannot create one) with address ADDR, outer UDP checksums with `csum`; later steps talk to TPEER through
+# it. Reports the tunnel offloads of $IF and the link.
+step_vxlan() {
+  for m in udp_tunnel ip6_udp_tunnel vxlan; do [ -f /mods/$m.ko ] && insmod /mods/$m.ko 2>/dev/null; done
+  [ -x /usr/sbin/ip ] || { R "vxlan=no_iproute2"; return 1; }
+  vni=$(echo $1 | cut -d: -f1); addr=$(echo $1 | cut -d: -f2); tpeer=$(echo $1 | cut -d: -f3)
+  c=noudpcsum; [ "$(echo $1 | cut -d: -f4)" = csum ] && c=udpcsum
+  /usr/sbin/ip link add vx$vni type vxlan id $vni remote $PEER local ${IP%/*} dstport 4789 dev $IF $c ||
+    { R "vxlan=add_failed"; return 1; }
+  /usr/sbin/ip link set vx$vni up && /usr/sbin/ip addr add $addr dev vx$vni || { R "vxlan=addr_failed"; return 1; }
+  PEER=$tpeer
+  R "vxlan=up vxlan_vni=$vni vxlan_$c=1 vxlan_mtu=$(cat /sys/class/net/vx$vni/mtu) vxlan_local=${addr%/*} vxlan_peer=$PEER"
+  ethtool -k $IF 2>/dev/null | sed -n "s/^\([a-z-]*udp_tnl[a-z-]*\): \([a-z]*\).*/RESULT offload_${IF}_\1=\2/p" | tr '-' '_'
+}
 # mark:NAME  a point where the host snapshots its side (device counters) to compare with the guest's.
 step_mark() { R "mark=$1"; }
 # sleep:S
