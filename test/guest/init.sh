@@ -101,16 +101,28 @@ step_tcptx() {
   rm -f /tmp/tx
 }
 
-# tcprx[:P]: listens on P (default PORT), announces it, and checksums what the host sends until it closes.
+# tcprx[:P]: listens on P (default PORT), announces it, announces the host's close (the end of a timed
+# transfer), and checksums what the host sent.
 step_tcprx() {
   nc -l -p ${1:-$PORT} > /tmp/rx &
   p=$!; sleep 0.2
   R "tcp_rx_listening=${1:-$PORT}"
   wait $p
+  R "tcp_rx_closed=${1:-$PORT}"
   R "tcp_rx_bytes=$(wc -c < /tmp/rx) tcp_rx_sha256=$(sha256sum /tmp/rx | cut -d' ' -f1)"
   rm -f /tmp/rx
 }
 
+# nic:MAC:ADDR/LEN:PEER  the netdev with MAC (hex, no colons) becomes $IF: up, with ADDR; PEER its host.
+step_nic() {
+  m=$(echo $1 | cut -d: -f1 | sed 's/../&:/g; s/:$//'); IP=$(echo $1 | cut -d: -f2); PEER=$(echo $1 | cut -d: -f3)
+  for i in $(seq 50); do IF=$(ifbymac $m) && break; sleep 0.1; done
+  [ -n "$IF" ] || { R "nic=none"; return 1; }
+  step_up
+  R "nic=$IF nic_mac=$m"
+}
+# peer:ADDR  later steps talk to ADDR.
+step_peer() { PEER=$1; }
 # ethtool: driver facts, channels, RSS key and table.
 step_ethtool() {
   command -v ethtool >/dev/null || { R "ethtool=missing"; return 1; }
