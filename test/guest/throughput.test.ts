@@ -16,6 +16,7 @@ import { virtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';
 import { cleanupNamespaces, NetNamespace } from '../../lib/host/netns.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
+import type { VfioUserServer } from '../../lib/vfio-user/server.js';
 import {
   GUEST_KERNELS,
   type GuestKernel,
@@ -112,6 +113,7 @@ async function measure(kernel: GuestKernel) {
   }
   const device = virtioNetVfioUserDevice({ memory: new GuestMemory(), backend: tap, mac: NICS.ours.mac });
   const peerErrors: string[] = [];
+  let server: VfioUserServer | null = null;
   // Guest→host: a receiver per transfer, listening before the guest boots.
   const receivers = new Map<number, ReturnType<typeof output>>();
   // Host→guest: the sender (spawned when the guest listens) and the time its guest closed.
@@ -147,7 +149,7 @@ async function measure(kernel: GuestKernel) {
         '-device',
         `virtio-net-pci,netdev=n0,disable-legacy=on,mac=${NICS.qemu.mac},bus=pcie.0,addr=3.0`,
       ],
-      startServer: inProcessServer(device),
+      startServer: inProcessServer(device, (s) => (server = s)),
       onResult: (k, v) => {
         if (k === 'mark' && v === 'start') {
           start.taps = { ours: tapBytes(ns, NICS.ours.tap), qemu: tapBytes(ns, NICS.qemu.tap) };
@@ -168,7 +170,8 @@ async function measure(kernel: GuestKernel) {
     });
     const after = { ours: tapBytes(ns, NICS.ours.tap), qemu: tapBytes(ns, NICS.qemu.tap) };
     const ourStats = device.net.stats();
-    return { r, receivers, senders, connectedAt, closedAt, start, after, ourStats, peerErrors };
+    const serverStats = (server as VfioUserServer | null)?.stats();
+    return { r, receivers, senders, connectedAt, closedAt, start, after, ourStats, serverStats, peerErrors };
   } finally {
     device.close();
     ns.delete();
@@ -225,6 +228,11 @@ for (const kernel of GUEST_KERNELS) {
         }
         expect(m.ourStats.txBytes - o.tx).toBeGreaterThan(2 * BYTES);
         expect(m.ourStats.rxBytes - o.rx).toBeGreaterThan(2 * BYTES);
+        // QEMU's client asked for no ioeventfds (GET_REGION_IO_FDS): every kick of these figures was a
+        // REGION_WRITE message, so "with" and "without" the eventfd data path are the same run.
+        expect(m.serverStats?.requests.DEVICE_GET_REGION_IO_FDS).toBeUndefined();
+        expect(m.serverStats?.kicksByEventfd).toBe(0);
+        expect(m.serverStats?.requests.REGION_WRITE).toBeGreaterThan(0);
         const summary: Record<string, unknown> = {};
         for (const dir of ['guest→host', 'host→guest'] as const) {
           const med = (nic: Nic) =>
