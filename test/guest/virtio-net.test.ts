@@ -35,6 +35,12 @@ import {
 const reasons = new Map(GUEST_KERNELS.map((k) => [k, guestUnavailableReason(undefined, k)]));
 for (const [k, reason] of reasons)
   if (reason && process.env.CI) throw new Error(`guest test (Linux ${k}) cannot run in CI: ${reason}`);
+/** The VXLAN scenario needs iproute2 in the 7.2 kit (prepare.sh adds it to a kit made before it did). */
+const noIproute2 = existsSync(join(guestPaths(undefined, '7.2').guestKit, 'iproute2/usr/sbin/ip'))
+  ? null
+  : 'no iproute2 in the Linux 7.2 guest kit (run test/guest/prepare.sh)';
+if (noIproute2 && !reasons.get('7.2') && process.env.CI)
+  throw new Error(`guest test (Linux 7.2) cannot run in CI: ${noIproute2}`);
 /** What each kernel's virtio_net / virtio_pci accept: negotiated = offered ∩ this. */
 const KERNEL_FEATURES: Record<GuestKernel, bigint> = { '6.1': LINUX_6_1_FEATURES, '7.2': LINUX_7_2_FEATURES };
 const PEER = join(import.meta.dirname, 'tcp-peer.mjs');
@@ -820,75 +826,79 @@ for (const kernel of GUEST_KERNELS) {
         });
 
       if (kernel === '7.2')
-        it('VXLAN tunnels between guest and host with UDP tunnel GSO negotiated (outer UDP checksum off and on): 4 MiB TCP both ways intact, tunnel GSO frames crossed the device both ways', {
-          timeout: 180_000,
-        }, async () => {
-          const vx = (t: (typeof TUNNELS)[number]) =>
-            `vxlan:${t.vni}:${t.guest}/24:${t.host}${t.csum ? ':csum' : ''}`;
-          const [t0, t1] = TUNNELS;
-          const steps = [
-            'pci,virtio,up,mark:up,ping:3',
-            `${vx(t0)},ping:3,mark:a0,tcptx,tcprx,mark:a1`,
-            `${vx(t1)},ping:3,mark:b0,tcptx:5002,tcprx:5003,mark:b1`,
-          ].join(',');
-          const tunnelOn = {
-            guest_tunnel: true,
-            guest_tunnel_csum: true,
-            host_tunnel: true,
-            host_tunnel_csum: true,
-          };
-          const run = await boot(kernel, tunnelOn, steps, true);
-          const { res, diag, marks } = run;
-          // The first ping goes to the host's tap address, the others through each tunnel; TCP both ways
-          // through each tunnel arrived with the sender's SHA-256 (checked here).
-          await expectBasics(run, 3, 0);
-          const f = negotiatedFeatures(run);
-          // GUEST_UDP_TUNNEL_GSO(_CSUM) HOST_UDP_TUNNEL_GSO(_CSUM), as the guest's sysfs shows them.
-          expect(
-            [65n, 66n, 67n, 68n].map((b) => (f >> b) & 1n),
-            diag,
-          ).toEqual([1n, 1n, 1n, 1n]);
-          const all = (k: string) => run.r.pairs.filter(([x]) => x === k).map(([, v]) => v);
-          expect(all('vxlan'), diag).toEqual(['up', 'up']);
-          expect(all('vxlan_peer')).toEqual([t0.host, t1.host]);
-          expect(all('vxlan_mtu')).toEqual(['1450', '1450']);
-          expect([res.vxlan_noudpcsum, res.vxlan_udpcsum]).toEqual(['1', '1']);
-          // The guest's stack sees tunnel segmentation as offloads of eth0, so its vxlan hands it super-frames.
-          expect(
-            [res.offload_eth0_tx_udp_tnl_segmentation, res.offload_eth0_tx_udp_tnl_csum_segmentation],
-            diag,
-          ).toEqual(['on', 'on']);
-          const mark = (n: string) => {
-            const m = marks.get(n);
-            expect(m, `mark ${n}${diag}`).toBeDefined();
-            return m as Mark;
-          };
-          const sum = (m: Mark, k: keyof QueueStats) => m.dev.reduce((n, q) => n + (q[k] as number), 0);
-          const counts = (a: string, b: string) => {
-            const d = (k: keyof QueueStats) => sum(mark(b), k) - sum(mark(a), k);
-            return {
-              txTunnelGso: d('txTunnelGsoPackets'),
-              txGsoNoseg: d('txGsoPacketsNoseg'),
-              txGsoSegments: d('txGsoSegments'),
-              rxTunnelGso: d('rxTunnelGsoPackets'),
-              rxGso: d('rxGsoPackets'),
-              txDropped: d('txDropped'),
-              rxDropped: d('rxDropped'),
+        it.skipIf(noIproute2 !== null)(
+          `VXLAN tunnels between guest and host with UDP tunnel GSO negotiated (outer UDP checksum off and on): 4 MiB TCP both ways intact, tunnel GSO frames crossed the device both ways${noIproute2 ? ` (skipped: ${noIproute2})` : ''}`,
+          {
+            timeout: 180_000,
+          },
+          async () => {
+            const vx = (t: (typeof TUNNELS)[number]) =>
+              `vxlan:${t.vni}:${t.guest}/24:${t.host}${t.csum ? ':csum' : ''}`;
+            const [t0, t1] = TUNNELS;
+            const steps = [
+              'pci,virtio,up,mark:up,ping:3',
+              `${vx(t0)},ping:3,mark:a0,tcptx,tcprx,mark:a1`,
+              `${vx(t1)},ping:3,mark:b0,tcptx:5002,tcprx:5003,mark:b1`,
+            ].join(',');
+            const tunnelOn = {
+              guest_tunnel: true,
+              guest_tunnel_csum: true,
+              host_tunnel: true,
+              host_tunnel_csum: true,
             };
-          };
-          const phases = { noUdpCsum: counts('a0', 'a1'), udpCsum: counts('b0', 'b1') };
-          const msg = JSON.stringify(phases);
-          process.stdout.write(`[7.2 vxlan] device counters over each tunnel's transfers: ${msg}\n`);
-          for (const c of Object.values(phases)) {
-            // Guest to host: the guest's vxlan super-frames came with a tunnel GSO header and went to the tap
-            // whole (the host's tap takes tunnel GSO); host to guest: the host's reached the guest whole.
-            expect(c.txTunnelGso, msg).toBeGreaterThan(0);
-            expect(c.txGsoNoseg, msg).toBeGreaterThanOrEqual(c.txTunnelGso);
-            expect(c.rxTunnelGso, msg).toBeGreaterThan(0);
-            expect([c.txDropped, c.rxDropped], msg).toEqual([0, 0]);
-          }
-          await run.leftovers();
-        });
+            const run = await boot(kernel, tunnelOn, steps, true);
+            const { res, diag, marks } = run;
+            // The first ping goes to the host's tap address, the others through each tunnel; TCP both ways
+            // through each tunnel arrived with the sender's SHA-256 (checked here).
+            await expectBasics(run, 3, 0);
+            const f = negotiatedFeatures(run);
+            // GUEST_UDP_TUNNEL_GSO(_CSUM) HOST_UDP_TUNNEL_GSO(_CSUM), as the guest's sysfs shows them.
+            expect(
+              [65n, 66n, 67n, 68n].map((b) => (f >> b) & 1n),
+              diag,
+            ).toEqual([1n, 1n, 1n, 1n]);
+            const all = (k: string) => run.r.pairs.filter(([x]) => x === k).map(([, v]) => v);
+            expect(all('vxlan'), diag).toEqual(['up', 'up']);
+            expect(all('vxlan_peer')).toEqual([t0.host, t1.host]);
+            expect(all('vxlan_mtu')).toEqual(['1450', '1450']);
+            expect([res.vxlan_noudpcsum, res.vxlan_udpcsum]).toEqual(['1', '1']);
+            // The guest's stack sees tunnel segmentation as offloads of eth0, so its vxlan hands it super-frames.
+            expect(
+              [res.offload_eth0_tx_udp_tnl_segmentation, res.offload_eth0_tx_udp_tnl_csum_segmentation],
+              diag,
+            ).toEqual(['on', 'on']);
+            const mark = (n: string) => {
+              const m = marks.get(n);
+              expect(m, `mark ${n}${diag}`).toBeDefined();
+              return m as Mark;
+            };
+            const sum = (m: Mark, k: keyof QueueStats) => m.dev.reduce((n, q) => n + (q[k] as number), 0);
+            const counts = (a: string, b: string) => {
+              const d = (k: keyof QueueStats) => sum(mark(b), k) - sum(mark(a), k);
+              return {
+                txTunnelGso: d('txTunnelGsoPackets'),
+                txGsoNoseg: d('txGsoPacketsNoseg'),
+                txGsoSegments: d('txGsoSegments'),
+                rxTunnelGso: d('rxTunnelGsoPackets'),
+                rxGso: d('rxGsoPackets'),
+                txDropped: d('txDropped'),
+                rxDropped: d('rxDropped'),
+              };
+            };
+            const phases = { noUdpCsum: counts('a0', 'a1'), udpCsum: counts('b0', 'b1') };
+            const msg = JSON.stringify(phases);
+            process.stdout.write(`[7.2 vxlan] device counters over each tunnel's transfers: ${msg}\n`);
+            for (const c of Object.values(phases)) {
+              // Guest to host: the guest's vxlan super-frames came with a tunnel GSO header and went to the tap
+              // whole (the host's tap takes tunnel GSO); host to guest: the host's reached the guest whole.
+              expect(c.txTunnelGso, msg).toBeGreaterThan(0);
+              expect(c.txGsoNoseg, msg).toBeGreaterThanOrEqual(c.txTunnelGso);
+              expect(c.rxTunnelGso, msg).toBeGreaterThan(0);
+              expect([c.txDropped, c.rxDropped], msg).toEqual([0, 0]);
+            }
+            await run.leftovers();
+          },
+        );
     },
   );
 }
