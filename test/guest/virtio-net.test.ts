@@ -893,7 +893,7 @@ for (const kernel of GUEST_KERNELS) {
               // whole (the host's tap takes tunnel GSO); host to guest: the host's reached the guest whole.
               expect(c.txTunnelGso, msg).toBeGreaterThan(0);
               expect(c.txGsoNoseg, msg).toBeGreaterThanOrEqual(c.txTunnelGso);
-            expect(c.txGsoSegments, msg).toBe(0);
+              expect(c.txGsoSegments, msg).toBe(0);
               expect(c.rxTunnelGso, msg).toBeGreaterThan(0);
               expect([c.txDropped, c.rxDropped], msg).toEqual([0, 0]);
             }
