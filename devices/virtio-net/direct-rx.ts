@@ -200,7 +200,7 @@ class PairLend {
     q.publishUsed();
     stats.rxPackets++;
     stats.rxBytes += frameLength;
-    if (offload) countRxHeader(stats, offload.flags, isGso(offload), frameLength);
+    if (offload) countRxHeader(stats, offload.flags, isGso(offload), frameLength, isTunnelGso(offload));
     else stats.rxCsumNone++;
     s.coalescers[2 * pair]!.used(1, q.needsNotification());
   }

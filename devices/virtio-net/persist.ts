@@ -195,6 +195,8 @@ const queueStatsSchema = z
     txGsoSegmentsBytes: counter.optional(),
     txGsoPacketsNoseg: counter.optional(),
     txGsoBytesNoseg: counter.optional(),
+    rxTunnelGsoPackets: counter.optional(),
+    txTunnelGsoPackets: counter.optional(),
   })
   .strict();
 

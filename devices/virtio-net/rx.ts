@@ -299,7 +299,7 @@ export class RxPath {
     const stats = this.stats;
     stats.rxPackets++;
     stats.rxBytes += length;
-    if (offload) countRxHeader(stats, offload.flags, isGso(offload), length);
+    if (offload) countRxHeader(stats, offload.flags, isGso(offload), length, isTunnelGso(offload));
     else stats.rxCsumNone++;
     this.shared.coalescers[index]!.used(1, q.needsNotification());
     return Delivery.Delivered;

@@ -24,6 +24,8 @@ export class QueueStats {
   /** Frames delivered with a gso_type, and their bytes (RX_GSO). */
   rxGsoPackets = 0;
   rxGsoBytes = 0;
+  /** Of those, UDP tunnel GSO frames (VIRTIO 1.4 §5.1.6.4: gso_type with a UDP_TUNNEL bit). */
+  rxTunnelGsoPackets = 0;
   txPackets = 0;
   txBytes = 0;
   /** Frames taken from the tx queue and not sent: malformed, too big, backend refused, link down. */
@@ -39,6 +41,8 @@ export class QueueStats {
   txGsoBytes = 0;
   txGsoSegments = 0;
   txGsoSegmentsBytes = 0;
+  /** GSO frames from the driver that were UDP tunnel GSO (VIRTIO 1.4 §5.1.6.2; in txGsoPackets too). */
+  txTunnelGsoPackets = 0;
   /** GSO frames handed to the backend unsegmented, and their bytes. */
   txGsoPacketsNoseg = 0;
   txGsoBytesNoseg = 0;
@@ -58,13 +62,23 @@ export interface NetDeviceStats {
   guestErrors: number;
 }
 
-/** Counts a delivered frame's header in the RX_CSUM and RX_GSO groups (no allocation). */
-export function countRxHeader(s: QueueStats, flags: number, gso: boolean, length: number): void {
+/**
+ * Counts a delivered frame's header in the RX_CSUM and RX_GSO groups, and tunnel GSO frames (no
+ * allocation).
+ */
+export function countRxHeader(
+  s: QueueStats,
+  flags: number,
+  gso: boolean,
+  length: number,
+  tunnel: boolean,
+): void {
   if (flags & 1) s.rxNeedsCsum++;
   else if (flags & 2) s.rxCsumValid++;
   else s.rxCsumNone++;
   if (gso) {
     s.rxGsoPackets++;
     s.rxGsoBytes += length;
+    if (tunnel) s.rxTunnelGsoPackets++;
   }
 }

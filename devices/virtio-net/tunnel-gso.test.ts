@@ -134,6 +134,14 @@ describe('UDP tunnel GSO, guest to host (VIRTIO 1.4 §5.1.6.2)', () => {
     expect(b.sent[0]!.offload).toEqual(off);
     const st = b.dev.stats().queues[0]!;
     expect([st.txGsoPackets, st.txGsoPacketsNoseg, st.txDropped]).toEqual([1, 1, 0]);
+    expect(st.txTunnelGsoPackets).toBe(1);
+    // A plain (not tunnelled) TSO frame is GSO, not tunnel GSO.
+    const plain = { ...off, gsoType: GsoType.TCPV4, flags: NetHdrFlags.NEEDS_CSUM, hdrLen: 54 };
+    b.driver.send(innerTcp(s.payload, 1, 0x18, 1), {
+      offload: { ...plain, csumStart: 34, outerThOffset: 0, innerNhOffset: 0 },
+    });
+    const st2 = b.dev.stats().queues[0]!;
+    expect([st2.txGsoPackets, st2.txTunnelGsoPackets, st2.txDropped]).toEqual([2, 1, 0]);
   });
 
   for (const outerCsum of ['none', 'pseudo'] as const) {
@@ -229,6 +237,9 @@ for (const receive of ['direct', 'copy'] as const) {
       expect(hexOf(got[0]!.frame)).toBe(hexOf(frame));
       expect(got[0]!.offload).toEqual(off);
       expect(b.dev.stats().queues[0]!.rxDropped).toBe(0);
+      expect([b.dev.stats().queues[0]!.rxGsoPackets, b.dev.stats().queues[0]!.rxTunnelGsoPackets]).toEqual([
+        1, 1,
+      ]);
       // Direct: the headers were checked where the backend wrote them, no copy.
       expect(b.backend.stats().deliveredDirect).toBe(receive === 'direct' ? 1 : 0);
     });

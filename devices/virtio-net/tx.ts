@@ -204,6 +204,7 @@ export class TxPath {
     if (gso) {
       stats.txGsoPackets++;
       stats.txGsoBytes += frameLength;
+      if (tunnel) stats.txTunnelGsoPackets++;
     }
     if (!wantsOffload(offload)) {
       this.transmitOne(bytes, at, frameLength, null, inGuestMemory);

@@ -101,16 +101,28 @@ step_tcptx() {
   rm -f /tmp/tx
 }
 
-# tcprx[:P]: listens on P (default PORT), announces it, and checksums what the host sends until it closes.
+# tcprx[:P]: listens on P (default PORT), announces it, announces the host's close (the end of a timed
+# transfer), and checksums what the host sent.
 step_tcprx() {
   nc -l -p ${1:-$PORT} > /tmp/rx &
   p=$!; sleep 0.2
   R "tcp_rx_listening=${1:-$PORT}"
   wait $p
+  R "tcp_rx_closed=${1:-$PORT}"
   R "tcp_rx_bytes=$(wc -c < /tmp/rx) tcp_rx_sha256=$(sha256sum /tmp/rx | cut -d' ' -f1)"
   rm -f /tmp/rx
 }
 
+# nic:MAC:ADDR/LEN:PEER  the netdev with MAC (hex, no colons) becomes $IF: up, with ADDR; PEER its host.
+step_nic() {
+  m=$(echo $1 | cut -d: -f1 | sed 's/../&:/g; s/:$//'); IP=$(echo $1 | cut -d: -f2); PEER=$(echo $1 | cut -d: -f3)
+  for i in $(seq 50); do IF=$(ifbymac $m) && break; sleep 0.1; done
+  [ -n "$IF" ] || { R "nic=none"; return 1; }
+  step_up
+  R "nic=$IF nic_mac=$m"
+}
+# peer:ADDR  later steps talk to ADDR.
+step_peer() { PEER=$1; }
 # ethtool: driver facts, channels, RSS key and table.
 step_ethtool() {
   command -v ethtool >/dev/null || { R "ethtool=missing"; return 1; }
@@ -248,6 +260,21 @@ step_vfcarrier() {
   for i in $(seq 100); do [ "$(carrier_of $IFB)" = 1 ] && break; sleep 0.1; done
   R "vfcarrier_seen_up=$(carrier_of $IFB)"
   kill $NSA $NSB 2>/dev/null
+}
+# vxlan:VNI:ADDR/LEN:TPEER[:csum]  a VXLAN link vxVNI to PEER over $IF (iproute2's /usr/sbin/ip: busybox's
+# cannot create one) with address ADDR, outer UDP checksums with `csum`; later steps talk to TPEER through
+# it. Reports the tunnel offloads of $IF and the link.
+step_vxlan() {
+  for m in udp_tunnel ip6_udp_tunnel vxlan; do [ -f /mods/$m.ko ] && insmod /mods/$m.ko 2>/dev/null; done
+  [ -x /usr/sbin/ip ] || { R "vxlan=no_iproute2"; return 1; }
+  vni=$(echo $1 | cut -d: -f1); addr=$(echo $1 | cut -d: -f2); tpeer=$(echo $1 | cut -d: -f3)
+  c=noudpcsum; [ "$(echo $1 | cut -d: -f4)" = csum ] && c=udpcsum
+  /usr/sbin/ip link add vx$vni type vxlan id $vni remote $PEER local ${IP%/*} dstport 4789 dev $IF $c ||
+    { R "vxlan=add_failed"; return 1; }
+  /usr/sbin/ip link set vx$vni up && /usr/sbin/ip addr add $addr dev vx$vni || { R "vxlan=addr_failed"; return 1; }
+  PEER=$tpeer
+  R "vxlan=up vxlan_vni=$vni vxlan_$c=1 vxlan_mtu=$(cat /sys/class/net/vx$vni/mtu) vxlan_local=${addr%/*} vxlan_peer=$PEER"
+  ethtool -k $IF 2>/dev/null | sed -n "s/^\([a-z-]*udp_tnl[a-z-]*\): \([a-z]*\).*/RESULT offload_${IF}_\1=\2/p" | tr '-' '_'
 }
 # mark:NAME  a point where the host snapshots its side (device counters) to compare with the guest's.
 step_mark() { R "mark=$1"; }

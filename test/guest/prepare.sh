@@ -3,7 +3,8 @@
 #   $VNT_GUEST_CACHE/qemu-root   Debian sid root with QEMU 11.x (-device vfio-user-pci), ~1.8 GB, ~2 min once
 #   $VNT_GUEST_CACHE/guest-kit   Debian 12 cloud kernel + modules, busybox-static, ethtool + its libraries
 #   $VNT_GUEST_CACHE/guest-kit-7.2  Debian sid's Linux 7.2 cloud kernel + modules (.ko.xz), same busybox and
-#                                ethtool (copied from guest-kit), ~100 MB download once
+#                                ethtool (copied from guest-kit), sid's iproute2 and the libraries its `ip`
+#                                needs (for vxlan links), ~100 MB download once
 # Default cache: /var/cache/virtio-net-ts. Everything comes from the host's own Debian mirror; the host's
 # installed packages are left alone (only debootstrap is installed if missing). A warm cache takes ~1 s.
 set -e
@@ -72,6 +73,22 @@ EOS
   (cd "$K7" && rm -rf kpkg && for d in dl/*.deb; do dpkg -x "$d" kpkg; done &&
     cp kpkg/usr/lib/modules/*/vmlinuz vmlinuz && rm -rf dl)
 fi
+# iproute2 for the 7.2 guest (busybox's `ip` cannot create vxlan links): sid's package and the libraries
+# its `ip` loads (readelf NEEDED of iproute2 7.x, and theirs), downloaded by the sid root's apt as above.
+if [ ! -x "$K7/iproute2/usr/sbin/ip" ]; then
+  rm -rf "$K7/ipdl"; mkdir -p "$K7/ipdl"
+  cat > "$K7/ipdl/get.sh" <<'EOS'
+get() { cd /mnt && apt-get download iproute2 libbpf1 libelf1t64 zlib1g libzstd1 libmnl0 libcap2 \
+  libselinux1 libpcre2-8-0 libc6 >/dev/null 2>&1; }
+get || { apt-get -o Acquire::Check-Valid-Until=false update -qq && get; }
+EOS
+  unshare --mount --propagation private sh -c "
+    mount -t proc proc '$R/proc' && mount --bind /dev '$R/dev' && mount --bind '$K7/ipdl' '$R/mnt' &&
+    chroot '$R' sh /mnt/get.sh"
+  (cd "$K7/ipdl" && for d in ./*.deb; do dpkg -x "$d" root; done) &&
+    rm -rf "$K7/iproute2" && mv "$K7/ipdl/root" "$K7/iproute2"
+  rm -rf "$K7/ipdl"
+fi
 [ -d "$K7/bb" ] || cp -a "$K/bb" "$K7/bb"
 [ -d "$K7/ethtool" ] || { [ -d "$K/ethtool" ] && cp -a "$K/ethtool" "$K7/ethtool"; }
-echo "guest-kit-7.2: kernel $(ls "$K7/kpkg/usr/lib/modules")"
+echo "guest-kit-7.2: kernel $(ls "$K7/kpkg/usr/lib/modules"), iproute2 $(ls "$K7"/iproute2/usr/share/doc/iproute2/changelog.Debian.gz >/dev/null 2>&1 && zcat "$K7"/iproute2/usr/share/doc/iproute2/changelog.Debian.gz | sed -n '1s/.*(\(.*\)).*/\1/p')"

@@ -1,30 +1,38 @@
 // Host side of the guest's TCP steps, run inside the test's network namespace (`ip netns exec NS node tcp-peer.mjs …`).
-//   recv ADDR PORT         accept one connection, print `ready`, then `bytes=N sha256=HEX` when the peer closes
-//   send ADDR PORT BYTES   connect (retrying for 10 s), send BYTES random bytes, print `bytes=N sha256=HEX`
+//   recv ADDR PORT         accept one connection, print `ready`, then `ms=T` (first byte to the peer's close)
+//                          and `bytes=N sha256=HEX` when the peer closes
+//   send ADDR PORT BYTES   connect (retrying for 10 s), print `connected`, send BYTES random bytes, print
+//                          `bytes=N sha256=HEX` when the kernel has them (not yet when the peer has)
 //   udp ADDR PORT COUNT FLOWS [P1,P2,...] [BURST] [MS]  send COUNT datagrams to ADDR:PORT round-robin from
 //                          FLOWS sockets (source ports P1..., or kernel-chosen; RSS spreads them), BURST (8)
 //                          every MS (2) milliseconds; print `sent=N`
-// Exits by itself after 60 s whatever happens.
+// Exits by itself after 60 s (VNT_PEER_TIMEOUT_MS) whatever happens.
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { connect, createServer } from 'node:net';
 
 const [mode, addr, portText, bytesText] = process.argv.slice(2);
 const port = Number(portText);
-setTimeout(() => {
-  console.log('timeout');
-  process.exit(3);
-}, 60_000).unref();
+setTimeout(
+  () => {
+    console.log('timeout');
+    process.exit(3);
+  },
+  Number(process.env.VNT_PEER_TIMEOUT_MS ?? 60_000),
+).unref();
 
 if (mode === 'recv') {
   const server = createServer((sock) => {
     const h = createHash('sha256');
     let n = 0;
+    let t0 = 0;
     sock.on('data', (d) => {
+      if (n === 0) t0 = performance.now();
       n += d.length;
       h.update(d);
     });
     sock.on('end', () => {
+      console.log(`ms=${(performance.now() - t0).toFixed(1)}`);
       console.log(`bytes=${n} sha256=${h.digest('hex')}`);
       server.close();
       sock.destroy();
@@ -41,7 +49,10 @@ if (mode === 'recv') {
   const sha = createHash('sha256').update(data).digest('hex');
   const t0 = Date.now();
   const attempt = () => {
-    const sock = connect(port, addr, () => sock.end(data, () => console.log(`bytes=${total} sha256=${sha}`)));
+    const sock = connect(port, addr, () => {
+      console.log('connected');
+      sock.end(data, () => console.log(`bytes=${total} sha256=${sha}`));
+    });
     sock.on('error', (e) => {
       if (Date.now() - t0 < 10_000) setTimeout(attempt, 200);
       else {
