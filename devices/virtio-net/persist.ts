@@ -195,6 +195,9 @@ const queueStatsSchema = z
     txGsoSegmentsBytes: counter.optional(),
     txGsoPacketsNoseg: counter.optional(),
     txGsoBytesNoseg: counter.optional(),
+    // Absent in states from before IN_ORDER batching.
+    rxUsedFolded: counter.optional(),
+    txUsedFolded: counter.optional(),
   })
   .strict();
 

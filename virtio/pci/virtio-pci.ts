@@ -529,7 +529,8 @@ export class VirtioPciTransport {
       if (this.doorbell && o === LEGACY_NOTIFY_DOORBELL && s >= 2) this.core.kick(v & 0xffff);
       return;
     } else if (o < R.notify) this.writeDeviceConfig(o - R.device, s, v);
-    else this.core.kick(notifyQueueIndex(o - R.notify));
+    // A 32-bit write may carry notification data (§4.1.5.2); narrower ones are a plain kick.
+    else this.core.kick(notifyQueueIndex(o - R.notify), s === 4 ? v >>> 0 : -1);
   }
 
   /** ISR read (§4.1.4.5): returns and clears the byte and de-asserts INTx. */

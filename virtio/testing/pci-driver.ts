@@ -473,9 +473,10 @@ export class VirtioPciDriver {
     const size = options.size ?? max;
     const packed = ((this.features >> 34n) & 1n) === 1n;
     const eventIdx = ((this.features >> 29n) & 1n) === 1n;
+    const inOrder = ((this.features >> 35n) & 1n) === 1n;
     const q: DriverQueue = packed
-      ? PackedDriverQueue.allocate(this.memory, this.allocator, size, { eventIdx, index })
-      : SplitDriverQueue.allocate(this.memory, this.allocator, size, { eventIdx, index });
+      ? PackedDriverQueue.allocate(this.memory, this.allocator, size, { eventIdx, index, inOrder })
+      : SplitDriverQueue.allocate(this.memory, this.allocator, size, { eventIdx, index, inOrder });
     this.writeCommon(C.qsize, 2, size);
     const vector = options.vector ?? (this.msix ? index + 1 : NO_VECTOR);
     this.writeCommon(C.qmsix, 2, vector);
@@ -550,6 +551,10 @@ export class VirtioPciDriver {
       const q = this.queues.get(index);
       let next = 0;
       if (q instanceof SplitDriverQueue) next = q.availIndex & 0xffff;
+      else if (q instanceof PackedDriverQueue) {
+        const p = q.availPosition;
+        next = p.offset | (p.wrap ? 0x8000 : 0);
+      }
       this.target.barWrite(n.bar, off, 4, ((index & 0xffff) | (next << 16)) >>> 0);
     } else {
       this.target.barWrite(n.bar, off, 2, index);
