@@ -12,16 +12,16 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LINUX_6_1_FEATURES, LINUX_7_2_FEATURES } from '../../devices/testing/net-driver.js';
-import type { VfioUserServer } from '../../lib/vfio-user/server.js';
-import type { QueueStats } from '../../devices/virtio-net/stats.js';
-import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
-import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
 import { virtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';
-import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { LINUX_6_1_FEATURES, LINUX_7_2_FEATURES } from '../../devices/testing/net-driver.js';
+import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
+import type { QueueStats } from '../../devices/virtio-net/stats.js';
+import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
 import { cleanupNamespaces, ip, NetNamespace } from '../../lib/host/netns.js';
-import { TapBackend, type TapStats } from '../../lib/tap/tap-backend.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { toeplitzHash } from '../../lib/net/toeplitz.js';
+import { TapBackend, type TapStats } from '../../lib/tap/tap-backend.js';
+import type { VfioUserServer } from '../../lib/vfio-user/server.js';
 import {
   GUEST_KERNELS,
   type GuestKernel,
@@ -108,6 +108,8 @@ interface Mark {
   adminErrors: number;
   /** Each data virtqueue's coalescing parameters [max_packets, max_usecs]. */
   coal: [number, number][];
+  /** NOTIFICATION_DATA hints the enabled data virtqueues took and ignored (VirtqueueCounters). */
+  hints: { accepted: number; rejected: number };
 }
 
 interface Run {
@@ -237,6 +239,16 @@ async function boot(kernel: GuestKernel, options: Partial<VirtioNetPciOptions>, 
             adminCommands: net.transport.admin?.stats.commands ?? 0,
             adminErrors: net.transport.admin?.stats.errors ?? 0,
             coal: net.net.coalescers.map((c) => [c.maxPackets, c.maxUsecs]),
+            hints: net.net.coalescers.reduce(
+              (h, _, i) => {
+                const c = net.transport.queueCounters(i);
+                return {
+                  accepted: h.accepted + (c?.hintsAccepted ?? 0),
+                  rejected: h.rejected + (c?.hintsRejected ?? 0),
+                };
+              },
+              { accepted: 0, rejected: 0 },
+            ),
           });
         }
       },

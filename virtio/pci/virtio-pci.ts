@@ -31,6 +31,7 @@ import {
 import { AdminQueue } from '../admin/admin-queue.js';
 import type { DevicePart } from '../admin/device-parts.js';
 import { type TransportFeatureOptions, transportFeatures } from '../features.js';
+import type { VirtqueueCounters } from '../queue/virtqueue.js';
 import type { DeviceMode, VirtioDevice } from '../virtio-device.js';
 import { CommonConfig } from './common-config.js';
 import { LEGACY_CONFIG_OFF, LEGACY_CONFIG_OFF_MSIX, LegacyInterface, legacyBarSize } from './legacy.js';
@@ -406,6 +407,14 @@ export class VirtioPciTransport {
       { length: this.core.queues.length },
       (_, i) => MODERN_REGIONS.notify + i * NOTIFY_OFF_MULTIPLIER,
     );
+  }
+
+  /**
+   * IN_ORDER batching and NOTIFICATION_DATA hint counters of queue `index` (§2.7.9, §2.8, §2.9) since
+   * the driver enabled it; null while it is not enabled.
+   */
+  queueCounters(index: number): VirtqueueCounters | null {
+    return this.core.queues[index]?.vq?.counters ?? null;
   }
 
   /** LEGACY_NOTIFY_INFO entries of this function (its BAR4 doorbell), empty unless `legacyAccessForAdmin`. */

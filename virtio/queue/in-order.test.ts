@@ -21,7 +21,10 @@ function memory() {
 
 function split(size: number, o: { inOrder?: boolean; eventIdx?: boolean } = {}) {
   const { mem, alloc } = memory();
-  const drv = SplitDriverQueue.allocate(mem, alloc, size, { inOrder: o.inOrder ?? true, eventIdx: o.eventIdx });
+  const drv = SplitDriverQueue.allocate(mem, alloc, size, {
+    inOrder: o.inOrder ?? true,
+    eventIdx: o.eventIdx,
+  });
   const q = createVirtqueue(mem, drv.config, false);
   const usedElem = (i: number) => {
     const e = drv.config.deviceAddr + SPLIT_USED.ring + SPLIT_USED.entrySize * i;
@@ -33,12 +36,19 @@ function split(size: number, o: { inOrder?: boolean; eventIdx?: boolean } = {}) 
 
 function packed(size: number, o: { inOrder?: boolean; eventIdx?: boolean } = {}) {
   const { mem, alloc } = memory();
-  const drv = PackedDriverQueue.allocate(mem, alloc, size, { inOrder: o.inOrder ?? true, eventIdx: o.eventIdx });
+  const drv = PackedDriverQueue.allocate(mem, alloc, size, {
+    inOrder: o.inOrder ?? true,
+    eventIdx: o.eventIdx,
+  });
   const q = createVirtqueue(mem, drv.config, true);
   /** [id, len, flags] of the descriptor at `slot`. */
   const desc = (slot: number) => {
     const d = drv.config.descAddr + PACKED_DESC.size * slot;
-    return [mem.readU16(d + PACKED_DESC.id), mem.readU32(d + PACKED_DESC.len), mem.readU16(d + PACKED_DESC.flags)];
+    return [
+      mem.readU16(d + PACKED_DESC.id),
+      mem.readU32(d + PACKED_DESC.len),
+      mem.readU16(d + PACKED_DESC.flags),
+    ];
   };
   return { mem, drv, q, desc };
 }
@@ -70,9 +80,21 @@ describe('IN_ORDER on a split ring (§2.7.9)', () => {
     expect(s.usedIdx()).toBe(0); // nothing visible before publishUsed
     expect(s.q.publishUsed()).toBe(4);
     expect(s.usedIdx()).toBe(5);
-    expect([0, 1, 2, 3, 4].map(s.usedElem)).toEqual([[4, 0], [0, 0], [0, 0], [0, 0], [0, 0]]);
+    expect([0, 1, 2, 3, 4].map(s.usedElem)).toEqual([
+      [4, 0],
+      [0, 0],
+      [0, 0],
+      [0, 0],
+      [0, 0],
+    ]);
     expect(s.q.counters).toMatchObject({ batchEntries: 1, foldedBuffers: 4 });
-    expect(drain(s.drv)).toEqual([[0, 0], [1, 0], [2, 0], [3, 0], [4, 0]]);
+    expect(drain(s.drv)).toEqual([
+      [0, 0],
+      [1, 0],
+      [2, 0],
+      [3, 0],
+      [4, 0],
+    ]);
     expect(s.drv.numFree).toBe(8);
   });
 
@@ -84,9 +106,21 @@ describe('IN_ORDER on a split ring (§2.7.9)', () => {
     useAll(s.q, (i) => lens[i]!);
     expect(s.q.publishUsed()).toBe(3); // batches {0, 1} and {2, 3, 4}
     expect(s.usedIdx()).toBe(5);
-    expect([0, 1, 2, 3, 4].map(s.usedElem)).toEqual([[1, 40], [0, 0], [4, 7], [0, 0], [0, 0]]);
+    expect([0, 1, 2, 3, 4].map(s.usedElem)).toEqual([
+      [1, 40],
+      [0, 0],
+      [4, 7],
+      [0, 0],
+      [0, 0],
+    ]);
     // The driver reports the folded buffers with their whole writable length, as Linux 7.2 does.
-    expect(drain(s.drv)).toEqual([[0, 100], [1, 40], [2, 100], [3, 100], [4, 7]]);
+    expect(drain(s.drv)).toEqual([
+      [0, 100],
+      [1, 40],
+      [2, 100],
+      [3, 100],
+      [4, 7],
+    ]);
   });
 
   it('mixed chains: multi-descriptor and indirect buffers in ring order, readable + writable', () => {
@@ -96,14 +130,23 @@ describe('IN_ORDER on a split ring (§2.7.9)', () => {
     s.drv.add([], [new Uint8Array(64), new Uint8Array(64)]); // descs 4,5
     // The driver's in-order layout: next = x + 1 (§2.7.5).
     const next = (i: number) => s.mem.readU16(s.drv.config.descAddr + SPLIT_DESC.size * i + SPLIT_DESC.next);
-    const flags = (i: number) => s.mem.readU16(s.drv.config.descAddr + SPLIT_DESC.size * i + SPLIT_DESC.flags);
+    const flags = (i: number) =>
+      s.mem.readU16(s.drv.config.descAddr + SPLIT_DESC.size * i + SPLIT_DESC.flags);
     expect([next(0), next(1), next(4)]).toEqual([1, 2, 5]);
     expect(flags(2) & VIRTQ_DESC_F_NEXT).toBe(0);
     expect(useAll(s.q, (i, c) => (i === 2 ? 100 : c.writableLength))).toEqual([0, 3, 4]);
     s.q.publishUsed();
     expect(s.usedIdx()).toBe(3);
-    expect([0, 1, 2].map(s.usedElem)).toEqual([[4, 100], [0, 0], [0, 0]]);
-    expect(drain(s.drv)).toEqual([[0, 30], [3, 16], [4, 100]]);
+    expect([0, 1, 2].map(s.usedElem)).toEqual([
+      [4, 100],
+      [0, 0],
+      [0, 0],
+    ]);
+    expect(drain(s.drv)).toEqual([
+      [0, 30],
+      [3, 16],
+      [4, 100],
+    ]);
     expect(s.drv.numFree).toBe(8);
   });
 
@@ -155,7 +198,11 @@ describe('IN_ORDER on a split ring (§2.7.9)', () => {
     for (let i = 0; i < 3; i++) s.drv.add([new Uint8Array(8)], []);
     useAll(s.q);
     expect(s.q.publishUsed()).toBe(0);
-    expect([0, 1, 2].map(s.usedElem)).toEqual([[0, 0], [1, 0], [2, 0]]);
+    expect([0, 1, 2].map(s.usedElem)).toEqual([
+      [0, 0],
+      [1, 0],
+      [2, 0],
+    ]);
     expect(s.q.counters.batchEntries).toBe(0);
   });
 
@@ -202,7 +249,12 @@ describe('IN_ORDER on a packed ring (§2.8)', () => {
     // The other slots keep what the driver wrote (the device skips them).
     expect([1, 2, 3, 4, 5, 6].map(s.desc)).toEqual(before);
     expect(s.q.state()).toMatchObject({ nextUsed: 7, usedWrap: true });
-    expect(drain(s.drv)).toEqual([[0, 0], [1, 0], [3, 0], [4, 0]]);
+    expect(drain(s.drv)).toEqual([
+      [0, 0],
+      [1, 0],
+      [3, 0],
+      [4, 0],
+    ]);
     expect(s.drv.numFree).toBe(16);
   });
 
@@ -214,7 +266,12 @@ describe('IN_ORDER on a packed ring (§2.8)', () => {
     expect(s.q.publishUsed()).toBe(2);
     expect(s.desc(0)).toEqual([1, 40, USED | F_WRITE]);
     expect(s.desc(2)).toEqual([3, 60, USED | F_WRITE]);
-    expect(drain(s.drv)).toEqual([[0, 100], [1, 40], [2, 100], [3, 60]]);
+    expect(drain(s.drv)).toEqual([
+      [0, 100],
+      [1, 40],
+      [2, 100],
+      [3, 60],
+    ]);
   });
 
   it('wrap-around: a batch crossing the end is written at its first slot with that lap’s flags', () => {

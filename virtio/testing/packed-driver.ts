@@ -219,7 +219,9 @@ export class PackedDriverQueue {
     const id = this.lastUsed;
     const chain = this.inFlight.get(id);
     if (chain === undefined)
-      throw new Error(`PackedDriverQueue: used descriptor names id ${this.batchLastId}, beyond the buffers in flight`);
+      throw new Error(
+        `PackedDriverQueue: used descriptor names id ${this.batchLastId}, beyond the buffers in flight`,
+      );
     let len = chain.writableLength;
     if (id === this.batchLastId) {
       len = this.batchLastLen;

@@ -561,6 +561,15 @@ export class VirtioPciDriver {
     }
   }
 
+  /**
+   * Writes `value` (`size` bytes) into queue `index`'s notify slot as it is: for tests of drivers that
+   * send wrong notification data (§4.1.5.2) or narrower writes than negotiated.
+   */
+  notifyRaw(index: number, size: 2 | 4, value: number): void {
+    const n = this.need(this.notify, 'notify');
+    this.target.barWrite(n.bar, this.notifyOffset(index), size, value >>> 0);
+  }
+
   /** Kicks queue `index` only if the queue's suppression state asks for it (virtqueue_kick_prepare). */
   kickIfNeeded(index: number): boolean {
     const q = this.queues.get(index);

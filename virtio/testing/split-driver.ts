@@ -220,7 +220,9 @@ export class SplitDriverQueue {
     const head = this.order.shift();
     const chain = head === undefined ? undefined : this.inFlight.get(head);
     if (head === undefined || chain === undefined)
-      throw new Error(`SplitDriverQueue: used entry names id ${this.batchLastId}, beyond the buffers in flight`);
+      throw new Error(
+        `SplitDriverQueue: used entry names id ${this.batchLastId}, beyond the buffers in flight`,
+      );
     let len = chain.writableLength;
     if (head === this.batchLastId) {
       len = this.batchLastLen;
