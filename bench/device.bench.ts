@@ -413,8 +413,13 @@ const SCENARIOS: ScenarioKey[] = [
   // Full rx steering cost: parse + Toeplitz + indirection table + hash report, per frame.
   ['rx', 64, 'rss'],
   ['rx', 64, 'kernel-rss'],
-  // IN_ORDER (one used entry per kick / per big frame) and NOTIFICATION_DATA (32-bit kicks with the avail
-  // index), each against its plain row above.
+];
+/**
+ * IN_ORDER (one used entry per kick / per big frame) and NOTIFICATION_DATA (32-bit kicks with the avail
+ * index), each measured against its plain scenario in one process, runs alternating (a shared machine's
+ * load then weighs on both alike); medians of PAIR_RUNS runs each.
+ */
+const PAIRS: ScenarioKey[] = [
   ['tx', 64, 'in-order'],
   ['tx', 1514, 'in-order'],
   ['tx', 64, 'notify-data'],
@@ -422,9 +427,47 @@ const SCENARIOS: ScenarioKey[] = [
   ['rx', 1514, 'in-order'],
   ['rx', 65000, 'in-order'],
 ];
+const PAIR_RUNS = 7;
+
+interface PairRow {
+  name: string;
+  plainNs: number[];
+  featureNs: number[];
+  plainCpuNs: number[];
+  featureCpuNs: number[];
+}
+
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+
+async function runPair(key: ScenarioKey): Promise<PairRow> {
+  const plain = setup(key[0], key[1], undefined);
+  const feature = setup(key[0], key[1], key[2]);
+  const iterations = plain.frames === BATCH ? LAPS : Math.ceil((LAPS * BATCH) / plain.frames / 8);
+  const row: PairRow = { name: feature.name, plainNs: [], featureNs: [], plainCpuNs: [], featureCpuNs: [] };
+  for (let r = 0; r < PAIR_RUNS; r++) {
+    for (const [s, ns, cpu] of [
+      [plain, row.plainNs, row.plainCpuNs],
+      [feature, row.featureNs, row.featureCpuNs],
+    ] as const) {
+      const b = await bench(s.name, s.device, { iterations, opsPerIteration: s.frames, beforeEach: s.repost });
+      ns.push(b.nsPerOp);
+      cpu.push(b.cpuNsPerOp);
+    }
+  }
+  console.log(plain.verify());
+  console.log(feature.verify());
+  return row;
+}
 const scenarioName = ([d, n, v]: ScenarioKey) => `${d} ${n}${v ? ` ${v}` : ''}`;
 
 async function main(): Promise<void> {
+  const pair = process.env.DEVICE_BENCH_PAIR;
+  if (pair !== undefined) {
+    const sc = PAIRS.find((x) => scenarioName(x) === pair);
+    if (sc === undefined) throw new Error(`DEVICE_BENCH_PAIR: unknown pair ${pair}`);
+    console.log(`@@PAIR ${JSON.stringify(await runPair(sc))}`);
+    return;
+  }
   const only = process.env.DEVICE_BENCH_ONLY;
   if (only !== undefined) {
     const sc = SCENARIOS.find((x) => scenarioName(x) === only);
@@ -451,6 +494,19 @@ async function main(): Promise<void> {
       else if (line !== '') console.log(line);
     }
   }
+  const pairs: PairRow[] = [];
+  for (const sc of PAIRS) {
+    if (filter !== undefined && !new RegExp(filter).test(scenarioName(sc))) continue;
+    const r = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
+      env: { ...process.env, DEVICE_BENCH_PAIR: scenarioName(sc) },
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(`${scenarioName(sc)} failed: ${r.stderr}`);
+    for (const line of r.stdout.split('\n')) {
+      if (line.startsWith('@@PAIR ')) pairs.push(JSON.parse(line.slice(7)) as PairRow);
+      else if (line !== '' && !line.includes(' ns/op ')) console.log(line);
+    }
+  }
   console.log(
     '\n| path, frame | device Mpps | JS ns/frame | copy-only baseline Mpps | device/baseline | GCs minor/major (timed) | heap growth, GCs over allocation check |',
   );
@@ -460,18 +516,17 @@ async function main(): Promise<void> {
       `| ${d.name.replace(' device', '')} | ${(d.opsPerSec / 1e6).toFixed(2)} | ${d.nsPerOp.toFixed(0)} | ${(b.opsPerSec / 1e6).toFixed(2)} | ${(d.opsPerSec / b.opsPerSec).toFixed(3)} | ${d.minorGcs}/${d.majorGcs} over ${d.ops.toLocaleString('en-US')} | ${a.heapDelta} B, ${a.minorGcs}/${a.majorGcs} over ${a.frames.toLocaleString('en-US')} frames |`,
     );
   }
-  // Feature rows against their plain row of this run (ns per frame; < 1 is faster).
-  const plain = (name: string) => rows.find((r) => r.device.name === `${name} device`);
-  const featureRows = rows.filter((r) => / (IN_ORDER|NOTIFICATION_DATA)/.test(r.device.name));
-  if (featureRows.length > 0) {
-    console.log('\n| path, frame, features | ns/frame | plain row ns/frame | ratio |');
-    console.log('|---|---|---|---|');
-    for (const r of featureRows) {
-      const base = plain(r.device.name.replace(/ (IN_ORDER|NOTIFICATION_DATA).* device$/, ''));
-      if (!base) continue;
-      console.log(
-        `| ${r.device.name.replace(' device', '')} | ${r.device.nsPerOp.toFixed(0)} | ${base.device.nsPerOp.toFixed(0)} | ${(r.device.nsPerOp / base.device.nsPerOp).toFixed(3)} |`,
-      );
+  if (pairs.length > 0) {
+    console.log(
+      `\n| features, path, frame | ns/frame with / without (median of ${PAIR_RUNS}, alternating) | ratio | CPU ns/frame ratio | runs (with / without) |`,
+    );
+    console.log('|---|---|---|---|---|');
+    for (const p of pairs) {
+      const f = median(p.featureNs);
+      const b = median(p.plainNs);
+      const cpu = median(p.featureCpuNs) / median(p.plainCpuNs);
+      const runs = `${p.featureNs.map((x) => x.toFixed(0)).join(' ')} / ${p.plainNs.map((x) => x.toFixed(0)).join(' ')}`;
+      console.log(`| ${p.name} | ${f.toFixed(0)} / ${b.toFixed(0)} | ${(f / b).toFixed(3)} | ${cpu.toFixed(3)} | ${runs} |`);
     }
   }
   const tx64 = rows.find((r) => r.device.name.startsWith('tx 64 '));
