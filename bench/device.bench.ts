@@ -449,7 +449,11 @@ async function runPair(key: ScenarioKey): Promise<PairRow> {
       [plain, row.plainNs, row.plainCpuNs],
       [feature, row.featureNs, row.featureCpuNs],
     ] as const) {
-      const b = await bench(s.name, s.device, { iterations, opsPerIteration: s.frames, beforeEach: s.repost });
+      const b = await bench(s.name, s.device, {
+        iterations,
+        opsPerIteration: s.frames,
+        beforeEach: s.repost,
+      });
       ns.push(b.nsPerOp);
       cpu.push(b.cpuNsPerOp);
     }
@@ -526,7 +530,9 @@ async function main(): Promise<void> {
       const b = median(p.plainNs);
       const cpu = median(p.featureCpuNs) / median(p.plainCpuNs);
       const runs = `${p.featureNs.map((x) => x.toFixed(0)).join(' ')} / ${p.plainNs.map((x) => x.toFixed(0)).join(' ')}`;
-      console.log(`| ${p.name} | ${f.toFixed(0)} / ${b.toFixed(0)} | ${(f / b).toFixed(3)} | ${cpu.toFixed(3)} | ${runs} |`);
+      console.log(
+        `| ${p.name} | ${f.toFixed(0)} / ${b.toFixed(0)} | ${(f / b).toFixed(3)} | ${cpu.toFixed(3)} | ${runs} |`,
+      );
     }
   }
   const tx64 = rows.find((r) => r.device.name.startsWith('tx 64 '));
