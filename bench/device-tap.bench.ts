@@ -20,9 +20,9 @@
 
 import { VirtioNetDriver } from '../devices/testing/net-driver.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../devices/virtio-net-pci.js';
+import { GuestMemory } from '../lib/memory/guest-memory.js';
 import { libc } from '../lib/host/libc.js';
 import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/host/netns.js';
-import { GuestMemory } from '../lib/memory/guest-memory.js';
 import { TapBackend } from '../lib/tap/tap-backend.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 

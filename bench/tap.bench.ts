@@ -17,8 +17,8 @@
  */
 import { read as fsRead, writeSync } from 'node:fs';
 import { libc } from '../lib/host/libc.js';
-import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/host/netns.js';
 import type { BackendSink, ReceiveTarget } from '../lib/net/backend.js';
+import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/host/netns.js';
 import { TapBackend } from '../lib/tap/tap-backend.js';
 
 const TX_ROUNDS = 21;

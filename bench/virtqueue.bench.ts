@@ -8,10 +8,10 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { GuestMemory } from '../lib/memory/guest-memory.js';
 import { createVirtqueue } from '../virtio/queue/create-virtqueue.js';
-import { DescriptorChain } from '../virtio/queue/virtqueue.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { PackedDriverQueue } from '../virtio/testing/packed-driver.js';
 import { SplitDriverQueue } from '../virtio/testing/split-driver.js';
+import { DescriptorChain } from '../virtio/queue/virtqueue.js';
 import { type BenchResult, bench, gcExposed, report } from './harness.js';
 
 const QUEUE_SIZE = 256;

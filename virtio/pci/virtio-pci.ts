@@ -409,10 +409,7 @@ export class VirtioPciTransport {
     );
   }
 
-  /**
-   * IN_ORDER batching and NOTIFICATION_DATA hint counters of queue `index` (§2.7.9, §2.8, §2.9) since
-   * the driver enabled it; null while it is not enabled.
-   */
+  /** Queue `index`'s IN_ORDER / NOTIFICATION_DATA counters (§2.7.9, §2.8, §2.9); null unless enabled. */
   queueCounters(index: number): VirtqueueCounters | null {
     return this.core.queues[index]?.vq?.counters ?? null;
   }
