@@ -251,7 +251,8 @@ function setup(direction: 'tx' | 'rx', frameSize: number, variant: Variant): Sce
               notifyBar,
               notifyOffset,
               4,
-              encodeNotification(index, availIdx & 0x7fff, (availIdx & 0x8000) !== 0),
+              // As int32: what a VMM's 32-bit MMIO write hands over without a heap number.
+              encodeNotification(index, availIdx & 0x7fff, (availIdx & 0x8000) !== 0) | 0,
             )
         : () => dev.barWrite(notifyBar, notifyOffset, 2, index)
       : variant === 'direct' || variant === 'kernel-rss'

@@ -477,11 +477,11 @@ export class TransportCore {
 
   /**
    * A driver notification for queue `i` (§4.1.5.2). Unknown, disabled or pre-DRIVER_OK queues are ignored.
-   * `data` is the 32-bit value written, or -1 for a narrower write (legacy, or 16-bit): with
-   * VIRTIO_F_NOTIFICATION_DATA its next_off / next_wrap (§2.9) go to the ring as a hint when its vqn names
-   * this queue; anything else about it is ignored, never an error (the kick itself always counts).
+   * `withData`: a 32-bit write of `data` (int32: no heap number per kick); with NOTIFICATION_DATA its
+   * next_off / next_wrap (§2.9) go to the ring as a hint when its vqn names this queue, else are ignored
+   * (never an error; the kick always counts). Narrower writes and the legacy register are plain kicks.
    */
-  kick(i: number, data = -1): void {
+  kick(i: number, withData = false, data = 0): void {
     // Stopped: notifications are accepted (§2.12.1.5) and served when the device resumes (every queue is re-kicked).
     if (!this.activated || this.broken || this.modeValue !== 'active') return;
     const q = this.queues[i];
@@ -489,13 +489,13 @@ export class TransportCore {
       if (this.admin !== null && this.adminQueueRegisters(i)?.enabled) this.kickAdmin(i);
       return;
     }
-    if (data >= 0) {
+    if (withData) {
       if (this.notifyFeatures !== this.driverFeatures) {
         this.notifyFeatures = this.driverFeatures;
         this.notifyData = hasFeature(this.driverFeatures, VIRTIO_F_NOTIFICATION_DATA);
       }
       if (this.notifyData) {
-        if ((data & 0xffff) === i) q.vq.availHint((data >>> 16) & 0x7fff, data >>> 31 === 1);
+        if ((data & 0xffff) === i) q.vq.availHint((data >>> 16) & 0x7fff, (data & 0x80000000) !== 0);
         else q.vq.counters.hintsRejected++;
       }
     }

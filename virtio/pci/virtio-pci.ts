@@ -536,7 +536,7 @@ export class VirtioPciTransport {
       return;
     } else if (o < R.notify) this.writeDeviceConfig(o - R.device, s, v);
     // A 32-bit write may carry notification data (§4.1.5.2); narrower ones are a plain kick.
-    else this.core.kick(notifyQueueIndex(o - R.notify), s === 4 ? v >>> 0 : -1);
+    else this.core.kick(notifyQueueIndex(o - R.notify), s === 4, v | 0);
   }
 
   /** ISR read (§4.1.4.5): returns and clears the byte and de-asserts INTx. */
