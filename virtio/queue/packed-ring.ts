@@ -361,7 +361,7 @@ export class PackedRing implements Virtqueue {
 
   needsNotification(): boolean {
     // The decision must see every used buffer, an open IN_ORDER batch included.
-    if (this.batchCount !== 0) this.publishUsed();
+    if (this.batchCount !== 0 || this.firstSlot >= 0) this.publishUsed();
     memoryFence(); // the used descriptors we published are visible before we read the driver's wish
     try {
       const flags = this.mem.readU16(this.driverEvent + PACKED_EVENT.flags) & 3;

@@ -299,7 +299,7 @@ export class SplitRing implements Virtqueue {
 
   needsNotification(): boolean {
     // The decision must see every used buffer, an open IN_ORDER batch included.
-    if (this.batchCount !== 0) this.publishUsed();
+    if (this.batchCount !== 0 || this.stagedUsed !== this.usedIdx) this.publishUsed();
     memoryFence(); // the used idx we published is visible before we read the driver's wish
     try {
       if (this.eventIdx) {

@@ -138,8 +138,9 @@ export interface Virtqueue {
   /** `addUsed` + `publishUsed`. */
   push(chain: DescriptorChain, written: number): void;
   /**
-   * After publishing: whether the driver wants an interrupt now, per VIRTQ_AVAIL_F_NO_INTERRUPT /
-   * used_event (split) or the driver event suppression structure (packed).
+   * Whether the driver wants an interrupt now, per VIRTQ_AVAIL_F_NO_INTERRUPT / used_event (split) or the
+   * driver event suppression structure (packed). Publishes whatever is staged first (an open IN_ORDER
+   * batch included), so the decision sees every used buffer.
    */
   needsNotification(): boolean;
   /** Ask the driver for kicks again; returns true when chains arrived meanwhile (re-check before sleeping). */
