@@ -156,7 +156,10 @@ export interface Virtqueue {
   availHint(nextOff: number, nextWrap: boolean): boolean;
   /** Counters of the IN_ORDER batching and NOTIFICATION_DATA hints since the queue was enabled. */
   readonly counters: VirtqueueCounters;
-  /** Device-side state for snapshots; `restore` takes it back on a queue with the same config. */
+  /**
+   * Device-side state for snapshots; `restore` takes it back on a queue with the same config. What is
+   * staged but unpublished is not state: devices publish (closing any IN_ORDER batch) before they return.
+   */
   state(): VirtqueueState;
   restore(state: VirtqueueState): void;
 }
