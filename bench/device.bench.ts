@@ -10,12 +10,17 @@
  * The guest re-posts each batch with a couple of ring stores outside the timed section (the ring layout
  * the real driver wrote once is reused), so only the device runs while the clock runs.
  *
+ * The "in-order" rows negotiate VIRTIO_F_IN_ORDER (a tx kick's chains, or a big rx frame's full buffers,
+ * complete as one used entry), the "notify-data" rows VIRTIO_F_NOTIFICATION_DATA (the tx kick is a 32-bit
+ * write carrying the avail index); each is compared with its plain row of the same run.
+ *
  * Run: `npm run bench` (all benches), or `node --expose-gc --import tsx bench/device.bench.ts`.
- * DEVICE_BENCH_ONLY="tx 64" runs one scenario in this process (for --cpu-prof).
+ * DEVICE_BENCH_ONLY="tx 64" runs one scenario in this process (for --cpu-prof); DEVICE_BENCH_FILTER, a
+ * regular expression, runs the scenarios whose names match (e.g. "^tx 64|in-order|notify").
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { VirtioNetDriver } from '../devices/testing/net-driver.js';
+import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../devices/testing/net-driver.js';
 import { createVirtioNetPci } from '../devices/virtio-net-pci.js';
 import { GuestMemory } from '../lib/memory/guest-memory.js';
 import {
@@ -26,6 +31,7 @@ import {
   ReceiveTarget,
   type TransmitResult,
 } from '../lib/net/backend.js';
+import { encodeNotification } from '../virtio/pci/notify.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 import { type BenchResult, bench, gcExposed, report } from './harness.js';
 
@@ -72,7 +78,15 @@ class NullRangeBackend extends NullBackend {
   }
 }
 
-type Variant = 'rss' | 'view' | 'direct' | 'kernel-rss' | undefined;
+type Variant =
+  | 'rss'
+  | 'view'
+  | 'direct'
+  | 'kernel-rss'
+  | 'in-order'
+  | 'notify-data'
+  | 'in-order+notify-data'
+  | undefined;
 
 /** A null backend that applies RSS itself (as a tap with the eBPF steering program does). */
 class NullSteeringBackend extends NullRangeBackend {
@@ -112,6 +126,8 @@ const RSS_KEY = Uint8Array.from(
 
 function setup(direction: 'tx' | 'rx', frameSize: number, variant: Variant): Scenario {
   const rss = variant === 'rss' || variant === 'kernel-rss';
+  const inOrder = variant === 'in-order' || variant === 'in-order+notify-data';
+  const notifyData = variant === 'notify-data' || variant === 'in-order+notify-data';
   const ramBytes = new Uint8Array(32 << 20);
   const memory = new GuestMemory([{ address: 0, bytes: ramBytes }]);
   const backend =
@@ -129,6 +145,8 @@ function setup(direction: 'tx' | 'rx', frameSize: number, variant: Variant): Sce
     // kernel-rss: the same RSS config without hash report, applied by the backend: frames arrive on
     // their queue and are received directly.
     ...(rss ? { mq: true, rss: true, hash: variant === 'rss', queues: 4 } : {}),
+    ...(inOrder ? { in_order: true } : {}),
+    ...(notifyData ? { notification_data: true } : {}),
     // The VMM's MSI path: count, nothing else.
     interrupts: {
       msi: () => {
@@ -136,8 +154,14 @@ function setup(direction: 'tx' | 'rx', frameSize: number, variant: Variant): Sce
       },
     },
   });
-  const drv = new VirtioNetDriver(dev, memory, { interrupts: new InterruptCollector(), rxBuffers: BATCH });
-  drv.open();
+  const wanted = LINUX_6_1_FEATURES | (inOrder ? 1n << 35n : 0n) | (notifyData ? 1n << 38n : 0n);
+  const drv = new VirtioNetDriver(dev, memory, {
+    interrupts: new InterruptCollector(),
+    rxBuffers: BATCH,
+    wanted,
+  });
+  const need = wanted & ((1n << 35n) | (1n << 38n));
+  if ((drv.open() & need) !== need) throw new Error('IN_ORDER / NOTIFICATION_DATA not negotiated');
   if (rss && drv.setRss({ hashTypes: 0x1ff, table: new Array(128).fill(0), key: RSS_KEY }) !== 0) {
     throw new Error('RSS_CONFIG refused');
   }
@@ -221,7 +245,16 @@ function setup(direction: 'tx' | 'rx', frameSize: number, variant: Variant): Sce
   };
   const device =
     direction === 'tx'
-      ? () => dev.barWrite(notifyBar, notifyOffset, 2, index)
+      ? notifyData
+        ? () =>
+            dev.barWrite(
+              notifyBar,
+              notifyOffset,
+              4,
+              // As int32: what a VMM's 32-bit MMIO write hands over without a heap number.
+              encodeNotification(index, availIdx & 0x7fff, (availIdx & 0x8000) !== 0) | 0,
+            )
+        : () => dev.barWrite(notifyBar, notifyOffset, 2, index)
       : variant === 'direct' || variant === 'kernel-rss'
         ? () => {
             for (let i = 0; i < frames; i++) {
@@ -258,6 +291,9 @@ function setup(direction: 'tx' | 'rx', frameSize: number, variant: Variant): Sce
     view: ' (transmit, a view per frame)',
     direct: ' (direct receive)',
     'kernel-rss': ' RSS applied by the backend (direct receive)',
+    'in-order': ' IN_ORDER',
+    'notify-data': ' NOTIFICATION_DATA',
+    'in-order+notify-data': ' IN_ORDER + NOTIFICATION_DATA',
   };
   const name = `${direction} ${frameSize} B${variant ? suffix[variant] : ''}`;
   const statsBefore = () =>
@@ -379,9 +415,65 @@ const SCENARIOS: ScenarioKey[] = [
   ['rx', 64, 'rss'],
   ['rx', 64, 'kernel-rss'],
 ];
+/**
+ * IN_ORDER (one used entry per kick / per big frame) and NOTIFICATION_DATA (32-bit kicks with the avail
+ * index), each measured against its plain scenario in one process, runs alternating (a shared machine's
+ * load then weighs on both alike); medians of PAIR_RUNS runs each.
+ */
+const PAIRS: ScenarioKey[] = [
+  ['tx', 64, 'in-order'],
+  ['tx', 1514, 'in-order'],
+  ['tx', 64, 'notify-data'],
+  ['tx', 64, 'in-order+notify-data'],
+  ['rx', 1514, 'in-order'],
+  ['rx', 65000, 'in-order'],
+];
+const PAIR_RUNS = 11;
+
+interface PairRow {
+  name: string;
+  plainNs: number[];
+  featureNs: number[];
+  plainCpuNs: number[];
+  featureCpuNs: number[];
+}
+
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+
+async function runPair(key: ScenarioKey): Promise<PairRow> {
+  const plain = setup(key[0], key[1], undefined);
+  const feature = setup(key[0], key[1], key[2]);
+  // Shorter runs than a scenario's, more of them: the pairs alternate more often.
+  const iterations = Math.ceil((plain.frames === BATCH ? LAPS : (LAPS * BATCH) / plain.frames / 8) / 2);
+  const row: PairRow = { name: feature.name, plainNs: [], featureNs: [], plainCpuNs: [], featureCpuNs: [] };
+  for (let r = 0; r < PAIR_RUNS; r++) {
+    for (const [s, ns, cpu] of [
+      [plain, row.plainNs, row.plainCpuNs],
+      [feature, row.featureNs, row.featureCpuNs],
+    ] as const) {
+      const b = await bench(s.name, s.device, {
+        iterations,
+        opsPerIteration: s.frames,
+        beforeEach: s.repost,
+      });
+      ns.push(b.nsPerOp);
+      cpu.push(b.cpuNsPerOp);
+    }
+  }
+  console.log(plain.verify());
+  console.log(feature.verify());
+  return row;
+}
 const scenarioName = ([d, n, v]: ScenarioKey) => `${d} ${n}${v ? ` ${v}` : ''}`;
 
 async function main(): Promise<void> {
+  const pair = process.env.DEVICE_BENCH_PAIR;
+  if (pair !== undefined) {
+    const sc = PAIRS.find((x) => scenarioName(x) === pair);
+    if (sc === undefined) throw new Error(`DEVICE_BENCH_PAIR: unknown pair ${pair}`);
+    console.log(`@@PAIR ${JSON.stringify(await runPair(sc))}`);
+    return;
+  }
   const only = process.env.DEVICE_BENCH_ONLY;
   if (only !== undefined) {
     const sc = SCENARIOS.find((x) => scenarioName(x) === only);
@@ -394,7 +486,9 @@ async function main(): Promise<void> {
     `virtio-net device, null backend: batches of ${BATCH}, ${LAPS} batches per run, GC exposed: ${gcExposed}`,
   );
   const rows: Row[] = [];
+  const filter = process.env.DEVICE_BENCH_FILTER;
   for (const sc of SCENARIOS) {
+    if (filter !== undefined && !new RegExp(filter).test(scenarioName(sc))) continue;
     // One process per scenario: call sites stay as monomorphic as in a VMM with one traffic mix.
     const r = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
       env: { ...process.env, DEVICE_BENCH_ONLY: scenarioName(sc) },
@@ -406,6 +500,19 @@ async function main(): Promise<void> {
       else if (line !== '') console.log(line);
     }
   }
+  const pairs: PairRow[] = [];
+  for (const sc of PAIRS) {
+    if (filter !== undefined && !new RegExp(filter).test(scenarioName(sc))) continue;
+    const r = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
+      env: { ...process.env, DEVICE_BENCH_PAIR: scenarioName(sc) },
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(`${scenarioName(sc)} failed: ${r.stderr}`);
+    for (const line of r.stdout.split('\n')) {
+      if (line.startsWith('@@PAIR ')) pairs.push(JSON.parse(line.slice(7)) as PairRow);
+      else if (line !== '' && !line.includes(' ns/op ')) console.log(line);
+    }
+  }
   console.log(
     '\n| path, frame | device Mpps | JS ns/frame | copy-only baseline Mpps | device/baseline | GCs minor/major (timed) | heap growth, GCs over allocation check |',
   );
@@ -414,6 +521,20 @@ async function main(): Promise<void> {
     console.log(
       `| ${d.name.replace(' device', '')} | ${(d.opsPerSec / 1e6).toFixed(2)} | ${d.nsPerOp.toFixed(0)} | ${(b.opsPerSec / 1e6).toFixed(2)} | ${(d.opsPerSec / b.opsPerSec).toFixed(3)} | ${d.minorGcs}/${d.majorGcs} over ${d.ops.toLocaleString('en-US')} | ${a.heapDelta} B, ${a.minorGcs}/${a.majorGcs} over ${a.frames.toLocaleString('en-US')} frames |`,
     );
+  }
+  if (pairs.length > 0) {
+    // Each run's ratio against the plain run right before it (both under the same load), then the median.
+    const ratio = (f: number[], p: number[]) => median(f.map((x, i) => x / p[i]!));
+    console.log(
+      `\n| features, path, frame | ns/frame with / without (medians of ${PAIR_RUNS}) | ratio (median of run pairs) | CPU-time ratio | runs with / without |`,
+    );
+    console.log('|---|---|---|---|---|');
+    for (const p of pairs) {
+      const runs = `${p.featureNs.map((x) => x.toFixed(0)).join(' ')} / ${p.plainNs.map((x) => x.toFixed(0)).join(' ')}`;
+      console.log(
+        `| ${p.name} | ${median(p.featureNs).toFixed(0)} / ${median(p.plainNs).toFixed(0)} | ${ratio(p.featureNs, p.plainNs).toFixed(3)} | ${ratio(p.featureCpuNs, p.plainCpuNs).toFixed(3)} | ${runs} |`,
+      );
+    }
   }
   const tx64 = rows.find((r) => r.device.name.startsWith('tx 64 '));
   if (tx64)

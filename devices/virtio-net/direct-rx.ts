@@ -197,7 +197,7 @@ class PairLend {
     }
     for (let i = 0; i < extra; i++) q.addUsed(this.rx.chains[i]!, this.extraLength[i]!);
     this.count = 0;
-    q.publishUsed();
+    stats.rxUsedFolded += q.publishUsed();
     stats.rxPackets++;
     stats.rxBytes += frameLength;
     if (offload) countRxHeader(stats, offload.flags, isGso(offload), frameLength, isTunnelGso(offload));

@@ -197,6 +197,9 @@ const queueStatsSchema = z
     txGsoBytesNoseg: counter.optional(),
     rxTunnelGsoPackets: counter.optional(),
     txTunnelGsoPackets: counter.optional(),
+    // Absent in states from before IN_ORDER batching.
+    rxUsedFolded: counter.optional(),
+    txUsedFolded: counter.optional(),
   })
   .strict();
 

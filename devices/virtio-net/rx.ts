@@ -295,7 +295,8 @@ export class RxPath {
       offset += written;
       q.addUsed(chain, written);
     }
-    q.publishUsed();
+    // IN_ORDER: the buffers a mergeable frame fills completely share the entry of the last one.
+    this.stats.rxUsedFolded += q.publishUsed();
     const stats = this.stats;
     stats.rxPackets++;
     stats.rxBytes += length;

@@ -47,6 +47,12 @@ export class QueueStats {
   txGsoPacketsNoseg = 0;
   txGsoBytesNoseg = 0;
   txKicks = 0;
+  /**
+   * VIRTIO_F_IN_ORDER: buffers completed without a used entry of their own (folded into a batch whose
+   * one entry names the last buffer, §2.7.9 / §2.8).
+   */
+  rxUsedFolded = 0;
+  txUsedFolded = 0;
 }
 
 /** Device-wide counters. */

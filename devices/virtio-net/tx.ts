@@ -102,7 +102,8 @@ export class TxPath {
         // backend writes them first: its queued frames still point into these chains.
         if (batch > 0) {
           this.flushTransmit();
-          q.publishUsed();
+          // IN_ORDER: the whole burst is one used entry (tx buffers are always used completely).
+          this.stats.txUsedFolded += q.publishUsed();
           // Sent, held or suppressed by the coalescing of this queue (coalesce.ts).
           this.shared.coalescers[index]!.used(batch, q.needsNotification());
         }

@@ -59,7 +59,9 @@ export function randomRigConfig(rng: Rng, o: { sriov?: boolean; queues?: number 
   // Drop a few random offered features now and then: odd combinations reach other code paths.
   // Linux 6.1's set plus DEVICE_STATS and VQ_NOTF_COAL (Linux 7.2 drives both), and the VIRTIO 1.4
   // HASH_TUNNEL (51) and RSS_CONTEXT (64), offered with RSS (no extra draw: seeds keep their cases).
-  let wanted = LINUX_6_1_FEATURES | (1n << 50n) | (1n << 52n) | (1n << 51n) | (1n << 64n);
+  // IN_ORDER (35) and NOTIFICATION_DATA (38) too, which Linux 7.2 accepts: negotiated when offered.
+  let wanted =
+    LINUX_6_1_FEATURES | (1n << 35n) | (1n << 38n) | (1n << 50n) | (1n << 52n) | (1n << 51n) | (1n << 64n);
   if (rng.chance(0.4)) for (let i = 0; i < 3; i++) wanted &= ~(1n << BigInt(rng.int(0, 40)));
   return {
     device: {

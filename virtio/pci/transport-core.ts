@@ -16,6 +16,7 @@ import {
   hasFeature,
   LEGACY_ONLY_FEATURES,
   VIRTIO_F_ADMIN_VQ,
+  VIRTIO_F_NOTIFICATION_DATA,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
 } from '../features.js';
@@ -470,14 +471,33 @@ export class TransportCore {
     if (wasEnabled && this.activated && this.device.queueReset) this.guard(() => this.device.queueReset?.(i));
   }
 
-  /** A driver notification for queue `i` (§4.1.5.2). Unknown, disabled or pre-DRIVER_OK queues are ignored. */
-  kick(i: number): void {
+  /** The driver features `notificationData` was computed for (a bigint test per kick would allocate). */
+  private notifyFeatures = -1n;
+  private notifyData = false;
+
+  /**
+   * A driver notification for queue `i` (§4.1.5.2). Unknown, disabled or pre-DRIVER_OK queues are ignored.
+   * `withData`: a 32-bit write of `data` (int32: no heap number per kick); with NOTIFICATION_DATA its
+   * next_off / next_wrap (§2.9) go to the ring as a hint when its vqn names this queue, else are ignored
+   * (never an error; the kick always counts). Narrower writes and the legacy register are plain kicks.
+   */
+  kick(i: number, withData = false, data = 0): void {
     // Stopped: notifications are accepted (§2.12.1.5) and served when the device resumes (every queue is re-kicked).
     if (!this.activated || this.broken || this.modeValue !== 'active') return;
     const q = this.queues[i];
     if (!q?.enabled || !q.vq || i >= this.numQueues()) {
       if (this.admin !== null && this.adminQueueRegisters(i)?.enabled) this.kickAdmin(i);
       return;
+    }
+    if (withData) {
+      if (this.notifyFeatures !== this.driverFeatures) {
+        this.notifyFeatures = this.driverFeatures;
+        this.notifyData = hasFeature(this.driverFeatures, VIRTIO_F_NOTIFICATION_DATA);
+      }
+      if (this.notifyData) {
+        if ((data & 0xffff) === i) q.vq.availHint((data >>> 16) & 0x7fff, (data & 0x80000000) !== 0);
+        else q.vq.counters.hintsRejected++;
+      }
     }
     try {
       this.device.queueNotify(i); // hot path: no closure

@@ -31,6 +31,7 @@ import {
 import { AdminQueue } from '../admin/admin-queue.js';
 import type { DevicePart } from '../admin/device-parts.js';
 import { type TransportFeatureOptions, transportFeatures } from '../features.js';
+import type { VirtqueueCounters } from '../queue/virtqueue.js';
 import type { DeviceMode, VirtioDevice } from '../virtio-device.js';
 import { CommonConfig } from './common-config.js';
 import { LEGACY_CONFIG_OFF, LEGACY_CONFIG_OFF_MSIX, LegacyInterface, legacyBarSize } from './legacy.js';
@@ -408,6 +409,11 @@ export class VirtioPciTransport {
     );
   }
 
+  /** Queue `index`'s IN_ORDER / NOTIFICATION_DATA counters (§2.7.9, §2.8, §2.9); null unless enabled. */
+  queueCounters(index: number): VirtqueueCounters | null {
+    return this.core.queues[index]?.vq?.counters ?? null;
+  }
+
   /** LEGACY_NOTIFY_INFO entries of this function (its BAR4 doorbell), empty unless `legacyAccessForAdmin`. */
   legacyNotifyInfo(): readonly LegacyNotifyEntry[] {
     return this.notifyInfo;
@@ -529,7 +535,8 @@ export class VirtioPciTransport {
       if (this.doorbell && o === LEGACY_NOTIFY_DOORBELL && s >= 2) this.core.kick(v & 0xffff);
       return;
     } else if (o < R.notify) this.writeDeviceConfig(o - R.device, s, v);
-    else this.core.kick(notifyQueueIndex(o - R.notify));
+    // A 32-bit write may carry notification data (§4.1.5.2); narrower ones are a plain kick.
+    else this.core.kick(notifyQueueIndex(o - R.notify), s === 4, v | 0);
   }
 
   /** ISR read (§4.1.4.5): returns and clears the byte and de-asserts INTx. */

@@ -14,6 +14,7 @@ import {
   type DescriptorChain,
   type Virtqueue,
   type VirtqueueConfig,
+  VirtqueueCounters,
   VirtqueueError,
   type VirtqueueState,
 } from './virtqueue.js';
@@ -65,6 +66,8 @@ export class PackedRing implements Virtqueue {
   private readonly driverEvent: number;
   private readonly deviceEvent: number;
   private readonly eventIdx: boolean;
+  private readonly inOrder: boolean;
+  readonly counters = new VirtqueueCounters();
 
   private nextAvail = 0;
   private availWrap = true;
@@ -83,6 +86,23 @@ export class PackedRing implements Virtqueue {
   private notificationsDisabled = false;
   /** Buffer ids popped and not yet used: a second pop of one is a guest error. */
   private readonly inFlight: Uint8Array;
+  /**
+   * IN_ORDER: the open batch (buffers, slots, where its one used descriptor goes) and its last buffer's
+   * id, length and WRITE flag.
+   */
+  private batchCount = 0;
+  private batchSlots = 0;
+  private batchSlot = 0;
+  private batchWrap = true;
+  private batchId = 0;
+  private batchLen = 0;
+  private batchWritable = false;
+  /** Buffers folded into batches since the last publishUsed. */
+  private folded = 0;
+  /** NOTIFICATION_DATA: the slot and wrap counter the last kick announced (valid until used once). */
+  private hintSlot = 0;
+  private hintWrap = true;
+  private hintValid = false;
 
   constructor(memory: GuestMemory, config: VirtqueueConfig) {
     const q = config.size;
@@ -96,6 +116,7 @@ export class PackedRing implements Virtqueue {
     this.driverEvent = config.driverAddr;
     this.deviceEvent = config.deviceAddr;
     this.eventIdx = config.eventIdx;
+    this.inOrder = config.inOrder === true;
     this.inFlight = new Uint8Array(q);
     this.checkPart('descriptor ring', this.ringAddr, 16 * q, 16);
     this.checkPart('driver event suppression', this.driverEvent, 4, 4);
@@ -135,6 +156,13 @@ export class PackedRing implements Virtqueue {
       const ring = this.ringAddr;
       let slot = this.nextAvail;
       let wrap = this.availWrap;
+      // The kick said the driver's next buffer goes here: in a burst (notifications disabled), whose end
+      // looks at the ring again (enableNotification), that saves this read. The flags stay the truth.
+      if (this.hintValid && this.notificationsDisabled && slot === this.hintSlot && wrap === this.hintWrap) {
+        this.hintValid = false;
+        this.counters.hintReadsSaved++;
+        return false;
+      }
       if (!packedIsAvailable(mem.readU16(ring + PACKED_DESC.size * slot + PACKED_DESC.flags), wrap))
         return false;
       chain.clear();
@@ -245,36 +273,74 @@ export class PackedRing implements Virtqueue {
   }
 
   addUsed(chain: DescriptorChain, written: number): void {
+    const slots = Math.max(1, chain.descCount);
+    if (chain.head < this.size) this.inFlight[chain.head] = 0;
+    if (!this.inOrder) {
+      this.writeEntry(this.stagedUsed, this.stagedWrap, chain.head, written >>> 0, chain.writableCount > 0);
+      this.advance(slots);
+      return;
+    }
+    if (this.batchCount === 0) {
+      this.batchSlot = this.stagedUsed;
+      this.batchWrap = this.stagedWrap;
+    }
+    this.batchCount++;
+    this.batchSlots += slots;
+    this.batchId = chain.head;
+    this.batchLen = written >>> 0;
+    this.batchWritable = chain.writableCount > 0;
+    this.advance(slots);
+    // §2.8 "In-order use of descriptors": buffers without a used descriptor count as used completely, so
+    // a partly written one ends the batch with its own.
+    if (written !== chain.writableLength || this.batchSlots >= this.size) this.closeBatch();
+  }
+
+  /** Moves the staged used position `slots` descriptors on. */
+  private advance(slots: number): void {
+    this.stagedSlots += slots;
+    let next = this.stagedUsed + slots;
+    if (next >= this.size) {
+      next -= this.size;
+      this.stagedWrap = !this.stagedWrap;
+    }
+    this.stagedUsed = next;
+  }
+
+  /** Writes one used descriptor at `slot` (id and len first; the batch's first flags held back). */
+  private writeEntry(slot: number, wrap: boolean, id: number, len: number, writable: boolean): void {
     try {
-      const d = this.ringAddr + PACKED_DESC.size * this.stagedUsed;
-      this.mem.writeU16(d + PACKED_DESC.id, chain.head);
-      this.mem.writeU32(d + PACKED_DESC.len, written >>> 0);
+      const d = this.ringAddr + PACKED_DESC.size * slot;
+      this.mem.writeU16(d + PACKED_DESC.id, id);
+      this.mem.writeU32(d + PACKED_DESC.len, len);
       // QEMU sets WRITE when the buffer had a device-writable part: len is then meaningful (§2.8.9).
-      const flags =
-        (this.stagedWrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) |
-        (chain.writableCount > 0 ? F_WRITE : 0);
+      const flags = (wrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) | (writable ? F_WRITE : 0);
       if (this.firstSlot < 0) {
-        this.firstSlot = this.stagedUsed;
+        this.firstSlot = slot;
         this.firstFlags = flags;
       } else {
         this.mem.writeU16(d + PACKED_DESC.flags, flags);
       }
-      const slots = Math.max(1, chain.descCount);
-      this.stagedSlots += slots;
-      let next = this.stagedUsed + slots;
-      if (next >= this.size) {
-        next -= this.size;
-        this.stagedWrap = !this.stagedWrap;
-      }
-      this.stagedUsed = next;
-      if (chain.head < this.size) this.inFlight[chain.head] = 0;
     } catch (e) {
       throw toVirtqueueError(this, e);
     }
   }
 
-  publishUsed(): void {
-    if (this.firstSlot < 0) return;
+  /** IN_ORDER: one used descriptor at the batch's first slot, with its last buffer's id and length. */
+  private closeBatch(): void {
+    const n = this.batchCount;
+    this.batchCount = 0;
+    this.batchSlots = 0;
+    this.writeEntry(this.batchSlot, this.batchWrap, this.batchId, this.batchLen, this.batchWritable);
+    this.folded += n - 1;
+    this.counters.batchEntries++;
+    this.counters.foldedBuffers += n - 1;
+  }
+
+  publishUsed(): number {
+    if (this.batchCount !== 0) this.closeBatch();
+    const folded = this.folded;
+    this.folded = 0;
+    if (this.firstSlot < 0) return folded;
     try {
       this.mem.writeU16(
         this.ringAddr + PACKED_DESC.size * this.firstSlot + PACKED_DESC.flags,
@@ -288,6 +354,7 @@ export class PackedRing implements Virtqueue {
     this.usedWrap = this.stagedWrap;
     this.slotsSinceSignal = Math.min(this.slotsSinceSignal + this.stagedSlots, 2 * this.size);
     this.stagedSlots = 0;
+    return folded;
   }
 
   push(chain: DescriptorChain, written: number): void {
@@ -296,6 +363,8 @@ export class PackedRing implements Virtqueue {
   }
 
   needsNotification(): boolean {
+    // The decision must see every used buffer, an open IN_ORDER batch included.
+    if (this.batchCount !== 0 || this.firstSlot >= 0) this.publishUsed();
     memoryFence(); // the used descriptors we published are visible before we read the driver's wish
     try {
       const flags = this.mem.readU16(this.driverEvent + PACKED_EVENT.flags) & 3;
@@ -343,6 +412,18 @@ export class PackedRing implements Virtqueue {
     return this.hasAvailable();
   }
 
+  availHint(nextOff: number, nextWrap: boolean): boolean {
+    if (nextOff >= this.size) {
+      this.counters.hintsRejected++;
+      return false;
+    }
+    this.hintSlot = nextOff;
+    this.hintWrap = nextWrap;
+    this.hintValid = true;
+    this.counters.hintsAccepted++;
+    return true;
+  }
+
   disableNotification(): void {
     this.notificationsDisabled = true;
     try {
@@ -373,6 +454,10 @@ export class PackedRing implements Virtqueue {
     this.stagedWrap = this.usedWrap;
     this.firstSlot = -1;
     this.stagedSlots = 0;
+    this.batchCount = 0;
+    this.batchSlots = 0;
+    this.folded = 0;
+    this.hintValid = false;
     this.slotsSinceSignal = 0;
     this.notificationsDisabled = state.notificationsDisabled;
     this.inFlight.fill(0);

@@ -13,6 +13,7 @@ import {
   type DescriptorChain,
   type Virtqueue,
   type VirtqueueConfig,
+  VirtqueueCounters,
   VirtqueueError,
   type VirtqueueState,
 } from './virtqueue.js';
@@ -56,7 +57,9 @@ export class SplitRing implements Virtqueue {
   private readonly availAddr: number;
   private readonly usedAddr: number;
   private readonly eventIdx: boolean;
+  private readonly inOrder: boolean;
   private readonly mask: number;
+  readonly counters = new VirtqueueCounters();
 
   /** last_avail_idx: next avail ring entry to pop (free-running u16). */
   private lastAvail = 0;
@@ -68,6 +71,15 @@ export class SplitRing implements Virtqueue {
   private signalledUsed = 0;
   private signalledValid = false;
   private notificationsDisabled = false;
+  /** IN_ORDER: buffers in the open batch (no entry written yet), and the last one's id and length. */
+  private batchCount = 0;
+  private batchId = 0;
+  private batchLen = 0;
+  /** Buffers folded into batches since the last publishUsed. */
+  private folded = 0;
+  /** NOTIFICATION_DATA: the avail idx the last kick announced (valid until used once). */
+  private hintAvail = 0;
+  private hintValid = false;
 
   constructor(memory: GuestMemory, config: VirtqueueConfig) {
     const q = config.size;
@@ -85,6 +97,7 @@ export class SplitRing implements Virtqueue {
     this.availAddr = config.driverAddr;
     this.usedAddr = config.deviceAddr;
     this.eventIdx = config.eventIdx;
+    this.inOrder = config.inOrder === true;
     const s = splitRingSizes(q);
     this.checkPart('descriptor table', this.descAddr, s.desc, 16);
     this.checkPart('available ring', this.availAddr, s.avail, 2);
@@ -131,7 +144,17 @@ export class SplitRing implements Virtqueue {
 
   pop(chain: DescriptorChain): boolean {
     try {
-      if (this.shadowAvail === this.lastAvail && this.availIdx() === this.lastAvail) return false;
+      if (this.shadowAvail === this.lastAvail) {
+        // The kick said the driver's next buffer goes here. Only in a burst (notifications disabled),
+        // whose end re-reads the ring (enableNotification), may that save the read: a hint that lies
+        // low then costs nothing but that re-read, and one that lies high is never trusted.
+        if (this.hintValid && this.notificationsDisabled && this.hintAvail === this.lastAvail) {
+          this.hintValid = false;
+          this.counters.hintReadsSaved++;
+          return false;
+        }
+        if (this.availIdx() === this.lastAvail) return false;
+      }
       const mem = this.mem;
       const head = mem.readU16(this.availAddr + SPLIT_AVAIL.ring + 2 * (this.lastAvail & this.mask));
       // The entry is consumed even if the chain turns out to be invalid: the device may still return it.
@@ -226,24 +249,55 @@ export class SplitRing implements Virtqueue {
   }
 
   addUsed(chain: DescriptorChain, written: number): void {
+    if (this.inOrder) {
+      this.batchCount++;
+      this.batchId = chain.head;
+      this.batchLen = written >>> 0;
+      // §2.7.9: buffers without an entry count as used completely (Linux reports their whole writable
+      // length), so a partly written buffer ends the batch with its own entry.
+      if (written !== chain.writableLength || this.batchCount === this.size) this.closeBatch();
+      return;
+    }
+    this.writeEntry(chain.head, written >>> 0, 1);
+  }
+
+  /** Writes one used element at the staged position and moves past `buffers` buffers. */
+  private writeEntry(id: number, len: number, buffers: number): void {
     try {
       const e = this.usedAddr + SPLIT_USED.ring + SPLIT_USED.entrySize * (this.stagedUsed & this.mask);
-      this.mem.writeU32(e + SPLIT_USED.elemId, chain.head);
-      this.mem.writeU32(e + SPLIT_USED.elemLen, written >>> 0);
-      this.stagedUsed = (this.stagedUsed + 1) & 0xffff;
+      this.mem.writeU32(e + SPLIT_USED.elemId, id);
+      this.mem.writeU32(e + SPLIT_USED.elemLen, len);
+      this.stagedUsed = (this.stagedUsed + buffers) & 0xffff;
     } catch (err) {
       throw toVirtqueueError(this, err);
     }
   }
 
-  publishUsed(): void {
-    if (this.stagedUsed === this.usedIdx) return;
+  /**
+   * IN_ORDER: one element for the open batch, at the ring offset of its first buffer, with the id and
+   * length of its last; the used idx then skips the whole batch (§2.7.9).
+   */
+  private closeBatch(): void {
+    const n = this.batchCount;
+    this.batchCount = 0;
+    this.writeEntry(this.batchId, this.batchLen, n);
+    this.folded += n - 1;
+    this.counters.batchEntries++;
+    this.counters.foldedBuffers += n - 1;
+  }
+
+  publishUsed(): number {
+    if (this.batchCount !== 0) this.closeBatch();
+    const folded = this.folded;
+    this.folded = 0;
+    if (this.stagedUsed === this.usedIdx) return folded;
     try {
       this.mem.writeU16(this.usedAddr + SPLIT_USED.idx, this.stagedUsed);
       this.usedIdx = this.stagedUsed;
     } catch (err) {
       throw toVirtqueueError(this, err);
     }
+    return folded;
   }
 
   push(chain: DescriptorChain, written: number): void {
@@ -252,6 +306,8 @@ export class SplitRing implements Virtqueue {
   }
 
   needsNotification(): boolean {
+    // The decision must see every used buffer, an open IN_ORDER batch included.
+    if (this.batchCount !== 0 || this.stagedUsed !== this.usedIdx) this.publishUsed();
     memoryFence(); // the used idx we published is visible before we read the driver's wish
     try {
       if (this.eventIdx) {
@@ -286,6 +342,19 @@ export class SplitRing implements Virtqueue {
     }
   }
 
+  availHint(nextOff: number, nextWrap: boolean): boolean {
+    const idx = (nextOff & 0x7fff) | (nextWrap ? 0x8000 : 0);
+    // More than a ring's worth past what we took cannot be true (§2.7.13.3); ignore it.
+    if (((idx - this.lastAvail) & 0xffff) > this.size) {
+      this.counters.hintsRejected++;
+      return false;
+    }
+    this.hintAvail = idx;
+    this.hintValid = true;
+    this.counters.hintsAccepted++;
+    return true;
+  }
+
   disableNotification(): void {
     this.notificationsDisabled = true;
     // With EVENT_IDX the flag is ignored; not advancing avail_event is what suppresses kicks.
@@ -312,6 +381,9 @@ export class SplitRing implements Virtqueue {
     this.shadowAvail = this.lastAvail;
     this.usedIdx = state.nextUsed & 0xffff;
     this.stagedUsed = this.usedIdx;
+    this.batchCount = 0;
+    this.folded = 0;
+    this.hintValid = false;
     this.notificationsDisabled = state.notificationsDisabled;
     if (state.signalledUsed !== undefined) {
       this.signalledUsed = state.signalledUsed & 0xffff;

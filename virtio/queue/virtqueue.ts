@@ -98,6 +98,17 @@ export interface VirtqueueState {
   signalledUsed?: number;
 }
 
+/** What a ring did with IN_ORDER and NOTIFICATION_DATA (plain numbers: read them, do not write). */
+export class VirtqueueCounters {
+  /** IN_ORDER: used entries written for batches, and buffers completed without an entry of their own. */
+  batchEntries = 0;
+  foldedBuffers = 0;
+  /** NOTIFICATION_DATA: hints taken, hints that could not be right (ignored), avail reads they saved. */
+  hintsAccepted = 0;
+  hintsRejected = 0;
+  hintReadsSaved = 0;
+}
+
 /** Device side of one virtqueue. Methods throw only `VirtqueueError`, and only for guest-built garbage. */
 export interface Virtqueue {
   readonly index: number;
@@ -116,22 +127,45 @@ export interface Virtqueue {
   pop(chain: DescriptorChain): boolean;
   /** Gives back the most recently popped chain (LIFO), e.g. when mergeable rx buffers run short. */
   unpop(chain: DescriptorChain): void;
-  /** Stages a used entry for `chain` with `written` bytes written into its writable part. */
+  /**
+   * Stages a used entry for `chain` with `written` bytes written into its writable part. With
+   * VIRTIO_F_IN_ORDER (§2.7.9 / §2.8.x "In-order use of descriptors") a buffer the device used
+   * completely (`written === chain.writableLength`, always so on tx) joins a batch that gets one entry,
+   * with the id of its last buffer; a partly written one ends the batch with its own entry. Chains must
+   * be added in the order they were popped (the feature's promise).
+   */
   addUsed(chain: DescriptorChain, written: number): void;
-  /** Makes every staged used entry visible to the driver at once (one used-idx / flags store). */
-  publishUsed(): void;
+  /**
+   * Makes every staged used entry visible to the driver at once (one used-idx / flags store), closing
+   * an IN_ORDER batch first. Returns how many buffers it published without an entry of their own
+   * (folded into a batch; 0 without IN_ORDER).
+   */
+  publishUsed(): number;
   /** `addUsed` + `publishUsed`. */
   push(chain: DescriptorChain, written: number): void;
   /**
-   * After publishing: whether the driver wants an interrupt now, per VIRTQ_AVAIL_F_NO_INTERRUPT /
-   * used_event (split) or the driver event suppression structure (packed).
+   * Whether the driver wants an interrupt now, per VIRTQ_AVAIL_F_NO_INTERRUPT / used_event (split) or the
+   * driver event suppression structure (packed). Publishes whatever is staged first (an open IN_ORDER
+   * batch included), so the decision sees every used buffer.
    */
   needsNotification(): boolean;
   /** Ask the driver for kicks again; returns true when chains arrived meanwhile (re-check before sleeping). */
   enableNotification(): boolean;
   /** Ask the driver not to kick (VIRTQ_USED_F_NO_NOTIFY, or device event flags DISABLE / avail_event). */
   disableNotification(): void;
-  /** Device-side state for snapshots; `restore` takes it back on a queue with the same config. */
+  /**
+   * VIRTIO_F_NOTIFICATION_DATA (§2.9, §4.1.5.2): the driver's claim, carried by its kick, of where its
+   * next available buffer goes (split: next_idx as 15 bits + wrap bit; packed: next_off + next_wrap).
+   * Only a hint: the ring stays the truth (see docs/compatibility.md). Returns false when it is
+   * impossible for this ring (ignored, counted in `hints.rejected`).
+   */
+  availHint(nextOff: number, nextWrap: boolean): boolean;
+  /** Counters of the IN_ORDER batching and NOTIFICATION_DATA hints since the queue was enabled. */
+  readonly counters: VirtqueueCounters;
+  /**
+   * Device-side state for snapshots; `restore` takes it back on a queue with the same config. What is
+   * staged but unpublished is not state: devices publish (closing any IN_ORDER batch) before they return.
+   */
   state(): VirtqueueState;
   restore(state: VirtqueueState): void;
 }

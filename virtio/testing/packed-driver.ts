@@ -30,6 +30,11 @@ export interface PackedDriverOptions {
   /** VIRTIO_F_EVENT_IDX negotiated: RING_EVENT_FLAGS_DESC may be used. */
   eventIdx?: boolean;
   index?: number;
+  /**
+   * VIRTIO_F_IN_ORDER negotiated: buffer ids are the chain's first slot (as Linux 7.2 assigns them) and
+   * used descriptors are read as virtqueue_get_buf_ctx_packed_in_order does: one may complete a batch.
+   */
+  inOrder?: boolean;
   /** Where `add` places `Uint8Array` buffers and indirect tables. */
   allocator?: BumpAllocator;
 }
@@ -37,12 +42,15 @@ export interface PackedDriverOptions {
 interface InFlight {
   descCount: number;
   segments: DriverSegment[];
+  /** Sum of the device-writable lengths (what a buffer completed inside a batch reports). */
+  writableLength: number;
 }
 
 /** Driver side of one packed virtqueue. */
 export class PackedDriverQueue {
   readonly size: number;
   readonly eventIdx: boolean;
+  readonly inOrder: boolean;
   /** What the transport hands to `createVirtqueue(..., true)` for this queue. */
   readonly config: VirtqueueConfig;
   private readonly mem: GuestMemory;
@@ -56,13 +64,16 @@ export class PackedDriverQueue {
   private kickedPos = 0;
   private lastUsed = 0;
   private usedWrap = true;
+  /** IN_ORDER: the open batch's used descriptor (id -1: none read). */
+  private batchLastId = -1;
+  private batchLastLen = 0;
 
   /** Lays out the ring (align 16) and both event structures (align 4) with `allocator`, used for buffers too. */
   static allocate(
     memory: GuestMemory,
     allocator: BumpAllocator,
     size: number,
-    options: { eventIdx?: boolean; index?: number } = {},
+    options: { eventIdx?: boolean; index?: number; inOrder?: boolean } = {},
   ): PackedDriverQueue {
     const descAddr = allocator.alloc(16 * size, 16);
     const driverAddr = allocator.alloc(PACKED_EVENT.size, 4);
@@ -78,6 +89,7 @@ export class PackedDriverQueue {
     }
     this.size = q;
     this.eventIdx = options.eventIdx ?? false;
+    this.inOrder = options.inOrder ?? false;
     this.mem = memory;
     this.alloc = options.allocator;
     this.freeSlots = q;
@@ -88,6 +100,7 @@ export class PackedDriverQueue {
       driverAddr: options.driverAddr,
       deviceAddr: options.deviceAddr,
       eventIdx: this.eventIdx,
+      ...(this.inOrder ? { inOrder: true } : {}),
     };
     memory.write(options.descAddr, new Uint8Array(16 * q));
     memory.write(options.driverAddr, new Uint8Array(PACKED_EVENT.size));
@@ -98,6 +111,11 @@ export class PackedDriverQueue {
   /** Free ring slots. */
   get numFree(): number {
     return this.freeSlots;
+  }
+
+  /** Where the next chain goes: the next_off / next_wrap of a notification (§2.9). */
+  get availPosition(): { offset: number; wrap: boolean } {
+    return { offset: this.nextAvail, wrap: this.availWrap };
   }
 
   /**
@@ -114,10 +132,11 @@ export class PackedDriverQueue {
       throw new RangeError('PackedDriverQueue.add: a chain needs at least one segment');
     const indirect = options.indirect ?? false;
     const needed = indirect ? 1 : segments.length;
-    if (needed > this.freeSlots || this.freeIds.length === 0) {
+    if (needed > this.freeSlots || (!this.inOrder && this.freeIds.length === 0)) {
       throw new RangeError(`PackedDriverQueue.add: ${needed} slots needed, ${this.freeSlots} free`);
     }
-    const id = this.freeIds.pop()!;
+    // IN_ORDER: the id is the first slot (Linux 7.2), unique while in flight since slots are.
+    const id = this.inOrder ? this.nextAvail : this.freeIds.pop()!;
     const first = this.nextAvail;
     let firstFlags = 0;
     const put = (addr: number, len: number, flags: number): void => {
@@ -153,12 +172,14 @@ export class PackedDriverQueue {
     // Everything else is in place: now make the chain available (§2.8.21.1).
     this.mem.writeU16(this.config.descAddr + PACKED_DESC.size * first + PACKED_DESC.flags, firstFlags);
     this.freeSlots -= needed;
-    this.inFlight.set(id, { descCount: needed, segments });
+    const writableLength = segments.reduce((n, s) => n + (s.write ? s.len : 0), 0);
+    this.inFlight.set(id, { descCount: needed, segments, writableLength });
     return id;
   }
 
   /** Takes the next used descriptor, or null when the device has not used the next slot yet. */
   getUsed(): UsedBuffer | null {
+    if (this.inOrder) return this.getUsedInOrder();
     const d = this.config.descAddr + PACKED_DESC.size * this.lastUsed;
     const flags = this.mem.readU16(d + PACKED_DESC.flags);
     const avail = (flags & VIRTQ_DESC_F_AVAIL) !== 0;
@@ -171,6 +192,42 @@ export class PackedDriverQueue {
       throw new Error(`PackedDriverQueue: device returned buffer id ${id}, which is not in flight`);
     this.inFlight.delete(id);
     this.freeIds.push(id);
+    this.freeSlots += chain.descCount;
+    this.lastUsed += chain.descCount;
+    if (this.lastUsed >= this.size) {
+      this.lastUsed -= this.size;
+      this.usedWrap = !this.usedWrap;
+    }
+    return { id, len, segments: chain.segments };
+  }
+
+  /**
+   * IN_ORDER, as Linux 7.2 reads it: the used descriptor at the used position names the last buffer of
+   * a batch; buffers are taken in ring order, those before it with their whole writable length, the
+   * named one with the descriptor's len; the position skips each buffer's slots.
+   */
+  private getUsedInOrder(): UsedBuffer | null {
+    if (this.batchLastId < 0) {
+      const d = this.config.descAddr + PACKED_DESC.size * this.lastUsed;
+      const flags = this.mem.readU16(d + PACKED_DESC.flags);
+      const avail = (flags & VIRTQ_DESC_F_AVAIL) !== 0;
+      const used = (flags & VIRTQ_DESC_F_USED) !== 0;
+      if (avail !== this.usedWrap || used !== this.usedWrap) return null;
+      this.batchLastId = this.mem.readU16(d + PACKED_DESC.id);
+      this.batchLastLen = this.mem.readU32(d + PACKED_DESC.len);
+    }
+    const id = this.lastUsed;
+    const chain = this.inFlight.get(id);
+    if (chain === undefined)
+      throw new Error(
+        `PackedDriverQueue: used descriptor names id ${this.batchLastId}, beyond the buffers in flight`,
+      );
+    let len = chain.writableLength;
+    if (id === this.batchLastId) {
+      len = this.batchLastLen;
+      this.batchLastId = -1;
+    }
+    this.inFlight.delete(id);
     this.freeSlots += chain.descCount;
     this.lastUsed += chain.descCount;
     if (this.lastUsed >= this.size) {

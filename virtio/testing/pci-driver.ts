@@ -473,9 +473,10 @@ export class VirtioPciDriver {
     const size = options.size ?? max;
     const packed = ((this.features >> 34n) & 1n) === 1n;
     const eventIdx = ((this.features >> 29n) & 1n) === 1n;
+    const inOrder = ((this.features >> 35n) & 1n) === 1n;
     const q: DriverQueue = packed
-      ? PackedDriverQueue.allocate(this.memory, this.allocator, size, { eventIdx, index })
-      : SplitDriverQueue.allocate(this.memory, this.allocator, size, { eventIdx, index });
+      ? PackedDriverQueue.allocate(this.memory, this.allocator, size, { eventIdx, index, inOrder })
+      : SplitDriverQueue.allocate(this.memory, this.allocator, size, { eventIdx, index, inOrder });
     this.writeCommon(C.qsize, 2, size);
     const vector = options.vector ?? (this.msix ? index + 1 : NO_VECTOR);
     this.writeCommon(C.qmsix, 2, vector);
@@ -550,10 +551,23 @@ export class VirtioPciDriver {
       const q = this.queues.get(index);
       let next = 0;
       if (q instanceof SplitDriverQueue) next = q.availIndex & 0xffff;
+      else if (q instanceof PackedDriverQueue) {
+        const p = q.availPosition;
+        next = p.offset | (p.wrap ? 0x8000 : 0);
+      }
       this.target.barWrite(n.bar, off, 4, ((index & 0xffff) | (next << 16)) >>> 0);
     } else {
       this.target.barWrite(n.bar, off, 2, index);
     }
+  }
+
+  /**
+   * Writes `value` (`size` bytes) into queue `index`'s notify slot as it is: for tests of drivers that
+   * send wrong notification data (§4.1.5.2) or narrower writes than negotiated.
+   */
+  notifyRaw(index: number, size: 2 | 4, value: number): void {
+    const n = this.need(this.notify, 'notify');
+    this.target.barWrite(n.bar, this.notifyOffset(index), size, value >>> 0);
   }
 
   /** Kicks queue `index` only if the queue's suppression state asks for it (virtqueue_kick_prepare). */

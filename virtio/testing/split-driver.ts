@@ -32,6 +32,11 @@ export interface SplitDriverOptions {
   eventIdx?: boolean;
   /** Queue index reported in `config`. */
   index?: number;
+  /**
+   * VIRTIO_F_IN_ORDER negotiated: descriptors are used in ring order (§2.7.5) and used entries are read
+   * as Linux 7.2 does (virtqueue_get_buf_ctx_split_in_order): one entry may complete a batch.
+   */
+  inOrder?: boolean;
   /** Where `add` places `Uint8Array` buffers and indirect tables. */
   allocator?: BumpAllocator;
 }
@@ -39,12 +44,15 @@ export interface SplitDriverOptions {
 interface InFlight {
   descs: number[];
   segments: DriverSegment[];
+  /** Sum of the device-writable lengths (what a buffer completed inside a batch reports). */
+  writableLength: number;
 }
 
 /** Driver side of one split virtqueue. */
 export class SplitDriverQueue {
   readonly size: number;
   readonly eventIdx: boolean;
+  readonly inOrder: boolean;
   /** What the transport hands to `createVirtqueue` for this queue. */
   readonly config: VirtqueueConfig;
   private readonly mem: GuestMemory;
@@ -55,6 +63,12 @@ export class SplitDriverQueue {
   private availIdx = 0;
   private kickedAvail = 0;
   private lastUsed = 0;
+  /** IN_ORDER: next descriptor to use, free count, heads in flight oldest first, the open batch's entry. */
+  private freeHead = 0;
+  private inOrderFree = 0;
+  private readonly order: number[] = [];
+  private batchLastId = -1;
+  private batchLastLen = 0;
 
   /**
    * Lays out the three parts in `allocator`'s range with their spec alignment (16 / 2 / 4) and uses the
@@ -64,7 +78,7 @@ export class SplitDriverQueue {
     memory: GuestMemory,
     allocator: BumpAllocator,
     size: number,
-    options: { eventIdx?: boolean; index?: number } = {},
+    options: { eventIdx?: boolean; index?: number; inOrder?: boolean } = {},
   ): SplitDriverQueue {
     const s = splitRingSizes(size);
     const descAddr = allocator.alloc(s.desc, 16);
@@ -81,6 +95,8 @@ export class SplitDriverQueue {
     }
     this.size = q;
     this.eventIdx = options.eventIdx ?? false;
+    this.inOrder = options.inOrder ?? false;
+    this.inOrderFree = q;
     this.mem = memory;
     this.alloc = options.allocator;
     this.config = {
@@ -90,6 +106,7 @@ export class SplitDriverQueue {
       driverAddr: options.availAddr,
       deviceAddr: options.usedAddr,
       eventIdx: this.eventIdx,
+      ...(this.inOrder ? { inOrder: true } : {}),
     };
     const s = splitRingSizes(q);
     memory.write(options.descAddr, new Uint8Array(s.desc));
@@ -100,7 +117,7 @@ export class SplitDriverQueue {
 
   /** Free descriptors in the table. */
   get numFree(): number {
-    return this.free.length;
+    return this.inOrder ? this.inOrderFree : this.free.length;
   }
 
   /** The avail idx the driver has published. */
@@ -123,11 +140,18 @@ export class SplitDriverQueue {
     const mem = this.mem;
     const indirect = options.indirect ?? false;
     const needed = indirect ? 1 : segments.length;
-    if (needed > this.free.length) {
-      throw new RangeError(`SplitDriverQueue.add: ${needed} descriptors needed, ${this.free.length} free`);
+    if (needed > this.numFree) {
+      throw new RangeError(`SplitDriverQueue.add: ${needed} descriptors needed, ${this.numFree} free`);
     }
     const descs: number[] = [];
-    for (let i = 0; i < needed; i++) descs.push(this.free.pop()!);
+    if (this.inOrder) {
+      // §2.7.5: in ring order, wrapping at the end of the table (so `next` is x + 1, or 0 after the last).
+      for (let i = 0; i < needed; i++) descs.push((this.freeHead + i) & (this.size - 1));
+      this.freeHead = (this.freeHead + needed) & (this.size - 1);
+      this.inOrderFree -= needed;
+    } else {
+      for (let i = 0; i < needed; i++) descs.push(this.free.pop()!);
+    }
     const head = descs[0]!;
     if (indirect) {
       const table = this.indirectTable(head, segments.length);
@@ -150,7 +174,9 @@ export class SplitDriverQueue {
         this.writeDesc(this.config.descAddr, descs[i]!, s.addr, s.len, flags, last ? 0 : descs[i + 1]!);
       });
     }
-    this.inFlight.set(head, { descs, segments });
+    const writableLength = segments.reduce((n, s) => n + (s.write ? s.len : 0), 0);
+    this.inFlight.set(head, { descs, segments, writableLength });
+    if (this.inOrder) this.order.push(head);
     // Ring entry first, then the idx that publishes it (§2.7.13).
     mem.writeU16(this.config.driverAddr + SPLIT_AVAIL.ring + 2 * (this.availIdx & (this.size - 1)), head);
     this.availIdx = (this.availIdx + 1) & 0xffff;
@@ -160,6 +186,7 @@ export class SplitDriverQueue {
 
   /** Takes the next used entry, frees its descriptors, or returns null when the device has not used any. */
   getUsed(): UsedBuffer | null {
+    if (this.inOrder) return this.getUsedInOrder();
     const mem = this.mem;
     const usedIdx = mem.readU16(this.config.deviceAddr + SPLIT_USED.idx);
     if (usedIdx === this.lastUsed) return null;
@@ -174,6 +201,37 @@ export class SplitDriverQueue {
     for (let i = chain.descs.length - 1; i >= 0; i--) this.free.push(chain.descs[i]!);
     this.lastUsed = (this.lastUsed + 1) & 0xffff;
     return { id, len, segments: chain.segments };
+  }
+
+  /**
+   * IN_ORDER, as Linux 7.2 reads it: the entry at the used position names the last buffer of a batch;
+   * buffers are taken oldest first, those before the named one with their whole writable length
+   * (§2.7.9 "skipped buffers ... used completely"), the named one with the entry's len.
+   */
+  private getUsedInOrder(): UsedBuffer | null {
+    const mem = this.mem;
+    if (this.batchLastId < 0) {
+      if (mem.readU16(this.config.deviceAddr + SPLIT_USED.idx) === this.lastUsed) return null;
+      const e =
+        this.config.deviceAddr + SPLIT_USED.ring + SPLIT_USED.entrySize * (this.lastUsed & (this.size - 1));
+      this.batchLastId = mem.readU32(e + SPLIT_USED.elemId);
+      this.batchLastLen = mem.readU32(e + SPLIT_USED.elemLen);
+    }
+    const head = this.order.shift();
+    const chain = head === undefined ? undefined : this.inFlight.get(head);
+    if (head === undefined || chain === undefined)
+      throw new Error(
+        `SplitDriverQueue: used entry names id ${this.batchLastId}, beyond the buffers in flight`,
+      );
+    let len = chain.writableLength;
+    if (head === this.batchLastId) {
+      len = this.batchLastLen;
+      this.batchLastId = -1;
+    }
+    this.inFlight.delete(head);
+    this.inOrderFree += chain.descs.length;
+    this.lastUsed = (this.lastUsed + 1) & 0xffff;
+    return { id: head, len, segments: chain.segments };
   }
 
   /** Used entries the device published that `getUsed` has not taken yet. */
