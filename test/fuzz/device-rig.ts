@@ -508,6 +508,14 @@ export function rxAccount(dev: VirtioNetPci, backend: MemoryBackend): RxAccount 
   return { taken: b.delivered, accounted, backlogged, txPackets, transmitted: b.transmitted };
 }
 
+/**
+ * A restored state brings its own counters (a corrupted one may bring any valid number): from here on the
+ * device's transmit count is judged against the backend relative to where both stand now.
+ */
+export function rebaseTxAccount(dev: VirtioNetPci, backend: MemoryBackend): void {
+  txCarried.set(dev, guard('stats()', () => dev.stats()).txPackets - backend.stats().transmitted);
+}
+
 /** Every frame the device says it sent reached the backend, and no more. */
 export function checkTxAccount(a: RxAccount, label: string): void {
   invariant(

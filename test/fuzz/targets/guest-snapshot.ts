@@ -26,6 +26,7 @@ import {
   describeRigConfig,
   randomRigConfig,
   readOnlyRegisters,
+  rebaseTxAccount,
   Rig,
   rxAccount,
 } from '../device-rig.js';
@@ -222,6 +223,8 @@ function corrupt(st: State, s: Extract<Step, { op: 'corrupt' }>): void {
   } catch (e) {
     threw = e;
   }
+  // A state that was taken brings its counters; one that was refused left the device untouched.
+  if (!threw) rebaseTxAccount(rig.dev, rig.backend);
   const outcome = threw ? `restoreThrew${(threw as Error).name ?? 'Error'}` : 'restoreTook';
   st.counters[outcome] = (st.counters[outcome] ?? 0) + 1;
   // The guest keeps poking whatever state the device is in now.
