@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import type { NetOffload } from './backend.js';
 import { checksumFold, pseudoHeaderSumIpv4 } from './checksum.js';
 import {
   concat,
@@ -15,7 +16,6 @@ import {
   withL4ChecksumV4,
   withL4ChecksumV6,
 } from './frames.test-support.js';
-import type { NetOffload } from './backend.js';
 import { L4_TCP, ParsedPacket, parsePacket } from './packet-parser.js';
 import {
   SEGMENT_ERR_CSUM,
