@@ -248,14 +248,22 @@ export class WorkerPool implements DataPlane {
     this.running = false;
     const c = libc();
     for (const h of this.workers) {
+      // A worker that closed its tap leaves by itself once its poller's last koffi call returned
+      // (terminating it with one in flight aborts the process); one that did not answer is ended.
+      let answered = false;
       try {
-        if (!h.exited) this.call(h, { op: 'close' });
-        else for (const fd of h.fds) c.close(fd);
+        if (!h.exited) {
+          this.call(h, { op: 'close' });
+          answered = true;
+        }
       } catch {
+        // Not answering: its fds are closed here.
+      }
+      if (!answered) {
         for (const fd of h.fds) c.close(fd);
+        void h.worker.terminate();
       }
       h.port.close();
-      void h.worker.terminate();
     }
     // Wake our own interrupt wait so it sees `closed` and stops.
     Atomics.add(this.irq, IRQ_SEQ, 1);
@@ -267,6 +275,24 @@ export class WorkerPool implements DataPlane {
     await Promise.all(
       this.workers.map((h) => (h.exited ? undefined : new Promise((r) => h.worker.once('exit', r)))),
     );
+  }
+
+  get workerCount(): number {
+    return this.workers.length;
+  }
+
+  /** Per worker, as it last published: its pairs, its tap's frame counters, its wake-ups and interrupts. */
+  workerCounters(): { pairs: number[]; tapRx: number; tapTx: number; wakeups: number; interrupts: number }[] {
+    return this.workers.map((h) => {
+      const e = h.pairs.length * STAT_FIELDS.length;
+      return {
+        pairs: [...h.pairs],
+        tapRx: h.stats[e + Extra.TAP_RX]!,
+        tapTx: h.stats[e + Extra.TAP_TX]!,
+        wakeups: h.stats[e + Extra.WAKEUPS]!,
+        interrupts: h.stats[e + Extra.INTERRUPTS]!,
+      };
+    });
   }
 
   // ---- Internals ---------------------------------------------------------------------------------
