@@ -44,7 +44,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** The sequence number of a datagram of PY_SEQ_SEND to one of `ports`, after checking its bytes. */
 function seqOf(f: GuestFrame, ports: readonly number[]): number | null {
   const p = parseIpv4(f.frame);
-  if (!p || p.proto !== 17 || !ports.includes((p.l4[2]! << 8) | p.l4[3]!)) return null;
+  if (p?.proto !== 17 || !ports.includes((p.l4[2]! << 8) | p.l4[3]!)) return null;
   const data = p.l4.subarray(8);
   expect(data.length).toBe(SIZE);
   expect(hex(data.subarray(4))).toBe(hex(pattern.subarray(4)));
@@ -166,14 +166,35 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
         seqs.set(s, f.pair);
       }
     };
-    await fx.until(() => (take(), seqs.size >= 300), 20_000, 'the stream');
+    await fx.until(
+      () => {
+        take();
+        return seqs.size >= 300;
+      },
+      20_000,
+      'the stream',
+    );
     // Everything to pair 1, then back to both, while datagrams keep coming.
     expect(drv.setRss({ hashTypes: 0x3f, table: toPair(1), key, unclassified: 1 })).toBe(0);
-    await fx.until(() => (take(), seqs.size >= 1200), 20_000, 'more of the stream');
+    await fx.until(
+      () => {
+        take();
+        return seqs.size >= 1200;
+      },
+      20_000,
+      'more of the stream',
+    );
     const spread = Array.from({ length: 16 }, (_, i) => i & 1);
     expect(drv.setRss({ hashTypes: 0x3f, table: spread, key, unclassified: 0 })).toBe(0);
     await done;
-    await fx.until(() => (take(), seqs.size >= 3000), 30_000, 'all 3000 datagrams');
+    await fx.until(
+      () => {
+        take();
+        return seqs.size >= 3000;
+      },
+      30_000,
+      'all 3000 datagrams',
+    );
     expect(seqs.size).toBe(3000);
     const pairsUsed = [0, 0];
     for (const p of seqs.values()) pairsUsed[p]!++;
@@ -235,7 +256,14 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
     };
     let snapshots = 0;
     while (seqs.size < 1500) {
-      await fx.until(() => (take(), seqs.size >= 300 * (snapshots + 1)), 20_000, 'traffic');
+      await fx.until(
+        () => {
+          take();
+          return seqs.size >= 300 * (snapshots + 1);
+        },
+        20_000,
+        'traffic',
+      );
       const before = [0, 1].map((p) => memory.readU16(drv.queue(2 * p).config.deviceAddr + 2));
       const snap = fx.dev.snapshot() as unknown as {
         transport: {
@@ -256,7 +284,14 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
       snapshots++;
     }
     await done;
-    await fx.until(() => (take(), seqs.size >= 2000), 30_000, 'all 2000 datagrams');
+    await fx.until(
+      () => {
+        take();
+        return seqs.size >= 2000;
+      },
+      30_000,
+      'all 2000 datagrams',
+    );
     expect(seqs.size).toBe(2000);
     expect(queues(fx).map((q) => q.rxDropped)).toEqual([0, 0]);
   });
