@@ -325,7 +325,8 @@ async function main(): Promise<void> {
         const s = setUp(pairs);
         try {
           const row = direction === 'guest->tap' ? await benchTx(s, pairs) : await benchRx(s, pairs);
-          (results[`${direction} ${pairs}`] ??= []).push(row);
+          const key = `${direction} ${pairs}`;
+          results[key] = [...(results[key] ?? []), row];
         } finally {
           s.dispose();
         }
