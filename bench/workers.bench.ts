@@ -16,6 +16,9 @@
  * the frames moved; the requests made while frames move are counted apart and must be 0.
  */
 
+import { readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import { VirtioNetDriver } from '../devices/testing/net-driver.js';
 import type { WorkerPool } from '../devices/virtio-net/workers/pool.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../devices/virtio-net-pci.js';
@@ -47,6 +50,22 @@ for i in range(int(sys.argv[3])):
         pass
 print(sent)
 `;
+
+/** CPU ticks (utime + stime) of each thread of this process, by tid, with its name. */
+function threadTicks(): Map<string, { name: string; ticks: number }> {
+  const m = new Map<string, { name: string; ticks: number }>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const st = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const close = st.lastIndexOf(')');
+      const f = st.slice(close + 2).split(' ');
+      m.set(tid, { name: st.slice(st.indexOf('(') + 1, close), ticks: Number(f[11]) + Number(f[12]) });
+    } catch {
+      // exited
+    }
+  }
+  return m;
+}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -95,6 +114,8 @@ interface Row {
   wakeups: number;
   requestsWhileMoving: number;
   frames: number;
+  /** Threads busier than 3 % of the time (name: cores), from /proc/self/task (10 ms ticks). */
+  threads: string;
   /** CPU time of this process (every thread) per wall-clock second while frames moved. */
   cores: number;
 }
@@ -206,13 +227,19 @@ async function benchTx(s: Setup, pairs: number): Promise<Row> {
     r0.dv.setUint16(r0.driverAddr + 2, r0.availIdx, true);
     rings.push(r0);
   }
-  const target = TX_FRAMES;
+  // A warm-up run (the workers are new: their JIT starts cold), then the measured one.
+  await txRun(s, rings, pairs, TX_FRAMES / 4);
+  return txRun(s, rings, pairs, TX_FRAMES);
+}
+
+async function txRun(s: Setup, rings: Ring[], pairs: number, target: number): Promise<Row> {
   const quota = Math.ceil(target / pairs / BATCH) * BATCH;
   const posted = rings.map(() => 0);
   const done = rings.map(() => 0);
   const before = { ...s.pool.handoffs };
   const tapBefore = s.tap.stats().txFrames + sumTap(s, 'tapTx');
   const cpu0 = process.cpuUsage();
+  const ticks0 = threadTicks();
   const t0 = process.hrtime.bigint();
   await drive(
     s,
@@ -242,7 +269,7 @@ async function benchTx(s: Setup, pairs: number): Promise<Row> {
   await sleep(20); // the workers publish their tap counters
   const sent = s.tap.stats().txFrames + sumTap(s, 'tapTx') - tapBefore;
   if (sent !== frames) throw new Error(`tx: the tap wrote ${sent} of ${frames} frames`);
-  return row(s, pairs, frames, t0, t1, before, done, cpu);
+  return row(s, pairs, frames, t0, t1, before, done, cpu, ticks0);
 }
 
 function sumTap(s: Setup, k: 'tapTx' | 'tapRx'): number {
@@ -258,10 +285,18 @@ function row(
   before: WorkerPool['handoffs'],
   perPair: number[],
   cpu: NodeJS.CpuUsage,
+  ticks0: Map<string, { name: string; ticks: number }>,
 ): Row {
   const h = s.pool.handoffs;
+  const wall = Number(t1 - t0) / 1e9;
+  const busy: string[] = [];
+  for (const [tid, t] of threadTicks()) {
+    const d = (t.ticks - (ticks0.get(tid)?.ticks ?? 0)) / 100 / wall;
+    if (d >= 0.03) busy.push(`${tid === String(process.pid) ? 'main' : t.name}:${d.toFixed(2)}`);
+  }
   return {
-    cores: (cpu.user + cpu.system) / 1e6 / (Number(t1 - t0) / 1e9),
+    cores: (cpu.user + cpu.system) / 1e6 / wall,
+    threads: busy.join(' '),
     pairs,
     fps: frames / (Number(t1 - t0) / 1e9),
     perPair: [...perPair],
@@ -275,14 +310,20 @@ function row(
 /** Tap -> guest: `RX_FRAMES` datagrams queued in the tap while the workers are stopped, then drained. */
 async function benchRx(s: Setup, pairs: number): Promise<Row> {
   const rings = Array.from({ length: pairs }, (_, p) => ringOf(s, s.drv.rxIndex(p)));
+  await rxRun(s, rings, pairs, RX_FRAMES / 4); // warm-up
+  return rxRun(s, rings, pairs, RX_FRAMES);
+}
+
+async function rxRun(s: Setup, rings: Ring[], pairs: number, count: number): Promise<Row> {
   for (const r of rings) r.takeUsed();
   s.pool.stop();
   const sent = Number(
-    s.ns.exec('python3', ['-c', SENDER, GUEST_IP, '22', String(RX_FRAMES)], { timeoutMs: 120_000 }).trim(),
+    s.ns.exec('python3', ['-c', SENDER, GUEST_IP, '22', String(count)], { timeoutMs: 120_000 }).trim(),
   );
-  if (sent !== RX_FRAMES) throw new Error('the sender could not queue every datagram');
+  if (sent !== count) throw new Error('the sender could not queue every datagram');
   const done = rings.map(() => 0);
   const cpu0 = process.cpuUsage();
+  const ticks0 = threadTicks();
   const t0 = process.hrtime.bigint();
   s.pool.start();
   const before = { ...s.pool.handoffs };
@@ -299,17 +340,51 @@ async function benchRx(s: Setup, pairs: number): Promise<Row> {
         }
         total += done[p]!;
       }
-      return total >= RX_FRAMES;
+      return total >= count;
     },
     60_000,
   );
   const t1 = process.hrtime.bigint();
   const cpu = process.cpuUsage(cpu0);
   const frames = done.reduce((a, b) => a + b, 0);
-  if (frames !== RX_FRAMES) throw new Error(`rx: the guest got ${frames} of ${RX_FRAMES}`);
+  if (frames !== count) throw new Error(`rx: the guest got ${frames} of ${count}`);
   const st = s.dev.stats() as unknown as { rxDropped: number };
   if (st.rxDropped !== 0) throw new Error(`rx: the device dropped ${st.rxDropped} frames`);
-  return row(s, pairs, frames, t0, t1, before, done, cpu);
+  return row(s, pairs, frames, t0, t1, before, done, cpu, ticks0);
+}
+
+/**
+ * The machine's own parallelism at this moment: `threads` worker threads, each a raw koffi write loop
+ * of `frames` vnet-header + 64 B frames on its own queue fd of the tap (no device). Frames/s over all.
+ */
+async function rawWrites(fds: readonly number[], threads: number, frames: number): Promise<number> {
+  const koffi = createRequire(import.meta.url).resolve('koffi');
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads');
+    const koffi = require(workerData.koffi);
+    const write = koffi.load('libc.so.6').func('long write(int, const uint8_t *, size_t)');
+    const buf = new Uint8Array(76);
+    buf.set([0x02, 0, 0, 0, 0, 0x99, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00], 12);
+    for (let i = 0; i < 20000; i++) write(workerData.fd, buf, 76); // warm-up
+    const go = new Int32Array(workerData.go);
+    parentPort.postMessage('ready');
+    Atomics.wait(go, 0, 0);
+    for (let i = 0; i < workerData.frames; i++) write(workerData.fd, buf, 76);
+    parentPort.postMessage('done');`;
+  const go = new SharedArrayBuffer(4);
+  const ws = fds
+    .slice(0, threads)
+    .map((fd) => new Worker(code, { eval: true, workerData: { koffi, fd, frames, go } }));
+  const next = (w: Worker) => new Promise<void>((r) => w.once('message', () => r()));
+  await Promise.all(ws.map(next));
+  const t0 = process.hrtime.bigint();
+  const finished = Promise.all(ws.map(next));
+  Atomics.store(new Int32Array(go), 0, 1);
+  Atomics.notify(new Int32Array(go), 0);
+  await finished;
+  const t1 = process.hrtime.bigint();
+  await Promise.all(ws.map((w) => w.terminate()));
+  return (threads * frames) / (Number(t1 - t0) / 1e9);
 }
 
 async function main(): Promise<void> {
@@ -319,6 +394,17 @@ async function main(): Promise<void> {
     return;
   }
   const results: Record<string, Row[]> = {};
+  // The raw control, same run: 1 and 2 threads writing to a 2-queue tap, ABAB.
+  const raw: Record<number, number[]> = { 1: [], 2: [] };
+  {
+    const s = setUp(2);
+    try {
+      for (let r = 0; r < ROUNDS; r++)
+        for (const t of r & 1 ? [2, 1] : [1, 2]) raw[t]!.push(await rawWrites(s.tap.fds, t, 200_000 / t));
+    } finally {
+      s.dispose();
+    }
+  }
   for (const direction of ['guest->tap', 'tap->guest'] as const) {
     for (let r = 0; r < ROUNDS; r++) {
       for (const pairs of r & 1 ? [2, 1] : [1, 2]) {
@@ -338,6 +424,12 @@ async function main(): Promise<void> {
     '| direction | pairs (workers) | frames/s (median) | frames per pair (last round) | doorbells / frame | interrupt wake-ups / frame | control requests while frames move | CPU cores busy (process) | 2-vs-1 ratio (median of rounds) |',
   );
   console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const [key, rows] of Object.entries(results))
+    for (const r of rows) console.error(`${key}: ${(r.fps / 1000).toFixed(0)} k fps, threads ${r.threads}`);
+  const rawRatio = median(raw[2]!.map((x, i) => x / raw[1]![i]!));
+  console.log(
+    `| raw koffi write loop, a thread per tap queue (no device) | 1 / 2 | ${k(median(raw[1]!))} / ${k(median(raw[2]!))} fps | | | | | | ${rawRatio.toFixed(2)} |`,
+  );
   for (const direction of ['guest->tap', 'tap->guest']) {
     const one = results[`${direction} 1`]!;
     const two = results[`${direction} 2`]!;
