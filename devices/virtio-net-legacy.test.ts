@@ -4,11 +4,11 @@
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../lib/net/memory-backend.js';
-import { GsoType, NetHdrFlags, readVnetHeader } from '../lib/net/vnet-header.js';
 import { LEGACY, legacyRingLayout } from '../virtio/pci/legacy.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector, VirtioPciDriver } from '../virtio/testing/pci-driver.js';
 import { SplitDriverQueue } from '../virtio/testing/split-driver.js';
+import { GsoType, NetHdrFlags, readVnetHeader } from '../lib/net/vnet-header.js';
 import {
   DEV_MAC,
   hexOf,

@@ -5,6 +5,7 @@ import { GuestMemory } from '../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../lib/net/memory-backend.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector, STATUS, VirtioPciDriver } from '../virtio/testing/pci-driver.js';
+import { CtrlClass, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './virtio-net/control-queue.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from './testing/net-driver.js';
 import {
   DEV_MAC,
@@ -16,7 +17,6 @@ import {
   rawFrame,
 } from './virtio-net/bench.test-support.js';
 import { NetConfig, NetStatus } from './virtio-net/config.js';
-import { CtrlClass, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './virtio-net/control-queue.js';
 import { NetF } from './virtio-net/features.js';
 import { createVirtioNetPci, type VirtioNetPci } from './virtio-net-pci.js';
 

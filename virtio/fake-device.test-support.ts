@@ -4,8 +4,8 @@
 // config generation through configChanged). Feature bit 2 ("extra queue") adds a third queue of size 64,
 // like virtio-net's MQ changes num_queues; feature bit 1 depends on bit 0 (validateFeatures).
 
-import { DescriptorChain, VirtqueueError } from './queue/virtqueue.js';
 import type { VirtioDevice, VirtioDeviceContext } from './virtio-device.js';
+import { DescriptorChain, VirtqueueError } from './queue/virtqueue.js';
 
 export interface FakeDeviceOptions {
   deviceId?: number;

@@ -13,7 +13,7 @@ import type {
   TransmitResult,
 } from '../../lib/net/backend.js';
 import type { VfInfo } from './policy.js';
-import { type Clock, TokenBucket } from './token-bucket.js';
+import { TokenBucket, type Clock } from './token-bucket.js';
 
 /** What the switch needs to know of the function behind a port; the device glue provides it. */
 export interface PortOwner {

@@ -22,7 +22,7 @@ import {
   unregisterPciDevice,
 } from './patches.js';
 import type { V86Cpu, V86Emulator } from './v86-types.js';
-import { type WideRange, wideReadRanges } from './wide-reads.js';
+import { wideReadRanges, type WideRange } from './wide-reads.js';
 
 export type V86AttachOptions = Omit<VirtioNetPciOptions, 'memory' | 'interrupts' | 'backend' | 'bus'> & {
   backend: NetBackend;

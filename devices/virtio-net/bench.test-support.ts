@@ -1,13 +1,13 @@
 // Test support for the virtio-net device tests: a device from `createVirtioNetPci`, a MemoryBackend
 // peer and the synthetic guest driver, wired the way a VMM wires them (accessors + guest memory only).
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
-import type { NetOffload } from '../../lib/net/backend.js';
 import { MemoryBackend, type MemoryBackendOptions } from '../../lib/net/memory-backend.js';
+import type { NetOffload } from '../../lib/net/backend.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
 import { type NetDriverOptions, VirtioNetDriver } from '../testing/net-driver.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 import type { VirtioNetPciOptions } from './options.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 
 export const DEV_MAC = '52:54:00:12:34:56';
 export const PEER_MAC = '52:54:00:ab:cd:ef';

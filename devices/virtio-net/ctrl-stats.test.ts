@@ -3,8 +3,8 @@
 // whole replies when the buffer is short, and every malformed request answered ERR with nothing written.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { LINUX_6_1_FEATURES } from '../testing/net-driver.js';
+import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import {
   DEV_MAC,
   makeBench,

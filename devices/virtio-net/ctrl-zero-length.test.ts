@@ -3,8 +3,8 @@
 // (virtqueue_map_desc: "zero sized buffers are not allowed" → NEEDS_RESET, and the guest spins on its
 // command forever); we read the command across it (docs/compatibility.md).
 import { describe, expect, it } from 'vitest';
-import { openBench, rawFrame } from './bench.test-support.js';
 import { CtrlClass, VIRTIO_NET_OK } from './control-queue.js';
+import { openBench, rawFrame } from './bench.test-support.js';
 
 describe('control command with a zero-length readable descriptor', () => {
   it('is read across the empty descriptor and acked; the device stays usable', () => {

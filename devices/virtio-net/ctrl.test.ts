@@ -2,12 +2,12 @@
 // un-negotiated commands, broken chains, GUEST_OFFLOADS_SET, and multiqueue (VQ_PAIRS_SET, independent
 // pairs, automatic flow steering).
 import { describe, expect, it } from 'vitest';
+import { CtrlClass, CtrlMq, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { ethernet, tcp4, udp4 } from '../testing/frames.js';
 import { LINUX_6_1_FEATURES } from '../testing/net-driver.js';
-import type { VirtioNetPci } from '../virtio-net-pci.js';
 import { DEV_MAC, hexOf, makeBench, openBench, PEER_MAC, rawFrame } from './bench.test-support.js';
-import { CtrlClass, CtrlMq, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { NetF } from './features.js';
+import type { VirtioNetPci } from '../virtio-net-pci.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 const le16 = (n: number) => Uint8Array.of(n & 0xff, n >> 8);

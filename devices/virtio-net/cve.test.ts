@@ -5,7 +5,6 @@
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../../lib/net/memory-backend.js';
-import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { VIRTQ_DESC_F_AVAIL } from '../../virtio/queue/packed-ring.js';
 import {
   VIRTQ_DESC_F_INDIRECT,
@@ -29,6 +28,7 @@ import {
 } from './bench.test-support.js';
 import { CtrlClass, CtrlMac, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { NetF } from './features.js';
+import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 
 const NEEDS_RESET = 0x40;
 const MEM = 0x1000000; // 16 MiB of guest RAM

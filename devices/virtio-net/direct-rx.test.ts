@@ -4,20 +4,15 @@
 // fallbacks after a lend, and a backend that breaks the contract.
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
-import {
-  type BackendSink,
-  emptyOffload,
-  MAX_FRAME,
-  type NetBackend,
-  ReceiveTarget,
-} from '../../lib/net/backend.js';
+import { type BackendSink, emptyOffload, type NetBackend, ReceiveTarget } from '../../lib/net/backend.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
+import { RxMode } from './rx-filter.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
 import { DEV_MAC, hexOf, MEM_SIZE, makeBench, openBench, PEER_MAC, rawFrame } from './bench.test-support.js';
 import { NetF } from './features.js';
-import { RxMode } from './rx-filter.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 const stats = (b: { dev: VirtioNetPci }) => b.dev.stats();

@@ -5,9 +5,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
-import type { VirtioNetPci } from '../virtio-net-pci.js';
-import { type Bench, DEV_MAC, makeBench, PEER_MAC, rawFrame } from './bench.test-support.js';
 import { VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
+import { type Bench, DEV_MAC, makeBench, PEER_MAC, rawFrame } from './bench.test-support.js';
+import type { VirtioNetPci } from '../virtio-net-pci.js';
 
 const SMALL = 0x1000000; // 16 MiB of guest RAM per run
 

@@ -18,12 +18,12 @@ import {
 } from '../../lib/net/frames.test-support.js';
 import { rssHash } from '../../lib/net/rss-hash.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
+import { CtrlClass, CtrlMq, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { VirtioNetDriver } from '../testing/net-driver.js';
-import type { VirtioNetPci } from '../virtio-net-pci.js';
 import { type Bench, hexOf, MEM_SIZE, openBench, rawFrame } from './bench.test-support.js';
 import { NetConfig } from './config.js';
-import { CtrlClass, CtrlMq, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { NetF } from './features.js';
+import type { VirtioNetPci } from '../virtio-net-pci.js';
 
 const vectors = JSON.parse(
   readFileSync(new URL('../../fixtures/rss-vectors.json', import.meta.url), 'utf8'),

@@ -5,12 +5,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { BackendSink, NetBackend } from '../../lib/net/backend.js';
-import { MAX_FRAME } from '../../lib/net/backend.js';
-import { GsoType, NetHdrFlags, readVnetHeader } from '../../lib/net/vnet-header.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
+import { VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
+import { GsoType, NetHdrFlags, readVnetHeader } from '../../lib/net/vnet-header.js';
+import { RxMode } from './rx-filter.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
+import { RX_BACKLOG } from './rx.js';
 import {
   DEV_MAC,
   hexOf,
@@ -25,10 +27,8 @@ import {
   tcp4Frame,
   tsoSegments,
 } from './bench.test-support.js';
-import { VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { NetF } from './features.js';
-import { RX_BACKLOG } from './rx.js';
-import { RxMode } from './rx-filter.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 const NO_MRG = LINUX_6_1_FEATURES & ~bit(NetF.MRG_RXBUF);

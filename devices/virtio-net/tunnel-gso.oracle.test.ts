@@ -2,12 +2,12 @@
 // virtio-net-tunnel-gso*.json) against ours: the same offer and negotiation, the same tx headers
 // accepted, and on rx the one difference docs/compatibility.md lists (QEMU leaves the offsets 0).
 import { describe, expect, it } from 'vitest';
-import { emptyOffload } from '../../lib/net/backend.js';
-import * as fb from '../../lib/net/frames.test-support.js';
-import { readVnetHeader } from '../../lib/net/vnet-header.js';
+import { hexOf, openBench, PEER_MAC, DEV_MAC } from './bench.test-support.js';
 import { fixtureJson } from '../../pci/qemu-oracle.test-support.js';
 import { VXLAN4_OFFSETS, vxlan4 } from '../testing/frames.js';
-import { DEV_MAC, hexOf, openBench, PEER_MAC } from './bench.test-support.js';
+import * as fb from '../../lib/net/frames.test-support.js';
+import { readVnetHeader } from '../../lib/net/vnet-header.js';
+import { emptyOffload } from '../../lib/net/backend.js';
 
 interface Fixture {
   mrg_rxbuf: boolean;

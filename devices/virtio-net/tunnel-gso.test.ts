@@ -3,8 +3,8 @@
 // takes tunnel GSO, software segmentation where it or the guest cannot, and malformed requests.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { NetOffload } from '../../lib/net/backend.js';
 import * as fb from '../../lib/net/frames.test-support.js';
+import type { NetOffload } from '../../lib/net/backend.js';
 import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { VXLAN4_OFFSETS, vxlan4 } from '../testing/frames.js';
 import { LINUX_6_1_FEATURES } from '../testing/net-driver.js';

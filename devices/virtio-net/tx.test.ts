@@ -3,15 +3,15 @@
 // malformed chains.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import * as fb from '../../lib/net/frames.test-support.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { BackendSink, NetBackend } from '../../lib/net/backend.js';
-import { MAX_FRAME } from '../../lib/net/backend.js';
-import * as fb from '../../lib/net/frames.test-support.js';
-import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
+import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
+import { TX_BURST } from './tx.js';
 import {
   DEV_MAC,
   hexOf,
@@ -28,7 +28,7 @@ import {
   udp4Frame,
 } from './bench.test-support.js';
 import { NetF } from './features.js';
-import { TX_BURST } from './tx.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 

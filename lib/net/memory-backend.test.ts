@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BackendError, OptionsError } from '../errors.js';
+import { MemoryBackend } from './memory-backend.js';
 import type { BackendSink, NetOffload } from './backend.js';
 import { emptyOffload } from './backend.js';
-import { MemoryBackend } from './memory-backend.js';
 
 interface Got {
   frame: number[];

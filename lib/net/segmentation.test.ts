@@ -1,6 +1,5 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { NetOffload } from './backend.js';
 import { checksumFold, pseudoHeaderSumIpv4 } from './checksum.js';
 import {
   concat,
@@ -16,6 +15,7 @@ import {
   withL4ChecksumV4,
   withL4ChecksumV6,
 } from './frames.test-support.js';
+import type { NetOffload } from './backend.js';
 import { L4_TCP, ParsedPacket, parsePacket } from './packet-parser.js';
 import {
   SEGMENT_ERR_CSUM,

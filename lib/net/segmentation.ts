@@ -19,7 +19,6 @@
  * never an exception. Segments are built in one reused scratch buffer.
  */
 
-import type { NetOffload } from './backend.js';
 import {
   checksumAdd,
   checksumFinish,
@@ -28,6 +27,7 @@ import {
   pseudoHeaderSumIpv6,
   writeIpv4HeaderChecksum,
 } from './checksum.js';
+import type { NetOffload } from './backend.js';
 import { L3_IPV4, L3_IPV6, L4_TCP, L4_UDP, ParsedPacket, parsePacket } from './packet-parser.js';
 import { checkTunnelOffload, innerGsoType, isTunnelGso, TUNNEL_OK } from './tunnel.js';
 import { GsoType, NetHdrFlags } from './vnet-header.js';

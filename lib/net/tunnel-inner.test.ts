@@ -7,6 +7,7 @@ import { concat, eth, guarded, hex, ipv4, toeplitzBitSerial, u16, udp } from './
 import { ParsedPacket, parsePacket } from './packet-parser.js';
 import { RssHashResult, rssHashParsed, VIRTIO_NET_RSS_SUPPORTED_HASH_TYPES } from './rss-hash.js';
 import { ToeplitzKey } from './toeplitz.js';
+import { HASH_TUNNEL_SUPPORTED_TYPES, HashTunnelType, parseTunnelInner } from './tunnel-inner.js';
 import {
   encapsulations,
   ethPacket,
@@ -17,7 +18,6 @@ import {
   outerUdp,
   tuple,
 } from './tunnel-frames.test-support.js';
-import { HASH_TUNNEL_SUPPORTED_TYPES, HashTunnelType, parseTunnelInner } from './tunnel-inner.js';
 
 /** The Microsoft RSS verification key. */
 const KEY = hex('6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa');

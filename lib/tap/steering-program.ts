@@ -51,6 +51,7 @@ import {
   BpfAssembler,
   R0,
   R1,
+  R10,
   R2,
   R3,
   R4,
@@ -58,7 +59,6 @@ import {
   R7,
   R8,
   R9,
-  R10,
 } from '../host/bpf.js';
 import {
   VIRTIO_NET_RSS_HASH_TYPE_IP_EX,

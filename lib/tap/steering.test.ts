@@ -1,8 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { OptionsError } from '../errors.js';
-import { ToeplitzKey } from '../net/toeplitz.js';
-import { TapSteering, TUNSETSTEERINGEBPF } from './steering.js';
 import {
   buildSteeringProgram,
   encodeSteeringConfig,
@@ -11,6 +9,8 @@ import {
   STEERING_HASH_TYPES,
   validateSteeringConfig,
 } from './steering-program.js';
+import { TapSteering, TUNSETSTEERINGEBPF } from './steering.js';
+import { ToeplitzKey } from '../net/toeplitz.js';
 
 const good: RssSteeringConfig = {
   key: new Uint8Array(40).fill(1),

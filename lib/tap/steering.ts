@@ -7,8 +7,6 @@
  * configuration names and no copy between queues is needed. A new configuration rewrites the map; the
  * program is not reloaded.
  */
-
-import { BackendError } from '../errors.js';
 import {
   BPF_MAP_TYPE_ARRAY,
   BPF_PROG_TYPE_SOCKET_FILTER,
@@ -16,6 +14,7 @@ import {
   bpfMapUpdate,
   bpfProgLoad,
 } from '../host/bpf.js';
+import { BackendError } from '../errors.js';
 import { errnoName, type Libc, libc } from '../host/libc.js';
 import {
   ALL_HASH_TYPES,

@@ -8,7 +8,7 @@
 import { BackendError } from '../errors.js';
 import { IoUring } from '../host/io-uring.js';
 import { Errno, type Libc } from '../host/libc.js';
-import { MAX_FRAME, type NetOffload, type TransmitResult } from '../net/backend.js';
+import { type NetOffload, MAX_FRAME, type TransmitResult } from '../net/backend.js';
 import { VNET_HDR_OFFLOAD_BYTES, VNET_HDR_TUNNEL_BYTES, writeVnetHeader } from '../net/vnet-header.js';
 import { type HostAddresses, setIovec } from './iovec.js';
 import type { TapStats } from './options.js';

@@ -14,9 +14,8 @@
  * `messagesPerWake` messages and about 64 KiB read or answered (the poll is level-triggered: the rest wait
  * for the next loop turn), so a flood cannot hold the event loop.
  */
-
-import * as sys from '../host/socket.js';
 import { decodeHeader, HEADER_SIZE, type MessageHeader } from './protocol.js';
+import * as sys from '../host/socket.js';
 
 /** One received message. The handler owns `fds` and must close or keep each one. */
 export interface ReceivedMessage {

@@ -3,10 +3,9 @@
  * descriptors) and matches replies by message id. It can also send raw bytes, to test how a server treats
  * malformed input.
  */
-
-import * as sys from '../host/socket.js';
 import { MessageChannel, type ReceivedMessage } from './channel.js';
 import { encodeMessage, type MessageHeader, MsgFlag } from './protocol.js';
+import * as sys from '../host/socket.js';
 
 export interface ClientReply {
   header: MessageHeader;

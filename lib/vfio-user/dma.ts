@@ -13,9 +13,9 @@
  * and a stray device write lands in a private copy instead of faulting or reaching the guest.
  */
 import { fstatSync } from 'node:fs';
-import * as sys from '../host/socket.js';
-import { DMA_MAP, DMA_UNMAP, DmaMapFlag, DmaUnmapFlag, Errno, body as makeBody, view } from './protocol.js';
+import { body as makeBody, DMA_MAP, DMA_UNMAP, DmaMapFlag, DmaUnmapFlag, Errno, view } from './protocol.js';
 import type { RequestHeader, Responder } from './responder.js';
+import * as sys from '../host/socket.js';
 
 /** The part of GuestMemory (lib/memory/guest-memory.ts) the server needs. */
 export interface DmaMemory {

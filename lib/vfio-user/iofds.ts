@@ -8,20 +8,19 @@
  * repeated request hands out the same ones. Signals that arrive together are one write (a virtio kick is
  * idempotent: the device looks at the whole ring).
  */
-
-import * as sys from '../host/socket.js';
 import type { VfioUserDevice, VfioUserDoorbell } from './device.js';
 import {
   Errno,
   IO_FD_SUB_REGION,
   IoEventfdFlag,
   IoFdType,
-  body as makeBody,
   REGION_IO_FDS,
   Region,
+  body as makeBody,
   view,
 } from './protocol.js';
 import type { RequestHeader, Responder } from './responder.js';
+import * as sys from '../host/socket.js';
 
 /** Counters the server reports (VfioUserServerStats). */
 export interface IoFdStats {

@@ -3,7 +3,6 @@
  * for INTx, masking with pending bits, and INTx as Linux's vfio-pci has it (level-triggered, automasked).
  */
 import { readlinkSync } from 'node:fs';
-import * as sys from '../host/socket.js';
 import {
   Errno,
   IRQ_INFO,
@@ -15,6 +14,7 @@ import {
   view,
 } from './protocol.js';
 import type { RequestHeader, Responder } from './responder.js';
+import * as sys from '../host/socket.js';
 
 /** Whether `fd` is an eventfd (as Linux's vfio checks with eventfd_ctx_fdget). */
 function isEventfd(fd: number): boolean {

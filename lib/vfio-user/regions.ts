@@ -5,11 +5,11 @@
 import type { VfioUserDevice } from './device.js';
 import {
   Errno,
-  body as makeBody,
   REGION_INFO,
   REGION_RW,
   Region,
   RegionFlag,
+  body as makeBody,
   view,
   WRITE_MULTI,
 } from './protocol.js';

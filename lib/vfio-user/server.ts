@@ -17,7 +17,6 @@
  * socket-file.ts (the socket's mode and group), device.ts (the device interface).
  */
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
-import * as sys from '../host/socket.js';
 import {
   type ChannelOptions,
   MessageChannel,
@@ -49,6 +48,7 @@ import {
 import { pieces, VfioUserRegions } from './regions.js';
 import type { Responder } from './responder.js';
 import { secureSocketFile } from './socket-file.js';
+import * as sys from '../host/socket.js';
 
 export type { VfioUserBar, VfioUserDevice, VfioUserDoorbell, VfioUserInterruptSink } from './device.js';
 

@@ -6,7 +6,7 @@
  * printed). On failure it prints the seed, the case and step, commands that replay the run, the case
  * and a minimal step list exactly, and exits 1. `--target all` runs every target in turn.
  */
-import { type FuzzOptions, formatResult, runFuzz } from './engine.js';
+import { formatResult, type FuzzOptions, runFuzz } from './engine.js';
 import { ALL_KNOWN_BUGS, KNOWN_BUGS, reproCommand } from './known-bugs.js';
 import { targets } from './targets/index.js';
 

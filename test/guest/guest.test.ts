@@ -6,9 +6,9 @@
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { STAND_IN_BAR_MAGIC, STAND_IN_MAGIC, StandInDevice } from '../../devices/serve/stand-in-device.js';
-import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { VfioUserServer } from '../../lib/vfio-user/server.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { STAND_IN_BAR_MAGIC, STAND_IN_MAGIC, StandInDevice } from '../../devices/serve/stand-in-device.js';
 import { guestUnavailableReason, inProcessServer, runGuest } from './launch.test-support.js';
 
 const reason = guestUnavailableReason();

@@ -7,9 +7,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { StandInDevice } from '../../devices/serve/stand-in-device.js';
-import { cleanupNamespaces, NetNamespace } from '../../lib/host/netns.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { cleanupNamespaces, NetNamespace } from '../../lib/host/netns.js';
+import { StandInDevice } from '../../devices/serve/stand-in-device.js';
 import { guestUnavailableReason, inProcessServer, runGuest } from './launch.test-support.js';
 
 const reason = guestUnavailableReason();

@@ -10,8 +10,8 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { SwitchStats } from '../../devices/eswitch/switch.js';
 import { type VirtioNetSriovFunctions, virtioNetSriovVfioUser } from '../../devices/serve/sriov.js';
+import type { SwitchStats } from '../../devices/eswitch/switch.js';
 import { vfMac } from '../../devices/virtio-net-pci.js';
 import { cleanupNamespaces, ip, NetNamespace } from '../../lib/host/netns.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';

@@ -12,16 +12,16 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { virtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';
 import { LINUX_6_1_FEATURES, LINUX_7_2_FEATURES } from '../../devices/testing/net-driver.js';
-import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
-import type { QueueStats } from '../../devices/virtio-net/stats.js';
-import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
-import { cleanupNamespaces, ip, NetNamespace } from '../../lib/host/netns.js';
-import { GuestMemory } from '../../lib/memory/guest-memory.js';
-import { toeplitzHash } from '../../lib/net/toeplitz.js';
-import { TapBackend, type TapStats } from '../../lib/tap/tap-backend.js';
 import type { VfioUserServer } from '../../lib/vfio-user/server.js';
+import type { QueueStats } from '../../devices/virtio-net/stats.js';
+import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
+import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
+import { virtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { cleanupNamespaces, ip, NetNamespace } from '../../lib/host/netns.js';
+import { TapBackend, type TapStats } from '../../lib/tap/tap-backend.js';
+import { toeplitzHash } from '../../lib/net/toeplitz.js';
 import {
   GUEST_KERNELS,
   type GuestKernel,

@@ -13,11 +13,11 @@
  * that arrive while the link is down before choosing a queue, so those balance in total).
  * `npm run soak -- --minutes 10`.
  */
-
-import { VirtioNetDriver } from '../../devices/testing/net-driver.js';
 import { MemoryBackend } from '../../lib/net/memory-backend.js';
 import { PCI_SRIOV_BAR, PCI_SRIOV_CTRL, PCI_SRIOV_NUM_VF } from '../../pci/sriov.js';
+import { VirtioNetDriver } from '../../devices/testing/net-driver.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
+import { udpFrame } from '../tap/frames.test-support.js';
 import {
   type FaultRig,
   faultRig,
@@ -29,7 +29,6 @@ import {
   sleep,
   vmRss,
 } from '../faults/rig.test-support.js';
-import { udpFrame } from '../tap/frames.test-support.js';
 
 export const HEAP_TOLERANCE = 8 << 20;
 const SR = 0x100;

@@ -8,9 +8,9 @@
 import { VirtioNetDriver } from '../../devices/testing/net-driver.js';
 import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../../devices/virtio-net-pci.js';
-import { NetNamespace, uniqueName } from '../../lib/host/netns.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { NetOffload } from '../../lib/net/backend.js';
+import { NetNamespace, uniqueName } from '../../lib/host/netns.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
 import { GUEST_IP, GUEST_MAC, KERNEL_IP, KERNEL_MAC } from '../tap/frames.test-support.js';

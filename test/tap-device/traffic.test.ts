@@ -4,6 +4,7 @@
  * Root and /dev/net/tun only; every test creates and removes its own namespace and tap.
  */
 import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { readVnetHeader } from '../../lib/net/vnet-header.js';
 import {
   arp,
   icmpEcho as echo,
@@ -16,7 +17,6 @@ import { NetF } from '../../devices/virtio-net/features.js';
 import { IoUring } from '../../lib/host/io-uring.js';
 import { emptyOffload, type ReceiveTarget } from '../../lib/net/backend.js';
 import { rssHash } from '../../lib/net/rss-hash.js';
-import { readVnetHeader } from '../../lib/net/vnet-header.js';
 import { lines, PY_UDP_RECV, PY_UDP_SEND } from '../tap/fixture.test-support.js';
 import {
   icmpEcho,

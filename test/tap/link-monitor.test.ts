@@ -21,8 +21,8 @@ import {
   RTM_NEWLINK,
   TapLinkWatch,
 } from '../../lib/host/link-monitor.js';
-import { cleanupNamespaces, NetNamespace, uniqueName } from '../../lib/host/netns.js';
 import type { BackendSink } from '../../lib/net/backend.js';
+import { cleanupNamespaces, NetNamespace, uniqueName } from '../../lib/host/netns.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
 import { type TapFixture, tapFixture, unavailable } from './fixture.test-support.js';
 import { CollectingSink, waitUntil } from './frames.test-support.js';

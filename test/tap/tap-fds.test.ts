@@ -7,8 +7,8 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanupNamespaces, NetNamespace, uniqueName } from '../../lib/host/netns.js';
-import { TapSteering } from '../../lib/tap/steering.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
+import { TapSteering } from '../../lib/tap/steering.js';
 import { PY_UDP_SEND, unavailable } from './fixture.test-support.js';
 import {
   CollectingSink,

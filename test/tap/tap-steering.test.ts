@@ -8,7 +8,6 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { BpfAssembler, R0, R1, R2, R3, R6 } from '../../lib/host/bpf.js';
 import { libc, SYS_bpf } from '../../lib/host/libc.js';
 import { cleanupNamespaces, NetNamespace, uniqueName } from '../../lib/host/netns.js';
 import { L3_IPV4, L3_IPV6, L4_TCP, L4_UDP, ParsedPacket, parsePacket } from '../../lib/net/packet-parser.js';
@@ -23,13 +22,14 @@ import {
   VIRTIO_NET_RSS_HASH_TYPE_UDPv4,
   VIRTIO_NET_RSS_HASH_TYPE_UDPv6,
 } from '../../lib/net/rss-hash.js';
+import { TapBackend } from '../../lib/tap/tap-backend.js';
+import { BpfAssembler, R0, R1, R2, R3, R6 } from '../../lib/host/bpf.js';
 import { TapSteering } from '../../lib/tap/steering.js';
 import {
   MAX_DEST_OPTIONS,
   MAX_IPV6_EXT_HEADERS,
   type RssSteeringConfig,
 } from '../../lib/tap/steering-program.js';
-import { TapBackend } from '../../lib/tap/tap-backend.js';
 import { unavailable } from './fixture.test-support.js';
 import { CollectingSink, GUEST_MAC, KERNEL_MAC, mac, waitUntil } from './frames.test-support.js';
 

@@ -3,8 +3,8 @@
  * network namespace and tap (kernel side 10.77.0.1 inside the namespace) and removes both.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { cleanupNamespaces } from '../../lib/host/netns.js';
 import { emptyOffload } from '../../lib/net/backend.js';
+import { cleanupNamespaces } from '../../lib/host/netns.js';
 import {
   lines,
   PY_UDP_RECV,

@@ -6,13 +6,6 @@ import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { PciFunction } from '../../pci/pci-function.js';
 import { SriovCapability } from '../../pci/sriov.js';
-import { LegacyInterface } from '../pci/legacy.js';
-import { TransportCore } from '../pci/transport-core.js';
-import { createVirtqueue } from '../queue/create-virtqueue.js';
-import { SPLIT_AVAIL } from '../queue/split-ring.js';
-import { BumpAllocator } from '../testing/bump-allocator.js';
-import { SplitDriverQueue } from '../testing/split-driver.js';
-import type { VirtioDevice } from '../virtio-device.js';
 import {
   AdminCommandProcessor,
   type DeviceGroup,
@@ -20,6 +13,13 @@ import {
   type LegacyNotifyEntry,
 } from './admin-commands.js';
 import { AdminQueue, type AdminQueueContext, sriovDeviceGroup } from './admin-queue.js';
+import { createVirtqueue } from '../queue/create-virtqueue.js';
+import { LegacyInterface } from '../pci/legacy.js';
+import { SPLIT_AVAIL } from '../queue/split-ring.js';
+import { BumpAllocator } from '../testing/bump-allocator.js';
+import { SplitDriverQueue } from '../testing/split-driver.js';
+import { TransportCore } from '../pci/transport-core.js';
+import type { VirtioDevice } from '../virtio-device.js';
 
 const MEM = 0x10000;
 const MEM_SIZE = 0x40000;

@@ -15,8 +15,6 @@
 import { GuestMemoryError } from '../../lib/errors.js';
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { PCI_SRIOV_CTRL_VFE, type SriovCapability } from '../../pci/sriov.js';
-import { gatherReadable, scatterWritable } from '../queue/descriptor-chain.js';
-import { DescriptorChain, type Virtqueue, VirtqueueError } from '../queue/virtqueue.js';
 import {
   ADMIN_CMD_HDR,
   ADMIN_CMD_RESULT,
@@ -32,6 +30,8 @@ import {
   type LegacyNotifyEntry,
 } from './admin-commands.js';
 import { MAX_PARTS_BYTES, type MigrationMember } from './migration-commands.js';
+import { gatherReadable, scatterWritable } from '../queue/descriptor-chain.js';
+import { DescriptorChain, type Virtqueue, VirtqueueError } from '../queue/virtqueue.js';
 
 /** The part of `VirtioDeviceContext` an admin queue needs (the transport's own context satisfies it). */
 export interface AdminQueueContext {

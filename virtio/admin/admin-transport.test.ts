@@ -7,12 +7,12 @@ import { describe, expect, it } from 'vitest';
 import { OptionsError } from '../../lib/errors.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { PCI_SRIOV_BAR, PCI_SRIOV_CTRL, PCI_SRIOV_NUM_VF, SriovCapability } from '../../pci/sriov.js';
+import { sriovDeviceGroup } from './admin-queue.js';
 import { FAKE_MAGIC, FakeDevice } from '../fake-device.test-support.js';
 import { legacyRingLayout } from '../pci/legacy.js';
-import { type VirtioPciSnapshot, VirtioPciTransport } from '../pci/virtio-pci.js';
 import { InterruptCollector, STATUS, VirtioPciDriver } from '../testing/pci-driver.js';
 import { SplitDriverQueue } from '../testing/split-driver.js';
-import { sriovDeviceGroup } from './admin-queue.js';
+import { type VirtioPciSnapshot, VirtioPciTransport } from '../pci/virtio-pci.js';
 
 const MEM_SIZE = 0x400000;
 const F_ADMIN_VQ = 1n << 41n;

@@ -6,10 +6,9 @@
  * descriptors are written id/len first and flags last, and a batch publishes its first descriptor's
  * flags after all the others (§2.8.21.2), so the driver sees the whole batch at once.
  */
-
-import { memoryFence } from '../../lib/memory/fence.js';
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { readAddress } from '../../lib/memory/guest-memory.js';
+import { memoryFence } from '../../lib/memory/fence.js';
 import { addSegment, memoryIsValid, toVirtqueueError } from './split-ring.js';
 import {
   type DescriptorChain,

@@ -5,11 +5,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { createVirtqueue } from './create-virtqueue.js';
 import { BumpAllocator } from '../testing/bump-allocator.js';
 import type { DriverSegment } from '../testing/driver-buffer.js';
 import { PackedDriverQueue } from '../testing/packed-driver.js';
 import { SplitDriverQueue } from '../testing/split-driver.js';
-import { createVirtqueue } from './create-virtqueue.js';
 import { DescriptorChain, type Virtqueue, VirtqueueError } from './virtqueue.js';
 
 const segArb = fc.record({

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
-import { BumpAllocator } from '../testing/bump-allocator.js';
-import { SplitDriverQueue } from '../testing/split-driver.js';
 import { createVirtqueue } from './create-virtqueue.js';
 import { SplitRing, vringNeedEvent } from './split-ring.js';
+import { BumpAllocator } from '../testing/bump-allocator.js';
+import { SplitDriverQueue } from '../testing/split-driver.js';
 import {
   DescriptorChain,
   type VirtqueueConfig,

@@ -7,8 +7,8 @@
  * written before the used idx that publishes them (§2.7.13, §2.7.14).
  */
 import { GuestMemoryError } from '../../lib/errors.js';
-import { memoryFence } from '../../lib/memory/fence.js';
 import { type GuestMemory, readAddress } from '../../lib/memory/guest-memory.js';
+import { memoryFence } from '../../lib/memory/fence.js';
 import {
   type DescriptorChain,
   type Virtqueue,

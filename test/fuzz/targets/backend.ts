@@ -11,17 +11,8 @@
  * every frame the device reports sent reached the backend; after a reset the guest can use the device.
  */
 import * as kit from '../../../devices/testing/frames.js';
-import type { NetOffload } from '../../../lib/net/backend.js';
 import { ReceiveTarget } from '../../../lib/net/backend.js';
-import {
-  checkTxAccount,
-  DEV_MAC,
-  describeRigConfig,
-  PEER_MAC,
-  Rig,
-  randomRigConfig,
-  rxAccount,
-} from '../device-rig.js';
+import type { NetOffload } from '../../../lib/net/backend.js';
 import {
   EscapeError,
   type FuzzTarget,
@@ -30,6 +21,15 @@ import {
   invariant,
   type RunContext,
 } from '../engine.js';
+import {
+  checkTxAccount,
+  DEV_MAC,
+  describeRigConfig,
+  PEER_MAC,
+  randomRigConfig,
+  Rig,
+  rxAccount,
+} from '../device-rig.js';
 import type { Rng } from '../rng.js';
 
 type Shape = 'random' | 'tcp4' | 'udp4' | 'vlanTcp4' | 'ipv6';

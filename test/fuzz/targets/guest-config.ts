@@ -10,17 +10,17 @@
  * the end of every case).
  */
 import type { VirtioNetPci } from '../../../devices/virtio-net-pci.js';
+import { EscapeError, type FuzzTarget, guard, invariant, InvariantError } from '../engine.js';
 import {
   checkReadOnly,
   checkTxAccount,
   describeRigConfig,
   guardedTarget,
-  Rig,
   randomRigConfig,
   readOnlyRegisters,
+  Rig,
   rxAccount,
 } from '../device-rig.js';
-import { EscapeError, type FuzzTarget, guard, InvariantError, invariant } from '../engine.js';
 import type { Rng } from '../rng.js';
 
 type Width = 1 | 2 | 4 | 8;

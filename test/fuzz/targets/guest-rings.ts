@@ -10,17 +10,6 @@
  * handed over is delivered, dropped, filtered or backlogged (exactly one of them, per frame); every frame
  * the device reports sent reached the backend; and a guest that resets the device can always use it again.
  */
-
-import {
-  checkTxAccount,
-  DEV_MAC,
-  describeRigConfig,
-  RAM,
-  Rig,
-  randomRigConfig,
-  rxAccount,
-  SCRATCH,
-} from '../device-rig.js';
 import {
   EscapeError,
   type FuzzTarget,
@@ -29,6 +18,15 @@ import {
   invariant,
   type RunContext,
 } from '../engine.js';
+import {
+  checkTxAccount,
+  DEV_MAC,
+  describeRigConfig,
+  randomRigConfig,
+  Rig,
+  rxAccount,
+  SCRATCH,
+} from '../device-rig.js';
 import {
   F_AVAIL,
   F_INDIRECT,
@@ -44,6 +42,7 @@ import {
   writeDesc,
 } from '../rings.js';
 import type { Rng } from '../rng.js';
+import { RAM } from '../device-rig.js';
 
 type Where = 'scratch' | 'ram' | 'wild';
 interface Seg {

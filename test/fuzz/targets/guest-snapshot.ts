@@ -10,17 +10,6 @@
  * in both cases no accessor throws afterwards, the snapshot stays JSON, the read-only registers keep
  * their values, and after a VMM reset the guest can set the device up again and exchange frames.
  */
-
-import {
-  checkReadOnly,
-  checkTxAccount,
-  DEV_MAC,
-  describeRigConfig,
-  Rig,
-  randomRigConfig,
-  readOnlyRegisters,
-  rxAccount,
-} from '../device-rig.js';
 import {
   describeError,
   EscapeError,
@@ -30,6 +19,16 @@ import {
   invariant,
   type RunContext,
 } from '../engine.js';
+import {
+  checkReadOnly,
+  checkTxAccount,
+  DEV_MAC,
+  describeRigConfig,
+  randomRigConfig,
+  readOnlyRegisters,
+  Rig,
+  rxAccount,
+} from '../device-rig.js';
 import type { Rng } from '../rng.js';
 
 type Mutation =

@@ -11,13 +11,11 @@
  * closed every descriptor it was given and unmapped every DMA region (the process's descriptor count
  * and memfd mappings are back where they were), and a new client can connect, handshake and be served.
  */
-
+import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type VirtioNetVfioUserDevice, virtioNetVfioUserDevice } from '../../../devices/serve/vfio-user.js';
-import * as sys from '../../../lib/host/socket.js';
+import { virtioNetVfioUserDevice, type VirtioNetVfioUserDevice } from '../../../devices/serve/vfio-user.js';
 import { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../../../lib/net/memory-backend.js';
 import { type ClientReply, VfioUserClient } from '../../../lib/vfio-user/client.js';
@@ -29,6 +27,7 @@ import {
   MsgFlag,
 } from '../../../lib/vfio-user/protocol.js';
 import { VfioUserServer } from '../../../lib/vfio-user/server.js';
+import * as sys from '../../../lib/host/socket.js';
 import { describeError, type FuzzTarget, guard, invariant } from '../engine.js';
 import type { Rng } from '../rng.js';
 
