@@ -126,12 +126,13 @@ interface Setup {
   dev: VirtioNetPci;
   drv: VirtioNetDriver;
   ram: Uint8Array;
-  pool: WorkerPool;
+  /** Null: the one-thread device (the baseline row). */
+  pool: WorkerPool | null;
   onInterrupt: { fn: () => void };
   dispose(): void;
 }
 
-function setUp(pairs: number): Setup {
+function setUp(pairs: number, workers = true): Setup {
   const ns = NetNamespace.create('vwb');
   const tap = TapBackend.open({ name: uniqueName('vwb'), queues: pairs });
   let dev: VirtioNetPci | undefined;
@@ -151,7 +152,7 @@ function setUp(pairs: number): Setup {
       mac: GUEST_MAC,
       queues: pairs,
       mq: pairs > 1,
-      workers: true,
+      workers,
     });
     const drv = new VirtioNetDriver(dev, memory, { interrupts: new InterruptCollector() });
     drv.open(); // posts 256 rx buffers per pair, VQ_PAIRS_SET to every pair
@@ -162,7 +163,7 @@ function setUp(pairs: number): Setup {
       dev: d,
       drv,
       ram,
-      pool: d.net.dataPlane as WorkerPool,
+      pool: (d.net.dataPlane as WorkerPool | null) ?? null,
       onInterrupt,
       dispose() {
         d.close();
@@ -236,7 +237,7 @@ async function txRun(s: Setup, rings: Ring[], pairs: number, target: number): Pr
   const quota = Math.ceil(target / pairs / BATCH) * BATCH;
   const posted = rings.map(() => 0);
   const done = rings.map(() => 0);
-  const before = { ...s.pool.handoffs };
+  const before = handoffs(s);
   const tapBefore = s.tap.stats().txFrames + sumTap(s, 'tapTx');
   const cpu0 = process.cpuUsage();
   const ticks0 = threadTicks();
@@ -272,8 +273,14 @@ async function txRun(s: Setup, rings: Ring[], pairs: number, target: number): Pr
   return row(s, pairs, frames, t0, t1, before, done, cpu, ticks0);
 }
 
+function handoffs(s: Setup): WorkerPool['handoffs'] {
+  return s.pool
+    ? { ...s.pool.handoffs }
+    : { doorbells: 0, interruptWakeups: 0, interrupts: 0, requests: 0, crossPairDrops: 0 };
+}
+
 function sumTap(s: Setup, k: 'tapTx' | 'tapRx'): number {
-  return s.pool.workerCounters().reduce((a, c) => a + c[k], 0);
+  return s.pool?.workerCounters().reduce((a, c) => a + c[k], 0) ?? 0;
 }
 
 function row(
@@ -287,7 +294,7 @@ function row(
   cpu: NodeJS.CpuUsage,
   ticks0: Map<string, { name: string; ticks: number }>,
 ): Row {
-  const h = s.pool.handoffs;
+  const h = handoffs(s);
   const wall = Number(t1 - t0) / 1e9;
   const busy: string[] = [];
   for (const [tid, t] of threadTicks()) {
@@ -316,7 +323,8 @@ async function benchRx(s: Setup, pairs: number): Promise<Row> {
 
 async function rxRun(s: Setup, rings: Ring[], pairs: number, count: number): Promise<Row> {
   for (const r of rings) r.takeUsed();
-  s.pool.stop();
+  if (s.pool) s.pool.stop();
+  else for (let q = 0; q < pairs; q++) s.tap.pause(q);
   const sent = Number(
     s.ns.exec('python3', ['-c', SENDER, GUEST_IP, '22', String(count)], { timeoutMs: 120_000 }).trim(),
   );
@@ -325,8 +333,9 @@ async function rxRun(s: Setup, rings: Ring[], pairs: number, count: number): Pro
   const cpu0 = process.cpuUsage();
   const ticks0 = threadTicks();
   const t0 = process.hrtime.bigint();
-  s.pool.start();
-  const before = { ...s.pool.handoffs };
+  if (s.pool) s.pool.start();
+  else for (let q = 0; q < pairs; q++) s.tap.resume(q);
+  const before = handoffs(s);
   await drive(
     s,
     () => {
@@ -407,10 +416,12 @@ async function main(): Promise<void> {
   }
   for (const direction of ['guest->tap', 'tap->guest'] as const) {
     for (let r = 0; r < ROUNDS; r++) {
-      for (const pairs of r & 1 ? [2, 1] : [1, 2]) {
-        const s = setUp(pairs);
+      for (const pairs of r & 1 ? [2, 1, 0] : [0, 1, 2]) {
+        // 0: the baseline, 1 pair on this thread (workers off).
+        const s = setUp(Math.max(pairs, 1), pairs > 0);
         try {
-          const row = direction === 'guest->tap' ? await benchTx(s, pairs) : await benchRx(s, pairs);
+          const n = Math.max(pairs, 1);
+          const row = direction === 'guest->tap' ? await benchTx(s, n) : await benchRx(s, n);
           const key = `${direction} ${pairs}`;
           results[key] = [...(results[key] ?? []), row];
         } finally {
@@ -434,12 +445,16 @@ async function main(): Promise<void> {
     const one = results[`${direction} 1`]!;
     const two = results[`${direction} 2`]!;
     const ratio = median(two.map((t, i) => t.fps / one[i]!.fps));
-    for (const rows of [one, two]) {
+    for (const [label, rows] of [
+      ['1, on the main thread (workers off)', results[`${direction} 0`]!],
+      ['1', one],
+      ['2', two],
+    ] as const) {
       const last = rows[rows.length - 1]!;
       const frames = rows.reduce((a, x) => a + x.frames, 0);
       const per = (f: (x: Row) => number) => (rows.reduce((a, x) => a + f(x), 0) / frames).toFixed(4);
       console.log(
-        `| ${direction} | ${last.pairs} | ${k(median(rows.map((x) => x.fps)))} fps | ${last.perPair.join(' / ')} | ${per((x) => x.doorbells)} | ${per((x) => x.wakeups)} | ${rows.reduce((a, x) => a + x.requestsWhileMoving, 0)} | ${median(rows.map((x) => x.cores)).toFixed(2)} | ${last.pairs === 2 ? ratio.toFixed(2) : ''} |`,
+        `| ${direction} | ${label} | ${k(median(rows.map((x) => x.fps)))} fps | ${last.perPair.join(' / ')} | ${per((x) => x.doorbells)} | ${per((x) => x.wakeups)} | ${rows.reduce((a, x) => a + x.requestsWhileMoving, 0)} | ${median(rows.map((x) => x.cores)).toFixed(2)} | ${label === '2' ? ratio.toFixed(2) : ''} |`,
       );
     }
   }
