@@ -107,6 +107,8 @@ class PairWorker {
 
   /** One used-buffer notification: a bit for the main thread, which raises it through the transport. */
   private raise(index: number): void {
+    // The guest may look at the counters as soon as it has the interrupt.
+    this.publishPair(index >> 1);
     Atomics.or(this.irq, 1 + (index >> 5), 1 << (index & 31));
     Atomics.add(this.irq, IRQ_SEQ, 1);
     Atomics.notify(this.irq, IRQ_SEQ);
@@ -260,6 +262,15 @@ class PairWorker {
         if (c.maxPackets !== mp || c.maxUsecs !== mu) c.set(mp, mu);
       }
     }
+  }
+
+  /** One pair's counters (no allocation: on every interrupt). */
+  private publishPair(pair: number): void {
+    const k = this.init.pairs.indexOf(pair);
+    if (k < 0) return;
+    const st = this.stats[pair]!;
+    const n = STAT_FIELDS.length;
+    for (let i = 0; i < n; i++) this.out[k * n + i] = st[STAT_FIELDS[i]!];
   }
 
   private publish(): void {
