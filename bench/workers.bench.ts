@@ -28,7 +28,7 @@ import { GuestMemory } from '../lib/memory/guest-memory.js';
 import { TapBackend } from '../lib/tap/tap-backend.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
 
-const RING = 256;
+const RING = Number(process.env.WORKERS_BENCH_RING ?? 256);
 const BATCH = 128;
 const ROUNDS = Number(process.env.WORKERS_BENCH_ROUNDS ?? 4);
 const TX_FRAMES = 400_000; // per round, over all pairs
@@ -152,6 +152,8 @@ function setUp(pairs: number, workers = true): Setup {
       mac: GUEST_MAC,
       queues: pairs,
       mq: pairs > 1,
+      rx_queue_size: RING,
+      tx_queue_size: RING,
       workers,
     });
     const drv = new VirtioNetDriver(dev, memory, { interrupts: new InterruptCollector() });
@@ -358,6 +360,12 @@ async function rxRun(s: Setup, rings: Ring[], pairs: number, count: number): Pro
   const frames = done.reduce((a, b) => a + b, 0);
   if (frames !== count) throw new Error(`rx: the guest got ${frames} of ${count}`);
   const st = s.dev.stats() as unknown as { rxDropped: number };
+  if (process.env.WORKERS_BENCH_DEBUG) {
+    const q = (s.dev.stats() as unknown as { queues: Record<string, number>[] }).queues;
+    console.error(
+      `rx ${pairs} workers ${s.pool !== null}: backlogged ${q.map((x) => x.rxBacklogged)} interrupts ${q.map((x) => x.rxInterrupts)} kicks ${q.map((x) => x.rxKicks)} packets ${q.map((x) => x.rxPackets)}`,
+    );
+  }
   if (st.rxDropped !== 0) throw new Error(`rx: the device dropped ${st.rxDropped} frames`);
   return row(s, pairs, frames, t0, t1, before, done, cpu, ticks0);
 }

@@ -110,10 +110,20 @@ class PairWorker {
     // The guest may look at the counters as soon as it has the interrupt.
     this.publishPair(index >> 1);
     Atomics.or(this.irq, 1 + (index >> 5), 1 << (index & 31));
+    this.interrupts++;
+    // The main thread is woken once per task of this thread (a burst of frames, a kick), not per
+    // interrupt: as on one thread, where the guest sees a burst's interrupts only after the burst.
+    if (this.irqPending) return;
+    this.irqPending = true;
+    queueMicrotask(this.wakeMain);
+  }
+
+  private irqPending = false;
+  private readonly wakeMain = () => {
+    this.irqPending = false;
     Atomics.add(this.irq, IRQ_SEQ, 1);
     Atomics.notify(this.irq, IRQ_SEQ);
-    this.interrupts++;
-  }
+  };
 
   private wait(): void {
     if (this.closed) return;
