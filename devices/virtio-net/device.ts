@@ -237,12 +237,15 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
 
   queueReset(index: number): void {
     if (index >= 2 * this.maxQueuePairs) return;
-    // The workers give every ring back; queueEnabled (or the next activation) hands them out again.
-    this.dataPlane?.stop();
+    // The workers give every ring back and take the others again at once (the reset one is gone until
+    // queueEnabled, which hands the rings out anew).
+    const plane = this.dataPlane;
+    plane?.stop();
     if ((index & 1) === 0) this.rx.pairs[index >> 1]!.clearBacklog();
     // A re-enabled queue takes the TX_SET / RX_SET parameters (VIRTIO 1.3 "Notifications Coalescing").
     const d = index & 1 ? this.coalesceTx : this.coalesceRx;
     this.shared.coalescers[index]!.reset(d[0], d[1]);
+    if (plane && this.shared.ctx && !this.shared.stopped) plane.start();
   }
 
   queueEnabled(index: number): void {
