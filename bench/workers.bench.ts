@@ -411,9 +411,10 @@ async function main(): Promise<void> {
     return;
   }
   const results: Record<string, Row[]> = {};
+  const only = process.env.WORKERS_BENCH_ONLY; // e.g. "guest->tap 1"
   // The raw control, same run: 1 and 2 threads writing to a 2-queue tap, ABAB.
   const raw: Record<number, number[]> = { 1: [], 2: [] };
-  {
+  if (!only) {
     const s = setUp(2);
     try {
       for (let r = 0; r < ROUNDS; r++)
@@ -423,8 +424,10 @@ async function main(): Promise<void> {
     }
   }
   for (const direction of ['guest->tap', 'tap->guest'] as const) {
+    if (only && !only.startsWith(direction)) continue;
     for (let r = 0; r < ROUNDS; r++) {
       for (const pairs of r & 1 ? [2, 1, 0] : [0, 1, 2]) {
+        if (only && only !== direction && only !== `${direction} ${pairs}`) continue;
         // 0: the baseline, 1 pair on this thread (workers off).
         const s = setUp(Math.max(pairs, 1), pairs > 0);
         try {
@@ -446,10 +449,12 @@ async function main(): Promise<void> {
   for (const [key, rows] of Object.entries(results))
     for (const r of rows) console.error(`${key}: ${(r.fps / 1000).toFixed(0)} k fps, threads ${r.threads}`);
   const rawRatio = median(raw[2]!.map((x, i) => x / raw[1]![i]!));
-  console.log(
+  if (!only)
+    console.log(
     `| raw koffi write loop, a thread per tap queue (no device) | 1 / 2 | ${k(median(raw[1]!))} / ${k(median(raw[2]!))} fps | | | | | | ${rawRatio.toFixed(2)} |`,
   );
   for (const direction of ['guest->tap', 'tap->guest']) {
+    if (!results[`${direction} 0`] || !results[`${direction} 1`] || !results[`${direction} 2`]) continue;
     const one = results[`${direction} 1`]!;
     const two = results[`${direction} 2`]!;
     const ratio = median(two.map((t, i) => t.fps / one[i]!.fps));

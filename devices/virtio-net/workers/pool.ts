@@ -7,7 +7,6 @@
  * worker's answer, which it gives between two bursts, so a request is also the quiesce.
  */
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { BackendError, OptionsError } from '../../../lib/errors.js';
@@ -412,12 +411,13 @@ function handoff(q: ReturnType<NonNullable<VirtioNet['context']>['queue']>): Que
 
 /**
  * The worker module next to this one: compiled JavaScript, or (running from source: tests, benches) the
- * TypeScript through tsx's require hook (a worker's entry is loaded before `--import` hooks apply).
+ * TypeScript through tsx's ESM API inside the worker (a worker's entry is loaded before `--import` hooks
+ * apply, and tsx's require hook would turn every imported function into a getter call).
  */
 function workerEntry(): { entry: URL | string; eval: boolean } {
   const js = new URL('./pair-worker.js', import.meta.url);
   if (existsSync(fileURLToPath(js))) return { entry: js, eval: false };
-  const ts = fileURLToPath(new URL('./pair-worker.ts', import.meta.url));
-  const tsx = createRequire(import.meta.url).resolve('tsx/cjs');
-  return { entry: `require(${JSON.stringify(tsx)}); require(${JSON.stringify(ts)});`, eval: true };
+  const ts = JSON.stringify(new URL('./pair-worker.ts', import.meta.url).href);
+  const api = JSON.stringify(import.meta.resolve('tsx/esm/api'));
+  return { entry: `import(${api}).then(({ tsImport }) => tsImport(${ts}, ${ts}));`, eval: true };
 }
