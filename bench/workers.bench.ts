@@ -451,8 +451,8 @@ async function main(): Promise<void> {
   const rawRatio = median(raw[2]!.map((x, i) => x / raw[1]![i]!));
   if (!only)
     console.log(
-    `| raw koffi write loop, a thread per tap queue (no device) | 1 / 2 | ${k(median(raw[1]!))} / ${k(median(raw[2]!))} fps | | | | | | ${rawRatio.toFixed(2)} |`,
-  );
+      `| raw koffi write loop, a thread per tap queue (no device) | 1 / 2 | ${k(median(raw[1]!))} / ${k(median(raw[2]!))} fps | | | | | | ${rawRatio.toFixed(2)} |`,
+    );
   for (const direction of ['guest->tap', 'tap->guest']) {
     if (!results[`${direction} 0`] || !results[`${direction} 1`] || !results[`${direction} 2`]) continue;
     const one = results[`${direction} 1`]!;
