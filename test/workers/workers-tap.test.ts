@@ -143,6 +143,42 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
     expect(pool.handoffs.interrupts).toBeGreaterThan(0);
   });
 
+  it('workers: 1 deals both pairs onto one thread: each pair still gets its own frames, both ways', async () => {
+    const fx = fixture({ device: { workers: 1 } });
+    const { drv, ns } = fx;
+    const pool = poolOf(fx);
+    expect(pool.workerCount).toBe(1);
+    expect(pool.workerCounters()[0]!.pairs).toEqual([0, 1]);
+    const child = ns.spawn('python3', ['-c', PY_UDP_RECV, KERNEL_IP, '5559', '2']);
+    const out = lines(child);
+    await out.waitFor(/^ready$/);
+    for (const pair of [0, 1])
+      drv.send(udpFrame(GUEST_IP, KERNEL_IP, 44000 + pair, 5559, enc(`one thread, pair ${pair}`)), { pair });
+    for (const pair of [0, 1])
+      expect(await out.waitFor(new RegExp(` ${44000 + pair}$`))).toBe(
+        `${hex(enc(`one thread, pair ${pair}`))} ${GUEST_IP} ${44000 + pair}`,
+      );
+    const ports = Array.from({ length: 24 }, (_, i) => 9500 + i);
+    ns.exec('python3', ['-c', PY_SEQ_SEND, GUEST_IP, ports.join(','), String(SIZE), '200', '0']);
+    const got = [0, 0];
+    await fx.until(
+      () => {
+        for (const f of fx.frames.splice(0)) if (seqOf(f, ports) !== null) got[f.pair]!++;
+        return got[0]! + got[1]! >= 200;
+      },
+      10_000,
+      '200 datagrams',
+    );
+    expect(got[0]).toBeGreaterThan(0);
+    expect(got[1]).toBeGreaterThan(0);
+    await sleep(20);
+    const q = queues(fx);
+    expect(q.map((x) => x.txPackets)).toEqual([1, 1]);
+    expect(pool.workerCounters()[0]!.tapRx).toBe(
+      q.reduce((a, x) => a + x.rxPackets + x.rxDropped + x.rxFiltered, 0),
+    );
+  });
+
   it('RSS changes mid-traffic (kernel steering rewritten under a running stream): every datagram arrives once, on the pair the table in force names', async () => {
     const fx = fixture({ device: { rss: true } });
     const { drv, ns, tap } = fx;
