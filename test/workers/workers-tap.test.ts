@@ -433,6 +433,24 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
     expect(got[1]).toBeGreaterThan(0);
   });
 
+  it('a guest that breaks a ring served by a worker gets DEVICE_NEEDS_RESET (counted once); the device reset then completes with the workers stopped', async () => {
+    const fx = fixture();
+    const { drv } = fx;
+    const memory = drv.memory;
+    // Pair 1's tx ring: an avail entry naming a descriptor past the table, then a kick.
+    const q = drv.queue(drv.txIndex(1)).config;
+    const idx = memory.readU16(q.driverAddr + 2);
+    memory.writeU16(q.driverAddr + 4 + 2 * (idx % q.size), q.size + 7);
+    memory.writeU16(q.driverAddr + 2, (idx + 1) & 0xffff);
+    drv.pci.kick(drv.txIndex(1));
+    await fx.until(() => (drv.pci.status & 0x40) !== 0, 5000, 'DEVICE_NEEDS_RESET');
+    const s = fx.dev.stats() as unknown as { guestErrors: number };
+    expect(s.guestErrors).toBe(1);
+    drv.pci.reset();
+    expect(poolOf(fx).running).toBe(false);
+    expect(drv.pci.status).toBe(0);
+  });
+
   it('close leaves no thread and no fd behind (/proc/self/task, /proc/self/fd)', async () => {
     // Warm up what stays for the process's life (libuv's thread pool, koffi), then count.
     deviceFixture({ queues: 2, sharedMemory: true }).dispose();
