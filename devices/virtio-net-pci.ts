@@ -8,6 +8,7 @@
 import { OptionsError } from '../lib/errors.js';
 import type { NetBackend } from '../lib/net/backend.js';
 import { MemoryBackend } from '../lib/net/memory-backend.js';
+import { TapBackend } from '../lib/tap/tap-backend.js';
 import { AriCapability } from '../pci/ari-capability.js';
 import type { InterruptSink } from '../pci/msix.js';
 import type { BarMapping, PciFunction } from '../pci/pci-function.js';
@@ -43,6 +44,8 @@ import {
 import { NET_STATE_PART, type NetSnapshot } from './virtio-net/persist.js';
 import { parseMac } from './virtio-net/rx-filter.js';
 import type { NetDeviceStats, QueueStats } from './virtio-net/stats.js';
+import { WorkerControlBackend } from './virtio-net/workers/control-backend.js';
+import { WorkerPool } from './virtio-net/workers/pool.js';
 
 /** Size and kind of each of the six BARs (null where absent), for VMMs and the vfio-user server. */
 export interface BarInfo {
@@ -204,7 +207,15 @@ class VirtioNetPciDevice implements VirtioNetPci {
       for (let i = 0; i < config.sriov.totalVfs; i++)
         this.vfPolicies.push(defaultVfInfo(vfMac(config.mac, i)));
     }
+    const workers = config.workers === true ? 256 : config.workers === false ? 0 : config.workers;
+    let control: WorkerControlBackend | null = null;
+    if (workers > 0 && !isVf) {
+      if (!(backend instanceof TapBackend) || config.sriov)
+        throw new OptionsError('workers: needs a TapBackend (and no sriov)');
+      backend = control = new WorkerControlBackend(backend);
+    }
     this.net = new VirtioNet(config, backend);
+    if (control) this.net.dataPlane = new WorkerPool(this.net, control, config.memory, workers);
     if (this.eswitch) this.eswitch.pf.owner = portOwner(this.net);
     this.relay = new InterruptRelay(config.interrupts, options.vfIndex);
     // VIRTIO_F_SR_IOV (§6) is offered by the PF only, and only with an SR-IOV capability.
@@ -343,10 +354,23 @@ class VirtioNetPciDevice implements VirtioNetPci {
     // Deferred work (a scheduled drain, a transmit burst) must not touch guest memory after close: a
     // device that migrated away is closed while its VM runs on elsewhere.
     this.transport.setMode('frozen');
+    this.net.dataPlane?.close();
     this.net.backend.close();
   }
 
   snapshot(): VirtioNetPciSnapshot {
+    // Queue pairs on workers give their rings, backlogs and counters back for the moment of the snapshot.
+    const plane = this.net.dataPlane;
+    if (!plane?.running) return this.takeSnapshot();
+    plane.stop();
+    try {
+      return this.takeSnapshot();
+    } finally {
+      plane.start();
+    }
+  }
+
+  private takeSnapshot(): VirtioNetPciSnapshot {
     return {
       format: SNAPSHOT_FORMAT,
       options: this.snapshotOptions(),
@@ -446,6 +470,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
 
   stats(): VirtioNetPciStats {
     const n = this.net;
+    n.dataPlane?.refreshStats();
     const queues: QueuePairStats[] = n.queueStats.map((q: QueueStats, pair: number) => ({ pair, ...q }));
     return {
       status: this.transport.status,

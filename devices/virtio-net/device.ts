@@ -17,6 +17,7 @@ import type { Backlog } from './backlog.js';
 import { Coalescer } from './coalesce.js';
 import { NetStatus, netConfigByte, netConfigLength } from './config.js';
 import { ControlQueue, type ControlQueueHost } from './control-queue.js';
+import type { DataPlane } from './data-plane.js';
 import { DirectReceiver } from './direct-rx.js';
 import {
   GUEST_OFFLOAD_MASK,
@@ -61,8 +62,10 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   /** May change its MAC and turn on promiscuous / all-multicast (false: an untrusted SR-IOV VF). */
   trusted = true;
 
-  /** What every queue pair's data path reads. */
-  private readonly shared: NetShared;
+  /** What every queue pair's data path reads (a worker data plane replicates it). */
+  readonly shared: NetShared;
+  /** Queue pairs on worker threads (`workers` option); null: on this thread. */
+  dataPlane: DataPlane | null = null;
   private readonly tx: TxPath[];
   private readonly rx: Receiver;
   private readonly direct: DirectReceiver;
@@ -208,13 +211,17 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.applyQueuePairs();
     // Frames that arrived while the driver was setting up are waiting in the backend.
     for (let q = 0; q < this.maxQueuePairs; q++) this.rx.resume(q);
+    if (!s.stopped) this.dataPlane?.start();
   }
 
   queueNotify(index: number): void {
     const s = this.shared;
     if (!s.ctx || s.broken) return;
     try {
-      if (index === this.controlQueueIndex()) this.control.process();
+      if (index === this.controlQueueIndex()) {
+        this.control.process();
+        if (this.dataPlane?.running) this.dataPlane.sync();
+      } else if (this.dataPlane?.running && index < 2 * this.maxQueuePairs) this.dataPlane.kick(index);
       else if (index < 2 * this.maxQueuePairs) {
         const pair = index >> 1;
         if (index & 1) this.tx[pair]!.kick();
@@ -230,18 +237,30 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
 
   queueReset(index: number): void {
     if (index >= 2 * this.maxQueuePairs) return;
+    // The workers give every ring back and take the others again at once (the reset one is gone until
+    // queueEnabled, which hands the rings out anew).
+    const plane = this.dataPlane;
+    plane?.stop();
     if ((index & 1) === 0) this.rx.pairs[index >> 1]!.clearBacklog();
     // A re-enabled queue takes the TX_SET / RX_SET parameters (VIRTIO 1.3 "Notifications Coalescing").
     const d = index & 1 ? this.coalesceTx : this.coalesceRx;
     this.shared.coalescers[index]!.reset(d[0], d[1]);
+    if (plane && this.shared.ctx && !this.shared.stopped) plane.start();
   }
 
   queueEnabled(index: number): void {
+    const plane = this.dataPlane;
+    if (plane && this.shared.ctx && !this.shared.stopped && index < 2 * this.maxQueuePairs) {
+      plane.stop();
+      plane.start();
+      return;
+    }
     if (this.shared.ctx && !this.shared.stopped && index < 2 * this.maxQueuePairs && (index & 1) === 0)
       this.rx.pairs[index >> 1]!.drain();
   }
 
   reset(): void {
+    this.dataPlane?.stop();
     this.shared.ctx = null;
     this.resetState();
   }
@@ -253,15 +272,21 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
    * interrupts and re-kicks every queue on 'active', which drains the backlogs and lets the backend go.
    */
   setMode(mode: DeviceMode): void {
+    if (mode !== 'active') this.dataPlane?.stop();
     this.shared.stopped = mode !== 'active';
     // A notification held while stopped (its timer found the device stopped) goes out now.
     for (const c of this.shared.coalescers)
       if (mode === 'active') c.flush();
       else c.suspend();
     if (mode === 'frozen') for (let q = 0; q < this.backend.capabilities.queuePairs; q++) this.rx.pause(q);
+    if (mode === 'active' && this.shared.ctx && this.dataPlane && !this.dataPlane.running)
+      this.dataPlane.start();
   }
 
   snapshot(): NetSnapshot {
+    // The workers' rings, backlogs and counters come back first (VirtioNetPci quiesces them around the
+    // transport's part too).
+    this.dataPlane?.refreshStats();
     return snapshotNet(this);
   }
 
@@ -271,6 +296,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   }
 
   restore(state: unknown): void {
+    this.dataPlane?.stop();
     restoreNet(this, state);
     const { rxPaused: paused, rxRecheck: recheck, coalesce } = state as NetSnapshot;
     // The transport re-activated us before this restore: tell the (new) backend the restored state.
@@ -281,6 +307,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
       // A notification the source held is sent within its max_usecs (at once without coalescing).
       for (const [i, q] of (coalesce?.queues ?? []).entries())
         if (q[2]) this.shared.coalescers[i]?.used(0, true);
+      this.dataPlane?.start();
     }
   }
 
@@ -364,6 +391,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     if (this.shared.linkUp === up) return;
     this.shared.linkUp = up;
     this.backend.setCarrier?.(up); // the host sees the virtual cable too (a tap: TUNSETCARRIER)
+    if (this.dataPlane?.running) this.dataPlane.sync();
     this.status = up ? this.status | NetStatus.LINK_UP : this.status & ~NetStatus.LINK_UP;
     if (has(this.offered, NetF.STATUS)) this.shared.ctx?.configChanged();
   }

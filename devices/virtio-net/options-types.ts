@@ -148,6 +148,13 @@ export interface VirtioNetPciOptions {
   hash_tunnel?: boolean;
   /** VIRTIO_NET_F_RSS_CONTEXT: RSS contexts besides the default configuration (default false; VIRTIO 1.4 "RSS Context"). Needs rss. */
   rss_context?: boolean;
+  /**
+   * Queue pairs on worker threads (docs/workers.md): true runs each pair's rx/tx virtqueues and tap
+   * queue fd on a thread of its own, a number deals the pairs over that many threads; false (default)
+   * keeps everything on the caller's thread. Needs a TapBackend with a queue per pair and guest memory
+   * of SharedArrayBuffer regions.
+   */
+  workers?: boolean | number;
   /** Hash types offered in supported_hash_types (§5.1.4): 'off' withholds one; 'auto' and 'on' offer it. */
   'hash-ipv4'?: OnOffAuto;
   /** See `hash-ipv4`. */

@@ -139,6 +139,10 @@ export const virtioNetPciOptionsSchema = z
     host_tunnel_csum: z.boolean().default(true),
     hash_tunnel: z.boolean().default(false),
     rss_context: z.boolean().default(false),
+    /** Queue pairs on worker threads: true (one per pair) or a thread count; false (default): one thread. */
+    workers: z
+      .union([z.boolean(), z.number().int().min(1, 'expected true, false or 1..256').max(256)])
+      .default(false),
     'hash-ipv4': onOffAuto,
     'hash-tcp4': onOffAuto,
     'hash-udp4': onOffAuto,

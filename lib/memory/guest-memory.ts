@@ -13,41 +13,16 @@
  * An optional write hook tells a VMM with a JIT which guest bytes the device wrote.
  */
 import { GuestMemoryError } from '../errors.js';
+import type { GrowableMemoryRegion, GuestMemoryOptions, GuestMemoryRegion, SharedRegion } from './regions.js';
+import { describe, readScalar, writeScalar } from './scalar.js';
 
-/** One region of guest memory, as the VMM (or a vfio-user DMA_MAP) hands it over. */
-export interface GuestMemoryRegion {
-  address: number | bigint;
-  bytes: Uint8Array;
-}
-
-/**
- * A region over memory whose `ArrayBuffer` can be replaced, such as a `WebAssembly.Memory` that grows
- * (each `grow` detaches the old buffer): the region is `[offset, offset + size)` of whatever buffer
- * `buffer` holds at the time of the access. Growth is noticed without a callback (a detached view has
- * length 0); `GuestMemory.remaps` counts the re-views.
- */
-export interface GrowableMemoryRegion {
-  address: number | bigint;
-  /** A `WebAssembly.Memory` (anything with a `buffer` property), or a getter of the current buffer. */
-  buffer: { readonly buffer: ArrayBufferLike } | (() => ArrayBufferLike);
-  /** Byte offset of guest address `address` in the buffer. */
-  offset: number;
-  size: number;
-}
-
-export interface GuestMemoryOptions {
-  /**
-   * VIRTIO_F_ACCESS_PLATFORM (§6.1): maps a device address (IOVA) to a guest-physical address for the
-   * whole range `[address, address + length)`. It throws `GuestMemoryError` when the IOMMU refuses.
-   */
-  translate?: (address: number, length: number, write: boolean) => number;
-  /**
-   * Called after the device wrote guest-physical `[address, address + length)` (scalars, `write`, and
-   * ranges written through `locate(…, true)` and reported with `noteWritten`), e.g. so a VMM with a JIT
-   * drops code compiled from those bytes. It must not throw.
-   */
-  onWrite?: (address: number, length: number) => void;
-}
+export type {
+  GrowableMemoryRegion,
+  GuestMemoryOptions,
+  GuestMemoryRegion,
+  SharedRegion,
+} from './regions.js';
+export { readAddress } from './scalar.js';
 
 interface Region {
   start: number;
@@ -69,12 +44,6 @@ const NO_REGION: Region = {
   source: null,
   offset: 0,
 };
-const TWO_32 = 0x1_0000_0000;
-
-function describe(address: number | bigint, length: number): string {
-  const a = typeof address === 'bigint' ? address : Number.isFinite(address) ? address : Number.NaN;
-  return `[0x${a.toString(16)}, +${length})`;
-}
 
 /** Guest memory: bounds-checked little-endian access to the regions the VMM registered. */
 export class GuestMemory {
@@ -174,6 +143,21 @@ export class GuestMemory {
     rs.splice(lo, 1);
     this.last = NO_REGION;
     return true;
+  }
+
+  /**
+   * Every region as SharedArrayBuffer bytes, for worker threads that map the same memory; null when one
+   * is not (growable, ArrayBuffer, external) or the memory translates or reports writes (per thread).
+   */
+  sharedRegions(): SharedRegion[] | null {
+    if (this.translateFn !== undefined || this.onWrite !== undefined) return null;
+    const out: SharedRegion[] = [];
+    for (const r of this.regions) {
+      const b = r.bytes.buffer;
+      if (r.source !== null || !(b instanceof SharedArrayBuffer)) return null;
+      out.push({ address: r.start, buffer: b, offset: r.bytes.byteOffset, size: r.size });
+    }
+    return out;
   }
 
   /** Whether `[address, address + length)` lies entirely in guest memory (possibly across adjacent regions). */
@@ -586,40 +570,4 @@ export class GuestMemory {
     }
     if (this.onWrite !== undefined) this.onWrite(a, size);
   }
-}
-
-function readScalar(dv: DataView, off: number, size: 1 | 2 | 4 | 8): number | bigint {
-  switch (size) {
-    case 1:
-      return dv.getUint8(off);
-    case 2:
-      return dv.getUint16(off, true);
-    case 4:
-      return dv.getUint32(off, true);
-    default:
-      return dv.getBigUint64(off, true);
-  }
-}
-
-function writeScalar(dv: DataView, off: number, size: 1 | 2 | 4 | 8, value: number | bigint): void {
-  switch (size) {
-    case 1:
-      dv.setUint8(off, Number(value));
-      break;
-    case 2:
-      dv.setUint16(off, Number(value), true);
-      break;
-    case 4:
-      dv.setUint32(off, Number(value), true);
-      break;
-    default:
-      dv.setBigUint64(off, typeof value === 'bigint' ? value : BigInt(value), true);
-  }
-}
-
-/** Reads a little-endian u64 split into two u32 halves as a number; -1 when it is 2^53 or above. */
-export function readAddress(memory: GuestMemory, address: number): number {
-  const lo = memory.readU32(address);
-  const hi = memory.readU32(address + 4);
-  return hi < 0x20_0000 ? hi * TWO_32 + lo : -1;
 }

@@ -65,6 +65,8 @@ export interface TapAdoptOptions {
   batchRx?: boolean;
   /** As TapOpenOptions.zeroCopyRxMinBytes. Default 512. */
   zeroCopyRxMinBytes?: number;
+  /** As TapOpenOptions.watchLink. Default true. */
+  watchLink?: boolean;
 }
 
 /** Counters of one TapBackend (monotonic). */

@@ -179,6 +179,7 @@ export class TapBackend implements NetBackend {
     tap.batchTx = options.batchTx ?? true;
     tap.batchRx = options.batchRx ?? true;
     tap.zeroCopyRxMinBytes = zeroCopyRxMin(options.zeroCopyRxMinBytes, 'adopt');
+    tap.watchLink = options.watchLink ?? true;
     return tap;
   }
 

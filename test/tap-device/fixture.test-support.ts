@@ -65,6 +65,8 @@ export interface DeviceFixtureOptions {
   batchRx?: boolean;
   /** TapOpenOptions.zeroCopyRxMinBytes (default 512; 0: read every frame into guest buffers). */
   zeroCopyRxMinBytes?: number;
+  /** Guest memory over a SharedArrayBuffer (needed by `workers`). */
+  sharedMemory?: boolean;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -89,7 +91,8 @@ export function deviceFixture(options: DeviceFixtureOptions = {}): DeviceFixture
     ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${tap.name}.disable_ipv6=1`]);
     ns.configure(tap.name, `${KERNEL_IP}/24`, KERNEL_MAC);
     ns.ip('neigh', 'replace', GUEST_IP, 'lladdr', GUEST_MAC, 'dev', tap.name, 'nud', 'permanent');
-    const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(48 << 20) }]);
+    const ram = options.sharedMemory ? new SharedArrayBuffer(48 << 20) : new ArrayBuffer(48 << 20);
+    const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(ram) }]);
     const irq = new InterruptCollector();
     dev = createVirtioNetPci({
       memory,

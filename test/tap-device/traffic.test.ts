@@ -224,30 +224,32 @@ describe.skipIf(unavailable !== null)('virtio-net device on a real tap: traffic'
       expect(f.frame.length).toBe(14 + 20 + 8 + 1400);
   });
 
-  it('UDP both ways between the guest and a socket in the namespace', async () => {
-    const fx = fixture();
-    const { drv, ns } = fx;
-    const child = ns.spawn('python3', ['-c', PY_UDP_RECV, KERNEL_IP, '5555', '3']);
-    const out = lines(child);
-    await out.waitFor(/^ready$/);
-    for (let i = 0; i < 3; i++)
-      drv.send(udpFrame(GUEST_IP, KERNEL_IP, 41000 + i, 5555, enc(`datagram ${i}`)));
-    for (let i = 0; i < 3; i++)
-      expect(await out.waitFor(new RegExp(` ${41000 + i}$`))).toBe(
-        `${hex(enc(`datagram ${i}`))} ${GUEST_IP} ${41000 + i}`,
-      );
+  // Also with the pair on a worker thread (docs/workers.md): same frames, same counters.
+  for (const workers of [false, true])
+    it(`UDP both ways between the guest and a socket in the namespace${workers ? ' (pair on a worker)' : ''}`, async () => {
+      const fx = fixture({ sharedMemory: workers, device: { workers } });
+      const { drv, ns } = fx;
+      const child = ns.spawn('python3', ['-c', PY_UDP_RECV, KERNEL_IP, '5555', '3']);
+      const out = lines(child);
+      await out.waitFor(/^ready$/);
+      for (let i = 0; i < 3; i++)
+        drv.send(udpFrame(GUEST_IP, KERNEL_IP, 41000 + i, 5555, enc(`datagram ${i}`)));
+      for (let i = 0; i < 3; i++)
+        expect(await out.waitFor(new RegExp(` ${41000 + i}$`))).toBe(
+          `${hex(enc(`datagram ${i}`))} ${GUEST_IP} ${41000 + i}`,
+        );
 
-    ns.exec('python3', ['-c', PY_UDP_SEND, GUEST_IP, '6001', '300', '4']);
-    await fx.until(() => fx.frames.filter(isUdpTo(6001)).length === 4, 10_000, '4 datagrams');
-    for (const f of fx.frames.filter(isUdpTo(6001))) {
-      const p = parseIpv4(f.frame)!;
-      expect(p.l4.length).toBe(308);
-      expect(p.l4[8 + 5]).toBe((5 * 7) & 0xff);
-    }
-    const s = fx.dev.stats() as { txPackets: number; rxPackets: number };
-    expect(s.txPackets).toBe(3);
-    expect(s.rxPackets).toBeGreaterThanOrEqual(4);
-  });
+      ns.exec('python3', ['-c', PY_UDP_SEND, GUEST_IP, '6001', '300', '4']);
+      await fx.until(() => fx.frames.filter(isUdpTo(6001)).length === 4, 10_000, '4 datagrams');
+      for (const f of fx.frames.filter(isUdpTo(6001))) {
+        const p = parseIpv4(f.frame)!;
+        expect(p.l4.length).toBe(308);
+        expect(p.l4[8 + 5]).toBe((5 * 7) & 0xff);
+      }
+      const s = fx.dev.stats() as { txPackets: number; rxPackets: number };
+      expect(s.txPackets).toBe(3);
+      expect(s.rxPackets).toBeGreaterThanOrEqual(4);
+    });
 
   it('TSO from the guest: one GSO TCPv4 super-frame, segmented by the kernel, received whole by a socket', async () => {
     const fx = fixture();
@@ -531,47 +533,48 @@ time.sleep(5)
       expect(tap.rssSteeringActive).toBe(false);
     });
 
-  it('two queue pairs on a multiqueue tap: VQ_PAIRS_SET attaches/detaches tap queues, traffic on both pairs', async () => {
-    const fx = fixture({ queues: 2 });
-    const { drv, ns, tap } = fx;
-    const realQueues = () =>
-      ns
-        .exec('ls', [`/sys/class/net/${tap.name}/queues`])
-        .split(/\s+/)
-        .filter((q) => q.startsWith('tx-'))
-        .sort();
-    expect(drv.pairs).toBe(2);
-    expect(realQueues()).toEqual(['tx-0', 'tx-1']);
-    // VQ_PAIRS_SET 1: TUNSETQUEUE IFF_DETACH_QUEUE on the second fd; the kernel has one queue left.
-    expect(drv.setQueuePairs(1)).toBe(0);
-    expect(realQueues()).toEqual(['tx-0']);
-    expect(drv.setQueuePairs(2)).toBe(0);
-    expect(realQueues()).toEqual(['tx-0', 'tx-1']);
-    expect(tap.stats().ioctlErrors).toBe(0);
+  for (const workers of [false, true])
+    it(`two queue pairs on a multiqueue tap: VQ_PAIRS_SET attaches/detaches tap queues, traffic on both pairs${workers ? ' (each pair on a worker)' : ''}`, async () => {
+      const fx = fixture({ queues: 2, sharedMemory: workers, device: { workers } });
+      const { drv, ns, tap } = fx;
+      const realQueues = () =>
+        ns
+          .exec('ls', [`/sys/class/net/${tap.name}/queues`])
+          .split(/\s+/)
+          .filter((q) => q.startsWith('tx-'))
+          .sort();
+      expect(drv.pairs).toBe(2);
+      expect(realQueues()).toEqual(['tx-0', 'tx-1']);
+      // VQ_PAIRS_SET 1: TUNSETQUEUE IFF_DETACH_QUEUE on the second fd; the kernel has one queue left.
+      expect(drv.setQueuePairs(1)).toBe(0);
+      expect(realQueues()).toEqual(['tx-0']);
+      expect(drv.setQueuePairs(2)).toBe(0);
+      expect(realQueues()).toEqual(['tx-0', 'tx-1']);
+      expect(tap.stats().ioctlErrors).toBe(0);
 
-    const child = ns.spawn('python3', ['-c', PY_UDP_RECV, KERNEL_IP, '5557', '2']);
-    const out = lines(child);
-    await out.waitFor(/^ready$/);
-    drv.send(udpFrame(GUEST_IP, KERNEL_IP, 42000, 5557, enc('via pair 0')), { pair: 0 });
-    drv.send(udpFrame(GUEST_IP, KERNEL_IP, 42001, 5557, enc('via pair 1')), { pair: 1 });
-    expect(await out.waitFor(/ 42000$/)).toContain(hex(enc('via pair 0')));
-    expect(await out.waitFor(/ 42001$/)).toContain(hex(enc('via pair 1')));
+      const child = ns.spawn('python3', ['-c', PY_UDP_RECV, KERNEL_IP, '5557', '2']);
+      const out = lines(child);
+      await out.waitFor(/^ready$/);
+      drv.send(udpFrame(GUEST_IP, KERNEL_IP, 42000, 5557, enc('via pair 0')), { pair: 0 });
+      drv.send(udpFrame(GUEST_IP, KERNEL_IP, 42001, 5557, enc('via pair 1')), { pair: 1 });
+      expect(await out.waitFor(/ 42000$/)).toContain(hex(enc('via pair 0')));
+      expect(await out.waitFor(/ 42001$/)).toContain(hex(enc('via pair 1')));
 
-    // Kernel -> guest: 32 flows; the tap spreads them over its queues by flow hash, one pair each.
-    const ports = Array.from({ length: 32 }, (_, i) => 9000 + i);
-    ns.exec('python3', ['-c', PY_UDP_SEND, GUEST_IP, ports.join(','), '64', '32']);
-    await fx.until(
-      () => fx.frames.filter((f) => ports.some((p) => isUdpTo(p)(f))).length === 32,
-      10_000,
-      '32 flows',
-    );
-    const perPair = [0, 0];
-    for (const f of fx.frames) if (ports.some((p) => isUdpTo(p)(f))) perPair[f.pair]!++;
-    expect(perPair[0]).toBeGreaterThan(0);
-    expect(perPair[1]).toBeGreaterThan(0);
-    const q = (fx.dev.stats() as { queues: { txPackets: number; rxPackets: number }[] }).queues;
-    expect(q.map((x) => x.txPackets)).toEqual([1, 1]);
-    expect(q[0]!.rxPackets).toBeGreaterThanOrEqual(perPair[0]!);
-    expect(q[1]!.rxPackets).toBeGreaterThanOrEqual(perPair[1]!);
-  });
+      // Kernel -> guest: 32 flows; the tap spreads them over its queues by flow hash, one pair each.
+      const ports = Array.from({ length: 32 }, (_, i) => 9000 + i);
+      ns.exec('python3', ['-c', PY_UDP_SEND, GUEST_IP, ports.join(','), '64', '32']);
+      await fx.until(
+        () => fx.frames.filter((f) => ports.some((p) => isUdpTo(p)(f))).length === 32,
+        10_000,
+        '32 flows',
+      );
+      const perPair = [0, 0];
+      for (const f of fx.frames) if (ports.some((p) => isUdpTo(p)(f))) perPair[f.pair]!++;
+      expect(perPair[0]).toBeGreaterThan(0);
+      expect(perPair[1]).toBeGreaterThan(0);
+      const q = (fx.dev.stats() as { queues: { txPackets: number; rxPackets: number }[] }).queues;
+      expect(q.map((x) => x.txPackets)).toEqual([1, 1]);
+      expect(q[0]!.rxPackets).toBeGreaterThanOrEqual(perPair[0]!);
+      expect(q[1]!.rxPackets).toBeGreaterThanOrEqual(perPair[1]!);
+    });
 });

@@ -12,5 +12,20 @@ import type { Virtqueue, VirtqueueConfig } from './virtqueue.js';
  * misaligned, or when the size is not valid for the format.
  */
 export function createVirtqueue(memory: GuestMemory, config: VirtqueueConfig, packed: boolean): Virtqueue {
-  return packed ? new PackedRing(memory, config) : new SplitRing(memory, config);
+  const q = packed ? new PackedRing(memory, config) : new SplitRing(memory, config);
+  setups.set(q, { config: { ...config }, packed });
+  return q;
+}
+
+/** What a queue was created from: another thread over the same memory builds the same ring with it. */
+export interface VirtqueueSetup {
+  config: VirtqueueConfig;
+  packed: boolean;
+}
+
+const setups = new WeakMap<Virtqueue, VirtqueueSetup>();
+
+/** The config and format `createVirtqueue` built `q` with (null for a ring made otherwise). */
+export function virtqueueSetup(q: Virtqueue): VirtqueueSetup | null {
+  return setups.get(q) ?? null;
 }

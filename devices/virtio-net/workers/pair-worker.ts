@@ -1,0 +1,362 @@
+/**
+ * A queue-pair worker (docs/workers.md): runs the device's own per-pair data paths (tx.ts, rx.ts,
+ * direct-rx.ts) for the pairs it owns, over the guest's SharedArrayBuffer memory and its own copies of
+ * those pairs' tap queue fds, with its own poller and io_uring. The main thread keeps the control plane;
+ * this thread holds a replica of what the paths read (NetShared), rebuilt from each request. Kicks
+ * arrive as doorbell bits, interrupts leave as bits in the interrupt block; nothing is sent per frame.
+ */
+import {
+  isMainThread,
+  type MessagePort,
+  parentPort,
+  receiveMessageOnPort,
+  workerData,
+} from 'node:worker_threads';
+import { GuestMemory } from '../../../lib/memory/guest-memory.js';
+import type { NetOffload, ReceiveTarget } from '../../../lib/net/backend.js';
+import { MAX_FRAME } from '../../../lib/net/backend.js';
+import { TapBackend } from '../../../lib/tap/tap-backend.js';
+import { createVirtqueue } from '../../../virtio/queue/create-virtqueue.js';
+import type { Virtqueue, VirtqueueState } from '../../../virtio/queue/virtqueue.js';
+import type { VirtioDeviceContext } from '../../../virtio/virtio-device.js';
+import { Coalescer } from '../coalesce.js';
+import { DirectReceiver } from '../direct-rx.js';
+import { Receiver } from '../rx.js';
+import { NetShared } from '../shared.js';
+import { QueueStats } from '../stats.js';
+import { TxPath } from '../tx.js';
+import { PairBackend } from './pair-backend.js';
+import {
+  type BacklogFrame,
+  CONTROL_BIT,
+  Door,
+  Extra,
+  IRQ_SEQ,
+  type Reply,
+  type Request,
+  type SharedState,
+  STAT_FIELDS,
+  type WorkerInit,
+  waitAsync,
+} from './protocol.js';
+
+/** Counters are published to shared memory at least this often while the worker runs. */
+const PUBLISH_MS = 5;
+
+class PairWorker {
+  private readonly door: Int32Array;
+  private readonly irq: Int32Array;
+  private readonly out: Float64Array;
+  private readonly memory: GuestMemory;
+  private readonly tap: TapBackend;
+  private readonly backend: PairBackend;
+  private readonly shared: NetShared;
+  private readonly stats: QueueStats[];
+  private readonly tx: TxPath[];
+  private readonly rx: Receiver;
+  private readonly direct: DirectReceiver;
+  /** Queues by index while started (the device's context lends them). */
+  private readonly queues = new Map<number, Virtqueue>();
+  private features = 0n;
+  private seen = 0;
+  private closed = false;
+  private readonly timer: NodeJS.Timeout;
+  private wakeups = 0;
+  private interrupts = 0;
+
+  constructor(
+    private readonly init: WorkerInit,
+    private readonly port: MessagePort,
+  ) {
+    this.door = new Int32Array(init.doorbell);
+    this.irq = new Int32Array(init.irq);
+    this.out = new Float64Array(init.stats);
+    this.memory = new GuestMemory(
+      init.regions.map((r) => ({ address: r.address, bytes: new Uint8Array(r.buffer, r.offset, r.size) })),
+    );
+    this.tap = TapBackend.adopt(init.fds, { ...init.tap, rssSteering: false, watchLink: false });
+    const n = init.maxQueuePairs;
+    this.backend = new PairBackend(this.tap, init.pairs, n, init.steersFlows);
+    const shared = new NetShared(n, this.backend, init.supportedHashTypes);
+    this.shared = shared;
+    this.stats = Array.from({ length: n }, () => new QueueStats());
+    for (const p of init.pairs)
+      for (const i of [2 * p, 2 * p + 1]) shared.coalescers[i] = new Coalescer(i, shared, this.stats[p]!);
+    this.tx = init.pairs.map((p) => new TxPath(p, shared, this.stats[p]!));
+    this.rx = new Receiver(shared, this.stats);
+    this.direct = new DirectReceiver(shared, this.rx.pairs);
+    // Until started, frames wait in the kernel.
+    for (let j = 0; j < init.pairs.length; j++) this.tap.pause(j);
+    this.backend.attach(this.sinkFor());
+    this.timer = setInterval(() => this.publish(), PUBLISH_MS);
+    Atomics.store(this.door, Door.READY, 1);
+    Atomics.notify(this.door, Door.READY);
+    this.wait();
+  }
+
+  private context(): VirtioDeviceContext {
+    return {
+      memory: this.memory,
+      features: this.features,
+      queue: (i) => this.queues.get(i) ?? null,
+      notifyQueue: (i) => this.raise(i),
+      configChanged: () => {},
+      needsReset: (reason) => parentPort?.postMessage({ type: 'needsReset', reason }),
+    };
+  }
+
+  /** One used-buffer notification: a bit for the main thread, which raises it through the transport. */
+  private raise(index: number): void {
+    // The guest may look at the counters as soon as it has the interrupt.
+    this.publishPair(index >> 1);
+    Atomics.or(this.irq, 1 + (index >> 5), 1 << (index & 31));
+    this.interrupts++;
+    // The main thread is woken once per task of this thread (a burst of frames, a kick), not per
+    // interrupt: as on one thread, where the guest sees a burst's interrupts only after the burst.
+    if (this.irqPending) return;
+    this.irqPending = true;
+    queueMicrotask(this.wakeMain);
+  }
+
+  private irqPending = false;
+  private readonly wakeMain = () => {
+    this.irqPending = false;
+    Atomics.add(this.irq, IRQ_SEQ, 1);
+    Atomics.notify(this.irq, IRQ_SEQ);
+  };
+
+  private wait(): void {
+    if (this.closed) return;
+    const r = waitAsync(this.door, Door.WAKE, this.seen);
+    if (r.async) r.value.then(() => this.wake());
+    else queueMicrotask(() => this.wake());
+  }
+
+  private wake(): void {
+    if (this.closed) return;
+    this.seen = Atomics.load(this.door, Door.WAKE);
+    this.wakeups++;
+    const bits = Atomics.exchange(this.door, Door.PENDING, 0);
+    const s = this.shared;
+    for (const [k, p] of this.init.pairs.entries()) {
+      if (bits & (1 << (2 * k)) && s.ctx && !s.broken) {
+        this.stats[p]!.rxKicks++;
+        s.runGuarded(() => this.rx.pairs[p]!.drain());
+      }
+      if (bits & (1 << (2 * k + 1)) && s.ctx && !s.broken) s.runGuarded(() => this.tx[k]!.kick());
+    }
+    if (bits & CONTROL_BIT) this.serve();
+    this.publish();
+    this.wait();
+  }
+
+  private serve(): void {
+    for (;;) {
+      const m = receiveMessageOnPort(this.port);
+      if (!m) return;
+      let reply: Reply;
+      try {
+        reply = this.handle(m.message as Request);
+      } catch (e) {
+        reply = { op: 'error', message: e instanceof Error ? e.message : String(e) };
+      }
+      this.publish();
+      this.port.postMessage(reply);
+      Atomics.add(this.door, Door.ACK, 1);
+      Atomics.notify(this.door, Door.ACK);
+    }
+  }
+
+  private handle(req: Request): Reply {
+    switch (req.op) {
+      case 'start': {
+        this.apply(req.shared);
+        for (const [k, p] of this.init.pairs.entries()) {
+          const st = this.stats[p]!;
+          const vals = req.stats[k]!;
+          for (const [i, f] of STAT_FIELDS.entries()) st[f] = vals[i]!;
+          for (const [d, h] of req.queues[k]!.entries()) {
+            if (!h) continue;
+            const q = createVirtqueue(this.memory, h.setup.config, h.setup.packed);
+            q.restore(h.state);
+            this.queues.set(2 * p + d, q);
+          }
+          const b = this.rx.pairs[p]!.backlog;
+          for (const f of req.backlogs[k]!) b.push(f.frame, f.offload, f.hash, f.report);
+          st.rxBacklogDepth = b.count;
+        }
+        this.shared.ctx = this.context();
+        this.rx.restoredBacklogs();
+        for (const [j, p] of this.init.pairs.entries()) if (!this.rx.pausedQueues[p]) this.tap.resume(j);
+        // Chains the guest posted while no thread ran this pair.
+        for (const [k, p] of this.init.pairs.entries()) {
+          this.shared.runGuarded(() => this.rx.pairs[p]!.drain());
+          this.shared.runGuarded(() => this.tx[k]!.kick());
+        }
+        return { op: 'started' };
+      }
+      case 'sync':
+        this.apply(req.shared);
+        return { op: 'synced' };
+      case 'stop':
+        return this.stop();
+      case 'close':
+        this.stop();
+        this.closed = true;
+        clearInterval(this.timer);
+        this.tap.close();
+        return { op: 'closed' };
+    }
+  }
+
+  private stop(): Reply {
+    const queues: [VirtqueueState | null, VirtqueueState | null][] = [];
+    const backlogs: BacklogFrame[][] = [];
+    const holding: [boolean, boolean][] = [];
+    for (const [k, p] of this.init.pairs.entries()) {
+      this.tap.pause(k);
+      const rxq = this.queues.get(2 * p);
+      const txq = this.queues.get(2 * p + 1);
+      queues.push([rxq?.state() ?? null, txq?.state() ?? null]);
+      const b = this.rx.pairs[p]!.backlog;
+      const frames: BacklogFrame[] = [];
+      for (let i = 0; i < b.count; i++) {
+        const e = b.at(i);
+        frames.push({ frame: Uint8Array.from(e.frame), offload: e.offload, hash: e.hash, report: e.report });
+      }
+      backlogs.push(frames);
+      b.clear();
+      this.stats[p]!.rxBacklogDepth = 0;
+      const c = this.shared.coalescers;
+      holding.push([c[2 * p]!.holding, c[2 * p + 1]!.holding]);
+      c[2 * p]!.suspend();
+      c[2 * p + 1]!.suspend();
+      this.tx[k]!.reset();
+    }
+    this.direct.cancel();
+    this.queues.clear();
+    this.shared.ctx = null;
+    return { op: 'stopped', queues, backlogs, holding };
+  }
+
+  /** Takes the control plane's state into the replica (between bursts: the worker is not in a path). */
+  private apply(st: SharedState): void {
+    const s = this.shared;
+    this.features = BigInt(st.features);
+    s.hdrSize = st.hdrSize;
+    s.hashReport = st.hashReport;
+    s.mergeable = st.mergeable;
+    s.exactHdrLen = st.exactHdrLen;
+    s.multiqueue = st.multiqueue;
+    s.curQueuePairs = st.curQueuePairs;
+    s.hostOffloadMask = st.hostOffloadMask;
+    s.guestOffloadMask = st.guestOffloadMask;
+    s.rssInBackend = st.rssInBackend;
+    s.linkUp = st.linkUp;
+    s.stopped = st.stopped;
+    s.broken = st.broken;
+    s.rxFilter.restore(st.rxFilter);
+    s.rxFilter.mac.set(st.mac);
+    s.rss.restore(st.rss);
+    s.rss.tunnel.types = st.hashTunnel;
+    s.rssContexts.restore(st.rssContexts);
+    s.flows.clear();
+    if (s.ctx) s.ctx = this.context(); // features may have changed
+    this.backend.setVnetHeaderSize(st.vnetHeaderSize);
+    if (st.offloads) this.backend.setOffloads(st.offloads);
+    for (const p of this.init.pairs) {
+      this.backend.setQueuePairEnabled(p, st.attached[p] !== false);
+      for (const i of [2 * p, 2 * p + 1]) {
+        const c = s.coalescers[i]!;
+        const [mp, mu] = st.coalesce[i] ?? [0, 0];
+        if (c.maxPackets !== mp || c.maxUsecs !== mu) c.set(mp, mu);
+      }
+    }
+  }
+
+  /** One pair's counters (no allocation: on every interrupt). */
+  private publishPair(pair: number): void {
+    const k = this.init.pairs.indexOf(pair);
+    if (k < 0) return;
+    const st = this.stats[pair]!;
+    const n = STAT_FIELDS.length;
+    for (let i = 0; i < n; i++) this.out[k * n + i] = st[STAT_FIELDS[i]!];
+  }
+
+  private publish(): void {
+    const out = this.out;
+    const n = STAT_FIELDS.length;
+    let cross = 0;
+    for (const [i, st] of this.stats.entries()) if (!this.init.pairs.includes(i)) cross += st.rxDropped;
+    for (const [k, p] of this.init.pairs.entries()) {
+      const st = this.stats[p]!;
+      for (let i = 0; i < n; i++) out[k * n + i] = st[STAT_FIELDS[i]!];
+    }
+    const e = this.init.pairs.length * n;
+    const t = this.tap.stats();
+    out[e + Extra.CROSS_PAIR_DROPS] = cross;
+    out[e + Extra.INTERRUPTS] = this.interrupts;
+    out[e + Extra.WAKEUPS] = this.wakeups;
+    out[e + Extra.TAP_RX] = t.rxFrames;
+    out[e + Extra.TAP_TX] = t.txFrames;
+  }
+
+  /** The device's BackendSink methods, as VirtioNet implements them, over this worker's paths. */
+  private sinkFor() {
+    const s = this.shared;
+    const valid = (q: number) => this.init.pairs.includes(q);
+    return {
+      receive: (frame: Uint8Array, q: number, offload: NetOffload | null) =>
+        this.receiveRange(frame, 0, frame.length, q, offload, valid),
+      receiveRange: (b: Uint8Array, o: number, l: number, q: number, off: NetOffload | null) =>
+        this.receiveRange(b, o, l, q, off, valid),
+      lendReceive: (q: number, hs: number, t: ReceiveTarget) => {
+        if (!valid(q)) return false;
+        try {
+          return this.direct.lend(q, hs, t);
+        } catch (e) {
+          s.guestError(e);
+          return false;
+        }
+      },
+      completeReceive: (length: number, overflow: Uint8Array) => {
+        try {
+          this.direct.complete(length, overflow);
+        } catch (e) {
+          s.deviceStats.rxDroppedNotReady++;
+          s.guestError(e);
+        }
+      },
+      cancelReceive: () => this.direct.cancel(),
+      transmitReady: (q: number) => {
+        for (const tx of this.tx) if (tx.pair === q) tx.ready();
+      },
+    };
+  }
+
+  private receiveRange(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    q: number,
+    offload: NetOffload | null,
+    valid: (q: number) => boolean,
+  ): void {
+    const s = this.shared;
+    if (!valid(q) || offset < 0 || length < 0 || offset + length > bytes.length || length > MAX_FRAME + 64) {
+      s.deviceStats.rxDroppedNotReady++;
+      return;
+    }
+    try {
+      this.rx.receive(bytes, offset, length, q, offload);
+    } catch (e) {
+      s.deviceStats.rxDroppedNotReady++;
+      s.guestError(e);
+    }
+  }
+}
+
+if (!isMainThread && (workerData as { kind?: string } | null)?.kind === 'virtio-net-pairs') {
+  const { init, port } = workerData as { init: WorkerInit; port: MessagePort };
+  new PairWorker(init, port);
+}

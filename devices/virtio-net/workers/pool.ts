@@ -1,0 +1,423 @@
+/**
+ * The main thread's side of queue pairs on worker threads (docs/workers.md): one worker per pair (or
+ * pairs dealt round-robin over `workers` threads), each with its own copies of its pairs' tap queue
+ * fds. Kicks ring the owning worker's doorbell; the workers' interrupt bits come back through one
+ * shared block this thread waits on (Atomics.waitAsync) and raises through the transport. Control-plane
+ * requests are synchronous: posted, the doorbell rung, and this thread waits (Atomics.wait) for the
+ * worker's answer, which it gives between two bursts, so a request is also the quiesce.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import { BackendError, OptionsError } from '../../../lib/errors.js';
+import { libc } from '../../../lib/host/libc.js';
+import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
+import type { SharedRegion } from '../../../lib/memory/regions.js';
+import { virtqueueSetup } from '../../../virtio/queue/create-virtqueue.js';
+import type { DataPlane } from '../data-plane.js';
+import type { VirtioNet } from '../device.js';
+import { backendOffloads } from '../offloads.js';
+import type { WorkerControlBackend } from './control-backend.js';
+import {
+  type BacklogFrame,
+  CONTROL_BIT,
+  Door,
+  Extra,
+  IRQ_SEQ,
+  irqWords,
+  MAX_PAIRS_PER_WORKER,
+  type QueueHandoff,
+  type Reply,
+  type Request,
+  type SharedState,
+  STAT_FIELDS,
+  statsLength,
+  type WorkerInit,
+  waitAsync,
+} from './protocol.js';
+
+const F_DUPFD_CLOEXEC = 1030;
+/** How long the main thread waits for a worker's answer before declaring it dead. */
+const ANSWER_MS = 10_000;
+
+/** Cross-thread handoffs since the device was made (the bench divides them by frames). */
+export interface WorkerHandoffs {
+  /** Doorbells rung for kicks (one per driver notification of a data queue). */
+  doorbells: number;
+  /** Interrupt-block wake-ups this thread handled, and the interrupts they carried. */
+  interruptWakeups: number;
+  interrupts: number;
+  /** Control-plane requests (start, sync, stop, close): none per frame. */
+  requests: number;
+  /** Frames a worker dropped because software RSS chose a pair another worker owns. */
+  crossPairDrops: number;
+}
+
+interface PairWorkerHandle {
+  worker: Worker;
+  port: MessagePort;
+  door: Int32Array;
+  stats: Float64Array;
+  pairs: number[];
+  fds: number[];
+  exited: boolean;
+}
+
+export class WorkerPool implements DataPlane {
+  running = false;
+  private readonly workers: PairWorkerHandle[] = [];
+  /** Per device pair: its worker, and its index among that worker's pairs. */
+  private readonly owner: number[] = [];
+  private readonly local: number[] = [];
+  private readonly irq: Int32Array;
+  private irqSeen = 0;
+  private closed = false;
+  readonly handoffs: WorkerHandoffs = {
+    doorbells: 0,
+    interruptWakeups: 0,
+    interrupts: 0,
+    requests: 0,
+    crossPairDrops: 0,
+  };
+
+  constructor(
+    private readonly net: VirtioNet,
+    private readonly control: WorkerControlBackend,
+    memory: GuestMemory,
+    count: number,
+  ) {
+    const regions = memory.sharedRegions();
+    if (!regions)
+      throw new OptionsError(
+        'workers: guest memory must be SharedArrayBuffer regions without translate/onWrite hooks',
+      );
+    const tap = control.tap;
+    const n = net.maxQueuePairs;
+    const threads = Math.min(count, n);
+    if (Math.ceil(n / threads) > MAX_PAIRS_PER_WORKER)
+      throw new OptionsError(`workers: at most ${MAX_PAIRS_PER_WORKER} queue pairs per worker`);
+    if (tap.fds.length < n)
+      throw new OptionsError(`workers: the tap has ${tap.fds.length} queues for ${n} queue pairs`);
+    this.irq = new Int32Array(new SharedArrayBuffer(4 * irqWords(2 * n)));
+    const c = libc();
+    try {
+      for (let w = 0; w < threads; w++) {
+        const pairs: number[] = [];
+        for (let p = w; p < n; p += threads) {
+          this.owner[p] = w;
+          this.local[p] = pairs.length;
+          pairs.push(p);
+        }
+        const fds = pairs.map((p) => {
+          const fd = c.fcntl(tap.fds[p]!, F_DUPFD_CLOEXEC, 0);
+          if (fd < 0) throw new BackendError(`workers: dup of tap fd ${tap.fds[p]} failed`);
+          return fd;
+        });
+        this.workers.push(this.spawn(pairs, fds, regions, tap));
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    this.waitInterrupts();
+  }
+
+  private spawn(
+    pairs: number[],
+    fds: number[],
+    regions: SharedRegion[],
+    tap: WorkerControlBackend['tap'],
+  ): PairWorkerHandle {
+    const door = new Int32Array(new SharedArrayBuffer(4 * Door.WORDS));
+    const stats = new Float64Array(new SharedArrayBuffer(8 * statsLength(pairs.length)));
+    const init: WorkerInit = {
+      pairs,
+      fds,
+      maxQueuePairs: this.net.maxQueuePairs,
+      supportedHashTypes: this.net.supportedHashTypes,
+      regions,
+      doorbell: door.buffer as SharedArrayBuffer,
+      irq: this.irq.buffer as SharedArrayBuffer,
+      stats: stats.buffer as SharedArrayBuffer,
+      tap: {
+        zeroCopy: tap.zeroCopy,
+        batchTx: tap.batchTx,
+        batchRx: tap.batchRx,
+        zeroCopyRxMinBytes: tap.zeroCopyRxMinBytes,
+      },
+      steersFlows: tap.capabilities.steersFlows === true,
+    };
+    const channel = new MessageChannel();
+    const { entry, eval: isEval } = workerEntry();
+    const worker = new Worker(entry, {
+      eval: isEval,
+      workerData: { kind: 'virtio-net-pairs', init, port: channel.port2 },
+      transferList: [channel.port2],
+    });
+    const h: PairWorkerHandle = { worker, port: channel.port1, door, stats, pairs, fds, exited: false };
+    worker.on('message', (m: { type?: string; reason?: string }) => {
+      if (m?.type === 'needsReset') this.workerGuestError(m.reason ?? 'guest error in a queue-pair worker');
+    });
+    worker.on('error', () => {
+      h.exited = true;
+    });
+    worker.on('exit', () => {
+      h.exited = true;
+    });
+    return h;
+  }
+
+  // ---- DataPlane ---------------------------------------------------------------------------------
+
+  kick(index: number): void {
+    const pair = index >> 1;
+    const h = this.workers[this.owner[pair]!]!;
+    Atomics.or(h.door, Door.PENDING, 1 << (2 * this.local[pair]! + (index & 1)));
+    Atomics.add(h.door, Door.WAKE, 1);
+    Atomics.notify(h.door, Door.WAKE);
+    this.handoffs.doorbells++;
+  }
+
+  start(): void {
+    if (this.closed || this.running) return;
+    const net = this.net;
+    const ctx = net.shared.ctx;
+    if (!ctx) return;
+    const shared = this.sharedState();
+    for (const h of this.workers) {
+      const queues: [QueueHandoff | null, QueueHandoff | null][] = [];
+      const backlogs: BacklogFrame[][] = [];
+      const stats: number[][] = [];
+      for (const p of h.pairs) {
+        queues.push([handoff(ctx.queue(2 * p)), handoff(ctx.queue(2 * p + 1))]);
+        const b = net.backlogs[p]!;
+        const frames: BacklogFrame[] = [];
+        for (let i = 0; i < b.count; i++) frames.push({ ...b.at(i), frame: Uint8Array.from(b.at(i).frame) });
+        b.clear();
+        backlogs.push(frames);
+        const st = net.queueStats[p]!;
+        stats.push(STAT_FIELDS.map((f) => st[f]));
+      }
+      this.call(h, { op: 'start', shared, queues, backlogs, stats });
+    }
+    this.running = true;
+  }
+
+  sync(): void {
+    if (!this.running) return;
+    const shared = this.sharedState();
+    for (const h of this.workers) this.call(h, { op: 'sync', shared });
+  }
+
+  stop(): void {
+    if (!this.running) return;
+    this.running = false;
+    const net = this.net;
+    const ctx = net.shared.ctx;
+    for (const h of this.workers) {
+      const r = this.call(h, { op: 'stop' });
+      if (r.op !== 'stopped') continue;
+      for (const [k, p] of h.pairs.entries()) {
+        const [rx, tx] = r.queues[k]!;
+        if (rx) ctx?.queue(2 * p)?.restore(rx);
+        if (tx) ctx?.queue(2 * p + 1)?.restore(tx);
+        const b = net.backlogs[p]!;
+        for (const f of r.backlogs[k]!) b.push(f.frame, f.offload, f.hash, f.report);
+      }
+      this.copyStats(h);
+      // A notification a worker's coalescer held goes out now (the main thread's coalescers start idle).
+      for (const [k, p] of h.pairs.entries())
+        for (const d of [0, 1]) if (r.holding[k]![d]) ctx?.notifyQueue(2 * p + d);
+    }
+  }
+
+  refreshStats(): void {
+    if (!this.running) return;
+    for (const h of this.workers) this.copyStats(h);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    try {
+      this.stop();
+    } catch {
+      // A dead worker: terminate below.
+    }
+    this.closed = true;
+    this.running = false;
+    const c = libc();
+    for (const h of this.workers) {
+      // A worker that closed its tap leaves by itself once its poller's last koffi call returned
+      // (terminating it with one in flight aborts the process); one that did not answer is ended.
+      let answered = false;
+      try {
+        if (!h.exited) {
+          this.call(h, { op: 'close' });
+          answered = true;
+        }
+      } catch {
+        // Not answering: its fds are closed here.
+      }
+      if (!answered) {
+        for (const fd of h.fds) c.close(fd);
+        void h.worker.terminate();
+      }
+      h.port.close();
+    }
+    // Wake our own interrupt wait so it sees `closed` and stops.
+    Atomics.add(this.irq, IRQ_SEQ, 1);
+    Atomics.notify(this.irq, IRQ_SEQ);
+  }
+
+  /** Resolves once every worker thread has exited (close() terminates them). */
+  async exited(): Promise<void> {
+    await Promise.all(
+      this.workers.map((h) => (h.exited ? undefined : new Promise((r) => h.worker.once('exit', r)))),
+    );
+  }
+
+  get workerCount(): number {
+    return this.workers.length;
+  }
+
+  /** Per worker, as it last published: its pairs, its tap's frame counters, its wake-ups and interrupts. */
+  workerCounters(): { pairs: number[]; tapRx: number; tapTx: number; wakeups: number; interrupts: number }[] {
+    return this.workers.map((h) => {
+      const e = h.pairs.length * STAT_FIELDS.length;
+      return {
+        pairs: [...h.pairs],
+        tapRx: h.stats[e + Extra.TAP_RX]!,
+        tapTx: h.stats[e + Extra.TAP_TX]!,
+        wakeups: h.stats[e + Extra.WAKEUPS]!,
+        interrupts: h.stats[e + Extra.INTERRUPTS]!,
+      };
+    });
+  }
+
+  // ---- Internals ---------------------------------------------------------------------------------
+
+  private copyStats(h: PairWorkerHandle): void {
+    const n = STAT_FIELDS.length;
+    for (const [k, p] of h.pairs.entries()) {
+      const st = this.net.queueStats[p]!;
+      for (let i = 0; i < n; i++) st[STAT_FIELDS[i]!] = h.stats[k * n + i]!;
+    }
+    let cross = 0;
+    for (const w of this.workers) cross += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_DROPS]!;
+    this.handoffs.crossPairDrops = cross;
+  }
+
+  /** One synchronous control-plane request: the worker answers between two of its bursts. */
+  private call(h: PairWorkerHandle, req: Request): Reply {
+    if (h.exited) throw new BackendError('workers: a queue-pair worker exited');
+    const deadline = Date.now() + ANSWER_MS;
+    while (Atomics.load(h.door, Door.READY) === 0) {
+      if (h.exited || Date.now() > deadline)
+        throw new BackendError('workers: a queue-pair worker did not start');
+      Atomics.wait(h.door, Door.READY, 0, 50);
+    }
+    this.handoffs.requests++;
+    const ack = Atomics.load(h.door, Door.ACK);
+    h.port.postMessage(req);
+    Atomics.or(h.door, Door.PENDING, CONTROL_BIT);
+    Atomics.add(h.door, Door.WAKE, 1);
+    Atomics.notify(h.door, Door.WAKE);
+    while (Atomics.load(h.door, Door.ACK) === ack) {
+      if (h.exited || Date.now() > deadline) throw new BackendError(`workers: no answer to '${req.op}'`);
+      Atomics.wait(h.door, Door.ACK, ack, 50);
+    }
+    const m = receiveMessageOnPort(h.port);
+    const reply = m?.message as Reply | undefined;
+    if (!reply) throw new BackendError(`workers: '${req.op}' answered without a reply`);
+    if (reply.op === 'error') throw new BackendError(`workers: '${req.op}' failed: ${reply.message}`);
+    return reply;
+  }
+
+  private sharedState(): SharedState {
+    const net = this.net;
+    const s = net.shared;
+    const coalesce: [number, number][] = s.coalescers.map((c) => [c.maxPackets, c.maxUsecs]);
+    return {
+      features: net.negotiated.toString(),
+      hdrSize: s.hdrSize,
+      hashReport: s.hashReport,
+      mergeable: s.mergeable,
+      exactHdrLen: s.exactHdrLen,
+      multiqueue: s.multiqueue,
+      curQueuePairs: s.curQueuePairs,
+      hostOffloadMask: s.hostOffloadMask,
+      guestOffloadMask: s.guestOffloadMask,
+      rssInBackend: s.rssInBackend,
+      linkUp: s.linkUp,
+      stopped: s.stopped,
+      broken: s.broken,
+      rxFilter: s.rxFilter.state(),
+      mac: Array.from(s.rxFilter.mac),
+      rss: s.rss.snapshot(),
+      hashTunnel: s.rss.tunnel.types,
+      rssContexts: s.rssContexts.snapshot(),
+      offloads: this.control.tap.capabilities.vnetHeader ? backendOffloads(net.guestOffloads) : null,
+      vnetHeaderSize: this.control.vnetHeaderSize,
+      attached: [...this.control.attached],
+      coalesce,
+    };
+  }
+
+  /** Interrupt bits from the workers, raised here: one wake-up carries every bit set since the last. */
+  private waitInterrupts(): void {
+    if (this.closed) return;
+    const r = waitAsync(this.irq, IRQ_SEQ, this.irqSeen);
+    if (r.async) r.value.then(() => this.takeInterrupts());
+    else setImmediate(() => this.takeInterrupts());
+  }
+
+  private takeInterrupts(): void {
+    if (this.closed) return;
+    this.irqSeen = Atomics.load(this.irq, IRQ_SEQ);
+    this.handoffs.interruptWakeups++;
+    const ctx = this.net.shared.ctx;
+    for (let w = 1; w < this.irq.length; w++) {
+      let bits = Atomics.exchange(this.irq, w, 0);
+      while (bits !== 0) {
+        const b = 31 - Math.clz32(bits);
+        bits &= ~(1 << b);
+        this.handoffs.interrupts++;
+        if (this.running) ctx?.notifyQueue(((w - 1) << 5) + b);
+      }
+    }
+    this.waitInterrupts();
+  }
+
+  private workerGuestError(reason: string): void {
+    const s = this.net.shared;
+    if (s.broken) return;
+    s.deviceStats.guestErrors++;
+    s.broken = true;
+    s.ctx?.needsReset(reason);
+    try {
+      this.sync();
+    } catch {
+      // Reported by the next request.
+    }
+  }
+}
+
+function handoff(q: ReturnType<NonNullable<VirtioNet['context']>['queue']>): QueueHandoff | null {
+  if (!q) return null;
+  const setup = virtqueueSetup(q);
+  if (!setup) throw new BackendError(`workers: queue ${q.index} was not made by createVirtqueue`);
+  return { setup, state: q.state() };
+}
+
+/**
+ * The worker module next to this one: compiled JavaScript, or (running from source: tests, benches) the
+ * TypeScript through tsx's ESM API inside the worker (a worker's entry is loaded before `--import` hooks
+ * apply, and tsx's require hook would turn every imported function into a getter call).
+ */
+function workerEntry(): { entry: URL | string; eval: boolean } {
+  const js = new URL('./pair-worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(js))) return { entry: js, eval: false };
+  const ts = JSON.stringify(new URL('./pair-worker.ts', import.meta.url).href);
+  const api = JSON.stringify(import.meta.resolve('tsx/esm/api'));
+  return { entry: `import(${api}).then(({ tsImport }) => tsImport(${ts}, ${ts}));`, eval: true };
+}

@@ -1,0 +1,152 @@
+/**
+ * What the main thread and a queue-pair worker share (docs/workers.md): the layout of the doorbell words
+ * and counter blocks in SharedArrayBuffers, and the control-plane requests. Frames never cross: a kick
+ * is a doorbell, an interrupt is a bit in the interrupt block, counters are published in shared memory;
+ * messages carry only control-plane requests (start, sync, stop, close), each a request and its reply.
+ */
+
+import type { SharedRegion } from '../../../lib/memory/regions.js';
+import type { BackendOffloads, NetOffload } from '../../../lib/net/backend.js';
+import type { VirtqueueSetup } from '../../../virtio/queue/create-virtqueue.js';
+import type { VirtqueueState } from '../../../virtio/queue/virtqueue.js';
+import type { RssSnapshot } from '../rss.js';
+import type { RssContextSnapshot } from '../rss-context.js';
+import type { RxFilterState } from '../rx-filter.js';
+import { QueueStats } from '../stats.js';
+
+/** Int32 words of a worker's doorbell block. */
+export const Door = {
+  /** Bumped (then Atomics.notify) after setting bits in PENDING: the worker's one wait. */
+  WAKE: 0,
+  /** Bit 2k: rx kick of the worker's k-th pair; bit 2k+1: its tx kick; CONTROL: a request waits. */
+  PENDING: 1,
+  /** Bumped by the worker when it answered a request (the main thread waits on it). */
+  ACK: 2,
+  /** 1 once the worker took its tap fds and waits for requests. */
+  READY: 3,
+  WORDS: 4,
+} as const;
+export const CONTROL_BIT = 1 << 30;
+/** Pairs one worker may own (two doorbell bits each below CONTROL_BIT). */
+export const MAX_PAIRS_PER_WORKER = 15;
+
+/**
+ * The interrupt block, shared by every worker of a device: word 0 is bumped (then notified) after a
+ * worker sets queue `q`'s bit in word 1 + (q >> 5); the main thread takes the bits and raises them.
+ */
+export const IRQ_SEQ = 0;
+export const irqWords = (queues: number) => 1 + ((queues + 31) >> 5);
+
+/** The per-pair counters, in this order, as float64s in a worker's counter block. */
+export const STAT_FIELDS = Object.keys(new QueueStats()) as (keyof QueueStats)[];
+/** After the per-pair counters: worker-wide counters. */
+export const Extra = {
+  /** Frames steered (software RSS) to a pair another worker owns: dropped, see docs/workers.md. */
+  CROSS_PAIR_DROPS: 0,
+  /** Interrupt bits the worker set (each one main-thread notifyQueue). */
+  INTERRUPTS: 1,
+  /** Doorbell wake-ups the worker handled. */
+  WAKEUPS: 2,
+  /** Frames the worker's tap read / wrote (the tap's own counters). */
+  TAP_RX: 3,
+  TAP_TX: 4,
+  COUNT: 5,
+} as const;
+export const statsLength = (pairs: number) => pairs * STAT_FIELDS.length + Extra.COUNT;
+
+/** What `workerData` carries. */
+export interface WorkerInit {
+  /** Device queue pairs this worker owns; its tap fds (dup'd for it) in the same order. */
+  pairs: number[];
+  fds: number[];
+  maxQueuePairs: number;
+  supportedHashTypes: number;
+  regions: SharedRegion[];
+  doorbell: SharedArrayBuffer;
+  irq: SharedArrayBuffer;
+  stats: SharedArrayBuffer;
+  /** The tap's data-path options. */
+  tap: { zeroCopy: boolean; batchTx: boolean; batchRx: boolean; zeroCopyRxMinBytes: number };
+  /** The backend's capability the replica's steering reads (tun's automq over every queue). */
+  steersFlows: boolean;
+}
+
+/** The device state the per-pair paths read (NetShared), as the control plane last set it. */
+export interface SharedState {
+  features: string;
+  hdrSize: number;
+  hashReport: boolean;
+  mergeable: boolean;
+  exactHdrLen: boolean;
+  multiqueue: boolean;
+  curQueuePairs: number;
+  hostOffloadMask: number;
+  guestOffloadMask: number;
+  rssInBackend: boolean;
+  linkUp: boolean;
+  stopped: boolean;
+  broken: boolean;
+  rxFilter: RxFilterState;
+  /** The filter's own MAC (config-space `mac`, MAC_ADDR_SET). */
+  mac: number[];
+  rss: RssSnapshot;
+  hashTunnel: number;
+  rssContexts: RssContextSnapshot[];
+  /** TUNSETOFFLOAD for the tap (null: leave it); the header size for TUNSETVNETHDRSZ. */
+  offloads: BackendOffloads | null;
+  vnetHeaderSize: number;
+  /** Per device pair: its tap queue attached (TUNSETQUEUE, done by the owning worker). */
+  attached: boolean[];
+  /** Per data virtqueue: [max_packets, max_usecs]. */
+  coalesce: [number, number][];
+}
+
+/** One frame of a pair's backlog. */
+export interface BacklogFrame {
+  frame: Uint8Array;
+  offload: NetOffload | null;
+  hash: number;
+  report: number;
+}
+
+/** A queue handed to a worker: how to build it over the shared memory, and where the device left it. */
+export interface QueueHandoff {
+  setup: VirtqueueSetup;
+  state: VirtqueueState;
+}
+
+export type Request =
+  | {
+      op: 'start';
+      shared: SharedState;
+      /** Per owned pair: [rx, tx] (null: that queue is not enabled). */
+      queues: [QueueHandoff | null, QueueHandoff | null][];
+      backlogs: BacklogFrame[][];
+      stats: number[][];
+    }
+  | { op: 'sync'; shared: SharedState }
+  | { op: 'stop' }
+  | { op: 'close' };
+
+export type Reply =
+  | { op: 'started' | 'synced' | 'closed' }
+  | {
+      op: 'stopped';
+      /** Per owned pair: [rx, tx] ring states (null where the worker had no queue). */
+      queues: [VirtqueueState | null, VirtqueueState | null][];
+      backlogs: BacklogFrame[][];
+      /** Per owned pair, the coalescers' held notification (to raise on the main thread). */
+      holding: [boolean, boolean][];
+    }
+  | { op: 'error'; message: string };
+
+/** Atomics.waitAsync (Node 16+; the ES2024 lib this project does not target yet). */
+export const waitAsync = (
+  Atomics as unknown as {
+    waitAsync(
+      a: Int32Array,
+      index: number,
+      value: number,
+    ): { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<string> };
+  }
+).waitAsync;
