@@ -52,6 +52,26 @@ function seqOf(f: GuestFrame, ports: readonly number[]): number | null {
 }
 
 type Q = { rxPackets: number; rxDropped: number; rxFiltered: number; txPackets: number; txDropped: number };
+/**
+ * Sends `count` datagrams spread over `ports` from the namespace and waits until the guest has them;
+ * returns how many arrived on each pair (both must get some: the tap's flow steering spreads the ports).
+ */
+async function burstOverPairs(fx: DeviceFixture, ports: readonly number[], count: number, what: string) {
+  fx.ns.exec('python3', ['-c', PY_SEQ_SEND, GUEST_IP, ports.join(','), String(SIZE), String(count), '0']);
+  const got = [0, 0];
+  await fx.until(
+    () => {
+      for (const f of fx.frames.splice(0)) if (seqOf(f, ports) !== null) got[f.pair]!++;
+      return got[0]! + got[1]! >= count;
+    },
+    10_000,
+    what,
+  );
+  expect(got[0]).toBeGreaterThan(0);
+  expect(got[1]).toBeGreaterThan(0);
+  return got;
+}
+
 const queues = (fx: DeviceFixture) => (fx.dev.stats() as unknown as { queues: Q[] }).queues;
 const poolOf = (fx: DeviceFixture) => fx.dev.net.dataPlane as WorkerPool;
 const tasks = () => readdirSync('/proc/self/task').length;
@@ -159,18 +179,7 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
         `${hex(enc(`one thread, pair ${pair}`))} ${GUEST_IP} ${44000 + pair}`,
       );
     const ports = Array.from({ length: 24 }, (_, i) => 9500 + i);
-    ns.exec('python3', ['-c', PY_SEQ_SEND, GUEST_IP, ports.join(','), String(SIZE), '200', '0']);
-    const got = [0, 0];
-    await fx.until(
-      () => {
-        for (const f of fx.frames.splice(0)) if (seqOf(f, ports) !== null) got[f.pair]!++;
-        return got[0]! + got[1]! >= 200;
-      },
-      10_000,
-      '200 datagrams',
-    );
-    expect(got[0]).toBeGreaterThan(0);
-    expect(got[1]).toBeGreaterThan(0);
+    await burstOverPairs(fx, ports, 200, '200 datagrams');
     await sleep(20);
     const q = queues(fx);
     expect(q.map((x) => x.txPackets)).toEqual([1, 1]);
@@ -259,18 +268,7 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
     expect(drv.setQueuePairs(2)).toBe(0);
     expect(realQueues()).toEqual(['tx-0', 'tx-1']);
     const ports = Array.from({ length: 24 }, (_, i) => 9100 + i);
-    ns.exec('python3', ['-c', PY_SEQ_SEND, GUEST_IP, ports.join(','), String(SIZE), '200', '0']);
-    const got = [0, 0];
-    await fx.until(
-      () => {
-        for (const f of fx.frames.splice(0)) if (seqOf(f, ports) !== null) got[f.pair]!++;
-        return got[0]! + got[1]! >= 200;
-      },
-      10_000,
-      '200 datagrams',
-    );
-    expect(got[0]).toBeGreaterThan(0);
-    expect(got[1]).toBeGreaterThan(0);
+    await burstOverPairs(fx, ports, 200, '200 datagrams');
   });
 
   it('snapshot while traffic runs: the workers give ring positions and counters back from one quiesced moment, then carry on without a loss', async () => {
@@ -418,19 +416,8 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
     expect(got[0]).toBeGreaterThan(0);
     drv.pci.setupQueue(drv.rxIndex(1));
     drv.postRx(1);
-    got[0] = got[1] = 0;
     const ports2 = Array.from({ length: 24 }, (_, i) => 9400 + i);
-    ns.exec('python3', ['-c', PY_SEQ_SEND, GUEST_IP, ports2.join(','), String(SIZE), '200', '0']);
-    await fx.until(
-      () => {
-        for (const f of fx.frames.splice(0)) if (seqOf(f, ports2) !== null) got[f.pair]!++;
-        return got[0]! + got[1]! >= 200;
-      },
-      10_000,
-      '200 datagrams after re-enable',
-    );
-    expect(got[0]).toBeGreaterThan(0);
-    expect(got[1]).toBeGreaterThan(0);
+    await burstOverPairs(fx, ports2, 200, '200 datagrams after re-enable');
   });
 
   it('a guest that breaks a ring served by a worker gets DEVICE_NEEDS_RESET (counted once); the device reset then completes with the workers stopped', async () => {
