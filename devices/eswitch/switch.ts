@@ -456,6 +456,13 @@ export class EmbeddedSwitch implements SwitchCore {
     },
     completeReceive: (length, overflow) => this.pf.sink?.completeReceive?.(length, overflow),
     cancelReceive: () => this.pf.sink?.cancelReceive?.(),
+    // A burst from the uplink may reach any function: each decides its interrupts once for it.
+    beginReceiveBurst: () => {
+      for (const p of this.ports) p.sink?.beginReceiveBurst?.();
+    },
+    endReceiveBurst: () => {
+      for (const p of this.ports) p.sink?.endReceiveBurst?.();
+    },
     linkChanged: (up) => {
       const before = this.ports.map((p) => p.linkUp);
       this.uplinkUp = up;

@@ -379,6 +379,16 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.direct.cancel();
   }
 
+  /** BackendSink.beginReceiveBurst: notifications of the frames until the matching end are decided once. */
+  beginReceiveBurst(): void {
+    this.shared.beginReceiveBurst();
+  }
+
+  /** BackendSink.endReceiveBurst. */
+  endReceiveBurst(): void {
+    this.shared.endReceiveBurst();
+  }
+
   transmitReady(queuePair: number): void {
     const shared = this.shared;
     for (const tx of this.tx) if (shared.backendQueueOf(tx.pair) === queuePair) tx.ready();

@@ -202,7 +202,7 @@ class PairLend {
     stats.rxBytes += frameLength;
     if (offload) countRxHeader(stats, offload.flags, isGso(offload), frameLength, isTunnelGso(offload));
     else stats.rxCsumNone++;
-    s.coalescers[2 * pair]!.used(1, q.needsNotification());
+    s.rxPublished(pair, q);
   }
 
   /**

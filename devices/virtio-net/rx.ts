@@ -164,6 +164,19 @@ export class RxPath {
   /** The guest posted rx buffers (or re-enabled the queue): deliver what waited, then let the backend go. */
   drain(): void {
     if (this.shared.stopped) return;
+    // The backlog arrives like a burst from the backend: one notification decision at its end.
+    this.shared.beginReceiveBurst();
+    let done = false;
+    try {
+      this.drainBacklog();
+      done = true;
+    } finally {
+      // A guest error on the way is reported once, by the caller: the burst then raises nothing.
+      this.shared.endReceiveBurst(done);
+    }
+  }
+
+  private drainBacklog(): void {
     const backlog = this.backlog;
     while (backlog.count > 0) {
       this.hash = backlog.peekHash();
@@ -302,7 +315,7 @@ export class RxPath {
     stats.rxBytes += length;
     if (offload) countRxHeader(stats, offload.flags, isGso(offload), length, isTunnelGso(offload));
     else stats.rxCsumNone++;
-    this.shared.coalescers[index]!.used(1, q.needsNotification());
+    this.shared.rxPublished(this.pair, q);
     return Delivery.Delivered;
   }
 

@@ -6,7 +6,7 @@
  */
 import { GuestMemoryError } from '../../lib/errors.js';
 import type { NetBackend } from '../../lib/net/backend.js';
-import { VirtqueueError } from '../../virtio/queue/virtqueue.js';
+import { type Virtqueue, VirtqueueError } from '../../virtio/queue/virtqueue.js';
 import type { VirtioDeviceContext } from '../../virtio/virtio-device.js';
 import type { CoalesceHost, Coalescer } from './coalesce.js';
 import { FlowSteering } from './flow-steering.js';
@@ -57,6 +57,14 @@ export class NetShared implements CoalesceHost {
     guestErrors: 0,
   };
 
+  /** Open receive bursts (BackendSink.beginReceiveBurst nests). */
+  private burstDepth = 0;
+  /** Per rx queue pair, frames published during the open burst whose notification is still to decide. */
+  private readonly burstFrames: Uint32Array;
+  /** The pairs with burstFrames > 0, in the order they first got a frame (no allocation per burst). */
+  private readonly burstPairs: Uint16Array;
+  private burstPairCount = 0;
+
   constructor(
     readonly maxQueuePairs: number,
     readonly backend: NetBackend,
@@ -64,6 +72,50 @@ export class NetShared implements CoalesceHost {
   ) {
     this.rss = new RssState(maxQueuePairs, supportedHashTypes);
     this.rssContexts = new RssContexts(this.rss);
+    this.burstFrames = new Uint32Array(maxQueuePairs);
+    this.burstPairs = new Uint16Array(maxQueuePairs);
+  }
+
+  /**
+   * Rx queue `2 * pair` (`q`) published one frame: its used buffer notification is decided now, or once
+   * for all of them at the end of an open receive burst. The ring's suppression check covers every entry
+   * published since the last one (EVENT_IDX compares against the last signalled index), so one decision
+   * per burst raises what the per-frame ones would have, once.
+   */
+  rxPublished(pair: number, q: Virtqueue): void {
+    if (this.burstDepth === 0) {
+      this.coalescers[2 * pair]!.used(1, q.needsNotification());
+      return;
+    }
+    if (this.burstFrames[pair]!++ === 0) this.burstPairs[this.burstPairCount++] = pair;
+  }
+
+  /** BackendSink.beginReceiveBurst. */
+  beginReceiveBurst(): void {
+    this.burstDepth++;
+  }
+
+  /**
+   * BackendSink.endReceiveBurst: the burst's notification decisions, one per rx queue that got frames
+   * (none when `raise` is false: the burst ended in a guest error).
+   */
+  endReceiveBurst(raise = true): void {
+    if (this.burstDepth === 0 || --this.burstDepth > 0) return;
+    const n = this.burstPairCount;
+    this.burstPairCount = 0;
+    for (let i = 0; i < n; i++) {
+      const pair = this.burstPairs[i]!;
+      const frames = this.burstFrames[pair]!;
+      this.burstFrames[pair] = 0;
+      // Reset, stopped or broken since: nothing to raise (a reset queue has no used entries to signal).
+      const q = this.ctx?.queue(2 * pair);
+      if (!raise || !q || this.broken || this.stopped) continue;
+      try {
+        this.coalescers[2 * pair]!.used(frames, q.needsNotification());
+      } catch (e) {
+        this.guestError(e);
+      }
+    }
   }
 
   /** The pair a backend queue feeds: itself, or wrapped onto the pairs in use. */

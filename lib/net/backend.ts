@@ -146,6 +146,16 @@ export interface BackendSink {
   cancelReceive?(): void;
   /** The backend said no to `transmitAllowed(queuePair)` and may now take frames again. */
   transmitReady?(queuePair: number): void;
+  /**
+   * Optional: the frames handed over until the matching `endReceiveBurst` arrived together (one batch of
+   * reads). The device then decides each receive queue's used buffer notification once per burst (VIRTIO
+   * 1.3 §2.7.10 / §2.8.21: the driver is notified of all buffers used since the last notification) instead
+   * of once per frame. Bursts nest; every begin must be followed by an end (try/finally), or the burst's
+   * notifications are never raised. Never throws.
+   */
+  beginReceiveBurst?(): void;
+  /** Optional: ends the burst `beginReceiveBurst` opened; raises the notifications it held. Never throws. */
+  endReceiveBurst?(): void;
 }
 
 /** Outcome of `NetBackend.transmit`. */

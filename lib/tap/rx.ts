@@ -190,10 +190,14 @@ export class TapRx {
 
   /** True when the budget ran out with the fd possibly still readable. */
   private readBatch(q: TapQueue, revents: number): boolean {
+    // One burst per wake-up: the device decides each queue's interrupt once for everything read here.
+    const sink = this.sink;
+    sink?.beginReceiveBurst?.();
     try {
       return this.readFrames(q, revents);
     } finally {
       this.dropGuestViews();
+      sink?.endReceiveBurst?.();
     }
   }
 

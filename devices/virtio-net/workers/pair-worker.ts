@@ -328,6 +328,8 @@ class PairWorker {
         }
       },
       cancelReceive: () => this.direct.cancel(),
+      beginReceiveBurst: () => s.beginReceiveBurst(),
+      endReceiveBurst: () => s.endReceiveBurst(),
       transmitReady: (q: number) => {
         for (const tx of this.tx) if (tx.pair === q) tx.ready();
       },
