@@ -14,7 +14,7 @@ import { readVnetHeader, writeVnetHeader } from '../../lib/net/vnet-header.js';
 import { scatterWritable } from '../../virtio/queue/descriptor-chain.js';
 import { DescriptorChain, type Virtqueue } from '../../virtio/queue/virtqueue.js';
 import { isGso, offloadPermitted } from './offloads.js';
-import { type RxPath, requireWritable } from './rx.js';
+import { NO_LIMIT, type RxPath, requireWritable } from './rx.js';
 import type { NetShared } from './shared.js';
 import { countRxHeader } from './stats.js';
 
@@ -280,7 +280,7 @@ class PairLend {
    */
   private scatterOverflow(q: Virtqueue, mem: GuestMemory, overflow: Uint8Array, remaining: number): number {
     const rx = this.rx;
-    const extra = rx.popBuffers(q, remaining, Number.POSITIVE_INFINITY);
+    const extra = rx.popBuffers(q, remaining, NO_LIMIT);
     if (extra === 0) return 0;
     let pos = 0;
     for (let i = 0; i < extra; i++) {

@@ -1,11 +1,12 @@
 // BackendSink.receiveRoom: how many frames a backend queue may hand over and find guest buffers. A tap
 // reading in batches sizes each batch by it (test/tap-device/rx-batch.test.ts), so it must be exact on a
-// split ring, never more than the ring holds, 0 while a backlog waits, and Infinity whenever the device
+// split ring, never more than the ring holds, 0 while a backlog waits, and NO_LIMIT whenever the device
 // itself picks the ring per frame.
 import { describe, expect, it } from 'vitest';
 import type { BackendSink } from '../../lib/net/backend.js';
 import { LINUX_6_1_FEATURES } from '../testing/net-driver.js';
 import { type Bench, openBench, rawFrame } from './bench.test-support.js';
+import { NO_LIMIT } from './rx.js';
 
 const PACKED = 1n << 34n;
 
@@ -50,20 +51,20 @@ describe('receiveRoom', () => {
     expect(roomOf(b)).toBe(0);
   });
 
-  it('Infinity when the device steers (RSS in the device) or the queue is not running', () => {
+  it('NO_LIMIT (more than any ring) when the device steers (RSS in the device) or the queue is not running', () => {
     const rss = openBench({ mq: true, rss: true, queues: 2 }, { queues: 2 });
     rss.driver.setRss({ hashTypes: 0x3f, table: [0, 1], key: new Uint8Array(40).fill(7) });
-    expect(roomOf(rss, 0)).toBe(Number.POSITIVE_INFINITY);
+    expect(roomOf(rss, 0)).toBe(NO_LIMIT);
     const closed = openBench();
     closed.driver.pci.reset();
-    expect(roomOf(closed)).toBe(Number.POSITIVE_INFINITY);
+    expect(roomOf(closed)).toBe(NO_LIMIT);
   });
 
-  it('a guest that moves avail idx more than a ring ahead: Infinity, no throw (the delivery reports it)', () => {
+  it('a guest that moves avail idx more than a ring ahead: NO_LIMIT, no throw (the delivery reports it)', () => {
     const b = openBench({}, {}, { rxBuffers: 4 });
     const q = b.driver.queue(b.driver.rxIndex(0));
     b.memory.writeU16(q.config.driverAddr + 2, 4 + q.config.size + 1);
-    expect(roomOf(b)).toBe(Number.POSITIVE_INFINITY);
+    expect(roomOf(b)).toBe(NO_LIMIT);
     b.backend.inject(rawFrame(64));
     expect(b.dev.stats().status & 0x40).toBe(0x40); // DEVICE_NEEDS_RESET
   });

@@ -23,6 +23,13 @@ import { countRxHeader, type QueueStats } from './stats.js';
 /** Frames held per rx queue while the guest has no buffers (then counted as dropped). */
 export const RX_BACKLOG = 256;
 
+/**
+ * "No limit" as a small integer: more than any ring holds (32768 entries) or a frame can span. The hot
+ * paths compare against it per frame, and a finite int keeps them on V8's integer paths (Infinity is a
+ * heap number).
+ */
+export const NO_LIMIT = 0xffff;
+
 /** Outcome of delivering one frame into an rx queue. */
 enum Delivery {
   Delivered,
@@ -276,7 +283,7 @@ export class RxPath {
     const hdr = this.shared.hdrSize;
     const total = hdr + length;
     const mem = ctx.memory;
-    const used = this.popBuffers(q, total, this.shared.mergeable ? Number.POSITIVE_INFINITY : 1);
+    const used = this.popBuffers(q, total, this.shared.mergeable ? NO_LIMIT : 1);
     if (used === 0) return Delivery.NoBuffers;
     if (this.poppedRoom < total) {
       // Without mergeable buffers a frame must fit one chain: QEMU drops it and gives the buffer back.
@@ -389,22 +396,22 @@ export class Receiver implements RxFlowControl {
   }
 
   /**
-   * BackendSink.receiveRoom: the free entries of the ring backend queue `backendQueue` feeds; Infinity when
+   * BackendSink.receiveRoom: the free entries of the ring backend queue `backendQueue` feeds; NO_LIMIT when
    * the device chooses the pair per frame (RSS or automatic steering here) or the ring cannot say.
    */
   room(backendQueue: number): number {
     const s = this.shared;
-    if (!s.ctx || s.broken || s.stopped || !s.linkUp) return Infinity;
-    if ((s.rss.enabled && !(s.rssInBackend && s.rss.redirect)) || s.autoSteering()) return Infinity;
+    if (!s.ctx || s.broken || s.stopped || !s.linkUp) return NO_LIMIT;
+    if ((s.rss.enabled && !(s.rssInBackend && s.rss.redirect)) || s.autoSteering()) return NO_LIMIT;
     const rx = this.pairs[s.pairOf(backendQueue)];
-    if (rx === undefined) return Infinity;
+    if (rx === undefined) return NO_LIMIT;
     if (rx.backlog.count > 0) return 0;
     const q = s.ctx.queue(2 * rx.pair);
-    if (q === null) return Infinity;
+    if (q === null) return NO_LIMIT;
     try {
       return q.availableCount();
     } catch {
-      return Infinity; // a broken ring: the frame's own delivery reports it
+      return NO_LIMIT; // a broken ring: the frame's own delivery reports it
     }
   }
 

@@ -66,6 +66,24 @@ describe('GuestMemory', () => {
     expectGme(() => mem.writeRange(0x11fc, src, 0, 8), 0x11fc, 8);
   });
 
+  it('writeRange reports every write to the onWrite hook, the copy within one region included', () => {
+    const calls: [number, number][] = [];
+    const a = new Uint8Array(0x100);
+    const mem = new GuestMemory([{ address: 0x1000, bytes: a }], { onWrite: (x, n) => calls.push([x, n]) });
+    a.forEach((_, i) => {
+      a[i] = i;
+    });
+    mem.read(0x1000, 1);
+    mem.writeRange(0x1080, a, 0x10, 0x20); // copyWithin inside the region
+    mem.writeRange(0x1004, Uint8Array.of(9, 9, 9, 9, 9), 1, 3); // from another array
+    mem.writeRange(0x1010, a, 0, 0); // nothing written, nothing reported
+    expect(calls).toEqual([
+      [0x1080, 0x20],
+      [0x1004, 3],
+    ]);
+    expect([...a.subarray(0x80, 0x84)]).toEqual([0x10, 0x11, 0x12, 0x13]);
+  });
+
   it('accesses scalars and byte ranges across adjacent regions', () => {
     const { mem, a, b } = twoRegions();
     mem.writeU32(0x10fe, 0x44332211);

@@ -256,6 +256,7 @@ export class GuestMemory {
       const off = address - r.start;
       if (src === r.bytes && off >>> 0 === off && off + length <= r.size) {
         r.bytes.copyWithin(off, srcOffset, srcOffset + length);
+        if (this.onWrite !== undefined && length > 0) this.onWrite(address, length);
         return;
       }
     }

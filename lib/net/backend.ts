@@ -120,8 +120,8 @@ export interface BackendSink {
   linkChanged?(up: boolean): void;
   /**
    * Optional: how many frames backend queue `queuePair` can hand over now and find guest buffers (the free
-   * entries of the receive ring it feeds; Infinity when the device picks the ring per frame or cannot
-   * tell). A backend that reads in batches reads no more than this (at least one: a frame that finds no
+   * entries of the receive ring it feeds; a number larger than any ring, such as 0xffff or Infinity, when
+   * the device picks the ring per frame or cannot tell). A backend that reads in batches reads no more than this (at least one: a frame that finds no
    * buffer is what pauses the queue), so frames past the ring's end wait in the host's queue instead of
    * being copied into the device's backlog. Never throws.
    */

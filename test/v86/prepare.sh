@@ -26,8 +26,15 @@ if ! complete; then
   H=$(dpkg --print-architecture)
   A="-o Dir::State::Lists=$T/lists -o Dir::Cache=$T/cache -o Dir::State::status=$T/status
     -o APT::Architecture=i386 -o APT::Architectures::=i386 -o APT::Architectures::=$H -o APT::Sandbox::User=root"
+  # A mirror mid-sync fails one index now and then ("File has unexpected size"): retry, then go on with
+  # the lists that did arrive (a missing package fails below, by name).
+  n=0
   # shellcheck disable=SC2086
-  apt-get $A -qq update
+  until apt-get $A -qq update; do
+    n=$((n + 1))
+    [ "$n" -lt 3 ] || { echo "v86 prepare.sh: apt-get update failed $n times; using the lists it got" >&2; break; }
+    sleep 15
+  done
   # shellcheck disable=SC2086
   kpkg=$(apt-cache $A depends linux-image-686 | sed -n 's/.*Depends: \(linux-image-[0-9].*-686\)$/\1/p' | head -1)
   [ -n "$kpkg" ] || { echo "v86 prepare.sh: no linux-image-686 in the host's Debian sources" >&2; exit 1; }

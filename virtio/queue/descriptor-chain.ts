@@ -82,7 +82,14 @@ export function scatterWritableRange(
     const n = Math.min(len - skip, want - done);
     const addr = chain.addr[i]! + skip;
     if (n <= SMALL_COPY) {
-      for (let k = 0; k < n; k++) memory.writeU8(addr + k, src[srcStart + done + k]!);
+      // One bounds check for the piece (a header), then plain stores; byte by byte only across regions.
+      const dst = memory.locate(addr, n, true);
+      const from = srcStart + done;
+      if (dst !== null) {
+        const o = memory.locatedOffset;
+        for (let k = 0; k < n; k++) dst[o + k] = src[from + k]!;
+        memory.noteWritten(addr, n);
+      } else for (let k = 0; k < n; k++) memory.writeU8(addr + k, src[from + k]!);
     } else {
       memory.writeRange(addr, src, srcStart + done, n);
     }
