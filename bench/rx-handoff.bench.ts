@@ -109,7 +109,7 @@ async function row(size: number): Promise<string> {
 }
 
 console.log(
-  '| frame B | copy ns/frame (baseline) | device, frame by frame | device, in a burst | frame-by-frame / burst | GCs in the run, the guest's re-posting included (f / b) |',
+  '| frame B | copy ns/frame (baseline) | device, frame by frame | device, in a burst | frame-by-frame / burst | GCs in the run, guest re-posting included (f / b) |',
 );
 console.log('|---|---|---|---|---|---|');
 for (const size of [64, 1400]) console.log(await row(size));
