@@ -8,14 +8,15 @@
  *
  *   node --expose-gc --import tsx bench/rx-handoff.bench.ts
  */
-import { GuestMemory } from '../lib/memory/guest-memory.js';
-import type { BackendSink } from '../lib/net/backend.js';
-import { MemoryBackend } from '../lib/net/memory-backend.js';
+
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../devices/testing/net-driver.js';
+import { captureSink } from '../devices/testing/sink.js';
 import { createVirtioNetPci } from '../devices/virtio-net-pci.js';
+import { GuestMemory } from '../lib/memory/guest-memory.js';
+import { MemoryBackend } from '../lib/net/memory-backend.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../virtio/testing/pci-driver.js';
-import { bench, type BenchResult } from './harness.js';
+import { type BenchResult, bench } from './harness.js';
 
 const BATCH = 64;
 const ITERATIONS = 4000;
@@ -31,12 +32,7 @@ function frameOf(len: number, seed: number): Uint8Array {
 function rig() {
   const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM) }]);
   const backend = new MemoryBackend({ receive: 'copy' });
-  let sink: BackendSink | null = null;
-  const attach = backend.attach.bind(backend);
-  backend.attach = (s) => {
-    sink = s;
-    attach(s);
-  };
+  const sinkOf = captureSink(backend);
   const irq = new InterruptCollector();
   const dev = createVirtioNetPci({ memory, backend, interrupts: irq, mac: '52:54:00:12:34:56' });
   const driver = new VirtioNetDriver(dev, memory, {
@@ -46,8 +42,7 @@ function rig() {
     rxBuffers: 256,
   });
   driver.open();
-  if (sink === null) throw new Error('not attached');
-  return { dev, driver, irq, sink: sink as BackendSink };
+  return { dev, driver, irq, sink: sinkOf() };
 }
 
 async function row(size: number): Promise<string> {

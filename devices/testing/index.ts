@@ -39,3 +39,4 @@ export { StatsType } from '../virtio-net/device-stats.js';
 export * as frames from './frames.js';
 export type { ControlReply, NetDriverOptions, ReceivedFrame, StatsReply } from './net-driver.js';
 export { LINUX_6_1_FEATURES, LINUX_7_2_FEATURES, VirtioNetDriver } from './net-driver.js';
+export { captureSink } from './sink.js';

@@ -3,11 +3,11 @@
 // frame-by-frame delivery.
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
-import type { BackendSink } from '../../lib/net/backend.js';
 import { MemoryBackend } from '../../lib/net/memory-backend.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
+import { captureSink } from '../testing/sink.js';
 import { createVirtioNetPci } from '../virtio-net-pci.js';
 import { DEV_MAC, hexOf, MEM_SIZE, PEER_MAC, rawFrame } from './bench.test-support.js';
 import { NetF } from './features.js';
@@ -20,12 +20,7 @@ function rig(o: { eventIdx: boolean; pairs?: number; packed?: boolean }) {
   const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM_SIZE) }]);
   const pairs = o.pairs ?? 1;
   const backend = new MemoryBackend({ queues: pairs, receive: 'copy' });
-  let sink: BackendSink | null = null;
-  const attach = backend.attach.bind(backend);
-  backend.attach = (s) => {
-    sink = s;
-    attach(s);
-  };
+  const sinkOf = captureSink(backend);
   const irq = new InterruptCollector();
   const dev = createVirtioNetPci({
     memory,
@@ -45,9 +40,8 @@ function rig(o: { eventIdx: boolean; pairs?: number; packed?: boolean }) {
     pairs,
   });
   driver.open();
-  if (sink === null) throw new Error('the device did not attach');
+  const s = sinkOf();
   irq.takeVectors(); // the control queue's, while opening
-  const s: BackendSink = sink;
   const interrupts = (pair: number) => dev.stats().queues[pair]!.rxInterrupts;
   return { dev, driver, irq, sink: s, interrupts };
 }
