@@ -322,10 +322,9 @@ export class WorkerPool implements DataPlane {
     });
   }
 
-  /** Tests: worker `w` blocks its thread `ms` (the request is not waited for): a worker that does not answer. */
+  /** Tests: worker `w` blocks its thread `ms` and answers nothing for it: a worker that does not answer. */
   stallForTest(w: number, ms: number): void {
     const h = this.workers[w]!;
-    h.posted++;
     h.port.postMessage({ op: 'stall', ms } satisfies Request);
     this.ring(h, CONTROL_BIT);
   }

@@ -130,11 +130,11 @@ export type Request =
   | { op: 'memory'; add: ThreadRegion[]; remove: number[] }
   | { op: 'stop' }
   | { op: 'close' }
-  /** Tests: the worker blocks its thread `ms` before answering (a worker that does not answer in time). */
+  /** Tests: the worker blocks its thread `ms` and sends no answer (a worker that does not answer in time). */
   | { op: 'stall'; ms: number };
 
 export type Reply =
-  | { op: 'started' | 'synced' | 'closed' | 'mapped' | 'stalled' }
+  | { op: 'started' | 'synced' | 'closed' | 'mapped' }
   | {
       op: 'stopped';
       /** Per owned pair: [rx, tx] ring states (null where the worker had no queue). */
