@@ -50,8 +50,6 @@ class PairWorker {
   private readonly out: Float64Array;
   private readonly memory: GuestMemory;
   private readonly mem: WorkerMemory;
-  /** The receive target of the last direct receive: its segment list may still hold guest views. */
-  private lent: ReceiveTarget | null = null;
   private readonly tap: TapBackend;
   private readonly backend: PairBackend;
   private readonly shared: NetShared;
@@ -208,9 +206,9 @@ class PairWorker {
         this.apply(req.shared);
         return { op: 'synced' };
       case 'memory':
+        // Between bursts: the tap already dropped the guest views of its last lends (lib/tap/rx.ts), so
+        // once this returns no view of a removed region is reachable here.
         this.mem.apply(req.add, req.remove);
-        // No view of a removed region may stay reachable once we answer (the main thread frees it).
-        if (req.remove.length > 0 && this.lent) this.lent.bytes.length = 0;
         return { op: 'mapped' };
       case 'stall':
         return { op: 'error', message: 'stall is not answered' };
@@ -328,7 +326,6 @@ class PairWorker {
         this.receiveRange(b, o, l, q, off, valid),
       lendReceive: (q: number, hs: number, t: ReceiveTarget) => {
         if (!valid(q)) return false;
-        this.lent = t;
         try {
           return this.direct.lend(q, hs, t);
         } catch (e) {
