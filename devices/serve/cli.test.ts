@@ -8,7 +8,8 @@ import { VfioUserClient } from '../../lib/vfio-user/client.js';
 import { Command, encodeVersionBody, view } from '../../lib/vfio-user/protocol.js';
 import { cliInfo, runCli } from './cli.js';
 import { StandInDevice } from './stand-in-device.js';
-import type { VirtioNetVfioUserDevice } from './vfio-user.js';
+import { parseServeWorkers, type VirtioNetVfioUserDevice } from './vfio-user.js';
+import type { WorkerPool } from '../virtio-net/workers/pool.js';
 
 let dir: string;
 beforeEach(() => {
@@ -168,6 +169,46 @@ describe('virtio-net-ts serve', () => {
     expect(existsSync(x)).toBe(false);
   });
 
+  it('-o workers=auto|on|off|N: bad values and workers with --vfs are refused, naming the option, before a tap exists', async () => {
+    const x = join(dir, 'x');
+    for (const v of ['maybe', '0', '-1', '257', '1.5', '']) {
+      await expect(
+        runCli([
+          'serve',
+          '--socket',
+          x,
+          '--tap',
+          'vntw0',
+          '-o',
+          'mq=on',
+          '-o',
+          'queues=2',
+          '-o',
+          `workers=${v}`,
+        ]),
+      ).rejects.toThrow(`-o workers=${v}: expected auto, on, off or a thread count 1..256`);
+    }
+    for (const v of ['on', '2']) {
+      await expect(
+        runCli(['serve', '--socket', x, '--tap', 'vntw0', '--vfs', '1', '-o', `workers=${v}`]),
+      ).rejects.toThrow(`-o workers=${v}: queue pairs on workers cannot serve --vfs (SR-IOV)`);
+    }
+    expect(existsSync('/sys/class/net/vntw0')).toBe(false);
+    expect(existsSync(x)).toBe(false);
+  });
+
+  it('-o workers: auto means workers with more than one queue pair and no VFs', () => {
+    expect(parseServeWorkers(undefined, 1, 0)).toBe(false);
+    expect(parseServeWorkers(undefined, 2, 0)).toBe(true);
+    expect(parseServeWorkers('auto', 4, 0)).toBe(true);
+    expect(parseServeWorkers('auto', 4, 2)).toBe(false);
+    expect(parseServeWorkers('off', 4, 0)).toBe(false);
+    expect(parseServeWorkers('off', 4, 2)).toBe(false);
+    expect(parseServeWorkers('on', 1, 0)).toBe(true);
+    expect(parseServeWorkers('3', 8, 0)).toBe(3);
+    expect(parseServeWorkers('256', 8, 0)).toBe(256);
+  });
+
   it('runs as a program (stand-in device) and exits on SIGTERM', async () => {
     const sock = join(dir, 'p.sock');
     const child = spawn(
@@ -240,6 +281,8 @@ describe.skipIf(noTap !== null)(
       const dev = run.device as VirtioNetVfioUserDevice;
       // The tap is a 2-queue tap in the namespace, held by the device.
       expect(ns.ip('-d', 'link', 'show', 'dev', tap)).toMatch(/tun type tap .*multi_queue/);
+      // queues=2 without VFs: the pairs run on worker threads by default (-o workers=auto).
+      expect((dev.net.net.dataPlane as WorkerPool | null)?.workerCount).toBe(2);
       expect(dev.msixVectors).toBe(6); // QEMU's default: 2 * queues + 2
       const offered = dev.net.transport.offeredFeatures;
       expect([(offered >> 22n) & 1n, (offered >> 15n) & 1n, (offered >> 5n) & 1n]).toEqual([1n, 0n, 1n]); // MQ, no MRG_RXBUF, MAC

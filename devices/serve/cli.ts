@@ -66,6 +66,8 @@ const USAGE = `usage: virtio-net-ts serve --socket PATH [--socket-mode M] [--soc
   --netns NAME    move the tap into this existing network namespace
   --device KIND   device to serve (default virtio-net; built in: virtio-net, stand-in)
   -o key=value    device option (QEMU virtio-net-pci property names, e.g. mq=on queues=4 mac=...), repeatable
+                  -o workers=auto|on|off|N: queue pairs on worker threads (auto, the default: when
+                  queues > 1 and no --vfs; docs/workers.md)
   --vfs N         SR-IOV: the tap becomes the uplink of an embedded switch; N VFs are enabled and each is
                   served on a socket of its own, PATH.vf0 .. PATH.vf<N-1> (PATH stays the PF's)
   --vf I,k=v,...  VF I's policy, as ip link set DEV vf I ...: mac=M vlan=V qos=Q spoofchk=on|off trust=on|off

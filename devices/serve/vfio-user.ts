@@ -60,9 +60,28 @@ export function virtioNetVfioUserDevice(
 }
 
 /**
+ * `-o workers=auto|on|off|N` (docs/workers.md, docs/vfio-user.md): the `workers` option of
+ * createVirtioNetPci. `auto` (the default) puts each queue pair on a worker thread when there is more than
+ * one pair and no SR-IOV VF (the embedded switch runs on the main thread); `on` is one thread per pair,
+ * `N` pairs dealt over N threads. Throws OptionsError naming the option.
+ */
+export function parseServeWorkers(value: string | undefined, queues: number, vfs: number): boolean | number {
+  const v = value ?? 'auto';
+  let w: boolean | number;
+  if (v === 'auto') return queues > 1 && vfs === 0;
+  if (v === 'on') w = true;
+  else if (v === 'off') return false;
+  else if (/^[1-9][0-9]{0,2}$/.test(v) && Number(v) <= 256) w = Number(v);
+  else throw new OptionsError(`-o workers=${v}: expected auto, on, off or a thread count 1..256`);
+  if (vfs > 0) throw new OptionsError(`-o workers=${v}: queue pairs on workers cannot serve --vfs (SR-IOV)`);
+  return w;
+}
+
+/**
  * `virtio-net-ts serve --tap NAME [-o prop=value]... [--vfs N [--vf I,key=value,...]...]`: QEMU
  * `virtio-net-pci` properties (parseQemuDevice) on a TapBackend opened on NAME (created if absent; an
- * existing multiqueue tap is attached to) with one fd per queue pair, moved into `netns` when given. With
+ * existing multiqueue tap is attached to) with one fd per queue pair, moved into `netns` when given;
+ * `-o workers=…` (parseServeWorkers) puts the queue pairs on worker threads. With
  * `vfs`, an SR-IOV PF whose tap is the embedded switch's uplink, with that many VFs enabled by the host
  * (devices/serve/sriov.ts), returned in `vfFunctions`. Throws OptionsError for a missing tap name or a bad
  * property or policy, before the tap is created.
@@ -77,7 +96,8 @@ export function virtioNetFromCommandLine(input: {
 }): VirtioNetVfioUserDevice & { vfFunctions?: readonly VfioUserDevice[] } {
   if (!input.tap) throw new OptionsError('--device virtio-net needs --tap NAME (the host tap interface)');
   const props: Partial<VirtioNetPciOptions> = {};
-  for (const [k, v] of Object.entries(input.options)) Object.assign(props, parseQemuDevice(`${k}=${v}`));
+  for (const [k, v] of Object.entries(input.options))
+    if (k !== 'workers') Object.assign(props, parseQemuDevice(`${k}=${v}`));
   // Validate the options before anything is created on the host (a stand-in backend of the same shape).
   parseVirtioNetPciOptions({
     ...props,
@@ -93,6 +113,7 @@ export function virtioNetFromCommandLine(input: {
       throw new OptionsError(`--vf ${i}: no such VF (--vfs ${input.vfs ?? 0})`);
     parseVfPolicy(Number(i), p);
   }
+  const workers = parseServeWorkers(input.options.workers, props.queues ?? 1, input.vfs ?? 0);
   const tap = TapBackend.open({ name: input.tap, queues: props.queues ?? 1, netns: input.netns });
   try {
     if (input.vfs) {
@@ -103,7 +124,7 @@ export function virtioNetFromCommandLine(input: {
       });
       return { ...f.pf, vfFunctions: f.vfs };
     }
-    return virtioNetVfioUserDevice({ ...props, memory: input.memory, backend: tap });
+    return virtioNetVfioUserDevice({ ...props, memory: input.memory, backend: tap, workers });
   } catch (err) {
     tap.close();
     throw err;

@@ -13,14 +13,31 @@
  * An optional write hook tells a VMM with a JIT which guest bytes the device wrote.
  */
 import { GuestMemoryError } from '../errors.js';
-import type { GrowableMemoryRegion, GuestMemoryOptions, GuestMemoryRegion, SharedRegion } from './regions.js';
-import { describe, readScalar, writeScalar } from './scalar.js';
+import type {
+  GrowableMemoryRegion,
+  GuestMemoryOptions,
+  GuestMemoryRegion,
+  MemoryWatcher,
+  ThreadRegion,
+} from './regions.js';
+import {
+  checkLength,
+  checkRange,
+  describe,
+  MAX_ADDRESS_BIG,
+  readScalar,
+  toNumber,
+  writeScalar,
+} from './scalar.js';
+import { threadRegionOf, Watchers } from './watchers.js';
 
 export type {
   GrowableMemoryRegion,
   GuestMemoryOptions,
   GuestMemoryRegion,
-  SharedRegion,
+  MemoryChange,
+  MemoryWatcher,
+  ThreadRegion,
 } from './regions.js';
 export { readAddress } from './scalar.js';
 
@@ -32,10 +49,10 @@ interface Region {
   /** Growable regions: the current buffer and where the region starts in it; null for fixed bytes. */
   source: (() => ArrayBufferLike) | null;
   offset: number;
+  /** GuestMemoryRegion.host, or -1. */
+  host: number;
 }
 
-const MAX_ADDRESS = Number.MAX_SAFE_INTEGER; // 2^53 - 1
-const MAX_ADDRESS_BIG = BigInt(MAX_ADDRESS);
 const NO_REGION: Region = {
   start: 0,
   size: 0,
@@ -43,6 +60,7 @@ const NO_REGION: Region = {
   dv: new DataView(new ArrayBuffer(0)),
   source: null,
   offset: 0,
+  host: -1,
 };
 
 /** Guest memory: bounds-checked little-endian access to the regions the VMM registered. */
@@ -54,6 +72,13 @@ export class GuestMemory {
   private readonly onWrite: ((address: number, length: number) => void) | undefined;
   /** How many times a growable region was re-viewed over a new buffer. */
   remaps = 0;
+  /**
+   * Set by each `removeRegion`: a watcher could not confirm that its thread dropped its view of the
+   * region, so the memory must stay mapped (lib/vfio-user/dma.ts keeps it for good). Also set when a
+   * refused `addRegion` was undone. A result field, as `locatedOffset`.
+   */
+  lastRemovalPinned = false;
+  private readonly watchers = new Watchers();
 
   constructor(regions: (GuestMemoryRegion | GrowableMemoryRegion)[] = [], options: GuestMemoryOptions = {}) {
     this.translateFn = options.translate;
@@ -63,11 +88,19 @@ export class GuestMemory {
 
   /** Registers a region (vfio-user DMA_MAP); throws `GuestMemoryError` if it overlaps another one. */
   addRegion(region: GuestMemoryRegion | GrowableMemoryRegion): void {
+    this.lastRemovalPinned = false;
     let source: (() => ArrayBufferLike) | null = null;
     let bytes: Uint8Array;
     let offset = 0;
+    let host = -1;
     if ('bytes' in region) {
       bytes = region.bytes;
+      if (region.host !== undefined) {
+        if (!Number.isSafeInteger(region.host) || region.host <= 0) {
+          throw new GuestMemoryError(`region host address ${region.host} invalid`, region.address, 0);
+        }
+        host = region.host;
+      }
     } else {
       const b = region.buffer;
       source = typeof b === 'function' ? b : () => b.buffer;
@@ -95,7 +128,7 @@ export class GuestMemory {
       }
     }
     const size = bytes.byteLength;
-    const start = this.checkRange(region.address, size);
+    const start = checkRange(region.address, size);
     const rs = this.regions;
     // Sorted and disjoint: find the first region starting after `start`; only the region before it
     // (or several, past zero-sized ones) and those starting inside the new range can overlap.
@@ -124,8 +157,19 @@ export class GuestMemory {
       );
     }
     const dv = new DataView(bytes.buffer, bytes.byteOffset, size);
-    rs.splice(lo, 0, { start, size, bytes, dv, source, offset });
+    rs.splice(lo, 0, { start, size, bytes, dv, source, offset, host });
     this.last = NO_REGION;
+    if (this.watchers.size === 0) return;
+    const hooks = this.translateFn !== undefined || this.onWrite !== undefined;
+    const shared = hooks ? null : threadRegionOf(start, size, bytes, source !== null, host);
+    if (!this.watchers.notify({ op: 'add', region: shared })) {
+      this.removeRegion(start);
+      throw new GuestMemoryError(
+        `guest memory region ${describe(start, size)} refused: a thread viewing guest memory could not map it`,
+        region.address,
+        size,
+      );
+    }
   }
 
   /** Unregisters the region starting at `address` (vfio-user DMA_UNMAP); false if there is none. */
@@ -139,25 +183,39 @@ export class GuestMemory {
       if (rs[mid]!.start < a) lo = mid + 1;
       else hi = mid;
     }
+    this.lastRemovalPinned = false;
     if (lo >= rs.length || rs[lo]!.start !== a) return false;
-    rs.splice(lo, 1);
+    const [r] = rs.splice(lo, 1);
     this.last = NO_REGION;
+    if (this.watchers.size > 0 && !this.watchers.notify({ op: 'remove', address: a, size: r!.size })) {
+      this.lastRemovalPinned = true;
+    }
     return true;
   }
 
   /**
-   * Every region as SharedArrayBuffer bytes, for worker threads that map the same memory; null when one
-   * is not (growable, ArrayBuffer, external) or the memory translates or reports writes (per thread).
+   * Every region as another thread can view it (a SharedArrayBuffer, or the native address of an mmap
+   * with `host`), for queue-pair workers; null when one cannot be (growable, ArrayBuffer bytes) or the
+   * memory translates or reports writes (hooks of this thread).
    */
-  sharedRegions(): SharedRegion[] | null {
+  threadRegions(): ThreadRegion[] | null {
     if (this.translateFn !== undefined || this.onWrite !== undefined) return null;
-    const out: SharedRegion[] = [];
+    const out: ThreadRegion[] = [];
     for (const r of this.regions) {
-      const b = r.bytes.buffer;
-      if (r.source !== null || !(b instanceof SharedArrayBuffer)) return null;
-      out.push({ address: r.start, buffer: b, offset: r.bytes.byteOffset, size: r.size });
+      const t = threadRegionOf(r.start, r.size, r.bytes, r.source !== null, r.host);
+      if (t === null) return null;
+      out.push(t);
     }
     return out;
+  }
+
+  /**
+   * Calls `listener` synchronously on every later region add and removal (vfio-user DMA_MAP / DMA_UNMAP),
+   * before `addRegion`/`removeRegion` return; see `MemoryWatcher` for what its result means. Returns the
+   * function that stops watching.
+   */
+  watch(listener: MemoryWatcher): () => void {
+    return this.watchers.add(listener);
   }
 
   /** Whether `[address, address + length)` lies entirely in guest memory (possibly across adjacent regions). */
@@ -178,7 +236,7 @@ export class GuestMemory {
 
   /** A copy of `length` bytes at `address`; the range may span adjacent regions. */
   read(address: number | bigint, length: number): Uint8Array {
-    const out = new Uint8Array(this.checkLength(address, length));
+    const out = new Uint8Array(checkLength(address, length));
     this.readInto(address, out);
     return out;
   }
@@ -402,51 +460,9 @@ export class GuestMemory {
 
   // ---- slow paths -------------------------------------------------------------------------------------
 
-  /** Validates a region's own address range (no translation). */
-  private checkRange(address: number | bigint, length: number): number {
-    const a = this.toNumber(address, length);
-    if (a > MAX_ADDRESS + 1 - length) {
-      throw new GuestMemoryError(
-        `guest memory range ${describe(address, length)} ends above 2^53`,
-        address,
-        length,
-      );
-    }
-    return a;
-  }
-
-  private checkLength(address: number | bigint, length: number): number {
-    if (!Number.isSafeInteger(length) || length < 0) {
-      throw new GuestMemoryError(`invalid guest memory access length ${length}`, address, length);
-    }
-    return length;
-  }
-
-  private toNumber(address: number | bigint, length: number): number {
-    this.checkLength(address, length);
-    if (typeof address === 'bigint') {
-      if (address < 0n || address > MAX_ADDRESS_BIG) {
-        throw new GuestMemoryError(
-          `guest address ${describe(address, length)} is out of range`,
-          address,
-          length,
-        );
-      }
-      return Number(address);
-    }
-    if (!Number.isSafeInteger(address) || address < 0) {
-      throw new GuestMemoryError(
-        `guest address ${describe(address, length)} is out of range`,
-        address,
-        length,
-      );
-    }
-    return address;
-  }
-
   /** Address checks and IOMMU translation; returns the guest-physical start address. */
   private resolve(address: number | bigint, length: number, write: boolean): number {
-    const a = this.toNumber(address, length);
+    const a = toNumber(address, length);
     const tr = this.translateFn;
     if (tr === undefined) return a;
     let t: number;

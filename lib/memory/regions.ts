@@ -4,6 +4,12 @@
 export interface GuestMemoryRegion {
   address: number | bigint;
   bytes: Uint8Array;
+  /**
+   * The native address of `bytes[0]` when `bytes` views memory outside the JS heap (a vfio-user DMA
+   * mapping's mmap, lib/vfio-user/dma.ts), so another thread can view the same memory
+   * (`GuestMemory.threadRegions`). Left out for JS-owned buffers.
+   */
+  host?: number;
 }
 
 /**
@@ -35,5 +41,25 @@ export interface GuestMemoryOptions {
   onWrite?: (address: number, length: number) => void;
 }
 
-/** A region over a SharedArrayBuffer (GuestMemory.sharedRegions). */
-export type SharedRegion = { address: number; buffer: SharedArrayBuffer; offset: number; size: number };
+/**
+ * A region another thread can view (GuestMemory.threadRegions): bytes of a SharedArrayBuffer, or native
+ * memory at a host address (an mmap the owner keeps mapped while any thread may view it).
+ */
+export type ThreadRegion =
+  | { address: number; size: number; buffer: SharedArrayBuffer; offset: number }
+  | { address: number; size: number; host: number };
+
+/**
+ * A region added or removed (GuestMemory.watch). `region` is null for an added region no other thread
+ * can view (growable or ArrayBuffer bytes, or memory with translate/onWrite hooks).
+ */
+export type MemoryChange =
+  | { op: 'add'; region: ThreadRegion | null }
+  | { op: 'remove'; address: number; size: number };
+
+/**
+ * Told of every change before `addRegion`/`removeRegion` return. It returns false when it could not
+ * follow: an add is then undone and refused; a removal is marked pinned (`GuestMemory.lastRemovalPinned`):
+ * the watcher's thread may still view the memory, so its owner must keep it mapped.
+ */
+export type MemoryWatcher = (change: MemoryChange) => boolean;

@@ -1,4 +1,11 @@
-/** Little-endian scalar access on a region's DataView, and the address text of guest-memory errors. */
+/**
+ * Little-endian scalar access on a region's DataView, the address checks of guest-memory accesses, and the
+ * address text of their errors.
+ */
+import { GuestMemoryError } from '../errors.js';
+
+export const MAX_ADDRESS = Number.MAX_SAFE_INTEGER; // 2^53 - 1
+export const MAX_ADDRESS_BIG = BigInt(MAX_ADDRESS);
 
 export function describe(address: number | bigint, length: number): string {
   const a = typeof address === 'bigint' ? address : Number.isFinite(address) ? address : Number.NaN;
@@ -41,4 +48,42 @@ export function readAddress(memory: { readU32(address: number): number }, addres
   const lo = memory.readU32(address);
   const hi = memory.readU32(address + 4);
   return hi < 0x20_0000 ? hi * TWO_32 + lo : -1;
+}
+
+/** Validates a region's own address range (no translation). */
+export function checkRange(address: number | bigint, length: number): number {
+  const a = toNumber(address, length);
+  if (a > MAX_ADDRESS + 1 - length) {
+    throw new GuestMemoryError(
+      `guest memory range ${describe(address, length)} ends above 2^53`,
+      address,
+      length,
+    );
+  }
+  return a;
+}
+
+export function checkLength(address: number | bigint, length: number): number {
+  if (!Number.isSafeInteger(length) || length < 0) {
+    throw new GuestMemoryError(`invalid guest memory access length ${length}`, address, length);
+  }
+  return length;
+}
+
+export function toNumber(address: number | bigint, length: number): number {
+  checkLength(address, length);
+  if (typeof address === 'bigint') {
+    if (address < 0n || address > MAX_ADDRESS_BIG) {
+      throw new GuestMemoryError(
+        `guest address ${describe(address, length)} is out of range`,
+        address,
+        length,
+      );
+    }
+    return Number(address);
+  }
+  if (!Number.isSafeInteger(address) || address < 0) {
+    throw new GuestMemoryError(`guest address ${describe(address, length)} is out of range`, address, length);
+  }
+  return address;
 }

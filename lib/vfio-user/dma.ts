@@ -9,6 +9,12 @@
  * is released at once, a stale view reads zeros and writes to scratch, and the address range cannot be
  * reused by a later mapping. The placeholder is munmap'd when the garbage collector has dropped every view.
  *
+ * Pinning: a worker thread that views guest memory (queue pairs on workers, docs/workers.md) is told of each
+ * removal before it happens (GuestMemory.watch). When one cannot confirm it dropped its view (it did not
+ * answer), the placeholder is never munmap'd: a leaked range of address space, rather than a worker
+ * touching memory that is gone or reused by a later mapping. Pinned placeholders are counted and capped
+ * (MAX_PINNED): past the cap DMA_MAP is refused, so a client's map/unmap storm cannot grow them without end.
+ *
  * Read-only mappings (no WRITE flag) are mapped MAP_PRIVATE read/write: the device sees the guest's bytes,
  * and a stray device write lands in a private copy instead of faulting or reaching the guest.
  */
@@ -19,8 +25,10 @@ import * as sys from '../host/socket.js';
 
 /** The part of GuestMemory (lib/memory/guest-memory.ts) the server needs. */
 export interface DmaMemory {
-  addRegion(region: { address: number | bigint; bytes: Uint8Array }): void;
+  addRegion(region: { address: number | bigint; bytes: Uint8Array; host?: number }): void;
   removeRegion(address: number | bigint): boolean;
+  /** After removeRegion (or a refused addRegion): another thread may still view it (GuestMemory). */
+  readonly lastRemovalPinned?: boolean;
 }
 
 /** One DMA_MAP as the device sees it. */
@@ -38,6 +46,8 @@ interface Chunk {
   bytes: Uint8Array;
   ptr: sys.NativePointer;
   inMemory: boolean;
+  /** A thread may still view it: never munmap (see the file comment). */
+  pinned: boolean;
 }
 
 interface Mapping extends DmaRegionInfo {
@@ -58,6 +68,8 @@ export class DmaError extends Error {
 
 /** Largest mmap and view handed to GuestMemory; bigger mappings are split (koffi cannot view 4 GiB). */
 export const MAX_CHUNK = 1 << 30;
+/** Pinned placeholders after which DMA_MAP is refused (each is address space and a kernel VMA). */
+export const MAX_PINNED = 256;
 const PAGE = 4096n;
 const U64_END = 1n << 64n;
 
@@ -74,6 +86,7 @@ export class DmaMappings {
   readonly #memory: DmaMemory;
   readonly #maxMappings: number;
   #probes = 0;
+  #pinned = 0;
 
   constructor(memory: DmaMemory, maxMappings: number) {
     this.#memory = memory;
@@ -82,6 +95,11 @@ export class DmaMappings {
 
   get count(): number {
     return this.#maps.length;
+  }
+
+  /** Chunks kept mapped for good because a worker thread could not confirm it dropped its view. */
+  get pinned(): number {
+    return this.#pinned;
   }
 
   /** Mappings examined by address searches so far (tests check they grow as n log n, not n²). */
@@ -122,6 +140,12 @@ export class DmaMappings {
       }
       if (address + size > U64_END) throw new DmaError('DMA_MAP range wraps the address space', Errno.EINVAL);
       if (this.#maps.length >= this.#maxMappings) throw new DmaError('too many DMA mappings', Errno.ENOSPC);
+      if (fd !== null && this.#pinned >= MAX_PINNED) {
+        throw new DmaError(
+          'too many DMA mappings pinned by worker threads that did not answer',
+          Errno.ENOSPC,
+        );
+      }
       // Sorted and disjoint: only the mapping before the insertion point and the one at it can overlap.
       const at = this.#firstAtOrAbove(address);
       const prev = this.#maps[at - 1];
@@ -177,11 +201,18 @@ export class DmaMappings {
           bytes: new Uint8Array(sys.viewOf(ptr, n)),
           ptr,
           inMemory: false,
+          pinned: false,
         };
         added.push(chunk);
         try {
-          this.#memory.addRegion({ address: chunk.address, bytes: chunk.bytes });
+          // `host` lets worker threads view the same mmap (GuestMemory.threadRegions).
+          this.#memory.addRegion({
+            address: chunk.address,
+            bytes: chunk.bytes,
+            host: Number(sys.addressOf(ptr)),
+          });
         } catch (e) {
+          chunk.pinned = this.#memory.lastRemovalPinned === true;
           throw new DmaError(`guest memory refused the region: ${(e as Error).message}`, Errno.EINVAL);
         }
         chunk.inMemory = true;
@@ -194,13 +225,19 @@ export class DmaMappings {
   }
 
   #releaseChunk(c: Chunk): void {
-    if (c.inMemory) this.#memory.removeRegion(c.address);
+    if (c.inMemory) {
+      this.#memory.removeRegion(c.address);
+      if (this.#memory.lastRemovalPinned === true) c.pinned = true;
+    }
     c.inMemory = false;
-    this.#retire(c.ptr, c.bytes.byteLength, c.bytes.buffer as ArrayBuffer);
+    this.#retire(c.ptr, c.bytes.byteLength, c.bytes.buffer as ArrayBuffer, c.pinned);
   }
 
-  /** Replaces a mapping with scratch memory freed once no view of `buffer` is left (see the file comment). */
-  #retire(ptr: sys.NativePointer, len: number, buffer: ArrayBuffer): void {
+  /**
+   * Replaces a mapping with scratch memory freed once no view of `buffer` is left (see the file comment);
+   * `pinned`: never freed, a worker thread may still view it.
+   */
+  #retire(ptr: sys.NativePointer, len: number, buffer: ArrayBuffer, pinned: boolean): void {
     try {
       sys.mmap(
         ptr,
@@ -210,7 +247,8 @@ export class DmaMappings {
         -1,
         0n,
       );
-      placeholders.register(buffer, { ptr, len });
+      if (pinned) this.#pinned++;
+      else placeholders.register(buffer, { ptr, len });
     } catch {
       // Could not swap in scratch memory: keep the mapping alive for good rather than risk a fault.
     }

@@ -250,6 +250,11 @@ export class VfioUserServer {
     return this.#dma.list();
   }
 
+  /** DMA chunks kept mapped for good because a worker thread did not confirm it dropped them (dma.ts). */
+  dmaPinned(): number {
+    return this.#dma.pinned;
+  }
+
   /** Vectors of an irq index that currently have an eventfd (for tests and diagnostics). */
   armedVectors(index: number): number[] {
     return this.#irqs.armedVectors(index);

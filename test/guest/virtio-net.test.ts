@@ -17,7 +17,8 @@ import type { VfioUserServer } from '../../lib/vfio-user/server.js';
 import type { QueueStats } from '../../devices/virtio-net/stats.js';
 import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
 import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
-import { virtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';
+import { parseServeWorkers, virtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';
+import type { WorkerPool } from '../../devices/virtio-net/workers/pool.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { cleanupNamespaces, ip, NetNamespace } from '../../lib/host/netns.js';
 import { TapBackend, type TapStats } from '../../lib/tap/tap-backend.js';
@@ -617,6 +618,56 @@ for (const kernel of GUEST_KERNELS) {
         expect([res.carrier_seen_down, res.carrier_seen_up], diag).toEqual(['1', '1']);
         expect(run.linkWhileDown).toBe(false);
         expect(mark('after_carrier').linkUp).toBe(true);
+        await run.leftovers();
+      });
+
+      it("2 queue pairs on worker threads (serve's default with queues=2): TCP both ways intact, ethtool -L 2→1→2, ethtool -X weight, no thread or fd left", {
+        timeout: 180_000,
+      }, async () => {
+        const tasks = () => readdirSync('/proc/self/task').length;
+        const tasks0 = tasks();
+        const steps = [
+          'pci,virtio,up,mark:up,ping:3,hostping:3,tcptx,tcprx',
+          'ethtool,channels:1,mark:c1,ping:3,tcprx:5003',
+          // Back to 2 pairs; then every IPv4 flow to queue 1 (worker 1) and TCP both ways on both again.
+          'channels:2,rssweight:0.1,irqs,stats,mark:w0,udp:100,irqs,stats,mark:w1',
+          'rssweight:1.1,tcptx:5002,tcprx:5004,ping:3,irqs,stats,mark:end',
+        ].join(',');
+        // What `serve -o mq=on -o queues=2 -o rss=on` builds: -o workers=auto puts each pair on a worker.
+        const workers = parseServeWorkers(undefined, 2, 0);
+        expect(workers).toBe(true);
+        const run = await boot(kernel, { queues: 2, mq: true, rss: true, workers }, steps);
+        const { diag, marks } = run;
+        await expectBasics(run, 3, 1);
+        const pool = run.net.net.dataPlane as WorkerPool;
+        expect(pool.workerCount).toBe(2);
+        // Both workers moved frames both ways on their own tap queue; DMA_MAPs reached them as requests.
+        for (const w of pool.workerCounters()) {
+          expect(w.tapRx, JSON.stringify(w) + diag).toBeGreaterThan(0);
+          expect(w.tapTx, JSON.stringify(w) + diag).toBeGreaterThan(0);
+        }
+        expect(pool.handoffs.interrupts).toBeGreaterThan(0);
+        const results = (k: string) => run.r.pairs.filter(([x]) => x === k).map(([, v]) => v);
+        expect(results('ethtool_L_rc'), diag).toEqual(['0', '0']);
+        expect(results('channels'), diag).toEqual(['2', '1', '2']);
+        expect(marks.get('c1')?.queuePairs, diag).toBe(1);
+        expect(marks.get('w0')?.queuePairs, diag).toBe(2);
+        expect(results('ethtool_X_weight_rc'), diag).toEqual(['0', '0']);
+        // ethtool -X weight 0 1: the 100 datagrams all reached queue 1 (worker 1), none queue 0's worker.
+        const [w0, w1] = [marks.get('w0'), marks.get('w1')];
+        expect(w0 && w1, diag).toBeTruthy();
+        const rx = (m: Mark, q: number) => m.dev[q]?.rxPackets ?? 0;
+        const d = [0, 1].map((q) => rx(w1 as Mark, q) - rx(w0 as Mark, q));
+        expect(results('udp_in').map(Number), diag).toEqual([100]);
+        expect(d[1], JSON.stringify(d)).toBeGreaterThanOrEqual(100);
+        expect(d[0], JSON.stringify(d)).toBeLessThanOrEqual(2); // ARP may still go to queue 0
+        const irq = (m: Mark, q: number) => m.guest[`irq_virtio0-input.${q}`] ?? 0;
+        expect(irq(w1 as Mark, 1) - irq(w0 as Mark, 1)).toBeGreaterThan(0);
+        expect((marks.get('end') as Mark).dev.map((q) => q.txDropped)).toEqual([0, 0]);
+        // After shutdown: the workers have exited, no thread and no fd of ours is left.
+        await pool.exited();
+        for (let i = 0; i < 100 && tasks() !== tasks0; i++) await new Promise((res) => setTimeout(res, 20));
+        expect(tasks()).toBe(tasks0);
         await run.leftovers();
       });
 

@@ -1,6 +1,6 @@
 /**
  * A queue-pair worker (docs/workers.md): runs the device's own per-pair data paths (tx.ts, rx.ts,
- * direct-rx.ts) for the pairs it owns, over the guest's SharedArrayBuffer memory and its own copies of
+ * direct-rx.ts) for the pairs it owns, over its own view of guest memory (memory.ts) and its own copies of
  * those pairs' tap queue fds, with its own poller and io_uring. The main thread keeps the control plane;
  * this thread holds a replica of what the paths read (NetShared), rebuilt from each request. Kicks
  * arrive as doorbell bits, interrupts leave as bits in the interrupt block; nothing is sent per frame.
@@ -12,7 +12,7 @@ import {
   receiveMessageOnPort,
   workerData,
 } from 'node:worker_threads';
-import { GuestMemory } from '../../../lib/memory/guest-memory.js';
+import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { NetOffload, ReceiveTarget } from '../../../lib/net/backend.js';
 import { MAX_FRAME } from '../../../lib/net/backend.js';
 import { TapBackend } from '../../../lib/tap/tap-backend.js';
@@ -25,6 +25,7 @@ import { Receiver } from '../rx.js';
 import { NetShared } from '../shared.js';
 import { QueueStats } from '../stats.js';
 import { TxPath } from '../tx.js';
+import { WorkerMemory } from './memory.js';
 import { PairBackend } from './pair-backend.js';
 import {
   type BacklogFrame,
@@ -48,6 +49,7 @@ class PairWorker {
   private readonly irq: Int32Array;
   private readonly out: Float64Array;
   private readonly memory: GuestMemory;
+  private readonly mem: WorkerMemory;
   private readonly tap: TapBackend;
   private readonly backend: PairBackend;
   private readonly shared: NetShared;
@@ -71,9 +73,8 @@ class PairWorker {
     this.door = new Int32Array(init.doorbell);
     this.irq = new Int32Array(init.irq);
     this.out = new Float64Array(init.stats);
-    this.memory = new GuestMemory(
-      init.regions.map((r) => ({ address: r.address, bytes: new Uint8Array(r.buffer, r.offset, r.size) })),
-    );
+    this.mem = new WorkerMemory(init.regions);
+    this.memory = this.mem.memory;
     this.tap = TapBackend.adopt(init.fds, { ...init.tap, rssSteering: false, watchLink: false });
     const n = init.maxQueuePairs;
     this.backend = new PairBackend(this.tap, init.pairs, n, init.steersFlows);
@@ -154,9 +155,15 @@ class PairWorker {
     for (;;) {
       const m = receiveMessageOnPort(this.port);
       if (!m) return;
+      const req = m.message as Request;
+      // Tests: a worker busy beyond the answer timeout; it answers nothing for it.
+      if (req.op === 'stall') {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, req.ms);
+        continue;
+      }
       let reply: Reply;
       try {
-        reply = this.handle(m.message as Request);
+        reply = this.handle(req);
       } catch (e) {
         reply = { op: 'error', message: e instanceof Error ? e.message : String(e) };
       }
@@ -198,6 +205,13 @@ class PairWorker {
       case 'sync':
         this.apply(req.shared);
         return { op: 'synced' };
+      case 'memory':
+        // Between bursts: the tap already dropped the guest views of its last lends (lib/tap/rx.ts), so
+        // once this returns no view of a removed region is reachable here.
+        this.mem.apply(req.add, req.remove);
+        return { op: 'mapped' };
+      case 'stall':
+        return { op: 'error', message: 'stall is not answered' };
       case 'stop':
         return this.stop();
       case 'close':

@@ -4,7 +4,8 @@
  * fds. Kicks ring the owning worker's doorbell; the workers' interrupt bits come back through one
  * shared block this thread waits on (Atomics.waitAsync) and raises through the transport. Control-plane
  * requests are synchronous: posted, the doorbell rung, and this thread waits (Atomics.wait) for the
- * worker's answer, which it gives between two bursts, so a request is also the quiesce.
+ * worker's answer, which it gives between two bursts, so a request is also the quiesce. Guest memory
+ * changes (vfio-user DMA_MAP / DMA_UNMAP) reach every worker the same way before they take effect.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +13,7 @@ import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from '
 import { BackendError, OptionsError } from '../../../lib/errors.js';
 import { libc } from '../../../lib/host/libc.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
-import type { SharedRegion } from '../../../lib/memory/regions.js';
+import type { MemoryChange, ThreadRegion } from '../../../lib/memory/regions.js';
 import { virtqueueSetup } from '../../../virtio/queue/create-virtqueue.js';
 import type { DataPlane } from '../data-plane.js';
 import type { VirtioNet } from '../device.js';
@@ -61,6 +62,12 @@ interface PairWorkerHandle {
   pairs: number[];
   fds: number[];
   exited: boolean;
+  /** Requests posted; the worker's Door.ACK counts those it answered (a late answer is taken later). */
+  posted: number;
+  /** Replies taken from its port (late ones are dropped). */
+  taken: number;
+  /** It answered `close`: it touches guest memory no more. */
+  closedOk: boolean;
 }
 
 export class WorkerPool implements DataPlane {
@@ -72,6 +79,9 @@ export class WorkerPool implements DataPlane {
   private readonly irq: Int32Array;
   private irqSeen = 0;
   private closed = false;
+  private unwatch: (() => void) | null = null;
+  /** How long a request waits for a worker's answer (tests shorten it). */
+  answerMs = ANSWER_MS;
   readonly handoffs: WorkerHandoffs = {
     doorbells: 0,
     interruptWakeups: 0,
@@ -86,10 +96,10 @@ export class WorkerPool implements DataPlane {
     memory: GuestMemory,
     count: number,
   ) {
-    const regions = memory.sharedRegions();
+    const regions = memory.threadRegions();
     if (!regions)
       throw new OptionsError(
-        'workers: guest memory must be SharedArrayBuffer regions without translate/onWrite hooks',
+        'workers: guest memory must be SharedArrayBuffer or mmap (host) regions without translate/onWrite hooks',
       );
     const tap = control.tap;
     const n = net.maxQueuePairs;
@@ -115,6 +125,8 @@ export class WorkerPool implements DataPlane {
         });
         this.workers.push(this.spawn(pairs, fds, regions, tap));
       }
+      // Regions added or removed from now on reach the workers in order, after their initial ones.
+      this.unwatch = memory.watch(this.onMemory);
     } catch (e) {
       this.close();
       throw e;
@@ -125,7 +137,7 @@ export class WorkerPool implements DataPlane {
   private spawn(
     pairs: number[],
     fds: number[],
-    regions: SharedRegion[],
+    regions: ThreadRegion[],
     tap: WorkerControlBackend['tap'],
   ): PairWorkerHandle {
     const door = new Int32Array(new SharedArrayBuffer(4 * Door.WORDS));
@@ -154,7 +166,18 @@ export class WorkerPool implements DataPlane {
       workerData: { kind: 'virtio-net-pairs', init, port: channel.port2 },
       transferList: [channel.port2],
     });
-    const h: PairWorkerHandle = { worker, port: channel.port1, door, stats, pairs, fds, exited: false };
+    const h: PairWorkerHandle = {
+      worker,
+      port: channel.port1,
+      door,
+      stats,
+      pairs,
+      fds,
+      exited: false,
+      posted: 0,
+      taken: 0,
+      closedOk: false,
+    };
     worker.on('message', (m: { type?: string; reason?: string }) => {
       if (m?.type === 'needsReset') this.workerGuestError(m.reason ?? 'guest error in a queue-pair worker');
     });
@@ -254,6 +277,7 @@ export class WorkerPool implements DataPlane {
         if (!h.exited) {
           this.call(h, { op: 'close' });
           answered = true;
+          h.closedOk = true;
         }
       } catch {
         // Not answering: its fds are closed here.
@@ -264,6 +288,10 @@ export class WorkerPool implements DataPlane {
       }
       h.port.close();
     }
+    // A worker that did not answer `close` may still view guest memory until it has exited: removals
+    // stay pinned until then (onMemory).
+    if (this.workers.every((h) => h.exited || h.closedOk)) this.stopWatching();
+    else void this.exited().then(() => this.stopWatching());
     // Wake our own interrupt wait so it sees `closed` and stops.
     Atomics.add(this.irq, IRQ_SEQ, 1);
     Atomics.notify(this.irq, IRQ_SEQ);
@@ -294,7 +322,50 @@ export class WorkerPool implements DataPlane {
     });
   }
 
+  /** Tests: worker `w` blocks its thread `ms` and answers nothing for it: a worker that does not answer. */
+  stallForTest(w: number, ms: number): void {
+    const h = this.workers[w]!;
+    h.port.postMessage({ op: 'stall', ms } satisfies Request);
+    this.ring(h, CONTROL_BIT);
+  }
+
   // ---- Internals ---------------------------------------------------------------------------------
+
+  private stopWatching(): void {
+    this.unwatch?.();
+    this.unwatch = null;
+  }
+
+  /**
+   * A guest memory change (GuestMemory.watch): every worker takes it before the change is done (before
+   * the vfio-user reply, before the mmap goes). False when a worker did not answer or refused: an add is
+   * then refused, a removed region stays mapped for good (lib/vfio-user/dma.ts pins it). A worker still
+   * owing an earlier answer is not waited for again, so a map/unmap storm costs one timeout, not one each.
+   */
+  private readonly onMemory = (c: MemoryChange): boolean => {
+    if (c.op === 'add' && c.region === null) return false;
+    const req: Request =
+      c.op === 'add'
+        ? { op: 'memory', add: [c.region!], remove: [] }
+        : { op: 'memory', add: [], remove: [c.address] };
+    let ok = true;
+    for (const h of this.workers) {
+      // A worker that is gone, or answered close, views nothing any more.
+      if (h.exited || h.closedOk) continue;
+      try {
+        this.call(h, req);
+      } catch {
+        ok = false;
+      }
+    }
+    return ok;
+  };
+
+  private ring(h: PairWorkerHandle, bits: number): void {
+    Atomics.or(h.door, Door.PENDING, bits);
+    Atomics.add(h.door, Door.WAKE, 1);
+    Atomics.notify(h.door, Door.WAKE);
+  }
 
   private copyStats(h: PairWorkerHandle): void {
     const n = STAT_FIELDS.length;
@@ -310,27 +381,39 @@ export class WorkerPool implements DataPlane {
   /** One synchronous control-plane request: the worker answers between two of its bursts. */
   private call(h: PairWorkerHandle, req: Request): Reply {
     if (h.exited) throw new BackendError('workers: a queue-pair worker exited');
-    const deadline = Date.now() + ANSWER_MS;
+    const deadline = Date.now() + this.answerMs;
     while (Atomics.load(h.door, Door.READY) === 0) {
       if (h.exited || Date.now() > deadline)
         throw new BackendError('workers: a queue-pair worker did not start');
       Atomics.wait(h.door, Door.READY, 0, 50);
     }
+    // Answers still owed for earlier requests that timed out: a memory change does not wait for them
+    // again (see onMemory); other requests give them the usual time. Their replies are dropped.
+    if (!this.catchUp(h, req.op === 'memory' ? 0 : deadline))
+      throw new BackendError(`workers: a worker has not answered an earlier request ('${req.op}' not sent)`);
+    for (; h.taken < h.posted; h.taken++) receiveMessageOnPort(h.port);
     this.handoffs.requests++;
-    const ack = Atomics.load(h.door, Door.ACK);
+    h.posted++;
     h.port.postMessage(req);
-    Atomics.or(h.door, Door.PENDING, CONTROL_BIT);
-    Atomics.add(h.door, Door.WAKE, 1);
-    Atomics.notify(h.door, Door.WAKE);
-    while (Atomics.load(h.door, Door.ACK) === ack) {
-      if (h.exited || Date.now() > deadline) throw new BackendError(`workers: no answer to '${req.op}'`);
-      Atomics.wait(h.door, Door.ACK, ack, 50);
-    }
+    this.ring(h, CONTROL_BIT);
+    if (!this.catchUp(h, deadline)) throw new BackendError(`workers: no answer to '${req.op}'`);
+    h.taken++;
     const m = receiveMessageOnPort(h.port);
     const reply = m?.message as Reply | undefined;
     if (!reply) throw new BackendError(`workers: '${req.op}' answered without a reply`);
     if (reply.op === 'error') throw new BackendError(`workers: '${req.op}' failed: ${reply.message}`);
     return reply;
+  }
+
+  /** Waits until `deadline` for the worker to have answered every request posted; true when it has. */
+  private catchUp(h: PairWorkerHandle, deadline: number): boolean {
+    for (;;) {
+      const acked = Atomics.load(h.door, Door.ACK);
+      if (acked === (h.posted | 0)) break;
+      if (h.exited || Date.now() > deadline) return false;
+      Atomics.wait(h.door, Door.ACK, acked, 50);
+    }
+    return true;
   }
 
   private sharedState(): SharedState {

@@ -2,10 +2,11 @@
  * What the main thread and a queue-pair worker share (docs/workers.md): the layout of the doorbell words
  * and counter blocks in SharedArrayBuffers, and the control-plane requests. Frames never cross: a kick
  * is a doorbell, an interrupt is a bit in the interrupt block, counters are published in shared memory;
- * messages carry only control-plane requests (start, sync, stop, close), each a request and its reply.
+ * messages carry only control-plane requests (start, sync, stop, close, memory), each a request and its
+ * reply.
  */
 
-import type { SharedRegion } from '../../../lib/memory/regions.js';
+import type { ThreadRegion } from '../../../lib/memory/regions.js';
 import type { BackendOffloads, NetOffload } from '../../../lib/net/backend.js';
 import type { VirtqueueSetup } from '../../../virtio/queue/create-virtqueue.js';
 import type { VirtqueueState } from '../../../virtio/queue/virtqueue.js';
@@ -61,7 +62,7 @@ export interface WorkerInit {
   fds: number[];
   maxQueuePairs: number;
   supportedHashTypes: number;
-  regions: SharedRegion[];
+  regions: ThreadRegion[];
   doorbell: SharedArrayBuffer;
   irq: SharedArrayBuffer;
   stats: SharedArrayBuffer;
@@ -125,11 +126,15 @@ export type Request =
       stats: number[][];
     }
   | { op: 'sync'; shared: SharedState }
+  /** Guest memory changed (DMA_MAP / DMA_UNMAP): regions to drop (by address), then regions to view. */
+  | { op: 'memory'; add: ThreadRegion[]; remove: number[] }
   | { op: 'stop' }
-  | { op: 'close' };
+  | { op: 'close' }
+  /** Tests: the worker blocks its thread `ms` and sends no answer (a worker that does not answer in time). */
+  | { op: 'stall'; ms: number };
 
 export type Reply =
-  | { op: 'started' | 'synced' | 'closed' }
+  | { op: 'started' | 'synced' | 'closed' | 'mapped' }
   | {
       op: 'stopped';
       /** Per owned pair: [rx, tx] ring states (null where the worker had no queue). */
