@@ -243,7 +243,7 @@ export class MemoryBackend implements NetBackend {
     s.delivered += this.delivery.delivered;
     s.deliveredDirect += this.delivery.deliveredDirect;
     if (this.rings)
-      for (let p = 0; p < this.held.length; p++) {
+      for (let p = 0; p < this.rings.tx.length; p++) {
         const c = this.rings.counter(p);
         s.delivered += c.delivered;
         s.deliveredDirect += c.deliveredDirect;
@@ -256,9 +256,10 @@ export class MemoryBackend implements NetBackend {
    * Worker mode (docs/workers.md): from now on frames cross through shared-memory rings, served by the
    * workers' `MemoryRingPeer`s; frames held so far move into the rings. Called once, by the device.
    */
-  useRings(): MemoryRingHost {
+  useRings(devicePairs = 1): MemoryRingHost {
     if (this.rings) throw new BackendError('MemoryBackend.useRings: already in worker mode');
-    const rings = new MemoryRingHost(this.capabilities, this.direct, this.ringBytes, (frame, p, off) =>
+    const pairs = Math.max(devicePairs, this.held.length);
+    const rings = new MemoryRingHost(this.capabilities, pairs, this.direct, this.ringBytes, (frame, p, off) =>
       this.sent(frame, p, off),
     );
     this.rings = rings;
@@ -271,6 +272,11 @@ export class MemoryBackend implements NetBackend {
 
   /** A frame a worker sent (worker mode): counted and handed to the handlers as `transmit` does. */
   private sent(frame: Uint8Array, queuePair: number, off: NetOffload | null): void {
+    // A device pair beyond this backend's queues: dropped, as `transmit` does on one thread.
+    if (queuePair >= this.held.length) {
+      this.s.txDropped++;
+      return;
+    }
     this.s.transmitted++;
     for (const h of this.handlers) h(frame.slice(), queuePair, off ? { ...off } : null);
   }

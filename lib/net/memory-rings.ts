@@ -62,16 +62,20 @@ export class MemoryRingHost {
   private readonly written: Float64Array;
   /** Rings the owner of pair p (pool: its doorbell's backend bit). */
   wake: (pair: number) => void = () => {};
+  /** After a frame was injected for pair p: `wake`, and in settle mode a round trip to the workers. */
+  injected: (pair: number) => void = (pair) => this.wake(pair);
   private seen = 0;
   private closed = false;
 
+  /** Rings for `pairs` queue pairs (the device's; the backend's `capabilities.queuePairs` may be fewer). */
   constructor(
     readonly capabilities: BackendCapabilities,
+    pairs: number,
     private readonly direct: boolean,
     ringBytes: number,
     private readonly onFrame: (frame: Uint8Array, pair: number, offload: NetOffload | null) => void,
   ) {
-    const n = capabilities.queuePairs;
+    const n = pairs;
     this.rx = Array.from({ length: n }, () => new FrameRing(FrameRing.allocate(ringBytes)));
     this.tx = Array.from({ length: n }, () => new FrameRing(FrameRing.allocate(ringBytes)));
     this.state = new Int32Array(new SharedArrayBuffer(4 * (PAIR_STATE + n)));
@@ -98,7 +102,7 @@ export class MemoryRingHost {
   inject(frame: Uint8Array, pair: number, offload: NetOffload | null): boolean {
     if (!this.rx[pair]!.write(frame, 0, frame.length, offload)) return false;
     this.written[pair]!++;
-    this.wake(pair);
+    this.injected(pair);
     return true;
   }
 

@@ -15,7 +15,6 @@ import {
 import { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { NetOffload, ReceiveTarget } from '../../../lib/net/backend.js';
 import { MAX_FRAME } from '../../../lib/net/backend.js';
-import { TapBackend } from '../../../lib/tap/tap-backend.js';
 import { createVirtqueue } from '../../../virtio/queue/create-virtqueue.js';
 import type { Virtqueue, VirtqueueState } from '../../../virtio/queue/virtqueue.js';
 import type { VirtioDeviceContext } from '../../../virtio/virtio-device.js';
@@ -27,6 +26,7 @@ import { QueueStats } from '../stats.js';
 import { TxPath } from '../tx.js';
 import { PairBackend } from './pair-backend.js';
 import {
+  BACKEND_BIT,
   type BacklogFrame,
   CONTROL_BIT,
   Door,
@@ -39,6 +39,7 @@ import {
   type WorkerInit,
   waitAsync,
 } from './protocol.js';
+import { openWorkerBackend, type WorkerSideBackend } from './worker-backend.js';
 
 /** Counters are published to shared memory at least this often while the worker runs. */
 const PUBLISH_MS = 5;
@@ -48,7 +49,8 @@ class PairWorker {
   private readonly irq: Int32Array;
   private readonly out: Float64Array;
   private readonly memory: GuestMemory;
-  private readonly tap: TapBackend;
+  /** Its side of the device's backend: its tap queues, or a MemoryBackend's rings (worker-backend.ts). */
+  private readonly tap: WorkerSideBackend;
   private readonly backend: PairBackend;
   private readonly shared: NetShared;
   private readonly stats: QueueStats[];
@@ -63,6 +65,9 @@ class PairWorker {
   private readonly timer: NodeJS.Timeout;
   private wakeups = 0;
   private interrupts = 0;
+  /** Guest errors so far and the last one's reason ('ping' reports them: the message may come later). */
+  private errors = 0;
+  private lastError: string | null = null;
 
   constructor(
     private readonly init: WorkerInit,
@@ -74,7 +79,7 @@ class PairWorker {
     this.memory = new GuestMemory(
       init.regions.map((r) => ({ address: r.address, bytes: new Uint8Array(r.buffer, r.offset, r.size) })),
     );
-    this.tap = TapBackend.adopt(init.fds, { ...init.tap, rssSteering: false, watchLink: false });
+    this.tap = openWorkerBackend(init.backend);
     const n = init.maxQueuePairs;
     this.backend = new PairBackend(this.tap, init.pairs, n, init.steersFlows);
     const shared = new NetShared(n, this.backend, init.supportedHashTypes);
@@ -101,7 +106,11 @@ class PairWorker {
       queue: (i) => this.queues.get(i) ?? null,
       notifyQueue: (i) => this.raise(i),
       configChanged: () => {},
-      needsReset: (reason) => parentPort?.postMessage({ type: 'needsReset', reason }),
+      needsReset: (reason) => {
+        this.errors++;
+        this.lastError = reason;
+        parentPort?.postMessage({ type: 'needsReset', reason, seq: this.errors });
+      },
     };
   }
 
@@ -137,6 +146,14 @@ class PairWorker {
     this.seen = Atomics.load(this.door, Door.WAKE);
     this.wakeups++;
     const bits = Atomics.exchange(this.door, Door.PENDING, 0);
+    this.run(bits);
+    if (bits & CONTROL_BIT) this.serve();
+    this.publish();
+    this.wait();
+  }
+
+  /** The kicks and backend work of doorbell `bits`. */
+  private run(bits: number): void {
     const s = this.shared;
     for (const [k, p] of this.init.pairs.entries()) {
       if (bits & (1 << (2 * k)) && s.ctx && !s.broken) {
@@ -145,9 +162,7 @@ class PairWorker {
       }
       if (bits & (1 << (2 * k + 1)) && s.ctx && !s.broken) s.runGuarded(() => this.tx[k]!.kick());
     }
-    if (bits & CONTROL_BIT) this.serve();
-    this.publish();
-    this.wait();
+    if (bits & BACKEND_BIT) s.runGuarded(() => this.tap.wake?.());
   }
 
   private serve(): void {
@@ -200,6 +215,11 @@ class PairWorker {
         return { op: 'synced' };
       case 'stop':
         return this.stop();
+      case 'ping':
+        // serve() may take this request before the wake-up of the doorbell bits rung before it (it
+        // reads every message waiting): those bits are handled first, as the caller expects.
+        this.run(Atomics.exchange(this.door, Door.PENDING, 0) & ~CONTROL_BIT);
+        return { op: 'pong', errors: this.errors, needsReset: this.lastError };
       case 'close':
         this.stop();
         this.closed = true;
@@ -299,6 +319,7 @@ class PairWorker {
     out[e + Extra.WAKEUPS] = this.wakeups;
     out[e + Extra.TAP_RX] = t.rxFrames;
     out[e + Extra.TAP_TX] = t.txFrames;
+    out[e + Extra.RX_DROPPED_NOT_READY] = this.shared.deviceStats.rxDroppedNotReady;
   }
 
   /** The device's BackendSink methods, as VirtioNet implements them, over this worker's paths. */
