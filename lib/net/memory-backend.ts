@@ -106,7 +106,7 @@ export class MemoryBackend implements NetBackend {
   readonly queuePairEnabledCalls: { queuePair: number; enabled: boolean }[] = [];
   /** Every `setRssSteering` call, in order (copies; null for stop). */
   readonly rssSteeringCalls: (BackendRssConfig | null)[] = [];
-  /** Every `pause` / `resume` call, in order. */
+  /** Every `pause` / `resume` call, in order (in worker mode: the workers', as of their last settle). */
   readonly pauseCalls: { queuePair: number; paused: boolean }[] = [];
 
   private sink: BackendSink | null = null;
@@ -186,7 +186,8 @@ export class MemoryBackend implements NetBackend {
     }
     const off = this.capabilities.vnetHeader ? (offload ?? null) : null;
     if (this.rings) {
-      if (!this.rings.inject(frame, queuePair, off)) this.s.rxDropped++;
+      // A backend queue beyond the device's pairs feeds pair queue % pairs (fixed: per worker ring).
+      if (!this.rings.inject(frame, queuePair % this.rings.rx.length, off)) this.s.rxDropped++;
       return;
     }
     const q = this.held[queuePair] as Held[];
@@ -228,13 +229,15 @@ export class MemoryBackend implements NetBackend {
 
   /** Frames held for `queuePair` (paused or not yet attached; in worker mode: in its rx ring). */
   pending(queuePair = 0): number {
-    if (this.rings && queuePair >= 0 && queuePair < this.held.length) return this.rings.pending(queuePair);
+    if (this.rings && queuePair >= 0 && queuePair < this.held.length)
+      return this.rings.pending(queuePair % this.rings.rx.length);
     return this.held[queuePair]?.length ?? 0;
   }
 
   /** Whether `queuePair` is paused now (in worker mode: as its worker last set it). */
   isPaused(queuePair = 0): boolean {
-    if (this.rings && queuePair >= 0 && queuePair < this.held.length) return this.rings.isPaused(queuePair);
+    if (this.rings && queuePair >= 0 && queuePair < this.held.length)
+      return this.rings.isPaused(queuePair % this.rings.rx.length);
     return this.paused[queuePair] ?? false;
   }
 
@@ -258,25 +261,28 @@ export class MemoryBackend implements NetBackend {
    */
   useRings(devicePairs = 1): MemoryRingHost {
     if (this.rings) throw new BackendError('MemoryBackend.useRings: already in worker mode');
-    const pairs = Math.max(devicePairs, this.held.length);
-    const rings = new MemoryRingHost(this.capabilities, pairs, this.direct, this.ringBytes, (frame, p, off) =>
-      this.sent(frame, p, off),
+    const rings = new MemoryRingHost(
+      this.capabilities,
+      devicePairs,
+      this.direct,
+      this.ringBytes,
+      (frame, p, off) => this.sent(frame, p, off),
     );
     this.rings = rings;
     for (const [p, q] of this.held.entries()) {
-      for (const h of q) if (!rings.inject(h.frame, p, h.offload)) this.s.rxDropped++;
+      for (const h of q) if (!rings.inject(h.frame, p % devicePairs, h.offload)) this.s.rxDropped++;
       q.length = 0;
     }
     return rings;
   }
 
-  /** A frame a worker sent (worker mode): counted and handed to the handlers as `transmit` does. */
-  private sent(frame: Uint8Array, queuePair: number, off: NetOffload | null): void {
-    // A device pair beyond this backend's queues: dropped, as `transmit` does on one thread.
-    if (queuePair >= this.held.length) {
-      this.s.txDropped++;
-      return;
-    }
+  /**
+   * A frame pair `pair`'s worker sent (worker mode): counted and handed to the handlers as `transmit`
+   * does, on the backend queue the device would have used on one thread (a pair beyond this backend's
+   * queues shares one, shared.ts backendQueueOf).
+   */
+  private sent(frame: Uint8Array, pair: number, off: NetOffload | null): void {
+    const queuePair = pair % this.held.length;
     this.s.transmitted++;
     for (const h of this.handlers) h(frame.slice(), queuePair, off ? { ...off } : null);
   }
@@ -331,7 +337,7 @@ export class MemoryBackend implements NetBackend {
     this.closed = true;
     if (this.rings) {
       // Frames still in the rx rings never reach the guest (the workers stop with the device).
-      for (let p = 0; p < this.held.length; p++) this.s.rxDropped += this.rings.pending(p);
+      for (let p = 0; p < this.rings.rx.length; p++) this.s.rxDropped += this.rings.pending(p);
       this.rings.close();
     }
     for (const q of this.held) {

@@ -19,8 +19,12 @@ import { FrameDelivery } from './memory-delivery.js';
 
 /** Int32 words of the shared state block. */
 const HOST_SEQ = 0;
+/** The workers' pause/resume calls (MemoryBackend.pauseCalls): entries written, then the entries. */
+const LOG_COUNT = 1;
+const LOG = 2;
+const LOG_ENTRIES = 4096;
 /** Then per pair: bit 0 paused (by the device, on the worker), bit 1 tx blocked (waiting for room). */
-const PAIR_STATE = 1;
+const PAIR_STATE = LOG + LOG_ENTRIES;
 const PAUSED = 1;
 const BLOCKED = 2;
 /** Float64 counters per pair, written by the pair's worker only. */
@@ -65,6 +69,7 @@ export class MemoryRingHost {
   /** After a frame was injected for pair p: `wake`, and in settle mode a round trip to the workers. */
   injected: (pair: number) => void = (pair) => this.wake(pair);
   private seen = 0;
+  private logSeen = 0;
   private closed = false;
 
   /** Rings for `pairs` queue pairs (the device's; the backend's `capabilities.queuePairs` may be fewer). */
@@ -144,6 +149,19 @@ export class MemoryRingHost {
     return n;
   }
 
+  /**
+   * The pause/resume calls the workers made since the last look, in order (at most the last 4096: a
+   * record for tests, like MemoryBackend.pauseCalls on one thread).
+   */
+  takePauseCalls(out: { queuePair: number; paused: boolean }[]): void {
+    const n = Atomics.load(this.state, LOG_COUNT);
+    for (let i = Math.max(this.logSeen, n - LOG_ENTRIES); i < n; i++) {
+      const e = Atomics.load(this.state, LOG + (i % LOG_ENTRIES));
+      out.push({ queuePair: e >> 1, paused: (e & 1) === 1 });
+    }
+    this.logSeen = n;
+  }
+
   /** Stops waiting for the workers' tx (the backend closed). */
   close(): void {
     this.closed = true;
@@ -173,6 +191,8 @@ export class MemoryRingPeer implements NetBackend {
   private readonly state: Int32Array;
   private readonly counters: Float64Array;
   private readonly paused: boolean[];
+  /** The worker holds queue j (not started or stopped): frames wait in the ring. */
+  private readonly held: boolean[];
   private readonly delivery: FrameDelivery;
   private sink: BackendSink | null = null;
   private pumping = false;
@@ -186,6 +206,7 @@ export class MemoryRingPeer implements NetBackend {
     this.state = new Int32Array(init.state);
     this.counters = new Float64Array(init.counters);
     this.paused = init.pairs.map(() => false);
+    this.held = init.pairs.map(() => true);
     this.delivery = new FrameDelivery(init.capabilities.vnetHeader, init.direct);
   }
 
@@ -222,10 +243,9 @@ export class MemoryRingPeer implements NetBackend {
     offload: NetOffload | null,
   ): TransmitResult {
     const r = this.tx[queuePair];
-    const o = this.init.pairs[queuePair]! * COUNTERS + C_TX_DROPPED;
-    if (!r || !this.capabilities.vnetHeader) offload = null;
-    if (!r || !r.write(bytes, offset, length, offload)) {
-      if (r) this.counters[o]!++;
+    if (!r) return 'dropped'; // PairBackend maps every pair to one of ours: not reached
+    if (!r.write(bytes, offset, length, this.capabilities.vnetHeader ? offload : null)) {
+      this.counters[this.init.pairs[queuePair]! * COUNTERS + C_TX_DROPPED]!++;
       return 'dropped';
     }
     this.txFrames++;
@@ -267,10 +287,20 @@ export class MemoryRingPeer implements NetBackend {
     this.pump();
   }
 
+  /** The worker's own stop/go of queue j, apart from the device's pause (not logged in pauseCalls). */
+  hold(j: number, on: boolean): void {
+    if (j < 0 || j >= this.held.length) return;
+    this.held[j] = on;
+    if (!on) this.pump();
+  }
+
   private setPaused(j: number, paused: boolean): void {
     if (j < 0 || j >= this.paused.length) return;
     this.paused[j] = paused;
-    const w = PAIR_STATE + this.init.pairs[j]!;
+    const pair = this.init.pairs[j]!;
+    const at = Atomics.add(this.state, LOG_COUNT, 1);
+    Atomics.store(this.state, LOG + (at % LOG_ENTRIES), (pair << 1) | (paused ? 1 : 0));
+    const w = PAIR_STATE + pair;
     if (paused) Atomics.or(this.state, w, PAUSED);
     else Atomics.and(this.state, w, ~PAUSED);
   }
@@ -295,7 +325,7 @@ export class MemoryRingPeer implements NetBackend {
       for (let j = 0; j < this.rx.length; j++) {
         const r = this.rx[j]!;
         const o = this.init.pairs[j]! * COUNTERS;
-        while (!this.paused[j] && r.next()) {
+        while (!this.paused[j] && !this.held[j] && r.next()) {
           const direct = d.deliveredDirect;
           try {
             d.deliver(sink, r.bytes, r.frameOffset, r.frameLength, j, r.hasOffload ? r.offload : null);

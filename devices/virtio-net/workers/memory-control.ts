@@ -53,6 +53,7 @@ export class MemoryWorkerControl implements WorkerBackendControl {
 
   settled(): void {
     this.rings.drainTx();
+    this.rings.takePauseCalls(this.backend.pauseCalls);
   }
 
   attach(sink: BackendSink): void {

@@ -91,7 +91,7 @@ class PairWorker {
     this.rx = new Receiver(shared, this.stats);
     this.direct = new DirectReceiver(shared, this.rx.pairs);
     // Until started, frames wait in the kernel.
-    for (let j = 0; j < init.pairs.length; j++) this.tap.pause(j);
+    for (let j = 0; j < init.pairs.length; j++) this.hold(j, true);
     this.backend.attach(this.sinkFor());
     this.timer = setInterval(() => this.publish(), PUBLISH_MS);
     Atomics.store(this.door, Door.READY, 1);
@@ -152,6 +152,16 @@ class PairWorker {
     this.wait();
   }
 
+  /**
+   * The worker stops or lets go its queue j while it does not run the pair; a backend with `hold` keeps
+   * that apart from the device's own pause (which the replica's receiver keeps across stop and start).
+   */
+  private hold(j: number, on: boolean): void {
+    if (this.tap.hold) this.tap.hold(j, on);
+    else if (on) this.tap.pause(j);
+    else this.tap.resume(j);
+  }
+
   /** The kicks and backend work of doorbell `bits`. */
   private run(bits: number): void {
     const s = this.shared;
@@ -202,10 +212,13 @@ class PairWorker {
         }
         this.shared.ctx = this.context();
         this.rx.restoredBacklogs();
-        for (const [j, p] of this.init.pairs.entries()) if (!this.rx.pausedQueues[p]) this.tap.resume(j);
-        // Chains the guest posted while no thread ran this pair.
+        for (const [j, p] of this.init.pairs.entries())
+          if (!this.rx.pausedQueues[p] || this.tap.hold) this.hold(j, false);
+        // Chains the guest posted while no thread ran this pair. Not an rx queue that is not enabled
+        // (after RING_RESET, until re-enabled): its drain would resume the backend into no queue, where
+        // one thread leaves the backend paused until the queue is enabled again.
         for (const [k, p] of this.init.pairs.entries()) {
-          this.shared.runGuarded(() => this.rx.pairs[p]!.drain());
+          if (req.queues[k]![0]) this.shared.runGuarded(() => this.rx.pairs[p]!.drain());
           this.shared.runGuarded(() => this.tx[k]!.kick());
         }
         return { op: 'started' };
@@ -234,7 +247,7 @@ class PairWorker {
     const backlogs: BacklogFrame[][] = [];
     const holding: [boolean, boolean][] = [];
     for (const [k, p] of this.init.pairs.entries()) {
-      this.tap.pause(k);
+      this.hold(k, true);
       const rxq = this.queues.get(2 * p);
       const txq = this.queues.get(2 * p + 1);
       queues.push([rxq?.state() ?? null, txq?.state() ?? null]);

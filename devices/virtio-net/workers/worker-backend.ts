@@ -13,6 +13,8 @@ export type WorkerSideBackend = NetBackend & {
   stats(): { rxFrames: number; txFrames: number };
   /** The host rang the doorbell's backend bit (frames injected, tx room made). */
   wake?(): void;
+  /** The worker's own stop/go of queue j (not started, stopped), apart from the device's pause/resume. */
+  hold?(queue: number, on: boolean): void;
 };
 
 export function openWorkerBackend(init: WorkerBackendInit): WorkerSideBackend {
