@@ -77,6 +77,14 @@ export function backendOptions(options: MemoryBackendOptions = {}): MemoryBacken
   return workerMode ? { settle: true, ...options } : options;
 }
 
+/**
+ * Runs of a property that makes a device per run: a tenth in worker mode (each run starts threads), at
+ * least 10; the one-thread files keep the full count.
+ */
+export function runs(n: number): number {
+  return workerMode ? Math.max(10, Math.ceil(n / 10)) : n;
+}
+
 /** Closes a bench's device now in worker mode (a test that makes many: its threads go at once). */
 export function release(b: Bench): void {
   if (!workerMode) return;
