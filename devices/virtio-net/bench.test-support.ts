@@ -78,6 +78,21 @@ export function backendOptions(options: MemoryBackendOptions = {}): MemoryBacken
 }
 
 /**
+ * After a test let this thread's event loop turn: on one thread one `setImmediate` is the device's next
+ * turn; with workers, theirs come when they do, so this settles until `done()` holds (at most 5 s).
+ */
+export async function nextTurn(b: Bench, done: () => boolean): Promise<void> {
+  await new Promise((r) => setImmediate(r));
+  if (!workerMode) return;
+  const pool = (b.dev as unknown as { net: { dataPlane: { settle(): void } | null } }).net.dataPlane;
+  for (const end = Date.now() + 5000; Date.now() < end; ) {
+    pool?.settle();
+    if (done()) return;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/**
  * Runs of a property that makes a device per run: a tenth in worker mode (each run starts threads), at
  * least 10; the one-thread files keep the full count.
  */

@@ -3,20 +3,21 @@
 // malformed chains.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import * as fb from '../../lib/net/frames.test-support.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { BackendSink, NetBackend } from '../../lib/net/backend.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
+import * as fb from '../../lib/net/frames.test-support.js';
+import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
-import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { MAX_FRAME } from '../../lib/net/backend.js';
-import { TX_BURST } from './tx.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 import {
   DEV_MAC,
   hexOf,
   inetChecksum,
   MEM_SIZE,
+  nextTurn,
   offload,
   openBench,
   PEER_MAC,
@@ -28,7 +29,7 @@ import {
   udp4Frame,
 } from './bench.test-support.js';
 import { NetF } from './features.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
+import { TX_BURST } from './tx.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 
@@ -140,7 +141,7 @@ describe('tx data path', () => {
       q.add([f], []);
     }
     expect(extra).toBe(TX_BURST);
-    await new Promise((r) => setImmediate(r));
+    await nextTurn(b, () => b.sent.length >= posted + 40);
     expect(b.sent).toHaveLength(posted + 40);
     expect(b.sent.at(-1)!.frame).toEqual(rawFrame(60, PEER_MAC, DEV_MAC, 1039));
   });
