@@ -186,8 +186,7 @@ export class MemoryBackend implements NetBackend {
     }
     const off = this.capabilities.vnetHeader ? (offload ?? null) : null;
     if (this.rings) {
-      // A backend queue beyond the device's pairs feeds pair queue % pairs (fixed: per worker ring).
-      if (!this.rings.inject(frame, queuePair % this.rings.rx.length, off)) this.s.rxDropped++;
+      if (!this.rings.inject(frame, this.rings.route(queuePair), off)) this.s.rxDropped++;
       return;
     }
     const q = this.held[queuePair] as Held[];
@@ -230,14 +229,14 @@ export class MemoryBackend implements NetBackend {
   /** Frames held for `queuePair` (paused or not yet attached; in worker mode: in its rx ring). */
   pending(queuePair = 0): number {
     if (this.rings && queuePair >= 0 && queuePair < this.held.length)
-      return this.rings.pending(queuePair % this.rings.rx.length);
+      return this.rings.pending(this.rings.route(queuePair));
     return this.held[queuePair]?.length ?? 0;
   }
 
   /** Whether `queuePair` is paused now (in worker mode: as its worker last set it). */
   isPaused(queuePair = 0): boolean {
     if (this.rings && queuePair >= 0 && queuePair < this.held.length)
-      return this.rings.isPaused(queuePair % this.rings.rx.length);
+      return this.rings.isPaused(this.rings.route(queuePair));
     return this.paused[queuePair] ?? false;
   }
 

@@ -66,6 +66,11 @@ export class MemoryRingHost {
   private readonly written: Float64Array;
   /** Rings the owner of pair p (pool: its doorbell's backend bit). */
   wake: (pair: number) => void = () => {};
+  /**
+   * The pair (ring) a frame injected on backend queue q goes to: as the device's `pairOf` would map it,
+   * so that its worker takes it (set from the pairs in use; a tap feeds only attached queues anyway).
+   */
+  route: (queue: number) => number = (q) => q % this.rx.length;
   /** After a frame was injected for pair p: `wake`, and in settle mode a round trip to the workers. */
   injected: (pair: number) => void = (pair) => this.wake(pair);
   private seen = 0;

@@ -20,6 +20,14 @@ import type { WorkerBackendInit } from './protocol.js';
 
 const F_DUPFD_CLOEXEC = 1030;
 
+/** What the pool lends its backend control. */
+export interface WorkerPoolHooks {
+  wake(pair: number): void;
+  settle(): void;
+  /** The queue pairs the driver uses now (VQ_PAIRS_SET; 1 without MQ). */
+  pairsInUse(): number;
+}
+
 /** What the pool asks of the main thread's side of a backend whose queues run on workers. */
 export interface WorkerBackendControl extends NetBackend {
   /** Per queue pair: attached (VQ_PAIRS_SET), as the device last asked; the owning worker applies it. */
@@ -32,8 +40,8 @@ export interface WorkerBackendControl extends NetBackend {
   forWorker(pairs: number[]): WorkerBackendInit;
   /** Frees what `forWorker` made, for a worker that could not (it did not answer). */
   release(init: WorkerBackendInit): void;
-  /** The pool's hooks: wake the worker owning `pair` (the doorbell's backend bit); settle. */
-  bind(hooks: { wake(pair: number): void; settle(): void }): void;
+  /** The pool's hooks: wake the worker owning `pair` (the doorbell's backend bit); settle; pairs in use. */
+  bind(hooks: WorkerPoolHooks): void;
   /** After a settle round trip: takes what the workers left for this thread (frames they sent). */
   settled(): void;
 }

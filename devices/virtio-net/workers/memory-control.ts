@@ -13,7 +13,7 @@ import type {
 } from '../../../lib/net/backend.js';
 import type { MemoryBackend } from '../../../lib/net/memory-backend.js';
 import type { MemoryRingHost } from '../../../lib/net/memory-rings.js';
-import type { WorkerBackendControl } from './control-backend.js';
+import type { WorkerBackendControl, WorkerPoolHooks } from './control-backend.js';
 import type { WorkerBackendInit } from './protocol.js';
 
 export class MemoryWorkerControl implements WorkerBackendControl {
@@ -41,8 +41,13 @@ export class MemoryWorkerControl implements WorkerBackendControl {
     // Shared memory only: nothing to free.
   }
 
-  bind(hooks: { wake(pair: number): void; settle(): void }): void {
+  bind(hooks: WorkerPoolHooks): void {
     this.rings.wake = hooks.wake;
+    // Backend queue q feeds the pair the device's pairOf gives it (shared.ts), on that pair's worker.
+    this.rings.route = (q) => {
+      const cur = Math.max(1, Math.min(hooks.pairsInUse(), this.rings.rx.length));
+      return q < cur ? q : q % cur;
+    };
     this.rings.injected = this.settleKicks
       ? (pair) => {
           hooks.wake(pair);

@@ -119,7 +119,11 @@ export class WorkerPool implements DataPlane {
       this.close();
       throw e;
     }
-    control.bind({ wake: (pair) => this.wakeBackend(pair), settle: () => this.settle() });
+    control.bind({
+      wake: (pair) => this.wakeBackend(pair),
+      settle: () => this.settle(),
+      pairsInUse: () => net.shared.curQueuePairs,
+    });
     this.waitInterrupts();
   }
 
