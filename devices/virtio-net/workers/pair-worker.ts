@@ -219,7 +219,11 @@ class PairWorker {
         // one thread leaves the backend paused until the queue is enabled again.
         for (const [k, p] of this.init.pairs.entries()) {
           if (req.queues[k]![0]) this.shared.runGuarded(() => this.rx.pairs[p]!.drain());
+          // Not a driver notification: tx_kicks stays what the driver did.
+          const st = this.stats[p]!;
+          const kicks = st.txKicks;
           this.shared.runGuarded(() => this.tx[k]!.kick());
+          st.txKicks = kicks;
         }
         return { op: 'started' };
       }

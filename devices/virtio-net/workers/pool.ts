@@ -36,6 +36,7 @@ import {
   type WorkerInit,
   waitAsync,
 } from './protocol.js';
+
 /** How long the main thread waits for a worker's answer before declaring it dead. */
 const ANSWER_MS = 10_000;
 
