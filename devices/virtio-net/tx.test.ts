@@ -16,6 +16,7 @@ import {
   DEV_MAC,
   hexOf,
   inetChecksum,
+  inWorkerMode,
   MEM_SIZE,
   nextTurn,
   offload,
@@ -119,32 +120,38 @@ describe('tx data path', () => {
     expect(b.driver.pci.status & 0x40).toBe(0x40);
   });
 
-  it(`more than ${TX_BURST} chains in one kick: the rest follow on the next turn of the event loop`, async () => {
-    const b = openBench({}, {}, {});
-    const q = b.driver.queue(1);
-    const n = TX_BURST + 40;
-    for (let i = 0; i < n; i++) {
-      const f = new Uint8Array(12 + 60);
-      f.set(rawFrame(60, PEER_MAC, DEV_MAC, i), 12);
-      q.add([f], []);
-      if (q.numFree === 0) break;
-    }
-    const posted = 256; // queue size
-    b.driver.pci.kick(1);
-    expect(b.sent).toHaveLength(Math.min(posted, TX_BURST));
-    // The guest posts more while the device yields.
-    let extra = 0;
-    for (let u = q.getUsed(); u; u = q.getUsed()) extra++;
-    for (let i = 0; i < 40; i++) {
-      const f = new Uint8Array(12 + 60);
-      f.set(rawFrame(60, PEER_MAC, DEV_MAC, 1000 + i), 12);
-      q.add([f], []);
-    }
-    expect(extra).toBe(TX_BURST);
-    await nextTurn(b, () => b.sent.length >= posted + 40);
-    expect(b.sent).toHaveLength(posted + 40);
-    expect(b.sent.at(-1)!.frame).toEqual(rawFrame(60, PEER_MAC, DEV_MAC, 1039));
-  });
+  // Not in worker mode: the 40 later chains are posted without a kick, counting on the device's next
+  // turn coming after them, as on one thread; a worker's next turn runs in parallel and may come first
+  // (then nothing looks at the ring again until a kick). Flaky there under load, so excluded.
+  it.skipIf(inWorkerMode())(
+    `more than ${TX_BURST} chains in one kick: the rest follow on the next turn of the event loop`,
+    async () => {
+      const b = openBench({}, {}, {});
+      const q = b.driver.queue(1);
+      const n = TX_BURST + 40;
+      for (let i = 0; i < n; i++) {
+        const f = new Uint8Array(12 + 60);
+        f.set(rawFrame(60, PEER_MAC, DEV_MAC, i), 12);
+        q.add([f], []);
+        if (q.numFree === 0) break;
+      }
+      const posted = 256; // queue size
+      b.driver.pci.kick(1);
+      expect(b.sent).toHaveLength(Math.min(posted, TX_BURST));
+      // The guest posts more while the device yields.
+      let extra = 0;
+      for (let u = q.getUsed(); u; u = q.getUsed()) extra++;
+      for (let i = 0; i < 40; i++) {
+        const f = new Uint8Array(12 + 60);
+        f.set(rawFrame(60, PEER_MAC, DEV_MAC, 1000 + i), 12);
+        q.add([f], []);
+      }
+      expect(extra).toBe(TX_BURST);
+      await nextTurn(b, () => b.sent.length >= posted + 40);
+      expect(b.sent).toHaveLength(posted + 40);
+      expect(b.sent.at(-1)!.frame).toEqual(rawFrame(60, PEER_MAC, DEV_MAC, 1039));
+    },
+  );
 });
 
 describe('tx offloads', () => {
