@@ -5,11 +5,11 @@ import { GuestMemory } from '../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../lib/net/memory-backend.js';
 import { BumpAllocator } from '../virtio/testing/bump-allocator.js';
 import { InterruptCollector, STATUS, VirtioPciDriver } from '../virtio/testing/pci-driver.js';
-import { CtrlClass, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './virtio-net/control-queue.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from './testing/net-driver.js';
 import {
   DEV_MAC,
   hexOf,
+  inWorkerMode,
   MEM_SIZE,
   makeBench,
   openBench,
@@ -17,6 +17,7 @@ import {
   rawFrame,
 } from './virtio-net/bench.test-support.js';
 import { NetConfig, NetStatus } from './virtio-net/config.js';
+import { CtrlClass, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './virtio-net/control-queue.js';
 import { NetF } from './virtio-net/features.js';
 import { createVirtioNetPci, type VirtioNetPci } from './virtio-net-pci.js';
 
@@ -295,21 +296,26 @@ describe('reset mid-traffic', () => {
     expect(stats(b.dev).txPackets).toBe(1);
   });
 
-  it('reset() of the object (system reset): frames while not running are counted drops; re-init works', () => {
-    const b = openBench();
-    b.backend.inject(rawFrame(80));
-    b.dev.reset();
-    expect(stats(b.dev).status).toBe(0);
-    expect(() => b.backend.inject(rawFrame(80))).not.toThrow();
-    expect(stats(b.dev).rxDroppedNotReady).toBe(1);
-    const d2 = new VirtioNetDriver(b.dev, b.memory, {
-      allocator: new BumpAllocator(0x4000000, MEM_SIZE - 0x1000),
-      interrupts: b.irq,
-    });
-    d2.open();
-    b.backend.inject(rawFrame(80, DEV_MAC, PEER_MAC, 3));
-    expect(d2.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(rawFrame(80, DEV_MAC, PEER_MAC, 3))]);
-  });
+  // Not in worker mode: while no worker runs the pairs, injected frames wait in the MemoryBackend's rings
+  // (as a tap's wait in the kernel, docs/workers.md) instead of reaching the stopped device as drops.
+  it.skipIf(inWorkerMode())(
+    'reset() of the object (system reset): frames while not running are counted drops; re-init works',
+    () => {
+      const b = openBench();
+      b.backend.inject(rawFrame(80));
+      b.dev.reset();
+      expect(stats(b.dev).status).toBe(0);
+      expect(() => b.backend.inject(rawFrame(80))).not.toThrow();
+      expect(stats(b.dev).rxDroppedNotReady).toBe(1);
+      const d2 = new VirtioNetDriver(b.dev, b.memory, {
+        allocator: new BumpAllocator(0x4000000, MEM_SIZE - 0x1000),
+        interrupts: b.irq,
+      });
+      d2.open();
+      b.backend.inject(rawFrame(80, DEV_MAC, PEER_MAC, 3));
+      expect(d2.receive().map((r) => hexOf(r.frame))).toEqual([hexOf(rawFrame(80, DEV_MAC, PEER_MAC, 3))]);
+    },
+  );
 
   it('reset returns the MAC to the configured one and the filter to promiscuous (QEMU virtio_net_reset)', () => {
     const b = openBench();

@@ -44,7 +44,8 @@ import {
 import { NET_STATE_PART, type NetSnapshot } from './virtio-net/persist.js';
 import { parseMac } from './virtio-net/rx-filter.js';
 import type { NetDeviceStats, QueueStats } from './virtio-net/stats.js';
-import { WorkerControlBackend } from './virtio-net/workers/control-backend.js';
+import { type WorkerBackendControl, WorkerControlBackend } from './virtio-net/workers/control-backend.js';
+import { MemoryWorkerControl } from './virtio-net/workers/memory-control.js';
 import { WorkerPool } from './virtio-net/workers/pool.js';
 
 /** Size and kind of each of the six BARs (null where absent), for VMMs and the vfio-user server. */
@@ -208,11 +209,14 @@ class VirtioNetPciDevice implements VirtioNetPci {
         this.vfPolicies.push(defaultVfInfo(vfMac(config.mac, i)));
     }
     const workers = config.workers === true ? 256 : config.workers === false ? 0 : config.workers;
-    let control: WorkerControlBackend | null = null;
+    let control: WorkerBackendControl | null = null;
     if (workers > 0 && !isVf) {
-      if (!(backend instanceof TapBackend) || config.sriov)
-        throw new OptionsError('workers: needs a TapBackend (and no sriov)');
-      backend = control = new WorkerControlBackend(backend);
+      const pairs = config.mq || config.rss ? config.queues : 1;
+      if (config.sriov) throw new OptionsError('workers: not with sriov');
+      if (backend instanceof TapBackend) control = new WorkerControlBackend(backend, pairs);
+      else if (backend instanceof MemoryBackend) control = new MemoryWorkerControl(backend, pairs);
+      else throw new OptionsError('workers: needs a TapBackend or a MemoryBackend');
+      backend = control;
     }
     this.net = new VirtioNet(config, backend);
     if (control) this.net.dataPlane = new WorkerPool(this.net, control, config.memory, workers);

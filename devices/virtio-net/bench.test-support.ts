@@ -1,5 +1,6 @@
 // Test support for the virtio-net device tests: a device from `createVirtioNetPci`, a MemoryBackend
 // peer and the synthetic guest driver, wired the way a VMM wires them (accessors + guest memory only).
+import { afterEach } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { MemoryBackend, type MemoryBackendOptions } from '../../lib/net/memory-backend.js';
 import type { NetOffload } from '../../lib/net/backend.js';
@@ -26,6 +27,8 @@ export interface Bench {
 export type DeviceOptions = Omit<VirtioNetPciOptions, 'memory' | 'backend' | 'interrupts'>;
 
 let defaultReceive: MemoryBackendOptions['receive'];
+let workerMode = false;
+const open: VirtioNetPci[] = [];
 
 /**
  * The MemoryBackend receive mode of benches that do not choose one (module state: one test file). The
@@ -35,16 +38,99 @@ export function setDefaultReceive(mode: MemoryBackendOptions['receive']): void {
   defaultReceive = mode;
 }
 
+/**
+ * Worker mode (docs/workers.md, module state: one test file): benches get SharedArrayBuffer memory, the
+ * device `workers: true` (unless the test chose `workers`) and a MemoryBackend with `settle`, so that a
+ * suite written for one thread reruns with its queue pairs on workers (the `*.workers.test.ts` files).
+ * Their devices are closed after each test (no thread left behind).
+ */
+export function setWorkerMode(on: boolean): void {
+  if (on && !workerMode)
+    afterEach(() => {
+      for (const dev of open.splice(0)) dev.close();
+    });
+  workerMode = on;
+}
+
+/** Whether this file's benches run their queue pairs on workers (setWorkerMode). */
+export function inWorkerMode(): boolean {
+  return workerMode;
+}
+
+/** Guest memory for a bench: SharedArrayBuffer-backed in worker mode. */
+export function benchMemory(size = MEM_SIZE): GuestMemory {
+  const bytes = new Uint8Array(workerMode ? new SharedArrayBuffer(size) : new ArrayBuffer(size));
+  return new GuestMemory([{ address: 0, bytes }]);
+}
+
+/**
+ * Options for a device a test makes itself: in worker mode with `workers` on and a `settle` backend
+ * (pass the backend options through `backendOptions` first).
+ */
+export function workerOptions<T extends object>(options: T): T {
+  if (!workerMode || 'workers' in options) return options;
+  return { ...options, workers: true };
+}
+
+/** MemoryBackend options with `settle` in worker mode. */
+export function backendOptions(options: MemoryBackendOptions = {}): MemoryBackendOptions {
+  return workerMode ? { settle: true, ...options } : options;
+}
+
+/**
+ * After a test let this thread's event loop turn: on one thread one `setImmediate` is the device's next
+ * turn; with workers, theirs come when they do, so this settles until `done()` holds (at most 5 s).
+ */
+export async function nextTurn(b: Bench, done: () => boolean): Promise<void> {
+  await new Promise((r) => setImmediate(r));
+  if (!workerMode) return;
+  const pool = (b.dev as unknown as { net: { dataPlane: { settle(): void } | null } }).net.dataPlane;
+  for (const end = Date.now() + 5000; Date.now() < end; ) {
+    pool?.settle();
+    if (done()) return;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/**
+ * Runs of a property that makes a device per run: a tenth in worker mode (each run starts threads), at
+ * least 10; the one-thread files keep the full count.
+ */
+export function runs(n: number): number {
+  return workerMode ? Math.max(10, Math.ceil(n / 10)) : n;
+}
+
+/** Closes a bench's device now in worker mode (a test that makes many: its threads go at once). */
+export function release(b: Bench): void {
+  if (!workerMode) return;
+  const i = open.indexOf(b.dev);
+  if (i >= 0) open.splice(i, 1);
+  b.dev.close();
+}
+
+/** A device a test made itself, closed after the test in worker mode. */
+export function track<T extends VirtioNetPci>(dev: T): T {
+  if (workerMode) open.push(dev);
+  return dev;
+}
+
 /** A device + backend + (unopened) driver. */
 export function makeBench(
   options: Partial<DeviceOptions> = {},
-  backendOptions: MemoryBackendOptions = {},
+  backendOpts: MemoryBackendOptions = {},
   driverOptions: NetDriverOptions = {},
-  memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(MEM_SIZE) }]),
+  memory = benchMemory(),
 ): Bench {
-  const backend = new MemoryBackend({ receive: defaultReceive, ...backendOptions });
+  const backend = new MemoryBackend(backendOptions({ receive: defaultReceive, ...backendOpts }));
   const irq = driverOptions.interrupts ?? new InterruptCollector();
-  const dev = createVirtioNetPci({ memory, backend, interrupts: irq, ...options } as VirtioNetPciOptions);
+  const dev = track(
+    createVirtioNetPci({
+      memory,
+      backend,
+      interrupts: irq,
+      ...workerOptions(options),
+    } as VirtioNetPciOptions),
+  );
   const driver = new VirtioNetDriver(dev, memory, {
     allocator: new BumpAllocator(0x100000, MEM_SIZE - 0x1000),
     ...driverOptions,

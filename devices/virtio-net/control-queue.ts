@@ -61,6 +61,8 @@ export interface ControlQueueHost extends StatsSource {
   readonly backend: Pick<NetBackend, 'capabilities'>;
   readonly deviceStats: Pick<NetDeviceStats, 'ctrlCommands' | 'ctrlErrors'>;
   readonly queueStats: readonly QueueStats[];
+  /** Queue pairs on workers (docs/workers.md): copies their published counters into `queueStats`. */
+  readonly dataPlane?: { refreshStats(): void } | null;
   /** Notification coalescing per data virtqueue, by index. */
   readonly coalescers: readonly Coalescer[];
   /** The last RX_SET / TX_SET [max_packets, max_usecs] (a reset queue returns to them). */
@@ -236,7 +238,11 @@ export class ControlQueue {
     const out = this.resultBuffer();
     let n = -1;
     if (cmd === CtrlStats.QUERY) n = statsQuery(this.net.negotiated, out);
-    else if (cmd === CtrlStats.GET) n = statsGet(this.net, data, out);
+    else if (cmd === CtrlStats.GET) {
+      // Pairs on workers: their counters as last published, not as they were when they started.
+      this.net.dataPlane?.refreshStats();
+      n = statsGet(this.net, data, out);
+    }
     if (n < 0) return VIRTIO_NET_ERR;
     this.resultLength = n;
     return VIRTIO_NET_OK;

@@ -5,7 +5,15 @@ import { describe, expect, it } from 'vitest';
 import { CtrlClass, CtrlMq, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { ethernet, tcp4, udp4 } from '../testing/frames.js';
 import { LINUX_6_1_FEATURES } from '../testing/net-driver.js';
-import { DEV_MAC, hexOf, makeBench, openBench, PEER_MAC, rawFrame } from './bench.test-support.js';
+import {
+  DEV_MAC,
+  hexOf,
+  inWorkerMode,
+  makeBench,
+  openBench,
+  PEER_MAC,
+  rawFrame,
+} from './bench.test-support.js';
 import { NetF } from './features.js';
 import type { VirtioNetPci } from '../virtio-net-pci.js';
 
@@ -225,59 +233,71 @@ describe('multiqueue', () => {
     tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
   );
 
-  it('a backend that steers flows itself (a multiqueue tap) keeps its choice; one with fewer queues does not', () => {
+  it('a backend that steers flows itself (a multiqueue tap) keeps its choice', () => {
     const steering = openBench({ mq: true, queues: 4 }, { queues: 4, steersFlows: true });
     steering.driver.send(out, { pair: 2 });
     steering.backend.inject(reply, 0);
     expect(steering.driver.receive(0).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
     expect(steering.backend.stats().deliveredDirect).toBe(1);
-    // Two backend queues for four pairs: the backend cannot have chosen among all four, the device steers.
-    const fewer = openBench({ mq: true, queues: 4 }, { queues: 2, steersFlows: true });
-    fewer.driver.send(out, { pair: 2 });
-    fewer.backend.inject(reply, 0);
-    expect(fewer.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
   });
 
-  it('automatic flow steering: a reply arrives on the pair the guest sent the flow on', () => {
-    const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
-    const udpOut = ethernet(
-      PEER_MAC,
-      DEV_MAC,
-      0x0800,
-      udp4('10.0.0.2', '10.0.0.9', 5000, 53, new Uint8Array(20)),
-    );
-    const udpReply = ethernet(
-      DEV_MAC,
-      PEER_MAC,
-      0x0800,
-      udp4('10.0.0.9', '10.0.0.2', 53, 5000, new Uint8Array(40)),
-    );
-    b.driver.send(out, { pair: 2 });
-    b.driver.send(udpOut, { pair: 3 });
-    b.backend.inject(reply, 0);
-    b.backend.inject(udpReply, 1);
-    expect(b.driver.receive(0)).toHaveLength(0);
-    expect(b.driver.receive(1)).toHaveLength(0);
-    expect(b.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
-    expect(b.driver.receive(3).map((r) => hexOf(r.frame))).toEqual([hexOf(udpReply)]);
-    // The guest moves the flow to pair 1: replies follow.
-    b.driver.send(out, { pair: 1 });
-    b.backend.inject(reply, 0);
-    expect(b.driver.receive(1).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
-    // An unknown flow stays on the backend queue it came from.
-    const other = ethernet(
-      DEV_MAC,
-      PEER_MAC,
-      0x0800,
-      tcp4('10.0.0.9', '10.0.0.2', 443, 40002, 9, 0x12, new Uint8Array(0)),
-    );
-    b.backend.inject(other, 3);
-    expect(b.driver.receive(3).map((r) => hexOf(r.frame))).toEqual([hexOf(other)]);
-    // VQ_PAIRS_SET forgets the flows.
-    expect(b.driver.setQueuePairs(4)).toBe(VIRTIO_NET_OK);
-    b.backend.inject(reply, 0);
-    expect(b.driver.receive(0).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
-  });
+  // Not in worker mode: the device steers a frame from pair 0's backend queue to pair 2, another
+  // worker's; automatic steering across workers is not done (docs/workers.md: dropped and counted).
+  it.skipIf(inWorkerMode())(
+    'a backend that steers flows itself with fewer queues than pairs: the device steers',
+    () => {
+      // Two backend queues for four pairs: the backend cannot have chosen among all four, the device steers.
+      const fewer = openBench({ mq: true, queues: 4 }, { queues: 2, steersFlows: true });
+      fewer.driver.send(out, { pair: 2 });
+      fewer.backend.inject(reply, 0);
+      expect(fewer.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+    },
+  );
+
+  // Not in worker mode: replies are steered to the pair of another worker (docs/workers.md).
+  it.skipIf(inWorkerMode())(
+    'automatic flow steering: a reply arrives on the pair the guest sent the flow on',
+    () => {
+      const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
+      const udpOut = ethernet(
+        PEER_MAC,
+        DEV_MAC,
+        0x0800,
+        udp4('10.0.0.2', '10.0.0.9', 5000, 53, new Uint8Array(20)),
+      );
+      const udpReply = ethernet(
+        DEV_MAC,
+        PEER_MAC,
+        0x0800,
+        udp4('10.0.0.9', '10.0.0.2', 53, 5000, new Uint8Array(40)),
+      );
+      b.driver.send(out, { pair: 2 });
+      b.driver.send(udpOut, { pair: 3 });
+      b.backend.inject(reply, 0);
+      b.backend.inject(udpReply, 1);
+      expect(b.driver.receive(0)).toHaveLength(0);
+      expect(b.driver.receive(1)).toHaveLength(0);
+      expect(b.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+      expect(b.driver.receive(3).map((r) => hexOf(r.frame))).toEqual([hexOf(udpReply)]);
+      // The guest moves the flow to pair 1: replies follow.
+      b.driver.send(out, { pair: 1 });
+      b.backend.inject(reply, 0);
+      expect(b.driver.receive(1).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+      // An unknown flow stays on the backend queue it came from.
+      const other = ethernet(
+        DEV_MAC,
+        PEER_MAC,
+        0x0800,
+        tcp4('10.0.0.9', '10.0.0.2', 443, 40002, 9, 0x12, new Uint8Array(0)),
+      );
+      b.backend.inject(other, 3);
+      expect(b.driver.receive(3).map((r) => hexOf(r.frame))).toEqual([hexOf(other)]);
+      // VQ_PAIRS_SET forgets the flows.
+      expect(b.driver.setQueuePairs(4)).toBe(VIRTIO_NET_OK);
+      b.backend.inject(reply, 0);
+      expect(b.driver.receive(0).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+    },
+  );
 
   it('without MQ negotiated there is one pair and the control queue is queue 2', () => {
     const b = makeBench(

@@ -3,16 +3,24 @@
 // tx chain the device takes is completed to the used ring and counted.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
-import { type Bench, DEV_MAC, makeBench, PEER_MAC, rawFrame } from './bench.test-support.js';
+import {
+  type Bench,
+  benchMemory,
+  DEV_MAC,
+  makeBench,
+  PEER_MAC,
+  rawFrame,
+  release,
+  runs,
+} from './bench.test-support.js';
 import type { VirtioNetPci } from '../virtio-net-pci.js';
 
 const SMALL = 0x1000000; // 16 MiB of guest RAM per run
 
 function smallBench(options: Record<string, unknown> = {}, queues = 1): Bench {
-  const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(SMALL) }]);
+  const memory = benchMemory(SMALL);
   const b = makeBench(
     options,
     { queues },
@@ -82,7 +90,7 @@ describe('hostile guest', () => {
         (readable, writable, seed) => {
           const b = smallBench();
           const q = b.driver.queue(2);
-          if (readable.length + writable.length === 0) return;
+          if (readable.length + writable.length === 0) return release(b);
           q.add(
             readable.map((s) => toBuf(s, seed)),
             writable.map((s) => toBuf(s, seed)),
@@ -93,9 +101,10 @@ describe('hostile guest', () => {
           expect(used !== null || broken).toBe(true);
           if (used) expect(used.len).toBe(1);
           expect(() => b.dev.stats()).not.toThrow();
+          release(b);
         },
       ),
-      { numRuns: 150, seed: 2 },
+      { numRuns: runs(150), seed: 2 },
     );
   });
 
@@ -134,9 +143,10 @@ describe('hostile guest', () => {
             // Chains handled before the broken one were completed and counted.
             expect(s.txPackets + s.txDropped).toBe(used);
           }
+          release(b);
         },
       ),
-      { numRuns: 150, seed: 3 },
+      { numRuns: runs(150), seed: 3 },
     );
   });
 
@@ -161,9 +171,10 @@ describe('hostile guest', () => {
             b.driver.pci.kick(2);
             b.dev.stats();
           }).not.toThrow();
+          release(b);
         },
       ),
-      { numRuns: 150, seed: 4 },
+      { numRuns: runs(150), seed: 4 },
     );
   });
 
@@ -192,9 +203,10 @@ describe('hostile guest', () => {
             b.dev.stats();
             b.dev.snapshot();
           }).not.toThrow();
+          release(b);
         },
       ),
-      { numRuns: 100, seed: 5 },
+      { numRuns: runs(100), seed: 5 },
     );
   });
 });

@@ -14,8 +14,10 @@ import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
 import { MAX_FRAME } from '../../lib/net/backend.js';
 import { RX_BACKLOG } from './rx.js';
 import {
+  benchMemory,
   DEV_MAC,
   hexOf,
+  inWorkerMode,
   MEM_SIZE,
   makeBench,
   offload,
@@ -23,6 +25,7 @@ import {
   PEER_MAC,
   pattern,
   rawFrame,
+  release,
   taggedFrame,
   tcp4Frame,
   tsoSegments,
@@ -717,23 +720,29 @@ describe('no rx buffers: backlog, pause, resume', () => {
     expect(stats(b.dev).rxDropped).toBe(dropped + held);
   });
 
-  it('a frame that joins the backlog as the guest breaks the rx ring is counted once, not also as lost', () => {
-    // Found by the 1,000,000-step guest-rings fuzz run (seed 424242, case 795): the backlog's re-check met
-    // the broken ring and the frame was counted both waiting and lost.
-    // Two backend queues feed pair 0, so the second frame arrives while the first one's queue is paused.
-    const b = openBench({ mq: true, queues: 2 }, { queues: 4 }, { rxBuffers: 0 });
-    b.backend.inject(rawFrame(64, DEV_MAC, PEER_MAC, 0), 2);
-    expect(b.dev.stats().queues[0]!.rxBacklogDepth).toBe(1);
-    const cfg = b.driver.queue(0).config;
-    b.memory.writeU16(cfg.driverAddr + 2, 0x400); // avail idx far past the queue size
-    b.backend.inject(rawFrame(64, DEV_MAC, PEER_MAC, 1), 0);
-    const s = b.dev.stats();
-    expect(s.status & 0x40).toBe(0x40); // DEVICE_NEEDS_RESET
-    const taken = b.backend.stats().delivered;
-    const accounted =
-      s.rxPackets + s.rxDropped + s.queues.reduce((n, q) => n + q.rxFiltered + q.rxBacklogDepth, 0);
-    expect(accounted).toBe(taken);
-  });
+  // Not in worker mode: it needs two backend queues feeding one pair, the second delivering while the
+  // first is paused; with a MemoryBackend on workers, backend queue q feeds pair q % pairs through that
+  // pair's one ring, so the second frame waits behind the first instead (docs/workers.md).
+  it.skipIf(inWorkerMode())(
+    'a frame that joins the backlog as the guest breaks the rx ring is counted once, not also as lost',
+    () => {
+      // Found by the 1,000,000-step guest-rings fuzz run (seed 424242, case 795): the backlog's re-check met
+      // the broken ring and the frame was counted both waiting and lost.
+      // Two backend queues feed pair 0, so the second frame arrives while the first one's queue is paused.
+      const b = openBench({ mq: true, queues: 2 }, { queues: 4 }, { rxBuffers: 0 });
+      b.backend.inject(rawFrame(64, DEV_MAC, PEER_MAC, 0), 2);
+      expect(b.dev.stats().queues[0]!.rxBacklogDepth).toBe(1);
+      const cfg = b.driver.queue(0).config;
+      b.memory.writeU16(cfg.driverAddr + 2, 0x400); // avail idx far past the queue size
+      b.backend.inject(rawFrame(64, DEV_MAC, PEER_MAC, 1), 0);
+      const s = b.dev.stats();
+      expect(s.status & 0x40).toBe(0x40); // DEVICE_NEEDS_RESET
+      const taken = b.backend.stats().delivered;
+      const accounted =
+        s.rxPackets + s.rxDropped + s.queues.reduce((n, q) => n + q.rxFiltered + q.rxBacklogDepth, 0);
+      expect(accounted).toBe(taken);
+    },
+  );
 
   it('backlogged frames keep their offload metadata', () => {
     const b = openBench({}, {}, { rxBuffers: 0 });
@@ -770,7 +779,7 @@ describe('rx property: every injected frame is delivered exactly, in order, or c
         ),
         (cfg, ops) => {
           const wanted = cfg.mergeable ? LINUX_6_1_FEATURES : NO_MRG;
-          const memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(0x1000000) }]);
+          const memory = benchMemory(0x1000000);
           const b = makeBench(
             { packed: cfg.packed },
             {},
@@ -804,9 +813,11 @@ describe('rx property: every injected frame is delivered exactly, in order, or c
           expect(b.backend.pending(0)).toBe(0);
           expect(b.backend.isPaused(0)).toBe(false);
           expect(b.driver.pci.status & 0x40).toBe(0);
+          release(b);
         },
       ),
-      { numRuns: 120, seed: 21 },
+      // A device on workers costs a thread start per run.
+      { numRuns: inWorkerMode() ? 12 : 120, seed: 21 },
     );
   });
 });

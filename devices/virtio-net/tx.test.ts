@@ -3,20 +3,22 @@
 // malformed chains.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import * as fb from '../../lib/net/frames.test-support.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import type { BackendSink, NetBackend } from '../../lib/net/backend.js';
+import { MAX_FRAME } from '../../lib/net/backend.js';
+import * as fb from '../../lib/net/frames.test-support.js';
+import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
-import { GsoType, NetHdrFlags } from '../../lib/net/vnet-header.js';
 import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../testing/net-driver.js';
-import { MAX_FRAME } from '../../lib/net/backend.js';
-import { TX_BURST } from './tx.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
 import {
   DEV_MAC,
   hexOf,
   inetChecksum,
+  inWorkerMode,
   MEM_SIZE,
+  nextTurn,
   offload,
   openBench,
   PEER_MAC,
@@ -28,7 +30,7 @@ import {
   udp4Frame,
 } from './bench.test-support.js';
 import { NetF } from './features.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../virtio-net-pci.js';
+import { TX_BURST } from './tx.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 
@@ -118,32 +120,38 @@ describe('tx data path', () => {
     expect(b.driver.pci.status & 0x40).toBe(0x40);
   });
 
-  it(`more than ${TX_BURST} chains in one kick: the rest follow on the next turn of the event loop`, async () => {
-    const b = openBench({}, {}, {});
-    const q = b.driver.queue(1);
-    const n = TX_BURST + 40;
-    for (let i = 0; i < n; i++) {
-      const f = new Uint8Array(12 + 60);
-      f.set(rawFrame(60, PEER_MAC, DEV_MAC, i), 12);
-      q.add([f], []);
-      if (q.numFree === 0) break;
-    }
-    const posted = 256; // queue size
-    b.driver.pci.kick(1);
-    expect(b.sent).toHaveLength(Math.min(posted, TX_BURST));
-    // The guest posts more while the device yields.
-    let extra = 0;
-    for (let u = q.getUsed(); u; u = q.getUsed()) extra++;
-    for (let i = 0; i < 40; i++) {
-      const f = new Uint8Array(12 + 60);
-      f.set(rawFrame(60, PEER_MAC, DEV_MAC, 1000 + i), 12);
-      q.add([f], []);
-    }
-    expect(extra).toBe(TX_BURST);
-    await new Promise((r) => setImmediate(r));
-    expect(b.sent).toHaveLength(posted + 40);
-    expect(b.sent.at(-1)!.frame).toEqual(rawFrame(60, PEER_MAC, DEV_MAC, 1039));
-  });
+  // Not in worker mode: the 40 later chains are posted without a kick, counting on the device's next
+  // turn coming after them, as on one thread; a worker's next turn runs in parallel and may come first
+  // (then nothing looks at the ring again until a kick). Flaky there under load, so excluded.
+  it.skipIf(inWorkerMode())(
+    `more than ${TX_BURST} chains in one kick: the rest follow on the next turn of the event loop`,
+    async () => {
+      const b = openBench({}, {}, {});
+      const q = b.driver.queue(1);
+      const n = TX_BURST + 40;
+      for (let i = 0; i < n; i++) {
+        const f = new Uint8Array(12 + 60);
+        f.set(rawFrame(60, PEER_MAC, DEV_MAC, i), 12);
+        q.add([f], []);
+        if (q.numFree === 0) break;
+      }
+      const posted = 256; // queue size
+      b.driver.pci.kick(1);
+      expect(b.sent).toHaveLength(Math.min(posted, TX_BURST));
+      // The guest posts more while the device yields.
+      let extra = 0;
+      for (let u = q.getUsed(); u; u = q.getUsed()) extra++;
+      for (let i = 0; i < 40; i++) {
+        const f = new Uint8Array(12 + 60);
+        f.set(rawFrame(60, PEER_MAC, DEV_MAC, 1000 + i), 12);
+        q.add([f], []);
+      }
+      expect(extra).toBe(TX_BURST);
+      await nextTurn(b, () => b.sent.length >= posted + 40);
+      expect(b.sent).toHaveLength(posted + 40);
+      expect(b.sent.at(-1)!.frame).toEqual(rawFrame(60, PEER_MAC, DEV_MAC, 1039));
+    },
+  );
 });
 
 describe('tx offloads', () => {

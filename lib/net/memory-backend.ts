@@ -4,22 +4,21 @@
  * (every offload accepted); with `vnetHeader: false` like a plain tap (no offload metadata at all).
  */
 import { BackendError, OptionsError } from '../errors.js';
-import {
-  type BackendCapabilities,
-  type BackendOffloads,
-  type BackendRssConfig,
-  type BackendSink,
-  type NetBackend,
-  type NetOffload,
-  ReceiveTarget,
-  type TransmitResult,
+import type {
+  BackendCapabilities,
+  BackendOffloads,
+  BackendRssConfig,
+  BackendSink,
+  NetBackend,
+  NetOffload,
+  TransmitResult,
 } from './backend.js';
-import {
-  GSO_UDP_TUNNEL,
-  VNET_HDR_OFFLOAD_BYTES,
-  VNET_HDR_TUNNEL_BYTES,
-  writeVnetHeader,
-} from './vnet-header.js';
+import { FrameDelivery } from './memory-delivery.js';
+import { MemoryRingHost } from './memory-rings.js';
+
+/** `ringBytes` bounds: room for a few of the largest frames, at most 1 GiB per ring. */
+const MIN_RING_BYTES = 1 << 18;
+const MAX_RING_BYTES = 1 << 30;
 
 /** Options of `MemoryBackend`. */
 export interface MemoryBackendOptions {
@@ -43,6 +42,19 @@ export interface MemoryBackendOptions {
    * each frame on the queue RSS selects. Default false: `setRssSteering` is declined.
    */
   rssSteering?: boolean;
+  /**
+   * Worker mode (`workers` device option, docs/workers.md): bytes of each of a queue pair's two frame
+   * rings (host -> worker, worker -> host), rounded up to a power of two. An injected frame that finds
+   * its rx ring full is dropped (`rxDropped`); a full tx ring holds the guest's tx chains back. Default
+   * 4 MiB; 256 KiB..1 GiB.
+   */
+  ringBytes?: number;
+  /**
+   * Worker mode, for tests: each `inject` and each guest kick waits (synchronously) until the workers
+   * handled it, its tx frames reached `onFrame` handlers and its interrupts were raised, so that a test
+   * written for one thread holds without sleeps. Default false.
+   */
+  settle?: boolean;
 }
 
 /** Counters (monotonic). */
@@ -94,7 +106,7 @@ export class MemoryBackend implements NetBackend {
   readonly queuePairEnabledCalls: { queuePair: number; enabled: boolean }[] = [];
   /** Every `setRssSteering` call, in order (copies; null for stop). */
   readonly rssSteeringCalls: (BackendRssConfig | null)[] = [];
-  /** Every `pause` / `resume` call, in order. */
+  /** Every `pause` / `resume` call, in order (in worker mode: the workers', as of their last settle). */
   readonly pauseCalls: { queuePair: number; paused: boolean }[] = [];
 
   private sink: BackendSink | null = null;
@@ -106,12 +118,12 @@ export class MemoryBackend implements NetBackend {
   private linkUp = true;
   private readonly direct: boolean;
   private readonly rssSteering: boolean;
-  /** The vnet header size, as a tap's TUNSETVNETHDRSZ (10 until the device sets it). */
-  private hdrSize = 10;
-  private readonly target = new ReceiveTarget();
-  private overflow = new Uint8Array(0);
-  private readonly header = new Uint8Array(VNET_HDR_TUNNEL_BYTES);
+  private readonly delivery: FrameDelivery;
   private pumping = false;
+  /** Worker mode: `ringBytes`, `settle`, and the rings once the device's workers took the queues. */
+  readonly ringBytes: number;
+  readonly settle: boolean;
+  private rings: MemoryRingHost | null = null;
   private readonly s: MemoryBackendStats = {
     injected: 0,
     delivered: 0,
@@ -142,6 +154,14 @@ export class MemoryBackend implements NetBackend {
     if (mode !== 'direct' && mode !== 'copy')
       throw new OptionsError(`MemoryBackend: receive must be 'direct' or 'copy', got ${String(mode)}`);
     this.direct = mode === 'direct';
+    this.delivery = new FrameDelivery(vnet, this.direct);
+    const ringBytes = options.ringBytes ?? 4 << 20;
+    if (!Number.isInteger(ringBytes) || ringBytes < MIN_RING_BYTES || ringBytes > MAX_RING_BYTES)
+      throw new OptionsError(
+        `MemoryBackend: ringBytes must be an integer in ${MIN_RING_BYTES}..${MAX_RING_BYTES}, got ${ringBytes}`,
+      );
+    this.ringBytes = ringBytes;
+    this.settle = options.settle ?? false;
     this.rssSteering = options.rssSteering ?? false;
     this.paused = new Array<boolean>(queues).fill(false);
     this.held = Array.from({ length: queues }, () => []);
@@ -165,6 +185,10 @@ export class MemoryBackend implements NetBackend {
       return;
     }
     const off = this.capabilities.vnetHeader ? (offload ?? null) : null;
+    if (this.rings) {
+      if (!this.rings.inject(frame, this.rings.route(queuePair), off)) this.s.rxDropped++;
+      return;
+    }
     const q = this.held[queuePair] as Held[];
     if (!this.pumping && q.length === 0 && this.deliverable(queuePair)) {
       // Fast path: no copy; the sink only uses the frame during the call.
@@ -202,18 +226,64 @@ export class MemoryBackend implements NetBackend {
     return this.linkUp;
   }
 
-  /** Frames held for `queuePair` (paused or not yet attached). */
+  /** Frames held for `queuePair` (paused or not yet attached; in worker mode: in its rx ring). */
   pending(queuePair = 0): number {
+    if (this.rings && queuePair >= 0 && queuePair < this.held.length)
+      return this.rings.pending(this.rings.route(queuePair));
     return this.held[queuePair]?.length ?? 0;
   }
 
-  /** Whether `queuePair` is paused now. */
+  /** Whether `queuePair` is paused now (in worker mode: as its worker last set it). */
   isPaused(queuePair = 0): boolean {
+    if (this.rings && queuePair >= 0 && queuePair < this.held.length)
+      return this.rings.isPaused(this.rings.route(queuePair));
     return this.paused[queuePair] ?? false;
   }
 
   stats(): MemoryBackendStats {
-    return { ...this.s };
+    const s = { ...this.s };
+    s.delivered += this.delivery.delivered;
+    s.deliveredDirect += this.delivery.deliveredDirect;
+    if (this.rings)
+      for (let p = 0; p < this.rings.tx.length; p++) {
+        const c = this.rings.counter(p);
+        s.delivered += c.delivered;
+        s.deliveredDirect += c.deliveredDirect;
+        s.txDropped += c.txDropped;
+      }
+    return s;
+  }
+
+  /**
+   * Worker mode (docs/workers.md): from now on frames cross through shared-memory rings, served by the
+   * workers' `MemoryRingPeer`s; frames held so far move into the rings. Called once, by the device.
+   */
+  useRings(devicePairs = 1): MemoryRingHost {
+    if (this.rings) throw new BackendError('MemoryBackend.useRings: already in worker mode');
+    const rings = new MemoryRingHost(
+      this.capabilities,
+      devicePairs,
+      this.direct,
+      this.ringBytes,
+      (frame, p, off) => this.sent(frame, p, off),
+    );
+    this.rings = rings;
+    for (const [p, q] of this.held.entries()) {
+      for (const h of q) if (!rings.inject(h.frame, p % devicePairs, h.offload)) this.s.rxDropped++;
+      q.length = 0;
+    }
+    return rings;
+  }
+
+  /**
+   * A frame pair `pair`'s worker sent (worker mode): counted and handed to the handlers as `transmit`
+   * does, on the backend queue the device would have used on one thread (a pair beyond this backend's
+   * queues shares one, shared.ts backendQueueOf).
+   */
+  private sent(frame: Uint8Array, pair: number, off: NetOffload | null): void {
+    const queuePair = pair % this.held.length;
+    this.s.transmitted++;
+    for (const h of this.handlers) h(frame.slice(), queuePair, off ? { ...off } : null);
   }
 
   transmit(frame: Uint8Array, queuePair: number, offload: NetOffload | null): TransmitResult {
@@ -246,7 +316,7 @@ export class MemoryBackend implements NetBackend {
 
   setVnetHeaderSize(size: number): void {
     this.vnetHeaderSizeCalls.push(size);
-    this.hdrSize = size;
+    this.delivery.hdrSize = size;
   }
 
   setRssSteering(config: BackendRssConfig | null): boolean {
@@ -264,6 +334,11 @@ export class MemoryBackend implements NetBackend {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.rings) {
+      // Frames still in the rx rings never reach the guest (the workers stop with the device).
+      for (let p = 0; p < this.rings.rx.length; p++) this.s.rxDropped += this.rings.pending(p);
+      this.rings.close();
+    }
     for (const q of this.held) {
       this.s.rxDropped += q.length;
       q.length = 0;
@@ -275,45 +350,7 @@ export class MemoryBackend implements NetBackend {
   }
 
   private deliver(frame: Uint8Array, qp: number, off: NetOffload | null): void {
-    this.s.delivered++;
-    const sink = this.sink as BackendSink;
-    const hs = this.capabilities.vnetHeader ? this.hdrSize : 0;
-    // Tunnel offsets need a 24-byte header; a shorter one cannot carry them (tun would not deliver it).
-    const fits = hs >= VNET_HDR_TUNNEL_BYTES || off === null || (off.gsoType & GSO_UDP_TUNNEL) === 0;
-    if (this.direct && fits && sink.completeReceive && sink.lendReceive?.(qp, hs, this.target)) {
-      this.s.deliveredDirect++;
-      sink.completeReceive(this.writeLent(hs, off, frame), this.overflow);
-      return;
-    }
-    sink.receive(frame, qp, off);
-  }
-
-  /**
-   * What tun's read does with a vnet header: the 10 offload bytes (24 with the tunnel offsets when the
-   * header is that large), the rest of the header skipped (left as it was), then the frame, over the lent
-   * segments and then the overflow. Returns the bytes written.
-   */
-  private writeLent(hs: number, off: NetOffload | null, frame: Uint8Array): number {
-    const t = this.target;
-    const total = hs + frame.length;
-    if (this.overflow.length < total) this.overflow = new Uint8Array(total);
-    const h = this.header;
-    const written = hs >= VNET_HDR_TUNNEL_BYTES ? VNET_HDR_TUNNEL_BYTES : VNET_HDR_OFFLOAD_BYTES;
-    writeVnetHeader(h, 0, hs > 0 ? off : null, written);
-    const put = (dst: Uint8Array, o: number, from: number, to: number) => {
-      // Stream bytes [from, to) at dst[o...]: header bytes past `written` are skipped, not written.
-      for (let p = from; p < Math.min(to, hs, written); p++) dst[o + p - from] = h[p] as number;
-      const f = Math.max(from, hs);
-      if (f < to) dst.set(frame.subarray(f - hs, to - hs), o + f - from);
-    };
-    let pos = 0;
-    for (let i = 0; i < t.count && pos < total; i++) {
-      const n = Math.min(t.lengths[i] as number, total - pos);
-      put(t.bytes[i] as Uint8Array, t.offsets[i] as number, pos, pos + n);
-      pos += n;
-    }
-    if (pos < total) put(this.overflow, 0, pos, total);
-    return total;
+    this.delivery.deliver(this.sink as BackendSink, frame, 0, frame.length, qp, off);
   }
 
   /**

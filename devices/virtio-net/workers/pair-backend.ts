@@ -59,6 +59,10 @@ export class PairBackend implements NetBackend, BackendSink {
       : i.transmit(bytes.subarray(offset, offset + length), q, offload);
   }
 
+  transmitAllowed(queuePair: number): boolean {
+    return this.inner.transmitAllowed?.(this.q(queuePair)) ?? true;
+  }
+
   flushTransmit(queuePair: number): number {
     return this.inner.flushTransmit?.(this.q(queuePair)) ?? 0;
   }

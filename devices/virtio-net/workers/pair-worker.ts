@@ -15,7 +15,6 @@ import {
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { NetOffload, ReceiveTarget } from '../../../lib/net/backend.js';
 import { MAX_FRAME } from '../../../lib/net/backend.js';
-import { TapBackend } from '../../../lib/tap/tap-backend.js';
 import { createVirtqueue } from '../../../virtio/queue/create-virtqueue.js';
 import type { Virtqueue, VirtqueueState } from '../../../virtio/queue/virtqueue.js';
 import type { VirtioDeviceContext } from '../../../virtio/virtio-device.js';
@@ -28,6 +27,7 @@ import { TxPath } from '../tx.js';
 import { WorkerMemory } from './memory.js';
 import { PairBackend } from './pair-backend.js';
 import {
+  BACKEND_BIT,
   type BacklogFrame,
   CONTROL_BIT,
   Door,
@@ -40,6 +40,7 @@ import {
   type WorkerInit,
   waitAsync,
 } from './protocol.js';
+import { openWorkerBackend, type WorkerSideBackend } from './worker-backend.js';
 
 /** Counters are published to shared memory at least this often while the worker runs. */
 const PUBLISH_MS = 5;
@@ -50,7 +51,8 @@ class PairWorker {
   private readonly out: Float64Array;
   private readonly memory: GuestMemory;
   private readonly mem: WorkerMemory;
-  private readonly tap: TapBackend;
+  /** Its side of the device's backend: its tap queues, or a MemoryBackend's rings (worker-backend.ts). */
+  private readonly tap: WorkerSideBackend;
   private readonly backend: PairBackend;
   private readonly shared: NetShared;
   private readonly stats: QueueStats[];
@@ -65,6 +67,9 @@ class PairWorker {
   private readonly timer: NodeJS.Timeout;
   private wakeups = 0;
   private interrupts = 0;
+  /** Guest errors so far and the last one's reason ('ping' reports them: the message may come later). */
+  private errors = 0;
+  private lastError: string | null = null;
 
   constructor(
     private readonly init: WorkerInit,
@@ -75,7 +80,7 @@ class PairWorker {
     this.out = new Float64Array(init.stats);
     this.mem = new WorkerMemory(init.regions);
     this.memory = this.mem.memory;
-    this.tap = TapBackend.adopt(init.fds, { ...init.tap, rssSteering: false, watchLink: false });
+    this.tap = openWorkerBackend(init.backend);
     const n = init.maxQueuePairs;
     this.backend = new PairBackend(this.tap, init.pairs, n, init.steersFlows);
     const shared = new NetShared(n, this.backend, init.supportedHashTypes);
@@ -87,7 +92,7 @@ class PairWorker {
     this.rx = new Receiver(shared, this.stats);
     this.direct = new DirectReceiver(shared, this.rx.pairs);
     // Until started, frames wait in the kernel.
-    for (let j = 0; j < init.pairs.length; j++) this.tap.pause(j);
+    for (let j = 0; j < init.pairs.length; j++) this.hold(j, true);
     this.backend.attach(this.sinkFor());
     this.timer = setInterval(() => this.publish(), PUBLISH_MS);
     Atomics.store(this.door, Door.READY, 1);
@@ -102,7 +107,11 @@ class PairWorker {
       queue: (i) => this.queues.get(i) ?? null,
       notifyQueue: (i) => this.raise(i),
       configChanged: () => {},
-      needsReset: (reason) => parentPort?.postMessage({ type: 'needsReset', reason }),
+      needsReset: (reason) => {
+        this.errors++;
+        this.lastError = reason;
+        parentPort?.postMessage({ type: 'needsReset', reason, seq: this.errors });
+      },
     };
   }
 
@@ -138,6 +147,24 @@ class PairWorker {
     this.seen = Atomics.load(this.door, Door.WAKE);
     this.wakeups++;
     const bits = Atomics.exchange(this.door, Door.PENDING, 0);
+    this.run(bits);
+    if (bits & CONTROL_BIT) this.serve();
+    this.publish();
+    this.wait();
+  }
+
+  /**
+   * The worker stops or lets go its queue j while it does not run the pair; a backend with `hold` keeps
+   * that apart from the device's own pause (which the replica's receiver keeps across stop and start).
+   */
+  private hold(j: number, on: boolean): void {
+    if (this.tap.hold) this.tap.hold(j, on);
+    else if (on) this.tap.pause(j);
+    else this.tap.resume(j);
+  }
+
+  /** The kicks and backend work of doorbell `bits`. */
+  private run(bits: number): void {
     const s = this.shared;
     for (const [k, p] of this.init.pairs.entries()) {
       if (bits & (1 << (2 * k)) && s.ctx && !s.broken) {
@@ -146,9 +173,7 @@ class PairWorker {
       }
       if (bits & (1 << (2 * k + 1)) && s.ctx && !s.broken) s.runGuarded(() => this.tx[k]!.kick());
     }
-    if (bits & CONTROL_BIT) this.serve();
-    this.publish();
-    this.wait();
+    if (bits & BACKEND_BIT) s.runGuarded(() => this.tap.wake?.());
   }
 
   private serve(): void {
@@ -194,11 +219,18 @@ class PairWorker {
         }
         this.shared.ctx = this.context();
         this.rx.restoredBacklogs();
-        for (const [j, p] of this.init.pairs.entries()) if (!this.rx.pausedQueues[p]) this.tap.resume(j);
-        // Chains the guest posted while no thread ran this pair.
+        for (const [j, p] of this.init.pairs.entries())
+          if (!this.rx.pausedQueues[p] || this.tap.hold) this.hold(j, false);
+        // Chains the guest posted while no thread ran this pair. Not an rx queue that is not enabled
+        // (after RING_RESET, until re-enabled): its drain would resume the backend into no queue, where
+        // one thread leaves the backend paused until the queue is enabled again.
         for (const [k, p] of this.init.pairs.entries()) {
-          this.shared.runGuarded(() => this.rx.pairs[p]!.drain());
+          if (req.queues[k]![0]) this.shared.runGuarded(() => this.rx.pairs[p]!.drain());
+          // Not a driver notification: tx_kicks stays what the driver did.
+          const st = this.stats[p]!;
+          const kicks = st.txKicks;
           this.shared.runGuarded(() => this.tx[k]!.kick());
+          st.txKicks = kicks;
         }
         return { op: 'started' };
       }
@@ -214,6 +246,11 @@ class PairWorker {
         return { op: 'error', message: 'stall is not answered' };
       case 'stop':
         return this.stop();
+      case 'ping':
+        // serve() may take this request before the wake-up of the doorbell bits rung before it (it
+        // reads every message waiting): those bits are handled first, as the caller expects.
+        this.run(Atomics.exchange(this.door, Door.PENDING, 0) & ~CONTROL_BIT);
+        return { op: 'pong', errors: this.errors, needsReset: this.lastError };
       case 'close':
         this.stop();
         this.closed = true;
@@ -228,7 +265,7 @@ class PairWorker {
     const backlogs: BacklogFrame[][] = [];
     const holding: [boolean, boolean][] = [];
     for (const [k, p] of this.init.pairs.entries()) {
-      this.tap.pause(k);
+      this.hold(k, true);
       const rxq = this.queues.get(2 * p);
       const txq = this.queues.get(2 * p + 1);
       queues.push([rxq?.state() ?? null, txq?.state() ?? null]);
@@ -313,6 +350,7 @@ class PairWorker {
     out[e + Extra.WAKEUPS] = this.wakeups;
     out[e + Extra.TAP_RX] = t.rxFrames;
     out[e + Extra.TAP_TX] = t.txFrames;
+    out[e + Extra.RX_DROPPED_NOT_READY] = this.shared.deviceStats.rxDroppedNotReady;
   }
 
   /** The device's BackendSink methods, as VirtioNet implements them, over this worker's paths. */

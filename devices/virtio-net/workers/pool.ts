@@ -11,15 +11,15 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { BackendError, OptionsError } from '../../../lib/errors.js';
-import { libc } from '../../../lib/host/libc.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { MemoryChange, ThreadRegion } from '../../../lib/memory/regions.js';
 import { virtqueueSetup } from '../../../virtio/queue/create-virtqueue.js';
 import type { DataPlane } from '../data-plane.js';
 import type { VirtioNet } from '../device.js';
 import { backendOffloads } from '../offloads.js';
-import type { WorkerControlBackend } from './control-backend.js';
+import type { WorkerBackendControl } from './control-backend.js';
 import {
+  BACKEND_BIT,
   type BacklogFrame,
   CONTROL_BIT,
   Door,
@@ -33,11 +33,11 @@ import {
   type SharedState,
   STAT_FIELDS,
   statsLength,
+  type WorkerBackendInit,
   type WorkerInit,
   waitAsync,
 } from './protocol.js';
 
-const F_DUPFD_CLOEXEC = 1030;
 /** How long the main thread waits for a worker's answer before declaring it dead. */
 const ANSWER_MS = 10_000;
 
@@ -60,7 +60,7 @@ interface PairWorkerHandle {
   door: Int32Array;
   stats: Float64Array;
   pairs: number[];
-  fds: number[];
+  backend: WorkerBackendInit;
   exited: boolean;
   /** Requests posted; the worker's Door.ACK counts those it answered (a late answer is taken later). */
   posted: number;
@@ -68,6 +68,8 @@ interface PairWorkerHandle {
   taken: number;
   /** It answered `close`: it touches guest memory no more. */
   closedOk: boolean;
+  /** The worker's guest errors already handled (by message or by a settle's 'pong'). */
+  errorsSeen: number;
 }
 
 export class WorkerPool implements DataPlane {
@@ -78,6 +80,8 @@ export class WorkerPool implements DataPlane {
   private readonly local: number[] = [];
   private readonly irq: Int32Array;
   private irqSeen = 0;
+  /** The workers' rxDroppedNotReady already added to the device's. */
+  private notReadySeen = 0;
   private closed = false;
   private unwatch: (() => void) | null = null;
   /** How long a request waits for a worker's answer (tests shorten it). */
@@ -92,7 +96,7 @@ export class WorkerPool implements DataPlane {
 
   constructor(
     private readonly net: VirtioNet,
-    private readonly control: WorkerControlBackend,
+    private readonly control: WorkerBackendControl,
     memory: GuestMemory,
     count: number,
   ) {
@@ -101,15 +105,11 @@ export class WorkerPool implements DataPlane {
       throw new OptionsError(
         'workers: guest memory must be SharedArrayBuffer or mmap (host) regions without translate/onWrite hooks',
       );
-    const tap = control.tap;
     const n = net.maxQueuePairs;
     const threads = Math.min(count, n);
     if (Math.ceil(n / threads) > MAX_PAIRS_PER_WORKER)
       throw new OptionsError(`workers: at most ${MAX_PAIRS_PER_WORKER} queue pairs per worker`);
-    if (tap.fds.length < n)
-      throw new OptionsError(`workers: the tap has ${tap.fds.length} queues for ${n} queue pairs`);
     this.irq = new Int32Array(new SharedArrayBuffer(4 * irqWords(2 * n)));
-    const c = libc();
     try {
       for (let w = 0; w < threads; w++) {
         const pairs: number[] = [];
@@ -118,12 +118,13 @@ export class WorkerPool implements DataPlane {
           this.local[p] = pairs.length;
           pairs.push(p);
         }
-        const fds = pairs.map((p) => {
-          const fd = c.fcntl(tap.fds[p]!, F_DUPFD_CLOEXEC, 0);
-          if (fd < 0) throw new BackendError(`workers: dup of tap fd ${tap.fds[p]} failed`);
-          return fd;
-        });
-        this.workers.push(this.spawn(pairs, fds, regions, tap));
+        const backend = control.forWorker(pairs);
+        try {
+          this.workers.push(this.spawn(pairs, backend, regions));
+        } catch (e) {
+          control.release(backend);
+          throw e;
+        }
       }
       // Regions added or removed from now on reach the workers in order, after their initial ones.
       this.unwatch = memory.watch(this.onMemory);
@@ -131,33 +132,27 @@ export class WorkerPool implements DataPlane {
       this.close();
       throw e;
     }
+    control.bind({
+      wake: (pair) => this.wakeBackend(pair),
+      settle: () => this.settle(),
+      pairsInUse: () => net.shared.curQueuePairs,
+    });
     this.waitInterrupts();
   }
 
-  private spawn(
-    pairs: number[],
-    fds: number[],
-    regions: ThreadRegion[],
-    tap: WorkerControlBackend['tap'],
-  ): PairWorkerHandle {
+  private spawn(pairs: number[], backend: WorkerBackendInit, regions: ThreadRegion[]): PairWorkerHandle {
     const door = new Int32Array(new SharedArrayBuffer(4 * Door.WORDS));
     const stats = new Float64Array(new SharedArrayBuffer(8 * statsLength(pairs.length)));
     const init: WorkerInit = {
       pairs,
-      fds,
+      backend,
       maxQueuePairs: this.net.maxQueuePairs,
       supportedHashTypes: this.net.supportedHashTypes,
       regions,
       doorbell: door.buffer as SharedArrayBuffer,
       irq: this.irq.buffer as SharedArrayBuffer,
       stats: stats.buffer as SharedArrayBuffer,
-      tap: {
-        zeroCopy: tap.zeroCopy,
-        batchTx: tap.batchTx,
-        batchRx: tap.batchRx,
-        zeroCopyRxMinBytes: tap.zeroCopyRxMinBytes,
-      },
-      steersFlows: tap.capabilities.steersFlows === true,
+      steersFlows: this.control.capabilities.steersFlows === true,
     };
     const channel = new MessageChannel();
     const { entry, eval: isEval } = workerEntry();
@@ -172,14 +167,19 @@ export class WorkerPool implements DataPlane {
       door,
       stats,
       pairs,
-      fds,
+      backend,
       exited: false,
       posted: 0,
       taken: 0,
       closedOk: false,
+      errorsSeen: 0,
     };
-    worker.on('message', (m: { type?: string; reason?: string }) => {
-      if (m?.type === 'needsReset') this.workerGuestError(m.reason ?? 'guest error in a queue-pair worker');
+    worker.on('message', (m: { type?: string; reason?: string; seq?: number }) => {
+      if (m?.type !== 'needsReset') return;
+      // A settle may have handled it already (and a reset since then must not see it again).
+      if (m.seq !== undefined && m.seq <= h.errorsSeen) return;
+      h.errorsSeen = m.seq ?? h.errorsSeen;
+      this.workerGuestError(m.reason ?? 'guest error in a queue-pair worker');
     });
     worker.on('error', () => {
       h.exited = true;
@@ -199,7 +199,43 @@ export class WorkerPool implements DataPlane {
     Atomics.add(h.door, Door.WAKE, 1);
     Atomics.notify(h.door, Door.WAKE);
     this.handoffs.doorbells++;
+    if (this.control.settleKicks) this.settle();
   }
+
+  /** The backend has something for pair `pair`'s worker (frames injected, tx room made). */
+  private wakeBackend(pair: number): void {
+    const h = this.workers[this.owner[pair]!];
+    if (!h) return;
+    Atomics.or(h.door, Door.PENDING, BACKEND_BIT);
+    Atomics.add(h.door, Door.WAKE, 1);
+    Atomics.notify(h.door, Door.WAKE);
+  }
+
+  /**
+   * A synchronous round trip to every worker, for tests (MemoryBackend `settle`): each answers after what
+   * its doorbell held (kicks, injected frames); then the frames they sent reach the backend's handlers
+   * and their interrupts and guest errors are raised here, as one thread would have done by now.
+   */
+  settle(): void {
+    if (!this.running || this.settling) return;
+    this.settling = true;
+    try {
+      for (const h of this.workers) {
+        const r = this.call(h, { op: 'ping' });
+        if (r.op === 'pong' && r.errors > h.errorsSeen) {
+          h.errorsSeen = r.errors;
+          this.workerGuestError(r.needsReset ?? 'guest error in a queue-pair worker');
+        }
+      }
+      this.control.settled();
+      this.takeInterruptBits();
+      this.refreshStats();
+    } finally {
+      this.settling = false;
+    }
+  }
+
+  private settling = false;
 
   start(): void {
     if (this.closed || this.running) return;
@@ -224,6 +260,8 @@ export class WorkerPool implements DataPlane {
       this.call(h, { op: 'start', shared, queues, backlogs, stats });
     }
     this.running = true;
+    // Frames the workers delivered while starting: their interrupts now, in test mode.
+    if (this.control.settleKicks) this.settle();
   }
 
   sync(): void {
@@ -268,7 +306,6 @@ export class WorkerPool implements DataPlane {
     }
     this.closed = true;
     this.running = false;
-    const c = libc();
     for (const h of this.workers) {
       // A worker that closed its tap leaves by itself once its poller's last koffi call returned
       // (terminating it with one in flight aborts the process); one that did not answer is ended.
@@ -283,7 +320,7 @@ export class WorkerPool implements DataPlane {
         // Not answering: its fds are closed here.
       }
       if (!answered) {
-        for (const fd of h.fds) c.close(fd);
+        this.control.release(h.backend);
         void h.worker.terminate();
       }
       h.port.close();
@@ -374,8 +411,15 @@ export class WorkerPool implements DataPlane {
       for (let i = 0; i < n; i++) st[STAT_FIELDS[i]!] = h.stats[k * n + i]!;
     }
     let cross = 0;
-    for (const w of this.workers) cross += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_DROPS]!;
+    let notReady = 0;
+    for (const w of this.workers) {
+      cross += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_DROPS]!;
+      notReady += w.stats[w.pairs.length * n + Extra.RX_DROPPED_NOT_READY]!;
+    }
     this.handoffs.crossPairDrops = cross;
+    // Frames the workers' sinks refused join this thread's count (each worker's is cumulative).
+    this.net.shared.deviceStats.rxDroppedNotReady += notReady - this.notReadySeen;
+    this.notReadySeen = notReady;
   }
 
   /** One synchronous control-plane request: the worker answers between two of its bursts. */
@@ -439,7 +483,7 @@ export class WorkerPool implements DataPlane {
       rss: s.rss.snapshot(),
       hashTunnel: s.rss.tunnel.types,
       rssContexts: s.rssContexts.snapshot(),
-      offloads: this.control.tap.capabilities.vnetHeader ? backendOffloads(net.guestOffloads) : null,
+      offloads: this.control.capabilities.vnetHeader ? backendOffloads(net.guestOffloads) : null,
       vnetHeaderSize: this.control.vnetHeaderSize,
       attached: [...this.control.attached],
       coalesce,
@@ -458,6 +502,12 @@ export class WorkerPool implements DataPlane {
     if (this.closed) return;
     this.irqSeen = Atomics.load(this.irq, IRQ_SEQ);
     this.handoffs.interruptWakeups++;
+    this.takeInterruptBits();
+    this.waitInterrupts();
+  }
+
+  /** Raises every interrupt bit the workers set (from the wait, or synchronously by `settle`). */
+  private takeInterruptBits(): void {
     const ctx = this.net.shared.ctx;
     for (let w = 1; w < this.irq.length; w++) {
       let bits = Atomics.exchange(this.irq, w, 0);
@@ -468,7 +518,6 @@ export class WorkerPool implements DataPlane {
         if (this.running) ctx?.notifyQueue(((w - 1) << 5) + b);
       }
     }
-    this.waitInterrupts();
   }
 
   private workerGuestError(reason: string): void {

@@ -8,6 +8,7 @@
 
 import type { ThreadRegion } from '../../../lib/memory/regions.js';
 import type { BackendOffloads, NetOffload } from '../../../lib/net/backend.js';
+import type { MemoryRingsInit } from '../../../lib/net/memory-rings.js';
 import type { VirtqueueSetup } from '../../../virtio/queue/create-virtqueue.js';
 import type { VirtqueueState } from '../../../virtio/queue/virtqueue.js';
 import type { RssSnapshot } from '../rss.js';
@@ -28,6 +29,8 @@ export const Door = {
   WORDS: 4,
 } as const;
 export const CONTROL_BIT = 1 << 30;
+/** The worker's backend has something for it (MemoryBackend: frames injected, tx room made). */
+export const BACKEND_BIT = 1 << 31;
 /** Pairs one worker may own (two doorbell bits each below CONTROL_BIT). */
 export const MAX_PAIRS_PER_WORKER = 15;
 
@@ -51,23 +54,34 @@ export const Extra = {
   /** Frames the worker's tap read / wrote (the tap's own counters). */
   TAP_RX: 3,
   TAP_TX: 4,
-  COUNT: 5,
+  /** The replica's DeviceStats.rxDroppedNotReady (frames the worker's sink refused). */
+  RX_DROPPED_NOT_READY: 5,
+  COUNT: 6,
 } as const;
 export const statsLength = (pairs: number) => pairs * STAT_FIELDS.length + Extra.COUNT;
 
+/** A tap's queues for a worker: its tap fds (dup'd for it), in the order of its pairs. */
+export interface TapWorkerInit {
+  kind: 'tap';
+  fds: number[];
+  /** The tap's data-path options. */
+  tap: { zeroCopy: boolean; batchTx: boolean; batchRx: boolean; zeroCopyRxMinBytes: number };
+}
+
+/** How a worker opens its side of the device's backend (its queue j is its pair `pairs[j]`). */
+export type WorkerBackendInit = TapWorkerInit | MemoryRingsInit;
+
 /** What `workerData` carries. */
 export interface WorkerInit {
-  /** Device queue pairs this worker owns; its tap fds (dup'd for it) in the same order. */
+  /** Device queue pairs this worker owns. */
   pairs: number[];
-  fds: number[];
+  backend: WorkerBackendInit;
   maxQueuePairs: number;
   supportedHashTypes: number;
   regions: ThreadRegion[];
   doorbell: SharedArrayBuffer;
   irq: SharedArrayBuffer;
   stats: SharedArrayBuffer;
-  /** The tap's data-path options. */
-  tap: { zeroCopy: boolean; batchTx: boolean; batchRx: boolean; zeroCopyRxMinBytes: number };
   /** The backend's capability the replica's steering reads (tun's automq over every queue). */
   steersFlows: boolean;
 }
@@ -129,12 +143,16 @@ export type Request =
   /** Guest memory changed (DMA_MAP / DMA_UNMAP): regions to drop (by address), then regions to view. */
   | { op: 'memory'; add: ThreadRegion[]; remove: number[] }
   | { op: 'stop' }
+  /** A round trip only (WorkerPool.settle): answered after what the worker's doorbell held. */
+  | { op: 'ping' }
   | { op: 'close' }
   /** Tests: the worker blocks its thread `ms` and sends no answer (a worker that does not answer in time). */
   | { op: 'stall'; ms: number };
 
 export type Reply =
   | { op: 'started' | 'synced' | 'closed' | 'mapped' }
+  /** Guest errors the worker met so far (each also sent as a message, numbered), and the last one's reason. */
+  | { op: 'pong'; errors: number; needsReset: string | null }
   | {
       op: 'stopped';
       /** Per owned pair: [rx, tx] ring states (null where the worker had no queue). */
