@@ -5,7 +5,7 @@
  * a record that would wrap is preceded by a wrap marker and starts again at 0. The producer owns `HEAD`,
  * the consumer `TAIL` (byte counters modulo 2^32, published with Atomics). Nothing is allocated per frame.
  */
-import type { NetOffload } from './backend.js';
+import { emptyOffload, type NetOffload } from './backend.js';
 
 const HEAD = 0;
 const TAIL = 1;
@@ -31,16 +31,7 @@ export class FrameRing {
   frameOffset = 0;
   frameLength = 0;
   hasOffload = false;
-  readonly offload: NetOffload = {
-    flags: 0,
-    gsoType: 0,
-    hdrLen: 0,
-    gsoSize: 0,
-    csumStart: 0,
-    csumOffset: 0,
-    outerThOffset: undefined,
-    innerNhOffset: undefined,
-  };
+  readonly offload: NetOffload = emptyOffload();
   /** Bytes of the record `next` found, so that `consume` moves past it. */
   private pending = 0;
 

@@ -7,11 +7,11 @@
  * only the socket can show — DMA_MAP / DMA_UNMAP, SET_IRQS — goes through the vfio-user client (as
  * devices/serve/vfio-user-sriov.test.ts). Root and /dev/net/tun only; each test makes its own namespace.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { virtioNetFromCommandLine, type VirtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';
+import { type VirtioNetVfioUserDevice, virtioNetFromCommandLine } from '../../devices/serve/vfio-user.js';
 import { VirtioNetDriver } from '../../devices/testing/net-driver.js';
 import type { WorkerPool } from '../../devices/virtio-net/workers/pool.js';
 import { NetNamespace, uniqueName } from '../../lib/host/netns.js';
@@ -41,6 +41,7 @@ import {
   parseIpv4,
   udpFrame,
 } from '../tap/frames.test-support.js';
+import { fds, PY_SEQ_SEND, settled, sleep, tasks } from './support.test-support.js';
 
 const MB = 1 << 20;
 /** Region A: rings and buffers. Region B: mapped, unmapped and mapped again while frames move. */
@@ -51,27 +52,12 @@ const B_SIZE = 4 * MB;
 const C_ADDR = 128 * MB;
 const MEMFD = 'vfu-workers-test';
 
-/** Sends `count` datagrams from the namespace, ports round-robin; payload = u32 seq + a pattern. */
-const PY_SEQ_SEND = `
-import socket, struct, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
-dst, ports, size, count, pace = sys.argv[1], [int(p) for p in sys.argv[2].split(',')], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-pattern = bytes((i * 7) & 0xff for i in range(size))
-for i in range(count):
-    s.sendto(struct.pack('!I', i) + pattern[4:], (dst, ports[i % len(ports)]))
-    if pace and i % 50 == 49: time.sleep(pace)
-print('sent', flush=True)
-`;
 const SIZE = 200;
 const pattern = Uint8Array.from({ length: SIZE }, (_, i) => (i * 7) & 0xff);
 const PORTS = Array.from({ length: 24 }, (_, i) => 9000 + i);
 const enc = (s: string) => new TextEncoder().encode(s);
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const isError = (r: { header: { flags: number } }) => (r.header.flags & MsgFlag.ERROR) !== 0;
-const tasks = () => readdirSync('/proc/self/task').length;
-const fds = () => readdirSync('/proc/self/fd').length;
 const memfdMaps = () =>
   readFileSync('/proc/self/maps', 'utf8')
     .split('\n')
@@ -421,15 +407,6 @@ describe.skipIf(unavailable !== null)(
     }, 30_000);
 
     it('close leaves no thread, fd or guest mapping', async () => {
-      const settled = async () => {
-        let last = '';
-        for (let i = 0; i < 100; i++) {
-          const now = `${tasks()} ${fds()}`;
-          if (now === last) return;
-          last = now;
-          await sleep(50);
-        }
-      };
       await settled();
       const before = { tasks: tasks(), fds: fds(), maps: memfdMaps() };
       const fx = await make();

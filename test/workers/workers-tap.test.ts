@@ -4,7 +4,6 @@
  * thread; each pair's rx/tx virtqueues and tap queue fd are served by a worker of its own. Root and
  * /dev/net/tun only; every test creates and removes its own namespace and tap.
  */
-import { readdirSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { VirtioNetDriver } from '../../devices/testing/net-driver.js';
 import type { WorkerPool } from '../../devices/virtio-net/workers/pool.js';
@@ -21,25 +20,12 @@ import {
   KERNEL_IP,
   unavailable,
 } from '../tap-device/fixture.test-support.js';
-
-/** Sends `count` datagrams from the namespace, ports round-robin; payload = u32 seq + a pattern. */
-const PY_SEQ_SEND = `
-import socket, struct, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
-dst, ports, size, count, pace = sys.argv[1], [int(p) for p in sys.argv[2].split(',')], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-pattern = bytes((i * 7) & 0xff for i in range(size))
-for i in range(count):
-    s.sendto(struct.pack('!I', i) + pattern[4:], (dst, ports[i % len(ports)]))
-    if pace and i % 50 == 49: time.sleep(pace)
-print('sent', flush=True)
-`;
+import { fds, PY_SEQ_SEND, settled, sleep, tasks } from './support.test-support.js';
 
 const SIZE = 200;
 const pattern = Uint8Array.from({ length: SIZE }, (_, i) => (i * 7) & 0xff);
 const enc = (s: string) => new TextEncoder().encode(s);
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** The sequence number of a datagram of PY_SEQ_SEND to one of `ports`, after checking its bytes. */
 function seqOf(f: GuestFrame, ports: readonly number[]): number | null {
@@ -74,8 +60,6 @@ async function burstOverPairs(fx: DeviceFixture, ports: readonly number[], count
 
 const queues = (fx: DeviceFixture) => (fx.dev.stats() as unknown as { queues: Q[] }).queues;
 const poolOf = (fx: DeviceFixture) => fx.dev.net.dataPlane as WorkerPool;
-const tasks = () => readdirSync('/proc/self/task').length;
-const fds = () => readdirSync('/proc/self/fd').length;
 
 // Under CI these must run: a missing tun or root there is a broken runner, not a reason to skip.
 if (unavailable !== null && process.env.CI === 'true')
@@ -441,15 +425,6 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
   it('close leaves no thread and no fd behind (/proc/self/task, /proc/self/fd)', async () => {
     // Warm up what stays for the process's life (libuv's thread pool, koffi), then count.
     deviceFixture({ queues: 2, sharedMemory: true }).dispose();
-    const settled = async () => {
-      let last = '';
-      for (let i = 0; i < 100; i++) {
-        const now = `${tasks()} ${fds()}`;
-        if (now === last) return;
-        last = now;
-        await sleep(50);
-      }
-    };
     await settled();
     const before = { tasks: tasks(), fds: fds() };
     const fx = deviceFixture({ queues: 2, sharedMemory: true, device: { workers: true } });
