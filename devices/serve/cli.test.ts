@@ -6,10 +6,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cleanupNamespaces, NetNamespace, netnsUnavailableReason, uniqueName } from '../../lib/host/netns.js';
 import { VfioUserClient } from '../../lib/vfio-user/client.js';
 import { Command, encodeVersionBody, view } from '../../lib/vfio-user/protocol.js';
+import type { WorkerPool } from '../virtio-net/workers/pool.js';
 import { cliInfo, runCli } from './cli.js';
 import { StandInDevice } from './stand-in-device.js';
 import { parseServeWorkers, type VirtioNetVfioUserDevice } from './vfio-user.js';
-import type { WorkerPool } from '../virtio-net/workers/pool.js';
 
 let dir: string;
 beforeEach(() => {
@@ -202,6 +202,9 @@ describe('virtio-net-ts serve', () => {
     expect(parseServeWorkers(undefined, 2, 0)).toBe(true);
     expect(parseServeWorkers('auto', 4, 0)).toBe(true);
     expect(parseServeWorkers('auto', 4, 2)).toBe(false);
+    // No eBPF steering: the guest's RSS would stay in software, which workers cannot do across threads.
+    expect(parseServeWorkers('auto', 4, 0, false)).toBe(false);
+    expect(parseServeWorkers('on', 4, 0, false)).toBe(true);
     expect(parseServeWorkers('off', 4, 0)).toBe(false);
     expect(parseServeWorkers('off', 4, 2)).toBe(false);
     expect(parseServeWorkers('on', 1, 0)).toBe(true);

@@ -7,6 +7,7 @@
 import { OptionsError } from '../../lib/errors.js';
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../../lib/net/memory-backend.js';
+import { TapSteering } from '../../lib/tap/steering.js';
 import { TapBackend } from '../../lib/tap/tap-backend.js';
 import type { VfioUserDevice, VfioUserDoorbell, VfioUserInterruptSink } from '../../lib/vfio-user/server.js';
 import { MODERN_BAR } from '../../virtio/pci/virtio-pci.js';
@@ -62,13 +63,20 @@ export function virtioNetVfioUserDevice(
 /**
  * `-o workers=auto|on|off|N` (docs/workers.md, docs/vfio-user.md): the `workers` option of
  * createVirtioNetPci. `auto` (the default) puts each queue pair on a worker thread when there is more than
- * one pair and no SR-IOV VF (the embedded switch runs on the main thread); `on` is one thread per pair,
- * `N` pairs dealt over N threads. Throws OptionsError naming the option.
+ * one pair, no SR-IOV VF (the embedded switch runs on the main thread) and the kernel can apply the guest's
+ * RSS to the tap (`kernelSteering`, eBPF): without it RSS stays in software, where a frame for another
+ * worker's pair is dropped, so `auto` keeps one thread. `on` is one thread per pair, `N` pairs dealt over
+ * N threads. Throws OptionsError naming the option.
  */
-export function parseServeWorkers(value: string | undefined, queues: number, vfs: number): boolean | number {
+export function parseServeWorkers(
+  value: string | undefined,
+  queues: number,
+  vfs: number,
+  kernelSteering = true,
+): boolean | number {
   const v = value ?? 'auto';
   let w: boolean | number;
-  if (v === 'auto') return queues > 1 && vfs === 0;
+  if (v === 'auto') return queues > 1 && vfs === 0 && kernelSteering;
   if (v === 'on') w = true;
   else if (v === 'off') return false;
   else if (/^[1-9][0-9]{0,2}$/.test(v) && Number(v) <= 256) w = Number(v);
@@ -113,7 +121,12 @@ export function virtioNetFromCommandLine(input: {
       throw new OptionsError(`--vf ${i}: no such VF (--vfs ${input.vfs ?? 0})`);
     parseVfPolicy(Number(i), p);
   }
-  const workers = parseServeWorkers(input.options.workers, props.queues ?? 1, input.vfs ?? 0);
+  const workers = parseServeWorkers(
+    input.options.workers,
+    props.queues ?? 1,
+    input.vfs ?? 0,
+    (props.queues ?? 1) < 2 || TapSteering.supported() === null,
+  );
   const tap = TapBackend.open({ name: input.tap, queues: props.queues ?? 1, netns: input.netns });
   try {
     if (input.vfs) {
