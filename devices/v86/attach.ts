@@ -41,6 +41,8 @@ export interface V86AttachmentStats {
   slot: number;
   msiDelivered: number;
   msiDropped: number;
+  /** Messages merged into an equal one not yet sent (LapicMsi: sent after the raising call returns). */
+  msiMerged: number;
   intxAsserts: number;
   /** BARs the guest placed where v86 cannot decode them (above 4 GiB, ports above 0xFFFF). */
   unmappableBars: number;
@@ -294,6 +296,7 @@ export function attachToV86(emulator: V86Emulator, options: V86AttachOptions): V
       slot,
       msiDelivered: msi.counters.msiDelivered,
       msiDropped: msi.counters.msiDropped,
+      msiMerged: msi.counters.msiMerged,
       intxAsserts,
       unmappableBars: unmappable,
       memoryRemaps: memory.remaps,
@@ -302,6 +305,7 @@ export function attachToV86(emulator: V86Emulator, options: V86AttachOptions): V
     detach: () => {
       if (detached) return;
       detached = true;
+      msi.cancel();
       for (const r of restore.reverse()) r();
       device.close();
     },

@@ -6,6 +6,11 @@
  * back afterwards, straight into the APIC state (`get_apic_addr`, words 14 and 15 as in v86's
  * `get_state_apic`), since a second ICR write would send a second interrupt. v86 0.5.462 routes every
  * interrupt to its one CPU, so the destination is carried but not needed.
+ *
+ * Messages are sent once the JS stack has unwound (a microtask), never inside the call that raised them:
+ * that call may be the guest's own MMIO write (a kick), and v86 takes an interrupt at once from an ICR
+ * write (`mmap_write32` → `handle_irqs`), so a JIT-compiled block would go on in the interrupt's context
+ * (the same hazard attach.ts avoids for INTx; the guest's TCP stalled in about one CI run in twenty).
  */
 import type { V86Cpu } from './v86-types.js';
 
@@ -21,21 +26,64 @@ export interface MsiCounters {
   msiDelivered: number;
   /** Messages that were not to the local APIC window (0xFEE00000–0xFEEFFFFF), or with the APIC off. */
   msiDropped: number;
+  /**
+   * Messages equal to one still waiting to be sent, merged into it (the APIC would merge them too: a
+   * vector already pending in IRR is not raised twice).
+   */
+  msiMerged: number;
 }
 
 export class LapicMsi {
   private apic: Int32Array;
-  readonly counters: MsiCounters = { msiDelivered: 0, msiDropped: 0 };
+  readonly counters: MsiCounters = { msiDelivered: 0, msiDropped: 0, msiMerged: 0 };
+  /** Messages waiting for the microtask: address low word and data, in pairs (reused, no allocation). */
+  private readonly pending: number[] = [];
+  private scheduled = false;
+  private cancelled = false;
+  private readonly flush = () => this.send();
 
   constructor(private readonly cpu: V86Cpu) {
     this.apic = this.view();
   }
 
-  /** Delivers one MSI message (PCI Local Bus 3.0 §6.8; Intel SDM vol. 3 §11.11 for the layout). */
+  /**
+   * Queues one MSI message (PCI Local Bus 3.0 §6.8; Intel SDM vol. 3 §11.11 for the layout); it reaches
+   * the APIC after the current call returns.
+   */
   deliver(address: bigint, data: number): void {
+    if (this.cancelled) return;
     const lo = Number(address & 0xffffffffn);
-    if (address >> 32n !== 0n || lo >>> 20 !== 0xfee || !this.cpu.acpi_enabled[0]) {
+    if (address >> 32n !== 0n || lo >>> 20 !== 0xfee) {
       this.counters.msiDropped++;
+      return;
+    }
+    const p = this.pending;
+    for (let i = 0; i < p.length; i += 2) {
+      if (p[i] === lo && p[i + 1] === data) {
+        this.counters.msiMerged++;
+        return;
+      }
+    }
+    p.push(lo, data);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      queueMicrotask(this.flush);
+    }
+  }
+
+  /** Drops what is queued and ignores later messages (the device is being detached). */
+  cancel(): void {
+    this.cancelled = true;
+    this.pending.length = 0;
+  }
+
+  private send(): void {
+    this.scheduled = false;
+    const p = this.pending;
+    if (p.length === 0) return;
+    if (!this.cpu.acpi_enabled[0]) {
+      this.counters.msiDropped += p.length / 2;
+      p.length = 0;
       return;
     }
     let apic = this.apic;
@@ -43,14 +91,19 @@ export class LapicMsi {
     if (apic.length === 0) apic = this.apic = this.view();
     const icr0 = apic[ICR0_WORD]!;
     const icr1 = apic[ICR1_WORD]!;
-    const destination = (lo >>> 12) & 0xff;
-    const logical = (lo >>> 2) & 1;
-    this.cpu.write32(ICR_HIGH, destination << 24);
-    this.cpu.write32(ICR_LOW, (data & DATA_TO_ICR) | (logical << 11));
+    for (let i = 0; i < p.length; i += 2) {
+      const lo = p[i]!;
+      const data = p[i + 1]!;
+      const destination = (lo >>> 12) & 0xff;
+      const logical = (lo >>> 2) & 1;
+      this.cpu.write32(ICR_HIGH, destination << 24);
+      this.cpu.write32(ICR_LOW, (data & DATA_TO_ICR) | (logical << 11));
+      this.counters.msiDelivered++;
+    }
+    p.length = 0;
     if (apic.length === 0) apic = this.apic = this.view();
     apic[ICR0_WORD] = icr0;
     apic[ICR1_WORD] = icr1;
-    this.counters.msiDelivered++;
   }
 
   private view(): Int32Array {

@@ -110,7 +110,15 @@ async function boot(mode: 'msix' | 'intx' | 'intx-modern'): Promise<Run> {
         bufferChanges++;
       }
     }, 20);
-    await g.done(150_000);
+    try {
+      await g.done(150_000);
+    } catch (e) {
+      // A stall: name where each queue stood, not only the guest's last lines.
+      const a = g.attachment!;
+      throw new Error(
+        `${(e as Error).message}\nerrors: ${errors.join('; ')}\nstats: ${JSON.stringify({ attach: a.stats(), dev: a.device.stats(), tap: tap.stats() })}`,
+      );
+    }
   } finally {
     clearInterval(sampler);
     if (g)
