@@ -27,6 +27,8 @@ const GUEST = '10.77.6.2';
 const MAC = '52:54:00:77:06:02';
 const TAP = 'vntv0';
 const BYTES = 4 << 20;
+/** The host peers outlive the guest's own deadline (150 s): a slow boot on a loaded machine is no failure. */
+const PEER_ENV = { env: { ...process.env, VNT_PEER_TIMEOUT_MS: '170000' } };
 
 afterAll(() => cleanupNamespaces());
 
@@ -69,7 +71,7 @@ async function boot(mode: 'msix' | 'intx' | 'intx-modern'): Promise<Run> {
   let bufferChanges = 0;
   let sampler: ReturnType<typeof setInterval> | undefined;
   try {
-    const recv = ns.spawn('node', [PEER, 'recv', HOST, '5001']);
+    const recv = ns.spawn('node', [PEER, 'recv', HOST, '5001'], PEER_ENV);
     const received = lineFrom(recv, /^(bytes=|error=)/);
     received.catch((e) => errors.push(String(e)));
     await lineFrom(recv, /^ready$/);
@@ -91,7 +93,7 @@ async function boot(mode: 'msix' | 'intx' | 'intx-modern'): Promise<Run> {
       onResult: (k, v) => {
         if (k === 'tcp_tx_rc') tcp.push(received.then((r) => ['tx', r]));
         else if (k === 'tcp_rx_listening') {
-          const send = ns.spawn('node', [PEER, 'send', GUEST, v, String(BYTES)]);
+          const send = ns.spawn('node', [PEER, 'send', GUEST, v, String(BYTES)], PEER_ENV);
           const p = lineFrom(send, /^(bytes=|error=)/);
           p.catch((e) => errors.push(String(e)));
           tcp.push(p.then((r) => ['rx', r]));
