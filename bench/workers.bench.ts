@@ -278,7 +278,14 @@ async function txRun(s: Setup, rings: Ring[], pairs: number, target: number): Pr
 function handoffs(s: Setup): WorkerPool['handoffs'] {
   return s.pool
     ? { ...s.pool.handoffs }
-    : { doorbells: 0, interruptWakeups: 0, interrupts: 0, requests: 0, crossPairDrops: 0 };
+    : {
+        doorbells: 0,
+        interruptWakeups: 0,
+        interrupts: 0,
+        interruptsDirect: 0,
+        requests: 0,
+        crossPairDrops: 0,
+      };
 }
 
 function sumTap(s: Setup, k: 'tapTx' | 'tapRx'): number {

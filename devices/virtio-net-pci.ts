@@ -152,6 +152,7 @@ const VF_STRIDE = 1;
 class InterruptRelay implements InterruptSink {
   msi?: (address: bigint, data: number) => void;
   vector?: (n: number) => void;
+  vectorFd?: (n: number) => number | null;
   constructor(
     private target: VirtioNetInterrupts,
     private readonly vfIndex: number | null,
@@ -173,6 +174,8 @@ class InterruptRelay implements InterruptSink {
       !t.msi && t.vector
         ? (n) => (t.vector as (n: number, vf?: number) => void)(n, this.vfIndex ?? undefined)
         : undefined;
+    const fdOf = !t.msi ? t.vectorFd : undefined;
+    this.vectorFd = fdOf ? (n) => fdOf.call(t, n, this.vfIndex ?? undefined) : undefined;
   }
 }
 
@@ -338,6 +341,7 @@ class VirtioNetPciDevice implements VirtioNetPci {
 
   setInterrupts(interrupts: VirtioNetInterrupts): void {
     this.relay.set(interrupts);
+    this.transport.interruptRoutesChanged();
     for (const vf of this.vfs) vf.setInterrupts(interrupts);
   }
 

@@ -13,6 +13,12 @@ export interface InterruptSink {
    * is absent; notify(n) then calls vector(n) directly, without consulting this table.
    */
   vector?(n: number): void;
+  /**
+   * With `vector`: the eventfd that signals vector `n` right now (unmasked, assigned), which a queue
+   * worker may write itself instead of calling `vector(n)`; null when there is none. The embedder tells
+   * the device (`interruptRoutesChanged`) before an answer changes and before an fd it named is closed.
+   */
+  vectorFd?(n: number): number | null;
   /** INTx pin level. */
   intx?(asserted: boolean): void;
 }

@@ -55,6 +55,10 @@ export class Msix {
   private readonly opts: MsixOptions;
   /** Function-level masking as of the last Message Control write, to spot unmask edges. */
   private wasMasked = true;
+  /** MSI-X Enable as of the last Message Control write or reset, to spot changes for `onRoutes`. */
+  private wasEnabled = false;
+  /** Called when `vectorFd` may answer differently because MSI-X Enable changed. */
+  onRoutes: (() => void) | null = null;
 
   /**
    * QEMU's exclusive-BAR layout (msix_init_exclusive_bar): table at 0, PBA at half of a 4 KiB BAR, or
@@ -110,6 +114,7 @@ export class Msix {
       if (this.enabled) fn.setIntx(false); // MSI-X replaces INTx (QEMU msix_write_config).
       if (this.wasMasked && !nowMasked) for (let v = 0; v < n; v++) this.deliverPending(v);
       this.wasMasked = nowMasked;
+      this.enableChanged();
     });
     this.resetState();
     fn.onReset(() => this.reset());
@@ -117,6 +122,23 @@ export class Msix {
 
   private get flags(): number {
     return this.fn.config.getU16(this.offset + PCI_MSIX_FLAGS);
+  }
+
+  private enableChanged(): void {
+    const enabled = this.enabled;
+    if (enabled === this.wasEnabled) return;
+    this.wasEnabled = enabled;
+    this.onRoutes?.();
+  }
+
+  /**
+   * The eventfd that delivers `vector` now, for a sink that serves vectors by eventfd (`vector` and
+   * `vectorFd`, no `msi`: the VMM emulates the table) while MSI-X is enabled; else null.
+   */
+  vectorFd(vector: number): number | null {
+    const s = this.sink;
+    if (s.msi || !s.vector || !s.vectorFd || !this.enabled || !this.validVector(vector)) return null;
+    return s.vectorFd(vector);
   }
 
   /** MSI-X Enable (Message Control bit 15). */
@@ -185,6 +207,7 @@ export class Msix {
     cs.setU16(this.offset + PCI_MSIX_FLAGS, this.flags & ~(PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL));
     this.resetState();
     this.wasMasked = true;
+    this.enableChanged();
   }
 
   private resetState(): void {
@@ -213,6 +236,7 @@ export class Msix {
     this.pba.set(p);
     for (let v = 0; v < this.vectors; v++) this.refreshAddress(v);
     this.wasMasked = this.functionMasked();
+    this.enableChanged();
   }
 
   private validVector(v: number): boolean {

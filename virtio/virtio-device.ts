@@ -15,6 +15,12 @@ export interface VirtioDeviceContext {
   queue(index: number): Virtqueue | null;
   /** Signal a used-buffer notification for queue `index` (MSI-X vector or INTx + ISR bit 0). */
   notifyQueue(index: number): void;
+  /**
+   * The eventfd whose signal is queue `index`'s used-buffer notification right now (an MSI-X vector the
+   * VMM serves by eventfd, unmasked), or null: then only `notifyQueue` notifies. A worker thread may
+   * write it directly; the device hears `interruptRoutesChanged` before the answer changes.
+   */
+  queueInterruptFd?(index: number): number | null;
   /** The device config changed: bump config_generation and signal a config interrupt (ISR bit 1). */
   configChanged(): void;
   /** A guest error the device cannot recover from: set DEVICE_NEEDS_RESET and signal a config interrupt. */
@@ -59,6 +65,11 @@ export interface VirtioDevice {
   /** Queue `index` was reset by the driver (VIRTIO_F_RING_RESET) or re-enabled after a reset. */
   queueReset?(index: number): void;
   queueEnabled?(index: number): void;
+  /**
+   * What `queueInterruptFd` answers may have changed (a queue's vector, MSI-X enable, the mode, the
+   * VMM's eventfds or masks): called before an fd it named is closed.
+   */
+  interruptRoutesChanged?(): void;
   /** Device reset (status 0, FLR, or VF removal): return to the post-construction state. */
   reset(): void;
   /**

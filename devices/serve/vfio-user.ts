@@ -34,7 +34,11 @@ export function virtioNetVfioUserDevice(
   let sink: VfioUserInterruptSink | null = null;
   const net = createVirtioNetPci({
     ...options,
-    interrupts: { vector: (n) => sink?.vector(n), intx: (a) => sink?.intx?.(a) },
+    interrupts: {
+      vector: (n) => sink?.vector(n),
+      vectorFd: (n) => sink?.vectorFd?.(n) ?? null,
+      intx: (a) => sink?.intx?.(a),
+    },
   });
   // Each virtqueue's notify slot (BAR4, one address per queue): any write there is that queue's kick, so
   // the eventfd needs no width or datamatch, and the replay writes the queue index as Linux does.
@@ -53,6 +57,7 @@ export function virtioNetVfioUserDevice(
     setInterruptSink: (s) => {
       sink = s;
     },
+    interruptRoutesChanged: () => net.transport.interruptRoutesChanged(),
     reset: () => net.reset(),
     doorbells: () => doorbells,
     setLinkUp: (up) => net.setLinkUp(up),

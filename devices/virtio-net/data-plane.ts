@@ -14,6 +14,11 @@ export interface DataPlane {
   sync(): void;
   /** Quiesces the workers and takes ring positions, backlogs and counters back (main authoritative). */
   stop(): void;
+  /**
+   * The context's `queueInterruptFd` answers may change (VirtioDevice.interruptRoutesChanged): the
+   * workers stop using the fds they had before this returns.
+   */
+  routesChanged?(): void;
   /** Copies the workers' published counters into the device's queue stats. */
   refreshStats(): void;
   /** Stops and terminates the workers; no thread or fd of theirs is left. */

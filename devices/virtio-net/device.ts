@@ -235,6 +235,17 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     }
   }
 
+  /** VirtioDevice.interruptRoutesChanged: the workers take the new queue eventfds before the old go. */
+  interruptRoutesChanged(): void {
+    if (!this.dataPlane?.running) return;
+    try {
+      this.dataPlane.routesChanged?.();
+    } catch {
+      // A worker that does not answer keeps its own dups of the old eventfds (never another file's fd);
+      // the pool reports it on its next request.
+    }
+  }
+
   queueReset(index: number): void {
     if (index >= 2 * this.maxQueuePairs) return;
     // The workers give every ring back and take the others again at once (the reset one is gone until

@@ -21,6 +21,12 @@ export interface VirtioNetMsiInterrupts {
 export interface VirtioNetVectorInterrupts {
   /** Vector `n` fired (of VF `vf` when an SR-IOV VF raised it; of the PF when undefined). */
   vector(n: number, vf?: number): void;
+  /**
+   * The eventfd that signals vector `n` now (assigned, unmasked), or null. With it, queue-pair workers
+   * (`workers`) write that eventfd themselves instead of handing the interrupt to the main thread; call
+   * `interruptRoutesChanged()` on the transport before an answer changes or an fd it named is closed.
+   */
+  vectorFd?(n: number, vf?: number): number | null;
   /** Absent in this form (with `msi` the object is a `VirtioNetMsiInterrupts`). */
   msi?: undefined;
   /** The INTx line level (used when MSI-X is disabled). */

@@ -122,6 +122,8 @@ export const SYS_io_uring_setup = 425;
 export const SYS_io_uring_enter = 426;
 
 /** mmap(2) constants (Linux generic, x86-64 and aarch64 alike). */
+/** fcntl: duplicate to the lowest free fd, close-on-exec (for fds handed to worker threads). */
+export const F_DUPFD_CLOEXEC = 1030;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;

@@ -13,6 +13,11 @@ export interface VfioUserInterruptSink {
   vector(n: number): void;
   /** INTx level changed. */
   intx?(asserted: boolean): void;
+  /**
+   * The eventfd that signals vector `n` now (assigned, not masked), or null: a device's worker thread may
+   * write it instead of calling `vector(n)`. Valid until the server calls `interruptRoutesChanged`.
+   */
+  vectorFd?(n: number): number | null;
 }
 
 /**
@@ -46,6 +51,11 @@ export interface VfioUserDevice {
   /** Guest memory: DMA_MAP regions are added here and removed on DMA_UNMAP / disconnect. */
   readonly memory: DmaMemory;
   setInterruptSink(sink: VfioUserInterruptSink): void;
+  /**
+   * The answers of the sink's `vectorFd` changed (SET_IRQS: eventfds, masks, disconnect). Called before
+   * an eventfd they named is closed and before the client's reply.
+   */
+  interruptRoutesChanged?(): void;
   /** Writes that may be served as ioeventfds; without it, GET_REGION_IO_FDS answers no sub-regions. */
   doorbells?(): readonly VfioUserDoorbell[];
   /** Function-level reset (DEVICE_RESET, and when the client disconnects). */

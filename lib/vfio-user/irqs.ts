@@ -40,15 +40,22 @@ export class VfioUserIrqs {
   readonly #msixVectors: number;
   readonly #stats: { irqsSignalled: number; irqsDropped: number };
   readonly #r: Responder;
+  readonly #onRoutes: () => void;
 
+  /**
+   * `onRoutes` runs whenever `vectorFd` may answer differently, after the change and before an eventfd
+   * it named is closed (a device's worker threads that write them drop theirs then).
+   */
   constructor(
     msixVectors: number,
     stats: { irqsSignalled: number; irqsDropped: number },
     responder: Responder,
+    onRoutes: () => void = () => {},
   ) {
     this.#msixVectors = msixVectors;
     this.#stats = stats;
     this.#r = responder;
+    this.#onRoutes = onRoutes;
     this.#irqs = Array.from({ length: NUM_IRQS }, (_, i) => {
       const n = this.count(i);
       return {
@@ -66,10 +73,26 @@ export class VfioUserIrqs {
     return st.fds.flatMap((fd, i) => (fd === null ? [] : [i]));
   }
 
+  /**
+   * The eventfd that signals MSI-X vector `n` now (assigned and not masked by SET_IRQS), or null. Valid
+   * until the next `onRoutes`.
+   */
+  vectorFd(n: number): number | null {
+    const st = this.#irqs[Irq.MSIX] as IrqIndexState;
+    if (!Number.isInteger(n) || n < 0 || n >= st.fds.length || st.masked[n]) return null;
+    return st.fds[n] ?? null;
+  }
+
   /** Closes every eventfd and forgets masks and pending signals (disconnect). */
   disableAll(): void {
     for (const st of this.#irqs) this.#disableIndex(st);
     this.#intxLevel = false;
+  }
+
+  /** MSI-X routes changed: tell the device, then close the eventfds that were replaced or removed. */
+  #rerouted(index: number, retired: readonly number[]): void {
+    if (index === Irq.MSIX) this.#onRoutes();
+    for (const fd of retired) sys.close(fd);
   }
 
   /** Vectors of an irq index (INTx 1, MSI-X per device, the others 0). */
@@ -106,13 +129,15 @@ export class VfioUserIrqs {
   }
 
   #disableIndex(st: IrqIndexState): void {
+    const retired: number[] = [];
     for (let i = 0; i < st.fds.length; i++) {
       const fd = st.fds[i];
-      if (fd !== null && fd !== undefined) sys.close(fd);
+      if (fd !== null && fd !== undefined) retired.push(fd);
       st.fds[i] = null;
       st.masked[i] = false;
       st.pending[i] = false;
     }
+    if (retired.length > 0) this.#rerouted(this.#irqs.indexOf(st), retired);
   }
 
   /** DEVICE_SET_IRQS; takes ownership of `fds` (kept or closed). */
@@ -168,23 +193,29 @@ export class VfioUserIrqs {
         return fail(`${fds.length} descriptors for ${count} vectors`);
       if (!fds.every(isEventfd)) return fail('a descriptor is not an eventfd');
       // Replace, never append: each vector keeps at most one eventfd; no descriptors de-assigns.
+      const retired: number[] = [];
       for (let i = 0; i < count; i++) {
         const old = st.fds[start + i];
-        if (old !== null && old !== undefined) sys.close(old);
+        if (old !== null && old !== undefined) retired.push(old);
         st.fds[start + i] = fds.length > 0 ? (fds[i] as number) : null;
       }
       fds.splice(0);
+      this.#rerouted(index, retired);
       if (index === Irq.INTX) {
         st.masked[0] = false;
         if (this.#intxLevel) this.#fireIntx();
       }
       return this.#r.reply(h);
     }
+    let remasked = false;
     for (let i = 0; i < count; i++) {
       if (!chosen(i)) continue;
       const n = start + i;
-      if (action === IrqSetFlag.ACTION_MASK) st.masked[n] = true;
-      else if (action === IrqSetFlag.ACTION_UNMASK) {
+      if (action === IrqSetFlag.ACTION_MASK) {
+        remasked ||= !st.masked[n];
+        st.masked[n] = true;
+      } else if (action === IrqSetFlag.ACTION_UNMASK) {
+        remasked ||= st.masked[n] === true;
         st.masked[n] = false;
         if (index === Irq.INTX) {
           if (this.#intxLevel) this.#fireIntx();
@@ -195,6 +226,8 @@ export class VfioUserIrqs {
       } else if (index === Irq.INTX) this.#fireIntx();
       else this.#fire(st, n);
     }
+    // Before the reply: a vector masked now is not signalled by a worker after it.
+    if (remasked) this.#rerouted(index, []);
     this.#r.reply(h);
   }
 

@@ -171,12 +171,18 @@ export class VfioUserServer {
       log: (line) => this.#log(line),
     };
     this.#responder = r;
-    this.#irqs = new VfioUserIrqs(device.msixVectors, this.#stats, r);
+    this.#irqs = new VfioUserIrqs(device.msixVectors, this.#stats, r, () =>
+      this.#safe(() => device.interruptRoutesChanged?.()),
+    );
     this.#regions = new VfioUserRegions(device, this.#caps.maxDataXferSize, this.#stats, r);
     this.#ioFds = new VfioUserIoFds(device, this.#caps.maxMsgFds, this.#stats, r, () =>
       this.#conn?.drain(this.#maxQueued),
     );
-    device.setInterruptSink({ vector: (n) => this.#irqs.signalMsix(n), intx: (a) => this.#irqs.setIntx(a) });
+    device.setInterruptSink({
+      vector: (n) => this.#irqs.signalMsix(n),
+      vectorFd: (n) => this.#irqs.vectorFd(n),
+      intx: (a) => this.#irqs.setIntx(a),
+    });
   }
 
   /** Binds the socket (replacing a stale socket file, never another kind of file) and starts accepting. */

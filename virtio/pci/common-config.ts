@@ -138,7 +138,7 @@ export class CommonConfig implements PieceHandler {
         return;
       case COMMON_CFG.queueMsixVector: {
         const q = c.selected();
-        if (q) q.vector = c.mapVector(value & 0xffff);
+        if (q) c.setQueueVector(q, value & 0xffff);
         return;
       }
       case COMMON_CFG.queueEnable:

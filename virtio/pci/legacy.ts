@@ -138,7 +138,7 @@ export class LegacyInterface implements PieceHandler {
         return;
       case LEGACY.queueVector: {
         const q = c.queueSelect < c.numQueues() ? c.queues[c.queueSelect] : undefined;
-        if (q) q.vector = c.mapVector(value & 0xffff);
+        if (q) c.setQueueVector(q, value & 0xffff);
         return;
       }
       default:

@@ -46,6 +46,8 @@ export interface TransportSignals {
   interrupt(vector: number): void;
   /** Number of MSI-X vectors; a vector >= this reads back VIRTIO_MSI_NO_VECTOR (QEMU). */
   readonly msixVectors: number;
+  /** The eventfd that delivers `vector` now (InterruptSink.vectorFd through MSI-X), or null. */
+  vectorFd?(vector: number): number | null;
 }
 
 /** JSON-serialisable transport state (see `TransportCore.snapshot`). */
@@ -126,6 +128,7 @@ export class TransportCore {
       queue: (i) =>
         core.activated && i >= 0 && i < core.queues.length ? (core.queues[i]?.vq ?? null) : null,
       notifyQueue: (i) => core.notifyQueue(i),
+      queueInterruptFd: (i) => core.queueInterruptFd(i),
       configChanged: () => core.configChanged(),
       needsReset: (reason) => core.needsReset(reason),
     };
@@ -224,6 +227,27 @@ export class TransportCore {
   /** The device hit a guest error and stopped using its queues until reset (QEMU vdev->broken). */
   get broken(): boolean {
     return this.brokenFlag;
+  }
+
+  /** queue_msix_vector write (modern or legacy) for queue `q`. */
+  setQueueVector(q: QueueRegisters, v: number): void {
+    const vector = this.mapVector(v);
+    if (vector === q.vector) return;
+    q.vector = vector;
+    if (this.activated) this.interruptRoutesChanged();
+  }
+
+  /** A driven device hears that `queueInterruptFd` may answer differently. */
+  interruptRoutesChanged(): void {
+    if (this.activated) this.device.interruptRoutesChanged?.();
+  }
+
+  /** VirtioDeviceContext.queueInterruptFd: what notifyQueue(i) would signal, as an eventfd, or null. */
+  queueInterruptFd(i: number): number | null {
+    if (!this.activated || this.broken || this.modeValue !== 'active') return null;
+    const q = this.queues[i];
+    if (!q?.enabled || q.vector === VIRTIO_MSI_NO_VECTOR) return null;
+    return this.signals.vectorFd?.(q.vector) ?? null;
   }
 
   /** Map a guest-written vector: out of range reads back VIRTIO_MSI_NO_VECTOR (QEMU msix_vector_use). */
@@ -526,6 +550,7 @@ export class TransportCore {
     if (mode === this.modeValue) return;
     this.modeValue = mode;
     this.device.setMode?.(mode);
+    this.interruptRoutesChanged();
     if (mode !== 'active') return;
     if (this.activated && !this.broken) {
       for (let i = 0; i < this.numQueues(); i++) if (this.queues[i]?.enabled) this.kick(i);

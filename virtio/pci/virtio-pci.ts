@@ -257,6 +257,7 @@ export class VirtioPciTransport {
       {
         msixVectors: vectors,
         interrupt: (v) => this.signal(v),
+        vectorFd: (v) => this.msix?.vectorFd(v) ?? null,
       },
       options.onGuestError,
     );
@@ -349,6 +350,7 @@ export class VirtioPciTransport {
       );
     }
     this.msix = msix;
+    if (msix) msix.onRoutes = () => this.core.interruptRoutesChanged();
     // FLR (and any PCI reset) resets the virtio device too (QEMU virtio_pci_reset).
     fn.onReset(() => this.core.reset());
     if (options.adminGroups) this.setAdminGroups(options.adminGroups);
@@ -434,6 +436,14 @@ export class VirtioPciTransport {
   /** Why the device last entered DEVICE_NEEDS_RESET or refused FEATURES_OK. */
   get lastError(): string | null {
     return this.core.lastError;
+  }
+
+  /**
+   * The interrupt sink's `vectorFd` answers changed (VMM eventfds or masks): a device with queue workers
+   * re-reads them before this returns.
+   */
+  interruptRoutesChanged(): void {
+    this.core.interruptRoutesChanged();
   }
 
   /** The VMM's device reset (system reset): a function-level reset of the PCI function and the device. */

@@ -6,7 +6,7 @@
  * (TUNSETQUEUE, per fd) is recorded for the worker that owns the fd to apply.
  */
 import { BackendError, OptionsError } from '../../../lib/errors.js';
-import { libc } from '../../../lib/host/libc.js';
+import { F_DUPFD_CLOEXEC, libc } from '../../../lib/host/libc.js';
 import type {
   BackendCapabilities,
   BackendOffloads,
@@ -17,8 +17,6 @@ import type {
 } from '../../../lib/net/backend.js';
 import type { TapBackend } from '../../../lib/tap/tap-backend.js';
 import type { WorkerBackendInit } from './protocol.js';
-
-const F_DUPFD_CLOEXEC = 1030;
 
 /** What the pool lends its backend control. */
 export interface WorkerPoolHooks {

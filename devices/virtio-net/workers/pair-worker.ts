@@ -12,6 +12,8 @@ import {
   receiveMessageOnPort,
   workerData,
 } from 'node:worker_threads';
+import { libc } from '../../../lib/host/libc.js';
+import { eventfdSignal } from '../../../lib/host/socket.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { NetOffload, ReceiveTarget } from '../../../lib/net/backend.js';
 import { MAX_FRAME } from '../../../lib/net/backend.js';
@@ -67,6 +69,9 @@ class PairWorker {
   private readonly timer: NodeJS.Timeout;
   private wakeups = 0;
   private interrupts = 0;
+  /** Per queue index: this worker's dup of the eventfd that notifies it (irq-routes.ts), or -1. */
+  private readonly irqFd: Int32Array;
+  private directInterrupts = 0;
   /** Guest errors so far and the last one's reason ('ping' reports them: the message may come later). */
   private errors = 0;
   private lastError: string | null = null;
@@ -86,6 +91,7 @@ class PairWorker {
     const shared = new NetShared(n, this.backend, init.supportedHashTypes);
     this.shared = shared;
     this.stats = Array.from({ length: n }, () => new QueueStats());
+    this.irqFd = new Int32Array(2 * n).fill(-1);
     for (const p of init.pairs)
       for (const i of [2 * p, 2 * p + 1]) shared.coalescers[i] = new Coalescer(i, shared, this.stats[p]!);
     this.tx = init.pairs.map((p) => new TxPath(p, shared, this.stats[p]!));
@@ -115,10 +121,30 @@ class PairWorker {
     };
   }
 
-  /** One used-buffer notification: a bit for the main thread, which raises it through the transport. */
+  /** Closes the interrupt fds this worker holds and takes `fds` (per owned pair [rx, tx]) instead. */
+  private takeIrqFds(fds: readonly number[] | null): void {
+    const c = libc();
+    for (const [k, p] of this.init.pairs.entries()) {
+      for (const d of [0, 1]) {
+        const i = 2 * p + d;
+        if (this.irqFd[i]! >= 0) c.close(this.irqFd[i]!);
+        this.irqFd[i] = fds?.[2 * k + d] ?? -1;
+      }
+    }
+  }
+
+  /**
+   * One used-buffer notification: the vector's eventfd written here when the VMM serves it so
+   * (irq-routes.ts), else a bit for the main thread, which raises it through the transport.
+   */
   private raise(index: number): void {
     // The guest may look at the counters as soon as it has the interrupt.
     this.publishPair(index >> 1);
+    const fd = this.irqFd[index]!;
+    if (fd >= 0 && eventfdSignal(fd)) {
+      this.directInterrupts++;
+      return;
+    }
     Atomics.or(this.irq, 1 + (index >> 5), 1 << (index & 31));
     this.interrupts++;
     // The main thread is woken once per task of this thread (a burst of frames, a kick), not per
@@ -217,6 +243,7 @@ class PairWorker {
           for (const f of req.backlogs[k]!) b.push(f.frame, f.offload, f.hash, f.report);
           st.rxBacklogDepth = b.count;
         }
+        this.takeIrqFds(req.irqFds);
         this.shared.ctx = this.context();
         this.rx.restoredBacklogs();
         for (const [j, p] of this.init.pairs.entries())
@@ -237,6 +264,9 @@ class PairWorker {
       case 'sync':
         this.apply(req.shared);
         return { op: 'synced' };
+      case 'irqfds':
+        this.takeIrqFds(req.irqFds);
+        return { op: 'routed' };
       case 'memory':
         // Between bursts: the tap already dropped the guest views of its last lends (lib/tap/rx.ts), so
         // once this returns no view of a removed region is reachable here.
@@ -287,6 +317,7 @@ class PairWorker {
     this.direct.cancel();
     this.queues.clear();
     this.shared.ctx = null;
+    this.takeIrqFds(null);
     return { op: 'stopped', queues, backlogs, holding };
   }
 
@@ -347,6 +378,7 @@ class PairWorker {
     const t = this.tap.stats();
     out[e + Extra.CROSS_PAIR_DROPS] = cross;
     out[e + Extra.INTERRUPTS] = this.interrupts;
+    out[e + Extra.DIRECT_INTERRUPTS] = this.directInterrupts;
     out[e + Extra.WAKEUPS] = this.wakeups;
     out[e + Extra.TAP_RX] = t.rxFrames;
     out[e + Extra.TAP_TX] = t.txFrames;

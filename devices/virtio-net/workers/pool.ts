@@ -18,6 +18,7 @@ import type { DataPlane } from '../data-plane.js';
 import type { VirtioNet } from '../device.js';
 import { backendOffloads } from '../offloads.js';
 import type { WorkerBackendControl } from './control-backend.js';
+import { closeQueueFds, queueFdsFor } from './irq-routes.js';
 import {
   BACKEND_BIT,
   type BacklogFrame,
@@ -50,6 +51,8 @@ export interface WorkerHandoffs {
   interrupts: number;
   /** Control-plane requests (start, sync, stop, close): none per frame. */
   requests: number;
+  /** Interrupts the workers signalled on the vectors' eventfds themselves (no handoff; irq-routes.ts). */
+  interruptsDirect: number;
   /** Frames a worker dropped because software RSS chose a pair another worker owns. */
   crossPairDrops: number;
 }
@@ -70,6 +73,8 @@ interface PairWorkerHandle {
   closedOk: boolean;
   /** The worker's guest errors already handled (by message or by a settle's 'pong'). */
   errorsSeen: number;
+  /** The interrupt fds last handed over (the worker's; closed here only if it had to be terminated). */
+  irqFds: number[];
 }
 
 export class WorkerPool implements DataPlane {
@@ -90,6 +95,7 @@ export class WorkerPool implements DataPlane {
     doorbells: 0,
     interruptWakeups: 0,
     interrupts: 0,
+    interruptsDirect: 0,
     requests: 0,
     crossPairDrops: 0,
   };
@@ -173,6 +179,7 @@ export class WorkerPool implements DataPlane {
       taken: 0,
       closedOk: false,
       errorsSeen: 0,
+      irqFds: [],
     };
     worker.on('message', (m: { type?: string; reason?: string; seq?: number }) => {
       if (m?.type !== 'needsReset') return;
@@ -257,11 +264,34 @@ export class WorkerPool implements DataPlane {
         const st = net.queueStats[p]!;
         stats.push(STAT_FIELDS.map((f) => st[f]));
       }
-      this.call(h, { op: 'start', shared, queues, backlogs, stats });
+      this.post(h, { op: 'start', shared, queues, backlogs, stats, irqFds: queueFdsFor(ctx, h.pairs) });
     }
     this.running = true;
     // Frames the workers delivered while starting: their interrupts now, in test mode.
     if (this.control.settleKicks) this.settle();
+  }
+
+  /** DataPlane.routesChanged: each worker has dropped its old interrupt fds when this returns. */
+  routesChanged(): void {
+    if (!this.running) return;
+    const ctx = this.net.shared.ctx;
+    for (const h of this.workers) this.post(h, { op: 'irqfds', irqFds: queueFdsFor(ctx, h.pairs) });
+  }
+
+  /**
+   * `call` for a request that hands the worker fds: closed here when it never got them; once posted they
+   * are the worker's even if it answers late.
+   */
+  private post(h: PairWorkerHandle, req: Request & { irqFds: number[] }): Reply {
+    const posted = h.posted;
+    try {
+      return this.call(h, req);
+    } catch (e) {
+      if (h.posted === posted) closeQueueFds(req.irqFds);
+      throw e;
+    } finally {
+      if (h.posted !== posted) h.irqFds = req.irqFds;
+    }
   }
 
   sync(): void {
@@ -278,6 +308,7 @@ export class WorkerPool implements DataPlane {
     for (const h of this.workers) {
       const r = this.call(h, { op: 'stop' });
       if (r.op !== 'stopped') continue;
+      h.irqFds = []; // closed by the worker
       for (const [k, p] of h.pairs.entries()) {
         const [rx, tx] = r.queues[k]!;
         if (rx) ctx?.queue(2 * p)?.restore(rx);
@@ -321,8 +352,10 @@ export class WorkerPool implements DataPlane {
       }
       if (!answered) {
         this.control.release(h.backend);
-        void h.worker.terminate();
-      }
+        const fds = h.irqFds;
+        const release = () => closeQueueFds(fds);
+        void h.worker.terminate().then(release, release);
+      } else h.irqFds = [];
       h.port.close();
     }
     // A worker that did not answer `close` may still view guest memory until it has exited: removals
@@ -412,11 +445,14 @@ export class WorkerPool implements DataPlane {
     }
     let cross = 0;
     let notReady = 0;
+    let direct = 0;
     for (const w of this.workers) {
       cross += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_DROPS]!;
+      direct += w.stats[w.pairs.length * n + Extra.DIRECT_INTERRUPTS]!;
       notReady += w.stats[w.pairs.length * n + Extra.RX_DROPPED_NOT_READY]!;
     }
     this.handoffs.crossPairDrops = cross;
+    this.handoffs.interruptsDirect = direct;
     // Frames the workers' sinks refused join this thread's count (each worker's is cumulative).
     this.net.shared.deviceStats.rxDroppedNotReady += notReady - this.notReadySeen;
     this.notReadySeen = notReady;

@@ -56,7 +56,9 @@ export const Extra = {
   TAP_TX: 4,
   /** The replica's DeviceStats.rxDroppedNotReady (frames the worker's sink refused). */
   RX_DROPPED_NOT_READY: 5,
-  COUNT: 6,
+  /** Interrupts the worker signalled itself on the vector's eventfd (irq-routes.ts), not counted in INTERRUPTS. */
+  DIRECT_INTERRUPTS: 6,
+  COUNT: 7,
 } as const;
 export const statsLength = (pairs: number) => pairs * STAT_FIELDS.length + Extra.COUNT;
 
@@ -138,8 +140,12 @@ export type Request =
       queues: [QueueHandoff | null, QueueHandoff | null][];
       backlogs: BacklogFrame[][];
       stats: number[][];
+      /** Per owned pair [rx, tx]: the worker's own dup of the queue's interrupt eventfd, or -1. */
+      irqFds: number[];
     }
   | { op: 'sync'; shared: SharedState }
+  /** New interrupt routes (irq-routes.ts): the worker closes its previous fds and takes these. */
+  | { op: 'irqfds'; irqFds: number[] }
   /** Guest memory changed (DMA_MAP / DMA_UNMAP): regions to drop (by address), then regions to view. */
   | { op: 'memory'; add: ThreadRegion[]; remove: number[] }
   | { op: 'stop' }
@@ -150,7 +156,7 @@ export type Request =
   | { op: 'stall'; ms: number };
 
 export type Reply =
-  | { op: 'started' | 'synced' | 'closed' | 'mapped' }
+  | { op: 'started' | 'synced' | 'closed' | 'mapped' | 'routed' }
   /** Guest errors the worker met so far (each also sent as a message, numbered), and the last one's reason. */
   | { op: 'pong'; errors: number; needsReset: string | null }
   | {
