@@ -652,6 +652,10 @@ for (const kernel of GUEST_KERNELS) {
         // Queue interrupts left the workers by QEMU's irqfds, written there (no main-thread handoff).
         pool.refreshStats();
         expect(pool.handoffs.interruptsDirect, JSON.stringify(pool.handoffs)).toBeGreaterThan(0);
+        const frames = pool.workerCounters().reduce((a, w) => a + w.tapRx + w.tapTx, 0);
+        console.log(
+          `workers under Linux ${kernel}: ${frames} frames, handoffs ${JSON.stringify(pool.handoffs)}`,
+        );
         const results = (k: string) => run.r.pairs.filter(([x]) => x === k).map(([, v]) => v);
         expect(results('ethtool_L_rc'), diag).toEqual(['0', '0']);
         expect(results('channels'), diag).toEqual(['2', '1', '2']);
