@@ -18,9 +18,14 @@ export function queueFdsFor(ctx: VirtioDeviceContext | null, pairs: readonly num
   const c = libc();
   for (const p of pairs) {
     for (const q of [2 * p, 2 * p + 1]) {
-      const fd = ctx?.queueInterruptFd?.(q) ?? null;
-      // A failed dup (EMFILE) leaves that queue on the main thread's path.
-      out.push(fd === null || fd < 0 ? -1 : c.fcntl(fd, F_DUPFD_CLOEXEC, 0));
+      let fd: number | null = null;
+      try {
+        fd = ctx?.queueInterruptFd?.(q) ?? null;
+      } catch {
+        // The VMM's vectorFd threw: that queue stays on the main thread's path.
+      }
+      // Also a failed dup (EMFILE) leaves that queue on the main thread's path.
+      out.push(fd === null || !Number.isInteger(fd) || fd < 0 ? -1 : c.fcntl(fd, F_DUPFD_CLOEXEC, 0));
     }
   }
   return out;
