@@ -284,6 +284,7 @@ function handoffs(s: Setup): WorkerPool['handoffs'] {
         interrupts: 0,
         interruptsDirect: 0,
         requests: 0,
+        crossPairForwards: 0,
         crossPairDrops: 0,
       };
 }

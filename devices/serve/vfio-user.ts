@@ -69,9 +69,10 @@ export function virtioNetVfioUserDevice(
  * `-o workers=auto|on|off|N` (docs/workers.md, docs/vfio-user.md): the `workers` option of
  * createVirtioNetPci. `auto` (the default) puts each queue pair on a worker thread when there is more than
  * one pair, no SR-IOV VF (the embedded switch runs on the main thread) and the kernel can apply the guest's
- * RSS to the tap (`kernelSteering`, eBPF): without it RSS stays in software, where a frame for another
- * worker's pair is dropped, so `auto` keeps one thread. `on` is one thread per pair, `N` pairs dealt over
- * N threads. Throws OptionsError naming the option.
+ * RSS to the tap (`kernelSteering`, eBPF): without it RSS stays in software, where most frames would be
+ * copied from the worker that read them to the one that runs their pair (a handoff per frame), so `auto`
+ * keeps one thread. `on` is one thread per pair, `N` pairs dealt over N threads. Throws OptionsError
+ * naming the option.
  */
 export function parseServeWorkers(
   value: string | undefined,

@@ -241,8 +241,8 @@ describe('multiqueue', () => {
     expect(steering.backend.stats().deliveredDirect).toBe(1);
   });
 
-  // Not in worker mode: the device steers a frame from pair 0's backend queue to pair 2, another
-  // worker's; automatic steering across workers is not done (docs/workers.md: dropped and counted).
+  // Not in worker mode: the flow is recorded by pair 2's worker, which transmits it, and each worker's
+  // flow table is its own (docs/workers.md: automatic steering across workers is not done).
   it.skipIf(inWorkerMode())(
     'a backend that steers flows itself with fewer queues than pairs: the device steers',
     () => {
@@ -254,7 +254,8 @@ describe('multiqueue', () => {
     },
   );
 
-  // Not in worker mode: replies are steered to the pair of another worker (docs/workers.md).
+  // Not in worker mode: the flows are recorded by the workers that transmit them, each in its own table
+  // (docs/workers.md: automatic steering across workers is not done).
   it.skipIf(inWorkerMode())(
     'automatic flow steering: a reply arrives on the pair the guest sent the flow on',
     () => {

@@ -18,12 +18,13 @@ import {
 } from '../../lib/net/frames.test-support.js';
 import { rssHash } from '../../lib/net/rss-hash.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
-import { CtrlClass, CtrlMq, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
 import { VirtioNetDriver } from '../testing/net-driver.js';
-import { type Bench, hexOf, MEM_SIZE, openBench, rawFrame } from './bench.test-support.js';
-import { NetConfig } from './config.js';
-import { NetF } from './features.js';
 import type { VirtioNetPci } from '../virtio-net-pci.js';
+import { type Bench, hexOf, inWorkerMode, MEM_SIZE, openBench, rawFrame } from './bench.test-support.js';
+import { NetConfig } from './config.js';
+import { CtrlClass, CtrlMq, VIRTIO_NET_ERR, VIRTIO_NET_OK } from './control-queue.js';
+import { NetF } from './features.js';
+import type { WorkerPool } from './workers/pool.js';
 
 const vectors = JSON.parse(
   readFileSync(new URL('../../fixtures/rss-vectors.json', import.meta.url), 'utf8'),
@@ -351,29 +352,40 @@ describe('RSS / hash report combinations', () => {
     expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([2, rssHash(f, T.ALL, KEY)!.hash >>> 0, 2]);
   });
 
-  it('hash report without RSS keeps automatic flow steering (MQ + HASH_CONFIG)', async () => {
-    const { ethernet, tcp4 } = await import('../testing/frames.js');
-    const b = openBench({ mq: true, hash: true, queues: PAIRS }, { queues: PAIRS });
-    b.driver.rxMode(0, true);
-    expect(b.driver.setHashConfig(T.ALL, KEY)).toBe(VIRTIO_NET_OK);
-    const out = ethernet(
-      '52:54:00:ab:cd:ef',
-      '52:54:00:12:34:56',
-      0x0800,
-      tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
-    );
-    const reply = ethernet(
-      '52:54:00:12:34:56',
-      '52:54:00:ab:cd:ef',
-      0x0800,
-      tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
-    );
-    b.driver.send(out, { pair: 2 });
-    const a = deliver(b, reply, 0);
-    expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([2, rssHash(reply, T.ALL, KEY)!.hash >>> 0, 2]);
-  });
+  // Not in worker mode: the flows are recorded by the worker that transmits them, and each worker's flow
+  // table is its own (docs/workers.md: automatic steering across workers is not done).
+  it.skipIf(inWorkerMode())(
+    'hash report without RSS keeps automatic flow steering (MQ + HASH_CONFIG)',
+    async () => {
+      const { ethernet, tcp4 } = await import('../testing/frames.js');
+      const b = openBench({ mq: true, hash: true, queues: PAIRS }, { queues: PAIRS });
+      b.driver.rxMode(0, true);
+      expect(b.driver.setHashConfig(T.ALL, KEY)).toBe(VIRTIO_NET_OK);
+      const out = ethernet(
+        '52:54:00:ab:cd:ef',
+        '52:54:00:12:34:56',
+        0x0800,
+        tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
+      );
+      const reply = ethernet(
+        '52:54:00:12:34:56',
+        '52:54:00:ab:cd:ef',
+        0x0800,
+        tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
+      );
+      b.driver.send(out, { pair: 2 });
+      const a = deliver(b, reply, 0);
+      expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([
+        2,
+        rssHash(reply, T.ALL, KEY)!.hash >>> 0,
+        2,
+      ]);
+    },
+  );
 
-  it('steered frames wait in the backlog of their pair with their hash', () => {
+  // Not in worker mode: there the pair's own worker holds the frames (its backlog, its tap queue paused);
+  // the worker that read them forwards and does not pause (docs/workers.md). Covered by its own case below.
+  it.skipIf(inWorkerMode())('steered frames wait in the backlog of their pair with their hash', () => {
     const b = rssBench();
     expect(b.driver.setRss({ hashTypes: T.ALL, table: [2], key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
     // Take every rx buffer of pair 2 off the ring.
@@ -389,6 +401,32 @@ describe('RSS / hash report combinations', () => {
     );
     expect(b.backend.isPaused(0)).toBe(false);
   });
+
+  it.runIf(inWorkerMode())(
+    'workers: frames steered to another worker’s pair cross to it with their hash, wait in its backlog, none lost',
+    () => {
+      const b = rssBench();
+      const pool = b.dev.net.dataPlane as WorkerPool;
+      expect(pool.workerCount).toBe(PAIRS);
+      expect(b.driver.setRss({ hashTypes: T.ALL, table: [2], key: KEY, maxTxVq: PAIRS })).toBe(VIRTIO_NET_OK);
+      // Read by pair 0's worker, run by pair 2's: more frames than pair 2 has buffers.
+      const frames = Array.from({ length: 300 }, (_, i) => v4udp('10.0.0.1', '10.0.0.2', 1000 + i, 53));
+      for (const f of frames) b.backend.inject(f, 0);
+      const got: { frame: string; h: number; r: number }[] = [];
+      for (let i = 0; i < 4; i++)
+        for (const r of b.driver.receive(2))
+          got.push({ frame: hexOf(r.frame), h: r.hashValue >>> 0, r: r.hashReport });
+      expect(got).toEqual(
+        frames.map((f) => ({ frame: hexOf(f), h: rssHash(f, T.ALL, KEY)!.hash >>> 0, r: 3 })),
+      );
+      pool.refreshStats();
+      expect([pool.handoffs.crossPairForwards, pool.handoffs.crossPairDrops]).toEqual([300, 0]);
+      const q = stats(b.dev).queues;
+      expect(q.map((x) => x.rxPackets)).toEqual([0, 0, 300, 0]);
+      expect(q[2]!.rxBacklogged).toBeGreaterThan(0);
+      expect(q.map((x) => x.rxDropped)).toEqual([0, 0, 0, 0]);
+    },
+  );
 
   it('RSS disabled by a zero-length config: no hash, backend queue kept, queue pairs from max_tx_vq', () => {
     const b = rssBench();

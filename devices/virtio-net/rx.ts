@@ -353,9 +353,26 @@ export class RxPath {
   }
 }
 
+/** Pairs another thread runs (queue-pair workers, docs/workers.md): frames steered there are handed over. */
+export interface ForeignPairs {
+  owns(pair: number): boolean;
+  /** A frame steered (RSS or automatic steering) to `pair`, not yet filtered; its hash and report type. */
+  forward(
+    pair: number,
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    offload: NetOffload | null,
+    hash: number,
+    hashReport: number,
+  ): void;
+}
+
 /** The copying receive of the whole device: checks, steering, filter, then the chosen pair's `deliver`. */
 export class Receiver implements RxFlowControl {
   readonly pairs: RxPath[];
+  /** Set on a queue-pair worker: the pairs it does not run. */
+  foreign: ForeignPairs | null = null;
   /** Backend queues paused because their frames could not be delivered. */
   private readonly paused: boolean[] = [];
 
@@ -388,6 +405,12 @@ export class Receiver implements RxFlowControl {
     }
     const home = this.pairs[s.pairOf(backendQueue)]!;
     const rx = this.pairs[home.steer(bytes, offset, length)]!;
+    const f = this.foreign;
+    if (f !== null && !f.owns(rx.pair)) {
+      const h = home.steered;
+      f.forward(rx.pair, bytes, offset, length, offload, h.hash, h.reportType);
+      return;
+    }
     if (!s.rxFilter.acceptsAt(bytes, offset, length)) {
       rx.stats.rxFiltered++;
       return;

@@ -6,6 +6,25 @@ import { FrameRing } from './frame-ring.js';
 const frame = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 13 + seed) & 0xff);
 
 describe('FrameRing', () => {
+  it('writeTagged: the payload is [a u32le][b u32le][frame], the record length counts the tag', () => {
+    const buf = FrameRing.allocate(256);
+    const prod = new FrameRing(buf);
+    const cons = new FrameRing(buf);
+    const f = frame(30, 7);
+    expect(prod.writeTagged(0x00030002, 0xdeadbeef, f, 0, 30, null)).toBe(true);
+    expect(cons.next()).toBe(true);
+    expect(cons.frameLength).toBe(38);
+    expect(cons.hasOffload).toBe(false);
+    const p = Buffer.from(cons.bytes.subarray(cons.frameOffset, cons.frameOffset + 38));
+    expect(p.subarray(0, 8).toString('hex')).toBe('02000300efbeadde');
+    expect(p.subarray(8)).toEqual(Buffer.from(f));
+    cons.consume();
+    expect(cons.next()).toBe(false);
+    // A tagged record that does not fit is refused whole, like any other.
+    expect(prod.fits(248)).toBe(false);
+    expect(prod.writeTagged(1, 2, frame(240, 1), 0, 240, null)).toBe(false);
+  });
+
   it('carries frames and offloads in order across many wrap-arounds', () => {
     const buf = FrameRing.allocate(1024);
     const prod = new FrameRing(buf);

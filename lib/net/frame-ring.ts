@@ -83,19 +83,46 @@ export class FrameRing {
    * written, when it does not fit now.
    */
   write(bytes: Uint8Array, offset: number, length: number, offload: NetOffload | null): boolean {
+    return this.put(bytes, offset, length, offload, false, 0, 0);
+  }
+
+  /**
+   * `write` with two u32 words of the producer's own before the frame: the record's payload is
+   * `[a][b][frame]` (the consumer reads them at `frameOffset`, the frame 8 bytes after).
+   */
+  writeTagged(
+    a: number,
+    b: number,
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    offload: NetOffload | null,
+  ): boolean {
+    return this.put(bytes, offset, length, offload, true, a, b);
+  }
+
+  private put(
+    bytes: Uint8Array,
+    offset: number,
+    frameLength: number,
+    offload: NetOffload | null,
+    tagged: boolean,
+    a: number,
+    b: number,
+  ): boolean {
+    const length = tagged ? frameLength + 8 : frameLength;
     const head = Atomics.load(this.idx, HEAD) >>> 0;
     const need = FrameRing.recordBytes(length);
     const at = this.room(head, need);
     if (at < 0) return false;
     const v = this.view;
-    const b = this.base;
     const here = head % this.capacity;
     let skip = 0;
     if (at !== here) {
       skip = this.capacity - here;
-      if (skip >= 4) v.setUint32(b + here, WRAP, true);
+      if (skip >= 4) v.setUint32(this.base + here, WRAP, true);
     }
-    const p = b + at;
+    const p = this.base + at;
     v.setUint32(p, length, true);
     if (offload) {
       const tunnel = offload.outerThOffset !== undefined && offload.innerNhOffset !== undefined;
@@ -109,7 +136,13 @@ export class FrameRing {
       v.setUint16(p + 16, tunnel ? (offload.outerThOffset as number) : 0, true);
       v.setUint16(p + 18, tunnel ? (offload.innerNhOffset as number) : 0, true);
     } else v.setUint8(p + 4, 0);
-    this.bytes.set(bytes.subarray(offset, offset + length), p + RECORD_HEADER);
+    let data = p + RECORD_HEADER;
+    if (tagged) {
+      v.setUint32(data, a >>> 0, true);
+      v.setUint32(data + 4, b >>> 0, true);
+      data += 8;
+    }
+    this.bytes.set(bytes.subarray(offset, offset + frameLength), data);
     // Publish after the bytes (Atomics are sequentially consistent).
     Atomics.store(this.idx, HEAD, (head + skip + need) | 0);
     return true;

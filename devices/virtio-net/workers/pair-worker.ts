@@ -26,6 +26,7 @@ import { Receiver } from '../rx.js';
 import { NetShared } from '../shared.js';
 import { QueueStats } from '../stats.js';
 import { TxPath } from '../tx.js';
+import { CrossWorker, type ForwardedFrame } from './forward.js';
 import { WorkerMemory } from './memory.js';
 import { PairBackend } from './pair-backend.js';
 import {
@@ -72,6 +73,8 @@ class PairWorker {
   /** Per queue index: this worker's dup of the eventfd that notifies it (irq-routes.ts), or -1. */
   private readonly irqFd: Int32Array;
   private directInterrupts = 0;
+  /** Frames to and from the other workers' pairs (forward.ts); null with one worker. */
+  private readonly cross: CrossWorker | null;
   /** Guest errors so far and the last one's reason ('ping' reports them: the message may come later). */
   private errors = 0;
   private lastError: string | null = null;
@@ -96,6 +99,8 @@ class PairWorker {
       for (const i of [2 * p, 2 * p + 1]) shared.coalescers[i] = new Coalescer(i, shared, this.stats[p]!);
     this.tx = init.pairs.map((p) => new TxPath(p, shared, this.stats[p]!));
     this.rx = new Receiver(shared, this.stats);
+    this.cross = init.forward ? new CrossWorker(init.forward) : null;
+    this.rx.foreign = this.cross;
     this.direct = new DirectReceiver(shared, this.rx.pairs);
     // Until started, frames wait in the kernel.
     for (let j = 0; j < init.pairs.length; j++) this.hold(j, true);
@@ -199,8 +204,58 @@ class PairWorker {
       }
       if (bits & (1 << (2 * k + 1)) && s.ctx && !s.broken) s.runGuarded(() => this.tx[k]!.kick());
     }
-    if (bits & BACKEND_BIT) s.runGuarded(() => this.tap.wake?.());
+    if (bits & BACKEND_BIT) {
+      s.runGuarded(() => this.tap.wake?.());
+      this.receiveForwarded();
+    }
   }
+
+  /** Delivers what the other workers' steering sent to this worker's pairs: one receive burst. */
+  private receiveForwarded(): void {
+    const c = this.cross;
+    const s = this.shared;
+    if (!c || !s.ctx) return; // not running: they wait in the rings
+    s.runGuarded(() => {
+      s.beginReceiveBurst();
+      let done = false;
+      try {
+        c.drain(this.deliverForwarded);
+        done = true;
+      } finally {
+        s.endReceiveBurst(done);
+      }
+    });
+  }
+
+  /** While `stop` moves forwarded frames into the backlogs (the main thread takes them). */
+  private toBacklog = false;
+
+  /** One forwarded frame: filtered and delivered here (into the backlog while stopping). */
+  private readonly deliverForwarded: ForwardedFrame = (
+    pair,
+    bytes,
+    offset,
+    length,
+    offload,
+    hash,
+    report,
+  ) => {
+    const s = this.shared;
+    const rx = this.rx.pairs[pair];
+    if (rx === undefined || !this.init.pairs.includes(pair) || s.broken || !s.linkUp) {
+      s.deviceStats.rxDroppedNotReady++;
+      return;
+    }
+    if (!s.rxFilter.acceptsAt(bytes, offset, length)) {
+      rx.stats.rxFiltered++;
+      return;
+    }
+    if (!this.toBacklog) rx.deliverRange(bytes, offset, length, offload, pair, hash, report);
+    else if (!rx.backlog.push(bytes.subarray(offset, offset + length), offload, hash, report)) {
+      rx.stats.rxDropped++;
+      rx.stats.rxDropOverruns++;
+    }
+  };
 
   private serve(): void {
     for (;;) {
@@ -246,6 +301,8 @@ class PairWorker {
         this.takeIrqFds(req.irqFds);
         this.shared.ctx = this.context();
         this.rx.restoredBacklogs();
+        // Frames other workers steered here while this one did not run.
+        this.receiveForwarded();
         for (const [j, p] of this.init.pairs.entries())
           if (!this.rx.pausedQueues[p] || this.tap.hold) this.hold(j, false);
         // Chains the guest posted while no thread ran this pair. Not an rx queue that is not enabled
@@ -280,6 +337,8 @@ class PairWorker {
         // serve() may take this request before the wake-up of the doorbell bits rung before it (it
         // reads every message waiting): those bits are handled first, as the caller expects.
         this.run(Atomics.exchange(this.door, Door.PENDING, 0) & ~CONTROL_BIT);
+        // Also what other workers forwarded before this round trip (WorkerPool.settle pings twice).
+        this.receiveForwarded();
         return { op: 'pong', errors: this.errors, needsReset: this.lastError };
       case 'close':
         this.stop();
@@ -291,6 +350,15 @@ class PairWorker {
   }
 
   private stop(): Reply {
+    // Frames forwarded here and not yet taken join the pairs' backlogs, which go to the main thread.
+    if (this.cross) {
+      this.toBacklog = true;
+      try {
+        this.cross.drain(this.deliverForwarded);
+      } finally {
+        this.toBacklog = false;
+      }
+    }
     const queues: [VirtqueueState | null, VirtqueueState | null][] = [];
     const backlogs: BacklogFrame[][] = [];
     const holding: [boolean, boolean][] = [];
@@ -368,7 +436,7 @@ class PairWorker {
   private publish(): void {
     const out = this.out;
     const n = STAT_FIELDS.length;
-    let cross = 0;
+    let cross = this.cross?.drops ?? 0;
     for (const [i, st] of this.stats.entries()) if (!this.init.pairs.includes(i)) cross += st.rxDropped;
     for (const [k, p] of this.init.pairs.entries()) {
       const st = this.stats[p]!;
@@ -379,6 +447,7 @@ class PairWorker {
     out[e + Extra.CROSS_PAIR_DROPS] = cross;
     out[e + Extra.INTERRUPTS] = this.interrupts;
     out[e + Extra.DIRECT_INTERRUPTS] = this.directInterrupts;
+    out[e + Extra.CROSS_PAIR_FORWARDS] = this.cross?.forwarded ?? 0;
     out[e + Extra.WAKEUPS] = this.wakeups;
     out[e + Extra.TAP_RX] = t.rxFrames;
     out[e + Extra.TAP_TX] = t.txFrames;

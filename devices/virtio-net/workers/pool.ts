@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { BackendError, OptionsError } from '../../../lib/errors.js';
+import { FrameRing } from '../../../lib/net/frame-ring.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { MemoryChange, ThreadRegion } from '../../../lib/memory/regions.js';
 import { virtqueueSetup } from '../../../virtio/queue/create-virtqueue.js';
@@ -18,6 +19,7 @@ import type { DataPlane } from '../data-plane.js';
 import type { VirtioNet } from '../device.js';
 import { backendOffloads } from '../offloads.js';
 import type { WorkerBackendControl } from './control-backend.js';
+import { FORWARD_RING_BYTES } from './forward.js';
 import { closeQueueFds, queueFdsFor } from './irq-routes.js';
 import {
   BACKEND_BIT,
@@ -25,6 +27,7 @@ import {
   CONTROL_BIT,
   Door,
   Extra,
+  type ForwardInit,
   IRQ_SEQ,
   irqWords,
   MAX_PAIRS_PER_WORKER,
@@ -53,7 +56,11 @@ export interface WorkerHandoffs {
   requests: number;
   /** Interrupts the workers signalled on the vectors' eventfds themselves (no handoff; irq-routes.ts). */
   interruptsDirect: number;
-  /** Frames a worker dropped because software RSS chose a pair another worker owns. */
+  /**
+   * Frames software steering (RSS, automatic steering) sent to a pair another worker runs: handed over
+   * through a frame ring (forward.ts), or dropped when that ring was full.
+   */
+  crossPairForwards: number;
   crossPairDrops: number;
 }
 
@@ -97,6 +104,7 @@ export class WorkerPool implements DataPlane {
     interrupts: 0,
     interruptsDirect: 0,
     requests: 0,
+    crossPairForwards: 0,
     crossPairDrops: 0,
   };
 
@@ -116,17 +124,18 @@ export class WorkerPool implements DataPlane {
     if (Math.ceil(n / threads) > MAX_PAIRS_PER_WORKER)
       throw new OptionsError(`workers: at most ${MAX_PAIRS_PER_WORKER} queue pairs per worker`);
     this.irq = new Int32Array(new SharedArrayBuffer(4 * irqWords(2 * n)));
+    for (let p = 0; p < n; p++) {
+      this.owner[p] = p % threads;
+      this.local[p] = Math.floor(p / threads);
+    }
+    const forward = forwardRings(threads, [...this.owner]);
     try {
       for (let w = 0; w < threads; w++) {
         const pairs: number[] = [];
-        for (let p = w; p < n; p += threads) {
-          this.owner[p] = w;
-          this.local[p] = pairs.length;
-          pairs.push(p);
-        }
+        for (let p = w; p < n; p += threads) pairs.push(p);
         const backend = control.forWorker(pairs);
         try {
-          this.workers.push(this.spawn(pairs, backend, regions));
+          this.workers.push(this.spawn(pairs, backend, regions, forward.doors[w]!, forward.init(w)));
         } catch (e) {
           control.release(backend);
           throw e;
@@ -146,8 +155,14 @@ export class WorkerPool implements DataPlane {
     this.waitInterrupts();
   }
 
-  private spawn(pairs: number[], backend: WorkerBackendInit, regions: ThreadRegion[]): PairWorkerHandle {
-    const door = new Int32Array(new SharedArrayBuffer(4 * Door.WORDS));
+  private spawn(
+    pairs: number[],
+    backend: WorkerBackendInit,
+    regions: ThreadRegion[],
+    doorbell: SharedArrayBuffer,
+    forward: ForwardInit | null,
+  ): PairWorkerHandle {
+    const door = new Int32Array(doorbell);
     const stats = new Float64Array(new SharedArrayBuffer(8 * statsLength(pairs.length)));
     const init: WorkerInit = {
       pairs,
@@ -159,6 +174,7 @@ export class WorkerPool implements DataPlane {
       irq: this.irq.buffer as SharedArrayBuffer,
       stats: stats.buffer as SharedArrayBuffer,
       steersFlows: this.control.capabilities.steersFlows === true,
+      forward,
     };
     const channel = new MessageChannel();
     const { entry, eval: isEval } = workerEntry();
@@ -227,11 +243,14 @@ export class WorkerPool implements DataPlane {
     if (!this.running || this.settling) return;
     this.settling = true;
     try {
-      for (const h of this.workers) {
-        const r = this.call(h, { op: 'ping' });
-        if (r.op === 'pong' && r.errors > h.errorsSeen) {
-          h.errorsSeen = r.errors;
-          this.workerGuestError(r.needsReset ?? 'guest error in a queue-pair worker');
+      // A second round when frames may cross: what a worker forwarded in the first reaches its owner.
+      for (let round = this.workers.length > 1 ? 2 : 1; round > 0; round--) {
+        for (const h of this.workers) {
+          const r = this.call(h, { op: 'ping' });
+          if (r.op === 'pong' && r.errors > h.errorsSeen) {
+            h.errorsSeen = r.errors;
+            this.workerGuestError(r.needsReset ?? 'guest error in a queue-pair worker');
+          }
         }
       }
       this.control.settled();
@@ -446,13 +465,16 @@ export class WorkerPool implements DataPlane {
     let cross = 0;
     let notReady = 0;
     let direct = 0;
+    let forwards = 0;
     for (const w of this.workers) {
+      forwards += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_FORWARDS]!;
       cross += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_DROPS]!;
       direct += w.stats[w.pairs.length * n + Extra.DIRECT_INTERRUPTS]!;
       notReady += w.stats[w.pairs.length * n + Extra.RX_DROPPED_NOT_READY]!;
     }
     this.handoffs.crossPairDrops = cross;
     this.handoffs.interruptsDirect = direct;
+    this.handoffs.crossPairForwards = forwards;
     // Frames the workers' sinks refused join this thread's count (each worker's is cumulative).
     this.net.shared.deviceStats.rxDroppedNotReady += notReady - this.notReadySeen;
     this.notReadySeen = notReady;
@@ -588,4 +610,22 @@ function workerEntry(): { entry: URL | string; eval: boolean } {
   const ts = JSON.stringify(new URL('./pair-worker.ts', import.meta.url).href);
   const api = JSON.stringify(import.meta.resolve('tsx/esm/api'));
   return { entry: `import(${api}).then(({ tsImport }) => tsImport(${ts}, ${ts}));`, eval: true };
+}
+
+/**
+ * Every worker's doorbell, and with more than one worker a frame ring from each worker to each other
+ * (forward.ts): software steering to another worker's pair.
+ */
+function forwardRings(threads: number, owner: number[]) {
+  const doors = Array.from({ length: threads }, () => new SharedArrayBuffer(4 * Door.WORDS));
+  const rings = Array.from({ length: threads }, (_, src) =>
+    Array.from({ length: threads }, (_, dst) =>
+      src === dst ? null : FrameRing.allocate(FORWARD_RING_BYTES),
+    ),
+  );
+  return {
+    doors,
+    init: (w: number): ForwardInit | null =>
+      threads < 2 ? null : { index: w, owner, out: rings[w]!, in: rings.map((r) => r[w]!), doors },
+  };
 }

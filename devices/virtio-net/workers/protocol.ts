@@ -45,7 +45,7 @@ export const irqWords = (queues: number) => 1 + ((queues + 31) >> 5);
 export const STAT_FIELDS = Object.keys(new QueueStats()) as (keyof QueueStats)[];
 /** After the per-pair counters: worker-wide counters. */
 export const Extra = {
-  /** Frames steered (software RSS) to a pair another worker owns: dropped, see docs/workers.md. */
+  /** Frames software steering sent to another worker's pair that its ring had no room for (forward.ts). */
   CROSS_PAIR_DROPS: 0,
   /** Interrupt bits the worker set (each one main-thread notifyQueue). */
   INTERRUPTS: 1,
@@ -58,7 +58,9 @@ export const Extra = {
   RX_DROPPED_NOT_READY: 5,
   /** Interrupts the worker signalled itself on the vector's eventfd (irq-routes.ts), not counted in INTERRUPTS. */
   DIRECT_INTERRUPTS: 6,
-  COUNT: 7,
+  /** Frames software steering handed to another worker's pair (forward.ts). */
+  CROSS_PAIR_FORWARDS: 7,
+  COUNT: 8,
 } as const;
 export const statsLength = (pairs: number) => pairs * STAT_FIELDS.length + Extra.COUNT;
 
@@ -73,6 +75,18 @@ export interface TapWorkerInit {
 /** How a worker opens its side of the device's backend (its queue j is its pair `pairs[j]`). */
 export type WorkerBackendInit = TapWorkerInit | MemoryRingsInit;
 
+/** Cross-worker forwarding (forward.ts): this worker's index, owners, its rings out and in, every doorbell. */
+export interface ForwardInit {
+  index: number;
+  /** Worker index per device queue pair. */
+  owner: number[];
+  /** Per worker: the ring from this worker to it (null for itself). */
+  out: (SharedArrayBuffer | null)[];
+  /** Per worker: the ring from it to this worker (null for itself). */
+  in: (SharedArrayBuffer | null)[];
+  doors: SharedArrayBuffer[];
+}
+
 /** What `workerData` carries. */
 export interface WorkerInit {
   /** Device queue pairs this worker owns. */
@@ -86,6 +100,8 @@ export interface WorkerInit {
   stats: SharedArrayBuffer;
   /** The backend's capability the replica's steering reads (tun's automq over every queue). */
   steersFlows: boolean;
+  /** Frames steered to another worker's pair go there (null with one worker). */
+  forward: ForwardInit | null;
 }
 
 /** The device state the per-pair paths read (NetShared), as the control plane last set it. */
