@@ -70,6 +70,11 @@ export class Coalescer {
     return this.held;
   }
 
+  /** Its timer is armed (tests: none may be left behind). */
+  get timing(): boolean {
+    return this.armed;
+  }
+
   /**
    * `packets` packets were just published on the ring; `wanted` is the ring's suppression check
    * (needsNotification) for them. Sends, holds or drops the notification. Allocates nothing.

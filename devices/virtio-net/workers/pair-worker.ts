@@ -250,7 +250,7 @@ class PairWorker {
         // serve() may take this request before the wake-up of the doorbell bits rung before it (it
         // reads every message waiting): those bits are handled first, as the caller expects.
         this.run(Atomics.exchange(this.door, Door.PENDING, 0) & ~CONTROL_BIT);
-        return { op: 'pong', errors: this.errors, needsReset: this.lastError };
+        return { op: 'pong', errors: this.errors, needsReset: this.lastError, timers: this.timers() };
       case 'close':
         this.stop();
         this.closed = true;
@@ -323,6 +323,13 @@ class PairWorker {
         if (c.maxPackets !== mp || c.maxUsecs !== mu) c.set(mp, mu);
       }
     }
+  }
+
+  /** Coalescing timers armed on this thread (a 'ping' reports them). */
+  private timers(): number {
+    let n = 0;
+    for (const c of this.shared.coalescers) if (c?.timing) n++;
+    return n;
   }
 
   /** One pair's counters (no allocation: on every interrupt). */

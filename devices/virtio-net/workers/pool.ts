@@ -220,13 +220,7 @@ export class WorkerPool implements DataPlane {
     if (!this.running || this.settling) return;
     this.settling = true;
     try {
-      for (const h of this.workers) {
-        const r = this.call(h, { op: 'ping' });
-        if (r.op === 'pong' && r.errors > h.errorsSeen) {
-          h.errorsSeen = r.errors;
-          this.workerGuestError(r.needsReset ?? 'guest error in a queue-pair worker');
-        }
-      }
+      for (const h of this.workers) this.ping(h);
       this.control.settled();
       this.takeInterruptBits();
       this.refreshStats();
@@ -236,6 +230,24 @@ export class WorkerPool implements DataPlane {
   }
 
   private settling = false;
+
+  /** A round trip to `h`; returns its coalescing timers armed now. */
+  private ping(h: PairWorkerHandle): number {
+    const r = this.call(h, { op: 'ping' });
+    if (r.op !== 'pong') return 0;
+    if (r.errors > h.errorsSeen) {
+      h.errorsSeen = r.errors;
+      this.workerGuestError(r.needsReset ?? 'guest error in a queue-pair worker');
+    }
+    return r.timers;
+  }
+
+  /** Tests: the workers' coalescing timers armed now (a round trip to each live worker). */
+  coalesceTimers(): number {
+    let n = 0;
+    for (const h of this.workers) if (!h.exited && !h.closedOk) n += this.ping(h);
+    return n;
+  }
 
   start(): void {
     if (this.closed || this.running) return;

@@ -151,8 +151,11 @@ export type Request =
 
 export type Reply =
   | { op: 'started' | 'synced' | 'closed' | 'mapped' }
-  /** Guest errors the worker met so far (each also sent as a message, numbered), and the last one's reason. */
-  | { op: 'pong'; errors: number; needsReset: string | null }
+  /**
+   * Guest errors the worker met so far (each also sent as a message, numbered), the last one's reason,
+   * and its coalescing timers armed now (tests).
+   */
+  | { op: 'pong'; errors: number; needsReset: string | null; timers: number }
   | {
       op: 'stopped';
       /** Per owned pair: [rx, tx] ring states (null where the worker had no queue). */
