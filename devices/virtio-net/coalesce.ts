@@ -117,6 +117,22 @@ export class Coalescer {
     this.disarm();
   }
 
+  /**
+   * Another thread takes the queue (workers, docs/workers.md): returns [packets counted, held] for its
+   * `takeOver` and keeps only the parameters here, so no hold or count is left behind to resurface.
+   */
+  handOff(): [number, boolean] {
+    const out: [number, boolean] = [this.count, this.held];
+    this.reset(this.maxPackets, this.maxUsecs);
+    return out;
+  }
+
+  /** What `handOff` gave: the count goes on, a held notification waits at most max_usecs from now. */
+  takeOver([count, held]: readonly [number, boolean]): void {
+    this.count = count;
+    if (held) this.used(0, true);
+  }
+
   /** Queue or device reset: parameters to the given defaults, nothing held, no timer. */
   reset(maxPackets = 0, maxUsecs = 0): void {
     this.disarm();

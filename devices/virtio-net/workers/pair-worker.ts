@@ -29,6 +29,7 @@ import { PairBackend } from './pair-backend.js';
 import {
   BACKEND_BIT,
   type BacklogFrame,
+  type CoalesceHandoff,
   CONTROL_BIT,
   Door,
   Extra,
@@ -218,6 +219,9 @@ class PairWorker {
           st.rxBacklogDepth = b.count;
         }
         this.shared.ctx = this.context();
+        for (const [k, p] of this.init.pairs.entries())
+          for (const d of [0, 1])
+            this.shared.runGuarded(() => this.shared.coalescers[2 * p + d]!.takeOver(req.coalesce[k]![d]!));
         this.rx.restoredBacklogs();
         for (const [j, p] of this.init.pairs.entries())
           if (!this.rx.pausedQueues[p] || this.tap.hold) this.hold(j, false);
@@ -263,7 +267,7 @@ class PairWorker {
   private stop(): Reply {
     const queues: [VirtqueueState | null, VirtqueueState | null][] = [];
     const backlogs: BacklogFrame[][] = [];
-    const holding: [boolean, boolean][] = [];
+    const coalesce: [CoalesceHandoff, CoalesceHandoff][] = [];
     for (const [k, p] of this.init.pairs.entries()) {
       this.hold(k, true);
       const rxq = this.queues.get(2 * p);
@@ -278,16 +282,16 @@ class PairWorker {
       backlogs.push(frames);
       b.clear();
       this.stats[p]!.rxBacklogDepth = 0;
+      // Hold and count go with the rings: the main thread decides what becomes of them (a reset drops
+      // them); left here, a later start would find them stale.
       const c = this.shared.coalescers;
-      holding.push([c[2 * p]!.holding, c[2 * p + 1]!.holding]);
-      c[2 * p]!.suspend();
-      c[2 * p + 1]!.suspend();
+      coalesce.push([c[2 * p]!.handOff(), c[2 * p + 1]!.handOff()]);
       this.tx[k]!.reset();
     }
     this.direct.cancel();
     this.queues.clear();
     this.shared.ctx = null;
-    return { op: 'stopped', queues, backlogs, holding };
+    return { op: 'stopped', queues, backlogs, coalesce };
   }
 
   /** Takes the control plane's state into the replica (between bursts: the worker is not in a path). */

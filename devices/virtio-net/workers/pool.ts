@@ -21,6 +21,7 @@ import type { WorkerBackendControl } from './control-backend.js';
 import {
   BACKEND_BIT,
   type BacklogFrame,
+  type CoalesceHandoff,
   CONTROL_BIT,
   Door,
   Extra,
@@ -259,7 +260,10 @@ export class WorkerPool implements DataPlane {
       const queues: [QueueHandoff | null, QueueHandoff | null][] = [];
       const backlogs: BacklogFrame[][] = [];
       const stats: number[][] = [];
+      const coalesce: [CoalesceHandoff, CoalesceHandoff][] = [];
       for (const p of h.pairs) {
+        const c = net.shared.coalescers;
+        coalesce.push([c[2 * p]!.handOff(), c[2 * p + 1]!.handOff()]);
         queues.push([handoff(ctx.queue(2 * p)), handoff(ctx.queue(2 * p + 1))]);
         const b = net.backlogs[p]!;
         const frames: BacklogFrame[] = [];
@@ -269,7 +273,7 @@ export class WorkerPool implements DataPlane {
         const st = net.queueStats[p]!;
         stats.push(STAT_FIELDS.map((f) => st[f]));
       }
-      this.call(h, { op: 'start', shared, queues, backlogs, stats });
+      this.call(h, { op: 'start', shared, queues, backlogs, stats, coalesce });
     }
     this.running = true;
     // Frames the workers delivered while starting: their interrupts now, in test mode.
@@ -298,10 +302,14 @@ export class WorkerPool implements DataPlane {
         for (const f of r.backlogs[k]!) b.push(f.frame, f.offload, f.hash, f.report);
       }
       this.copyStats(h);
-      // A notification a worker's coalescer held goes out now (the main thread's coalescers start idle).
+      // This thread's coalescers go on from where the worker's were (as on one thread: a held
+      // notification waits its max_usecs, a reset drops it); the next start hands them back.
       for (const [k, p] of h.pairs.entries())
-        for (const d of [0, 1]) if (r.holding[k]![d]) ctx?.notifyQueue(2 * p + d);
+        for (const d of [0, 1]) net.shared.coalescers[2 * p + d]!.takeOver(r.coalesce[k]![d]!);
     }
+    // Interrupts the workers raised before stopping that this thread had not taken yet: raised now,
+    // while they still belong to this driver (a device reset drops them), not after a later start.
+    this.takeInterruptBits(true);
   }
 
   refreshStats(): void {
@@ -518,8 +526,8 @@ export class WorkerPool implements DataPlane {
     this.waitInterrupts();
   }
 
-  /** Raises every interrupt bit the workers set (from the wait, or synchronously by `settle`). */
-  private takeInterruptBits(): void {
+  /** Raises every interrupt bit the workers set (from the wait, synchronously by `settle` or `stop`). */
+  private takeInterruptBits(raise = this.running): void {
     const ctx = this.net.shared.ctx;
     for (let w = 1; w < this.irq.length; w++) {
       let bits = Atomics.exchange(this.irq, w, 0);
@@ -527,7 +535,7 @@ export class WorkerPool implements DataPlane {
         const b = 31 - Math.clz32(bits);
         bits &= ~(1 << b);
         this.handoffs.interrupts++;
-        if (this.running) ctx?.notifyQueue(((w - 1) << 5) + b);
+        if (raise) ctx?.notifyQueue(((w - 1) << 5) + b);
       }
     }
   }

@@ -116,6 +116,9 @@ export interface SharedState {
   coalesce: [number, number][];
 }
 
+/** A coalescer's state crossing threads with its queue (Coalescer.handOff): [packets counted, held]. */
+export type CoalesceHandoff = [number, boolean];
+
 /** One frame of a pair's backlog. */
 export interface BacklogFrame {
   frame: Uint8Array;
@@ -138,6 +141,8 @@ export type Request =
       queues: [QueueHandoff | null, QueueHandoff | null][];
       backlogs: BacklogFrame[][];
       stats: number[][];
+      /** Per owned pair: [rx, tx] coalescer state, held notifications included. */
+      coalesce: [CoalesceHandoff, CoalesceHandoff][];
     }
   | { op: 'sync'; shared: SharedState }
   /** Guest memory changed (DMA_MAP / DMA_UNMAP): regions to drop (by address), then regions to view. */
@@ -161,8 +166,8 @@ export type Reply =
       /** Per owned pair: [rx, tx] ring states (null where the worker had no queue). */
       queues: [VirtqueueState | null, VirtqueueState | null][];
       backlogs: BacklogFrame[][];
-      /** Per owned pair, the coalescers' held notification (to raise on the main thread). */
-      holding: [boolean, boolean][];
+      /** Per owned pair: [rx, tx] coalescer state, which the main thread's coalescers take over. */
+      coalesce: [CoalesceHandoff, CoalesceHandoff][];
     }
   | { op: 'error'; message: string };
 
