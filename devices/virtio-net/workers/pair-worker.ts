@@ -219,6 +219,7 @@ class PairWorker {
           st.rxBacklogDepth = b.count;
         }
         this.shared.ctx = this.context();
+        // The count and hold the main thread kept while no thread ran the pair (a hold's timer restarts).
         for (const [k, p] of this.init.pairs.entries())
           for (const d of [0, 1])
             this.shared.runGuarded(() => this.shared.coalescers[2 * p + d]!.takeOver(req.coalesce[k]![d]!));

@@ -262,6 +262,7 @@ export class WorkerPool implements DataPlane {
       const stats: number[][] = [];
       const coalesce: [CoalesceHandoff, CoalesceHandoff][] = [];
       for (const p of h.pairs) {
+        // Count and hold go to the worker with the rings; none stays behind here (see stop).
         const c = net.shared.coalescers;
         coalesce.push([c[2 * p]!.handOff(), c[2 * p + 1]!.handOff()]);
         queues.push([handoff(ctx.queue(2 * p)), handoff(ctx.queue(2 * p + 1))]);
