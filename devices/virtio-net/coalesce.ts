@@ -70,6 +70,11 @@ export class Coalescer {
     return this.held;
   }
 
+  /** Its timer is armed (tests: none may be left behind). */
+  get timing(): boolean {
+    return this.armed;
+  }
+
   /**
    * `packets` packets were just published on the ring; `wanted` is the ring's suppression check
    * (needsNotification) for them. Sends, holds or drops the notification. Allocates nothing.
@@ -110,6 +115,22 @@ export class Coalescer {
   /** Stopped or frozen: no timer runs; a held notification waits for `flush`. */
   suspend(): void {
     this.disarm();
+  }
+
+  /**
+   * Another thread takes the queue (workers, docs/workers.md): returns [packets counted, held] for its
+   * `takeOver` and keeps only the parameters here, so no hold or count is left behind to resurface.
+   */
+  handOff(): [number, boolean] {
+    const out: [number, boolean] = [this.count, this.held];
+    this.reset(this.maxPackets, this.maxUsecs);
+    return out;
+  }
+
+  /** What `handOff` gave: the count goes on, a held notification waits at most max_usecs from now. */
+  takeOver([count, held]: readonly [number, boolean]): void {
+    this.count = count;
+    if (held) this.used(0, true);
   }
 
   /** Queue or device reset: parameters to the given defaults, nothing held, no timer. */

@@ -32,6 +32,7 @@ import { PairBackend } from './pair-backend.js';
 import {
   BACKEND_BIT,
   type BacklogFrame,
+  type CoalesceHandoff,
   CONTROL_BIT,
   Door,
   Extra,
@@ -300,6 +301,10 @@ class PairWorker {
         }
         this.takeIrqFds(req.irqFds);
         this.shared.ctx = this.context();
+        // The count and hold the main thread kept while no thread ran the pair (a hold's timer restarts).
+        for (const [k, p] of this.init.pairs.entries())
+          for (const d of [0, 1])
+            this.shared.runGuarded(() => this.shared.coalescers[2 * p + d]!.takeOver(req.coalesce[k]![d]!));
         this.rx.restoredBacklogs();
         // Frames other workers steered here while this one did not run.
         this.receiveForwarded();
@@ -339,7 +344,7 @@ class PairWorker {
         this.run(Atomics.exchange(this.door, Door.PENDING, 0) & ~CONTROL_BIT);
         // Also what other workers forwarded before this round trip (WorkerPool.settle pings twice).
         this.receiveForwarded();
-        return { op: 'pong', errors: this.errors, needsReset: this.lastError };
+        return { op: 'pong', errors: this.errors, needsReset: this.lastError, timers: this.timers() };
       case 'close':
         this.stop();
         this.closed = true;
@@ -361,7 +366,7 @@ class PairWorker {
     }
     const queues: [VirtqueueState | null, VirtqueueState | null][] = [];
     const backlogs: BacklogFrame[][] = [];
-    const holding: [boolean, boolean][] = [];
+    const coalesce: [CoalesceHandoff, CoalesceHandoff][] = [];
     for (const [k, p] of this.init.pairs.entries()) {
       this.hold(k, true);
       const rxq = this.queues.get(2 * p);
@@ -376,17 +381,17 @@ class PairWorker {
       backlogs.push(frames);
       b.clear();
       this.stats[p]!.rxBacklogDepth = 0;
+      // Hold and count go with the rings: the main thread decides what becomes of them (a reset drops
+      // them); left here, a later start would find them stale.
       const c = this.shared.coalescers;
-      holding.push([c[2 * p]!.holding, c[2 * p + 1]!.holding]);
-      c[2 * p]!.suspend();
-      c[2 * p + 1]!.suspend();
+      coalesce.push([c[2 * p]!.handOff(), c[2 * p + 1]!.handOff()]);
       this.tx[k]!.reset();
     }
     this.direct.cancel();
     this.queues.clear();
     this.shared.ctx = null;
     this.takeIrqFds(null);
-    return { op: 'stopped', queues, backlogs, holding };
+    return { op: 'stopped', queues, backlogs, coalesce };
   }
 
   /** Takes the control plane's state into the replica (between bursts: the worker is not in a path). */
@@ -422,6 +427,13 @@ class PairWorker {
         if (c.maxPackets !== mp || c.maxUsecs !== mu) c.set(mp, mu);
       }
     }
+  }
+
+  /** Coalescing timers armed on this thread (a 'ping' reports them). */
+  private timers(): number {
+    let n = 0;
+    for (const c of this.shared.coalescers) if (c?.timing) n++;
+    return n;
   }
 
   /** One pair's counters (no allocation: on every interrupt). */

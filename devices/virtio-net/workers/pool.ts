@@ -24,6 +24,7 @@ import { closeQueueFds, queueFdsFor } from './irq-routes.js';
 import {
   BACKEND_BIT,
   type BacklogFrame,
+  type CoalesceHandoff,
   CONTROL_BIT,
   Door,
   Extra,
@@ -244,15 +245,8 @@ export class WorkerPool implements DataPlane {
     this.settling = true;
     try {
       // A second round when frames may cross: what a worker forwarded in the first reaches its owner.
-      for (let round = this.workers.length > 1 ? 2 : 1; round > 0; round--) {
-        for (const h of this.workers) {
-          const r = this.call(h, { op: 'ping' });
-          if (r.op === 'pong' && r.errors > h.errorsSeen) {
-            h.errorsSeen = r.errors;
-            this.workerGuestError(r.needsReset ?? 'guest error in a queue-pair worker');
-          }
-        }
-      }
+      for (let round = this.workers.length > 1 ? 2 : 1; round > 0; round--)
+        for (const h of this.workers) this.ping(h);
       this.control.settled();
       this.takeInterruptBits();
       this.refreshStats();
@@ -262,6 +256,24 @@ export class WorkerPool implements DataPlane {
   }
 
   private settling = false;
+
+  /** A round trip to `h`; returns its coalescing timers armed now. */
+  private ping(h: PairWorkerHandle): number {
+    const r = this.call(h, { op: 'ping' });
+    if (r.op !== 'pong') return 0;
+    if (r.errors > h.errorsSeen) {
+      h.errorsSeen = r.errors;
+      this.workerGuestError(r.needsReset ?? 'guest error in a queue-pair worker');
+    }
+    return r.timers;
+  }
+
+  /** Tests: the workers' coalescing timers armed now (a round trip to each live worker). */
+  coalesceTimers(): number {
+    let n = 0;
+    for (const h of this.workers) if (!h.exited && !h.closedOk) n += this.ping(h);
+    return n;
+  }
 
   start(): void {
     if (this.closed || this.running) return;
@@ -273,7 +285,11 @@ export class WorkerPool implements DataPlane {
       const queues: [QueueHandoff | null, QueueHandoff | null][] = [];
       const backlogs: BacklogFrame[][] = [];
       const stats: number[][] = [];
+      const coalesce: [CoalesceHandoff, CoalesceHandoff][] = [];
       for (const p of h.pairs) {
+        // Count and hold go to the worker with the rings; none stays behind here (see stop).
+        const c = net.shared.coalescers;
+        coalesce.push([c[2 * p]!.handOff(), c[2 * p + 1]!.handOff()]);
         queues.push([handoff(ctx.queue(2 * p)), handoff(ctx.queue(2 * p + 1))]);
         const b = net.backlogs[p]!;
         const frames: BacklogFrame[] = [];
@@ -283,7 +299,15 @@ export class WorkerPool implements DataPlane {
         const st = net.queueStats[p]!;
         stats.push(STAT_FIELDS.map((f) => st[f]));
       }
-      this.post(h, { op: 'start', shared, queues, backlogs, stats, irqFds: queueFdsFor(ctx, h.pairs) });
+      this.post(h, {
+        op: 'start',
+        shared,
+        queues,
+        backlogs,
+        stats,
+        coalesce,
+        irqFds: queueFdsFor(ctx, h.pairs),
+      });
     }
     this.running = true;
     // Frames the workers delivered while starting: their interrupts now, in test mode.
@@ -336,10 +360,14 @@ export class WorkerPool implements DataPlane {
         for (const f of r.backlogs[k]!) b.push(f.frame, f.offload, f.hash, f.report);
       }
       this.copyStats(h);
-      // A notification a worker's coalescer held goes out now (the main thread's coalescers start idle).
+      // This thread's coalescers go on from where the worker's were (as on one thread: a held
+      // notification waits its max_usecs, a reset drops it); the next start hands them back.
       for (const [k, p] of h.pairs.entries())
-        for (const d of [0, 1]) if (r.holding[k]![d]) ctx?.notifyQueue(2 * p + d);
+        for (const d of [0, 1]) net.shared.coalescers[2 * p + d]!.takeOver(r.coalesce[k]![d]!);
     }
+    // Interrupts the workers raised before stopping that this thread had not taken yet: raised now,
+    // while they still belong to this driver (a device reset drops them), not after a later start.
+    this.takeInterruptBits(true);
   }
 
   refreshStats(): void {
@@ -564,8 +592,8 @@ export class WorkerPool implements DataPlane {
     this.waitInterrupts();
   }
 
-  /** Raises every interrupt bit the workers set (from the wait, or synchronously by `settle`). */
-  private takeInterruptBits(): void {
+  /** Raises every interrupt bit the workers set (from the wait, synchronously by `settle` or `stop`). */
+  private takeInterruptBits(raise = this.running): void {
     const ctx = this.net.shared.ctx;
     for (let w = 1; w < this.irq.length; w++) {
       let bits = Atomics.exchange(this.irq, w, 0);
@@ -573,7 +601,7 @@ export class WorkerPool implements DataPlane {
         const b = 31 - Math.clz32(bits);
         bits &= ~(1 << b);
         this.handoffs.interrupts++;
-        if (this.running) ctx?.notifyQueue(((w - 1) << 5) + b);
+        if (raise) ctx?.notifyQueue(((w - 1) << 5) + b);
       }
     }
   }

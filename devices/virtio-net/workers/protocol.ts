@@ -134,6 +134,9 @@ export interface SharedState {
   coalesce: [number, number][];
 }
 
+/** A coalescer's state crossing threads with its queue (Coalescer.handOff): [packets counted, held]. */
+export type CoalesceHandoff = [number, boolean];
+
 /** One frame of a pair's backlog. */
 export interface BacklogFrame {
   frame: Uint8Array;
@@ -158,6 +161,8 @@ export type Request =
       stats: number[][];
       /** Per owned pair [rx, tx]: the worker's own dup of the queue's interrupt eventfd, or -1. */
       irqFds: number[];
+      /** Per owned pair: [rx, tx] coalescer state, held notifications included. */
+      coalesce: [CoalesceHandoff, CoalesceHandoff][];
     }
   | { op: 'sync'; shared: SharedState }
   /** New interrupt routes (irq-routes.ts): the worker closes its previous fds and takes these. */
@@ -173,15 +178,18 @@ export type Request =
 
 export type Reply =
   | { op: 'started' | 'synced' | 'closed' | 'mapped' | 'routed' }
-  /** Guest errors the worker met so far (each also sent as a message, numbered), and the last one's reason. */
-  | { op: 'pong'; errors: number; needsReset: string | null }
+  /**
+   * Guest errors the worker met so far (each also sent as a message, numbered), the last one's reason,
+   * and its coalescing timers armed now (tests).
+   */
+  | { op: 'pong'; errors: number; needsReset: string | null; timers: number }
   | {
       op: 'stopped';
       /** Per owned pair: [rx, tx] ring states (null where the worker had no queue). */
       queues: [VirtqueueState | null, VirtqueueState | null][];
       backlogs: BacklogFrame[][];
-      /** Per owned pair, the coalescers' held notification (to raise on the main thread). */
-      holding: [boolean, boolean][];
+      /** Per owned pair: [rx, tx] coalescer state, which the main thread's coalescers take over. */
+      coalesce: [CoalesceHandoff, CoalesceHandoff][];
     }
   | { op: 'error'; message: string };
 
