@@ -5,8 +5,9 @@
  * (its backend bit). The owner filters and delivers them as its own, in one receive burst per wake-up.
  * A full ring is a counted drop (`crossPairDrops`), never a wait.
  */
-import { FrameRing } from '../../../lib/net/frame-ring.js';
+
 import type { NetOffload } from '../../../lib/net/backend.js';
+import { FrameRing } from '../../../lib/net/frame-ring.js';
 import type { ForeignPairs } from '../rx.js';
 import { BACKEND_BIT, Door, type ForwardInit } from './protocol.js';
 

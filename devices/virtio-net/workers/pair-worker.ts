@@ -32,8 +32,8 @@ import { PairBackend } from './pair-backend.js';
 import {
   BACKEND_BIT,
   type BacklogFrame,
-  type CoalesceHandoff,
   CONTROL_BIT,
+  type CoalesceHandoff,
   Door,
   Extra,
   IRQ_SEQ,

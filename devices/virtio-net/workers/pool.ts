@@ -7,25 +7,32 @@
  * worker's answer, which it gives between two bursts, so a request is also the quiesce. Guest memory
  * changes (vfio-user DMA_MAP / DMA_UNMAP) reach every worker the same way before they take effect.
  */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
-import { BackendError, OptionsError } from '../../../lib/errors.js';
-import { FrameRing } from '../../../lib/net/frame-ring.js';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { OptionsError } from '../../../lib/errors.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { MemoryChange, ThreadRegion } from '../../../lib/memory/regions.js';
-import { virtqueueSetup } from '../../../virtio/queue/create-virtqueue.js';
 import type { DataPlane } from '../data-plane.js';
 import type { VirtioNet } from '../device.js';
 import { backendOffloads } from '../offloads.js';
 import type { WorkerBackendControl } from './control-backend.js';
-import { FORWARD_RING_BYTES } from './forward.js';
+import {
+  callWorker,
+  forwardRings,
+  handoff,
+  type PairWorkerHandle,
+  ringWorker,
+  type WorkerHandoffs,
+  workerEntry,
+} from './handle.js';
 import { closeQueueFds, queueFdsFor } from './irq-routes.js';
+
+export type { WorkerHandoffs } from './handle.js';
+
 import {
   BACKEND_BIT,
   type BacklogFrame,
-  type CoalesceHandoff,
   CONTROL_BIT,
+  type CoalesceHandoff,
   Door,
   Extra,
   type ForwardInit,
@@ -45,45 +52,6 @@ import {
 
 /** How long the main thread waits for a worker's answer before declaring it dead. */
 const ANSWER_MS = 10_000;
-
-/** Cross-thread handoffs since the device was made (the bench divides them by frames). */
-export interface WorkerHandoffs {
-  /** Doorbells rung for kicks (one per driver notification of a data queue). */
-  doorbells: number;
-  /** Interrupt-block wake-ups this thread handled, and the interrupts they carried. */
-  interruptWakeups: number;
-  interrupts: number;
-  /** Control-plane requests (start, sync, stop, close): none per frame. */
-  requests: number;
-  /** Interrupts the workers signalled on the vectors' eventfds themselves (no handoff; irq-routes.ts). */
-  interruptsDirect: number;
-  /**
-   * Frames software steering (RSS, automatic steering) sent to a pair another worker runs: handed over
-   * through a frame ring (forward.ts), or dropped when that ring was full.
-   */
-  crossPairForwards: number;
-  crossPairDrops: number;
-}
-
-interface PairWorkerHandle {
-  worker: Worker;
-  port: MessagePort;
-  door: Int32Array;
-  stats: Float64Array;
-  pairs: number[];
-  backend: WorkerBackendInit;
-  exited: boolean;
-  /** Requests posted; the worker's Door.ACK counts those it answered (a late answer is taken later). */
-  posted: number;
-  /** Replies taken from its port (late ones are dropped). */
-  taken: number;
-  /** It answered `close`: it touches guest memory no more. */
-  closedOk: boolean;
-  /** The worker's guest errors already handled (by message or by a settle's 'pong'). */
-  errorsSeen: number;
-  /** The interrupt fds last handed over (the worker's; closed here only if it had to be terminated). */
-  irqFds: number[];
-}
 
 export class WorkerPool implements DataPlane {
   running = false;
@@ -443,7 +411,7 @@ export class WorkerPool implements DataPlane {
   stallForTest(w: number, ms: number): void {
     const h = this.workers[w]!;
     h.port.postMessage({ op: 'stall', ms } satisfies Request);
-    this.ring(h, CONTROL_BIT);
+    ringWorker(h, CONTROL_BIT);
   }
 
   // ---- Internals ---------------------------------------------------------------------------------
@@ -478,10 +446,9 @@ export class WorkerPool implements DataPlane {
     return ok;
   };
 
-  private ring(h: PairWorkerHandle, bits: number): void {
-    Atomics.or(h.door, Door.PENDING, bits);
-    Atomics.add(h.door, Door.WAKE, 1);
-    Atomics.notify(h.door, Door.WAKE);
+  /** One synchronous control-plane request (handle.ts `callWorker`). */
+  private call(h: PairWorkerHandle, req: Request): Reply {
+    return callWorker(h, req, this.answerMs, this.handoffs);
   }
 
   private copyStats(h: PairWorkerHandle): void {
@@ -506,44 +473,6 @@ export class WorkerPool implements DataPlane {
     // Frames the workers' sinks refused join this thread's count (each worker's is cumulative).
     this.net.shared.deviceStats.rxDroppedNotReady += notReady - this.notReadySeen;
     this.notReadySeen = notReady;
-  }
-
-  /** One synchronous control-plane request: the worker answers between two of its bursts. */
-  private call(h: PairWorkerHandle, req: Request): Reply {
-    if (h.exited) throw new BackendError('workers: a queue-pair worker exited');
-    const deadline = Date.now() + this.answerMs;
-    while (Atomics.load(h.door, Door.READY) === 0) {
-      if (h.exited || Date.now() > deadline)
-        throw new BackendError('workers: a queue-pair worker did not start');
-      Atomics.wait(h.door, Door.READY, 0, 50);
-    }
-    // Answers still owed for earlier requests that timed out: a memory change does not wait for them
-    // again (see onMemory); other requests give them the usual time. Their replies are dropped.
-    if (!this.catchUp(h, req.op === 'memory' ? 0 : deadline))
-      throw new BackendError(`workers: a worker has not answered an earlier request ('${req.op}' not sent)`);
-    for (; h.taken < h.posted; h.taken++) receiveMessageOnPort(h.port);
-    this.handoffs.requests++;
-    h.posted++;
-    h.port.postMessage(req);
-    this.ring(h, CONTROL_BIT);
-    if (!this.catchUp(h, deadline)) throw new BackendError(`workers: no answer to '${req.op}'`);
-    h.taken++;
-    const m = receiveMessageOnPort(h.port);
-    const reply = m?.message as Reply | undefined;
-    if (!reply) throw new BackendError(`workers: '${req.op}' answered without a reply`);
-    if (reply.op === 'error') throw new BackendError(`workers: '${req.op}' failed: ${reply.message}`);
-    return reply;
-  }
-
-  /** Waits until `deadline` for the worker to have answered every request posted; true when it has. */
-  private catchUp(h: PairWorkerHandle, deadline: number): boolean {
-    for (;;) {
-      const acked = Atomics.load(h.door, Door.ACK);
-      if (acked === (h.posted | 0)) break;
-      if (h.exited || Date.now() > deadline) return false;
-      Atomics.wait(h.door, Door.ACK, acked, 50);
-    }
-    return true;
   }
 
   private sharedState(): SharedState {
@@ -618,42 +547,4 @@ export class WorkerPool implements DataPlane {
       // Reported by the next request.
     }
   }
-}
-
-function handoff(q: ReturnType<NonNullable<VirtioNet['context']>['queue']>): QueueHandoff | null {
-  if (!q) return null;
-  const setup = virtqueueSetup(q);
-  if (!setup) throw new BackendError(`workers: queue ${q.index} was not made by createVirtqueue`);
-  return { setup, state: q.state() };
-}
-
-/**
- * The worker module next to this one: compiled JavaScript, or (running from source: tests, benches) the
- * TypeScript through tsx's ESM API inside the worker (a worker's entry is loaded before `--import` hooks
- * apply, and tsx's require hook would turn every imported function into a getter call).
- */
-function workerEntry(): { entry: URL | string; eval: boolean } {
-  const js = new URL('./pair-worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return { entry: js, eval: false };
-  const ts = JSON.stringify(new URL('./pair-worker.ts', import.meta.url).href);
-  const api = JSON.stringify(import.meta.resolve('tsx/esm/api'));
-  return { entry: `import(${api}).then(({ tsImport }) => tsImport(${ts}, ${ts}));`, eval: true };
-}
-
-/**
- * Every worker's doorbell, and with more than one worker a frame ring from each worker to each other
- * (forward.ts): software steering to another worker's pair.
- */
-function forwardRings(threads: number, owner: number[]) {
-  const doors = Array.from({ length: threads }, () => new SharedArrayBuffer(4 * Door.WORDS));
-  const rings = Array.from({ length: threads }, (_, src) =>
-    Array.from({ length: threads }, (_, dst) =>
-      src === dst ? null : FrameRing.allocate(FORWARD_RING_BYTES),
-    ),
-  );
-  return {
-    doors,
-    init: (w: number): ForwardInit | null =>
-      threads < 2 ? null : { index: w, owner, out: rings[w]!, in: rings.map((r) => r[w]!), doors },
-  };
 }
