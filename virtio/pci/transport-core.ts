@@ -21,14 +21,13 @@ import {
   VIRTIO_F_VERSION_1,
 } from '../features.js';
 import type { DeviceMode, VirtioDevice, VirtioDeviceContext } from '../virtio-device.js';
-import { type AdminQueueLayout, type AdminQueuesSnapshot, TransportAdminQueues } from './transport-admin.js';
+import { type AdminQueueLayout, TransportAdminQueues } from './transport-admin.js';
 import {
   address,
   createRing,
   freshQueueRegisters,
   isPow2,
   type QueueRegisters,
-  type QueueSnapshot,
   queueSnapshot,
   restoreQueueRegisters,
   VIRTIO_CONFIG_S_DRIVER_OK,
@@ -39,6 +38,9 @@ import {
   VIRTIO_MSI_NO_VECTOR,
   VIRTIO_QUEUE_MAX,
 } from './transport-registers.js';
+import type { TransportSnapshot } from './transport-schema.js';
+
+export type { TransportSnapshot } from './transport-schema.js';
 
 /** Where the core's interrupts go (the PCI glue: MSI-X vector, or INTx following the ISR). */
 export interface TransportSignals {
@@ -48,28 +50,6 @@ export interface TransportSignals {
   readonly msixVectors: number;
   /** The eventfd that delivers `vector` now (InterruptSink.vectorFd through MSI-X), or null. */
   vectorFd?(vector: number): number | null;
-}
-
-/** JSON-serialisable transport state (see `TransportCore.snapshot`). */
-export interface TransportSnapshot {
-  status: number;
-  deviceFeatureSelect: number;
-  driverFeatureSelect: number;
-  /** Hex string: bigint is not JSON. */
-  driverFeatures: string;
-  configVector: number;
-  queueSelect: number;
-  configGeneration: number;
-  isr: number;
-  activated: boolean;
-  broken: boolean;
-  legacyDriver: boolean;
-  queues: QueueSnapshot[];
-  /** Administration virtqueues (only when the transport has them): LIST_USE state and queue registers. */
-  admin?: AdminQueuesSnapshot;
-  /** DEV_MODE_SET state (absent: 'active'). */
-  mode?: DeviceMode;
-  device?: unknown;
 }
 
 export class TransportCore {

@@ -4,9 +4,9 @@
  * how a queue's ring is created from them, and their JSON form in snapshots.
  */
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
+import { hasFeature, VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED } from '../features.js';
 import { createVirtqueue } from '../queue/create-virtqueue.js';
 import type { Virtqueue, VirtqueueState } from '../queue/virtqueue.js';
-import { hasFeature, VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED } from '../features.js';
 
 /** Device status bits (§2.1). */
 export const VIRTIO_CONFIG_S_ACKNOWLEDGE = 1;

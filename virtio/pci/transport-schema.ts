@@ -6,8 +6,36 @@
  */
 import { z } from 'zod';
 import type { GuestMemory } from '../../lib/memory/guest-memory.js';
-import type { TransportSnapshot } from './transport-core.js';
-import { createRing, type QueueRegisters, VIRTIO_QUEUE_MAX } from './transport-registers.js';
+import type { DeviceMode } from '../virtio-device.js';
+import type { AdminQueuesSnapshot } from './transport-admin.js';
+import {
+  createRing,
+  type QueueRegisters,
+  type QueueSnapshot,
+  VIRTIO_QUEUE_MAX,
+} from './transport-registers.js';
+
+/** JSON-serialisable transport state (see `TransportCore.snapshot`). */
+export interface TransportSnapshot {
+  status: number;
+  deviceFeatureSelect: number;
+  driverFeatureSelect: number;
+  /** Hex string: bigint is not JSON. */
+  driverFeatures: string;
+  configVector: number;
+  queueSelect: number;
+  configGeneration: number;
+  isr: number;
+  activated: boolean;
+  broken: boolean;
+  legacyDriver: boolean;
+  queues: QueueSnapshot[];
+  /** Administration virtqueues (only when the transport has them): LIST_USE state and queue registers. */
+  admin?: AdminQueuesSnapshot;
+  /** DEV_MODE_SET state (absent: 'active'). */
+  mode?: DeviceMode;
+  device?: unknown;
+}
 
 const u8 = z.number().int().min(0).max(0xff);
 const u16 = z.number().int().min(0).max(0xffff);

@@ -4,10 +4,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { FAKE_MAGIC, FakeDevice, type FakeDeviceOptions } from '../fake-device.test-support.js';
-import { legacyRingLayout } from './legacy.js';
 import { PackedDriverQueue } from '../testing/packed-driver.js';
 import { InterruptCollector, NO_VECTOR, STATUS, VirtioPciDriver } from '../testing/pci-driver.js';
 import { SplitDriverQueue, type UsedBuffer } from '../testing/split-driver.js';
+import { legacyRingLayout } from './legacy.js';
 import { type VirtioPciOptions, VirtioPciTransport } from './virtio-pci.js';
 
 const MEM_SIZE = 0x200000;
