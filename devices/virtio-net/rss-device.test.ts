@@ -403,7 +403,7 @@ describe('RSS / hash report combinations', () => {
   });
 
   it.runIf(inWorkerMode())(
-    'workers: frames steered to another worker’s pair cross to it with their hash, wait in its backlog, none lost',
+    'workers: frames steered to another worker’s pair cross to it with their hash, wait for its buffers, none lost',
     () => {
       const b = rssBench();
       const pool = b.dev.net.dataPlane as WorkerPool;
@@ -425,6 +425,11 @@ describe('RSS / hash report combinations', () => {
       expect(q.map((x) => x.rxPackets)).toEqual([0, 0, 300, 0]);
       expect(q[2]!.rxBacklogged).toBeGreaterThan(0);
       expect(q.map((x) => x.rxDropped)).toEqual([0, 0, 0, 0]);
+      // Backpressure as on one thread: the reading worker held backend queue 0 while pair 2 was behind,
+      // and let it go again.
+      const q0 = b.backend.pauseCalls.filter((c) => c.queuePair === 0).map((c) => c.paused);
+      expect(q0[0]).toBe(true);
+      expect(q0.at(-1)).toBe(false);
     },
   );
 

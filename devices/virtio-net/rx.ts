@@ -356,8 +356,12 @@ export class RxPath {
 /** Pairs another thread runs (queue-pair workers, docs/workers.md): frames steered there are handed over. */
 export interface ForeignPairs {
   owns(pair: number): boolean;
-  /** A frame steered (RSS or automatic steering) to `pair`, not yet filtered; its hash and report type. */
+  /**
+   * A frame from `backendQueue` steered (RSS or automatic steering) to `pair`, not yet filtered; its hash
+   * and report type.
+   */
   forward(
+    backendQueue: number,
     pair: number,
     bytes: Uint8Array,
     offset: number,
@@ -408,7 +412,7 @@ export class Receiver implements RxFlowControl {
     const f = this.foreign;
     if (f !== null && !f.owns(rx.pair)) {
       const h = home.steered;
-      f.forward(rx.pair, bytes, offset, length, offload, h.hash, h.reportType);
+      f.forward(backendQueue, rx.pair, bytes, offset, length, offload, h.hash, h.reportType);
       return;
     }
     if (!s.rxFilter.acceptsAt(bytes, offset, length)) {

@@ -137,6 +137,7 @@ export function workerEntry(): { entry: URL | string; eval: boolean } {
  */
 export function forwardRings(threads: number, owner: number[]) {
   const doors = Array.from({ length: threads }, () => new SharedArrayBuffer(4 * Door.WORDS));
+  const congestion = new SharedArrayBuffer(4 * owner.length);
   const rings = Array.from({ length: threads }, (_, src) =>
     Array.from({ length: threads }, (_, dst) =>
       src === dst ? null : FrameRing.allocate(FORWARD_RING_BYTES),
@@ -145,6 +146,8 @@ export function forwardRings(threads: number, owner: number[]) {
   return {
     doors,
     init: (w: number): ForwardInit | null =>
-      threads < 2 ? null : { index: w, owner, out: rings[w]!, in: rings.map((r) => r[w]!), doors },
+      threads < 2
+        ? null
+        : { index: w, owner, out: rings[w]!, in: rings.map((r) => r[w]!), doors, congestion },
   };
 }

@@ -22,7 +22,7 @@ import type { Virtqueue, VirtqueueState } from '../../../virtio/queue/virtqueue.
 import type { VirtioDeviceContext } from '../../../virtio/virtio-device.js';
 import { Coalescer } from '../coalesce.js';
 import { DirectReceiver } from '../direct-rx.js';
-import { Receiver } from '../rx.js';
+import { Receiver, type RxPath } from '../rx.js';
 import { NetShared } from '../shared.js';
 import { QueueStats } from '../stats.js';
 import { TxPath } from '../tx.js';
@@ -76,6 +76,7 @@ class PairWorker {
   private directInterrupts = 0;
   /** Frames to and from the other workers' pairs (forward.ts); null with one worker. */
   private readonly cross: CrossWorker | null;
+  private readonly ownedRx: RxPath[];
   /** Guest errors so far and the last one's reason ('ping' reports them: the message may come later). */
   private errors = 0;
   private lastError: string | null = null;
@@ -100,7 +101,8 @@ class PairWorker {
       for (const i of [2 * p, 2 * p + 1]) shared.coalescers[i] = new Coalescer(i, shared, this.stats[p]!);
     this.tx = init.pairs.map((p) => new TxPath(p, shared, this.stats[p]!));
     this.rx = new Receiver(shared, this.stats);
-    this.cross = init.forward ? new CrossWorker(init.forward) : null;
+    this.cross = init.forward ? new CrossWorker(init.forward, this.rx) : null;
+    this.ownedRx = init.pairs.map((p) => this.rx.pairs[p]!);
     this.rx.foreign = this.cross;
     this.direct = new DirectReceiver(shared, this.rx.pairs);
     // Until started, frames wait in the kernel.
@@ -181,6 +183,8 @@ class PairWorker {
     const bits = Atomics.exchange(this.door, Door.PENDING, 0);
     this.run(bits);
     if (bits & CONTROL_BIT) this.serve();
+    // Kicks may have emptied a backlog: frames waiting in the rings go in, held senders go on.
+    this.receiveForwarded();
     this.publish();
     this.wait();
   }
@@ -207,7 +211,7 @@ class PairWorker {
     }
     if (bits & BACKEND_BIT) {
       s.runGuarded(() => this.tap.wake?.());
-      this.receiveForwarded();
+      this.cross?.releaseHeld();
     }
   }
 
@@ -226,12 +230,14 @@ class PairWorker {
         s.endReceiveBurst(done);
       }
     });
+    c.publishCongestion(this.ownedRx);
   }
 
-  /** While `stop` moves forwarded frames into the backlogs (the main thread takes them). */
-  private toBacklog = false;
-
-  /** One forwarded frame: filtered and delivered here (into the backlog while stopping). */
+  /**
+   * One forwarded frame, filtered and delivered here as the worker's own. Declined (left in its ring,
+   * with the ring's later frames) while the pair holds a backlog: the ring is the backlog then, and the
+   * sender holds its queue (forward.ts), so a slow guest loses nothing.
+   */
   private readonly deliverForwarded: ForwardedFrame = (
     pair,
     bytes,
@@ -245,17 +251,12 @@ class PairWorker {
     const rx = this.rx.pairs[pair];
     if (rx === undefined || !this.init.pairs.includes(pair) || s.broken || !s.linkUp) {
       s.deviceStats.rxDroppedNotReady++;
-      return;
+      return true;
     }
-    if (!s.rxFilter.acceptsAt(bytes, offset, length)) {
-      rx.stats.rxFiltered++;
-      return;
-    }
-    if (!this.toBacklog) rx.deliverRange(bytes, offset, length, offload, pair, hash, report);
-    else if (!rx.backlog.push(bytes.subarray(offset, offset + length), offload, hash, report)) {
-      rx.stats.rxDropped++;
-      rx.stats.rxDropOverruns++;
-    }
+    if (rx.backlog.count > 0) return false;
+    if (!s.rxFilter.acceptsAt(bytes, offset, length)) rx.stats.rxFiltered++;
+    else rx.deliverRange(bytes, offset, length, offload, pair, hash, report);
+    return true;
   };
 
   private serve(): void {
@@ -355,15 +356,7 @@ class PairWorker {
   }
 
   private stop(): Reply {
-    // Frames forwarded here and not yet taken join the pairs' backlogs, which go to the main thread.
-    if (this.cross) {
-      this.toBacklog = true;
-      try {
-        this.cross.drain(this.deliverForwarded);
-      } finally {
-        this.toBacklog = false;
-      }
-    }
+    // Frames forwarded here and not yet taken stay in their rings until the next start.
     const queues: [VirtqueueState | null, VirtqueueState | null][] = [];
     const backlogs: BacklogFrame[][] = [];
     const coalesce: [CoalesceHandoff, CoalesceHandoff][] = [];
@@ -391,6 +384,8 @@ class PairWorker {
     this.queues.clear();
     this.shared.ctx = null;
     this.takeIrqFds(null);
+    // The backlogs went to the main thread: nothing here holds the senders back any more.
+    this.cross?.publishCongestion(this.ownedRx);
     return { op: 'stopped', queues, backlogs, coalesce };
   }
 

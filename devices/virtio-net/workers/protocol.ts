@@ -85,6 +85,8 @@ export interface ForwardInit {
   /** Per worker: the ring from it to this worker (null for itself). */
   in: (SharedArrayBuffer | null)[];
   doors: SharedArrayBuffer[];
+  /** Int32 per device pair: 1 while its owner holds a backlog for it (the senders hold their queue). */
+  congestion: SharedArrayBuffer;
 }
 
 /** What `workerData` carries. */
