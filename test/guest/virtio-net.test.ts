@@ -12,17 +12,17 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LINUX_6_1_FEATURES, LINUX_7_2_FEATURES } from '../../devices/testing/net-driver.js';
-import type { VfioUserServer } from '../../lib/vfio-user/server.js';
-import type { QueueStats } from '../../devices/virtio-net/stats.js';
-import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
-import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
 import { parseServeWorkers, virtioNetVfioUserDevice } from '../../devices/serve/vfio-user.js';
+import { LINUX_6_1_FEATURES, LINUX_7_2_FEATURES } from '../../devices/testing/net-driver.js';
+import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
+import type { QueueStats } from '../../devices/virtio-net/stats.js';
 import type { WorkerPool } from '../../devices/virtio-net/workers/pool.js';
-import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
 import { cleanupNamespaces, ip, NetNamespace } from '../../lib/host/netns.js';
-import { TapBackend, type TapStats } from '../../lib/tap/tap-backend.js';
+import { GuestMemory } from '../../lib/memory/guest-memory.js';
 import { toeplitzHash } from '../../lib/net/toeplitz.js';
+import { TapBackend, type TapStats } from '../../lib/tap/tap-backend.js';
+import type { VfioUserServer } from '../../lib/vfio-user/server.js';
 import {
   GUEST_KERNELS,
   type GuestKernel,
@@ -156,11 +156,12 @@ async function boot(
   options: Partial<VirtioNetPciOptions>,
   steps: string,
   tunnels = false,
+  tapOptions: { rssSteering?: boolean } = {},
 ): Promise<Run> {
   const fds0 = await settledFdCount();
   const ns = NetNamespace.create('vntn');
   const queues = options.queues ?? 1;
-  const tap = TapBackend.open({ name: TAP, queues, netns: ns.name });
+  const tap = TapBackend.open({ name: TAP, queues, netns: ns.name, ...tapOptions });
   ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${TAP}.disable_ipv6=1`]); // no IPv6 chatter in the counts
   ns.configure(TAP, `${HOST}/24`);
   for (const t of tunnels ? TUNNELS : []) {
@@ -677,6 +678,37 @@ for (const kernel of GUEST_KERNELS) {
         await pool.exited();
         for (let i = 0; i < 100 && tasks() !== tasks0; i++) await new Promise((res) => setTimeout(res, 20));
         expect(tasks()).toBe(tasks0);
+        await run.leftovers();
+      });
+
+      it('2 queue pairs on workers with RSS in software (no eBPF): frames cross between the workers, TCP both ways intact', {
+        timeout: 180_000,
+      }, async () => {
+        // The tap picks the queue by its own flow hash; the guest's RSS (ethtool -X weight 0 1: every
+        // IPv4 flow to queue 1) is applied by the device, so the frames read by worker 0 cross to worker 1.
+        const steps =
+          'pci,virtio,up,mark:up,ping:3,hostping:3,rssweight:0.1,mark:w0,udp:100,stats,mark:w1,tcptx,tcprx,irqs,stats';
+        const run = await boot(kernel, { queues: 2, mq: true, rss: true, workers: true }, steps, false, {
+          rssSteering: false,
+        });
+        const { diag, marks } = run;
+        await expectBasics(run, 1, 1);
+        const pool = run.net.net.dataPlane as WorkerPool;
+        expect(pool.workerCount).toBe(2);
+        expect(run.tapStats?.rssSteeringUpdates, diag).toBe(0);
+        pool.refreshStats();
+        expect(pool.handoffs.crossPairForwards, JSON.stringify(pool.handoffs)).toBeGreaterThan(0);
+        expect(pool.handoffs.crossPairDrops).toBe(0);
+        // The 100 datagrams (16 flows the tap spreads over both queues) all reached queue 1.
+        const results = (k: string) => run.r.pairs.filter(([x]) => x === k).map(([, v]) => v);
+        expect(results('udp_in').map(Number), diag).toEqual([100]);
+        const [w0, w1] = [marks.get('w0'), marks.get('w1')];
+        expect(w0 && w1, diag).toBeTruthy();
+        const rx = (m: Mark, q: number) => m.dev[q]?.rxPackets ?? 0;
+        const d = [0, 1].map((q) => rx(w1 as Mark, q) - rx(w0 as Mark, q));
+        expect(d[1], JSON.stringify(d)).toBeGreaterThanOrEqual(100);
+        expect(d[0], JSON.stringify(d)).toBeLessThanOrEqual(2); // ARP may still go to queue 0
+        await pool.exited();
         await run.leftovers();
       });
 
