@@ -20,6 +20,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { VirtioNetDriver } from '../devices/testing/net-driver.js';
+import { noHandoffs } from '../devices/virtio-net/workers/handle.js';
 import type { WorkerPool } from '../devices/virtio-net/workers/pool.js';
 import { createVirtioNetPci, type VirtioNetPci } from '../devices/virtio-net-pci.js';
 import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/host/netns.js';
@@ -276,17 +277,7 @@ async function txRun(s: Setup, rings: Ring[], pairs: number, target: number): Pr
 }
 
 function handoffs(s: Setup): WorkerPool['handoffs'] {
-  return s.pool
-    ? { ...s.pool.handoffs }
-    : {
-        doorbells: 0,
-        interruptWakeups: 0,
-        interrupts: 0,
-        interruptsDirect: 0,
-        requests: 0,
-        crossPairForwards: 0,
-        crossPairDrops: 0,
-      };
+  return s.pool ? { ...s.pool.handoffs } : noHandoffs();
 }
 
 function sumTap(s: Setup, k: 'tapTx' | 'tapRx'): number {

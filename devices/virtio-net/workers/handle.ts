@@ -40,6 +40,19 @@ export interface WorkerHandoffs {
   crossPairDrops: number;
 }
 
+/** Handoff counters at zero (a new pool, or a bench row without one). */
+export function noHandoffs(): WorkerHandoffs {
+  return {
+    doorbells: 0,
+    interruptWakeups: 0,
+    interrupts: 0,
+    interruptsDirect: 0,
+    requests: 0,
+    crossPairForwards: 0,
+    crossPairDrops: 0,
+  };
+}
+
 /** The main thread's side of one worker. */
 export interface PairWorkerHandle {
   worker: Worker;

@@ -19,6 +19,7 @@ import {
   callWorker,
   forwardRings,
   handoff,
+  noHandoffs,
   type PairWorkerHandle,
   ringWorker,
   type WorkerHandoffs,
@@ -67,15 +68,7 @@ export class WorkerPool implements DataPlane {
   private unwatch: (() => void) | null = null;
   /** How long a request waits for a worker's answer (tests shorten it). */
   answerMs = ANSWER_MS;
-  readonly handoffs: WorkerHandoffs = {
-    doorbells: 0,
-    interruptWakeups: 0,
-    interrupts: 0,
-    interruptsDirect: 0,
-    requests: 0,
-    crossPairForwards: 0,
-    crossPairDrops: 0,
-  };
+  readonly handoffs: WorkerHandoffs = noHandoffs();
 
   constructor(
     private readonly net: VirtioNet,
