@@ -59,7 +59,12 @@ export * from './lib/net/rss-hash.js';
 export { ToeplitzKey, toeplitzHash } from './lib/net/toeplitz.js';
 export type { TapAdoptOptions, TapOpenOptions, TapStats } from './lib/tap/tap-backend.js';
 export { TapBackend } from './lib/tap/tap-backend.js';
-export type { VfioUserDevice, VfioUserDoorbell, VfioUserInterruptSink } from './lib/vfio-user/device.js';
+export type {
+  VfioUserDevice,
+  VfioUserDoorbell,
+  VfioUserDoorbellEventfds,
+  VfioUserInterruptSink,
+} from './lib/vfio-user/device.js';
 export type { VfioUserServerOptions } from './lib/vfio-user/server.js';
 export { VfioUserServer } from './lib/vfio-user/server.js';
 export type { InterruptSink } from './pci/msix.js';

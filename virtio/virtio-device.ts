@@ -21,6 +21,18 @@ export interface VirtioDeviceContext {
    * write it directly; the device hears `interruptRoutesChanged` before the answer changes.
    */
   queueInterruptFd?(index: number): number | null;
+  /**
+   * The eventfd whose signal is the driver's kick of queue `index` right now (an ioeventfd the VMM hands
+   * its client, vfio-user GET_REGION_IO_FDS), or null: kicks then arrive only as `queueNotify`. The device
+   * hears `interruptRoutesChanged` before the answer changes.
+   */
+  queueKickFd?(index: number): number | null;
+  /**
+   * A thread of the device polls queue `index`'s kick eventfd itself (held) or no longer does (released):
+   * while held, the VMM does not poll it, so the kick reaches that thread and no other. Released, the
+   * VMM polls it again and serves a signal that arrived meanwhile.
+   */
+  holdKick?(index: number, held: boolean): void;
   /** The device config changed: bump config_generation and signal a config interrupt (ISR bit 1). */
   configChanged(): void;
   /** A guest error the device cannot recover from: set DEVICE_NEEDS_RESET and signal a config interrupt. */
@@ -66,8 +78,8 @@ export interface VirtioDevice {
   queueReset?(index: number): void;
   queueEnabled?(index: number): void;
   /**
-   * What `queueInterruptFd` answers may have changed (a queue's vector, MSI-X enable, the mode, the
-   * VMM's eventfds or masks): called before an fd it named is closed.
+   * What `queueInterruptFd` or `queueKickFd` answers may have changed (a queue's vector, MSI-X enable,
+   * the mode, the VMM's eventfds or masks): called before an fd they named is closed.
    */
   interruptRoutesChanged?(): void;
   /** Device reset (status 0, FLR, or VF removal): return to the post-construction state. */

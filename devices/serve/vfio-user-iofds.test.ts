@@ -19,7 +19,12 @@ import {
   REGION_RW,
   view,
 } from '../../lib/vfio-user/protocol.js';
-import { type VfioUserDevice, type VfioUserDoorbell, VfioUserServer } from '../../lib/vfio-user/server.js';
+import {
+  type VfioUserDevice,
+  type VfioUserDoorbell,
+  type VfioUserDoorbellEventfds,
+  VfioUserServer,
+} from '../../lib/vfio-user/server.js';
 import { virtioNetVfioUserDevice } from './vfio-user.js';
 
 const fdCount = () => readdirSync('/proc/self/fd').length;
@@ -164,6 +169,41 @@ describe('GET_REGION_IO_FDS', () => {
     expect(st.kicksByEventfd).toBe(2);
     expect(st.kickSignalsByEventfd).toBe(4);
     expect(st.regionWrites[4]).toBeUndefined();
+  });
+
+  it('the device holds a doorbell: the server leaves its eventfd alone until released, then serves the signal that waited', async () => {
+    const dev = fakeDevice(queueDoorbells(3), new GuestMemory());
+    let fds: VfioUserDoorbellEventfds | null = null;
+    let routes = 0;
+    dev.setDoorbellEventfds = (f) => {
+      fds = f;
+    };
+    dev.interruptRoutesChanged = () => routes++;
+    await start(dev);
+    const eventfds = fds as unknown as VfioUserDoorbellEventfds;
+    // Nothing handed out yet: no eventfd to take.
+    expect([0, 1, 2].map((i) => eventfds.fd(i))).toEqual([null, null, null]);
+    const r = await ask(4);
+    // Arming them is a route change the device hears before the reply.
+    expect(routes).toBe(1);
+    const mine = [0, 1, 2].map((i) => eventfds.fd(i));
+    expect(mine.every((fd) => fd !== null && isEventfd(fd))).toBe(true);
+    expect(new Set(mine).size).toBe(3);
+    expect([eventfds.fd(-1), eventfds.fd(3), eventfds.fd(1.5)]).toEqual([null, null, null]);
+    eventfds.hold(1, true);
+    sys.eventfdSignal(r.fds[1] as number);
+    sys.eventfdSignal(r.fds[2] as number);
+    for (let i = 0; i < 50 && dev.writes.length === 0; i++) await tick();
+    for (let i = 0; i < 5; i++) await tick();
+    // Only the doorbell nobody holds was rung; the held one's signal is still in its eventfd.
+    expect(dev.writes).toEqual([[4, 0x3008, 2, 2]]);
+    eventfds.hold(1, false);
+    for (let i = 0; i < 50 && dev.writes.length === 1; i++) await tick();
+    expect(dev.writes).toEqual([
+      [4, 0x3008, 2, 2],
+      [4, 0x3004, 2, 1],
+    ]);
+    expect(server.stats().kicksByEventfd).toBe(2);
   });
 
   it('a repeated request hands out the same eventfds (no new ones on the server)', async () => {

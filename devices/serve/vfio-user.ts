@@ -58,6 +58,8 @@ export function virtioNetVfioUserDevice(
       sink = s;
     },
     interruptRoutesChanged: () => net.transport.interruptRoutesChanged(),
+    // Doorbell i is queue i's (above): queue workers may poll its eventfd themselves.
+    setDoorbellEventfds: (fds) => net.transport.setKickEventfds(fds),
     reset: () => net.reset(),
     doorbells: () => doorbells,
     setLinkUp: (up) => net.setLinkUp(up),

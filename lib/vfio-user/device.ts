@@ -37,6 +37,25 @@ export interface VfioUserDoorbell {
 }
 
 /**
+ * The server's eventfds for the device's doorbells (DEVICE_GET_REGION_IO_FDS), named by their position in
+ * `VfioUserDevice.doorbells()`. A device that runs a queue on another thread may hold a doorbell: the
+ * server stops polling its eventfd and that thread reads it and makes the doorbell's write itself, so a
+ * kick never passes the server's thread.
+ */
+export interface VfioUserDoorbellEventfds {
+  /**
+   * The eventfd the client signals for doorbell `i`, or null (not handed out). Valid until the server
+   * calls `interruptRoutesChanged`; a thread that keeps it should hold a dup of its own.
+   */
+  fd(i: number): number | null;
+  /**
+   * Held: the server stops polling doorbell `i`'s eventfd. Released: it polls it again, and serves a
+   * signal that arrived meanwhile. The server's own polling starts released.
+   */
+  hold(i: number, held: boolean): void;
+}
+
+/**
  * The PCI function the server exposes. Accesses arrive in naturally aligned pieces of 1, 2, 4 (config) or
  * 1, 2, 4, 8 bytes (BARs), offsets relative to the region. Must not throw for guest-chosen values.
  */
@@ -52,12 +71,15 @@ export interface VfioUserDevice {
   readonly memory: DmaMemory;
   setInterruptSink(sink: VfioUserInterruptSink): void;
   /**
-   * The answers of the sink's `vectorFd` changed (SET_IRQS: eventfds, masks, disconnect). Called before
-   * an eventfd they named is closed and before the client's reply.
+   * The answers of the sink's `vectorFd` or of the doorbell eventfds' `fd` changed (SET_IRQS: eventfds,
+   * masks; GET_REGION_IO_FDS: new eventfds; disconnect). Called before an eventfd they named is closed
+   * and before the client's reply.
    */
   interruptRoutesChanged?(): void;
   /** Writes that may be served as ioeventfds; without it, GET_REGION_IO_FDS answers no sub-regions. */
   doorbells?(): readonly VfioUserDoorbell[];
+  /** Where the device finds its doorbells' eventfds (given once, when the server is created). */
+  setDoorbellEventfds?(fds: VfioUserDoorbellEventfds): void;
   /** Function-level reset (DEVICE_RESET, and when the client disconnects). */
   reset(): void;
 }

@@ -34,6 +34,8 @@ interface Armed {
   doorbell: VfioUserDoorbell;
   fd: number;
   poll: sys.FdPoll;
+  /** The device reads this eventfd itself (VfioUserDoorbellEventfds.hold): not polled here. */
+  held: boolean;
 }
 
 /** The server's ioeventfds for one connection. */
@@ -43,13 +45,17 @@ export class VfioUserIoFds {
   readonly #stats: IoFdStats;
   readonly #r: Responder;
   readonly #beforeRing: () => void;
+  readonly #onRoutes: () => void;
   /** Armed doorbells per region index (created on the region's first request). */
   readonly #armed = new Map<number, Armed[]>();
+  /** The same, by the device's doorbell (VfioUserDoorbellEventfds names them by position). */
+  readonly #byDoorbell = new Map<VfioUserDoorbell, Armed>();
 
   /**
    * `maxFds`: most descriptors in one reply (the doorbells past it stay REGION_WRITE only). `beforeRing`
    * runs before a doorbell's write: the server handles what is already on the socket, so that a kick
-   * never passes the client's earlier writes (say the queue enable and DRIVER_OK it posted).
+   * never passes the client's earlier writes (say the queue enable and DRIVER_OK it posted). `onRoutes`
+   * runs when new eventfds are armed (the device may take them to its own threads).
    */
   constructor(
     device: VfioUserDevice,
@@ -57,9 +63,11 @@ export class VfioUserIoFds {
     stats: IoFdStats,
     responder: Responder,
     beforeRing: () => void = () => {},
+    onRoutes: () => void = () => {},
   ) {
     this.#device = device;
     this.#beforeRing = beforeRing;
+    this.#onRoutes = onRoutes;
     this.#maxFds = maxFds;
     this.#stats = stats;
     this.#r = responder;
@@ -91,7 +99,7 @@ export class VfioUserIoFds {
         const poll = sys.pollFd(fd, (ev) => {
           if (ev.readable) this.#ring(entry);
         });
-        const entry: Armed = { doorbell, fd, poll };
+        const entry: Armed = { doorbell, fd, poll, held: false };
         armed.push(entry);
         poll.start({ readable: true, disconnect: false });
       }
@@ -101,7 +109,30 @@ export class VfioUserIoFds {
       return null;
     }
     this.#armed.set(index, armed);
+    for (const a of armed) this.#byDoorbell.set(a.doorbell, a);
+    this.#onRoutes();
     return armed;
+  }
+
+  /** The armed eventfd of the device's doorbell `i` (its position in `doorbells()`), or undefined. */
+  #at(i: number): Armed | undefined {
+    if (this.#byDoorbell.size === 0 || !Number.isInteger(i) || i < 0) return undefined;
+    const d = this.#device.doorbells?.()[i];
+    return d === undefined ? undefined : this.#byDoorbell.get(d);
+  }
+
+  /** VfioUserDoorbellEventfds.fd. */
+  fdOf(i: number): number | null {
+    return this.#at(i)?.fd ?? null;
+  }
+
+  /** VfioUserDoorbellEventfds.hold: a held eventfd is not polled here (the device reads it). */
+  hold(i: number, held: boolean): void {
+    const a = this.#at(i);
+    if (a === undefined || a.held === held) return;
+    a.held = held;
+    if (held) a.poll.stop();
+    else a.poll.start({ readable: true, disconnect: false });
   }
 
   #ring(a: Armed): void {
@@ -125,6 +156,7 @@ export class VfioUserIoFds {
   closeAll(): void {
     for (const armed of this.#armed.values()) this.#disarm(armed);
     this.#armed.clear();
+    this.#byDoorbell.clear();
   }
 
   /**

@@ -50,7 +50,13 @@ import type { Responder } from './responder.js';
 import { secureSocketFile } from './socket-file.js';
 import * as sys from '../host/socket.js';
 
-export type { VfioUserBar, VfioUserDevice, VfioUserDoorbell, VfioUserInterruptSink } from './device.js';
+export type {
+  VfioUserBar,
+  VfioUserDevice,
+  VfioUserDoorbell,
+  VfioUserDoorbellEventfds,
+  VfioUserInterruptSink,
+} from './device.js';
 
 const NUM_REGIONS = Region.COUNT;
 const NUM_IRQS = Irq.COUNT;
@@ -175,9 +181,18 @@ export class VfioUserServer {
       this.#safe(() => device.interruptRoutesChanged?.()),
     );
     this.#regions = new VfioUserRegions(device, this.#caps.maxDataXferSize, this.#stats, r);
-    this.#ioFds = new VfioUserIoFds(device, this.#caps.maxMsgFds, this.#stats, r, () =>
-      this.#conn?.drain(this.#maxQueued),
+    this.#ioFds = new VfioUserIoFds(
+      device,
+      this.#caps.maxMsgFds,
+      this.#stats,
+      r,
+      () => this.#conn?.drain(this.#maxQueued),
+      () => this.#safe(() => device.interruptRoutesChanged?.()),
     );
+    device.setDoorbellEventfds?.({
+      fd: (i) => this.#ioFds.fdOf(i),
+      hold: (i, held) => this.#ioFds.hold(i, held),
+    });
     device.setInterruptSink({
       vector: (n) => this.#irqs.signalMsix(n),
       vectorFd: (n) => this.#irqs.vectorFd(n),

@@ -27,9 +27,11 @@ import {
   IRQ_SET,
   IrqSetFlag,
   MsgFlag,
+  REGION_IO_FDS,
   view,
 } from '../../lib/vfio-user/protocol.js';
 import { VfioUserServer } from '../../lib/vfio-user/server.js';
+import { MODERN_BAR } from '../../virtio/pci/virtio-pci.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector } from '../../virtio/testing/pci-driver.js';
 import { lines, PY_UDP_RECV, unavailable } from '../tap/fixture.test-support.js';
@@ -93,6 +95,26 @@ const dmaUnmap = (address: number, size: number) =>
     o.setBigUint64(DMA_UNMAP.address, BigInt(address), true);
     o.setBigUint64(DMA_UNMAP.size, BigInt(size), true);
   });
+
+/**
+ * DEVICE_GET_REGION_IO_FDS for the notify BAR: the eventfd of each queue's doorbell, by queue index (the
+ * caller closes them).
+ */
+async function kickEventfds(fx: Fixture): Promise<number[]> {
+  const req = new Uint8Array(REGION_IO_FDS.SIZE);
+  const v = view(req);
+  v.setUint32(REGION_IO_FDS.argsz, 4096, true);
+  v.setUint32(REGION_IO_FDS.index, MODERN_BAR, true);
+  const r = await fx.client.request(Command.DEVICE_GET_REGION_IO_FDS, req);
+  expect(isError(r)).toBe(false);
+  const b = view(r.body);
+  const byOffset = new Map<number, number>();
+  for (let i = 0; i < b.getUint32(REGION_IO_FDS.count, true); i++) {
+    const at = REGION_IO_FDS.subRegions + 40 * i;
+    byOffset.set(Number(b.getBigUint64(at, true)), r.fds[b.getUint32(at + 16, true)]!);
+  }
+  return fx.dev.net.transport.queueNotifyOffsets().map((o) => byOffset.get(o) ?? -1);
+}
 
 /** The sequence number of a datagram of PY_SEQ_SEND, after checking its bytes; null for other frames. */
 function seqOf(frame: Uint8Array): number | null {
@@ -458,11 +480,63 @@ describe.skipIf(unavailable !== null)(
       await kernelToGuest(fx, 200, '200 datagrams after the stall');
     }, 30_000);
 
+    it('kicks by ioeventfd reach the workers directly: the server polls only the eventfds no worker took, and polls them again once the workers let go', async () => {
+      const fx = await make();
+      const kicks = await kickEventfds(fx);
+      const txFd = (pair: number) => kicks[fx.drv.txIndex(pair)]!;
+      expect([txFd(0), txFd(1)].every((fd) => fd >= 0)).toBe(true);
+      const h = fx.pool.handoffs;
+      const direct = () => {
+        fx.pool.refreshStats();
+        return h.kicksDirect;
+      };
+      const byServer = () => fx.server.stats().kicksByEventfd;
+      const doorbells = h.doorbells;
+      // One datagram per pair, queued without a doorbell write; each pair's kick is its eventfd's signal.
+      const send = async (port: number, tag: string) => {
+        const child = fx.ns.spawn('python3', ['-c', PY_UDP_RECV, KERNEL_IP, String(port), '2']);
+        const out = lines(child);
+        await out.waitFor(/^ready$/);
+        for (const pair of [0, 1]) {
+          const frame = udpFrame(GUEST_IP, KERNEL_IP, 42000 + pair, port, enc(`${tag} ${pair}`));
+          fx.drv.send(frame, { pair, kick: false });
+          sys.eventfdSignal(txFd(pair));
+        }
+        for (const pair of [0, 1]) {
+          const payload = hex(enc(`${tag} ${pair}`));
+          expect(await out.waitFor(new RegExp(`^${payload} `))).toBe(
+            `${payload} ${GUEST_IP} ${42000 + pair}`,
+          );
+        }
+      };
+      await send(5561, 'eventfd');
+      // Each worker read its own queue's eventfd: no doorbell rung, the server never woke for them.
+      await fx.until(() => direct() === 2, 5000, 'two direct kicks');
+      expect(h.doorbells).toBe(doorbells);
+      expect(byServer()).toBe(0);
+      // A reset stops the workers: the server polls the eventfds again (a kick of a reset device is read
+      // and ignored there).
+      fx.dev.reset();
+      expect(fx.pool.running).toBe(false);
+      sys.eventfdSignal(txFd(1));
+      await fx.until(() => byServer() === 1, 5000, 'the server reading the kick');
+      // The driver again: the workers take the eventfds back.
+      fx.drv.open();
+      expect(fx.pool.running).toBe(true);
+      await send(5562, 'again');
+      await fx.until(() => direct() === 4, 5000, 'four direct kicks');
+      expect(byServer()).toBe(1);
+      for (const fd of kicks) if (fd >= 0) sys.close(fd);
+    }, 30_000);
+
     it('close leaves no thread, fd or guest mapping', async () => {
       await settled();
       const before = { tasks: tasks(), fds: fds(), maps: memfdMaps() };
       const fx = await make();
       expect(tasks()).toBeGreaterThanOrEqual(before.tasks + 2);
+      // The workers hold dups of the kick eventfds too (closed here: the client's own copies).
+      for (const fd of await kickEventfds(fx)) if (fd >= 0) sys.close(fd);
+      expect(fx.pool.handoffs.kicksDirect).toBe(0);
       await guestToKernel(fx, 5560, 3, 'close');
       const pool = fx.pool;
       await fx.dispose();

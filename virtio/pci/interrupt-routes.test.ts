@@ -1,4 +1,4 @@
-// VirtioDeviceContext.queueInterruptFd and VirtioDevice.interruptRoutesChanged: which eventfd a queue's
+// VirtioDeviceContext.queueInterruptFd / queueKickFd and VirtioDevice.interruptRoutesChanged: which eventfd a queue's
 // used-buffer notification would signal (a VMM that serves MSI-X vectors by eventfd, as vfio-user does),
 // and that the device hears of every change of that answer (queue vector, MSI-X Enable, mode, the VMM's
 // own fds) while it runs. Queue-pair workers write those eventfds themselves (docs/workers.md).
@@ -97,5 +97,29 @@ describe('queue interrupt eventfds', () => {
   it('a VMM that takes MSI messages (it has `msi`) gets none of this: the table is ours', () => {
     const s = setup(true);
     expect(s.ctx.queueInterruptFd!(0)).toBeNull();
+  });
+});
+
+describe('queue kick eventfds', () => {
+  it('a running, enabled queue answers the VMM’s kick eventfd; holds pass through; none when stopped or reset', () => {
+    const s = setup();
+    const held: [number, boolean][] = [];
+    const before = s.device.routes;
+    s.t.setKickEventfds({ fd: (q) => (q < 2 ? 200 + q : null), hold: (q, h) => held.push([q, h]) });
+    // Setting the source is a route change the running device hears.
+    expect(s.device.routes).toBe(before + 1);
+    expect([0, 1, 2].map((q) => s.ctx.queueKickFd!(q))).toEqual([200, 201, null]);
+    s.ctx.holdKick!(1, true);
+    s.ctx.holdKick!(1, false);
+    expect(held).toEqual([
+      [1, true],
+      [1, false],
+    ]);
+    s.t.setMode('stopped');
+    expect(s.ctx.queueKickFd!(0)).toBeNull();
+    s.t.setMode('active');
+    expect(s.ctx.queueKickFd!(0)).toBe(200);
+    s.t.reset();
+    expect(s.ctx.queueKickFd!(0)).toBeNull();
   });
 });

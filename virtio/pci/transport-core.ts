@@ -22,6 +22,7 @@ import {
 } from '../features.js';
 import type { DeviceMode, VirtioDevice, VirtioDeviceContext } from '../virtio-device.js';
 import { type AdminQueueLayout, TransportAdminQueues } from './transport-admin.js';
+import { type ContextHost, deviceContext, type QueueKickEventfds } from './transport-context.js';
 import {
   address,
   createRing,
@@ -40,6 +41,7 @@ import {
 } from './transport-registers.js';
 import type { TransportSnapshot } from './transport-schema.js';
 
+export type { QueueKickEventfds } from './transport-context.js';
 export type { TransportSnapshot } from './transport-schema.js';
 
 /** Where the core's interrupts go (the PCI glue: MSI-X vector, or INTx following the ISR). */
@@ -52,7 +54,7 @@ export interface TransportSignals {
   vectorFd?(vector: number): number | null;
 }
 
-export class TransportCore {
+export class TransportCore implements ContextHost {
   status = 0;
   deviceFeatureSelect = 0;
   driverFeatureSelect = 0;
@@ -80,6 +82,8 @@ export class TransportCore {
   private offeredBits: bigint;
   private modernOfferedBits: bigint;
   private readonly context: VirtioDeviceContext;
+  /** Where kicks may also arrive by eventfd (VirtioPciTransport.setKickEventfds). */
+  kicks: QueueKickEventfds | null = null;
   /** Administration virtqueues (VIRTIO_F_ADMIN_VQ), when the function owns a device group. */
   private admin: TransportAdminQueues | null = null;
   private readonly adminContext: AdminQueueContext;
@@ -99,24 +103,12 @@ export class TransportCore {
     this.queues = [];
     for (let i = 0; i < n; i++) this.queues.push(this.freshQueue(i, 0n));
     this.numQueuesCache = Math.min(n, device.numQueues(0n));
-    const core = this;
-    this.context = {
-      memory,
-      get features() {
-        return core.driverFeatures;
-      },
-      queue: (i) =>
-        core.activated && i >= 0 && i < core.queues.length ? (core.queues[i]?.vq ?? null) : null,
-      notifyQueue: (i) => core.notifyQueue(i),
-      queueInterruptFd: (i) => core.queueInterruptFd(i),
-      configChanged: () => core.configChanged(),
-      needsReset: (reason) => core.needsReset(reason),
-    };
+    this.context = deviceContext(this);
     this.adminContext = {
       memory,
-      queue: (i) => (core.activated ? (core.adminQueueRegisters(i)?.vq ?? null) : null),
-      notifyQueue: (i) => core.notifyAdminQueue(i),
-      needsReset: (reason) => core.needsReset(reason),
+      queue: (i) => (this.activated ? (this.adminQueueRegisters(i)?.vq ?? null) : null),
+      notifyQueue: (i) => this.notifyAdminQueue(i),
+      needsReset: (reason) => this.needsReset(reason),
     };
   }
 
@@ -217,17 +209,14 @@ export class TransportCore {
     if (this.activated) this.interruptRoutesChanged();
   }
 
-  /** A driven device hears that `queueInterruptFd` may answer differently. */
-  interruptRoutesChanged(): void {
-    if (this.activated) this.device.interruptRoutesChanged?.();
+  /** The eventfd that delivers MSI-X `vector` now, or null (ContextHost). */
+  vectorFd(vector: number): number | null {
+    return this.signals.vectorFd?.(vector) ?? null;
   }
 
-  /** VirtioDeviceContext.queueInterruptFd: what notifyQueue(i) would signal, as an eventfd, or null. */
-  queueInterruptFd(i: number): number | null {
-    if (!this.activated || this.broken || this.modeValue !== 'active') return null;
-    const q = this.queues[i];
-    if (!q?.enabled || q.vector === VIRTIO_MSI_NO_VECTOR) return null;
-    return this.signals.vectorFd?.(q.vector) ?? null;
+  /** A driven device hears that the context's `queueInterruptFd` / `queueKickFd` may answer differently. */
+  interruptRoutesChanged(): void {
+    if (this.activated) this.device.interruptRoutesChanged?.();
   }
 
   /** Map a guest-written vector: out of range reads back VIRTIO_MSI_NO_VECTOR (QEMU msix_vector_use). */

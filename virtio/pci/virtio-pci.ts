@@ -37,73 +37,34 @@ import { CommonConfig } from './common-config.js';
 import { LEGACY_CONFIG_OFF, LEGACY_CONFIG_OFF_MSIX, LegacyInterface, legacyBarSize } from './legacy.js';
 import { NOTIFY_OFF_MULTIPLIER, notifyQueueIndex } from './notify.js';
 import { PCI_CFG_CAP, pciCfgWindow } from './pci-cfg-access.js';
+import {
+  ADMIN_QUEUE_SIZE,
+  LEGACY_BAR,
+  LEGACY_NOTIFY_DOORBELL,
+  MODERN_BAR,
+  MODERN_BAR_SIZE,
+  MODERN_REGIONS,
+  MSIX_BAR,
+  PCI_CAP_ID_VNDR,
+  PCI_SUBDEVICE_ID_QEMU,
+  PCI_VENDOR_ID_REDHAT_QUMRANET,
+  VIRTIO_PCI_CAP,
+  VIRTIO_PCI_CAP_COMMON_CFG,
+  VIRTIO_PCI_CAP_DEVICE_CFG,
+  VIRTIO_PCI_CAP_ISR_CFG,
+  VIRTIO_PCI_CAP_NOTIFY_CFG,
+  VIRTIO_PCI_CAP_PCI_CFG,
+  VIRTIO_PCI_CLASS_CODES,
+  VIRTIO_PCI_MODERN_DEVICE_BASE,
+  VIRTIO_PCI_TRANSITIONAL_IDS,
+} from './pci-layout.js';
 import { ones, type PieceHandler, splitRead, splitWrite } from './region-access.js';
-import { TransportCore, type TransportSnapshot } from './transport-core.js';
+import { type QueueKickEventfds, TransportCore, type TransportSnapshot } from './transport-core.js';
 import { checkParts, commonParts, type PartsContext, statePart } from './transport-parts.js';
 import { VIRTIO_MSI_NO_VECTOR } from './transport-registers.js';
 import { type TransportLimits, validateTransportSnapshot } from './transport-schema.js';
 
-export const PCI_VENDOR_ID_REDHAT_QUMRANET = 0x1af4;
-/** QEMU's PCI_SUBDEVICE_ID_QEMU, the subsystem ID of modern-only virtio functions. */
-export const PCI_SUBDEVICE_ID_QEMU = 0x1100;
-/** Modern device ID = 0x1040 + virtio device ID (§4.1.2.1). */
-export const VIRTIO_PCI_MODERN_DEVICE_BASE = 0x1040;
-/** Transitional device IDs by virtio device ID (§4.1.2.1 table; QEMU trans_devid). */
-export const VIRTIO_PCI_TRANSITIONAL_IDS: Readonly<Record<number, number>> = {
-  1: 0x1000, // network
-  2: 0x1001, // block
-  5: 0x1002, // memory balloon (traditional)
-  3: 0x1003, // console
-  8: 0x1004, // SCSI host
-  4: 0x1005, // entropy source
-  9: 0x1009, // 9P transport
-};
-/** PCI class codes QEMU gives virtio functions (default PCI_CLASS_OTHERS). */
-const CLASS_CODES: Readonly<Record<number, number>> = { 1: 0x020000, 2: 0x010000, 3: 0x078000 };
-
-export const PCI_CAP_ID_VNDR = 0x09;
-/** `cfg_type` values (§4.1.4). */
-export const VIRTIO_PCI_CAP_COMMON_CFG = 1;
-export const VIRTIO_PCI_CAP_NOTIFY_CFG = 2;
-export const VIRTIO_PCI_CAP_ISR_CFG = 3;
-export const VIRTIO_PCI_CAP_DEVICE_CFG = 4;
-export const VIRTIO_PCI_CAP_PCI_CFG = 5;
-/** `struct virtio_pci_cap` fields (16 bytes; the notify cap adds notify_off_multiplier at 16). */
-export const VIRTIO_PCI_CAP = {
-  vndr: 0,
-  next: 1,
-  len: 2,
-  cfgType: 3,
-  bar: 4,
-  id: 5,
-  offset: 8,
-  length: 12,
-  notifyMultiplier: 16,
-} as const;
-
-/** QEMU's modern memory BAR: index, size and the four 4 KiB regions in it. */
-export const MODERN_BAR = 4;
-export const MODERN_BAR_SIZE = 0x4000;
-export const MODERN_REGIONS = {
-  common: 0x0000,
-  isr: 0x1000,
-  device: 0x2000,
-  notify: 0x3000,
-  size: 0x1000,
-} as const;
-export const MSIX_BAR = 1;
-export const LEGACY_BAR = 0;
-
-/** Maximum queue_size of an administration virtqueue (default of `AdminQueueOptions.size`). */
-export const ADMIN_QUEUE_SIZE = 64;
-/**
- * The legacy notification doorbell of a function built with `legacyAccessForAdmin` (§2.12.1.1 "Legacy
- * Driver Notification"): a le16 write of a queue index here notifies that queue, as a write to legacy
- * BAR0 offset 16 would. BAR4 offset 0x1800 lies in the ISR region, whose writes mean nothing otherwise
- * (QEMU ignores them); the modern notify area cannot serve, since there the address picks the queue.
- * LEGACY_NOTIFY_INFO reports it as {flags 2 (member), bar 4, offset 0x1800}.
- */
-export const LEGACY_NOTIFY_DOORBELL = MODERN_REGIONS.isr + 0x800;
+export * from './pci-layout.js';
 
 export interface VirtioPciOptions {
   device: VirtioDevice;
@@ -228,7 +189,7 @@ export class VirtioPciTransport {
       deviceId: legacy ? (transitionalId as number) : VIRTIO_PCI_MODERN_DEVICE_BASE + id,
       // Transitional devices MUST have revision 0 and subsystem ID = device type (§4.1.2.1).
       revision: legacy ? 0 : 1,
-      classCode: options.classCode ?? CLASS_CODES[id] ?? 0xff0000,
+      classCode: options.classCode ?? VIRTIO_PCI_CLASS_CODES[id] ?? 0xff0000,
       subsystemVendorId: PCI_VENDOR_ID_REDHAT_QUMRANET,
       subsystemId: legacy ? id : PCI_SUBDEVICE_ID_QEMU,
       interruptPin: 1,
@@ -443,6 +404,16 @@ export class VirtioPciTransport {
    * re-reads them before this returns.
    */
   interruptRoutesChanged(): void {
+    this.core.interruptRoutesChanged();
+  }
+
+  /**
+   * Where the driver's kicks may also arrive by eventfd (the vfio-user server's ioeventfds, by queue
+   * index), for a device that serves them on its own threads; null: none. Its answers changing is an
+   * `interruptRoutesChanged`.
+   */
+  setKickEventfds(kicks: QueueKickEventfds | null): void {
+    this.core.kicks = kicks;
     this.core.interruptRoutesChanged();
   }
 

@@ -30,8 +30,10 @@ export interface WorkerHandoffs {
   interrupts: number;
   /** Control-plane requests (start, sync, stop, close): none per frame. */
   requests: number;
-  /** Interrupts the workers signalled on the vectors' eventfds themselves (no handoff; irq-routes.ts). */
+  /** Interrupts the workers signalled on the vectors' eventfds themselves (no handoff; queue-routes.ts). */
   interruptsDirect: number;
+  /** Kicks the workers read from the queues' kick eventfds themselves (no handoff; queue-routes.ts). */
+  kicksDirect: number;
   /**
    * Frames software steering (RSS, automatic steering) sent to a pair another worker runs: handed over
    * through a frame ring (forward.ts), or dropped when that ring was full.
@@ -47,6 +49,7 @@ export function noHandoffs(): WorkerHandoffs {
     interruptWakeups: 0,
     interrupts: 0,
     interruptsDirect: 0,
+    kicksDirect: 0,
     requests: 0,
     crossPairForwards: 0,
     crossPairDrops: 0,
@@ -70,8 +73,10 @@ export interface PairWorkerHandle {
   closedOk: boolean;
   /** The worker's guest errors already handled (by message or by a settle's 'pong'). */
   errorsSeen: number;
-  /** The interrupt fds last handed over (the worker's; closed here only if it had to be terminated). */
-  irqFds: number[];
+  /** The route fds last handed over (the worker's; closed here only if it had to be terminated). */
+  routeFds: number[];
+  /** Queues whose kick eventfd the worker polls: held from the VMM's poller (VirtioDeviceContext.holdKick). */
+  kicksHeld: number[];
 }
 
 /** Sets `bits` in the worker's doorbell and wakes it. */

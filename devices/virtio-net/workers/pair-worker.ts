@@ -13,7 +13,7 @@ import {
   workerData,
 } from 'node:worker_threads';
 import { libc } from '../../../lib/host/libc.js';
-import { eventfdSignal } from '../../../lib/host/socket.js';
+import { eventfdRead, eventfdSignal, type FdPoll, pollFd } from '../../../lib/host/socket.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { NetOffload, ReceiveTarget } from '../../../lib/net/backend.js';
 import { MAX_FRAME } from '../../../lib/net/backend.js';
@@ -44,6 +44,7 @@ import {
   type WorkerInit,
   waitAsync,
 } from './protocol.js';
+import { ROUTES_PER_PAIR } from './queue-routes.js';
 import { openWorkerBackend, type WorkerSideBackend } from './worker-backend.js';
 
 /** Counters are published to shared memory at least this often while the worker runs. */
@@ -71,9 +72,12 @@ class PairWorker {
   private readonly timer: NodeJS.Timeout;
   private wakeups = 0;
   private interrupts = 0;
-  /** Per queue index: this worker's dup of the eventfd that notifies it (irq-routes.ts), or -1. */
+  /** Per queue index: this worker's dup of the eventfd that notifies it (queue-routes.ts), or -1. */
   private readonly irqFd: Int32Array;
   private directInterrupts = 0;
+  /** Per queue index: this worker's dup of the queue's kick eventfd and its poll, while it has one. */
+  private readonly kickFds = new Map<number, { fd: number; poll: FdPoll }>();
+  private directKicks = 0;
   /** Frames to and from the other workers' pairs (forward.ts); null with one worker. */
   private readonly cross: CrossWorker | null;
   private readonly ownedRx: RxPath[];
@@ -129,16 +133,41 @@ class PairWorker {
     };
   }
 
-  /** Closes the interrupt fds this worker holds and takes `fds` (per owned pair [rx, tx]) instead. */
-  private takeIrqFds(fds: readonly number[] | null): void {
+  /**
+   * Closes the notification fds this worker holds and takes `fds` (queue-routes.ts: per owned pair, rx
+   * and tx interrupt, rx and tx kick) instead. A kick eventfd is polled here while the worker has it.
+   */
+  private takeRoutes(fds: readonly number[] | null): void {
     const c = libc();
+    for (const { fd, poll } of this.kickFds.values()) {
+      poll.close();
+      c.close(fd);
+    }
+    this.kickFds.clear();
     for (const [k, p] of this.init.pairs.entries()) {
       for (const d of [0, 1]) {
         const i = 2 * p + d;
         if (this.irqFd[i]! >= 0) c.close(this.irqFd[i]!);
-        this.irqFd[i] = fds?.[2 * k + d] ?? -1;
+        this.irqFd[i] = fds?.[ROUTES_PER_PAIR * k + d] ?? -1;
+        const kick = fds?.[ROUTES_PER_PAIR * k + 2 + d] ?? -1;
+        if (kick < 0) continue;
+        const bit = 1 << (2 * k + d);
+        const poll = pollFd(kick, (ev) => {
+          if (ev.readable) this.kicked(kick, bit);
+        });
+        this.kickFds.set(i, { fd: kick, poll });
+        poll.start({ readable: true, disconnect: false });
       }
     }
+  }
+
+  /** The guest kicked a queue by its eventfd: handled here as the doorbell bit `bit` would be. */
+  private kicked(fd: number, bit: number): void {
+    if (this.closed || eventfdRead(fd) === 0n) return;
+    this.directKicks++;
+    this.run(bit);
+    this.receiveForwarded();
+    this.publish();
   }
 
   /**
@@ -300,7 +329,7 @@ class PairWorker {
           for (const f of req.backlogs[k]!) b.push(f.frame, f.offload, f.hash, f.report);
           st.rxBacklogDepth = b.count;
         }
-        this.takeIrqFds(req.irqFds);
+        this.takeRoutes(req.routeFds);
         this.shared.ctx = this.context();
         // The count and hold the main thread kept while no thread ran the pair (a hold's timer restarts).
         for (const [k, p] of this.init.pairs.entries())
@@ -327,8 +356,8 @@ class PairWorker {
       case 'sync':
         this.apply(req.shared);
         return { op: 'synced' };
-      case 'irqfds':
-        this.takeIrqFds(req.irqFds);
+      case 'routes':
+        this.takeRoutes(req.routeFds);
         return { op: 'routed' };
       case 'memory':
         // Between bursts: the tap already dropped the guest views of its last lends (lib/tap/rx.ts), so
@@ -383,7 +412,7 @@ class PairWorker {
     this.direct.cancel();
     this.queues.clear();
     this.shared.ctx = null;
-    this.takeIrqFds(null);
+    this.takeRoutes(null);
     // The backlogs went to the main thread: nothing here holds the senders back any more.
     this.cross?.publishCongestion(this.ownedRx);
     return { op: 'stopped', queues, backlogs, coalesce };
@@ -454,6 +483,7 @@ class PairWorker {
     out[e + Extra.CROSS_PAIR_DROPS] = cross;
     out[e + Extra.INTERRUPTS] = this.interrupts;
     out[e + Extra.DIRECT_INTERRUPTS] = this.directInterrupts;
+    out[e + Extra.KICKS_DIRECT] = this.directKicks;
     out[e + Extra.CROSS_PAIR_FORWARDS] = this.cross?.forwarded ?? 0;
     out[e + Extra.WAKEUPS] = this.wakeups;
     out[e + Extra.TAP_RX] = t.rxFrames;

@@ -11,6 +11,7 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import { OptionsError } from '../../../lib/errors.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import type { MemoryChange, ThreadRegion } from '../../../lib/memory/regions.js';
+import type { VirtioDeviceContext } from '../../../virtio/virtio-device.js';
 import type { DataPlane } from '../data-plane.js';
 import type { VirtioNet } from '../device.js';
 import { backendOffloads } from '../offloads.js';
@@ -25,7 +26,7 @@ import {
   type WorkerHandoffs,
   workerEntry,
 } from './handle.js';
-import { closeQueueFds, queueFdsFor } from './irq-routes.js';
+import { closeQueueFds, kickQueues, queueFdsFor } from './queue-routes.js';
 
 export type { WorkerHandoffs } from './handle.js';
 
@@ -64,6 +65,8 @@ export class WorkerPool implements DataPlane {
   private irqSeen = 0;
   /** The workers' rxDroppedNotReady already added to the device's. */
   private notReadySeen = 0;
+  /** The transport context through which the workers' kick eventfds are held (holdKicks). */
+  private kickCtx: VirtioDeviceContext | null = null;
   private closed = false;
   private unwatch: (() => void) | null = null;
   /** How long a request waits for a worker's answer (tests shorten it). */
@@ -157,7 +160,8 @@ export class WorkerPool implements DataPlane {
       taken: 0,
       closedOk: false,
       errorsSeen: 0,
-      irqFds: [],
+      routeFds: [],
+      kicksHeld: [],
     };
     worker.on('message', (m: { type?: string; reason?: string; seq?: number }) => {
       if (m?.type !== 'needsReset') return;
@@ -267,7 +271,7 @@ export class WorkerPool implements DataPlane {
         backlogs,
         stats,
         coalesce,
-        irqFds: queueFdsFor(ctx, h.pairs),
+        routeFds: queueFdsFor(ctx, h.pairs),
       });
     }
     this.running = true;
@@ -275,26 +279,47 @@ export class WorkerPool implements DataPlane {
     if (this.control.settleKicks) this.settle();
   }
 
-  /** DataPlane.routesChanged: each worker has dropped its old interrupt fds when this returns. */
+  /** DataPlane.routesChanged: each worker has dropped its old notification fds when this returns. */
   routesChanged(): void {
     if (!this.running) return;
     const ctx = this.net.shared.ctx;
-    for (const h of this.workers) this.post(h, { op: 'irqfds', irqFds: queueFdsFor(ctx, h.pairs) });
+    for (const h of this.workers) this.post(h, { op: 'routes', routeFds: queueFdsFor(ctx, h.pairs) });
   }
 
   /**
    * `call` for a request that hands the worker fds: closed here when it never got them; once posted they
-   * are the worker's even if it answers late.
+   * are the worker's even if it answers late. Once it answered, the kick eventfds it polls now are held
+   * from the VMM's poller, and those it dropped are the VMM's again.
    */
-  private post(h: PairWorkerHandle, req: Request & { irqFds: number[] }): Reply {
+  private post(h: PairWorkerHandle, req: Request & { routeFds: number[] }): Reply {
     const posted = h.posted;
+    let reply: Reply | undefined;
     try {
-      return this.call(h, req);
+      reply = this.call(h, req);
+      return reply;
     } catch (e) {
-      if (h.posted === posted) closeQueueFds(req.irqFds);
+      if (h.posted === posted) closeQueueFds(req.routeFds);
       throw e;
     } finally {
-      if (h.posted !== posted) h.irqFds = req.irqFds;
+      if (h.posted !== posted) h.routeFds = req.routeFds;
+      this.holdKicks(h, reply !== undefined && reply.op !== 'error' ? kickQueues(req.routeFds, h.pairs) : []);
+    }
+  }
+
+  /** The VMM polls the kick eventfds of queues not in `held`, and not those in it (the worker does). */
+  private holdKicks(h: PairWorkerHandle, held: number[]): void {
+    // Released through the context that held them: a reset may have taken the device's since.
+    if (held.length > 0) this.kickCtx = this.net.shared.ctx;
+    for (const q of h.kicksHeld) if (!held.includes(q)) this.safeHold(q, false);
+    for (const q of held) if (!h.kicksHeld.includes(q)) this.safeHold(q, true);
+    h.kicksHeld = held;
+  }
+
+  private safeHold(q: number, held: boolean): void {
+    try {
+      this.kickCtx?.holdKick?.(q, held);
+    } catch {
+      // The VMM's hold threw: a kick still reaches the worker, by its doorbell or its eventfd.
     }
   }
 
@@ -312,7 +337,8 @@ export class WorkerPool implements DataPlane {
     for (const h of this.workers) {
       const r = this.call(h, { op: 'stop' });
       if (r.op !== 'stopped') continue;
-      h.irqFds = []; // closed by the worker
+      h.routeFds = []; // closed by the worker
+      this.holdKicks(h, []);
       for (const [k, p] of h.pairs.entries()) {
         const [rx, tx] = r.queues[k]!;
         if (rx) ctx?.queue(2 * p)?.restore(rx);
@@ -360,10 +386,11 @@ export class WorkerPool implements DataPlane {
       }
       if (!answered) {
         this.control.release(h.backend);
-        const fds = h.irqFds;
+        this.holdKicks(h, []);
+        const fds = h.routeFds;
         const release = () => closeQueueFds(fds);
         void h.worker.terminate().then(release, release);
-      } else h.irqFds = [];
+      } else h.routeFds = [];
       h.port.close();
     }
     // A worker that did not answer `close` may still view guest memory until it has exited: removals
@@ -453,15 +480,18 @@ export class WorkerPool implements DataPlane {
     let cross = 0;
     let notReady = 0;
     let direct = 0;
+    let kicks = 0;
     let forwards = 0;
     for (const w of this.workers) {
       forwards += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_FORWARDS]!;
       cross += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_DROPS]!;
       direct += w.stats[w.pairs.length * n + Extra.DIRECT_INTERRUPTS]!;
+      kicks += w.stats[w.pairs.length * n + Extra.KICKS_DIRECT]!;
       notReady += w.stats[w.pairs.length * n + Extra.RX_DROPPED_NOT_READY]!;
     }
     this.handoffs.crossPairDrops = cross;
     this.handoffs.interruptsDirect = direct;
+    this.handoffs.kicksDirect = kicks;
     this.handoffs.crossPairForwards = forwards;
     // Frames the workers' sinks refused join this thread's count (each worker's is cumulative).
     this.net.shared.deviceStats.rxDroppedNotReady += notReady - this.notReadySeen;

@@ -56,11 +56,13 @@ export const Extra = {
   TAP_TX: 4,
   /** The replica's DeviceStats.rxDroppedNotReady (frames the worker's sink refused). */
   RX_DROPPED_NOT_READY: 5,
-  /** Interrupts the worker signalled itself on the vector's eventfd (irq-routes.ts), not counted in INTERRUPTS. */
+  /** Interrupts the worker signalled itself on the vector's eventfd (queue-routes.ts), not counted in INTERRUPTS. */
   DIRECT_INTERRUPTS: 6,
   /** Frames software steering handed to another worker's pair (forward.ts). */
   CROSS_PAIR_FORWARDS: 7,
-  COUNT: 8,
+  /** Kicks the worker read from its queues' kick eventfds itself (queue-routes.ts), no doorbell rung. */
+  KICKS_DIRECT: 8,
+  COUNT: 9,
 } as const;
 export const statsLength = (pairs: number) => pairs * STAT_FIELDS.length + Extra.COUNT;
 
@@ -161,14 +163,14 @@ export type Request =
       queues: [QueueHandoff | null, QueueHandoff | null][];
       backlogs: BacklogFrame[][];
       stats: number[][];
-      /** Per owned pair [rx, tx]: the worker's own dup of the queue's interrupt eventfd, or -1. */
-      irqFds: number[];
+      /** Per owned pair (queue-routes.ts): the worker's own dups of its queues' eventfds, or -1. */
+      routeFds: number[];
       /** Per owned pair: [rx, tx] coalescer state, held notifications included. */
       coalesce: [CoalesceHandoff, CoalesceHandoff][];
     }
   | { op: 'sync'; shared: SharedState }
-  /** New interrupt routes (irq-routes.ts): the worker closes its previous fds and takes these. */
-  | { op: 'irqfds'; irqFds: number[] }
+  /** New notification routes (queue-routes.ts): the worker closes its previous fds and takes these. */
+  | { op: 'routes'; routeFds: number[] }
   /** Guest memory changed (DMA_MAP / DMA_UNMAP): regions to drop (by address), then regions to view. */
   | { op: 'memory'; add: ThreadRegion[]; remove: number[] }
   | { op: 'stop' }
