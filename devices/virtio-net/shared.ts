@@ -49,7 +49,8 @@ export class NetShared implements CoalesceHost {
   readonly rss: RssState;
   /** RSS contexts (VIRTIO 1.4); the inner header hash state is `rss.tunnel`. */
   readonly rssContexts: RssContexts;
-  readonly flows = new FlowSteering();
+  /** Automatic steering's flows; on a worker, the view of the table all the device's workers share. */
+  readonly flows: FlowSteering;
   readonly deviceStats: NetDeviceStats = {
     rxDroppedNotReady: 0,
     ctrlCommands: 0,
@@ -69,7 +70,9 @@ export class NetShared implements CoalesceHost {
     readonly maxQueuePairs: number,
     readonly backend: NetBackend,
     supportedHashTypes?: number,
+    flowTable?: SharedArrayBuffer,
   ) {
+    this.flows = flowTable ? FlowSteering.over(flowTable) : new FlowSteering();
     this.rss = new RssState(maxQueuePairs, supportedHashTypes);
     this.rssContexts = new RssContexts(this.rss);
     this.burstFrames = new Uint32Array(maxQueuePairs);

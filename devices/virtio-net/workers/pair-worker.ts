@@ -93,7 +93,7 @@ class PairWorker {
     this.tap = openWorkerBackend(init.backend);
     const n = init.maxQueuePairs;
     this.backend = new PairBackend(this.tap, init.pairs, n, init.steersFlows);
-    const shared = new NetShared(n, this.backend, init.supportedHashTypes);
+    const shared = new NetShared(n, this.backend, init.supportedHashTypes, init.flows);
     this.shared = shared;
     this.stats = Array.from({ length: n }, () => new QueueStats());
     this.irqFd = new Int32Array(2 * n).fill(-1);
@@ -410,7 +410,8 @@ class PairWorker {
     s.rss.restore(st.rss);
     s.rss.tunnel.types = st.hashTunnel;
     s.rssContexts.restore(st.rssContexts);
-    s.flows.clear();
+    // Not s.flows.clear(): the table is the device's, shared by every worker; the main thread clears it
+    // where one thread would (reset, VQ_PAIRS_SET).
     if (s.ctx) s.ctx = this.context(); // features may have changed
     this.backend.setVnetHeaderSize(st.vnetHeaderSize);
     if (st.offloads) this.backend.setOffloads(st.offloads);

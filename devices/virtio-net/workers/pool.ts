@@ -137,6 +137,7 @@ export class WorkerPool implements DataPlane {
       stats: stats.buffer as SharedArrayBuffer,
       steersFlows: this.control.capabilities.steersFlows === true,
       forward,
+      flows: this.net.shared.flows.share(),
     };
     const channel = new MessageChannel();
     const { entry, eval: isEval } = workerEntry();

@@ -104,6 +104,8 @@ export interface WorkerInit {
   steersFlows: boolean;
   /** Frames steered to another worker's pair go there (null with one worker). */
   forward: ForwardInit | null;
+  /** Automatic steering's flow table (FlowSteering.share), one for every worker of the device. */
+  flows: SharedArrayBuffer;
 }
 
 /** The device state the per-pair paths read (NetShared), as the control plane last set it. */
