@@ -242,18 +242,13 @@ describe('multiqueue', () => {
     expect(steering.backend.stats().deliveredDirect).toBe(1);
   });
 
-  // Not in worker mode: a worker's view of the backend has a queue per pair, so it takes the backend's
-  // steering for all four (fixed in the next commit).
-  it.skipIf(inWorkerMode())(
-    'a backend that steers flows itself with fewer queues than pairs: the device steers',
-    () => {
-      // Two backend queues for four pairs: the backend cannot have chosen among all four, the device steers.
-      const fewer = openBench({ mq: true, queues: 4 }, { queues: 2, steersFlows: true });
-      fewer.driver.send(out, { pair: 2 });
-      fewer.backend.inject(reply, 0);
-      expect(fewer.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
-    },
-  );
+  it('a backend that steers flows itself with fewer queues than pairs: the device steers', () => {
+    // Two backend queues for four pairs: the backend cannot have chosen among all four, the device steers.
+    const fewer = openBench({ mq: true, queues: 4 }, { queues: 2, steersFlows: true });
+    fewer.driver.send(out, { pair: 2 });
+    fewer.backend.inject(reply, 0);
+    expect(fewer.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+  });
 
   it('automatic flow steering: a reply arrives on the pair the guest sent the flow on', () => {
     const b = openBench({ mq: true, queues: 4 }, { queues: 4 });

@@ -92,8 +92,9 @@ class PairWorker {
     this.memory = this.mem.memory;
     this.tap = openWorkerBackend(init.backend);
     const n = init.maxQueuePairs;
-    this.backend = new PairBackend(this.tap, init.pairs, n, init.steersFlows);
+    this.backend = new PairBackend(this.tap, init.pairs, n, init.backendSteersOver > 0);
     const shared = new NetShared(n, this.backend, init.supportedHashTypes, init.flows);
+    shared.backendSteersOver = init.backendSteersOver;
     this.shared = shared;
     this.stats = Array.from({ length: n }, () => new QueueStats());
     this.irqFd = new Int32Array(2 * n).fill(-1);
