@@ -16,6 +16,7 @@ import {
 } from './bench.test-support.js';
 import { NetF } from './features.js';
 import type { VirtioNetPci } from '../virtio-net-pci.js';
+import type { WorkerPool } from './workers/pool.js';
 
 const bit = (b: number) => 1n << BigInt(b);
 const le16 = (n: number) => Uint8Array.of(n & 0xff, n >> 8);
@@ -241,62 +242,77 @@ describe('multiqueue', () => {
     expect(steering.backend.stats().deliveredDirect).toBe(1);
   });
 
-  // Not in worker mode: the flow is recorded by pair 2's worker, which transmits it, and each worker's
-  // flow table is its own (docs/workers.md: automatic steering across workers is not done).
-  it.skipIf(inWorkerMode())(
-    'a backend that steers flows itself with fewer queues than pairs: the device steers',
-    () => {
-      // Two backend queues for four pairs: the backend cannot have chosen among all four, the device steers.
-      const fewer = openBench({ mq: true, queues: 4 }, { queues: 2, steersFlows: true });
-      fewer.driver.send(out, { pair: 2 });
-      fewer.backend.inject(reply, 0);
-      expect(fewer.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
-    },
-  );
+  it('a backend that steers flows itself with fewer queues than pairs: the device steers', () => {
+    // Two backend queues for four pairs: the backend cannot have chosen among all four, the device steers.
+    const fewer = openBench({ mq: true, queues: 4 }, { queues: 2, steersFlows: true });
+    fewer.driver.send(out, { pair: 2 });
+    fewer.backend.inject(reply, 0);
+    expect(fewer.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+  });
 
-  // Not in worker mode: the flows are recorded by the workers that transmit them, each in its own table
-  // (docs/workers.md: automatic steering across workers is not done).
-  it.skipIf(inWorkerMode())(
-    'automatic flow steering: a reply arrives on the pair the guest sent the flow on',
+  it('automatic flow steering: a reply arrives on the pair the guest sent the flow on', () => {
+    const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
+    const udpOut = ethernet(
+      PEER_MAC,
+      DEV_MAC,
+      0x0800,
+      udp4('10.0.0.2', '10.0.0.9', 5000, 53, new Uint8Array(20)),
+    );
+    const udpReply = ethernet(
+      DEV_MAC,
+      PEER_MAC,
+      0x0800,
+      udp4('10.0.0.9', '10.0.0.2', 53, 5000, new Uint8Array(40)),
+    );
+    b.driver.send(out, { pair: 2 });
+    b.driver.send(udpOut, { pair: 3 });
+    b.backend.inject(reply, 0);
+    b.backend.inject(udpReply, 1);
+    expect(b.driver.receive(0)).toHaveLength(0);
+    expect(b.driver.receive(1)).toHaveLength(0);
+    expect(b.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+    expect(b.driver.receive(3).map((r) => hexOf(r.frame))).toEqual([hexOf(udpReply)]);
+    // The guest moves the flow to pair 1: replies follow.
+    b.driver.send(out, { pair: 1 });
+    b.backend.inject(reply, 0);
+    expect(b.driver.receive(1).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+    // An unknown flow stays on the backend queue it came from.
+    const other = ethernet(
+      DEV_MAC,
+      PEER_MAC,
+      0x0800,
+      tcp4('10.0.0.9', '10.0.0.2', 443, 40002, 9, 0x12, new Uint8Array(0)),
+    );
+    b.backend.inject(other, 3);
+    expect(b.driver.receive(3).map((r) => hexOf(r.frame))).toEqual([hexOf(other)]);
+    // VQ_PAIRS_SET forgets the flows.
+    expect(b.driver.setQueuePairs(4)).toBe(VIRTIO_NET_OK);
+    b.backend.inject(reply, 0);
+    expect(b.driver.receive(0).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+  });
+
+  // The flow table is the device's, shared by its workers: a flow recorded by the worker that transmits
+  // it steers the replies another worker reads, which then cross to the pair's worker (forward.ts).
+  it.runIf(inWorkerMode())(
+    'workers: a flow sent on pair 1 (worker 1) steers its reply read by worker 0 to pair 1',
     () => {
-      const b = openBench({ mq: true, queues: 4 }, { queues: 4 });
-      const udpOut = ethernet(
-        PEER_MAC,
-        DEV_MAC,
-        0x0800,
-        udp4('10.0.0.2', '10.0.0.9', 5000, 53, new Uint8Array(20)),
-      );
-      const udpReply = ethernet(
-        DEV_MAC,
-        PEER_MAC,
-        0x0800,
-        udp4('10.0.0.9', '10.0.0.2', 53, 5000, new Uint8Array(40)),
-      );
-      b.driver.send(out, { pair: 2 });
-      b.driver.send(udpOut, { pair: 3 });
-      b.backend.inject(reply, 0);
-      b.backend.inject(udpReply, 1);
-      expect(b.driver.receive(0)).toHaveLength(0);
-      expect(b.driver.receive(1)).toHaveLength(0);
-      expect(b.driver.receive(2).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
-      expect(b.driver.receive(3).map((r) => hexOf(r.frame))).toEqual([hexOf(udpReply)]);
-      // The guest moves the flow to pair 1: replies follow.
+      const b = openBench({ mq: true, queues: 2 }, { queues: 2 });
+      const pool = b.dev.net.dataPlane as WorkerPool;
+      expect(pool.workerCount).toBe(2);
+      expect(b.driver.setQueuePairs(2)).toBe(VIRTIO_NET_OK);
       b.driver.send(out, { pair: 1 });
       b.backend.inject(reply, 0);
-      expect(b.driver.receive(1).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
-      // An unknown flow stays on the backend queue it came from.
-      const other = ethernet(
+      const unknown = ethernet(
         DEV_MAC,
         PEER_MAC,
         0x0800,
         tcp4('10.0.0.9', '10.0.0.2', 443, 40002, 9, 0x12, new Uint8Array(0)),
       );
-      b.backend.inject(other, 3);
-      expect(b.driver.receive(3).map((r) => hexOf(r.frame))).toEqual([hexOf(other)]);
-      // VQ_PAIRS_SET forgets the flows.
-      expect(b.driver.setQueuePairs(4)).toBe(VIRTIO_NET_OK);
-      b.backend.inject(reply, 0);
-      expect(b.driver.receive(0).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+      b.backend.inject(unknown, 0);
+      expect(b.driver.receive(1).map((r) => hexOf(r.frame))).toEqual([hexOf(reply)]);
+      expect(b.driver.receive(0).map((r) => hexOf(r.frame))).toEqual([hexOf(unknown)]);
+      pool.refreshStats();
+      expect([pool.handoffs.crossPairForwards, pool.handoffs.crossPairDrops]).toEqual([1, 0]);
     },
   );
 

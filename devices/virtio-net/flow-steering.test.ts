@@ -51,6 +51,36 @@ describe('FlowSteering (automatic receive steering)', () => {
     expect(fs.lookupRx(last, parsePacket(last, pkt))).toBe(9999 % 4);
   });
 
+  it('share(): entries move to a SharedArrayBuffer; a view over it (another worker) reads and writes the same table', () => {
+    const main = new FlowSteering(64, 3000, () => 0);
+    const out = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 40000, 80);
+    const back = tcp4([10, 0, 0, 2], [10, 0, 0, 1], 80, 40000);
+    const out2 = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 40001, 80);
+    const back2 = tcp4([10, 0, 0, 2], [10, 0, 0, 1], 80, 40001);
+    main.recordTx(out, parsePacket(out, pkt), 2);
+    const sab = main.share();
+    expect(sab).toBeInstanceOf(SharedArrayBuffer);
+    expect(main.share()).toBe(sab);
+    const worker = FlowSteering.over(sab, 3000, () => 0);
+    expect(worker.size).toBe(64);
+    expect(worker.lookupRx(back, parsePacket(back, pkt))).toBe(2);
+    worker.recordTx(out2, parsePacket(out2, pkt), 1);
+    expect(main.lookupRx(back2, parsePacket(back2, pkt))).toBe(1);
+    expect(worker.snapshot()).toEqual(main.snapshot());
+    main.clear();
+    expect(worker.lookupRx(back, parsePacket(back, pkt))).toBe(-1);
+    expect(() => new FlowSteering(32, 3000, () => 0, sab)).toThrow(RangeError);
+  });
+
+  it('a stamp that is not a number (torn) counts as expired', () => {
+    const fs = new FlowSteering(16, 3000, () => 0);
+    const out = tcp4([10, 0, 0, 1], [10, 0, 0, 2], 40000, 80);
+    fs.recordTx(out, parsePacket(out, pkt), 1);
+    const sab = fs.share();
+    new Float64Array(sab, 0, 16).fill(Number.NaN);
+    expect(fs.lookupRx(out, parsePacket(out, pkt))).toBe(-1);
+  });
+
   it('ignores non-IP frames', () => {
     const f = new Uint8Array(60);
     f[12] = 0x08;

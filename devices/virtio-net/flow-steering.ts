@@ -10,26 +10,54 @@
  * `expireMs` are ignored (tun uses 3 s). Collisions simply overwrite: the table is bounded by
  * construction and never allocates after creation. Frames of unknown flows fall back to the caller's
  * default (the backend queue they arrived on).
+ *
+ * With queue pairs on workers (docs/workers.md) every worker of a device views one table: `share()` moves
+ * it into a SharedArrayBuffer and each worker builds its FlowSteering over that buffer, so a flow one
+ * worker records steers the frames any worker reads. Writers do not lock: see `recordTx`.
  */
 import { L3_IPV4, L3_IPV6, type ParsedPacket } from '../../lib/net/packet-parser.js';
 
+/** Bytes per slot: a float64 stamp, then (in the second and third parts) a uint32 hash and an int32 pair. */
+const SLOT_BYTES = 16;
+
+/**
+ * Milliseconds on a clock every thread reads alike: `performance.now()` alone counts from each thread's
+ * own origin, so a stamp written by one worker would be meaningless to another.
+ */
+export const sharedClock = (): number => performance.timeOrigin + performance.now();
+
 export class FlowSteering {
-  private readonly hashes: Uint32Array;
-  private readonly queues: Uint16Array;
-  private readonly stamps: Float64Array;
+  private stamps!: Float64Array;
+  private hashes!: Uint32Array;
+  private queues!: Int32Array;
   private readonly mask: number;
 
+  /** `buffer`: a table another FlowSteering `share()`d (its `size` slots); absent, a table of its own. */
   constructor(
     size = 4096,
     readonly expireMs = 3000,
-    private readonly now: () => number = () => performance.now(),
+    private readonly now: () => number = sharedClock,
+    buffer?: SharedArrayBuffer,
   ) {
     if ((size & (size - 1)) !== 0 || size <= 0)
       throw new RangeError('FlowSteering size must be a power of two');
-    this.hashes = new Uint32Array(size);
-    this.queues = new Uint16Array(size);
-    this.stamps = new Float64Array(size).fill(Number.NEGATIVE_INFINITY);
+    if (buffer && buffer.byteLength !== size * SLOT_BYTES)
+      throw new RangeError(`FlowSteering buffer must be ${size * SLOT_BYTES} bytes for ${size} slots`);
     this.mask = size - 1;
+    this.bind(buffer ?? new ArrayBuffer(size * SLOT_BYTES));
+    if (!buffer) this.stamps.fill(Number.NEGATIVE_INFINITY);
+  }
+
+  /** A view of the table `share()` returned (on a worker). */
+  static over(buffer: SharedArrayBuffer, expireMs = 3000, now: () => number = sharedClock): FlowSteering {
+    return new FlowSteering(buffer.byteLength / SLOT_BYTES, expireMs, now, buffer);
+  }
+
+  private bind(buffer: ArrayBufferLike): void {
+    const size = this.mask + 1;
+    this.stamps = new Float64Array(buffer, 0, size);
+    this.hashes = new Uint32Array(buffer, 8 * size, size);
+    this.queues = new Int32Array(buffer, 12 * size, size);
   }
 
   /** Number of slots. */
@@ -37,14 +65,32 @@ export class FlowSteering {
     return this.mask + 1;
   }
 
-  /** Records that the guest sent this flow on `queuePair`. Frames without IP are ignored. */
+  /** The table's memory in a SharedArrayBuffer (moved there, entries kept, on the first call). */
+  share(): SharedArrayBuffer {
+    const cur = this.stamps.buffer;
+    if (cur instanceof SharedArrayBuffer) return cur;
+    const sab = new SharedArrayBuffer(cur.byteLength);
+    new Uint8Array(sab).set(new Uint8Array(cur));
+    this.bind(sab);
+    return sab;
+  }
+
+  /**
+   * Records that the guest sent this flow on `queuePair`. Frames without IP are ignored.
+   *
+   * Workers write concurrently without a lock: the hash is stored last (Atomics, so a reader that sees it
+   * also sees the pair and stamp written before it), but two writers of one slot may still interleave
+   * into a hash with another flow's pair. Such a torn entry steers a frame to a pair some writer recorded,
+   * which is wrong for one flow at worst and never out of range: every word is written whole, every
+   * pair written was a pair of the device, and rx.ts checks the pair against the pairs in use anyway.
+   */
   recordTx(frame: Uint8Array, pkt: ParsedPacket, queuePair: number): void {
     const h = flowHash(frame, pkt);
     if (h === 0) return;
     const slot = h & this.mask;
-    this.hashes[slot] = h;
-    this.queues[slot] = queuePair;
     this.stamps[slot] = this.now();
+    this.queues[slot] = queuePair;
+    Atomics.store(this.hashes, slot, h);
   }
 
   /** The queue pair recorded for this frame's flow, or -1 (unknown, collided or expired). */
@@ -52,8 +98,9 @@ export class FlowSteering {
     const h = flowHash(frame, pkt);
     if (h === 0) return -1;
     const slot = h & this.mask;
-    if (this.hashes[slot] !== h) return -1;
-    if (this.now() - this.stamps[slot]! > this.expireMs) return -1;
+    if (Atomics.load(this.hashes, slot) !== h) return -1;
+    // Negated so that a stamp that is not a number counts as expired.
+    if (!(this.now() - this.stamps[slot]! <= this.expireMs)) return -1;
     return this.queues[slot]!;
   }
 

@@ -352,36 +352,27 @@ describe('RSS / hash report combinations', () => {
     expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([2, rssHash(f, T.ALL, KEY)!.hash >>> 0, 2]);
   });
 
-  // Not in worker mode: the flows are recorded by the worker that transmits them, and each worker's flow
-  // table is its own (docs/workers.md: automatic steering across workers is not done).
-  it.skipIf(inWorkerMode())(
-    'hash report without RSS keeps automatic flow steering (MQ + HASH_CONFIG)',
-    async () => {
-      const { ethernet, tcp4 } = await import('../testing/frames.js');
-      const b = openBench({ mq: true, hash: true, queues: PAIRS }, { queues: PAIRS });
-      b.driver.rxMode(0, true);
-      expect(b.driver.setHashConfig(T.ALL, KEY)).toBe(VIRTIO_NET_OK);
-      const out = ethernet(
-        '52:54:00:ab:cd:ef',
-        '52:54:00:12:34:56',
-        0x0800,
-        tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
-      );
-      const reply = ethernet(
-        '52:54:00:12:34:56',
-        '52:54:00:ab:cd:ef',
-        0x0800,
-        tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
-      );
-      b.driver.send(out, { pair: 2 });
-      const a = deliver(b, reply, 0);
-      expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([
-        2,
-        rssHash(reply, T.ALL, KEY)!.hash >>> 0,
-        2,
-      ]);
-    },
-  );
+  it('hash report without RSS keeps automatic flow steering (MQ + HASH_CONFIG)', async () => {
+    const { ethernet, tcp4 } = await import('../testing/frames.js');
+    const b = openBench({ mq: true, hash: true, queues: PAIRS }, { queues: PAIRS });
+    b.driver.rxMode(0, true);
+    expect(b.driver.setHashConfig(T.ALL, KEY)).toBe(VIRTIO_NET_OK);
+    const out = ethernet(
+      '52:54:00:ab:cd:ef',
+      '52:54:00:12:34:56',
+      0x0800,
+      tcp4('10.0.0.2', '10.0.0.9', 40001, 443, 1, 0x02, new Uint8Array(0)),
+    );
+    const reply = ethernet(
+      '52:54:00:12:34:56',
+      '52:54:00:ab:cd:ef',
+      0x0800,
+      tcp4('10.0.0.9', '10.0.0.2', 443, 40001, 9, 0x12, new Uint8Array(0)),
+    );
+    b.driver.send(out, { pair: 2 });
+    const a = deliver(b, reply, 0);
+    expect([a.pair, a.hashValue >>> 0, a.hashReport]).toEqual([2, rssHash(reply, T.ALL, KEY)!.hash >>> 0, 2]);
+  });
 
   // Not in worker mode: there the pair's own worker holds the frames (its backlog, its tap queue paused);
   // the worker that read them forwards and does not pause (docs/workers.md). Covered by its own case below.

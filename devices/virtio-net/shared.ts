@@ -41,6 +41,11 @@ export class NetShared implements CoalesceHost {
   /** Offloads as offloads.ts bits: what the guest may ask of us on tx, and what it accepts on rx. */
   hostOffloadMask = 0;
   guestOffloadMask = 0;
+  /**
+   * The queues the backend steers flows over itself (BackendCapabilities.steersFlows: its queue pairs),
+   * 0 when it does not. A worker's replica takes the device backend's: its own backend has a queue per pair.
+   */
+  backendSteersOver: number;
   /** The backend steers by the guest's RSS configuration (NetBackend.setRssSteering accepted it). */
   rssInBackend = false;
   /** Notification coalescing of each data virtqueue, by queue index (filled by the device). */
@@ -49,7 +54,8 @@ export class NetShared implements CoalesceHost {
   readonly rss: RssState;
   /** RSS contexts (VIRTIO 1.4); the inner header hash state is `rss.tunnel`. */
   readonly rssContexts: RssContexts;
-  readonly flows = new FlowSteering();
+  /** Automatic steering's flows; on a worker, the view of the table all the device's workers share. */
+  readonly flows: FlowSteering;
   readonly deviceStats: NetDeviceStats = {
     rxDroppedNotReady: 0,
     ctrlCommands: 0,
@@ -69,7 +75,11 @@ export class NetShared implements CoalesceHost {
     readonly maxQueuePairs: number,
     readonly backend: NetBackend,
     supportedHashTypes?: number,
+    flowTable?: SharedArrayBuffer,
   ) {
+    this.flows = flowTable ? FlowSteering.over(flowTable) : new FlowSteering();
+    const caps = backend.capabilities;
+    this.backendSteersOver = caps.steersFlows === true ? caps.queuePairs : 0;
     this.rss = new RssState(maxQueuePairs, supportedHashTypes);
     this.rssContexts = new RssContexts(this.rss);
     this.burstFrames = new Uint32Array(maxQueuePairs);
@@ -139,8 +149,7 @@ export class NetShared implements CoalesceHost {
    */
   autoSteering(): boolean {
     if (!this.multiqueue || this.curQueuePairs < 2 || (this.rss.enabled && this.rss.redirect)) return false;
-    const caps = this.backend.capabilities;
-    return !(caps.steersFlows === true && caps.queuePairs >= this.curQueuePairs);
+    return this.backendSteersOver < this.curQueuePairs;
   }
 
   /** Raises queue `index`'s used buffer notification (the coalescers call it). */

@@ -96,8 +96,9 @@ class PairWorker {
     this.memory = this.mem.memory;
     this.tap = openWorkerBackend(init.backend);
     const n = init.maxQueuePairs;
-    this.backend = new PairBackend(this.tap, init.pairs, n, init.steersFlows);
-    const shared = new NetShared(n, this.backend, init.supportedHashTypes);
+    this.backend = new PairBackend(this.tap, init.pairs, n, init.backendSteersOver > 0);
+    const shared = new NetShared(n, this.backend, init.supportedHashTypes, init.flows);
+    shared.backendSteersOver = init.backendSteersOver;
     this.shared = shared;
     this.stats = Array.from({ length: n }, () => new QueueStats());
     this.irqFd = new Int32Array(2 * n).fill(-1);
@@ -439,7 +440,8 @@ class PairWorker {
     s.rss.restore(st.rss);
     s.rss.tunnel.types = st.hashTunnel;
     s.rssContexts.restore(st.rssContexts);
-    s.flows.clear();
+    // Not s.flows.clear(): the table is the device's, shared by every worker; the main thread clears it
+    // where one thread would (reset, VQ_PAIRS_SET).
     if (s.ctx) s.ctx = this.context(); // features may have changed
     this.backend.setVnetHeaderSize(st.vnetHeaderSize);
     if (st.offloads) this.backend.setOffloads(st.offloads);

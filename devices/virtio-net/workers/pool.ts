@@ -138,8 +138,9 @@ export class WorkerPool implements DataPlane {
       doorbell: door.buffer as SharedArrayBuffer,
       irq: this.irq.buffer as SharedArrayBuffer,
       stats: stats.buffer as SharedArrayBuffer,
-      steersFlows: this.control.capabilities.steersFlows === true,
+      backendSteersOver: this.net.shared.backendSteersOver,
       forward,
+      flows: this.net.shared.flows.share(),
     };
     const channel = new MessageChannel();
     const { entry, eval: isEval } = workerEntry();

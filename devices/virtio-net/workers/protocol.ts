@@ -102,10 +102,12 @@ export interface WorkerInit {
   doorbell: SharedArrayBuffer;
   irq: SharedArrayBuffer;
   stats: SharedArrayBuffer;
-  /** The backend's capability the replica's steering reads (tun's automq over every queue). */
-  steersFlows: boolean;
+  /** The queues the device's backend steers flows over itself (tun's automq), 0 if it does not (NetShared). */
+  backendSteersOver: number;
   /** Frames steered to another worker's pair go there (null with one worker). */
   forward: ForwardInit | null;
+  /** Automatic steering's flow table (FlowSteering.share), one for every worker of the device. */
+  flows: SharedArrayBuffer;
 }
 
 /** The device state the per-pair paths read (NetShared), as the control plane last set it. */
