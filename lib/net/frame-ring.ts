@@ -3,7 +3,8 @@
  * offload metadata cross between threads without a message per frame (docs/workers.md, MemoryBackend in
  * worker mode). Each record is `[length u32][offload 16 bytes][frame]`, padded to 4 bytes and contiguous:
  * a record that would wrap is preceded by a wrap marker and starts again at 0. The producer owns `HEAD`,
- * the consumer `TAIL` (byte counters modulo 2^32, published with Atomics). Nothing is allocated per frame.
+ * the consumer `TAIL` (byte counters modulo 2^32, published with Atomics). The only allocation per frame
+ * is the producer's source view for the copy (`subarray`: typed arrays have no ranged copy without one).
  */
 import { emptyOffload, type NetOffload } from './backend.js';
 
@@ -142,7 +143,8 @@ export class FrameRing {
       v.setUint32(data + 4, b >>> 0, true);
       data += 8;
     }
-    this.bytes.set(bytes.subarray(offset, offset + frameLength), data);
+    if (offset === 0 && frameLength === bytes.length) this.bytes.set(bytes, data);
+    else this.bytes.set(bytes.subarray(offset, offset + frameLength), data);
     // Publish after the bytes (Atomics are sequentially consistent).
     Atomics.store(this.idx, HEAD, (head + skip + need) | 0);
     return true;
