@@ -16,6 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { virtioNetVfioUserDevice, type VirtioNetVfioUserDevice } from '../../../devices/serve/vfio-user.js';
+import type { WorkerPool } from '../../../devices/virtio-net/workers/pool.js';
 import { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../../../lib/net/memory-backend.js';
 import { type ClientReply, VfioUserClient } from '../../../lib/vfio-user/client.js';
@@ -49,6 +50,8 @@ type Step =
 
 interface State {
   dir: string;
+  /** The device's pairs run on worker threads. */
+  onWorkers: boolean;
   path: string;
   memory: GuestMemory;
   device: VirtioNetVfioUserDevice;
@@ -427,13 +430,19 @@ export const vfioUser: FuzzTarget<State, Step> = {
     execFileSync('mkfifo', [join(dir, 'fifo')]);
     writeFileSync(join(dir, 'file'), new Uint8Array(0x10000));
     const memory = new GuestMemory();
+    const queues = rng.pick([1, 2]);
     const device = virtioNetVfioUserDevice({
       memory,
-      backend: new MemoryBackend(),
-      queues: rng.pick([1, 2]),
+      backend: new MemoryBackend({ queues }),
+      queues,
       mq: true,
       packed: rng.bool(),
+      // Pairs on workers: the client's DMA maps, eventfds and doorbells reach worker threads too.
+      workers: queues === 2 && rng.bool(),
     });
+    // The workers' own descriptors (each thread's event loop) exist once they answered: before the baseline.
+    const pool = device.net.net.dataPlane as WorkerPool | null;
+    pool?.coalesceTimers();
     const path = join(dir, 's');
     const server = new VfioUserServer(device, { socketPath: path, maxMsgFds: rng.pick([1, 8, 16]) });
     await server.listen();
@@ -448,6 +457,7 @@ export const vfioUser: FuzzTarget<State, Step> = {
       baselineFds: fdCount(),
       budgetMs: 2000,
       counters: {},
+      onWorkers: pool !== null,
     };
     return st;
   },
@@ -466,6 +476,8 @@ export const vfioUser: FuzzTarget<State, Step> = {
       await within(st.server.waitForDisconnect(), 2000);
       await st.server.close();
       st.device.close();
+      // The next case's baseline must not count these workers' descriptors.
+      await within((st.device.net.net.dataPlane as WorkerPool | null)?.exited() ?? Promise.resolve(), 5000);
     } catch (e) {
       console.error(`vfio-user fuzz cleanup: ${describeError(e)}`);
     }
@@ -474,6 +486,10 @@ export const vfioUser: FuzzTarget<State, Step> = {
   describe,
   counters: (st) => {
     const s = st.server.stats();
-    return { ...st.counters, requests: Object.values(s.requests).reduce((a, b) => a + b, 0) };
+    return {
+      ...st.counters,
+      requests: Object.values(s.requests).reduce((a, b) => a + b, 0),
+      casesOnWorkers: st.onWorkers ? 1 : 0,
+    };
   },
 };
