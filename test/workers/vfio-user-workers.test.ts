@@ -514,18 +514,29 @@ describe.skipIf(unavailable !== null)(
       await fx.until(() => direct() === 2, 5000, 'two direct kicks');
       expect(h.doorbells).toBe(doorbells);
       expect(byServer()).toBe(0);
-      // A reset stops the workers: the server polls the eventfds again (a kick of a reset device is read
-      // and ignored there).
+      // RING_RESET of pair 1's transmitq: its eventfd goes back to the server (a kick of a reset queue is
+      // read and ignored there); pair 0's stays with its worker. Enabled again, the worker takes it back.
+      fx.drv.pci.resetQueue(fx.drv.txIndex(1));
+      sys.eventfdSignal(txFd(1));
+      await fx.until(() => byServer() === 1, 5000, 'the server reading the reset queue’s kick');
+      sys.eventfdSignal(txFd(0));
+      await fx.until(() => direct() === 3, 5000, 'pair 0’s kick on its worker');
+      fx.drv.pci.setupQueue(fx.drv.txIndex(1));
+      await send(5563, 're-enabled');
+      await fx.until(() => direct() === 5, 5000, 'both kicks on the workers again');
+      expect(byServer()).toBe(1);
+      expect(h.doorbells).toBe(doorbells);
+      // A device reset stops the workers: the server polls every eventfd again.
       fx.dev.reset();
       expect(fx.pool.running).toBe(false);
-      sys.eventfdSignal(txFd(1));
-      await fx.until(() => byServer() === 1, 5000, 'the server reading the kick');
+      sys.eventfdSignal(txFd(0));
+      await fx.until(() => byServer() === 2, 5000, 'the server reading the kick');
       // The driver again: the workers take the eventfds back.
       fx.drv.open();
       expect(fx.pool.running).toBe(true);
       await send(5562, 'again');
-      await fx.until(() => direct() === 4, 5000, 'four direct kicks');
-      expect(byServer()).toBe(1);
+      await fx.until(() => direct() === 7, 5000, 'seven direct kicks');
+      expect(byServer()).toBe(2);
       for (const fd of kicks) if (fd >= 0) sys.close(fd);
     }, 30_000);
 
