@@ -4,7 +4,8 @@
  * (valid headers with random bodies, every command, random flags), truncated messages, headers whose size
  * lies, descriptors of every kind passed with SCM_RIGHTS (memfd, pipe, eventfd, socket, /dev/null,
  * /dev/zero, a regular file, a directory), a second client while one is connected, and disconnects at
- * any point, mid-message included.
+ * any point, mid-message included; and a synthetic guest that maps a region, brings the NIC up (its pairs
+ * on workers in half the 2-queue cases) and sends, receives and gets frames injected meanwhile.
  *
  * Invariants: every request is answered (a reply with its id, an error reply, or the connection closes)
  * within the time budget; a NO_REPLY request is never answered; after any disconnect the server has
@@ -17,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { virtioNetVfioUserDevice, type VirtioNetVfioUserDevice } from '../../../devices/serve/vfio-user.js';
 import type { WorkerPool } from '../../../devices/virtio-net/workers/pool.js';
+import { VirtioNetDriver } from '../../../devices/testing/net-driver.js';
 import { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../../../lib/net/memory-backend.js';
 import { type ClientReply, VfioUserClient } from '../../../lib/vfio-user/client.js';
@@ -29,6 +31,7 @@ import {
 } from '../../../lib/vfio-user/protocol.js';
 import { VfioUserServer } from '../../../lib/vfio-user/server.js';
 import * as sys from '../../../lib/host/socket.js';
+import { BumpAllocator } from '../../../virtio/testing/bump-allocator.js';
 import { describeError, type FuzzTarget, guard, invariant } from '../engine.js';
 import type { Rng } from '../rng.js';
 
@@ -46,7 +49,9 @@ type Step =
       thenClose: boolean;
     }
   | { op: 'second' }
-  | { op: 'disconnect'; partial: number };
+  | { op: 'disconnect'; partial: number }
+  /** The synthetic guest (over a region this client DMA-maps) brings the NIC up, sends, receives. */
+  | { op: 'guest'; action: 'up' | 'send' | 'receive' | 'inject'; pair: number };
 
 interface State {
   dir: string;
@@ -59,6 +64,9 @@ interface State {
   client: VfioUserClient | null;
   /** The stream is out of step (a raw message whose size lied): replies can no longer be matched. */
   desynced: boolean;
+  backend: MemoryBackend;
+  /** The guest of `guest` steps, while its region is mapped. */
+  guest: { fd: number; ptr: sys.NativePointer; drv: VirtioNetDriver | null } | null;
   baselineFds: number;
   budgetMs: number;
   counters: Record<string, number>;
@@ -168,7 +176,7 @@ function body(rng: Rng, command: number): number[] {
 const FD_KINDS: FdKind[] = ['memfd', 'memfd0', 'eventfd', 'pipe', 'socket', 'null', 'zero', 'file', 'dir'];
 
 function generate(rng: Rng): Step {
-  const op = rng.weighted({ connect: 6, request: 70, raw: 8, second: 1, disconnect: 5 });
+  const op = rng.weighted({ connect: 6, request: 70, raw: 8, second: 1, disconnect: 5, guest: 25 });
   const fds = () =>
     rng.chance(0.75) ? [] : Array.from({ length: rng.pick([1, 1, 2, 4, 9]) }, () => rng.pick(FD_KINDS));
   switch (op) {
@@ -190,6 +198,8 @@ function generate(rng: Rng): Step {
       };
     case 'second':
       return { op };
+    case 'guest':
+      return { op, action: rng.weighted({ up: 2, send: 6, receive: 4, inject: 4 }), pair: rng.int(0, 1) };
     default:
       return { op: 'disconnect', partial: rng.pick([0, 0, 4, 15, 20]) };
   }
@@ -205,6 +215,8 @@ function describe(s: Step): string {
       return `raw header size ${s.size} cmd ${s.command} flags 0x${s.flags.toString(16)}, ${s.body} body bytes${s.fds.length ? ` fds [${s.fds.join(',')}]` : ''}${s.thenClose ? ', then close' : ''}`;
     case 'second':
       return 'a second client connects';
+    case 'guest':
+      return `guest ${s.action} (pair ${s.pair})`;
     default:
       return `disconnect${s.partial ? ` after ${s.partial} bytes of a message` : ''}`;
   }
@@ -283,7 +295,77 @@ async function ask(
   return r;
 }
 
+const GUEST_ADDR = 0x4000_0000;
+const GUEST_SIZE = 4 << 20;
+const guestFrame = Uint8Array.from({ length: 60 }, (_, i) => (i < 6 ? 0xff : i === 12 ? 8 : i & 0xff));
+
+/**
+ * A guest step. `up`: map a region (DMA_MAP of a memfd) and run Linux's bring-up on the function through
+ * VirtioNetDriver (the same calls the client's REGION_WRITEs make), so queues run — on workers in worker
+ * cases — while the hostile messages go on. The driver's own errors (a device the client broke) are
+ * counted, not failures: the server's and the device's invariants are checked as for every step.
+ */
+async function guestStep(st: State, s: Extract<Step, { op: 'guest' }>): Promise<void> {
+  const g = st.guest;
+  const count = (k: string) => {
+    st.counters[k] = (st.counters[k] ?? 0) + 1;
+  };
+  if (s.action === 'inject') {
+    st.backend.inject(guestFrame, s.pair % st.backend.capabilities.queuePairs);
+    return;
+  }
+  if (s.action !== 'up') {
+    if (!g?.drv) return;
+    try {
+      if (s.action === 'send') g.drv.send(guestFrame, { pair: s.pair % g.drv.pairs });
+      else g.drv.receive(s.pair % g.drv.pairs);
+      count(`guest${s.action}`);
+    } catch {
+      count('guestDriverErrors');
+    }
+    return;
+  }
+  if (g || !st.client || st.desynced) return;
+  const fd = sys.memfdCreate('vfu-fuzz-guest', GUEST_SIZE);
+  const map = new Uint8Array(32);
+  const v = new DataView(map.buffer);
+  v.setUint32(0, 32, true);
+  v.setUint32(4, 3, true);
+  v.setBigUint64(16, BigInt(GUEST_ADDR), true);
+  v.setBigUint64(24, BigInt(GUEST_SIZE), true);
+  const r = await ask(st, Command.DMA_MAP, map, [fd]);
+  if (r === 'closed' || (r.header.flags & MsgFlag.ERROR) !== 0) {
+    sys.close(fd);
+    return;
+  }
+  const ptr = sys.mmap(null, GUEST_SIZE, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, fd, 0n);
+  const memory = new GuestMemory([
+    { address: GUEST_ADDR, bytes: new Uint8Array(sys.viewOf(ptr, GUEST_SIZE)) },
+  ]);
+  st.guest = { fd, ptr, drv: null };
+  const drv = new VirtioNetDriver(st.device.net, memory, {
+    allocator: new BumpAllocator(GUEST_ADDR + 0x10000, GUEST_ADDR + GUEST_SIZE),
+    rxBuffers: 16,
+  });
+  try {
+    drv.open();
+    st.guest.drv = drv;
+    count(st.onWorkers ? 'guestUpOnWorkers' : 'guestUp');
+  } catch {
+    count('guestDriverErrors');
+  }
+}
+
+/** Unmaps the guest's region on this side (the server drops its own mapping with the client). */
+function dropGuest(st: State): void {
+  if (!st.guest) return;
+  sys.munmap(st.guest.ptr, GUEST_SIZE);
+  sys.close(st.guest.fd);
+  st.guest = null;
+}
+
 async function disconnect(st: State): Promise<void> {
+  dropGuest(st);
   st.client?.close();
   st.client = null;
   st.desynced = false;
@@ -406,6 +488,9 @@ async function execute(st: State, s: Step): Promise<void> {
       await ask(st, Command.DEVICE_GET_INFO, Uint8Array.from(le(16, 4).concat(new Array(12).fill(0))));
       return;
     }
+    case 'guest':
+      await guestStep(st, s);
+      return;
     case 'disconnect':
       if (st.client && s.partial > 0) {
         const m = encodeMessage(
@@ -431,9 +516,10 @@ export const vfioUser: FuzzTarget<State, Step> = {
     writeFileSync(join(dir, 'file'), new Uint8Array(0x10000));
     const memory = new GuestMemory();
     const queues = rng.pick([1, 2]);
+    const backend = new MemoryBackend({ queues });
     const device = virtioNetVfioUserDevice({
       memory,
-      backend: new MemoryBackend({ queues }),
+      backend,
       queues,
       mq: true,
       packed: rng.bool(),
@@ -454,6 +540,8 @@ export const vfioUser: FuzzTarget<State, Step> = {
       server,
       client: null,
       desynced: false,
+      backend,
+      guest: null,
       baselineFds: fdCount(),
       budgetMs: 2000,
       counters: {},
@@ -471,6 +559,7 @@ export const vfioUser: FuzzTarget<State, Step> = {
     await checkServes(st, 'end of case');
   },
   async dispose(st) {
+    dropGuest(st);
     st.client?.close();
     try {
       await within(st.server.waitForDisconnect(), 2000);
