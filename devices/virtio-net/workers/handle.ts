@@ -151,6 +151,7 @@ export function workerEntry(): { entry: URL | string; eval: boolean } {
 export function forwardRings(threads: number, owner: number[]) {
   const doors = Array.from({ length: threads }, () => new SharedArrayBuffer(4 * Door.WORDS));
   const congestion = new SharedArrayBuffer(4 * owner.length);
+  const roomWanted = new SharedArrayBuffer(4 * threads);
   const rings = Array.from({ length: threads }, (_, src) =>
     Array.from({ length: threads }, (_, dst) =>
       src === dst ? null : FrameRing.allocate(FORWARD_RING_BYTES),
@@ -161,6 +162,14 @@ export function forwardRings(threads: number, owner: number[]) {
     init: (w: number): ForwardInit | null =>
       threads < 2
         ? null
-        : { index: w, owner, out: rings[w]!, in: rings.map((r) => r[w]!), doors, congestion },
+        : {
+            index: w,
+            owner,
+            out: rings[w]!,
+            in: rings.map((r) => r[w]!),
+            doors,
+            congestion,
+            roomWanted,
+          },
   };
 }

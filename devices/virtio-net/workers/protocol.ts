@@ -87,6 +87,8 @@ export interface ForwardInit {
   doors: SharedArrayBuffer[];
   /** Int32 per device pair: 1 while its owner holds a backlog for it (the senders hold their queue). */
   congestion: SharedArrayBuffer;
+  /** Int32 per worker: 1 while it waits for room to forward a tx frame (its owners wake it). */
+  roomWanted: SharedArrayBuffer;
 }
 
 /** What `workerData` carries. */
