@@ -253,6 +253,35 @@ describe('multiqueue', () => {
     expect(b.backend.stats().txDropped).toBe(0);
   });
 
+  // Worker mode only: while this thread (the MemoryBackend's host) takes no frames, pair 0's tx ring and
+  // the ring from pair 1's worker to pair 0's fill; pair 1's later chains wait in the guest's ring.
+  it.runIf(inWorkerMode())(
+    'tx on a pair beyond the pairs in use waits for room on the other worker, none dropped',
+    async () => {
+      const b = openBench({ mq: true, queues: 2 }, { queues: 2, settle: false, ringBytes: 1 << 18 });
+      expect(b.driver.setQueuePairs(1)).toBe(VIRTIO_NET_OK);
+      const n = 64; // 3.8 MB, beyond both rings
+      const frames = Array.from({ length: n }, (_, i) => rawFrame(60000, PEER_MAC, DEV_MAC, i));
+      for (const f of frames) b.driver.send(f, { pair: 1, kick: false });
+      b.driver.kickTx(1);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+      expect(b.sent).toHaveLength(0);
+      let used = b.driver.reclaimTx(1);
+      expect(used).toBeLessThan(n);
+      for (const end = Date.now() + 10_000; b.sent.length < n && Date.now() < end; )
+        await new Promise((r) => setTimeout(r, 5));
+      expect(b.sent.map((x) => [x.queuePair, hexOf(x.frame)])).toEqual(frames.map((f) => [0, hexOf(f)]));
+      used += b.driver.reclaimTx(1);
+      expect(used).toBe(n);
+      const s = stats(b.dev);
+      expect(s.queues.map((q) => [q.txPackets, q.txDropped])).toEqual([
+        [0, 0],
+        [n, 0],
+      ]);
+      expect(b.backend.stats().txDropped).toBe(0);
+    },
+  );
+
   // A TCP flow the guest opens (SYN) and the peer's reply (SYN-ACK).
   const out = ethernet(
     PEER_MAC,
