@@ -34,7 +34,8 @@ export interface WorkerHandoffs {
   interruptsDirect: number;
   /**
    * Frames software steering (RSS, automatic steering) sent to a pair another worker runs: handed over
-   * through a frame ring (forward.ts), or dropped when that ring was full.
+   * through a frame ring (forward.ts), or dropped when that ring was full. Forwards also count tx frames
+   * of a pair beyond the pairs in use sent to the worker owning their backend queue.
    */
   crossPairForwards: number;
   crossPairDrops: number;

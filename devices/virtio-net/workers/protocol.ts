@@ -58,7 +58,7 @@ export const Extra = {
   RX_DROPPED_NOT_READY: 5,
   /** Interrupts the worker signalled itself on the vector's eventfd (irq-routes.ts), not counted in INTERRUPTS. */
   DIRECT_INTERRUPTS: 6,
-  /** Frames software steering handed to another worker's pair (forward.ts). */
+  /** Frames handed to another worker (forward.ts): steered rx frames, stale-pair tx frames. */
   CROSS_PAIR_FORWARDS: 7,
   COUNT: 8,
 } as const;
