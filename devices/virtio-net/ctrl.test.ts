@@ -253,6 +253,31 @@ describe('multiqueue', () => {
     expect(b.backend.stats().txDropped).toBe(0);
   });
 
+  // Worker mode only: 4 pairs dealt over 2 workers ({0, 2} and {1, 3}); with 1 pair in use pair 2's
+  // frames stay on their worker (pair 0's queue is its own), pairs 1 and 3 cross to it.
+  it.runIf(inWorkerMode())(
+    'tx on pairs beyond the pairs in use, 4 pairs on 2 workers: every frame on backend queue 0',
+    () => {
+      const b = openBench({ mq: true, queues: 4, workers: 2 }, { queues: 4 });
+      expect(b.driver.setQueuePairs(1)).toBe(VIRTIO_NET_OK);
+      const want: string[] = [];
+      for (let i = 0; i < 3; i++)
+        for (const pair of [1, 2, 3]) {
+          const f = rawFrame(100 + i, PEER_MAC, DEV_MAC, 10 * pair + i);
+          b.driver.send(f, { pair });
+          want.push(hexOf(f));
+        }
+      expect(b.sent.map((x) => x.queuePair)).toEqual(want.map(() => 0));
+      expect(b.sent.map((x) => hexOf(x.frame))).toEqual(want);
+      expect(stats(b.dev).queues.map((q) => [q.txPackets, q.txDropped])).toEqual([
+        [0, 0],
+        [3, 0],
+        [3, 0],
+        [3, 0],
+      ]);
+    },
+  );
+
   // Worker mode only: while this thread (the MemoryBackend's host) takes no frames, pair 0's tx ring and
   // the ring from pair 1's worker to pair 0's fill; pair 1's later chains wait in the guest's ring.
   it.runIf(inWorkerMode())(
