@@ -59,7 +59,7 @@ export class CrossWorker implements ForeignPairs {
   private readonly in: FrameRing[];
   /** The worker each of `in` comes from. */
   private readonly from: number[];
-  /** Int32 per worker: it waits for room in a ring to another worker (forward.ts tx). */
+  /** Int32 per worker: 1 while it waits for room to forward a tx frame (the owners that take frames wake it). */
   private readonly roomWanted: Int32Array;
   /** Per backend queue: a tx chain for it waits for room in the ring to its owner. */
   private readonly txBlocked: Uint8Array;
