@@ -59,7 +59,7 @@ export class CrossWorker implements ForeignPairs {
   private readonly in: FrameRing[];
   /** The worker each of `in` comes from. */
   private readonly from: number[];
-  /** Int32 per worker: 1 while it waits for room to forward a tx frame (the owners that take frames wake it). */
+  /** Int32 per worker: 1 while it waits for room to forward a tx frame (an owner taking frames wakes it). */
   private readonly roomWanted: Int32Array;
   /** Per backend queue: a tx chain for it waits for room in the ring to its owner. */
   private readonly txBlocked: Uint8Array;
