@@ -255,6 +255,40 @@ describe.skipIf(unavailable !== null)('queue pairs on worker threads, real multi
     await burstOverPairs(fx, ports, 200, '200 datagrams');
   });
 
+  it("tx on pair 1 after VQ_PAIRS_SET 1 (Linux 6.1's stale max_tx_vq): its worker's fd is detached, pair 0's worker writes the frames, none dropped", async () => {
+    const fx = fixture();
+    const { drv, ns } = fx;
+    expect(drv.setQueuePairs(1)).toBe(0);
+    const child = ns.spawn('python3', ['-c', PY_UDP_RECV, KERNEL_IP, '5558', '21']);
+    const out = lines(child);
+    await out.waitFor(/^ready$/);
+    for (let i = 0; i < 20; i++)
+      drv.send(udpFrame(GUEST_IP, KERNEL_IP, 43000, 5558, enc(`stale #${i}`)), { pair: 1 });
+    // The checksum offload crosses too: the kernel completes it, the socket takes the datagram.
+    drv.send(udpFrame(GUEST_IP, KERNEL_IP, 43001, 5558, enc('stale csum'), { partial: true }), {
+      pair: 1,
+      offload: { flags: 1, csumStart: 34, csumOffset: 6 },
+    });
+    for (let i = 0; i < 20; i++)
+      expect(await out.waitFor(new RegExp(`^${hex(enc(`stale #${i}`))} `))).toBe(
+        `${hex(enc(`stale #${i}`))} ${GUEST_IP} 43000`,
+      );
+    expect(await out.waitFor(/ 43001$/)).toBe(`${hex(enc('stale csum'))} ${GUEST_IP} 43001`);
+    await fx.until(() => queues(fx)[1]!.txPackets === 21, 5000, 'tx counters');
+    expect(queues(fx).map((q) => [q.txPackets, q.txDropped])).toEqual([
+      [0, 0],
+      [21, 0],
+    ]);
+    // Pair 0's worker wrote them on its tap queue; every chain went back to the guest.
+    expect(
+      poolOf(fx)
+        .workerCounters()
+        .map((c) => c.tapTx),
+    ).toEqual([21, 0]);
+    drv.reclaimTx(1);
+    expect(drv.queue(3).numFree).toBe(drv.queue(3).size);
+  });
+
   it('snapshot while traffic runs: the workers give ring positions and counters back from one quiesced moment, then carry on without a loss', async () => {
     const fx = fixture();
     const { drv, ns, memory } = { ...fx, memory: fx.drv.memory };

@@ -9,15 +9,36 @@
  * owner holds a backlog for a pair it raises that pair's congestion word; a sender that forwards to a
  * congested pair pauses its own backend queue, and resumes it when the owner, its backlog gone, clears
  * the word and wakes the other workers.
+ *
+ * The same rings carry tx frames of a pair beyond the pairs in use (a driver with a stale max_tx_vq),
+ * which shared.ts `backendQueueOf` sends through an attached backend queue, one another worker may own:
+ * tagged as tx, the owner writes them out on that queue. A sender without room for a chain's frames
+ * leaves the chain in the guest's ring until the owner has taken frames (never a silent drop).
  */
 
-import type { NetOffload } from '../../../lib/net/backend.js';
+import { MAX_FRAME, type NetOffload } from '../../../lib/net/backend.js';
 import { FrameRing } from '../../../lib/net/frame-ring.js';
 import type { ForeignPairs, RxPath } from '../rx.js';
 import { BACKEND_BIT, Door, type ForwardInit } from './protocol.js';
 
 /** Bytes of each ring's records (a few hundred full-size frames). */
 export const FORWARD_RING_BYTES = 1 << 20;
+/** The report-type half of a record's tag marking a tx frame (hash reports are far below). */
+const TX_TAG = 0xffff;
+/** Room a tx chain needs before it is taken: its frames (two largest when segmented) and a wrap. */
+const TX_ROOM = 3 * FrameRing.recordBytes(MAX_FRAME + 8);
+
+/**
+ * The owner's write of a forwarded tx frame on its backend queue `queue`: false leaves it (and the
+ * ring's later frames) in the ring, for a backend without room now.
+ */
+export type ForwardedTx = (
+  queue: number,
+  bytes: Uint8Array,
+  offset: number,
+  length: number,
+  offload: NetOffload | null,
+) => boolean;
 
 /**
  * The receiving end's delivery of one forwarded frame to its own pair: false leaves it (and the ring's
@@ -36,6 +57,12 @@ export type ForwardedFrame = (
 export class CrossWorker implements ForeignPairs {
   private readonly out: (FrameRing | null)[];
   private readonly in: FrameRing[];
+  /** The worker each of `in` comes from. */
+  private readonly from: number[];
+  /** Int32 per worker: 1 while it waits for room to forward a tx frame (an owner taking frames wakes it). */
+  private readonly roomWanted: Int32Array;
+  /** Per backend queue: a tx chain for it waits for room in the ring to its owner. */
+  private readonly txBlocked: Uint8Array;
   private readonly doors: Int32Array[];
   /** Workers to wake at the end of this task (no allocation per frame). */
   private readonly toWake: Uint8Array;
@@ -56,6 +83,9 @@ export class CrossWorker implements ForeignPairs {
   ) {
     this.out = init.out.map((b) => (b ? new FrameRing(b) : null));
     this.in = init.in.flatMap((b) => (b ? [new FrameRing(b)] : []));
+    this.from = init.in.flatMap((b, w) => (b ? [w] : []));
+    this.roomWanted = new Int32Array(init.roomWanted);
+    this.txBlocked = new Uint8Array(init.owner.length);
     this.doors = init.doors.map((b) => new Int32Array(b));
     this.toWake = new Uint8Array(init.doors.length);
     this.congestion = new Int32Array(init.congestion);
@@ -89,7 +119,50 @@ export class CrossWorker implements ForeignPairs {
       return;
     }
     this.forwarded++;
-    this.toWake[w!] = 1;
+    this.wakeLater(w!);
+  }
+
+  /** Whether a tx chain for backend queue `queue` (another worker's) may be taken now. */
+  txRoom(queue: number): boolean {
+    const ring = this.out[this.init.owner[queue] ?? -1];
+    if (!ring || ring.capacity - ring.used >= TX_ROOM) return true;
+    // Asked before looking again: the owner either sees the flag after it took frames, or we see room.
+    Atomics.store(this.roomWanted, this.init.index, 1);
+    if (ring.capacity - ring.used >= TX_ROOM) return true;
+    this.txBlocked[queue] = 1;
+    return false;
+  }
+
+  /** A tx frame for backend queue `queue`, which another worker owns: false when its ring is full. */
+  forwardTx(
+    queue: number,
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    offload: NetOffload | null,
+  ): boolean {
+    const w = this.init.owner[queue];
+    const ring = w === undefined ? null : this.out[w];
+    if (!ring?.writeTagged(queue | (TX_TAG << 16), 0, bytes, offset, length, offload)) return false;
+    this.forwarded++;
+    this.wakeLater(w!);
+    return true;
+  }
+
+  /** The sender's side: tx chains that waited for room go on where there is room now (`ready`). */
+  releaseTx(ready: (queue: number) => void): void {
+    const b = this.txBlocked;
+    for (let q = 0; q < b.length; q++) {
+      if (b[q] === 0) continue;
+      b[q] = 0;
+      // Still full: txRoom asks the owner again, and the chain stays blocked.
+      if (this.txRoom(q)) ready(q);
+    }
+  }
+
+  /** Wakes worker `w` at the end of this task (its backend bit), once however many frames. */
+  private wakeLater(w: number): void {
+    this.toWake[w] = 1;
     if (!this.wakeScheduled) {
       this.wakeScheduled = true;
       queueMicrotask(this.flush);
@@ -134,26 +207,28 @@ export class CrossWorker implements ForeignPairs {
     }
   }
 
-  /** Delivers what the other workers sent here, each ring until `deliver` declines; returns how many. */
-  drain(deliver: ForwardedFrame): number {
+  /**
+   * Delivers what the other workers sent here, each ring until `deliver` or `send` (tx frames) declines;
+   * returns how many. A sender waiting for room in a ring this took frames from is woken.
+   */
+  drain(deliver: ForwardedFrame, send: ForwardedTx): number {
     let n = 0;
-    for (const ring of this.in) {
+    for (let r = 0; r < this.in.length; r++) {
+      const ring = this.in[r]!;
+      const before = n;
       while (ring.next()) {
         const v = ring.bytes;
         const at = ring.frameOffset;
         const tag = v[at]! | (v[at + 1]! << 8) | (v[at + 2]! << 16) | (v[at + 3]! << 24);
         const hash = (v[at + 4]! | (v[at + 5]! << 8) | (v[at + 6]! << 16) | (v[at + 7]! << 24)) >>> 0;
+        const length = ring.frameLength - 8;
+        const offload = ring.hasOffload ? ring.offload : null;
         let taken = true;
         try {
-          taken = deliver(
-            tag & 0xffff,
-            v,
-            at + 8,
-            ring.frameLength - 8,
-            ring.hasOffload ? ring.offload : null,
-            hash,
-            tag >>> 16,
-          );
+          taken =
+            tag >>> 16 === TX_TAG
+              ? send(tag & 0xffff, v, at + 8, length, offload)
+              : deliver(tag & 0xffff, v, at + 8, length, offload, hash, tag >>> 16);
         } finally {
           // A frame whose delivery threw (a guest error) is gone like any other.
           if (taken) ring.consume();
@@ -161,6 +236,8 @@ export class CrossWorker implements ForeignPairs {
         if (!taken) break;
         n++;
       }
+      if (n > before && Atomics.exchange(this.roomWanted, this.from[r]!, 0) !== 0)
+        this.wakeLater(this.from[r]!);
     }
     return n;
   }

@@ -36,7 +36,8 @@ export interface WorkerHandoffs {
   kicksDirect: number;
   /**
    * Frames software steering (RSS, automatic steering) sent to a pair another worker runs: handed over
-   * through a frame ring (forward.ts), or dropped when that ring was full.
+   * through a frame ring (forward.ts), or dropped when that ring was full. Forwards also count tx frames
+   * of a pair beyond the pairs in use sent to the worker owning their backend queue.
    */
   crossPairForwards: number;
   crossPairDrops: number;
@@ -156,6 +157,7 @@ export function workerEntry(): { entry: URL | string; eval: boolean } {
 export function forwardRings(threads: number, owner: number[]) {
   const doors = Array.from({ length: threads }, () => new SharedArrayBuffer(4 * Door.WORDS));
   const congestion = new SharedArrayBuffer(4 * owner.length);
+  const roomWanted = new SharedArrayBuffer(4 * threads);
   const rings = Array.from({ length: threads }, (_, src) =>
     Array.from({ length: threads }, (_, dst) =>
       src === dst ? null : FrameRing.allocate(FORWARD_RING_BYTES),
@@ -166,6 +168,14 @@ export function forwardRings(threads: number, owner: number[]) {
     init: (w: number): ForwardInit | null =>
       threads < 2
         ? null
-        : { index: w, owner, out: rings[w]!, in: rings.map((r) => r[w]!), doors, congestion },
+        : {
+            index: w,
+            owner,
+            out: rings[w]!,
+            in: rings.map((r) => r[w]!),
+            doors,
+            congestion,
+            roomWanted,
+          },
   };
 }

@@ -1,8 +1,9 @@
 /**
  * Inside a queue-pair worker: the worker's own tap (adopted copies of its pairs' queue fds, queues
  * 0..k-1) seen by the shared per-pair data paths as the device's backend, whose queue numbers are device
- * pairs. Pair `pairs[j]` is tap queue j; a frame for a pair this worker does not own goes out through
- * its first queue (any queue fd of a tap transmits for the whole tap).
+ * pairs. Pair `pairs[j]` is tap queue j. A tx frame for a backend queue this worker does not own (a
+ * pair beyond the pairs in use, shared.ts backendQueueOf) goes to the worker that owns it (`foreign`,
+ * forward.ts): its own fd may be detached then, and a MemoryBackend's ring is that queue's only.
  */
 import type {
   BackendCapabilities,
@@ -14,11 +15,25 @@ import type {
   TransmitResult,
 } from '../../../lib/net/backend.js';
 
+/** Backend queues other workers own, for tx (forward.ts CrossWorker). */
+export interface ForeignTx {
+  txRoom(queue: number): boolean;
+  forwardTx(
+    queue: number,
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    offload: NetOffload | null,
+  ): boolean;
+}
+
 export class PairBackend implements NetBackend, BackendSink {
   readonly capabilities: BackendCapabilities;
   /** Device pair -> tap queue of this worker (-1: another worker's). */
   private readonly local: Int32Array;
   private sink: BackendSink | null = null;
+  /** Set with more than one worker: tx for the other workers' queues. */
+  foreign: ForeignTx | null = null;
 
   constructor(
     private readonly inner: NetBackend,
@@ -29,6 +44,11 @@ export class PairBackend implements NetBackend, BackendSink {
     this.capabilities = { ...inner.capabilities, queuePairs: maxQueuePairs, steersFlows };
     this.local = new Int32Array(maxQueuePairs).fill(-1);
     for (const [j, p] of pairs.entries()) this.local[p] = j;
+  }
+
+  /** Whether tx for `pair` goes to another worker. */
+  private elsewhere(pair: number): boolean {
+    return this.foreign !== null && !(this.local[pair]! >= 0);
   }
 
   private q(pair: number): number {
@@ -42,6 +62,8 @@ export class PairBackend implements NetBackend, BackendSink {
   }
 
   transmit(frame: Uint8Array, queuePair: number, offload: NetOffload | null): TransmitResult {
+    if (this.elsewhere(queuePair))
+      return this.foreign!.forwardTx(queuePair, frame, 0, frame.length, offload) ? 'sent' : 'dropped';
     return this.inner.transmit(frame, this.q(queuePair), offload);
   }
 
@@ -52,6 +74,8 @@ export class PairBackend implements NetBackend, BackendSink {
     queuePair: number,
     offload: NetOffload | null,
   ): TransmitResult {
+    if (this.elsewhere(queuePair))
+      return this.foreign!.forwardTx(queuePair, bytes, offset, length, offload) ? 'sent' : 'dropped';
     const i = this.inner;
     const q = this.q(queuePair);
     return i.transmitRange
@@ -60,10 +84,12 @@ export class PairBackend implements NetBackend, BackendSink {
   }
 
   transmitAllowed(queuePair: number): boolean {
+    if (this.elsewhere(queuePair)) return this.foreign!.txRoom(queuePair);
     return this.inner.transmitAllowed?.(this.q(queuePair)) ?? true;
   }
 
   flushTransmit(queuePair: number): number {
+    if (this.elsewhere(queuePair)) return 0; // copied into the ring already
     return this.inner.flushTransmit?.(this.q(queuePair)) ?? 0;
   }
 

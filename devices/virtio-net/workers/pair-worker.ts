@@ -26,7 +26,7 @@ import { Receiver, type RxPath } from '../rx.js';
 import { NetShared } from '../shared.js';
 import { QueueStats } from '../stats.js';
 import { TxPath } from '../tx.js';
-import { CrossWorker, type ForwardedFrame } from './forward.js';
+import { CrossWorker, type ForwardedFrame, type ForwardedTx } from './forward.js';
 import { WorkerMemory } from './memory.js';
 import { PairBackend } from './pair-backend.js';
 import {
@@ -109,6 +109,7 @@ class PairWorker {
     this.cross = init.forward ? new CrossWorker(init.forward, this.rx) : null;
     this.ownedRx = init.pairs.map((p) => this.rx.pairs[p]!);
     this.rx.foreign = this.cross;
+    this.backend.foreign = this.cross;
     this.direct = new DirectReceiver(shared, this.rx.pairs);
     // Until started, frames wait in the kernel.
     for (let j = 0; j < init.pairs.length; j++) this.hold(j, true);
@@ -242,6 +243,7 @@ class PairWorker {
     if (bits & BACKEND_BIT) {
       s.runGuarded(() => this.tap.wake?.());
       this.cross?.releaseHeld();
+      this.cross?.releaseTx(this.txReady);
     }
   }
 
@@ -254,7 +256,7 @@ class PairWorker {
       s.beginReceiveBurst();
       let done = false;
       try {
-        c.drain(this.deliverForwarded);
+        c.drain(this.deliverForwarded, this.sendForwarded);
         done = true;
       } finally {
         s.endReceiveBurst(done);
@@ -288,6 +290,30 @@ class PairWorker {
     else rx.deliverRange(bytes, offset, length, offload, pair, hash, report);
     return true;
   };
+
+  /**
+   * A tx frame another worker's pair sent for backend queue `queue` of this worker (a pair beyond the
+   * pairs in use, forward.ts), written out as that pair's own. Left in the ring while the backend has no
+   * room; a write that fails counts as a tx drop of `queue`'s pair (the sender counted it sent).
+   */
+  private readonly sendForwarded: ForwardedTx = (queue, bytes, offset, length, offload) => {
+    const b = this.backend;
+    if (!b.transmitAllowed(queue)) return false;
+    const r = b.transmitRange(bytes, offset, length, queue, offload);
+    // At once: the record is consumed after this returns.
+    const failed = b.flushTransmit(queue);
+    const st = this.stats[queue];
+    if (st && (r !== 'sent' || failed > 0)) st.txDropped++;
+    return true;
+  };
+
+  private readonly txReady = (queue: number) => this.transmitReady(queue);
+
+  /** The backend takes frames for backend queue `q` again: the paths that send there go on. */
+  private transmitReady(q: number): void {
+    const s = this.shared;
+    for (const tx of this.tx) if (s.backendQueueOf(tx.pair) === q) tx.ready();
+  }
 
   private serve(): void {
     for (;;) {
@@ -522,9 +548,7 @@ class PairWorker {
       cancelReceive: () => this.direct.cancel(),
       beginReceiveBurst: () => s.beginReceiveBurst(),
       endReceiveBurst: () => s.endReceiveBurst(),
-      transmitReady: (q: number) => {
-        for (const tx of this.tx) if (tx.pair === q) tx.ready();
-      },
+      transmitReady: (q: number) => this.transmitReady(q),
     };
   }
 

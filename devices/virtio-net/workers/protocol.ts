@@ -58,7 +58,7 @@ export const Extra = {
   RX_DROPPED_NOT_READY: 5,
   /** Interrupts the worker signalled itself on the vector's eventfd (queue-routes.ts), not counted in INTERRUPTS. */
   DIRECT_INTERRUPTS: 6,
-  /** Frames software steering handed to another worker's pair (forward.ts). */
+  /** Frames handed to another worker (forward.ts): steered rx frames, stale-pair tx frames. */
   CROSS_PAIR_FORWARDS: 7,
   /** Kicks the worker read from its queues' kick eventfds itself (queue-routes.ts), no doorbell rung. */
   KICKS_DIRECT: 8,
@@ -89,6 +89,8 @@ export interface ForwardInit {
   doors: SharedArrayBuffer[];
   /** Int32 per device pair: 1 while its owner holds a backlog for it (the senders hold their queue). */
   congestion: SharedArrayBuffer;
+  /** Int32 per worker: 1 while it waits for room to forward a tx frame (its owners wake it). */
+  roomWanted: SharedArrayBuffer;
 }
 
 /** What `workerData` carries. */
