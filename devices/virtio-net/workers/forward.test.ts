@@ -109,3 +109,74 @@ describe('tx frames for a backend queue another worker owns', () => {
     expect(b.txRoom(7)).toBe(true);
   });
 });
+
+describe('rx frames a full ring refuses', () => {
+  function withFlow() {
+    const f = forwardRings(2, [0, 1]);
+    const doors = f.doors.map((d) => new Int32Array(d));
+    const woken = (w: number) => (Atomics.exchange(doors[w]!, Door.PENDING, 0) & BACKEND_BIT) !== 0;
+    const calls: [number, boolean][] = [];
+    const flow = {
+      pause: (q: number) => calls.push([q, true]),
+      resume: (q: number) => calls.push([q, false]),
+    };
+    return { a: new CrossWorker(f.init(0)!, noFlow), b: new CrossWorker(f.init(1)!, flow), woken, calls };
+  }
+
+  it('wait in the sender’s spill in order, their backend queue held, until the owner took frames; none lost', async () => {
+    const { a, b, woken, calls } = withFlow();
+    // More than a ring holds (a tap batch of GSO frames), read on worker 1's queue 1, steered to pair 0.
+    const frames = Array.from({ length: 40 }, (_, i) => frame(60000, i));
+    for (const [i, f] of frames.entries()) b.forward(1, 0, f, 0, f.length, null, i, 2);
+    expect(b.spilled).toBeGreaterThan(0);
+    expect(b.forwarded + b.spilled).toBe(40);
+    expect(b.drops).toBe(0);
+    expect(calls).toEqual([[1, true]]);
+    const got: [number, number, number, string][] = [];
+    const deliver = (
+      pair: number,
+      bytes: Uint8Array,
+      o: number,
+      l: number,
+      _o: unknown,
+      h: number,
+      r: number,
+    ) => {
+      got.push([pair, h, r, hex(bytes.subarray(o, o + l))]);
+      return true;
+    };
+    for (let round = 0; got.length < 40 && round < 10; round++) {
+      a.drain(deliver, () => true);
+      await microtasks();
+      if (got.length === 40) break;
+      // The owner took frames and wakes the sender, which moves what waited into the ring.
+      expect(woken(1)).toBe(true);
+      b.releaseSpill();
+    }
+    expect(got).toEqual(frames.map((f, i) => [0, i, 2, hex(f)]));
+    expect(b.forwarded).toBe(40);
+    expect(calls).toEqual([
+      [1, true],
+      [1, false],
+    ]);
+    // Nothing waits any more: the next frame goes straight into the ring.
+    b.forward(1, 0, frames[0]!, 0, 100, null, 0, 2);
+    expect(b.forwarded).toBe(41);
+  });
+
+  it('a full spill drops, counted; what fitted arrives', () => {
+    const { a, b } = withFlow();
+    const big = frame(60000, 9);
+    for (let i = 0; i < 300; i++) b.forward(0, 0, big, 0, big.length, null, i, 2);
+    expect(b.spilled).toBe(256);
+    expect(b.forwarded + b.spilled + b.drops).toBe(300);
+    expect(b.drops).toBeGreaterThan(0);
+    const accept = () => true;
+    let n = 0;
+    for (let i = 0; i < 40 && n < 300 - b.drops; i++) {
+      n += a.drain(accept, accept);
+      b.releaseSpill();
+    }
+    expect(n).toBe(300 - b.drops);
+  });
+});

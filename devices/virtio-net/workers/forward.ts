@@ -3,7 +3,9 @@
  * pair another worker runs (docs/workers.md): copied into a single-producer ring from this worker to
  * that one, with the pair, hash and report type as the record's tag, and the owner woken once per task
  * (its backend bit). The owner filters and delivers them as its own, in one receive burst per wake-up.
- * A full ring is a counted drop (`crossPairDrops`), never a wait.
+ * A frame a full ring refuses waits in this worker's spill (in order with the ones after it, which wait
+ * too) and the backend queue it came from is held until the owner has taken frames: a tap batch of 64
+ * GSO frames can be several times a ring. Only a full spill drops (`crossPairDrops`).
  *
  * Backpressure, as on one thread where a pair's backlog pauses the backend queue that fed it: while an
  * owner holds a backlog for a pair it raises that pair's congestion word; a sender that forwards to a
@@ -18,6 +20,7 @@
 
 import { MAX_FRAME, type NetOffload } from '../../../lib/net/backend.js';
 import { FrameRing } from '../../../lib/net/frame-ring.js';
+import { Backlog } from '../backlog.js';
 import type { ForeignPairs, RxPath } from '../rx.js';
 import { BACKEND_BIT, Door, type ForwardInit } from './protocol.js';
 
@@ -27,6 +30,8 @@ export const FORWARD_RING_BYTES = 1 << 20;
 const TX_TAG = 0xffff;
 /** Room a tx chain needs before it is taken: its frames (two largest when segmented) and a wrap. */
 const TX_ROOM = 3 * FrameRing.recordBytes(MAX_FRAME + 8);
+/** Frames a sender keeps per owner while the ring to it is full (as a pair's backlog, RX_BACKLOG). */
+const SPILL_FRAMES = 256;
 
 /**
  * The owner's write of a forwarded tx frame on its backend queue `queue`: false leaves it (and the
@@ -67,8 +72,14 @@ export class CrossWorker implements ForeignPairs {
   /** Workers to wake at the end of this task (no allocation per frame). */
   private readonly toWake: Uint8Array;
   private wakeScheduled = false;
-  /** Frames dropped because the ring to the owner was full (or the pair has no owner). */
+  /** Frames dropped because the ring to the owner and the spill were full (or the pair has no owner). */
   drops = 0;
+  /** Frames a full ring refused that waited in the spill. */
+  spilled = 0;
+  /** Per owner: frames its full ring refused, in order, tagged as in the ring (made on first use). */
+  private readonly spill: (Backlog | null)[];
+  /** Per backend queue of this worker: held (paused) until the spill is empty. */
+  private readonly spillHeld: Uint8Array;
   /** Frames handed to other workers. */
   forwarded = 0;
   private readonly flush = () => this.wakeOwners();
@@ -90,6 +101,8 @@ export class CrossWorker implements ForeignPairs {
     this.toWake = new Uint8Array(init.doors.length);
     this.congestion = new Int32Array(init.congestion);
     this.heldFor = new Int16Array(init.owner.length).fill(-1);
+    this.spill = init.doors.map(() => null);
+    this.spillHeld = new Uint8Array(init.owner.length);
   }
 
   owns(pair: number): boolean {
@@ -113,13 +126,62 @@ export class CrossWorker implements ForeignPairs {
     }
     const w = this.init.owner[pair];
     const ring = w === undefined ? null : this.out[w];
-    // Tag: the pair and report type in one word, the hash in the other.
-    if (!ring || !ring.writeTagged(pair | (hashReport << 16), hash, bytes, offset, length, offload)) {
+    if (!ring) {
       this.drops++;
       return;
     }
-    this.forwarded++;
-    this.wakeLater(w!);
+    // Tag: the pair and report type in one word, the hash in the other.
+    const tag = pair | (hashReport << 16);
+    const waiting = this.spill[w!];
+    if ((!waiting || waiting.count === 0) && ring.writeTagged(tag, hash, bytes, offset, length, offload)) {
+      this.forwarded++;
+      this.wakeLater(w!);
+      return;
+    }
+    // Not a steady state: one view per frame is fine here.
+    const spill = waiting ?? new Backlog(SPILL_FRAMES);
+    this.spill[w!] = spill;
+    if (!spill.push(bytes.subarray(offset, offset + length), offload, hash, tag)) {
+      this.drops++;
+      return;
+    }
+    this.spilled++;
+    if (this.spillHeld[backendQueue] === 0) {
+      this.spillHeld[backendQueue] = 1;
+      this.flow.pause(backendQueue);
+    }
+    Atomics.store(this.roomWanted, this.init.index, 1);
+  }
+
+  /**
+   * Moves spilled frames into their rings while there is room (the owner woke this worker after taking
+   * frames); once none waits, the backend queues held for them go on.
+   */
+  releaseSpill(): void {
+    let left = 0;
+    for (let w = 0; w < this.spill.length; w++) {
+      const spill = this.spill[w];
+      if (!spill || spill.count === 0) continue;
+      const ring = this.out[w]!;
+      while (spill.count > 0) {
+        const f = spill.peekFrame();
+        if (!ring.writeTagged(spill.peekReport(), spill.peekHash(), f, 0, f.length, spill.peekOffload()))
+          break;
+        spill.shift();
+        this.forwarded++;
+        this.wakeLater(w);
+      }
+      left += spill.count;
+    }
+    if (left > 0) {
+      Atomics.store(this.roomWanted, this.init.index, 1);
+      return;
+    }
+    for (let q = 0; q < this.spillHeld.length; q++) {
+      if (this.spillHeld[q] === 0) continue;
+      this.spillHeld[q] = 0;
+      if (this.heldFor[q] === -1) this.flow.resume(q);
+    }
   }
 
   /** Whether a tx chain for backend queue `queue` (another worker's) may be taken now. */
@@ -203,7 +265,7 @@ export class CrossWorker implements ForeignPairs {
       const pair = held[q]!;
       if (pair < 0 || Atomics.load(this.congestion, pair) !== 0) continue;
       held[q] = -1;
-      this.flow.resume(q);
+      if (this.spillHeld[q] === 0) this.flow.resume(q);
     }
   }
 

@@ -36,10 +36,12 @@ export interface WorkerHandoffs {
   kicksDirect: number;
   /**
    * Frames software steering (RSS, automatic steering) sent to a pair another worker runs: handed over
-   * through a frame ring (forward.ts), or dropped when that ring was full. Forwards also count tx frames
+   * through a frame ring (forward.ts), or dropped when that ring and the sender's spill were full. Forwards also count tx frames
    * of a pair beyond the pairs in use sent to the worker owning their backend queue.
    */
   crossPairForwards: number;
+  /** Of those, frames that waited in the sender's spill while the ring was full (no drop). */
+  crossPairSpills: number;
   crossPairDrops: number;
 }
 
@@ -53,6 +55,7 @@ export function noHandoffs(): WorkerHandoffs {
     kicksDirect: 0,
     requests: 0,
     crossPairForwards: 0,
+    crossPairSpills: 0,
     crossPairDrops: 0,
   };
 }

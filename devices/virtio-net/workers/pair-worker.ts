@@ -242,6 +242,7 @@ class PairWorker {
     }
     if (bits & BACKEND_BIT) {
       s.runGuarded(() => this.tap.wake?.());
+      this.cross?.releaseSpill();
       this.cross?.releaseHeld();
       this.cross?.releaseTx(this.txReady);
     }
@@ -513,6 +514,7 @@ class PairWorker {
     out[e + Extra.DIRECT_INTERRUPTS] = this.directInterrupts;
     out[e + Extra.KICKS_DIRECT] = this.directKicks;
     out[e + Extra.CROSS_PAIR_FORWARDS] = this.cross?.forwarded ?? 0;
+    out[e + Extra.CROSS_PAIR_SPILLS] = this.cross?.spilled ?? 0;
     out[e + Extra.WAKEUPS] = this.wakeups;
     out[e + Extra.TAP_RX] = t.rxFrames;
     out[e + Extra.TAP_TX] = t.txFrames;

@@ -483,8 +483,10 @@ export class WorkerPool implements DataPlane {
     let direct = 0;
     let kicks = 0;
     let forwards = 0;
+    let spills = 0;
     for (const w of this.workers) {
       forwards += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_FORWARDS]!;
+      spills += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_SPILLS]!;
       cross += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_DROPS]!;
       direct += w.stats[w.pairs.length * n + Extra.DIRECT_INTERRUPTS]!;
       kicks += w.stats[w.pairs.length * n + Extra.KICKS_DIRECT]!;
@@ -494,6 +496,7 @@ export class WorkerPool implements DataPlane {
     this.handoffs.interruptsDirect = direct;
     this.handoffs.kicksDirect = kicks;
     this.handoffs.crossPairForwards = forwards;
+    this.handoffs.crossPairSpills = spills;
     // Frames the workers' sinks refused join this thread's count (each worker's is cumulative).
     this.net.shared.deviceStats.rxDroppedNotReady += notReady - this.notReadySeen;
     this.notReadySeen = notReady;

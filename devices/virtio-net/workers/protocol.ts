@@ -62,7 +62,9 @@ export const Extra = {
   CROSS_PAIR_FORWARDS: 7,
   /** Kicks the worker read from its queues' kick eventfds itself (queue-routes.ts), no doorbell rung. */
   KICKS_DIRECT: 8,
-  COUNT: 9,
+  /** Frames a full forward ring refused that waited in the sender's spill (forward.ts). */
+  CROSS_PAIR_SPILLS: 9,
+  COUNT: 10,
 } as const;
 export const statsLength = (pairs: number) => pairs * STAT_FIELDS.length + Extra.COUNT;
 
