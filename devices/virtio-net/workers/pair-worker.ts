@@ -174,7 +174,7 @@ class PairWorker {
 
   /**
    * One used-buffer notification: the vector's eventfd written here when the VMM serves it so
-   * (irq-routes.ts), else a bit for the main thread, which raises it through the transport.
+   * (queue-routes.ts), else a bit for the main thread, which raises it through the transport.
    */
   private raise(index: number): void {
     // The guest may look at the counters as soon as it has the interrupt.
