@@ -697,6 +697,9 @@ for (const kernel of GUEST_KERNELS) {
         expect(pool.workerCount).toBe(2);
         expect(run.tapStats?.rssSteeringUpdates, diag).toBe(0);
         pool.refreshStats();
+        console.log(
+          `software RSS on workers under Linux ${kernel}: handoffs ${JSON.stringify(pool.handoffs)}`,
+        );
         expect(pool.handoffs.crossPairForwards, JSON.stringify(pool.handoffs)).toBeGreaterThan(0);
         expect(pool.handoffs.crossPairDrops).toBe(0);
         // The 100 datagrams (16 flows the tap spreads over both queues) all reached queue 1.
