@@ -32,6 +32,8 @@ export interface IoFdStats {
 
 interface Armed {
   doorbell: VfioUserDoorbell;
+  /** Its position in the device's `doorbells()`, which names it to the device. */
+  position: number;
   fd: number;
   poll: sys.FdPoll;
   /** The device reads this eventfd itself (VfioUserDoorbellEventfds.hold): not polled here. */
@@ -48,8 +50,8 @@ export class VfioUserIoFds {
   readonly #onRoutes: () => void;
   /** Armed doorbells per region index (created on the region's first request). */
   readonly #armed = new Map<number, Armed[]>();
-  /** The same, by the device's doorbell (VfioUserDoorbellEventfds names them by position). */
-  readonly #byDoorbell = new Map<VfioUserDoorbell, Armed>();
+  /** The same, by the doorbell's position in the device's `doorbells()` (VfioUserDoorbellEventfds). */
+  readonly #byPosition = new Map<number, Armed>();
 
   /**
    * `maxFds`: most descriptors in one reply (the doorbells past it stay REGION_WRITE only). `beforeRing`
@@ -75,15 +77,20 @@ export class VfioUserIoFds {
 
   /** The device's valid doorbells in BAR `index`, at most `maxFds`. */
   #doorbells(index: number): VfioUserDoorbell[] {
+    return this.#positioned(index).map(([d]) => d);
+  }
+
+  /** `#doorbells` with each one's position in the device's list. */
+  #positioned(index: number): [VfioUserDoorbell, number][] {
     const bar = this.#device.bars[index];
     if (bar === null || bar === undefined || this.#device.doorbells === undefined) return [];
-    const out: VfioUserDoorbell[] = [];
-    for (const d of this.#device.doorbells()) {
+    const out: [VfioUserDoorbell, number][] = [];
+    for (const [pos, d] of this.#device.doorbells().entries()) {
       if (d.bar !== index || !Number.isInteger(d.offset) || d.offset < 0) continue;
       if (d.offset + Math.max(d.size, d.replay.size) > bar.size) continue;
       if (d.datamatch !== undefined && d.size === 0) continue;
       if (out.length === this.#maxFds) break;
-      out.push(d);
+      out.push([d, pos]);
     }
     return out;
   }
@@ -94,12 +101,12 @@ export class VfioUserIoFds {
     if (have !== undefined) return have;
     const armed: Armed[] = [];
     try {
-      for (const doorbell of this.#doorbells(index)) {
+      for (const [doorbell, position] of this.#positioned(index)) {
         const fd = sys.eventfd();
         const poll = sys.pollFd(fd, (ev) => {
           if (ev.readable) this.#ring(entry);
         });
-        const entry: Armed = { doorbell, fd, poll, held: false };
+        const entry: Armed = { doorbell, position, fd, poll, held: false };
         armed.push(entry);
         poll.start({ readable: true, disconnect: false });
       }
@@ -109,16 +116,14 @@ export class VfioUserIoFds {
       return null;
     }
     this.#armed.set(index, armed);
-    for (const a of armed) this.#byDoorbell.set(a.doorbell, a);
+    for (const a of armed) this.#byPosition.set(a.position, a);
     this.#onRoutes();
     return armed;
   }
 
   /** The armed eventfd of the device's doorbell `i` (its position in `doorbells()`), or undefined. */
   #at(i: number): Armed | undefined {
-    if (this.#byDoorbell.size === 0 || !Number.isInteger(i) || i < 0) return undefined;
-    const d = this.#device.doorbells?.()[i];
-    return d === undefined ? undefined : this.#byDoorbell.get(d);
+    return this.#byPosition.get(i);
   }
 
   /** VfioUserDoorbellEventfds.fd. */
@@ -156,7 +161,7 @@ export class VfioUserIoFds {
   closeAll(): void {
     for (const armed of this.#armed.values()) this.#disarm(armed);
     this.#armed.clear();
-    this.#byDoorbell.clear();
+    this.#byPosition.clear();
   }
 
   /**
