@@ -14,17 +14,13 @@ import type {
   ReceiveTarget,
   TransmitResult,
 } from '../../../lib/net/backend.js';
+import type { ForwardedTx } from './forward.js';
 
 /** Backend queues other workers own, for tx (forward.ts CrossWorker). */
 export interface ForeignTx {
   txRoom(queue: number): boolean;
-  forwardTx(
-    queue: number,
-    bytes: Uint8Array,
-    offset: number,
-    length: number,
-    offload: NetOffload | null,
-  ): boolean;
+  /** The frame copied into the ring to the owner; false when it has no room. */
+  forwardTx: ForwardedTx;
 }
 
 export class PairBackend implements NetBackend, BackendSink {
