@@ -7,12 +7,16 @@
  *   multishot  — IORING_OP_READ_MULTISHOT with provided buffers (IORING_OP_PROVIDE_BUFFERS, 64 or 256
  *                per round): the kernel reads frames into the buffers until they run out (ENOBUFS ends
  *                the request), then the buffers are given back and the read re-armed in one enter.
+ *   SQPOLL       — 64 IORING_OP_READ + RWF_NOWAIT kept in flight on a ring with IORING_SETUP_SQPOLL: the
+ *                kernel's poll thread reads on the other CPU while this thread takes completions and
+ *                re-queues their slots, with no syscall while the thread is awake.
  * No device: this measures the kernel's side only. Root; its own namespace and tap, removed after.
  *
  *   node --import tsx bench/tap-rx-multishot.bench.ts [64|1514]
  */
+
+import { IoUring, RWF_NOWAIT } from '../lib/host/io-uring.js';
 import { libc } from '../lib/host/libc.js';
-import { IoUring } from '../lib/host/io-uring.js';
 import { NetNamespace, netnsUnavailableReason, uniqueName } from '../lib/host/netns.js';
 import { RX_BATCH, RxBatch } from '../lib/tap/rx-batch.js';
 import { TapBackend } from '../lib/tap/tap-backend.js';
@@ -147,6 +151,41 @@ async function main() {
         },
       ],
     ];
+    {
+      const K = RX_BATCH;
+      const ring = IoUring.create(2 * K, { sqPollIdleMs: 50 });
+      rings.push(ring);
+      const pool = new Uint8Array(K * slotBytes);
+      pools.push(pool);
+      const base = c.addressOf(pool);
+      const again = new Int32Array(K);
+      const name = `SQPOLL x${K}`;
+      methods.push([
+        name,
+        () => {
+          let n = 0;
+          const t0 = process.hrtime.bigint();
+          for (let i = 0; i < K; i++) ring.queueRead(fd, base + i * slotBytes, slotBytes, i, RWF_NOWAIT);
+          ring.submit();
+          // Each slot's read is re-queued when it brings a frame; -EAGAIN (tap empty) retires it.
+          for (let live = K; live > 0; ) {
+            const ready = ring.ready();
+            let m = 0;
+            for (let j = 0; j < ready; j++) {
+              if (ring.res(j) > 0) {
+                n++;
+                again[m++] = ring.userData(j);
+              } else live--;
+            }
+            ring.advance(ready);
+            for (let j = 0; j < m; j++)
+              ring.queueRead(fd, base + again[j]! * slotBytes, slotBytes, again[j]!, RWF_NOWAIT);
+            if (m > 0) ring.submit();
+          }
+          add(name, n, t0);
+        },
+      ]);
+    }
     let multishotWorks: string | null = null;
     for (const nbufs of [64, 256]) {
       const ring = IoUring.create(Math.max(nbufs * 2, 8));

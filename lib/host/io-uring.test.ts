@@ -13,10 +13,12 @@ import {
   IORING_FEAT_SINGLE_MMAP,
   IORING_OP_READ,
   IORING_OP_WRITEV,
-  RWF_NOWAIT,
+  IORING_SETUP_SQPOLL,
   IORING_SETUP_SUBMIT_ALL,
+  IORING_SQ_NEED_WAKEUP,
   IoUring,
   PARAMS,
+  RWF_NOWAIT,
   SQE,
   unsupportedReason,
   writeSqe,
@@ -31,6 +33,11 @@ describe('io_uring layouts', () => {
     const b = encodeParams(8, IORING_SETUP_SUBMIT_ALL);
     expect(b.length).toBe(120);
     expect(hex(b)).toBe(`08000000000000008000000000000000${'00'.repeat(104)}`);
+  });
+
+  it('encodes SQPOLL with its idle time in sq_thread_idle (byte 16)', () => {
+    const b = encodeParams(4, IORING_SETUP_SQPOLL, 50);
+    expect(hex(b)).toBe(`0400000000000000020000000000000032000000${'00'.repeat(100)}`);
   });
 
   it('decodes the sq/cq offset structs at bytes 40 and 80', () => {
@@ -174,6 +181,11 @@ describe('IoUring.supported', () => {
   it('rejects entries outside 1..32768 before asking the kernel', () => {
     for (const n of [0, -1, 1.5, 32769, Number.NaN])
       expect(() => IoUring.create(n)).toThrow(/entries must be an integer in 1..32768/);
+  });
+
+  it('rejects an SQPOLL idle time outside 1..60000 ms by name', () => {
+    for (const ms of [0, -5, 2.5, 60_001])
+      expect(() => IoUring.create(4, { sqPollIdleMs: ms })).toThrow(/sqPollIdleMs must be an integer/);
   });
 });
 
@@ -356,6 +368,36 @@ describe.skipIf(why !== null)(`IoUring on pipes and files${why ? ` (skipped: ${w
     expect([ring.userData(0), ring.res(0)]).toEqual([7, 100]);
     ring.advance(1);
     expect(hex(Buffer.concat([first, drain(r)]))).toBe(hex(Buffer.concat([fill, more])));
+    ring.close();
+  });
+
+  it('SQPOLL: writes land in order whether the kernel thread is awake or asleep (then woken)', () => {
+    const c = libc();
+    const [r, w] = pipe(O_NONBLOCK);
+    const ring = IoUring.create(8, { sqPollIdleMs: 10 });
+    expect(ring.sqPoll).toBe(true);
+    const frames = [bytes(40, 1), bytes(70, 2), bytes(33, 3)];
+    const collect = (n: number) => {
+      expect(ring.wait(n, 10_000)).toBe(n);
+      const res = Array.from({ length: n }, (_, i) => ring.res(i));
+      ring.advance(n);
+      return res;
+    };
+    // Awake (just created) or asleep (after the 10 ms idle below): both reach the pipe, in order.
+    ring.queueWrite(w, c.addressOf(frames[0]!), 40, 1);
+    ring.submit();
+    expect(collect(1)).toEqual([40]);
+    // After 10 idle ms the thread sleeps and says so in the SQ ring's flags; submit must wake it.
+    const inner = ring as unknown as { sq: Uint32Array; sqFlagsIdx: number };
+    const asleep = () => (Atomics.load(inner.sq, inner.sqFlagsIdx) & IORING_SQ_NEED_WAKEUP) !== 0;
+    const sleeper = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < 200 && !asleep(); i++) Atomics.wait(sleeper, 0, 0, 5);
+    expect(asleep()).toBe(true);
+    ring.queueWrite(w, c.addressOf(frames[1]!), 70, 2);
+    ring.queueWrite(w, c.addressOf(frames[2]!), 33, 3);
+    ring.submit();
+    expect(collect(2)).toEqual([70, 33]);
+    expect(hex(drain(r))).toBe(hex(Buffer.concat(frames)));
     ring.close();
   });
 

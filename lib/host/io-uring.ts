@@ -3,7 +3,9 @@
  * (and NOP) submissions, completions reaped without allocating. Built to batch tap writes: a burst of
  * frames becomes n SQEs and one `io_uring_enter` instead of n `writev(2)` calls.
  *
- * No SQPOLL: the kernel consumes SQEs only inside `io_uring_enter`, on this thread. The ring memory is
+ * By default no SQPOLL: the kernel consumes SQEs only inside `io_uring_enter`, on this thread
+ * (`sqPollIdleMs` asks for a poll thread instead; measured no faster for tap reads, docs/performance.md,
+ * so nothing in the library uses it). The ring memory is
  * three shared mappings (or two with IORING_FEAT_SINGLE_MMAP): the SQ ring (head, tail, mask, the index
  * array), the CQ ring (head, tail, mask, the CQEs) and the SQE array.
  *
@@ -105,12 +107,16 @@ export const IORING_OP_WRITE = 23;
 export const RWF_NOWAIT = 0x8;
 /** io_uring_setup flags. */
 export const IORING_SETUP_SUBMIT_ALL = 1 << 7;
+export const IORING_SETUP_SQPOLL = 1 << 1;
+/** io_uring sq_ring flags: the SQPOLL thread went idle and needs IORING_ENTER_SQ_WAKEUP. */
+export const IORING_SQ_NEED_WAKEUP = 1 << 0;
 /** io_uring_params.features. */
 export const IORING_FEAT_SINGLE_MMAP = 1 << 0;
 export const IORING_FEAT_NODROP = 1 << 1;
 export const IORING_FEAT_EXT_ARG = 1 << 8;
 /** io_uring_enter flags. */
 export const IORING_ENTER_GETEVENTS = 1 << 0;
+export const IORING_ENTER_SQ_WAKEUP = 1 << 1;
 export const IORING_ENTER_EXT_ARG = 1 << 3;
 /** mmap offsets selecting the SQ ring, CQ ring and SQE array. */
 export const IORING_OFF_SQ_RING = 0;
@@ -143,11 +149,12 @@ function getU64(v: DataView, at: number): number {
 }
 
 /** io_uring_params for io_uring_setup: `entries` SQ entries (kernel rounds up to a power of 2), `flags`. */
-export function encodeParams(entries: number, flags: number): Uint8Array {
+export function encodeParams(entries: number, flags: number, sqThreadIdleMs = 0): Uint8Array {
   const b = new Uint8Array(PARAMS.size);
   const v = new DataView(b.buffer);
   v.setUint32(PARAMS.sqEntries, entries, true);
   v.setUint32(PARAMS.flags, flags, true);
+  v.setUint32(PARAMS.sqThreadIdle, sqThreadIdleMs, true);
   return b;
 }
 
@@ -236,6 +243,16 @@ function readNumber(path: string, re: RegExp | null = null): number | null {
   }
 }
 
+/** Options of `IoUring.create`. */
+export interface IoUringOptions {
+  /**
+   * IORING_SETUP_SQPOLL: a kernel thread consumes SQEs as they are published, so submitting costs no
+   * syscall while it is awake; it sleeps after this many idle milliseconds (then one
+   * IORING_ENTER_SQ_WAKEUP wakes it). It spends a CPU while awake.
+   */
+  sqPollIdleMs?: number;
+}
+
 interface Mapping {
   address: number;
   length: number;
@@ -266,6 +283,9 @@ export class IoUring {
   private readonly cqHeadIdx: number;
   private readonly cqTailIdx: number;
   private readonly sqMask: number;
+  private readonly sqFlagsIdx: number;
+  /** The SQPOLL thread consumes SQEs (no syscall needed to submit while it is awake). */
+  readonly sqPoll: boolean;
   private readonly cqMask: number;
   private readonly cqesOff: number;
   /** Our SQ tail (published to the kernel before each enter). */
@@ -302,6 +322,8 @@ export class IoUring {
     this.cqes = new DataView(cqRing.buffer, cqRing.byteOffset, cqRing.byteLength);
     this.sqHeadIdx = p.sqOff.head >>> 2;
     this.sqTailIdx = p.sqOff.tail >>> 2;
+    this.sqFlagsIdx = p.sqOff.flags >>> 2;
+    this.sqPoll = (setupFlags & IORING_SETUP_SQPOLL) !== 0;
     this.cqHeadIdx = p.cqOff.head >>> 2;
     this.cqTailIdx = p.cqOff.tail >>> 2;
     this.sqMask = this.sq[p.sqOff.ringMask >>> 2] as number;
@@ -330,19 +352,23 @@ export class IoUring {
    * io_uring_setup with `entries` SQ entries (1..32768, rounded up to a power of 2 by the kernel), then
    * the mappings. Throws BackendError (with errno) when the kernel refuses.
    */
-  static create(entries: number): IoUring {
+  static create(entries: number, options: IoUringOptions = {}): IoUring {
     if (!Number.isInteger(entries) || entries < 1 || entries > IORING_MAX_ENTRIES)
       throw new BackendError(
         `io_uring entries must be an integer in 1..${IORING_MAX_ENTRIES}, got ${entries}`,
       );
+    const idle = options.sqPollIdleMs;
+    if (idle !== undefined && (!Number.isInteger(idle) || idle < 1 || idle > 60_000))
+      throw new BackendError(`io_uring sqPollIdleMs must be an integer in 1..60000, got ${idle}`);
     const c = libc();
-    let flags = IORING_SETUP_SUBMIT_ALL;
-    let params = encodeParams(entries, flags);
+    const poll = idle !== undefined ? IORING_SETUP_SQPOLL : 0;
+    let flags = IORING_SETUP_SUBMIT_ALL | poll;
+    let params = encodeParams(entries, flags, idle);
     let fd = c.syscall6(SYS_io_uring_setup, entries, c.addressOf(params), 0, 0, 0, 0);
     if (fd < 0 && c.errno() === Errno.EINVAL) {
       // Before 5.18: no SUBMIT_ALL (submission then stops at the first SQE that fails to prepare).
-      flags = 0;
-      params = encodeParams(entries, flags);
+      flags = poll;
+      params = encodeParams(entries, flags, idle);
       fd = c.syscall6(SYS_io_uring_setup, entries, c.addressOf(params), 0, 0, 0, 0);
     }
     if (fd < 0) {
@@ -551,6 +577,19 @@ export class IoUring {
     if (this.closed) throw new BackendError('io_uring used after close');
     // Publish the tail; the kernel reads it inside the syscall below (see the header on ordering).
     Atomics.store(this.sq, this.sqTailIdx, this.sqTail);
+    if (this.sqPoll) {
+      // The thread takes what is published; a syscall only to wake it or to wait. The seq-cst store
+      // above orders the tail before this flags load (the kernel's side pairs with a full barrier).
+      if (Atomics.load(this.sq, this.sqFlagsIdx) & IORING_SQ_NEED_WAKEUP) flags |= IORING_ENTER_SQ_WAKEUP;
+      else if (minComplete === 0) return;
+      for (let attempt = 0; ; attempt++) {
+        if (this.c.syscall6(SYS_io_uring_enter, this.fd, 0, minComplete, flags, arg, argSize) >= 0) return;
+        const e = this.c.errno();
+        if (e === ETIME) return;
+        if ((e === Errno.EINTR || e === Errno.EAGAIN || e === Errno.EBUSY) && attempt < 8) continue;
+        throw new BackendError(`io_uring_enter failed with ${errnoName(e)}`, e, errnoName(e));
+      }
+    }
     for (let attempt = 0; ; attempt++) {
       const toSubmit = (this.sqTail - Atomics.load(this.sq, this.sqHeadIdx)) >>> 0;
       if (toSubmit === 0 && minComplete === 0) return;
