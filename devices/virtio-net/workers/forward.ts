@@ -186,8 +186,9 @@ export class CrossWorker implements ForeignPairs {
 
   /**
    * The worker stops: the frames its spills hold, copied out oldest first per owner, for the main thread
-   * (crossing.ts); the backend queues held for them go on as after releaseSpill (the stopped worker
-   * holds its queues itself).
+   * (crossing.ts). The backend queues held for them stay paused, not resumed here: a stopped worker must
+   * read nothing (a tap has no hold apart from its pause). The next start's rx drain, its backlog empty,
+   * resumes them (RxPath.drain), as after a backlog.
    */
   takeSpill(): CrossingFrame[] {
     const out: CrossingFrame[] = [];
@@ -204,7 +205,7 @@ export class CrossWorker implements ForeignPairs {
         });
       }
     }
-    this.releaseSpill();
+    this.spillHeld.fill(0);
     return out;
   }
 

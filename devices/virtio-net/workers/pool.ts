@@ -362,8 +362,10 @@ export class WorkerPool implements DataPlane {
         for (const d of [0, 1]) net.shared.coalescers[2 * p + d]!.takeOver(r.coalesce[k]![d]!);
     }
     const rings = this.workers.length < 2 ? [] : this.workers.map((h) => this.flush(h, discard));
-    // The counters after the flush (tx frames it wrote or dropped), then the frames it gave back.
+    // The counters after the flush (tx frames it wrote or dropped; the backlogs are this thread's now),
+    // then the frames it gave back.
     for (const h of this.workers) this.copyStats(h);
+    for (const [p, st] of net.queueStats.entries()) st.rxBacklogDepth = net.backlogs[p]!.count;
     takeCrossing(net, [...rings.flat(), ...spills.flat()], discard);
     // Interrupts the workers raised before stopping that this thread had not taken yet: raised now,
     // while they still belong to this driver (a device reset drops them), not after a later start.
