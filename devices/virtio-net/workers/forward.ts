@@ -16,6 +16,10 @@
  * which shared.ts `backendQueueOf` sends through an attached backend queue, one another worker may own:
  * tagged as tx, the owner writes them out on that queue. A sender without room for a chain's frames
  * leaves the chain in the guest's ring until the owner has taken frames (never a silent drop).
+ *
+ * When the workers stop, nothing stays in the rings or spills: each stopping worker hands its spills
+ * over (takeSpill), then each empties the rings to it (takeRings) and the main thread delivers or counts
+ * what they held (crossing.ts, WorkerPool.stop).
  */
 
 import { MAX_FRAME, type NetOffload } from '../../../lib/net/backend.js';
