@@ -360,7 +360,9 @@ class VirtioNetPciDevice implements VirtioNetPci {
   close(): void {
     for (const vf of this.vfs) vf.close();
     // Deferred work (a scheduled drain, a transmit burst) must not touch guest memory after close: a
-    // device that migrated away is closed while its VM runs on elsewhere.
+    // device that migrated away is closed while its VM runs on elsewhere. Frames its queue-pair workers
+    // were passing between them are counted dropped first (a freeze would keep them for a snapshot).
+    this.net.dataPlane?.stop(true);
     this.transport.setMode('frozen');
     this.net.dataPlane?.close();
     this.net.backend.close();

@@ -12,8 +12,12 @@ export interface DataPlane {
   start(): void;
   /** Pushes the control plane's current state (filter, RSS, offloads, pairs in use, coalescing). */
   sync(): void;
-  /** Quiesces the workers and takes ring positions, backlogs and counters back (main authoritative). */
-  stop(): void;
+  /**
+   * Quiesces the workers and takes ring positions, backlogs and counters back (main authoritative).
+   * Frames crossing between workers then are delivered or counted (workers/crossing.ts); `discard`
+   * (the guest's queues go away: reset, restore, close) counts them all dropped.
+   */
+  stop(discard?: boolean): void;
   /**
    * The context's `queueInterruptFd` answers may change (VirtioDevice.interruptRoutesChanged): the
    * workers stop using the fds they had before this returns.

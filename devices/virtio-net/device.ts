@@ -271,7 +271,7 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   }
 
   reset(): void {
-    this.dataPlane?.stop();
+    this.dataPlane?.stop(true);
     this.shared.ctx = null;
     this.resetState();
   }
@@ -307,7 +307,8 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
   }
 
   restore(state: unknown): void {
-    this.dataPlane?.stop();
+    // The state replaces the device's: frames the workers were passing between them are counted dropped.
+    this.dataPlane?.stop(true);
     restoreNet(this, state);
     const { rxPaused: paused, rxRecheck: recheck, coalesce } = state as NetSnapshot;
     // The transport re-activated us before this restore: tell the (new) backend the restored state.

@@ -180,3 +180,65 @@ describe('rx frames a full ring refuses', () => {
     expect(n).toBe(300 - b.drops);
   });
 });
+
+describe('frames crossing when the workers stop (WorkerPool.stop, crossing.ts)', () => {
+  it('takeSpill gives the spill back in order with pair, hash and report; the held queue stays paused', () => {
+    const f = forwardRings(2, [0, 1]);
+    const calls: [number, boolean][] = [];
+    const flow = {
+      pause: (q: number) => calls.push([q, true]),
+      resume: (q: number) => calls.push([q, false]),
+    };
+    const b = new CrossWorker(f.init(1)!, flow);
+    const frames = Array.from({ length: 30 }, (_, i) => frame(60000, i));
+    for (const [i, x] of frames.entries()) b.forward(1, 0, x, 0, x.length, null, 0x1000 + i, 3);
+    const inRing = b.forwarded;
+    expect(b.spilled).toBe(30 - inRing);
+    expect(b.spilled).toBeGreaterThan(0);
+    const spill = b.takeSpill();
+    expect(spill.map((s) => [s.pair, s.hash, s.report, s.offload, hex(s.frame)])).toEqual(
+      frames.slice(inRing).map((x, i) => [0, 0x1000 + inRing + i, 3, null, hex(x)]),
+    );
+    // Not resumed by a stopping worker (the next start's rx drain does), and nothing is left to give.
+    expect(calls).toEqual([[1, true]]);
+    expect(b.takeSpill()).toEqual([]);
+    // A later refusal spills and holds again.
+    b.forward(1, 0, frames[0]!, 0, frames[0]!.length, null, 0, 3);
+    expect(calls).toEqual([
+      [1, true],
+      [1, true],
+    ]);
+  });
+
+  it('takeRings empties the rings: rx frames copied out in order, tx frames sent or counted dropped', () => {
+    const { a, b } = workers();
+    const csum: NetOffload = { flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 34, csumOffset: 6 };
+    const rx1 = frame(90, 1);
+    const rx2 = frame(1514, 2);
+    const tx = [frame(300, 3), frame(400, 4), frame(500, 5)];
+    b.forward(1, 0, rx1, 0, rx1.length, csum, 7, 2);
+    for (const t of tx) expect(b.forwardTx(0, t, 0, t.length, null)).toBe(true);
+    b.forward(1, 0, rx2, 0, rx2.length, null, 8, 1);
+    const sent: string[] = [];
+    const dropped: number[] = [];
+    // The backend takes the first tx frame only (a stop does not wait for room).
+    const rx = a.takeRings(
+      (q, bytes, o, l) => sent.push(`${q}:${hex(bytes.subarray(o, o + l))}`) === 1,
+      (q) => dropped.push(q),
+    );
+    expect(sent).toEqual([`0:${hex(tx[0]!)}`, `0:${hex(tx[1]!)}`, `0:${hex(tx[2]!)}`]);
+    expect(dropped).toEqual([0, 0]);
+    expect(rx.map((r) => [r.pair, r.hash, r.report, r.offload?.csumStart ?? null, hex(r.frame)])).toEqual([
+      [0, 7, 2, 34, hex(rx1)],
+      [0, 8, 1, null, hex(rx2)],
+    ]);
+    // The copies do not alias the ring: a later frame does not change them.
+    b.forward(1, 0, frame(90, 9), 0, 90, null, 0, 0);
+    expect(hex(rx[0]!.frame)).toBe(hex(rx1));
+    // Discarding (send null): every tx frame is counted.
+    for (const t of tx) b.forwardTx(0, t, 0, t.length, null);
+    dropped.length = 0;
+    expect(a.takeRings(null, (q) => dropped.push(q))).toHaveLength(1);
+    expect(dropped).toEqual([0, 0, 0]);
+  });
+});

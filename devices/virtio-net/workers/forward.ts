@@ -16,13 +16,17 @@
  * which shared.ts `backendQueueOf` sends through an attached backend queue, one another worker may own:
  * tagged as tx, the owner writes them out on that queue. A sender without room for a chain's frames
  * leaves the chain in the guest's ring until the owner has taken frames (never a silent drop).
+ *
+ * When the workers stop, nothing stays in the rings or spills: each stopping worker hands its spills
+ * over (takeSpill), then each empties the rings to it (takeRings) and the main thread delivers or counts
+ * what they held (crossing.ts, WorkerPool.stop).
  */
 
 import { MAX_FRAME, type NetOffload } from '../../../lib/net/backend.js';
 import { FrameRing } from '../../../lib/net/frame-ring.js';
 import { Backlog } from '../backlog.js';
 import type { ForeignPairs, RxPath } from '../rx.js';
-import { BACKEND_BIT, Door, type ForwardInit } from './protocol.js';
+import { BACKEND_BIT, type CrossingFrame, Door, type ForwardInit } from './protocol.js';
 
 /** Bytes of each ring's records (a few hundred full-size frames). */
 export const FORWARD_RING_BYTES = 1 << 20;
@@ -182,6 +186,52 @@ export class CrossWorker implements ForeignPairs {
       this.spillHeld[q] = 0;
       if (this.heldFor[q] === -1) this.flow.resume(q);
     }
+  }
+
+  /**
+   * The worker stops: the frames its spills hold, copied out oldest first per owner, for the main thread
+   * (crossing.ts). The backend queues held for them stay paused, not resumed here: a stopped worker must
+   * read nothing (a tap has no hold apart from its pause). The next start's rx drain, its backlog empty,
+   * resumes them (RxPath.drain), as after a backlog.
+   */
+  takeSpill(): CrossingFrame[] {
+    const out: CrossingFrame[] = [];
+    for (const spill of this.spill) {
+      for (; spill && spill.count > 0; spill.shift()) {
+        const tag = spill.peekReport();
+        const offload = spill.peekOffload();
+        out.push({
+          pair: tag & 0xffff,
+          frame: Uint8Array.from(spill.peekFrame()),
+          offload: offload && { ...offload },
+          hash: spill.peekHash(),
+          report: tag >>> 16,
+        });
+      }
+    }
+    this.spillHeld.fill(0);
+    return out;
+  }
+
+  /**
+   * Every worker stopped, so none forwards any more: empties the rings to this one. A tx frame goes to
+   * `send` (null: discarded), and is counted by `dropped` when that declines (no room now: a stop does
+   * not wait); rx frames are copied out for the main thread (crossing.ts), in ring order.
+   */
+  takeRings(send: ForwardedTx | null, dropped: (queue: number) => void): CrossingFrame[] {
+    const rx: CrossingFrame[] = [];
+    this.drain(
+      (pair, bytes, offset, length, offload, hash, report) => {
+        const frame = bytes.slice(offset, offset + length);
+        rx.push({ pair, frame, offload: offload && { ...offload }, hash, report });
+        return true;
+      },
+      (queue, bytes, offset, length, offload) => {
+        if (!send?.(queue, bytes, offset, length, offload)) dropped(queue);
+        return true;
+      },
+    );
+    return rx;
   }
 
   /** Whether a tx chain for backend queue `queue` (another worker's) may be taken now. */

@@ -396,6 +396,14 @@ class PairWorker {
         return { op: 'error', message: 'stall is not answered' };
       case 'stop':
         return this.stop();
+      case 'flush': {
+        // The pool's second step of a stop: a tx frame the backend has no room for now is dropped.
+        const drop = (q: number) => {
+          this.stats[q]!.txDropped++;
+        };
+        const send = req.discard ? null : this.sendForwarded;
+        return { op: 'flushed', rx: this.cross?.takeRings(send, drop) ?? [] };
+      }
       case 'ping':
         // serve() may take this request before the wake-up of the doorbell bits rung before it (it
         // reads every message waiting): those bits are handled first, as the caller expects.
@@ -413,7 +421,9 @@ class PairWorker {
   }
 
   private stop(): Reply {
-    // Frames forwarded here and not yet taken stay in their rings until the next start.
+    // Frames this worker's spill holds go to the main thread; those in the rings to it come with the
+    // pool's `flush`, once no worker forwards any more (WorkerPool.stop, crossing.ts).
+    const spill = this.cross?.takeSpill() ?? [];
     const queues: [VirtqueueState | null, VirtqueueState | null][] = [];
     const backlogs: BacklogFrame[][] = [];
     const coalesce: [CoalesceHandoff, CoalesceHandoff][] = [];
@@ -443,7 +453,7 @@ class PairWorker {
     this.takeRoutes(null);
     // The backlogs went to the main thread: nothing here holds the senders back any more.
     this.cross?.publishCongestion(this.ownedRx);
-    return { op: 'stopped', queues, backlogs, coalesce };
+    return { op: 'stopped', queues, backlogs, coalesce, spill };
   }
 
   /** Takes the control plane's state into the replica (between bursts: the worker is not in a path). */

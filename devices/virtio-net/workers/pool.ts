@@ -16,6 +16,7 @@ import type { DataPlane } from '../data-plane.js';
 import type { VirtioNet } from '../device.js';
 import { backendOffloads } from '../offloads.js';
 import type { WorkerBackendControl } from './control-backend.js';
+import { takeCrossing } from './crossing.js';
 import {
   callWorker,
   forwardRings,
@@ -35,6 +36,7 @@ import {
   type BacklogFrame,
   CONTROL_BIT,
   type CoalesceHandoff,
+  type CrossingFrame,
   Door,
   Extra,
   type ForwardInit,
@@ -330,14 +332,21 @@ export class WorkerPool implements DataPlane {
     for (const h of this.workers) this.call(h, { op: 'sync', shared });
   }
 
-  stop(): void {
+  /**
+   * DataPlane.stop. Frames crossing between workers (forward.ts) are not left behind: once every worker
+   * stopped, each empties the rings to it (`flush`), and what they and the spills held is delivered or
+   * counted here (crossing.ts); `discard` (reset, restore, close) counts them all dropped.
+   */
+  stop(discard = false): void {
     if (!this.running) return;
     this.running = false;
     const net = this.net;
     const ctx = net.shared.ctx;
+    const spills: CrossingFrame[][] = [];
     for (const h of this.workers) {
       const r = this.call(h, { op: 'stop' });
       if (r.op !== 'stopped') continue;
+      spills.push(r.spill);
       h.routeFds = []; // closed by the worker
       this.holdKicks(h, []);
       for (const [k, p] of h.pairs.entries()) {
@@ -347,15 +356,25 @@ export class WorkerPool implements DataPlane {
         const b = net.backlogs[p]!;
         for (const f of r.backlogs[k]!) b.push(f.frame, f.offload, f.hash, f.report);
       }
-      this.copyStats(h);
       // This thread's coalescers go on from where the worker's were (as on one thread: a held
       // notification waits its max_usecs, a reset drops it); the next start hands them back.
       for (const [k, p] of h.pairs.entries())
         for (const d of [0, 1]) net.shared.coalescers[2 * p + d]!.takeOver(r.coalesce[k]![d]!);
     }
+    const rings = this.workers.length < 2 ? [] : this.workers.map((h) => this.flush(h, discard));
+    // The counters after the flush (tx frames it wrote or dropped; the backlogs are this thread's now),
+    // then the frames it gave back.
+    for (const h of this.workers) this.copyStats(h);
+    for (const [p, st] of net.queueStats.entries()) st.rxBacklogDepth = net.backlogs[p]!.count;
+    takeCrossing(net, [...rings.flat(), ...spills.flat()], discard);
     // Interrupts the workers raised before stopping that this thread had not taken yet: raised now,
     // while they still belong to this driver (a device reset drops them), not after a later start.
     this.takeInterruptBits(true);
+  }
+
+  private flush(h: PairWorkerHandle, discard: boolean): CrossingFrame[] {
+    const r = this.call(h, { op: 'flush', discard });
+    return r.op === 'flushed' ? r.rx : [];
   }
 
   refreshStats(): void {
@@ -366,7 +385,7 @@ export class WorkerPool implements DataPlane {
   close(): void {
     if (this.closed) return;
     try {
-      this.stop();
+      this.stop(true);
     } catch {
       // A dead worker: terminate below.
     }

@@ -155,6 +155,14 @@ export interface BacklogFrame {
   report: number;
 }
 
+/**
+ * An rx frame found crossing between workers when they stopped (forward.ts: a ring to its owner, or the
+ * sender's spill), for device pair `pair`; the main thread takes it (crossing.ts).
+ */
+export interface CrossingFrame extends BacklogFrame {
+  pair: number;
+}
+
 /** A queue handed to a worker: how to build it over the shared memory, and where the device left it. */
 export interface QueueHandoff {
   setup: VirtqueueSetup;
@@ -180,6 +188,12 @@ export type Request =
   /** Guest memory changed (DMA_MAP / DMA_UNMAP): regions to drop (by address), then regions to view. */
   | { op: 'memory'; add: ThreadRegion[]; remove: number[] }
   | { op: 'stop' }
+  /**
+   * After every worker answered `stop` (none forwards any more): the worker empties the rings from the
+   * others (WorkerPool.stop): tx frames written out on its backend queue (`discard`: counted dropped),
+   * rx frames given to the main thread.
+   */
+  | { op: 'flush'; discard: boolean }
   /** A round trip only (WorkerPool.settle): answered after what the worker's doorbell held. */
   | { op: 'ping' }
   | { op: 'close' }
@@ -200,7 +214,11 @@ export type Reply =
       backlogs: BacklogFrame[][];
       /** Per owned pair: [rx, tx] coalescer state, which the main thread's coalescers take over. */
       coalesce: [CoalesceHandoff, CoalesceHandoff][];
+      /** The frames the worker's spill held (forward.ts), oldest first per owner. */
+      spill: CrossingFrame[];
     }
+  /** The rx frames the rings to this worker held, in ring order. */
+  | { op: 'flushed'; rx: CrossingFrame[] }
   | { op: 'error'; message: string };
 
 /** Atomics.waitAsync (Node 16+; the ES2024 lib this project does not target yet). */
