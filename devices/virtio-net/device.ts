@@ -209,8 +209,9 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
     this.backend.setVnetHeaderSize?.(s.hdrSize);
     this.applyGuestOffloads();
     this.applyQueuePairs();
-    // Frames that arrived while the driver was setting up are waiting in the backend.
-    for (let q = 0; q < this.maxQueuePairs; q++) this.rx.resume(q);
+    // Frames that arrived while the driver was setting up are waiting in the backend: every backend
+    // queue, including those past the device's pairs (they feed a pair too, Shared.pairOf).
+    this.rx.resumeAll();
     if (!s.stopped) this.dataPlane?.start();
   }
 
