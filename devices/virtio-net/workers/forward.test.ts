@@ -2,6 +2,7 @@
 // hand workers 0 and 1, so that what crosses, in which order, and who is woken can be asserted exactly.
 import { describe, expect, it } from 'vitest';
 import type { NetOffload } from '../../../lib/net/backend.js';
+import type { RxPath } from '../rx.js';
 import { CrossWorker, FORWARD_RING_BYTES } from './forward.js';
 import { forwardRings } from './handle.js';
 import { BACKEND_BIT, Door } from './protocol.js';
@@ -207,6 +208,50 @@ describe('frames crossing when the workers stop (WorkerPool.stop, crossing.ts)',
     expect(calls).toEqual([
       [1, true],
       [1, true],
+    ]);
+  });
+
+  it('a queue held for an owner’s congestion stays paused when the owner, stopping, clears it', () => {
+    const f = forwardRings(2, [0, 1]);
+    const calls: [number, boolean][] = [];
+    const flow = {
+      pause: (q: number) => calls.push([q, true]),
+      resume: (q: number) => calls.push([q, false]),
+    };
+    const a = new CrossWorker(f.init(0)!, flow);
+    const b = new CrossWorker(f.init(1)!, noFlow);
+    const backlog = (count: number) => [{ pair: 1, backlog: { count } }] as unknown as RxPath[];
+    b.publishCongestion(backlog(1));
+    const x = frame(100, 1);
+    a.forward(0, 1, x, 0, x.length, null, 0, 0);
+    expect(calls).toEqual([[0, true]]);
+    // Worker a stops first, then b (its backlog goes to the main thread: congestion cleared, a woken).
+    expect(a.takeSpill()).toEqual([]);
+    b.publishCongestion(backlog(0));
+    a.releaseHeld();
+    expect(calls).toEqual([[0, true]]); // a stopped worker's tap must not read again
+  });
+
+  it('a running worker’s held queue goes on once the owner’s congestion clears', () => {
+    const f = forwardRings(2, [0, 1]);
+    const calls: [number, boolean][] = [];
+    const flow = {
+      pause: (q: number) => calls.push([q, true]),
+      resume: (q: number) => calls.push([q, false]),
+    };
+    const a = new CrossWorker(f.init(0)!, flow);
+    const b = new CrossWorker(f.init(1)!, noFlow);
+    const backlog = (count: number) => [{ pair: 1, backlog: { count } }] as unknown as RxPath[];
+    b.publishCongestion(backlog(1));
+    const x = frame(100, 1);
+    a.forward(0, 1, x, 0, x.length, null, 0, 0);
+    a.releaseHeld();
+    expect(calls).toEqual([[0, true]]); // still congested
+    b.publishCongestion(backlog(0));
+    a.releaseHeld();
+    expect(calls).toEqual([
+      [0, true],
+      [0, false],
     ]);
   });
 

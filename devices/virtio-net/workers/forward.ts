@@ -190,9 +190,10 @@ export class CrossWorker implements ForeignPairs {
 
   /**
    * The worker stops: the frames its spills hold, copied out oldest first per owner, for the main thread
-   * (crossing.ts). The backend queues held for them stay paused, not resumed here: a stopped worker must
-   * read nothing (a tap has no hold apart from its pause). The next start's rx drain, its backlog empty,
-   * resumes them (RxPath.drain), as after a backlog.
+   * (crossing.ts). The backend queues held for them, or for an owner's congestion, stay paused and are
+   * forgotten here: a stopped worker must read nothing (a tap has no hold apart from its pause), so a
+   * later wake-up (an owner stopping clears its congestion) must not resume them. The next start's rx
+   * drain, its backlog empty, resumes them (RxPath.drain), as after a backlog.
    */
   takeSpill(): CrossingFrame[] {
     const out: CrossingFrame[] = [];
@@ -210,6 +211,7 @@ export class CrossWorker implements ForeignPairs {
       }
     }
     this.spillHeld.fill(0);
+    this.heldFor.fill(-1);
     return out;
   }
 
