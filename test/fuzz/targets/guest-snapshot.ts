@@ -342,7 +342,7 @@ async function execute(st: State, s: Step): Promise<void> {
 /**
  * Worker mode, before a snapshot that is compared with the one after a restore: a worker that starts
  * (after the restore; on a migration's new device) looks at its rings once and transmits what the guest
- * posted without a kick (docs/workers.md, \`start\`), as a device may at any time; one thread waits for the
+ * posted without a kick (docs/workers.md, `start`), as a device may at any time; one thread waits for the
  * next kick. The snapshot after the restore would then show those chains used, so the guest kicks its
  * transmit queues first and the workers settle: the comparison stays exact, but on workers a migration
  * never has tx chains pending without a kick (one thread keeps testing that).
