@@ -15,6 +15,13 @@ import { PCI_SRIOV_BAR, PCI_SRIOV_CTRL, PCI_SRIOV_NUM_VF } from '../../pci/sriov
 import { describeError, EscapeError, guard, InvariantError, invariant, type RunContext } from './engine.js';
 import type { NetOffload } from '../../lib/net/backend.js';
 import type { Rng } from './rng.js';
+import {
+  checkWorkersGone,
+  onWorkers,
+  processResources,
+  settleWorkers,
+  shutdownWorkers,
+} from './worker-rig.js';
 
 /** Guest RAM of one rig: the PF driver allocates in [1, 16) MiB, VF drivers 3 MiB each above it. */
 export const RAM = 32 << 20;
@@ -102,7 +109,11 @@ export function randomRigConfig(rng: Rng, o: { sriov?: boolean; queues?: number 
 export function describeRigConfig(c: RigConfig): string {
   const d = { ...c.device } as Record<string, unknown>;
   delete d.mac;
-  return `device ${JSON.stringify(d)} backend ${JSON.stringify(c.backend)} driver wanted=0x${c.wanted.toString(16)} rxBuffers=${c.rxBuffers} rxBufferSize=${c.rxBufferSize ?? 'default'}${c.rxIndirect ? ' rxIndirect' : ''}${c.rxSplitHeader ? ' rxSplitHeader' : ''}`;
+  const w = c.device.workers;
+  const where = onWorkers(c)
+    ? `ON WORKERS (workers: ${w}; kicks and frames handled asynchronously, checked after settling): `
+    : '';
+  return `${where}device ${JSON.stringify(d)} backend ${JSON.stringify(c.backend)} driver wanted=0x${c.wanted.toString(16)} rxBuffers=${c.rxBuffers} rxBufferSize=${c.rxBufferSize ?? 'default'}${c.rxIndirect ? ' rxIndirect' : ''}${c.rxSplitHeader ? ' rxSplitHeader' : ''}`;
 }
 
 /** The accessors of `dev` with every call guarded (what the synthetic guest drives). */
@@ -123,7 +134,7 @@ export function guardedTarget(dev: PciTarget, label: string): PciTarget {
 }
 
 export class Rig {
-  readonly memory = new GuestMemory([{ address: 0, bytes: new Uint8Array(RAM) }]);
+  readonly memory: GuestMemory;
   readonly irq = new CountingInterrupts();
   backend: MemoryBackend;
   /** The device (replaced by `migrate`; `target` always reaches the current one). */
@@ -139,8 +150,22 @@ export class Rig {
   /** The driver is set up (open() completed since the last reopen or reset). */
   open = false;
   reopens = 0;
+  /** Worker mode (worker-rig.ts): the queue pairs run on worker threads; `settle` before checking. */
+  readonly onWorkers: boolean;
+  /** Worker mode: every device made (migrate retires some), and the process before the first one. */
+  private readonly devices: VirtioNetPci[] = [];
+  private readonly baseline: { fds: number; threads: number } | null;
 
   constructor(readonly config: RigConfig) {
+    this.onWorkers = onWorkers(config);
+    // Workers view guest memory from their own threads: it must be a SharedArrayBuffer then.
+    this.memory = new GuestMemory([
+      {
+        address: 0,
+        bytes: this.onWorkers ? new Uint8Array(new SharedArrayBuffer(RAM)) : new Uint8Array(RAM),
+      },
+    ]);
+    this.baseline = this.onWorkers ? processResources() : null;
     [this.dev, this.backend] = this.createDevice();
     const current: PciTarget = {
       configRead: (o, s) => this.dev.configRead(o, s),
@@ -179,6 +204,7 @@ export class Rig {
         interrupts: this.irq,
       } as VirtioNetPciOptions),
     );
+    this.devices.push(dev);
     return [dev, backend];
   }
 
@@ -259,16 +285,30 @@ export class Rig {
   }
 
   /**
+   * Worker mode: the settle point before an invariant (worker-rig.ts `settleWorkers`; `done` is what the
+   * invariant waits for, e.g. the kicked chains being used). One thread: nothing (checks stay where the
+   * one-thread device already did the work, synchronously).
+   */
+  async settle(done?: () => boolean): Promise<void> {
+    if (!this.onWorkers) return;
+    await settleWorkers(this.dev, this.backend, () => this.irq.msiCount + this.irq.intxCount, done);
+  }
+
+  /**
    * Liveness after a reopen: a frame from the guest reaches the backend and a frame from the backend
    * reaches the guest (on some pair). Only meaningful right after `reopen` (clean filters, link up).
    */
-  checkAlive(what: string): void {
+  async checkAlive(what: string): Promise<void> {
     const d = this.driver;
     if (!this.backend.isLinkUp || !this.dev.net.linkUp) return;
+    // Worker mode: frames a worker wrote before the reset reach the backend's handlers when the host
+    // drains its rings (as a tap's queued frames): they land here, not in the count of this one.
+    await this.settle();
     const before = this.sent;
     const frame = new Uint8Array(60);
     frame.set([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x88, 0xb5]);
     d.send(frame);
+    await this.settle(() => this.sent === before + 1);
     invariant(
       this.sent === before + 1,
       `${what}: a frame the guest sent after reopening did not reach the backend`,
@@ -284,6 +324,7 @@ export class Rig {
     for (let p = 0; p < d.maxPairs; p++) d.postRx(p, count);
     // Frames the backend held while the device was down arrive first: take them all.
     for (let i = 0; i < 1000; i++) {
+      await this.settle();
       let n = 0;
       for (let p = 0; p < d.maxPairs; p++) n += d.receive(p).length;
       if (n === 0) break;
@@ -292,6 +333,7 @@ export class Rig {
     rx.set([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x52, 0x54, 0x00, 0xab, 0xcd, 0xef, 0x88, 0xb5]);
     const s0 = this.backend.stats();
     guard('backend.inject', () => this.backend.inject(rx, 0));
+    await this.settle();
     if (this.backend.stats().delivered === s0.delivered) return; // held by a paused backend queue
     let got = 0;
     for (let p = 0; p < d.maxPairs; p++) got += d.receive(p).length;
@@ -345,9 +387,17 @@ export class Rig {
    * is delivered, dropped, filtered or backlogged, exactly once — or at least once when it carries a GSO
    * request the device may segment in software. Returns the frames the backend handed over (0 or 1).
    */
-  checkedInject(_ctx: RunContext, frame: Uint8Array, queue: number, offload?: NetOffload | null): number {
+  async checkedInject(
+    _ctx: RunContext,
+    frame: Uint8Array,
+    queue: number,
+    offload?: NetOffload | null,
+  ): Promise<number> {
     const a0 = rxAccount(this.dev, this.backend);
     guard('backend.inject', () => this.backend.inject(frame, queue, offload));
+    // Worker mode: the frame is handed over (or not) when its worker gets to it. What settling also
+    // brings (frames waiting in the rings since before DRIVER_OK, a backlog drained) is on both sides.
+    await this.settle();
     const a1 = rxAccount(this.dev, this.backend);
     const taken = a1.taken - a0.taken;
     const outcomes = a1.accounted - a0.accounted + (a1.backlogged - a0.backlogged);
@@ -384,14 +434,28 @@ export class Rig {
     return Math.max(0, Math.min(count, Math.floor(room / (size + 64))));
   }
 
-  close(): void {
+  async close(): Promise<void> {
     try {
       // A reset first: deferred device work (a known spin among it) must not outlive the case.
       this.dev.reset();
-      this.dev.close();
+      if (this.onWorkers) {
+        // Every device of the case (closed ones again: close is idempotent), and their threads gone.
+        const problem = await shutdownWorkers(this.devices);
+        if (problem) console.error(`fuzz rig cleanup: ${problem}`);
+      } else this.dev.close();
     } catch {
       // reported elsewhere if it matters
     }
+  }
+
+  /**
+   * Worker mode, end of a case: the devices closed, their worker threads exited, no descriptor or thread
+   * left behind (process counts back to where they were before the first worker started).
+   */
+  async checkWorkersGone(): Promise<void> {
+    if (!this.baseline) return;
+    guard('reset()', () => this.dev.reset());
+    await checkWorkersGone(this.devices, this.baseline);
   }
 }
 

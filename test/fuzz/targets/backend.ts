@@ -289,11 +289,11 @@ function receive(st: State, pair: number): void {
   st.counters.received = (st.counters.received ?? 0) + frames.length;
 }
 
-function execute(st: State, s: Step): void {
+async function execute(st: State, s: Step): Promise<void> {
   const rig = st.rig;
   switch (s.op) {
     case 'inject': {
-      const n = rig.checkedInject(st.ctx, build(s.frame), s.queue, s.offload);
+      const n = await rig.checkedInject(st.ctx, build(s.frame), s.queue, s.offload);
       st.counters.injected = (st.counters.injected ?? 0) + n;
       return;
     }
@@ -320,7 +320,7 @@ function execute(st: State, s: Step): void {
     case 'reopen':
       guard('backend.setLinkUp', () => rig.backend.setLinkUp(true));
       rig.reopen();
-      rig.checkAlive('reopen');
+      await rig.checkAlive('reopen');
   }
 }
 
@@ -340,13 +340,13 @@ export const backend: FuzzTarget<State, Step> = {
     checkTxAccount(rxAccount(st.rig.dev, st.rig.backend), 'pf');
     if (st.rig.needsReset()) st.counters.needsReset = (st.counters.needsReset ?? 0) + 1;
   },
-  finish(st) {
+  async finish(st) {
     guard('backend.setLinkUp', () => st.rig.backend.setLinkUp(true));
     st.rig.reopen();
-    st.rig.checkAlive('end of case');
+    await st.rig.checkAlive('end of case');
   },
-  dispose(st) {
-    st.rig.close();
+  async dispose(st) {
+    await st.rig.close();
   },
   describe,
   describeSetup: (st) => describeRigConfig(st.rig.config),

@@ -8,6 +8,11 @@
  * device's sent-frame count equals what its backend got; and however the registers were mangled, a
  * guest that resets the device can set it up again and exchange frames (checked now and then and at
  * the end of every case).
+ *
+ * Half the cases with 2 or more queue pairs run them on worker threads (worker-rig.ts), without VFs
+ * (workers refuse SR-IOV): register accesses stay synchronous on this thread (queue enable, resets and
+ * DRIVER_OK reach the workers as synchronous requests); frames and counters are checked after the workers
+ * settled; at the end no worker thread or descriptor is left.
  */
 import type { VirtioNetPci } from '../../../devices/virtio-net-pci.js';
 import { EscapeError, type FuzzTarget, guard, invariant, InvariantError } from '../engine.js';
@@ -22,6 +27,7 @@ import {
   rxAccount,
 } from '../device-rig.js';
 import type { Rng } from '../rng.js';
+import { chooseWorkers } from '../worker-rig.js';
 
 type Width = 1 | 2 | 4 | 8;
 type Region = 'common' | 'isr' | 'device' | 'notify' | 'msix' | 'any' | 'end' | 'wild';
@@ -205,7 +211,7 @@ function tolerant(st: State, fn: () => void): void {
   }
 }
 
-function execute(st: State, s: Step): void {
+async function execute(st: State, s: Step): Promise<void> {
   const rig = st.rig;
   switch (s.op) {
     case 'cfgRead': {
@@ -241,22 +247,33 @@ function execute(st: State, s: Step): void {
       rig.enableVfs(s.n, s.ctrl);
       st.counters.vfsEnabled = Math.max(st.counters.vfsEnabled ?? 0, rig.dev.vfs.length);
       return;
-    case 'traffic':
+    case 'traffic': {
       if (!rig.open) return;
+      const before = rig.sent;
+      const f = new Uint8Array(s.len);
+      f.set([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x88, 0xb5]);
+      let sent = false;
       tolerant(st, () => {
-        const before = rig.sent;
-        const f = new Uint8Array(s.len);
-        f.set([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x88, 0xb5]);
         rig.driver.send(f);
+        sent = true;
+      });
+      if (!sent) return;
+      // Worker mode: the pair's worker transmits when it gets to the kick.
+      await rig.settle(() => rig.sent > before);
+      tolerant(st, () => {
         if (!rig.corrupted && rig.dev.net.linkUp && s.len <= 1514)
           invariant(rig.sent > before, 'a frame sent on an intact device did not reach the backend');
         guard('backend.inject', () => rig.backend.inject(f.subarray(0, Math.min(s.len, 1514)), 0));
+      });
+      await rig.settle();
+      tolerant(st, () => {
         for (let p = 0; p < rig.driver.maxPairs; p++) rig.driver.receive(p);
       });
       return;
+    }
     case 'reopen':
       rig.reopen();
-      rig.checkAlive('reopen');
+      await rig.checkAlive('reopen');
       return;
     case 'vfAlive':
       rig.checkVfAlive(s.k);
@@ -271,8 +288,9 @@ function execute(st: State, s: Step): void {
   }
 }
 
-function check(st: State): void {
+async function check(st: State): Promise<void> {
   const rig = st.rig;
+  await rig.settle(); // worker mode: counters as of a quiet moment
   checkReadOnly(rig.target, st.ro.get(rig.dev)!, 'pf');
   for (const [k, vf] of rig.dev.vfs.entries()) {
     const t = guardedTarget(vf, `vf${k}`);
@@ -293,7 +311,9 @@ export const guestConfig: FuzzTarget<State, Step> = {
   summary: 'config space and BARs of the PF and its VFs: every width and offset, random values',
   stepsPerCase: 400,
   setup(rng) {
-    const rig = new Rig(randomRigConfig(rng, { sriov: rng.chance(0.7) }));
+    const config = randomRigConfig(rng, { sriov: rng.chance(0.7) });
+    chooseWorkers(rng, config, { overSriov: true });
+    const rig = new Rig(config);
     const ro = new Map<VirtioNetPci, ReturnType<typeof readOnlyRegisters>>();
     ro.set(rig.dev, readOnlyRegisters(rig.target, true));
     rig.reopen();
@@ -306,20 +326,21 @@ export const guestConfig: FuzzTarget<State, Step> = {
   generate,
   execute,
   check,
-  finish(st) {
+  async finish(st) {
     // However the registers were left, a guest can reset the device and use it again.
     st.rig.reopen();
-    st.rig.checkAlive('end of case');
+    await st.rig.checkAlive('end of case');
     if (st.rig.config.device.sriov) {
       st.rig.enableVfs(0, 0);
       st.rig.enableVfs(1);
       st.rig.checkVfAlive(0);
     }
+    await st.rig.checkWorkersGone();
   },
-  dispose(st) {
-    st.rig.close();
+  async dispose(st) {
+    await st.rig.close();
   },
   describe: describeStep,
   describeSetup: (st) => describeRigConfig(st.rig.config),
-  counters: (st) => ({ ...st.counters, reopens: st.rig.reopens }),
+  counters: (st) => ({ ...st.counters, reopens: st.rig.reopens, casesOnWorkers: st.rig.onWorkers ? 1 : 0 }),
 };

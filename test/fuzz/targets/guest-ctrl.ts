@@ -10,6 +10,11 @@
  * MAC_ADDR_SET changes the config MAC); an admin command always comes back with a status the spec
  * allows and OK only with qualifier OK; LIST_QUERY reports the 7 opcodes; frames are accounted once each;
  * read-only registers of PF and VFs never change; and the PF and its VFs stay usable after a reset.
+ *
+ * Half the cases with 2 or more queue pairs run them on worker threads (worker-rig.ts), without VFs
+ * (workers refuse SR-IOV): control commands are still answered on this thread, synchronously (they
+ * reach the workers as synchronous requests); frames and counters are checked after the workers
+ * settled; at the end no worker thread or descriptor is left.
  */
 import type { VirtioNetPci } from '../../../devices/virtio-net-pci.js';
 import type { DriverQueue } from '../../../virtio/testing/pci-driver.js';
@@ -27,6 +32,7 @@ import {
 } from '../device-rig.js';
 import { type FuzzTarget, guard, InvariantError, invariant, type RunContext } from '../engine.js';
 import type { Rng } from '../rng.js';
+import { chooseWorkers } from '../worker-rig.js';
 
 type Layout = 'one' | 'split' | 'noAck' | 'short' | 'bigAck' | 'huge' | 'result';
 type Step =
@@ -403,7 +409,7 @@ function admin(st: State, s: Extract<Step, { op: 'admin' }>): void {
     (st.counters[status === 0 ? 'adminOk' : 'adminErr'] ?? 0) + 1;
 }
 
-function frame(st: State, s: Extract<Step, { op: 'frame' }>): void {
+async function frame(st: State, s: Extract<Step, { op: 'frame' }>): Promise<void> {
   const f = new Uint8Array(s.len);
   const dst =
     s.dst === 'own'
@@ -416,12 +422,12 @@ function frame(st: State, s: Extract<Step, { op: 'frame' }>): void {
   f.set(dst.split(':').map((h) => Number.parseInt(h, 16)));
   f.set([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef, 0x88, 0xb5], 6);
   if (s.dst === 'vlan' && s.len >= 18) f.set([0x81, 0x00, s.vid >> 8, s.vid & 0xff, 0x88, 0xb5], 12);
-  st.rig.checkedInject(st.ctx, f, s.queue);
+  await st.rig.checkedInject(st.ctx, f, s.queue);
   if (st.rig.open && !st.rig.needsReset())
     for (let p = 0; p < st.rig.driver.maxPairs; p++) st.rig.driver.receive(p);
 }
 
-function execute(st: State, s: Step): void {
+async function execute(st: State, s: Step): Promise<void> {
   const rig = st.rig;
   // A guest whose device needs a reset resets it (QEMU's guests do): keeps the commands coming.
   if ((s.op === 'ctrl' || s.op === 'admin') && rig.needsReset()) {
@@ -436,7 +442,7 @@ function execute(st: State, s: Step): void {
       admin(st, s);
       return;
     case 'frame':
-      frame(st, s);
+      await frame(st, s);
       return;
     case 'sriov':
       if (!rig.config.device.sriov) return;
@@ -449,7 +455,7 @@ function execute(st: State, s: Step): void {
       return;
     case 'reopen':
       reopen(st);
-      rig.checkAlive('reopen');
+      await rig.checkAlive('reopen');
   }
 }
 
@@ -469,8 +475,9 @@ function reopen(st: State): void {
   }
 }
 
-function check(st: State): void {
+async function check(st: State): Promise<void> {
   const rig = st.rig;
+  await rig.settle(); // worker mode: counters and frames as of a quiet moment
   checkReadOnly(rig.target, st.ro.get(rig.dev)!, 'pf');
   for (const [k, vf] of rig.dev.vfs.entries()) {
     const t = guardedTarget(vf, `vf${k}`);
@@ -492,6 +499,7 @@ export const guestCtrl: FuzzTarget<State, Step> = {
   setup(rng: Rng, ctx: RunContext) {
     const config = randomRigConfig(rng, { sriov: rng.chance(0.8) });
     config.wanted |= (1n << 41n) | (1n << 37n); // ADMIN_VQ, SR_IOV: the PF's group administration
+    chooseWorkers(rng, config, { overSriov: true });
     const rig = new Rig(config);
     const st: State = { rig, ctx, aq: null, ro: new Map(), counters: {} };
     st.ro.set(rig.dev, readOnlyRegisters(rig.target, true));
@@ -502,19 +510,20 @@ export const guestCtrl: FuzzTarget<State, Step> = {
   generate,
   execute,
   check,
-  finish(st) {
+  async finish(st) {
     reopen(st);
-    st.rig.checkAlive('end of case');
+    await st.rig.checkAlive('end of case');
     if (st.rig.config.device.sriov) {
       st.rig.enableVfs(0, 0);
       st.rig.enableVfs(1);
       st.rig.checkVfAlive(0);
     }
+    await st.rig.checkWorkersGone();
   },
-  dispose(st) {
-    st.rig.close();
+  async dispose(st) {
+    await st.rig.close();
   },
   describe,
   describeSetup: (st) => describeRigConfig(st.rig.config),
-  counters: (st) => ({ ...st.counters, reopens: st.rig.reopens }),
+  counters: (st) => ({ ...st.counters, reopens: st.rig.reopens, casesOnWorkers: st.rig.onWorkers ? 1 : 0 }),
 };
