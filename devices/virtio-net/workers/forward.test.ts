@@ -17,6 +17,32 @@ function workers() {
   return { a: new CrossWorker(f.init(0)!, noFlow), b: new CrossWorker(f.init(1)!, noFlow), woken };
 }
 
+/** A `flow` that records each pause ([q, true]) and resume ([q, false]) in order. */
+function recordingFlow() {
+  const calls: [number, boolean][] = [];
+  const flow = {
+    pause: (q: number) => calls.push([q, true]),
+    resume: (q: number) => calls.push([q, false]),
+  };
+  return { calls, flow };
+}
+
+/**
+ * Worker a forwards a frame from its backend queue 0 to pair 1, whose owner b holds a backlog: a holds
+ * that queue (calls [[0, true]]). `backlog(n)` is b's pair list with n frames waiting.
+ */
+function congestedSender() {
+  const f = forwardRings(2, [0, 1]);
+  const { calls, flow } = recordingFlow();
+  const a = new CrossWorker(f.init(0)!, flow);
+  const b = new CrossWorker(f.init(1)!, noFlow);
+  const backlog = (count: number) => [{ pair: 1, backlog: { count } }] as unknown as RxPath[];
+  b.publishCongestion(backlog(1));
+  const x = frame(100, 1);
+  a.forward(0, 1, x, 0, x.length, null, 0, 0);
+  return { a, b, calls, backlog };
+}
+
 const frame = (length: number, seed: number) => Uint8Array.from({ length }, (_, i) => (i * 13 + seed) & 0xff);
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
@@ -116,11 +142,7 @@ describe('rx frames a full ring refuses', () => {
     const f = forwardRings(2, [0, 1]);
     const doors = f.doors.map((d) => new Int32Array(d));
     const woken = (w: number) => (Atomics.exchange(doors[w]!, Door.PENDING, 0) & BACKEND_BIT) !== 0;
-    const calls: [number, boolean][] = [];
-    const flow = {
-      pause: (q: number) => calls.push([q, true]),
-      resume: (q: number) => calls.push([q, false]),
-    };
+    const { calls, flow } = recordingFlow();
     return { a: new CrossWorker(f.init(0)!, noFlow), b: new CrossWorker(f.init(1)!, flow), woken, calls };
   }
 
@@ -185,11 +207,7 @@ describe('rx frames a full ring refuses', () => {
 describe('frames crossing when the workers stop (WorkerPool.stop, crossing.ts)', () => {
   it('takeSpill gives the spill back in order with pair, hash and report; the held queue stays paused', () => {
     const f = forwardRings(2, [0, 1]);
-    const calls: [number, boolean][] = [];
-    const flow = {
-      pause: (q: number) => calls.push([q, true]),
-      resume: (q: number) => calls.push([q, false]),
-    };
+    const { calls, flow } = recordingFlow();
     const b = new CrossWorker(f.init(1)!, flow);
     const frames = Array.from({ length: 30 }, (_, i) => frame(60000, i));
     for (const [i, x] of frames.entries()) b.forward(1, 0, x, 0, x.length, null, 0x1000 + i, 3);
@@ -212,18 +230,7 @@ describe('frames crossing when the workers stop (WorkerPool.stop, crossing.ts)',
   });
 
   it('a queue held for an owner’s congestion stays paused when the owner, stopping, clears it', () => {
-    const f = forwardRings(2, [0, 1]);
-    const calls: [number, boolean][] = [];
-    const flow = {
-      pause: (q: number) => calls.push([q, true]),
-      resume: (q: number) => calls.push([q, false]),
-    };
-    const a = new CrossWorker(f.init(0)!, flow);
-    const b = new CrossWorker(f.init(1)!, noFlow);
-    const backlog = (count: number) => [{ pair: 1, backlog: { count } }] as unknown as RxPath[];
-    b.publishCongestion(backlog(1));
-    const x = frame(100, 1);
-    a.forward(0, 1, x, 0, x.length, null, 0, 0);
+    const { a, b, calls, backlog } = congestedSender();
     expect(calls).toEqual([[0, true]]);
     // Worker a stops first, then b (its backlog goes to the main thread: congestion cleared, a woken).
     expect(a.takeSpill()).toEqual([]);
@@ -233,18 +240,7 @@ describe('frames crossing when the workers stop (WorkerPool.stop, crossing.ts)',
   });
 
   it('a running worker’s held queue goes on once the owner’s congestion clears', () => {
-    const f = forwardRings(2, [0, 1]);
-    const calls: [number, boolean][] = [];
-    const flow = {
-      pause: (q: number) => calls.push([q, true]),
-      resume: (q: number) => calls.push([q, false]),
-    };
-    const a = new CrossWorker(f.init(0)!, flow);
-    const b = new CrossWorker(f.init(1)!, noFlow);
-    const backlog = (count: number) => [{ pair: 1, backlog: { count } }] as unknown as RxPath[];
-    b.publishCongestion(backlog(1));
-    const x = frame(100, 1);
-    a.forward(0, 1, x, 0, x.length, null, 0, 0);
+    const { a, b, calls, backlog } = congestedSender();
     a.releaseHeld();
     expect(calls).toEqual([[0, true]]); // still congested
     b.publishCongestion(backlog(0));
