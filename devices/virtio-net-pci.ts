@@ -361,9 +361,11 @@ class VirtioNetPciDevice implements VirtioNetPci {
     for (const vf of this.vfs) vf.close();
     // Deferred work (a scheduled drain, a transmit burst) must not touch guest memory after close: a
     // device that migrated away is closed while its VM runs on elsewhere. Frames its queue-pair workers
-    // were passing between them are counted dropped first (a freeze would keep them for a snapshot).
+    // were passing between them are counted dropped first (a freeze would keep them for a snapshot), and
+    // so are those waiting in the receive backlogs.
     this.net.dataPlane?.stop(true);
     this.transport.setMode('frozen');
+    this.net.discardBacklogs();
     this.net.dataPlane?.close();
     this.net.backend.close();
   }

@@ -295,6 +295,14 @@ export class VirtioNet implements VirtioDevice, BackendSink, ControlQueueHost {
       this.dataPlane.start();
   }
 
+  /**
+   * The device is going away (VirtioNetPci.close, after its data plane stopped and froze): frames that
+   * wait in the receive backlogs will never reach the guest, so they count as dropped.
+   */
+  discardBacklogs(): void {
+    for (const p of this.rx.pairs) p.clearBacklog();
+  }
+
   snapshot(): NetSnapshot {
     // The workers' rings, backlogs and counters come back first (VirtioNetPci quiesces them around the
     // transport's part too).

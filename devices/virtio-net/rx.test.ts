@@ -720,6 +720,19 @@ describe('no rx buffers: backlog, pause, resume', () => {
     expect(stats(b.dev).rxDropped).toBe(dropped + held);
   });
 
+  it('frames waiting in the backlog when the device closes are counted dropped, not lost silently', () => {
+    const b = openBench({}, {}, { rxBuffers: 0 });
+    for (let i = 0; i < 3; i++) b.backend.inject(rawFrame(64, DEV_MAC, PEER_MAC, i));
+    const held = stats(b.dev).queues[0]!.rxBacklogDepth;
+    expect(held).toBe(1);
+    const dropped = stats(b.dev).rxDropped;
+    b.dev.close();
+    expect(stats(b.dev).queues[0]!.rxBacklogDepth).toBe(0);
+    expect(stats(b.dev).rxDropped).toBe(dropped + held);
+    // The 2 the backend still held were never taken: they stay the backend's, not the device's.
+    expect(stats(b.dev).queues[0]!.rxPackets).toBe(0);
+  });
+
   // Not in worker mode: it needs two backend queues feeding one pair, the second delivering while the
   // first is paused; with a MemoryBackend on workers, backend queue q feeds pair q % pairs through that
   // pair's one ring, so the second frame waits behind the first instead (docs/workers.md).
