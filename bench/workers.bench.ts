@@ -10,9 +10,11 @@
  * device has completed a batch; completions are noticed from the used-buffer interrupts the workers
  * hand to this thread. tap -> guest: with the workers stopped (their tap queues unread), a sender in the
  * namespace queues N UDP datagrams over 64 flows (with 2 pairs the guest's RSS, applied in the kernel by
- * the tap's eBPF program, puts 32 flows on each queue);
- * then the workers start and the guest re-posts consumed rx buffers on each interrupt until all N
- * arrived. Rounds alternate 1 and 2 pairs (ABAB); ratios are medians of adjacent pairs (the middle two averaged).
+ * the tap's eBPF program, puts 32 flows on each queue); then the workers start and the guest re-posts
+ * consumed rx buffers on each interrupt until all N arrived. Rounds alternate 1 and 2 pairs (ABAB), with
+ * a pause between rows; ratios are medians over rounds (an even count averages the middle two).
+ * Environment: WORKERS_BENCH_ROUNDS (4), _RING (256), _RX_FRAMES (200000), _WARMUP (0.25 of a row),
+ * _SETTLE_MS (500), _ONLY (e.g. "tap->guest 2").
  * Handoffs per frame: doorbells (kicks) + interrupt wake-ups of this thread + control requests, over
  * the frames moved; the requests made while frames move are counted apart and must be 0.
  */
@@ -37,6 +39,10 @@ const ROUNDS = Number(process.env.WORKERS_BENCH_ROUNDS ?? 4);
 const TX_FRAMES = 400_000; // per round, over all pairs
 const SETTLE_MS = Number(process.env.WORKERS_BENCH_SETTLE_MS ?? 500);
 const RX_FRAMES = Number(process.env.WORKERS_BENCH_RX_FRAMES ?? 200_000);
+/** Frames moved before each measured row (new workers start with a cold JIT). */
+const WARMUP = Number(process.env.WORKERS_BENCH_WARMUP ?? 0.25);
+const TX_WARMUP = Math.round((TX_FRAMES * WARMUP) / BATCH) * BATCH || BATCH;
+const RX_WARMUP = Math.max(1, Math.round(RX_FRAMES * WARMUP));
 const KERNEL_IP = '10.79.0.1';
 const GUEST_IP = '10.79.0.2';
 const GUEST_MAC = '02:00:00:00:00:02';
@@ -168,7 +174,7 @@ function setUp(pairs: number, workers = true): Setup {
   try {
     ns.adopt(tap.name);
     ns.exec('sysctl', ['-q', '-w', `net.ipv6.conf.${tap.name}.disable_ipv6=1`]);
-    ns.ip('link', 'set', 'dev', tap.name, 'txqueuelen', String(RX_FRAMES + 1000));
+    ns.ip('link', 'set', 'dev', tap.name, 'txqueuelen', String(Math.max(RX_FRAMES, RX_WARMUP) + 1000));
     ns.configure(tap.name, `${KERNEL_IP}/24`);
     ns.ip('neigh', 'replace', GUEST_IP, 'lladdr', GUEST_MAC, 'dev', tap.name, 'nud', 'permanent');
     const ram = new Uint8Array(new SharedArrayBuffer(64 << 20));
@@ -269,7 +275,7 @@ async function benchTx(s: Setup, pairs: number): Promise<Row> {
     rings.push(r0);
   }
   // A warm-up run (the workers are new: their JIT starts cold), then the measured one.
-  await txRun(s, rings, pairs, TX_FRAMES / 4);
+  await txRun(s, rings, pairs, TX_WARMUP);
   return txRun(s, rings, pairs, TX_FRAMES);
 }
 
@@ -355,7 +361,7 @@ function row(
 /** Tap -> guest: `RX_FRAMES` datagrams queued in the tap while the workers are stopped, then drained. */
 async function benchRx(s: Setup, pairs: number): Promise<Row> {
   const rings = Array.from({ length: pairs }, (_, p) => ringOf(s, s.drv.rxIndex(p)));
-  await rxRun(s, rings, pairs, RX_FRAMES / 4); // warm-up
+  await rxRun(s, rings, pairs, RX_WARMUP); // warm-up
   return rxRun(s, rings, pairs, RX_FRAMES);
 }
 

@@ -67,6 +67,7 @@ class PairWorker {
   /** Queues by index while started (the device's context lends them). */
   private readonly queues = new Map<number, Virtqueue>();
   private features = 0n;
+  private ctx: { -readonly [K in keyof VirtioDeviceContext]: VirtioDeviceContext[K] } | null = null;
   private seen = 0;
   private closed = false;
   private readonly timer: NodeJS.Timeout;
@@ -120,8 +121,13 @@ class PairWorker {
     this.wait();
   }
 
+  /**
+   * The device context, one object for the worker's life with its `features` brought up to date: a new
+   * object (new closures) per start changed the call targets the JIT had inlined into the data path,
+   * which then deoptimized and recompiled on every start (found with --trace-deopt).
+   */
   private context(): VirtioDeviceContext {
-    return {
+    this.ctx ??= {
       memory: this.memory,
       features: this.features,
       queue: (i) => this.queues.get(i) ?? null,
@@ -133,6 +139,8 @@ class PairWorker {
         parentPort?.postMessage({ type: 'needsReset', reason, seq: this.errors });
       },
     };
+    this.ctx.features = this.features;
+    return this.ctx;
   }
 
   /**
