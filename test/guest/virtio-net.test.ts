@@ -124,7 +124,7 @@ interface Mark {
   /** Each data virtqueue's coalescing parameters [max_packets, max_usecs]. */
   coal: [number, number][];
   /** NOTIFICATION_DATA hints the enabled data virtqueues took and ignored (VirtqueueCounters). */
-  hints: { accepted: number; rejected: number };
+  hints: { accepted: number; rejected: number; stale: number };
 }
 
 interface Run {
@@ -285,9 +285,10 @@ async function boot(
                 return {
                   accepted: h.accepted + (c?.hintsAccepted ?? 0),
                   rejected: h.rejected + (c?.hintsRejected ?? 0),
+                  stale: h.stale + (c?.hintsStale ?? 0),
                 };
               },
-              { accepted: 0, rejected: 0 },
+              { accepted: 0, rejected: 0, stale: 0 },
             ),
           });
         }

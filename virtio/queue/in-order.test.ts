@@ -369,6 +369,26 @@ describe('NOTIFICATION_DATA hints (§2.9)', () => {
       expect(s.q.enableNotification()).toBe(false);
     });
 
+    it(`${ring}: a late kick's hint, behind what the device took, is neither trusted nor called impossible`, () => {
+      const s = make();
+      const early = s.hint();
+      for (let i = 0; i < 3; i++) s.drv.add([new Uint8Array(8)], []);
+      const mid = s.hint();
+      for (let i = 0; i < 2; i++) s.drv.add([new Uint8Array(8)], []);
+      // The device read on to the ring's end (a later kick's work) before the kick carrying `mid` arrived.
+      s.q.disableNotification();
+      expect(useAll(s.q)).toHaveLength(5);
+      s.q.availHint(...mid);
+      s.q.availHint(...early);
+      expect(s.q.counters.hintsRejected).toBe(0);
+      if (ring === 'split') expect(s.q.counters.hintsStale).toBe(2);
+      // Nothing more is taken on their word; a chain added now is found.
+      expect(useAll(s.q)).toHaveLength(0);
+      s.drv.add([new Uint8Array(8)], []);
+      expect(s.q.enableNotification()).toBe(true);
+      expect(useAll(s.q)).toHaveLength(1);
+    });
+
     it(`${ring}: an impossible hint is ignored and counted`, () => {
       const s = make();
       const bad = ring === 'split' ? 9 : 8; // split: more than a ring ahead; packed: offset >= size

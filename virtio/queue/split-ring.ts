@@ -7,8 +7,8 @@
  * written before the used idx that publishes them (§2.7.13, §2.7.14).
  */
 import { GuestMemoryError } from '../../lib/errors.js';
-import { type GuestMemory, readAddress } from '../../lib/memory/guest-memory.js';
 import { memoryFence } from '../../lib/memory/fence.js';
+import { type GuestMemory, readAddress } from '../../lib/memory/guest-memory.js';
 import {
   type DescriptorChain,
   type Virtqueue,
@@ -344,9 +344,12 @@ export class SplitRing implements Virtqueue {
 
   availHint(nextOff: number, nextWrap: boolean): boolean {
     const idx = (nextOff & 0x7fff) | (nextWrap ? 0x8000 : 0);
-    // More than a ring's worth past what we took cannot be true (§2.7.13.3); ignore it.
     if (((idx - this.lastAvail) & 0xffff) > this.size) {
-      this.counters.hintsRejected++;
+      // Behind what we took, by at most a ring: a kick that arrived after the device had read further
+      // (posted notifications, vfio-user REGION_WRITEs queued behind others). Old news, not an error.
+      if (((this.lastAvail - idx) & 0xffff) <= this.size) this.counters.hintsStale++;
+      // More than a ring's worth past what we took cannot be true (§2.7.13.3); ignore it.
+      else this.counters.hintsRejected++;
       return false;
     }
     this.hintAvail = idx;

@@ -106,6 +106,8 @@ export class VirtqueueCounters {
   /** NOTIFICATION_DATA: hints taken, hints that could not be right (ignored), avail reads they saved. */
   hintsAccepted = 0;
   hintsRejected = 0;
+  /** Split: hints behind what the device had already taken (a late kick; ignored, not an error). */
+  hintsStale = 0;
   hintReadsSaved = 0;
 }
 
