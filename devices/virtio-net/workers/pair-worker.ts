@@ -15,8 +15,6 @@ import {
 import { libc } from '../../../lib/host/libc.js';
 import { eventfdRead, eventfdSignal, type FdPoll, pollFd } from '../../../lib/host/socket.js';
 import type { GuestMemory } from '../../../lib/memory/guest-memory.js';
-import type { NetOffload, ReceiveTarget } from '../../../lib/net/backend.js';
-import { MAX_FRAME } from '../../../lib/net/backend.js';
 import { createVirtqueue } from '../../../virtio/queue/create-virtqueue.js';
 import type { Virtqueue, VirtqueueState } from '../../../virtio/queue/virtqueue.js';
 import type { VirtioDeviceContext } from '../../../virtio/virtio-device.js';
@@ -44,11 +42,10 @@ import {
   type WorkerInit,
   waitAsync,
 } from './protocol.js';
+import { CounterPublisher } from './publisher.js';
 import { ROUTES_PER_PAIR } from './queue-routes.js';
 import { openWorkerBackend, type WorkerSideBackend } from './worker-backend.js';
-
-/** Counters are published to shared memory at least this often while the worker runs. */
-const PUBLISH_MS = 5;
+import { workerSink } from './worker-sink.js';
 
 class PairWorker {
   private readonly door: Int32Array;
@@ -70,7 +67,8 @@ class PairWorker {
   private ctx: { -readonly [K in keyof VirtioDeviceContext]: VirtioDeviceContext[K] } | null = null;
   private seen = 0;
   private closed = false;
-  private readonly timer: NodeJS.Timeout;
+  /** Publishes the counters to `out` while anything moves (publisher.ts). */
+  private readonly publisher: CounterPublisher;
   private wakeups = 0;
   private interrupts = 0;
   /** Per queue index: this worker's dup of the eventfd that notifies it (queue-routes.ts), or -1. */
@@ -114,8 +112,18 @@ class PairWorker {
     this.direct = new DirectReceiver(shared, this.rx.pairs);
     // Until started, frames wait in the kernel.
     for (let j = 0; j < init.pairs.length; j++) this.hold(j, true);
-    this.backend.attach(this.sinkFor());
-    this.timer = setInterval(() => this.publish(), PUBLISH_MS);
+    this.backend.attach(
+      workerSink({
+        shared,
+        rx: this.rx,
+        direct: this.direct,
+        pairs: init.pairs,
+        active: () => this.publisher.active(),
+        transmitReady: (q) => this.transmitReady(q),
+      }),
+    );
+    this.publisher = new CounterPublisher(this.out, () => this.publish());
+    this.active();
     Atomics.store(this.door, Door.READY, 1);
     Atomics.notify(this.door, Door.READY);
     this.wait();
@@ -174,6 +182,7 @@ class PairWorker {
   /** The guest kicked a queue by its eventfd: handled here as the doorbell bit `bit` would be. */
   private kicked(fd: number, bit: number): void {
     if (this.closed || eventfdRead(fd) === 0n) return;
+    this.active();
     this.directKicks++;
     this.run(bit);
     this.receiveForwarded();
@@ -187,6 +196,7 @@ class PairWorker {
   private raise(index: number): void {
     // The guest may look at the counters as soon as it has the interrupt.
     this.publishPair(index >> 1);
+    this.active();
     const fd = this.irqFd[index]!;
     if (fd >= 0 && eventfdSignal(fd)) {
       this.directInterrupts++;
@@ -217,6 +227,7 @@ class PairWorker {
 
   private wake(): void {
     if (this.closed) return;
+    this.active();
     this.seen = Atomics.load(this.door, Door.WAKE);
     this.wakeups++;
     const bits = Atomics.exchange(this.door, Door.PENDING, 0);
@@ -418,11 +429,17 @@ class PairWorker {
         this.run(Atomics.exchange(this.door, Door.PENDING, 0) & ~CONTROL_BIT);
         // Also what other workers forwarded before this round trip (WorkerPool.settle pings twice).
         this.receiveForwarded();
-        return { op: 'pong', errors: this.errors, needsReset: this.lastError, timers: this.timers() };
+        return {
+          op: 'pong',
+          errors: this.errors,
+          needsReset: this.lastError,
+          timers: this.timers(),
+          publishRounds: this.publisher.rounds,
+        };
       case 'close':
         this.stop();
         this.closed = true;
-        clearInterval(this.timer);
+        this.publisher.close();
         this.tap.close();
         return { op: 'closed' };
     }
@@ -516,6 +533,11 @@ class PairWorker {
     for (let i = 0; i < n; i++) this.out[k * n + i] = st[STAT_FIELDS[i]!];
   }
 
+  /** Something moved that may have changed a counter (publisher.ts). */
+  private active(): void {
+    this.publisher.active();
+  }
+
   private publish(): void {
     const out = this.out;
     const n = STAT_FIELDS.length;
@@ -537,60 +559,6 @@ class PairWorker {
     out[e + Extra.TAP_RX] = t.rxFrames;
     out[e + Extra.TAP_TX] = t.txFrames;
     out[e + Extra.RX_DROPPED_NOT_READY] = this.shared.deviceStats.rxDroppedNotReady;
-  }
-
-  /** The device's BackendSink methods, as VirtioNet implements them, over this worker's paths. */
-  private sinkFor() {
-    const s = this.shared;
-    const valid = (q: number) => this.init.pairs.includes(q);
-    return {
-      receive: (frame: Uint8Array, q: number, offload: NetOffload | null) =>
-        this.receiveRange(frame, 0, frame.length, q, offload, valid),
-      receiveRange: (b: Uint8Array, o: number, l: number, q: number, off: NetOffload | null) =>
-        this.receiveRange(b, o, l, q, off, valid),
-      lendReceive: (q: number, hs: number, t: ReceiveTarget) => {
-        if (!valid(q)) return false;
-        try {
-          return this.direct.lend(q, hs, t);
-        } catch (e) {
-          s.guestError(e);
-          return false;
-        }
-      },
-      completeReceive: (length: number, overflow: Uint8Array) => {
-        try {
-          this.direct.complete(length, overflow);
-        } catch (e) {
-          s.deviceStats.rxDroppedNotReady++;
-          s.guestError(e);
-        }
-      },
-      cancelReceive: () => this.direct.cancel(),
-      beginReceiveBurst: () => s.beginReceiveBurst(),
-      endReceiveBurst: () => s.endReceiveBurst(),
-      transmitReady: (q: number) => this.transmitReady(q),
-    };
-  }
-
-  private receiveRange(
-    bytes: Uint8Array,
-    offset: number,
-    length: number,
-    q: number,
-    offload: NetOffload | null,
-    valid: (q: number) => boolean,
-  ): void {
-    const s = this.shared;
-    if (!valid(q) || offset < 0 || length < 0 || offset + length > bytes.length || length > MAX_FRAME + 64) {
-      s.deviceStats.rxDroppedNotReady++;
-      return;
-    }
-    try {
-      this.rx.receive(bytes, offset, length, q, offload);
-    } catch (e) {
-      s.deviceStats.rxDroppedNotReady++;
-      s.guestError(e);
-    }
   }
 }
 

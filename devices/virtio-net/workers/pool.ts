@@ -243,6 +243,20 @@ export class WorkerPool implements DataPlane {
     return n;
   }
 
+  /**
+   * Tests: the counter-publishing rounds each live worker ran so far (a round trip to each; the round
+   * trip itself counts as activity, so a few more rounds follow it before an idle worker's timer stops).
+   */
+  publishRounds(): number[] {
+    const out: number[] = [];
+    for (const h of this.workers) {
+      if (h.exited || h.closedOk) continue;
+      const r = this.call(h, { op: 'ping' });
+      out.push(r.op === 'pong' ? r.publishRounds : -1);
+    }
+    return out;
+  }
+
   start(): void {
     if (this.closed || this.running) return;
     const net = this.net;

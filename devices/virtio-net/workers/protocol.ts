@@ -204,9 +204,9 @@ export type Reply =
   | { op: 'started' | 'synced' | 'closed' | 'mapped' | 'routed' }
   /**
    * Guest errors the worker met so far (each also sent as a message, numbered), the last one's reason,
-   * and its coalescing timers armed now (tests).
+   * its coalescing timers armed now, and how many counter-publishing rounds it ran so far (tests).
    */
-  | { op: 'pong'; errors: number; needsReset: string | null; timers: number }
+  | { op: 'pong'; errors: number; needsReset: string | null; timers: number; publishRounds: number }
   | {
       op: 'stopped';
       /** Per owned pair: [rx, tx] ring states (null where the worker had no queue). */
