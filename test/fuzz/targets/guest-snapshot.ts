@@ -369,7 +369,7 @@ export const guestSnapshot: FuzzTarget<State, Step> = {
   stepsPerCase: 200,
   setup(rng: Rng, ctx: RunContext) {
     const config = randomRigConfig(rng, { sriov: rng.chance(0.3) });
-    chooseWorkers(rng, config, { overSriov: true, maxThreads: 1 });
+    chooseWorkers(rng, config, { overSriov: true, maxThreads: 2 });
     const rig = new Rig(config);
     const ro = readOnlyRegisters(rig.target, true);
     rig.reopen();
