@@ -32,9 +32,10 @@ const tapRx = (pool: WorkerPool) => pool.workerCounters().reduce((n, w) => n + w
 /**
  * 2 pairs on 2 workers, RSS sending every (unclassified) frame to pair 1, which has no rx buffers. Pair
  * 1's backlog holds one frame (`first`); then, with the workers stopped, N frames wait in backend queue 0,
- * and when they start again worker 0 reads them all in its start before pair 1's worker runs: the ring
- * to it fills, the others wait in worker 0's spill. Pair 1's worker, its backlog not empty, leaves them
- * in the ring: nothing moves any more.
+ * and when they start again worker 0 reads them all in its start: they go into the ring to pair 1's
+ * worker and, when it is full, into worker 0's spill. Pair 1's worker puts them behind `first` in its
+ * backlog until that is full (256, as on one thread) and leaves the rest in the ring: nothing moves any
+ * more, nothing was dropped.
  */
 function crossing() {
   const b = openBench({ mq: true, rss: true, queues: 2 }, { queues: 2 }, { rxBuffers: 0 });
@@ -52,16 +53,16 @@ function crossing() {
   pool.start();
   pool.settle();
   const h = pool.handoffs;
-  // Forwarded into the ring: `first` and `ring` frames; the others spilled, none dropped.
-  const ring = h.crossPairForwards - 1;
-  expect(ring).toBeGreaterThan(600);
-  expect([h.crossPairSpills, h.crossPairDrops]).toEqual([N - ring, 0]);
+  // Every frame crossed (into the ring at once, or through the spill); a ring holds fewer than N.
+  expect(h.crossPairForwards).toBeGreaterThan(256);
+  expect(h.crossPairSpills).toBeGreaterThan(0);
+  expect(h.crossPairDrops).toBe(0);
   expect(b.backend.pending(0)).toBe(0);
   expect(tapRx(pool)).toBe(N + 1);
   const s = b.dev.stats();
   expect(s.queues.map((q) => [q.rxPackets, q.rxDropped, q.rxBacklogDepth])).toEqual([
     [0, 0, 0],
-    [0, 0, 1],
+    [0, 0, 256],
   ]);
   return { b, pool, first, frames };
 }
@@ -123,7 +124,8 @@ describe('rx frames in a forward ring and a spill when the workers stop', () => 
     const snap = b.dev.snapshot() as unknown as {
       transport: { transport: { device: { backlog: { frame: string }[][] } } };
     };
-    // The backlog holds 256: `first`, then the ring's frames in order; the others are overruns.
+    // The backlog holds 256: `first`, then the first frames in order; the others, still in the ring or
+    // the spill when the workers stopped, are overruns.
     const inBacklog = [first, ...frames.slice(0, 255)].map(hexOf);
     const carried = snap.transport.transport.device.backlog;
     expect(carried[0]).toEqual([]);

@@ -286,9 +286,10 @@ class PairWorker {
   }
 
   /**
-   * One forwarded frame, filtered and delivered here as the worker's own. Declined (left in its ring,
-   * with the ring's later frames) while the pair holds a backlog: the ring is the backlog then, and the
-   * sender holds its queue (forward.ts), so a slow guest loses nothing.
+   * One forwarded frame, filtered and delivered here as the worker's own: behind the pair's backlog when
+   * it holds one, as on one thread (counted in `rxBacklogDepth`). Declined (left in its ring, with the
+   * ring's later frames) only while that backlog is full: the ring holds the rest then, and the sender
+   * holds its queue (forward.ts), so a slow guest loses nothing.
    */
   private readonly deliverForwarded: ForwardedFrame = (
     pair,
@@ -305,7 +306,7 @@ class PairWorker {
       s.deviceStats.rxDroppedNotReady++;
       return true;
     }
-    if (rx.backlog.count > 0) return false;
+    if (rx.backlog.count >= rx.backlog.capacity) return false;
     if (!s.rxFilter.acceptsAt(bytes, offset, length)) rx.stats.rxFiltered++;
     else rx.deliverRange(bytes, offset, length, offload, pair, hash, report);
     return true;
