@@ -225,36 +225,25 @@ export class WorkerPool implements DataPlane {
 
   private settling = false;
 
-  /** A round trip to `h`; returns its coalescing timers armed now. */
-  private ping(h: PairWorkerHandle): number {
+  /** A round trip to `h`: its coalescing timers armed now and its publishing rounds so far (tests). */
+  private ping(h: PairWorkerHandle): { timers: number; publishRounds: number } {
     const r = this.call(h, { op: 'ping' });
-    if (r.op !== 'pong') return 0;
+    if (r.op !== 'pong') return { timers: 0, publishRounds: -1 };
     if (r.errors > h.errorsSeen) {
       h.errorsSeen = r.errors;
       this.workerGuestError(r.needsReset ?? 'guest error in a queue-pair worker');
     }
-    return r.timers;
+    return r;
   }
 
   /** Tests: the workers' coalescing timers armed now (a round trip to each live worker). */
   coalesceTimers(): number {
-    let n = 0;
-    for (const h of this.workers) if (!h.exited && !h.closedOk) n += this.ping(h);
-    return n;
+    return this.workers.reduce((n, h) => (h.exited || h.closedOk ? n : n + this.ping(h).timers), 0);
   }
 
-  /**
-   * Tests: the counter-publishing rounds each live worker ran so far (a round trip to each; the round
-   * trip itself counts as activity, so a few more rounds follow it before an idle worker's timer stops).
-   */
+  /** Tests: each live worker's counter-publishing rounds so far (the round trip itself wakes its timer). */
   publishRounds(): number[] {
-    const out: number[] = [];
-    for (const h of this.workers) {
-      if (h.exited || h.closedOk) continue;
-      const r = this.call(h, { op: 'ping' });
-      out.push(r.op === 'pong' ? r.publishRounds : -1);
-    }
-    return out;
+    return this.workers.filter((h) => !h.exited && !h.closedOk).map((h) => this.ping(h).publishRounds);
   }
 
   start(): void {
