@@ -112,6 +112,7 @@ class PairWorker {
     this.direct = new DirectReceiver(shared, this.rx.pairs);
     // Until started, frames wait in the kernel.
     for (let j = 0; j < init.pairs.length; j++) this.hold(j, true);
+    this.publisher = new CounterPublisher(this.out, () => this.publish());
     this.backend.attach(
       workerSink({
         shared,
@@ -122,7 +123,6 @@ class PairWorker {
         transmitReady: (q) => this.transmitReady(q),
       }),
     );
-    this.publisher = new CounterPublisher(this.out, () => this.publish());
     this.active();
     Atomics.store(this.door, Door.READY, 1);
     Atomics.notify(this.door, Door.READY);
