@@ -27,8 +27,11 @@ export interface BacklogFrameSnapshot {
 
 /** Counters in a snapshot: per pair, and device-wide. */
 export interface NetStatsSnapshot {
-  /** Counters only: the gauge rxBacklogDepth follows from the saved backlog. */
-  queues: Record<Exclude<keyof QueueStats, 'rxBacklogDepth'>, number>[];
+  /**
+   * Counters only: the gauge rxBacklogDepth follows from the saved backlog; rxCrossingDepth is 0 when the
+   * workers are stopped for a snapshot (what crossed went to the backlogs).
+   */
+  queues: Record<Exclude<keyof QueueStats, 'rxBacklogDepth' | 'rxCrossingDepth'>, number>[];
   device: NetDeviceStats;
 }
 
@@ -132,7 +135,7 @@ export function snapshotNet(n: NetPersistentState): NetSnapshot {
       queues: n.coalescers.map((c) => [c.maxPackets, c.maxUsecs, c.holding]),
     },
     stats: {
-      queues: n.queueStats.map(({ rxBacklogDepth: _, ...q }) => q),
+      queues: n.queueStats.map(({ rxBacklogDepth: _, rxCrossingDepth: __, ...q }) => q),
       device: { ...n.deviceStats },
     },
   };

@@ -12,6 +12,11 @@ export class QueueStats {
   rxBacklogged = 0;
   /** Frames waiting in the backlog now (a gauge, not a counter). */
   rxBacklogDepth = 0;
+  /**
+   * Frames another worker's software steering sent to this pair that wait in a ring or the sender's spill
+   * now (a gauge; docs/workers.md). Always 0 on one thread.
+   */
+  rxCrossingDepth = 0;
   rxInterrupts = 0;
   /** Driver notifications (kicks) of the rx queue (DEVICE_STATS rx_notifications). */
   rxKicks = 0;

@@ -4,16 +4,17 @@
  * accessors and guest memory, as a VMM wires it. Every accessor the guest uses is guarded: an exception
  * out of the device is an EscapeError, never mistaken for the driver kit giving up on a broken device.
  */
+
+import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../../devices/testing/net-driver.js';
+import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
+import { createVirtioNetPci, type VirtioNetPci } from '../../devices/virtio-net-pci.js';
 import { GuestMemory } from '../../lib/memory/guest-memory.js';
+import type { NetOffload } from '../../lib/net/backend.js';
 import { MemoryBackend, type MemoryBackendOptions } from '../../lib/net/memory-backend.js';
+import { PCI_SRIOV_BAR, PCI_SRIOV_CTRL, PCI_SRIOV_NUM_VF } from '../../pci/sriov.js';
 import { BumpAllocator } from '../../virtio/testing/bump-allocator.js';
 import { InterruptCollector, type PciTarget } from '../../virtio/testing/pci-driver.js';
-import { LINUX_6_1_FEATURES, VirtioNetDriver } from '../../devices/testing/net-driver.js';
-import { createVirtioNetPci, type VirtioNetPci } from '../../devices/virtio-net-pci.js';
-import type { VirtioNetPciOptions } from '../../devices/virtio-net/options.js';
-import { PCI_SRIOV_BAR, PCI_SRIOV_CTRL, PCI_SRIOV_NUM_VF } from '../../pci/sriov.js';
 import { describeError, EscapeError, guard, InvariantError, invariant, type RunContext } from './engine.js';
-import type { NetOffload } from '../../lib/net/backend.js';
 import type { Rng } from './rng.js';
 import {
   checkWorkersGone,
@@ -565,7 +566,7 @@ export function rxAccount(dev: VirtioNetPci, backend: MemoryBackend): RxAccount 
   let backlogged = 0;
   for (const q of s.queues) {
     accounted += q.rxPackets + q.rxDropped + q.rxFiltered;
-    backlogged += q.rxBacklogDepth;
+    backlogged += q.rxBacklogDepth + q.rxCrossingDepth;
   }
   const b = backend.stats();
   const txPackets = s.txPackets - (txCarried.get(dev) ?? 0);

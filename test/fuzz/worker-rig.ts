@@ -9,9 +9,9 @@
  * turns once (setImmediate), so that its own wait callbacks (interrupts, tx drains) run too.
  */
 import { readdirSync } from 'node:fs';
-import type { MemoryBackend } from '../../lib/net/memory-backend.js';
-import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
 import type { WorkerPool } from '../../devices/virtio-net/workers/pool.js';
+import type { VirtioNetPci } from '../../devices/virtio-net-pci.js';
+import type { MemoryBackend } from '../../lib/net/memory-backend.js';
 import { describeError, guard, InvariantError, invariant } from './engine.js';
 import { mix32, Rng } from './rng.js';
 
@@ -60,7 +60,8 @@ function progress(dev: VirtioNetPci, backend: MemoryBackend, irqs: number): stri
   const s = dev.stats();
   const b = backend.stats();
   let q = 0;
-  for (const x of s.queues) q += x.rxPackets + x.rxDropped + x.rxFiltered + x.rxBacklogDepth + x.txPackets;
+  for (const x of s.queues)
+    q += x.rxPackets + x.rxDropped + x.rxFiltered + x.rxBacklogDepth + x.rxCrossingDepth + x.txPackets;
   return `${s.status}/${s.guestErrors}/${s.txPackets}/${q}/${b.delivered}/${b.transmitted}/${b.rxDropped}/${irqs}`;
 }
 

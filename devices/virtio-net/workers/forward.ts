@@ -86,6 +86,12 @@ export class CrossWorker implements ForeignPairs {
   private readonly spillHeld: Uint8Array;
   /** Frames handed to other workers. */
   forwarded = 0;
+  /**
+   * Per pair: rx frames this worker put in flight to it (into a ring or a spill) minus those it took out
+   * of flight (delivered from a ring to it, or handed to the main thread). Summed over the workers, the
+   * frames crossing to that pair now (`rxCrossingDepth`); any one worker's figure may be negative.
+   */
+  readonly crossing: Float64Array;
   private readonly flush = () => this.wakeOwners();
   private readonly congestion: Int32Array;
   /** Per backend queue of this worker: the pair whose congestion paused it, or -1. */
@@ -107,6 +113,7 @@ export class CrossWorker implements ForeignPairs {
     this.heldFor = new Int16Array(init.owner.length).fill(-1);
     this.spill = init.doors.map(() => null);
     this.spillHeld = new Uint8Array(init.owner.length);
+    this.crossing = new Float64Array(init.owner.length);
   }
 
   owns(pair: number): boolean {
@@ -139,6 +146,7 @@ export class CrossWorker implements ForeignPairs {
     const waiting = this.spill[w!];
     if ((!waiting || waiting.count === 0) && ring.writeTagged(tag, hash, bytes, offset, length, offload)) {
       this.forwarded++;
+      this.crossing[pair]!++;
       this.wakeLater(w!);
       return;
     }
@@ -150,6 +158,7 @@ export class CrossWorker implements ForeignPairs {
       return;
     }
     this.spilled++;
+    this.crossing[pair]!++;
     if (this.spillHeld[backendQueue] === 0) {
       this.spillHeld[backendQueue] = 1;
       this.flow.pause(backendQueue);
@@ -201,6 +210,7 @@ export class CrossWorker implements ForeignPairs {
       for (; spill && spill.count > 0; spill.shift()) {
         const tag = spill.peekReport();
         const offload = spill.peekOffload();
+        this.crossing[tag & 0xffff]!--;
         out.push({
           pair: tag & 0xffff,
           frame: Uint8Array.from(spill.peekFrame()),
@@ -338,14 +348,17 @@ export class CrossWorker implements ForeignPairs {
         const length = ring.frameLength - 8;
         const offload = ring.hasOffload ? ring.offload : null;
         let taken = true;
+        const tx = tag >>> 16 === TX_TAG;
         try {
-          taken =
-            tag >>> 16 === TX_TAG
-              ? send(tag & 0xffff, v, at + 8, length, offload)
-              : deliver(tag & 0xffff, v, at + 8, length, offload, hash, tag >>> 16);
+          taken = tx
+            ? send(tag & 0xffff, v, at + 8, length, offload)
+            : deliver(tag & 0xffff, v, at + 8, length, offload, hash, tag >>> 16);
         } finally {
           // A frame whose delivery threw (a guest error) is gone like any other.
-          if (taken) ring.consume();
+          if (taken) {
+            ring.consume();
+            if (!tx) this.crossing[tag & 0xffff]!--;
+          }
         }
         if (!taken) break;
         n++;

@@ -560,6 +560,8 @@ class PairWorker {
     out[e + Extra.TAP_RX] = t.rxFrames;
     out[e + Extra.TAP_TX] = t.txFrames;
     out[e + Extra.RX_DROPPED_NOT_READY] = this.shared.deviceStats.rxDroppedNotReady;
+    const crossing = this.cross?.crossing;
+    if (crossing) out.set(crossing, e + Extra.COUNT);
   }
 }
 

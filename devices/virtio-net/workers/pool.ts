@@ -16,6 +16,7 @@ import type { DataPlane } from '../data-plane.js';
 import type { VirtioNet } from '../device.js';
 import { backendOffloads } from '../offloads.js';
 import type { WorkerBackendControl } from './control-backend.js';
+import { WorkerCounters } from './counters.js';
 import { takeCrossing } from './crossing.js';
 import {
   callWorker,
@@ -66,7 +67,6 @@ export class WorkerPool implements DataPlane {
   private readonly irq: Int32Array;
   private irqSeen = 0;
   /** The workers' rxDroppedNotReady already added to the device's. */
-  private notReadySeen = 0;
   /** The transport context through which the workers' kick eventfds are held (holdKicks). */
   private kickCtx: VirtioDeviceContext | null = null;
   private closed = false;
@@ -74,6 +74,7 @@ export class WorkerPool implements DataPlane {
   /** How long a request waits for a worker's answer (tests shorten it). */
   answerMs = ANSWER_MS;
   readonly handoffs: WorkerHandoffs = noHandoffs();
+  private readonly counters: WorkerCounters;
 
   constructor(
     private readonly net: VirtioNet,
@@ -81,6 +82,7 @@ export class WorkerPool implements DataPlane {
     memory: GuestMemory,
     count: number,
   ) {
+    this.counters = new WorkerCounters(net, this.handoffs);
     const regions = memory.threadRegions();
     if (!regions)
       throw new OptionsError(
@@ -130,7 +132,9 @@ export class WorkerPool implements DataPlane {
     forward: ForwardInit | null,
   ): PairWorkerHandle {
     const door = new Int32Array(doorbell);
-    const stats = new Float64Array(new SharedArrayBuffer(8 * statsLength(pairs.length)));
+    const stats = new Float64Array(
+      new SharedArrayBuffer(8 * statsLength(pairs.length, this.net.maxQueuePairs)),
+    );
     const init: WorkerInit = {
       pairs,
       backend,
@@ -367,7 +371,7 @@ export class WorkerPool implements DataPlane {
     const rings = this.workers.length < 2 ? [] : this.workers.map((h) => this.flush(h, discard));
     // The counters after the flush (tx frames it wrote or dropped; the backlogs are this thread's now),
     // then the frames it gave back.
-    for (const h of this.workers) this.copyStats(h);
+    this.counters.read(this.workers);
     for (const [p, st] of net.queueStats.entries()) st.rxBacklogDepth = net.backlogs[p]!.count;
     takeCrossing(net, [...rings.flat(), ...spills.flat()], discard);
     // Interrupts the workers raised before stopping that this thread had not taken yet: raised now,
@@ -382,7 +386,7 @@ export class WorkerPool implements DataPlane {
 
   refreshStats(): void {
     if (!this.running) return;
-    for (const h of this.workers) this.copyStats(h);
+    this.counters.read(this.workers);
   }
 
   close(): void {
@@ -492,36 +496,6 @@ export class WorkerPool implements DataPlane {
   /** One synchronous control-plane request (handle.ts `callWorker`). */
   private call(h: PairWorkerHandle, req: Request): Reply {
     return callWorker(h, req, this.answerMs, this.handoffs);
-  }
-
-  private copyStats(h: PairWorkerHandle): void {
-    const n = STAT_FIELDS.length;
-    for (const [k, p] of h.pairs.entries()) {
-      const st = this.net.queueStats[p]!;
-      for (let i = 0; i < n; i++) st[STAT_FIELDS[i]!] = h.stats[k * n + i]!;
-    }
-    let cross = 0;
-    let notReady = 0;
-    let direct = 0;
-    let kicks = 0;
-    let forwards = 0;
-    let spills = 0;
-    for (const w of this.workers) {
-      forwards += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_FORWARDS]!;
-      spills += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_SPILLS]!;
-      cross += w.stats[w.pairs.length * n + Extra.CROSS_PAIR_DROPS]!;
-      direct += w.stats[w.pairs.length * n + Extra.DIRECT_INTERRUPTS]!;
-      kicks += w.stats[w.pairs.length * n + Extra.KICKS_DIRECT]!;
-      notReady += w.stats[w.pairs.length * n + Extra.RX_DROPPED_NOT_READY]!;
-    }
-    this.handoffs.crossPairDrops = cross;
-    this.handoffs.interruptsDirect = direct;
-    this.handoffs.kicksDirect = kicks;
-    this.handoffs.crossPairForwards = forwards;
-    this.handoffs.crossPairSpills = spills;
-    // Frames the workers' sinks refused join this thread's count (each worker's is cumulative).
-    this.net.shared.deviceStats.rxDroppedNotReady += notReady - this.notReadySeen;
-    this.notReadySeen = notReady;
   }
 
   private sharedState(): SharedState {

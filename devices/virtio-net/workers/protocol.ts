@@ -66,7 +66,12 @@ export const Extra = {
   CROSS_PAIR_SPILLS: 9,
   COUNT: 10,
 } as const;
-export const statsLength = (pairs: number) => pairs * STAT_FIELDS.length + Extra.COUNT;
+/**
+ * A worker's counter block: its pairs' counters, the worker-wide ones, then per pair of the device the
+ * worker's share of the rx frames crossing to it (forward.ts `crossing`).
+ */
+export const statsLength = (pairs: number, maxPairs: number) =>
+  pairs * STAT_FIELDS.length + Extra.COUNT + maxPairs;
 
 /** A tap's queues for a worker: its tap fds (dup'd for it), in the order of its pairs. */
 export interface TapWorkerInit {
