@@ -9,11 +9,23 @@ import { Extra, STAT_FIELDS } from './protocol.js';
 export class WorkerCounters {
   /** The workers' summed rxDroppedNotReady as last taken into the device's (each is cumulative). */
   private notReadySeen = 0;
+  /** Per pair: the workers' summed drops of frames bound for it they do not own, as last read. */
+  private readonly foreignSeen: Float64Array;
+  /** Per pair: of those, the ones not handed to its owner yet (added to its rxDropped here). */
+  private readonly foreignCarried: Float64Array;
 
   constructor(
     private readonly net: VirtioNet,
     private readonly handoffs: WorkerHandoffs,
-  ) {}
+  ) {
+    this.foreignSeen = new Float64Array(net.maxQueuePairs);
+    this.foreignCarried = new Float64Array(net.maxQueuePairs);
+  }
+
+  /** The worker owning `pairs` started with the device's counters, the foreign drops read so far in them. */
+  handedOver(pairs: readonly number[]): void {
+    for (const p of pairs) this.foreignCarried[p] = 0;
+  }
 
   /**
    * Copies what `workers` published into the device's counters. A worker publishes before it answers a
@@ -42,11 +54,22 @@ export class WorkerCounters {
       kicks += w.stats[e + Extra.KICKS_DIRECT]!;
       notReady += w.stats[e + Extra.RX_DROPPED_NOT_READY]!;
     }
-    // Frames crossing to a pair: put in flight by one worker, taken out by another (forward.ts).
+    // Frames crossing to a pair: put in flight by one worker, taken out by another (forward.ts); and
+    // frames bound for it that a worker not owning it dropped, which count in its rxDropped as they
+    // would have on one thread (where the pair's full backlog drops them).
+    const maxPairs = net.maxQueuePairs;
     for (const [p, st] of net.queueStats.entries()) {
       let depth = 0;
-      for (const w of workers) depth += w.stats[w.pairs.length * n + Extra.COUNT + p] ?? 0;
+      let foreign = 0;
+      for (const w of workers) {
+        const at = w.pairs.length * n + Extra.COUNT + p;
+        depth += w.stats[at] ?? 0;
+        foreign += w.stats[at + maxPairs] ?? 0;
+      }
       st.rxCrossingDepth = depth;
+      this.foreignCarried[p]! += foreign - this.foreignSeen[p]!;
+      this.foreignSeen[p] = foreign;
+      st.rxDropped += this.foreignCarried[p]!;
     }
     const h = this.handoffs;
     h.crossPairDrops = cross;

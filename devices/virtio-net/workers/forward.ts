@@ -92,6 +92,8 @@ export class CrossWorker implements ForeignPairs {
    * frames crossing to that pair now (`rxCrossingDepth`); any one worker's figure may be negative.
    */
   readonly crossing: Float64Array;
+  /** Per pair: of `drops`, those of frames steered to it (counted in its rxDropped by the main thread). */
+  readonly dropsFor: Float64Array;
   private readonly flush = () => this.wakeOwners();
   private readonly congestion: Int32Array;
   /** Per backend queue of this worker: the pair whose congestion paused it, or -1. */
@@ -114,6 +116,7 @@ export class CrossWorker implements ForeignPairs {
     this.spill = init.doors.map(() => null);
     this.spillHeld = new Uint8Array(init.owner.length);
     this.crossing = new Float64Array(init.owner.length);
+    this.dropsFor = new Float64Array(init.owner.length);
   }
 
   owns(pair: number): boolean {
@@ -138,7 +141,7 @@ export class CrossWorker implements ForeignPairs {
     const w = this.init.owner[pair];
     const ring = w === undefined ? null : this.out[w];
     if (!ring) {
-      this.drops++;
+      this.drop(pair);
       return;
     }
     // Tag: the pair and report type in one word, the hash in the other.
@@ -154,7 +157,7 @@ export class CrossWorker implements ForeignPairs {
     const spill = waiting ?? new Backlog(SPILL_FRAMES);
     this.spill[w!] = spill;
     if (!spill.push(bytes.subarray(offset, offset + length), offload, hash, tag)) {
-      this.drops++;
+      this.drop(pair);
       return;
     }
     this.spilled++;
@@ -164,6 +167,11 @@ export class CrossWorker implements ForeignPairs {
       this.flow.pause(backendQueue);
     }
     Atomics.store(this.roomWanted, this.init.index, 1);
+  }
+
+  private drop(pair: number): void {
+    this.drops++;
+    if (pair < this.dropsFor.length) this.dropsFor[pair]!++;
   }
 
   /**

@@ -560,8 +560,15 @@ class PairWorker {
     out[e + Extra.TAP_RX] = t.rxFrames;
     out[e + Extra.TAP_TX] = t.txFrames;
     out[e + Extra.RX_DROPPED_NOT_READY] = this.shared.deviceStats.rxDroppedNotReady;
-    const crossing = this.cross?.crossing;
-    if (crossing) out.set(crossing, e + Extra.COUNT);
+    // Per pair: this worker's share of the frames crossing to it, then its drops of frames bound for it
+    // that it does not own (protocol.ts statsLength).
+    const c = this.cross;
+    if (c) out.set(c.crossing, e + Extra.COUNT);
+    const maxPairs = this.stats.length;
+    for (let p = 0; p < maxPairs; p++) {
+      const foreign = this.init.pairs.includes(p) ? 0 : this.stats[p]!.rxDropped;
+      out[e + Extra.COUNT + maxPairs + p] = foreign + (c?.dropsFor[p] ?? 0);
+    }
   }
 }
 

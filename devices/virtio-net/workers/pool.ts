@@ -283,6 +283,7 @@ export class WorkerPool implements DataPlane {
         coalesce,
         routeFds: queueFdsFor(ctx, h.pairs),
       });
+      this.counters.handedOver(h.pairs);
     }
     this.running = true;
     // Frames the workers delivered while starting: their interrupts now, in test mode.

@@ -68,10 +68,11 @@ export const Extra = {
 } as const;
 /**
  * A worker's counter block: its pairs' counters, the worker-wide ones, then per pair of the device the
- * worker's share of the rx frames crossing to it (forward.ts `crossing`).
+ * worker's share of the rx frames crossing to it (forward.ts `crossing`), then per pair the frames bound
+ * for it this worker dropped without owning it (forward.ts `dropsFor`, and rxDropped of a pair not its own).
  */
 export const statsLength = (pairs: number, maxPairs: number) =>
-  pairs * STAT_FIELDS.length + Extra.COUNT + maxPairs;
+  pairs * STAT_FIELDS.length + Extra.COUNT + 2 * maxPairs;
 
 /** A tap's queues for a worker: its tap fds (dup'd for it), in the order of its pairs. */
 export interface TapWorkerInit {
