@@ -18,7 +18,9 @@ import { describeError, EscapeError, guard, InvariantError, invariant, type RunC
 import type { Rng } from './rng.js';
 import {
   checkWorkersGone,
+  checkWorkersIdle,
   onWorkers,
+  poolOf,
   processResources,
   settleWorkers,
   shutdownWorkers,
@@ -293,6 +295,7 @@ export class Rig {
   async settle(done?: () => boolean): Promise<void> {
     if (!this.onWorkers) return;
     await settleWorkers(this.dev, this.backend, () => this.irq.msiCount + this.irq.intxCount, done);
+    await checkWorkersIdle(poolOf(this.dev));
   }
 
   /**

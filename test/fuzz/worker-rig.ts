@@ -95,6 +95,26 @@ export async function settleWorkers(
   return rounds;
 }
 
+/**
+ * The engine's spin check for the worker threads (it sees this thread's event loop only): every worker
+ * must come to have no setImmediate callback pending within `limitMs`. Deferred work (a tx slice, an
+ * rx recheck) clears in a few turns; a worker rescheduling itself for ever would burn a core while its
+ * guest does nothing, which a hostile guest must not be able to cause.
+ */
+export async function checkWorkersIdle(pool: WorkerPool | null, limitMs = 3000): Promise<void> {
+  if (!pool) return;
+  const end = performance.now() + limitMs;
+  for (;;) {
+    const pending = guard('WorkerPool.pendingImmediates()', () => pool.pendingImmediates());
+    if (pending.every((n) => n === 0)) return;
+    if (performance.now() > end)
+      throw new InvariantError(
+        `spin: a queue-pair worker still has deferred work rescheduling itself ${limitMs} ms after the step (setImmediate callbacks pending per worker: ${pending.join(', ')})`,
+      );
+    await new Promise<void>((resolve) => setTimeout(resolve, 1));
+  }
+}
+
 /** Descriptors and threads of this process (a worker is a thread; its event loop holds descriptors). */
 export function processResources(): { fds: number; threads: number } {
   return { fds: readdirSync('/proc/self/fd').length, threads: readdirSync('/proc/self/task').length };

@@ -414,6 +414,14 @@ class PairWorker {
         return { op: 'mapped' };
       case 'stall':
         return { op: 'error', message: 'stall is not answered' };
+      case 'spin': {
+        const end = performance.now() + req.ms;
+        const again = () => {
+          if (performance.now() < end && !this.closed) setImmediate(again);
+        };
+        setImmediate(again);
+        return this.handle({ op: 'ping' });
+      }
       case 'stop':
         return this.stop();
       case 'flush': {
@@ -436,6 +444,7 @@ class PairWorker {
           needsReset: this.lastError,
           timers: this.timers(),
           publishRounds: this.publisher.rounds,
+          immediates: pendingImmediates(),
         };
       case 'close':
         this.stop();
@@ -570,6 +579,13 @@ class PairWorker {
       out[e + Extra.COUNT + maxPairs + p] = foreign + (c?.dropsFor[p] ?? 0);
     }
   }
+}
+
+/** setImmediate callbacks pending on this thread's event loop (a request, not the data path). */
+function pendingImmediates(): number {
+  let n = 0;
+  for (const r of process.getActiveResourcesInfo()) if (r === 'Immediate') n++;
+  return n;
 }
 
 if (!isMainThread && (workerData as { kind?: string } | null)?.kind === 'virtio-net-pairs') {

@@ -229,15 +229,23 @@ export class WorkerPool implements DataPlane {
 
   private settling = false;
 
-  /** A round trip to `h`: its coalescing timers armed now and its publishing rounds so far (tests). */
-  private ping(h: PairWorkerHandle): { timers: number; publishRounds: number } {
+  /** A round trip to `h`: its coalescing timers armed now, publishing rounds and pending immediates (tests). */
+  private ping(h: PairWorkerHandle): { timers: number; publishRounds: number; immediates: number } {
     const r = this.call(h, { op: 'ping' });
-    if (r.op !== 'pong') return { timers: 0, publishRounds: -1 };
+    if (r.op !== 'pong') return { timers: 0, publishRounds: -1, immediates: 0 };
     if (r.errors > h.errorsSeen) {
       h.errorsSeen = r.errors;
       this.workerGuestError(r.needsReset ?? 'guest error in a queue-pair worker');
     }
     return r;
+  }
+
+  /**
+   * Tests: each live worker's setImmediate callbacks pending now (a round trip to each). Deferred work
+   * (a tx slice, an rx recheck) clears in a few turns; a count that never drops is a worker that spins.
+   */
+  pendingImmediates(): number[] {
+    return this.workers.map((h) => (h.exited || h.closedOk ? 0 : this.ping(h).immediates));
   }
 
   /** Tests: the workers' coalescing timers armed now (a round trip to each live worker). */
@@ -460,6 +468,11 @@ export class WorkerPool implements DataPlane {
     const h = this.workers[w]!;
     h.port.postMessage({ op: 'stall', ms } satisfies Request);
     ringWorker(h, CONTROL_BIT);
+  }
+
+  /** Tests: worker `w` keeps rescheduling a setImmediate callback for `ms` (a worker that spins). */
+  spinForTest(w: number, ms: number): void {
+    this.call(this.workers[w]!, { op: 'spin', ms });
   }
 
   // ---- Internals ---------------------------------------------------------------------------------

@@ -204,7 +204,9 @@ export type Request =
   | { op: 'ping' }
   | { op: 'close' }
   /** Tests: the worker blocks its thread `ms` and sends no answer (a worker that does not answer in time). */
-  | { op: 'stall'; ms: number };
+  | { op: 'stall'; ms: number }
+  /** Tests: the worker reschedules a setImmediate callback for `ms` (a worker that spins), then pongs. */
+  | { op: 'spin'; ms: number };
 
 export type Reply =
   | { op: 'started' | 'synced' | 'closed' | 'mapped' | 'routed' }
@@ -212,7 +214,15 @@ export type Reply =
    * Guest errors the worker met so far (each also sent as a message, numbered), the last one's reason,
    * its coalescing timers armed now, and how many counter-publishing rounds it ran so far (tests).
    */
-  | { op: 'pong'; errors: number; needsReset: string | null; timers: number; publishRounds: number }
+  | {
+      op: 'pong';
+      errors: number;
+      needsReset: string | null;
+      timers: number;
+      publishRounds: number;
+      /** setImmediate callbacks pending on the worker's event loop (tests: a worker that spins). */
+      immediates: number;
+    }
   | {
       op: 'stopped';
       /** Per owned pair: [rx, tx] ring states (null where the worker had no queue). */

@@ -12,13 +12,15 @@
  * closed every descriptor it was given and unmapped every DMA region (the process's descriptor count
  * and memfd mappings are back where they were), and a new client can connect, handshake and be served.
  */
-import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
+
 import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { virtioNetVfioUserDevice, type VirtioNetVfioUserDevice } from '../../../devices/serve/vfio-user.js';
-import type { WorkerPool } from '../../../devices/virtio-net/workers/pool.js';
+import { type VirtioNetVfioUserDevice, virtioNetVfioUserDevice } from '../../../devices/serve/vfio-user.js';
 import { VirtioNetDriver } from '../../../devices/testing/net-driver.js';
+import type { WorkerPool } from '../../../devices/virtio-net/workers/pool.js';
+import * as sys from '../../../lib/host/socket.js';
 import { GuestMemory } from '../../../lib/memory/guest-memory.js';
 import { MemoryBackend } from '../../../lib/net/memory-backend.js';
 import { type ClientReply, VfioUserClient } from '../../../lib/vfio-user/client.js';
@@ -30,10 +32,10 @@ import {
   MsgFlag,
 } from '../../../lib/vfio-user/protocol.js';
 import { VfioUserServer } from '../../../lib/vfio-user/server.js';
-import * as sys from '../../../lib/host/socket.js';
 import { BumpAllocator } from '../../../virtio/testing/bump-allocator.js';
 import { describeError, type FuzzTarget, guard, invariant } from '../engine.js';
 import type { Rng } from '../rng.js';
+import { checkWorkersIdle } from '../worker-rig.js';
 
 type FdKind = 'memfd' | 'memfd0' | 'eventfd' | 'pipe' | 'socket' | 'null' | 'zero' | 'file' | 'dir';
 type Step =
@@ -554,6 +556,8 @@ export const vfioUser: FuzzTarget<State, Step> = {
   async check(st) {
     guard('server.stats()', () => st.server.stats());
     guard('device stats()', () => st.device.net.stats());
+    // The engine's spin check sees this thread only: the workers' event loops are checked here.
+    if (st.onWorkers) await checkWorkersIdle(st.device.net.net.dataPlane as WorkerPool | null);
   },
   async finish(st) {
     await checkServes(st, 'end of case');
