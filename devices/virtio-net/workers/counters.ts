@@ -66,7 +66,9 @@ export class WorkerCounters {
         depth += w.stats[at] ?? 0;
         foreign += w.stats[at + maxPairs] ?? 0;
       }
-      st.rxCrossingDepth = depth;
+      // Each worker publishes on its own schedule: while frames move, the owner's share may be newer than
+      // the sender's (a frame taken out before its sender published putting it in).
+      st.rxCrossingDepth = Math.max(0, depth);
       this.foreignCarried[p]! += foreign - this.foreignSeen[p]!;
       this.foreignSeen[p] = foreign;
       st.rxDropped += this.foreignCarried[p]!;
