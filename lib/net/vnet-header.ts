@@ -87,7 +87,8 @@ export function writeVnetHeader(
   hashReport = 0,
 ): void {
   if (o === null) {
-    bytes.fill(0, at, at + VNET_HDR_OFFLOAD_BYTES);
+    // A loop, not fill(): TypedArray fill is a runtime call, twice the cost for 10 bytes (per frame).
+    for (let i = 0; i < VNET_HDR_OFFLOAD_BYTES; i++) bytes[at + i] = 0;
   } else {
     bytes[at + NetHdr.FLAGS] = o.flags;
     bytes[at + NetHdr.GSO_TYPE] = o.gsoType;

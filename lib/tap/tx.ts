@@ -170,7 +170,7 @@ export class TapTx {
       // Bytes past the offload fields (num_buffers, hash) stay zero: the kernel skips them on tx.
       const written = offloadBytes(hs);
       writeVnetHeader(h, o, offload, written);
-      if (hs > written) h.fill(0, o + written, o + hs);
+      for (let k = o + written; k < o + hs; k++) h[k] = 0; // not fill(): a runtime call per frame
       if (this.txSlotHeadersAddress === 0) this.txSlotHeadersAddress = this.c.addressOf(h);
       setIovec(iov, 2 * i + n++, this.txSlotHeadersAddress + o, hs);
     }
