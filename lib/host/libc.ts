@@ -35,8 +35,6 @@ export interface Libc {
   /** ioctl whose third argument is an integer value (TUNSETOFFLOAD, TUNSETPERSIST). */
   ioctlVal(fd: number, request: number, arg: number): number;
   poll(fds: Uint8Array | unknown, nfds: number, timeout: number): number;
-  /** `poll` on a koffi worker thread; `fds` must be stable memory (koffi.alloc), not a JS buffer. */
-  pollAsync(fds: unknown, nfds: number, timeout: number, done: (err: unknown, res: number) => void): void;
   eventfd(initval: number, flags: number): number;
   fcntl(fd: number, cmd: number, arg: number): number;
   socket(domain: number, type: number, protocol: number): number;
@@ -281,7 +279,6 @@ function bind(): Libc {
     ioctlPtr,
     ioctlVal,
     poll,
-    pollAsync: (fds, nfds, timeout, done) => poll.async(fds, nfds, timeout, done),
     eventfd,
     fcntl,
     socket,

@@ -1,5 +1,5 @@
 /**
- * Receive (tap -> guest) for TapBackend. The queues' fds sit in the process-wide poller (poller.ts); when
+ * Receive (tap -> guest) for TapBackend. The queues' fds sit in this thread's poller (poller.ts); when
  * one is readable it is drained here with non-blocking reads, up to a budget. While frames keep coming
  * they are read in batches, many per io_uring submission into slots of ours (rx-batch.ts, `batchRx`).
  * A single read is a `readv(2)` straight into the guest's receive buffer when the device lends one
@@ -8,15 +8,16 @@
  * of the poll set (the kernel queues, then drops, as for a slow QEMU). The per-frame cost is at most one
  * FFI call and no allocation.
  */
+
+import type { BackendError } from '../errors.js';
 import { Errno, type Libc, POLLERR, POLLHUP, POLLNVAL } from '../host/libc.js';
-import { type BackendSink, emptyOffload, type NetOffload, ReceiveTarget, MAX_FRAME } from '../net/backend.js';
+import { type BackendSink, emptyOffload, MAX_FRAME, type NetOffload, ReceiveTarget } from '../net/backend.js';
 import { readVnetHeader, VNET_HDR_OFFLOAD_BYTES } from '../net/vnet-header.js';
 import { type HostAddresses, setIovec } from './iovec.js';
-import { ZERO_COPY_RX_MIN_BYTES, type TapStats } from './options.js';
+import { type TapStats, ZERO_COPY_RX_MIN_BYTES } from './options.js';
 import { type PollEntry, type SharedPoller, sharedPoller } from './poller.js';
 import { RX_BATCH, RX_SLOT, RxBatch } from './rx-batch.js';
 import { isGoneErrno } from './tap-fd.js';
-import type { BackendError } from '../errors.js';
 
 /** Frames read per ready fd before yielding back to the event loop. */
 const RX_BUDGET = 256;

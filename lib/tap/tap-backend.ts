@@ -6,7 +6,7 @@
  * this module converts to/from the caller's `NetOffload` record.
  *
  * The rooms: tap-fd.ts opens (or adopts) the fds and wraps the TUN* ioctls; rx.ts reads frames when the
- * process-wide poller (poller.ts) finds an fd readable, up to 64 per io_uring submission with `batchRx`
+ * thread's poller (poller.ts: a uv_poll handle per queue) finds an fd readable, up to 64 per io_uring submission with `batchRx`
  * (rx-batch.ts), or one at a time straight into lent guest buffers where that pays;
  * tx.ts writes guest frames from guest memory, a burst per io_uring submission with `batchTx`; this class
  * wires them to the device and owns the lifecycle (close, the tap vanishing under us).
@@ -431,8 +431,7 @@ export class TapBackend implements NetBackend {
     this.linkWatch?.close();
     this.linkWatch = null;
     this.rx.stop();
-    // Close after the poller let go (the in-flight poll holds its own file reference; a reused fd number
-    // would only produce a spurious EAGAIN read, which is harmless).
+    // Close after the poller let go: its handles are closed by rx.stop(), so epoll holds none of these.
     for (const q of this.queues) {
       if (q.fd >= 0) this.c.close(q.fd);
       q.fd = -1;

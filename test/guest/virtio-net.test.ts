@@ -432,11 +432,7 @@ async function expectBasics(run: Run, pings: number, hostPings: number): Promise
   expect([ds.guestErrors, ds.txDropped, ds.lastError]).toEqual([0, 0, null]);
 }
 
-/** The process-wide tap poller keeps one eventfd for the life of the process: create it before counting. */
-/**
- * The fd count once it stops moving: the shared tap poller releases its eventfd a moment after the last
- * tap closes (an earlier test's), so count only when that has happened.
- */
+/** The fd count once it stops moving (an earlier test's fds may still be closing), to compare against. */
 async function settledFdCount(): Promise<number> {
   let last = fdCount();
   for (let stable = 0, i = 0; stable < 5 && i < 200; i++) {

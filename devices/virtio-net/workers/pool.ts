@@ -408,8 +408,8 @@ export class WorkerPool implements DataPlane {
     this.closed = true;
     this.running = false;
     for (const h of this.workers) {
-      // A worker that closed its tap leaves by itself once its poller's last koffi call returned
-      // (terminating it with one in flight aborts the process); one that did not answer is ended.
+      // A worker that closed its tap leaves by itself once its event loop is empty (terminating one with
+      // a koffi call in flight aborts the process); one that did not answer is ended.
       let answered = false;
       try {
         if (!h.exited) {
