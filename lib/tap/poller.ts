@@ -58,9 +58,14 @@ export class SharedPoller {
     w.handle = null;
   }
 
-  /** Call after flipping an entry's `enabled`. */
-  changed(): void {
-    for (const [e, w] of this.watches) this.sync(e, w);
+  /** Call after flipping `entry`'s `enabled` (without it: every entry's). No allocation with it. */
+  changed(entry?: PollEntry): void {
+    if (entry === undefined) {
+      for (const [e, w] of this.watches) this.sync(e, w);
+      return;
+    }
+    const w = this.watches.get(entry);
+    if (w) this.sync(entry, w);
   }
 
   private sync(e: PollEntry, w: Watch): void {

@@ -156,7 +156,7 @@ export class TapRx {
     const want = !q.paused && q.attached && !q.draining && this.sink !== null && !this.down;
     if (q.entry.enabled === want) return;
     q.entry.enabled = want;
-    if (this.sink) this.poller?.changed();
+    if (this.sink) this.poller?.changed(q.entry);
   }
 
   /** Drains `q` on the next turn of the event loop (coalesced). */
